@@ -1,0 +1,88 @@
+"""``cosmos`` command line: one module per verb group, each with ``register(subparsers)``.
+
+Every user-facing error (``CosmosError``) becomes one clear line on stderr and a non-zero exit;
+tracebacks are shown only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from cosmos.errors import CosmosError
+from cosmos.logs import setup_logging
+
+# Each module defines register(subparsers) and sets ``func`` on its parsers.
+_COMMAND_MODULES = (
+    "cosmos.cli.data_cmds",  # validate, phantom
+    "cosmos.cli.evaluate_cmd",  # evaluate
+    "cosmos.cli.translator_cmds",  # translator train / convert
+    "cosmos.cli.selftrain_cmd",  # selftrain
+    "cosmos.cli.predict_cmd",  # predict
+    "cosmos.cli.pipeline_cmds",  # run, compile, submit
+    "cosmos.cli.benchmark_cmd",  # benchmark
+    "cosmos.cli.config_cmd",  # config
+)
+
+
+def add_config_args(p: argparse.ArgumentParser, default_profile: str = "tiny") -> None:
+    """The shared --profile / --config / --set options."""
+    p.add_argument("--profile", default=default_profile, help="named profile: tiny | small | paper")
+    p.add_argument("--config", default=None, help="YAML file merged over the profile")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted override, e.g. --set translator.epochs=3 (repeatable)")
+
+
+def config_from_args(args: argparse.Namespace):
+    from cosmos.config import load_config
+
+    return load_config(args.profile, args.config, args.overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cosmos", description="COSMOS cross-modality domain adaptation (ceT1 -> hrT2)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # verb group not built yet
+                continue
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        rc = args.func(args)
+        return int(rc or 0)
+    except CosmosError as exc:
+        if args.debug:
+            raise
+        print(f"cosmos: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cosmos: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # last resort: still one line, with a hint
+        if args.debug:
+            raise
+        logging.getLogger("cosmos").debug("unexpected error", exc_info=True)
+        print(f"cosmos: unexpected error: {type(exc).__name__}: {exc} (re-run with --debug for a traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

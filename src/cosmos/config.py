@@ -1,0 +1,410 @@
+"""One typed configuration object for every COSMOS stage.
+
+Why one object: every stage (translator, nnU-Net rounds, pipeline) reads only its own section, but
+the run as a whole must be reproducible from a single YAML file that MLflow logs as params.
+Named profiles give sensible starting points:
+
+* ``tiny``  - CPU tests and the demo (minutes on 2 cores),
+* ``small`` - a meaningful CPU benchmark (about an hour),
+* ``paper`` - the published settings (GPU; COSMOS paper section 4.2).
+
+Overrides use dotted keys, e.g. ``translator.epochs=3`` or ``segmentation.folds=[0,1]``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from cosmos.errors import CosmosError
+
+PROFILES = ("tiny", "small", "paper")
+
+# Loss-weight presets for the translator (lambda_1..lambda_4 of paper eq. 1).
+LOSS_PRESETS: dict[str, dict[str, float]] = {
+    # The paper, section 4.2, as written: cycle, adversarial, identity, segmentation.
+    "paper": {"lambda_cycle": 0.01, "lambda_adv": 0.1, "lambda_identity": 0.5, "lambda_seg": 1.0},
+    # The team's crossMoDA 2021 technical report: adv:cycle:identity:seg = 1:10:5:100.
+    "report": {"lambda_cycle": 0.1, "lambda_adv": 0.01, "lambda_identity": 0.05, "lambda_seg": 1.0},
+}
+
+
+class ConfigError(CosmosError, ValueError):
+    """A configuration value or override that cannot be applied."""
+
+
+@dataclass
+class PhantomConfig:
+    """Built-in synthetic crossMoDA-like dataset (used when no data is given)."""
+
+    n_source: int = 8
+    n_target: int = 8
+    n_val: int = 4
+    seed: int = 0
+    scale: str = "small"  # small | full
+
+
+@dataclass
+class TranslatorConfig:
+    """Target-aware 2D CycleGAN (paper 3.1 and 4.2)."""
+
+    base_channels: int = 16  # first-level width of each generator U-Net
+    levels: int = 3  # U-Net depth (the paper: 3 levels)
+    disc_channels: int = 16  # first-level width of the PatchGAN discriminators
+    disc_layers: int = 3
+    image_size: int = 64  # square in-plane training grid (pixels) after resampling
+    inplane_spacing: float = 0.8  # mm; common in-plane spacing for training slices
+    epochs: int = 3
+    batch_size: int = 8
+    slices_per_epoch: int = 256  # 0 = every slice of the larger domain each epoch
+    lr: float = 1e-4
+    lr_decay: float = 0.95  # multiplicative decay per epoch (paper: "multiplicative decay")
+    beta1: float = 0.5
+    loss_preset: str = "paper"
+    lambda_cycle: float = 0.01
+    lambda_adv: float = 0.1
+    lambda_identity: float = 0.5
+    lambda_seg: float = 1.0
+    gan_loss: str = "bce"  # bce = the paper's log-likelihood form; lsgan also available
+    seg_translated_start_epoch: int = 5  # Seg^{T->S}(C^{S->T}(x^s)) counts after this epoch
+    segmentor: bool = True  # False = pure CycleGAN ablation ("DA w/o Seg.")
+    sample_every: int = 1  # epochs between Fig.-3 style sample grids
+    convert_batch_size: int = 16
+    device: str = "auto"  # auto | cpu | cuda
+
+
+@dataclass
+class SegmentationConfig:
+    """nnU-Net v2 3d_fullres teacher/students (paper 3.2 and 4.2)."""
+
+    configuration: str = "3d_fullres"
+    folds: list[int] = field(default_factory=lambda: [0, 1])
+    num_folds: int = 5  # nnU-Net's cross-validation split size
+    epochs: int = 2
+    iterations_per_epoch: int = 25
+    val_iterations_per_epoch: int = 5
+    batch_size: int = 2
+    initial_lr: float = 1e-2
+    features_base: int = 16  # 32 in nnU-Net's default plan
+    features_max: int = 128  # 320 in nnU-Net's default plan
+    patch_size: list[int] | None = None  # None = nnU-Net's planned patch
+    oversample_foreground: float = 0.66  # nnU-Net default 0.33; helps the small cochlea on CPU
+    mirroring: bool = True  # test-time augmentation (8x flips in 3D)
+    save_probabilities: bool = False
+    run_validation: bool = False  # nnU-Net's full-case validation after training
+    device: str = "auto"
+
+
+@dataclass
+class SelfTrainingConfig:
+    """Iterative teacher-student self-training (paper 3.3, Algorithm 1)."""
+
+    rounds: int = 2  # K student rounds after the teacher (paper: 3)
+    required_labels: list[int] = field(default_factory=lambda: [1, 2])  # drop cases missing any
+
+
+@dataclass
+class TrackingConfig:
+    """MLflow tracking and registry."""
+
+    tracking_uri: str = ""  # "" = sqlite under the run's output directory
+    experiment: str = "cosmos"
+    translator_model_name: str = "cosmos-translator"
+    segmenter_model_name: str = "cosmos-segmenter"
+    champion_alias: str = "champion"
+
+
+@dataclass
+class CosmosConfig:
+    """The whole run. Every stage reads only its own section."""
+
+    profile: str = "tiny"
+    seed: int = 0
+    phantom: PhantomConfig = field(default_factory=PhantomConfig)
+    translator: TranslatorConfig = field(default_factory=TranslatorConfig)
+    segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
+    selftraining: SelfTrainingConfig = field(default_factory=SelfTrainingConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    # ------------------------------------------------------------------ helpers
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def flat(self, section: str | None = None) -> dict[str, Any]:
+        """Dotted-key view, e.g. for ``mlflow.log_params``."""
+        data = self.to_dict() if section is None else {section: self.to_dict()[section]}
+        return dict(_flatten(data))
+
+    def with_overrides(self, overrides: Iterable[str] | Mapping[str, Any]) -> "CosmosConfig":
+        data = self.to_dict()
+        items = list(overrides.items()) if isinstance(overrides, Mapping) else [_split_override(o) for o in overrides]
+        for key, value in items:
+            _set_dotted(data, key, value)
+        given = {k.split(".", 1)[1] for k, _ in items if k.startswith("translator.")}
+        return from_dict(data, given_translator_keys=given)
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = ""):
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from _flatten(value, name + ".")
+        else:
+            yield name, value
+
+
+def _split_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form section.key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from None
+    return key.strip(), value
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        if not isinstance(node, dict) or part not in node or not isinstance(node[part], dict):
+            raise ConfigError(f"unknown config section {'.'.join(parts[: i + 1])!r} in override {key!r}")
+        node = node[part]
+    if parts[-1] not in node:
+        raise ConfigError(f"unknown config key {key!r}; known keys here: {sorted(node)}")
+    node[parts[-1]] = value
+
+
+_SECTIONS = {
+    "phantom": PhantomConfig,
+    "translator": TranslatorConfig,
+    "segmentation": SegmentationConfig,
+    "selftraining": SelfTrainingConfig,
+    "tracking": TrackingConfig,
+}
+
+
+def _build(cls, values: Mapping[str, Any], where: str):
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(values) - set(names)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {sorted(unknown)} in config section {where!r}")
+    kwargs = {}
+    for name, value in values.items():
+        default = getattr(cls(), name)
+        kwargs[name] = _coerce(value, default, f"{where}.{name}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, default: Any, where: str) -> Any:
+    """Type-check a value against the field's default so typos fail fast."""
+    if value is None or default is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true/false, got {value!r}")
+    if isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer():
+            return int(value)
+        raise ConfigError(f"{where} must be an integer, got {value!r}")
+    if isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    if isinstance(default, str):
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    if isinstance(default, list):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        if isinstance(value, str):  # "0,1,2" from a CLI
+            try:
+                return [int(v) for v in value.split(",") if v.strip()]
+            except ValueError:
+                raise ConfigError(f"{where} must be a list, got {value!r}") from None
+        if isinstance(value, int):
+            return [value]
+        raise ConfigError(f"{where} must be a list, got {value!r}")
+    return value
+
+
+def from_dict(data: Mapping[str, Any], given_translator_keys: set[str] | None = None) -> CosmosConfig:
+    """Build and validate a config. ``given_translator_keys`` are the translator keys the user set
+    explicitly (default: those present in ``data``); they decide how loss presets resolve."""
+    data = dict(data)
+    if given_translator_keys is None:
+        given_translator_keys = set(data.get("translator", {}) or {})
+    top = {}
+    for key in ("profile", "seed"):
+        if key in data:
+            top[key] = data.pop(key)
+    sections = {}
+    for key, value in data.items():
+        if key not in _SECTIONS:
+            raise ConfigError(f"unknown config section {key!r}; known: {sorted(_SECTIONS)}")
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config section {key!r} must be a mapping")
+        sections[key] = _build(_SECTIONS[key], value, key)
+    cfg = CosmosConfig(**sections)
+    if "profile" in top:
+        cfg.profile = str(top["profile"])
+    if "seed" in top:
+        cfg.seed = _coerce(top["seed"], 0, "seed")
+    _resolve_loss_weights(cfg.translator, given_translator_keys)
+    validate(cfg)
+    return cfg
+
+
+_LAMBDAS = ("lambda_cycle", "lambda_adv", "lambda_identity", "lambda_seg")
+
+
+def _resolve_loss_weights(t: TranslatorConfig, given: set[str]) -> None:
+    """A named preset sets lambda_1..4; weights given by hand make the preset ``custom``."""
+    if t.loss_preset not in LOSS_PRESETS and t.loss_preset != "custom":
+        raise ConfigError(
+            f"translator.loss_preset must be one of {sorted(LOSS_PRESETS) + ['custom']}, got {t.loss_preset!r}"
+        )
+    hand = [k for k in _LAMBDAS if k in given]
+    if "loss_preset" in given and t.loss_preset != "custom":
+        preset = LOSS_PRESETS[t.loss_preset]
+        clash = [k for k in hand if getattr(t, k) != preset[k]]
+        if clash:
+            raise ConfigError(
+                f"translator.loss_preset={t.loss_preset} fixes {clash}; set translator.loss_preset=custom "
+                "to give loss weights by hand"
+            )
+        for k, v in preset.items():
+            setattr(t, k, v)
+    elif hand:
+        t.loss_preset = "custom"
+    elif t.loss_preset != "custom":
+        for k, v in LOSS_PRESETS[t.loss_preset].items():
+            setattr(t, k, v)
+
+
+def validate(cfg: CosmosConfig) -> None:
+    if cfg.profile not in PROFILES and not cfg.profile.startswith("custom"):
+        raise ConfigError(f"profile must be one of {PROFILES}, got {cfg.profile!r}")
+    t, s = cfg.translator, cfg.segmentation
+    if t.gan_loss not in ("bce", "lsgan"):
+        raise ConfigError(f"translator.gan_loss must be bce or lsgan, got {t.gan_loss!r}")
+    if t.levels < 1 or t.image_size % (2 ** t.levels):
+        raise ConfigError(f"translator.image_size ({t.image_size}) must be divisible by 2**levels ({2 ** t.levels})")
+    for name in ("device",):
+        for sec, obj in (("translator", t), ("segmentation", s)):
+            if getattr(obj, name) not in ("auto", "cpu", "cuda") and not str(getattr(obj, name)).startswith("cuda:"):
+                raise ConfigError(f"{sec}.device must be auto, cpu or cuda, got {getattr(obj, name)!r}")
+    if not s.folds or any(f < 0 or f >= s.num_folds for f in s.folds):
+        raise ConfigError(f"segmentation.folds {s.folds} must be non-empty and within 0..{s.num_folds - 1}")
+    if len(set(s.folds)) != len(s.folds):
+        raise ConfigError(f"segmentation.folds {s.folds} has duplicates")
+    if cfg.selftraining.rounds < 0:
+        raise ConfigError("selftraining.rounds must be >= 0")
+    if cfg.phantom.scale not in ("small", "full"):
+        raise ConfigError(f"phantom.scale must be small or full, got {cfg.phantom.scale!r}")
+
+
+def _profile_dict(name: str) -> dict[str, Any]:
+    if name == "tiny":
+        return {
+            "profile": "tiny",
+            "phantom": {"n_source": 8, "n_target": 8, "n_val": 4},
+            "translator": {
+                "base_channels": 16, "disc_channels": 16, "image_size": 64, "epochs": 6,
+                "batch_size": 8, "slices_per_epoch": 192, "seg_translated_start_epoch": 2,
+                "lr": 2e-4, "lr_decay": 0.95,
+            },
+            "segmentation": {
+                "folds": [0, 1], "epochs": 3, "iterations_per_epoch": 20, "val_iterations_per_epoch": 4,
+                "features_base": 16, "features_max": 128,
+            },
+            "selftraining": {"rounds": 2},
+        }
+    if name == "small":
+        return {
+            "profile": "small",
+            "phantom": {"n_source": 16, "n_target": 16, "n_val": 8},
+            "translator": {
+                "base_channels": 32, "disc_channels": 32, "image_size": 96, "epochs": 20,
+                "batch_size": 8, "slices_per_epoch": 512, "seg_translated_start_epoch": 5,
+                "lr": 2e-4, "lr_decay": 0.97,
+            },
+            "segmentation": {
+                "folds": [0, 1, 2, 3, 4], "epochs": 8, "iterations_per_epoch": 25,
+                "val_iterations_per_epoch": 5, "features_base": 16, "features_max": 128,
+            },
+            "selftraining": {"rounds": 3},
+        }
+    if name == "paper":
+        return {
+            "profile": "paper",
+            "phantom": {"n_source": 105, "n_target": 105, "n_val": 32, "scale": "full"},
+            "translator": {
+                # 3-level U-Net generators, PatchGAN discriminators, 50 epochs, Adam 1e-4 (paper 4.2)
+                "base_channels": 64, "disc_channels": 64, "image_size": 256, "inplane_spacing": 0.8,
+                "epochs": 50, "batch_size": 8, "slices_per_epoch": 0, "seg_translated_start_epoch": 5,
+                "lr": 1e-4, "lr_decay": 0.98, "sample_every": 5,
+            },
+            "segmentation": {
+                # 3d_fullres, 32 initial kernels, SGD 1e-2, batch 2, 200 epochs (paper 4.2)
+                "folds": [0, 1, 2, 3, 4], "epochs": 200, "iterations_per_epoch": 250,
+                "val_iterations_per_epoch": 50, "features_base": 32, "features_max": 320,
+                "oversample_foreground": 0.33, "run_validation": True,
+            },
+            "selftraining": {"rounds": 3},
+        }
+    raise ConfigError(f"unknown profile {name!r}; choose one of {PROFILES}")
+
+
+def load_config(
+    profile: str = "tiny",
+    path: str | Path | None = None,
+    overrides: Iterable[str] | Mapping[str, Any] = (),
+) -> CosmosConfig:
+    """Profile defaults, then a YAML file (if given), then dotted overrides."""
+    data = _profile_dict(profile)
+    if path is not None:
+        p = Path(path)
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{p}: config file not found") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML ({exc})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: top level must be a mapping")
+        data = _deep_merge(data, loaded)
+    cfg = from_dict(data)
+    if overrides:
+        cfg = cfg.with_overrides(overrides)
+    return cfg
+
+
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def apply_loss_preset(cfg: CosmosConfig, preset: str) -> CosmosConfig:
+    """Return a copy whose translator loss weights follow a named preset."""
+    return cfg.with_overrides({"translator.loss_preset": preset})

@@ -1,0 +1,36 @@
+"""Stdlib logging set-up and progress bars (tqdm on stderr) shared by every stage."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
+
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(level: str | int | None = None) -> None:
+    """Configure the root logger once (idempotent). ``COSMOS_LOG_LEVEL`` overrides the default INFO."""
+    level = level or os.environ.get("COSMOS_LOG_LEVEL", "INFO")
+    root = logging.getLogger()
+    if not any(getattr(h, "_cosmos", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
+        handler._cosmos = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(level)
+    for noisy in ("urllib3", "botocore", "boto3", "s3transfer", "alembic", "matplotlib", "PIL", "git"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def progress(iterable: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:
+    """A tqdm bar on stderr; degrades to periodic log lines when stderr is not a terminal (KFP pods)."""
+    from tqdm.auto import tqdm
+
+    disable = os.environ.get("COSMOS_NO_PROGRESS") == "1"
+    mininterval = 0.5 if sys.stderr.isatty() else 10.0
+    yield from tqdm(iterable, desc=desc, total=total, unit=unit, file=sys.stderr, disable=disable,
+                    mininterval=mininterval, dynamic_ncols=True)
