@@ -81,18 +81,26 @@ def load(path: str | Path, *, dtype=np.float32, label: bool = False) -> Volume:
 
 
 def save(path: str | Path, data: np.ndarray, like: Volume | None = None, *, affine: np.ndarray | None = None,
-         label: bool = False) -> Path:
+         label: bool = False, dtype=None) -> Path:
     """Write a 3D array on the grid of ``like`` (header kept: sform, qform, zooms, units).
 
-    Labels are written as uint8. Writes to a temp file then renames, so a killed writer never
-    leaves a half-written NIfTI behind under the final name.
+    Labels are written as uint8; images as float32 unless ``dtype`` asks otherwise (an integer
+    dtype rounds, as scanners store integers; it also makes files smaller and faster to gzip).
+    Writes to a temp file then renames, so a killed writer never leaves a half-written NIfTI
+    behind under the final name.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = np.asarray(data)
     if arr.ndim != 3:
         raise NiftiError(f"{path}: refusing to write a {arr.ndim}D array as a 3D volume")
-    arr = arr.astype(LABEL_DTYPE) if label else arr.astype(np.float32, copy=False)
+    if label:
+        arr = arr.astype(LABEL_DTYPE)
+    elif dtype is not None and np.issubdtype(np.dtype(dtype), np.integer):
+        info = np.iinfo(dtype)
+        arr = np.clip(np.rint(arr), info.min, info.max).astype(dtype)
+    else:
+        arr = arr.astype(np.float32 if dtype is None else dtype, copy=False)
     if like is not None:
         if tuple(like.shape) != tuple(arr.shape):
             raise NiftiError(f"{path}: array shape {arr.shape} differs from the reference grid {like.shape}")

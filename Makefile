@@ -1,0 +1,31 @@
+# Two set-up commands (README quick start). Each installs what is missing into .venv first.
+#   make run    -> cosmos run (built-in phantom, tiny profile, the whole COSMOS pipeline through kfp.local)
+#   make test   -> the test suite (the same command CI runs)
+# CPU install path: constraints/cpu.txt keeps torch on the CPU wheel. GPU users: pip install -e . (no constraints).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.cosmos-installed
+OUT ?= cosmos-out
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: install run test clean
+
+$(STAMP): pyproject.toml constraints/cpu.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints/cpu.txt -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/cosmos run --out $(OUT) $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(OUT) .pytest_cache

@@ -1,0 +1,43 @@
+"""KFP component: train one nnU-Net fold of one round (a GPU task; one ParallelFor iteration).
+
+Thin wrapper around :func:`cosmos.segmentation.training.train_fold`, which depends on no other
+fold and resumes from its own checkpoints.
+"""
+
+from kfp.dsl import Dataset, Input, Model, Output
+
+
+def train_fold(
+    prepared: Input[Dataset],
+    fold: int,
+    round_index: int,
+    round_run_id: str,
+    profile: str,
+    config: str,
+    tracking_uri: str,
+    experiment: str,
+    work_root: str,
+    model: Output[Model],
+) -> int:
+    """Returns the fold index (int) so the fan-in can tell folds apart."""
+    from components import _runtime as rt
+
+    rt.setup()
+    fold = int(fold)  # kfp.local hands loop items over as they came; be strict
+    cfg = rt.load_cfg(profile, config, experiment)
+    key = rt.stage_key("train_fold", {"fold": fold, "round": round_index}, [prepared.path], cfg,
+                       ["segmentation"])
+
+    def body(out):
+        from cosmos.segmentation.training import train_fold as train
+
+        uri = rt.mlflow_tracking(tracking_uri, out["model"])
+        fold_dir = train(prepared.path, fold, out["model"], cfg, parent_run_id=round_run_id or None,
+                         tracking_uri=uri)
+        rt.write_pointer(out["model"], fold_dir)
+        return {"fold": fold}
+
+    result = rt.run_stage(f"train_fold{round_index}_{fold}", {"model": model.path}, body, key=key,
+                          work_root=work_root)
+    model.metadata.update({"fold": fold, "round": round_index})
+    return int(result["fold"])

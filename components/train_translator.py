@@ -1,0 +1,40 @@
+"""KFP component: train the target-aware CycleGAN (COSMOS stage 1) and register it in MLflow.
+
+Thin wrapper around :func:`cosmos.translation.training.train_translator`. A GPU task.
+"""
+
+from typing import NamedTuple
+
+from kfp.dsl import Dataset, Input, Model, Output
+
+
+def train_translator(
+    data: Input[Dataset],
+    profile: str,
+    config: str,
+    tracking_uri: str,
+    experiment: str,
+    work_root: str,
+    translator: Output[Model],
+) -> NamedTuple("TranslatorOutputs", [("run_id", str), ("model_version", str)]):
+    """translator: the training directory; its self-contained model dir is recorded inside it."""
+    from collections import namedtuple
+
+    from components import _runtime as rt
+
+    rt.setup()
+    cfg = rt.load_cfg(profile, config, experiment)
+    key = rt.stage_key("train_translator", {}, [data.path], cfg, ["translator", "tracking"])
+
+    def body(out):
+        from cosmos.translation.training import train_translator as train
+
+        uri = rt.mlflow_tracking(tracking_uri, out["translator"])
+        res = train(data.path, out["translator"], cfg, tracking_uri=uri, register=True)
+        rt.write_pointer(out["translator"], res.model_dir)
+        return {"run_id": res.run_id or "", "model_version": res.model_version or ""}
+
+    result = rt.run_stage("train_translator", {"translator": translator.path}, body, key=key, work_root=work_root)
+    translator.metadata.update(result)
+    outputs = namedtuple("TranslatorOutputs", ["run_id", "model_version"])
+    return outputs(result["run_id"], result["model_version"])

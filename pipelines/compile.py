@@ -1,0 +1,151 @@
+"""``cosmos compile``: write the ``cosmos-pipeline`` package for a Kubeflow cluster.
+
+The package is KFP's multi-document YAML (pipeline spec, then the Kubernetes platform spec with
+node selectors, tolerations and the credentials Secret); read it with ``yaml.safe_load_all``.
+Upload it with ``cosmos submit`` or the plain kfp CLI::
+
+    kfp --endpoint URL pipeline create -p cosmos-pipeline cosmos-pipeline.yaml
+    kfp --endpoint URL run create -e EXPERIMENT -r RUN -n cosmos-pipeline data_uri=s3://bucket/crossmoda
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from components import DEFAULT_IMAGE
+from pipelines.cosmos_pipeline import PipelineOptions, Toleration, compile_pipeline
+
+DEFAULT_TOLERATION = "nvidia.com/gpu:Exists:NoSchedule"
+
+
+def add_compile_args(p: argparse.ArgumentParser) -> None:
+    """Compile options (also used by ``cosmos submit``, which compiles before uploading)."""
+    g = p.add_argument_group("pipeline shape (compile time)")
+    g.add_argument("--rounds", type=int, default=None,
+                   help="K self-training students after the teacher (default: the profile's selftraining.rounds)")
+    g.add_argument("--folds", default=None,
+                   help="default of the 'folds' parameter, e.g. 0,1,2,3,4 (default: the profile's folds)")
+    g.add_argument("--parallelism", type=int, default=5, help="fold tasks of a round running at once (default 5)")
+    g.add_argument("--image", default=os.environ.get("COSMOS_IMAGE", DEFAULT_IMAGE),
+                   help=f"component image (default $COSMOS_IMAGE or {DEFAULT_IMAGE})")
+    g.add_argument("--secret", default="cosmos-credentials",
+                   help="Kubernetes Secret with S3/MLflow credentials, passed as env (default cosmos-credentials)")
+    g.add_argument("--no-secret", action="store_true", help="pass no Secret to the tasks")
+    g.add_argument("--no-cache", action="store_true", help="disable KFP caching for every task")
+    g.add_argument("--experiment-default", dest="experiment_default", default=None,
+                   help="default of the 'experiment' parameter (default: tracking.experiment)")
+    g.add_argument("--tracking-uri", default="",
+                   help="default of the 'tracking_uri' parameter ('' = MLFLOW_TRACKING_URI from the Secret)")
+    gpu = p.add_argument_group("GPU scheduling (train_translator, train_fold, predict tasks only)")
+    gpu.add_argument("--gpu-type", default="nvidia.com/gpu", help="accelerator resource (default nvidia.com/gpu)")
+    gpu.add_argument("--gpu-limit", type=int, default=1, help="GPUs per GPU task (default 1)")
+    gpu.add_argument("--gpu-node-selector", action="append", default=[], metavar="KEY=VALUE",
+                     help="node label the GPU tasks require (repeatable), e.g. cloud.google.com/gke-accelerator=nvidia-l4")
+    gpu.add_argument("--gpu-toleration", action="append", default=None, metavar="TOLERATION",
+                     help="key=value:Effect, key:Exists or key:Exists:Effect (repeatable; "
+                          f"default {DEFAULT_TOLERATION})")
+    gpu.add_argument("--no-gpu", action="store_true", help="CPU-only cluster: no accelerator, selector or toleration")
+
+
+def _parse_pairs(items: Iterable[str], what: str) -> tuple[tuple[str, str], ...]:
+    from cosmos.errors import CosmosError
+
+    pairs = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CosmosError(f"{what} {item!r}: expected KEY=VALUE")
+        pairs.append((key.strip(), value.strip()))
+    return tuple(pairs)
+
+
+def config_parameter(config_path: str | None, overrides: Iterable[str]) -> str:
+    """The ``config`` parameter text: the --config file merged with --set overrides, as YAML.
+
+    Only what the user gave (not the whole profile), so a run submitted with another ``profile``
+    still gets that profile's defaults for everything else.
+    """
+    from cosmos.config import ConfigError
+
+    data: dict[str, Any] = {}
+    if config_path:
+        try:
+            data = yaml.safe_load(Path(config_path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{config_path}: config file not found") from None
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    # One line (flow style): KFP copies parameter defaults into the package's header comment, and a
+    # multi-line default would break that comment and the YAML.
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=True, width=1 << 20).strip() if data else ""
+
+
+def options_from_args(args: argparse.Namespace, cfg) -> PipelineOptions:
+    """PipelineOptions from parsed CLI args and the resolved config (profile + file + --set)."""
+    from cosmos.errors import CosmosError
+
+    folds = cfg.segmentation.folds
+    if args.folds:
+        try:
+            folds = [int(f) for f in str(args.folds).split(",") if f.strip()]
+        except ValueError:
+            raise CosmosError(f"--folds {args.folds!r}: expected a comma-separated list of integers") from None
+        bad = [f for f in folds if not 0 <= f < cfg.segmentation.num_folds]
+        if not folds or bad or len(set(folds)) != len(folds):
+            raise CosmosError(f"--folds {args.folds!r}: need distinct folds within 0..{cfg.segmentation.num_folds - 1}")
+    rounds = cfg.selftraining.rounds if args.rounds is None else args.rounds
+    if rounds < 0:
+        raise CosmosError("--rounds must be >= 0")
+    if args.parallelism < 1:
+        raise CosmosError("--parallelism must be >= 1")
+    if args.gpu_limit < 1:
+        raise CosmosError("--gpu-limit must be >= 1")
+    tolerations = args.gpu_toleration if args.gpu_toleration is not None else [DEFAULT_TOLERATION]
+    return PipelineOptions(
+        rounds=rounds,
+        folds=tuple(folds),
+        parallelism=args.parallelism,
+        image=args.image,
+        secret=None if args.no_secret else args.secret,
+        gpu_type=args.gpu_type,
+        gpu_limit=args.gpu_limit,
+        gpu_node_selector=_parse_pairs(args.gpu_node_selector, "--gpu-node-selector"),
+        gpu_tolerations=tuple(Toleration.parse(t) for t in tolerations),
+        use_gpu=not args.no_gpu,
+        caching=not args.no_cache,
+        profile=args.profile,
+        config=config_parameter(args.config, args.overrides),
+        experiment=args.experiment_default or cfg.tracking.experiment,
+        tracking_uri=args.tracking_uri,
+    )
+
+
+def compile_to(path: str | Path, opts: PipelineOptions) -> Path:
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    compile_pipeline(str(path), opts)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipelines.compile`` (same as ``cosmos compile``)."""
+    from cosmos.cli import main as cosmos_main
+
+    return cosmos_main(["compile", *(argv or [])])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main(__import__("sys").argv[1:]))

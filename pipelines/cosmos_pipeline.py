@@ -1,0 +1,221 @@
+"""The ``cosmos-pipeline`` DAG (COSMOS paper Fig. 2 as Kubeflow tasks).
+
+::
+
+    ingest_validate ──► train_translator ──► translate
+    round k = 0..K (unrolled here, at compile time; KFP v2 has no dynamic loops):
+        prepare_round(pseudo, data, kept_labels[k-1]) ──► start_round_run (MLflow parent run)
+        ParallelFor fold in folds (parallelism N): train_fold ──► fold model          [GPU]
+        predict_validation(Collected(fold models)) ──► evaluate ──► register_round    [GPU]
+        predict_pseudo_labels(Collected(fold models)) ──► kept_labels[k]  (k < K)     [GPU]
+    report(summary of every round) ──► bundle (report/, predictions/, metrics.json)
+
+The same function runs on a cluster (``cosmos compile`` / ``cosmos submit``) and locally
+(``cosmos run`` through ``kfp.local``). Compile-time choices (number of rounds, image, GPU
+scheduling, credentials Secret, caching, parallelism) live in :class:`PipelineOptions`; run-time
+choices are pipeline parameters (see :func:`build_pipeline`).
+"""
+
+# No "from __future__ import annotations": KFP reads the pipeline signature's real types.
+
+import functools
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+from components import DEFAULT_IMAGE, GPU_STAGES, build
+
+PIPELINE_NAME = "cosmos-pipeline"
+
+# Environment variables read from the credentials Secret (all optional keys, so one Secret
+# serves S3-only, MLflow-only or both set-ups). Values never appear in the compiled YAML.
+SECRET_ENV_KEYS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_S3_ENDPOINT_URL",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+)
+
+# Stages that talk to S3 or MLflow (get the Secret as env).
+SECRET_STAGES = frozenset({
+    "ingest_validate", "train_translator", "translate", "start_round_run", "train_fold", "evaluate",
+    "register_round",
+})
+
+
+@dataclass(frozen=True)
+class Toleration:
+    """A Kubernetes toleration: ``key=value:Effect``, ``key:Exists`` or ``key:Exists:Effect``."""
+
+    key: str
+    operator: str = "Equal"  # Equal | Exists
+    value: str | None = None
+    effect: str | None = None  # NoSchedule | PreferNoSchedule | NoExecute | None (all)
+
+    @classmethod
+    def parse(cls, text: str) -> "Toleration":
+        from cosmos.errors import CosmosError
+
+        effects = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+        text = text.strip()
+        if "=" in text:  # key=value[:Effect]
+            key, rest = text.split("=", 1)
+            value, _, effect = rest.partition(":")
+            tol = cls(key.strip(), "Equal", value.strip(), effect.strip() or None)
+        else:  # key:Exists[:Effect]
+            parts = text.split(":")
+            if len(parts) < 2 or parts[1] != "Exists":
+                raise CosmosError(f"--gpu-toleration {text!r}: use key=value:Effect, key:Exists or key:Exists:Effect")
+            tol = cls(parts[0].strip(), "Exists", None, parts[2].strip() if len(parts) > 2 else None)
+        if not tol.key:
+            raise CosmosError(f"--gpu-toleration {text!r}: empty key")
+        if tol.effect is not None and tol.effect not in effects:
+            raise CosmosError(f"--gpu-toleration {text!r}: effect must be one of {effects}")
+        return tol
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """Compile-time choices. Defaults suit a GPU cluster running the ``paper`` profile."""
+
+    rounds: int = 3  # K students after the teacher (the paper: 3)
+    folds: tuple[int, ...] = (0, 1, 2, 3, 4)  # default of the ``folds`` parameter
+    parallelism: int = 5  # fold tasks of one round at once
+    image: str = DEFAULT_IMAGE
+    secret: str | None = "cosmos-credentials"  # None: no Secret (local runs)
+    gpu_type: str = "nvidia.com/gpu"
+    gpu_limit: int = 1
+    gpu_node_selector: tuple[tuple[str, str], ...] = ()
+    gpu_tolerations: tuple[Toleration, ...] = (Toleration("nvidia.com/gpu", "Exists", None, "NoSchedule"),)
+    use_gpu: bool = True
+    caching: bool = True
+    profile: str = "paper"  # default of the ``profile`` parameter
+    config: str = ""  # default of the ``config`` parameter (YAML merged over the profile)
+    experiment: str = "cosmos"
+    tracking_uri: str = ""
+    work_root: str = ""
+
+
+def _configure(task, stage: str, opts: PipelineOptions, display: str):
+    """Display name, caching, GPU scheduling and credentials for one task."""
+    from kfp import kubernetes
+
+    task.set_display_name(display)
+    task.set_caching_options(enable_caching=opts.caching)
+    if opts.use_gpu and stage in GPU_STAGES:
+        task.set_accelerator_type(opts.gpu_type)
+        task.set_accelerator_limit(opts.gpu_limit)
+        for key, value in opts.gpu_node_selector:
+            kubernetes.add_node_selector(task, label_key=key, label_value=value)
+        for tol in opts.gpu_tolerations:
+            kubernetes.add_toleration(task, key=tol.key, operator=tol.operator, value=tol.value, effect=tol.effect)
+    if opts.secret and stage in SECRET_STAGES:
+        kubernetes.use_secret_as_env(task, secret_name=opts.secret,
+                                     secret_key_to_env={k: k for k in SECRET_ENV_KEYS}, optional=True)
+    return task
+
+
+def build_pipeline(opts: PipelineOptions = PipelineOptions()) -> Callable:
+    """The ``cosmos-pipeline`` function for these compile-time options.
+
+    Pipeline parameters (run time):
+      data_uri        s3://bucket/prefix or a path in the image; "" = the built-in phantom
+      val_labels_uri  validation labels (s3:// or path); "" = those inside the data, if any
+      profile         tiny | small | paper
+      config          YAML mapping merged over the profile (e.g. "segmentation: {epochs: 50}")
+      folds           nnU-Net folds trained per round (the ParallelFor items)
+      tracking_uri    MLflow tracking URI; "" = $MLFLOW_TRACKING_URI from the Secret
+      experiment      MLflow experiment name
+      work_root       local runs only (``cosmos run``): deterministic resumable work dirs; "" on a cluster
+    """
+    from kfp import dsl
+
+    if opts.rounds < 0:
+        raise ValueError("rounds must be >= 0")
+    ops = build(opts.image)
+    folds_default = [int(f) for f in opts.folds]
+
+    @dsl.pipeline(name=PIPELINE_NAME,
+                  description=f"COSMOS ceT1 -> hrT2 domain adaptation: translator, teacher + {opts.rounds} "
+                              "self-training students (nnU-Net folds in parallel), evaluation, report")
+    def cosmos_pipeline(
+        data_uri: str = "",
+        val_labels_uri: str = "",
+        profile: str = opts.profile,
+        config: str = opts.config,
+        folds: list = folds_default,
+        tracking_uri: str = opts.tracking_uri,
+        experiment: str = opts.experiment,
+        work_root: str = opts.work_root,
+    ) -> dsl.Dataset:
+        common = dict(profile=profile, config=config, work_root=work_root)
+        ingest = _configure(ops.ingest_validate(data_uri=data_uri, val_labels_uri=val_labels_uri, **common),
+                            "ingest_validate", opts, "ingest + validate")
+        data = ingest.outputs["data"]
+        trans = _configure(ops.train_translator(data=data, tracking_uri=tracking_uri, experiment=experiment,
+                                                **common),
+                           "train_translator", opts, "train translator (CycleGAN)")
+        conv = _configure(ops.translate(translator=trans.outputs["translator"], data=data, **common),
+                          "translate", opts, "translate ceT1 -> pseudo-hrT2")
+        pseudo = conv.outputs["pseudo"]
+
+        kept = None
+        summary = None
+        for k in range(opts.rounds + 1):
+            name = "teacher" if k == 0 else f"student {k}"
+            prep_args = dict(pseudo=pseudo, data=data, round_index=k, **common)
+            if kept is not None:
+                prep_args["kept_labels"] = kept
+            prep = _configure(ops.prepare_round(**prep_args), "prepare_round", opts,
+                              f"round {k} ({name}): prepare nnU-Net data")
+            run = _configure(ops.start_round_run(prepared=prep.outputs["prepared"], round_index=k,
+                                                 tracking_uri=tracking_uri, experiment=experiment, **common),
+                             "start_round_run", opts, f"round {k}: MLflow round run")
+            with dsl.ParallelFor(folds, parallelism=opts.parallelism) as fold:
+                train = _configure(ops.train_fold(prepared=prep.outputs["prepared"], fold=fold, round_index=k,
+                                                  round_run_id=run.outputs["Output"], tracking_uri=tracking_uri,
+                                                  experiment=experiment, **common),
+                                   "train_fold", opts, f"round {k}: train fold")
+            # a fresh fan-in per consumer: KFP cannot compile one Collected shared by several tasks
+            fold_models = functools.partial(dsl.Collected, train.outputs["model"])
+
+            val = _configure(ops.predict_validation(fold_models=fold_models(), data=data, round_index=k, **common),
+                             "predict_validation", opts, f"round {k}: predict validation")
+            ev = _configure(ops.evaluate(predictions=val.outputs["predictions"], data=data, round_index=k,
+                                         round_run_id=run.outputs["Output"], tracking_uri=tracking_uri, **common),
+                            "evaluate", opts, f"round {k}: evaluate")
+            reg_args = dict(fold_models=fold_models(), scores=ev.outputs["scores"],
+                            val_predictions=val.outputs["predictions"], round_index=k, round_run_id=run.outputs["Output"],
+                            alias="champion" if k == opts.rounds else "", tracking_uri=tracking_uri,
+                            experiment=experiment, **common)
+            if k < opts.rounds:  # the last student's pseudo-labels would feed nothing
+                pl = _configure(ops.predict_pseudo_labels(fold_models=fold_models(), data=data, round_index=k,
+                                                          **common),
+                                "predict_pseudo_labels", opts, f"round {k}: pseudo-labels + filter")
+                kept = pl.outputs["kept_labels"]
+                reg_args.update(pseudo_labels=pl.outputs["pseudo_labels"], kept_labels=kept)
+            if summary is not None:
+                reg_args["previous"] = summary
+            reg = _configure(ops.register_round(**reg_args), "register_round", opts,
+                             f"round {k}: register model" + (" (champion)" if k == opts.rounds else ""))
+            summary = reg.outputs["summary"]
+
+        rep = _configure(ops.report(summary=summary, data=data, pseudo=pseudo, **common), "report", opts,
+                         "report")
+        return rep.outputs["bundle"]
+
+    return cosmos_pipeline
+
+
+def compile_pipeline(path: str, opts: PipelineOptions = PipelineOptions()) -> str:
+    """Write the pipeline package (multi-document YAML: pipeline spec, then platform spec)."""
+    from kfp import compiler
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=FutureWarning)
+        compiler.Compiler().compile(build_pipeline(opts), package_path=str(path))
+    return str(path)

@@ -1,0 +1,272 @@
+"""``cosmos run``: THE SAME ``cosmos-pipeline`` function, executed on this machine by ``kfp.local``.
+
+Layout of ``OUT`` (everything a run writes stays under it)::
+
+    OUT/predictions/crossmoda_{k}_Label.nii.gz   final round, every target-validation case
+    OUT/report/report.{md,html} + PNGs           the report
+    OUT/metrics.json                             final round scores (``cosmos evaluate`` schema), if labelled
+    OUT/summary.json                             every round (what the report shows)
+    OUT/mlflow/mlflow.db + artifacts/            MLflow tracking + registry (SQLite), unless --set tracking.tracking_uri
+    OUT/work/<stage>-<key>/                      each stage's deterministic work dir (resume), timings.jsonl
+    OUT/pipeline_root/                           kfp.local artifacts (symlinks into work/)
+    OUT/tmp/                                     TMPDIR for the tasks (kfp.local leaves mktemp dirs)
+
+Resume, in two layers: kfp.local's own task cache (``enable_caching``) skips tasks whose inputs
+are unchanged without even starting them, and every component works in ``OUT/work/<stage>-<key>``
+(``key`` = hash of stage, parameters, config sections and input lineage; see
+``components/_runtime.py``), so a task killed half-way re-enters the same folder and the library
+resumes from its checkpoints. Re-running the same command with the same ``--out`` therefore redoes
+no finished work.
+
+Local differences from a cluster, all from kfp.local (STACK-NOTES): accelerator settings and the
+credentials Secret are ignored (the warning is silenced here), at most 2 loop iterations run at
+once, and the pipeline root must be a local directory.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+LOCAL_PARALLELISM = 2  # kfp.local's hard cap on concurrent loop iterations
+
+
+@dataclass
+class LocalRunResult:
+    out_dir: Path
+    predictions_dir: Path
+    report_dir: Path
+    metrics_file: Path | None
+    summary_file: Path
+    tracking_uri: str
+    wall_seconds: float
+    stage_seconds: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def compute_seconds(self) -> float:
+        """Compute time of the stages that ran in this invocation (reused stages excluded)."""
+        return sum(s["seconds"] for s in self.stage_seconds if not s.get("reused"))
+
+
+class _KfpLogFilter(io.TextIOBase):
+    """Drops kfp.local's bulky echo (executor-input JSON, artifact dumps) from the console.
+
+    Why: every task prints its whole executor input (~50 lines); the stage log lines, kfp's
+    "Executing task"/"finished" lines and our timings are what a person wants to watch. Lines are
+    judged one at a time because parallel fold tasks interleave their output.
+    """
+
+    _DROP = [re.compile(p) for p in (
+        r"^\s*[{}\[\]],?\s*$",  # JSON structure
+        r'^\s*"[^"]*"\s*:.*$',  # JSON members
+        r'^\s*"[^"]*",?\s*$',  # JSON list items
+        r"\[KFP Executor [^\]]*\]: (Looking for component|Loading KFP component|Got executor_input"
+        r"|Wrote executor output|Did not write)",
+        r"Streamed logs:",
+        r"outputs:\s*$",  # kfp's "Task 'x' outputs:" header ...
+        r"^\s*(\w+: )?\w+\( name=",  # ... and its artifact reprs
+        r"^\s*(uri|metadata)=",
+        r"^\s*-{20,}\s*$",
+    )]
+
+    def __init__(self, stream):
+        super().__init__()
+        self._stream = stream
+        self._buf = ""
+        self._lock = threading.Lock()
+        self._blank = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._buf += text
+            while "\n" in self._buf:
+                line, self._buf = self._buf.split("\n", 1)
+                self._emit(line)
+        return len(text)
+
+    def _emit(self, line: str) -> None:
+        if any(p.search(line) for p in self._DROP):
+            return
+        if not line.strip():
+            if self._blank:
+                return
+            self._blank = True
+        else:
+            self._blank = False
+        self._stream.write(line + "\n")
+        self._stream.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._buf:
+                self._emit(self._buf)
+                self._buf = ""
+        self._stream.flush()
+
+
+def _read_timings(work_root: Path, since: float) -> list[dict[str, Any]]:
+    path = work_root / "timings.jsonl"
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r.get("end", 0) >= since]
+
+
+def _publish(bundle: Path, out: Path) -> tuple[Path, Path, Path | None, Path]:
+    """Copy the report bundle's final outputs to their documented places under ``out``."""
+    bundle = bundle.resolve()
+    preds, report = out / "predictions", out / "report"
+    for name, dst in (("predictions", preds), ("report", report)):
+        if dst.exists():
+            shutil.rmtree(dst)
+        shutil.copytree(bundle / name, dst, ignore=shutil.ignore_patterns(".cosmos_*"))
+    metrics = out / "metrics.json"
+    if (bundle / "metrics.json").is_file():
+        shutil.copyfile(bundle / "metrics.json", metrics)
+    else:
+        metrics.unlink(missing_ok=True)
+        metrics = None
+    summary = out / "summary.json"
+    shutil.copyfile(bundle / "summary.json", summary)
+    return preds, report, metrics, summary
+
+
+def _local_path(value: str | None) -> str:
+    """Absolute local paths (tasks may run elsewhere); s3:// and "" unchanged."""
+    if not value:
+        return ""
+    if "://" in value:
+        return value
+    return str(Path(value).expanduser().resolve())
+
+
+def run_local(
+    cfg,
+    out_dir: str | Path,
+    data: str | None = None,
+    val_labels: str | None = None,
+    profile: str | None = None,
+    verbose: bool = False,
+) -> LocalRunResult:
+    """Run the whole COSMOS pipeline locally; see the module docstring for ``out_dir``'s layout.
+
+    ``cfg`` is the resolved config (profile + file + overrides); it reaches every task as the
+    ``config`` pipeline parameter. ``data``: a crossMoDA folder or ``s3://`` URI; None = phantom.
+    """
+    import kfp
+    from kfp import local
+
+    from cosmos.errors import CosmosError
+    from cosmos.tracking import default_tracking_uri
+    from pipelines.cosmos_pipeline import PipelineOptions, build_pipeline
+
+    out = Path(out_dir).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if str(out).startswith("s3:"):
+        raise CosmosError("--out must be a local directory (kfp.local cannot use an s3:// pipeline root)")
+    tmp, work_root, pipeline_root = out / "tmp", out / "work", out / "pipeline_root"
+    for d in (tmp, work_root, pipeline_root):
+        d.mkdir(parents=True, exist_ok=True)
+    os.environ["TMPDIR"] = str(tmp)  # tasks inherit it; kfp.local leaves its mktemp dirs there
+    os.environ.setdefault("COSMOS_NO_PROGRESS", "0")
+    tracking_uri = cfg.tracking.tracking_uri or default_tracking_uri(out)
+
+    opts = PipelineOptions(
+        rounds=cfg.selftraining.rounds,
+        folds=tuple(cfg.segmentation.folds),
+        parallelism=LOCAL_PARALLELISM,
+        profile=profile or cfg.profile,
+        experiment=cfg.tracking.experiment,
+    )
+    pipeline = build_pipeline(opts)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
+               workspace_root=str(out / "workspace"), enable_caching=True, cache_root=str(out / "kfp_cache"))
+
+    args = dict(
+        data_uri=_local_path(data),
+        val_labels_uri=_local_path(val_labels),
+        profile=opts.profile,
+        config=cfg.to_yaml(),
+        folds=[int(f) for f in cfg.segmentation.folds],
+        tracking_uri=tracking_uri,
+        experiment=cfg.tracking.experiment,
+        work_root=str(work_root),
+    )
+    log.info("cosmos run: profile %s, %d round(s) after the teacher, folds %s, data %s -> %s", opts.profile,
+             opts.rounds, list(cfg.segmentation.folds), data or "built-in phantom", out)
+    started_wall = time.time()
+    t0 = time.perf_counter()
+    stdout = sys.stdout
+    if not verbose:
+        sys.stdout = _KfpLogFilter(stdout)  # type: ignore[assignment]
+    try:
+        with warnings.catch_warnings():
+            # kfp.local ignores accelerator/resource settings and says so per task; we know.
+            warnings.filterwarnings("ignore", message=r"Task .* settings .* have no effect in the current local runner")
+            # ... and warns that our image name does not contain "python" (the tasks run in this venv).
+            warnings.filterwarnings("ignore", message=r"You may be attemping to run a task that uses custom")
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            task = pipeline(**args)
+    except RuntimeError as exc:
+        raise CosmosError(f"local pipeline run failed: {exc}. The task's log is above; fix the cause and re-run "
+                          f"the same command (finished stages are reused from {work_root}).") from None
+    finally:
+        if not verbose:
+            sys.stdout.flush()
+        sys.stdout = stdout
+    wall = time.perf_counter() - t0
+
+    bundle = Path(task.output.path if hasattr(task, "output") else task.outputs["Output"].path)
+    preds, report, metrics, summary = _publish(bundle, out)
+    result = LocalRunResult(out_dir=out, predictions_dir=preds, report_dir=report, metrics_file=metrics,
+                            summary_file=summary, tracking_uri=tracking_uri, wall_seconds=wall,
+                            stage_seconds=_read_timings(work_root, started_wall))
+    del kfp
+    return result
+
+
+def describe(result: LocalRunResult) -> str:
+    """The closing message: where everything is, and how to open the MLflow UI."""
+    lines = ["", f"COSMOS run finished in {result.wall_seconds:.0f} s ({result.out_dir})"]
+    ran = [s for s in result.stage_seconds if not s.get("reused")]
+    reused = [s for s in result.stage_seconds if s.get("reused")]
+    if ran:
+        lines.append("  stage timings (this invocation):")
+        for s in ran:
+            lines.append(f"    {s['stage']:<28} {s['seconds']:8.1f} s")
+    if reused:
+        lines.append(f"  reused {len(reused)} finished stage(s) from an earlier run")
+    n_pred = len(list(result.predictions_dir.glob("*.nii.gz")))
+    lines += [
+        f"  predictions : {result.predictions_dir}  ({n_pred} target-validation case(s))",
+        f"  report      : {result.report_dir / 'report.html'}  (and report.md)",
+    ]
+    if result.metrics_file is not None:
+        try:
+            mean = json.loads(result.metrics_file.read_text())["summary"]["mean"]
+            score = f"  (mean Dice {mean['dice_mean']:.3f}, mean ASSD {mean['assd_mean']:.2f} mm)"
+        except (KeyError, TypeError, ValueError):
+            score = ""
+        lines.append(f"  metrics     : {result.metrics_file}{score}")
+    else:
+        lines.append("  metrics     : none (no validation labels)")
+    lines.append(f"  MLflow      : {result.tracking_uri}")
+    if result.tracking_uri.startswith("sqlite:///"):
+        lines.append(f"  open the MLflow UI: mlflow ui --backend-store-uri {result.tracking_uri}")
+    return "\n".join(lines)

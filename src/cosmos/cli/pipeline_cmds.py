@@ -1,0 +1,115 @@
+"""``cosmos run`` / ``cosmos compile`` / ``cosmos submit``: the Kubeflow pipeline, locally or on a cluster.
+
+``cosmos run`` executes the very ``cosmos-pipeline`` function that ``cosmos compile`` writes for a
+cluster, through ``kfp.local`` (see ``pipelines/local_run.py``). The pipeline code lives in the
+top-level ``pipelines``/``components`` packages (they import kfp); the library never does, so the
+imports happen inside the command functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from cosmos.cli import add_config_args, config_from_args
+
+
+def register(sub) -> None:
+    # ------------------------------------------------------------------ run
+    p = sub.add_parser(
+        "run",
+        help="run the whole COSMOS pipeline locally (kfp.local; phantom data when --data is omitted)",
+        description="Runs the cosmos-pipeline (translator, teacher + K students, evaluation, report) on this "
+                    "machine through kfp.local. Re-running with the same --out resumes and redoes no finished work.",
+    )
+    p.add_argument("--data", default=None, help="crossMoDA folder or s3://bucket/prefix (default: built-in phantom)")
+    p.add_argument("--val-labels", default=None,
+                   help="validation labels (folder or s3://); default: DATA/target_validation_labels if present")
+    p.add_argument("--out", default="cosmos-out", help="output folder (default ./cosmos-out)")
+    p.add_argument("--verbose", action="store_true", help="show kfp.local's full task echo (executor inputs)")
+    add_config_args(p)
+    p.set_defaults(func=_run)
+
+    # ------------------------------------------------------------------ compile
+    p = sub.add_parser(
+        "compile",
+        help="compile cosmos-pipeline to a KFP package (YAML) for a Kubeflow cluster",
+        description="Writes the KFP v2 package: K rounds unrolled, a ParallelFor over the folds per round, GPU "
+                    "scheduling on the GPU tasks and credentials from a Kubernetes Secret.",
+    )
+    p.add_argument("-o", "--output", default="cosmos-pipeline.yaml", help="package path (default cosmos-pipeline.yaml)")
+    _add_compile_args(p)
+    p.set_defaults(func=_compile)
+
+    # ------------------------------------------------------------------ submit
+    p = sub.add_parser(
+        "submit",
+        help="upload cosmos-pipeline to Kubeflow Pipelines (new version if it exists) and start a run",
+    )
+    p.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080")
+    p.add_argument("--experiment", default="cosmos", help="KFP experiment (default cosmos)")
+    p.add_argument("--run-name", default=None, help="run name (default cosmos-pipeline-<timestamp>)")
+    p.add_argument("--package", default=None, help="an already compiled package (default: compile now)")
+    p.add_argument("--namespace", default=None, help="Kubeflow profile namespace (multi-user installs)")
+    p.add_argument("--token", default=None, help="bearer token (default $KFP_TOKEN)")
+    p.add_argument("--cookies", default=None, help="cookie header for an auth proxy")
+    p.add_argument("params", nargs="*", metavar="key=value",
+                   help="pipeline parameters, e.g. data_uri=s3://bucket/crossmoda profile=paper folds=[0,1,2,3,4]")
+    _add_compile_args(p)
+    p.set_defaults(func=_submit)
+
+
+def _add_compile_args(p: argparse.ArgumentParser) -> None:
+    from pipelines.compile import add_compile_args
+
+    add_config_args(p, default_profile="paper")
+    add_compile_args(p)
+
+
+def _run(args) -> int:
+    from pipelines.local_run import describe, run_local
+
+    cfg = config_from_args(args)
+    result = run_local(cfg, args.out, data=args.data, val_labels=args.val_labels, profile=args.profile,
+                       verbose=args.verbose)
+    print(describe(result))
+    return 0
+
+
+def _compile(args) -> int:
+    from pipelines.compile import compile_to, options_from_args
+
+    cfg = config_from_args(args)
+    opts = options_from_args(args, cfg)
+    path = compile_to(args.output, opts)
+    print(f"wrote {path}: {opts.rounds + 1} round(s) (teacher + {opts.rounds} students), folds {list(opts.folds)} "
+          f"(parallelism {opts.parallelism}), image {opts.image}, "
+          f"secret {opts.secret or '-'}, caching {'on' if opts.caching else 'off'}")
+    print(f"upload: cosmos submit --host URL [key=value ...]   or   "
+          f"kfp --endpoint URL pipeline create -p cosmos-pipeline {path}")
+    return 0
+
+
+def _submit(args) -> int:
+    import os
+
+    from pipelines.compile import compile_to, options_from_args
+    from pipelines.submit import parse_params, submit
+
+    params = parse_params(args.params)
+    package = args.package
+    tmp = None
+    if package is None:
+        cfg = config_from_args(args)
+        tmp = tempfile.TemporaryDirectory(prefix="cosmos-submit-")
+        package = str(compile_to(Path(tmp.name) / "cosmos-pipeline.yaml", options_from_args(args, cfg)))
+    try:
+        res = submit(package, args.host, params, experiment=args.experiment, run_name=args.run_name,
+                     namespace=args.namespace, token=args.token or os.environ.get("KFP_TOKEN"), cookies=args.cookies)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    print(f"pipeline cosmos-pipeline {res.pipeline_id} version {res.version_id}")
+    print(f"run {res.run_id} in experiment {args.experiment}: {res.run_url}")
+    return 0

@@ -1,0 +1,239 @@
+"""Check a crossMoDA 2021 tree before any stage spends GPU hours on it.
+
+Why up front and exhaustive: a corrupt file or a label on the wrong grid otherwise surfaces hours
+later as a deep nnU-Net or PyTorch traceback. ``validate_dataset`` reads every file once and
+returns *every* problem (not just the first), each naming the file, so a user fixes them in one go.
+
+Checked: folder layout (missing or empty domain folders, unexpected entries), file naming
+(unknown names, an hrT2 in the ceT1 folder and vice versa, labels in the unannotated target
+folder), duplicate case ids (across domains, or ``.nii`` beside ``.nii.gz``), source images
+without labels and labels without images, and per file: unreadable/corrupt gzip, truncated NIfTI,
+non-3D data, NaN/inf intensities, label values outside {0, 1, 2}, and a label whose grid (shape,
+or affine beyond a tolerance) differs from its image.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cosmos.data import layout, nifti
+from cosmos.logs import progress
+
+log = logging.getLogger(__name__)
+
+ALLOWED_LABELS = frozenset(layout.LABELS)  # {0, 1, 2}
+AFFINE_TOLERANCE_MM = 1e-3
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with one file or folder."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+# folder -> (modality images expected there, labels expected there?)
+_FOLDERS = {
+    layout.SOURCE_DIR: ("ceT1", True),
+    layout.TARGET_DIR: ("hrT2", False),
+    layout.VALIDATION_DIR: ("hrT2", True),  # labels may sit beside the images (layout.discover reads them)
+}
+_WRONG_MODALITY_HINT = {
+    ("ceT1", "hrT2"): "an hrT2 image in the source (ceT1) folder",
+    ("hrT2", "ceT1"): "a ceT1 image in a target (hrT2) folder",
+    ("hrT2", "hrT2pseudo"): "a translated pseudo-hrT2 image in a real target folder",
+    ("ceT1", "hrT2pseudo"): "a translated pseudo-hrT2 image in the source folder",
+}
+
+
+def _is_ignorable(p: Path) -> bool:
+    """Hidden files (``.DS_Store``, our own temp files) and checksums are not data."""
+    return p.name.startswith(".") or p.suffix in (".md5", ".sha256", ".json", ".txt", ".md")
+
+
+def validate_dataset(root: str | Path, val_labels: str | Path | None = None,
+                     required: tuple[str, ...] = (layout.SOURCE_DIR, layout.TARGET_DIR)) -> list[Problem]:
+    """Every problem found in the crossMoDA tree at ``root`` (empty list = clean).
+
+    ``val_labels``: a folder of validation labels (default ``root/target_validation_labels`` when it
+    exists). ``required``: the domain folders that must exist and be non-empty.
+    """
+    if isinstance(root, str) and root.startswith("s3://"):
+        return [Problem(root, "is an s3:// URI; download it first (cosmos validate does this for you)")]
+    root = Path(root)
+    if not root.exists():
+        return [Problem(str(root), "does not exist")]
+    if not root.is_dir():
+        return [Problem(str(root), "is not a directory")]
+    problems: list[Problem] = []
+    # case id -> list of (path, kind) over all folders, to find duplicates.
+    seen: dict[str, list[Path]] = defaultdict(list)
+    images: dict[str, dict[str, Path]] = {}  # folder -> case -> image path
+    labels: dict[str, dict[str, Path]] = {}  # folder -> case -> label path
+
+    present = sorted(p.name for p in root.iterdir() if not _is_ignorable(p))
+    for folder in required:
+        if not (root / folder).is_dir():
+            problems.append(Problem(str(root / folder), f"missing folder (crossMoDA 2021 layout); {root} holds {present}"))
+
+    vl_dir = Path(val_labels) if val_labels is not None else root / layout.VALIDATION_LABELS_DIR
+    if val_labels is not None and not vl_dir.is_dir():
+        problems.append(Problem(str(vl_dir), "validation-label folder does not exist"))
+
+    folders = [(name, root / name) for name in _FOLDERS if (root / name).is_dir()]
+    for name, folder in folders:
+        expected, labelled = _FOLDERS[name]
+        images[name], labels[name] = {}, {}
+        entries = [p for p in sorted(folder.iterdir()) if not _is_ignorable(p)]
+        if not entries:
+            problems.append(Problem(str(folder), "empty folder (no cases in this domain)"))
+            continue
+        for p in entries:
+            if p.is_dir():
+                problems.append(Problem(str(p), "unexpected sub-folder (the crossMoDA layout is flat)"))
+                continue
+            parsed = layout.parse_name(p.name)
+            if parsed is None:
+                problems.append(Problem(str(p), "file name follows no crossMoDA naming "
+                                                "(expected crossmoda_<N>_{ceT1,hrT2,Label}.nii.gz)"))
+                continue
+            case, kind = parsed
+            if kind == "Label":
+                if not labelled:
+                    problems.append(Problem(str(p), f"label in {name}: this domain is unannotated "
+                                                    f"(validation labels go in {layout.VALIDATION_LABELS_DIR}/)"))
+                    continue
+                _add(labels[name], case, p, problems)
+                continue
+            if kind != expected:
+                hint = _WRONG_MODALITY_HINT.get((expected, kind), f"a {kind} image where {expected} is expected")
+                problems.append(Problem(str(p), f"{hint}"))
+                continue
+            if _add(images[name], case, p, problems):
+                seen[case].append(p)
+
+    if vl_dir.is_dir():
+        name = layout.VALIDATION_LABELS_DIR
+        labels[name] = {}
+        entries = [p for p in sorted(vl_dir.iterdir()) if not _is_ignorable(p)]
+        if not entries:
+            problems.append(Problem(str(vl_dir), "empty folder (no validation labels)"))
+        for p in entries:
+            parsed = layout.parse_name(p.name) if p.is_file() else None
+            if parsed is None or parsed[1] != "Label":
+                problems.append(Problem(str(p), "not a label file (expected crossmoda_<N>_Label.nii.gz)"))
+                continue
+            _add(labels[name], parsed[0], p, problems)
+
+    # The same case id in two domains: unpaired domains must not share subjects/ids.
+    for case, paths in seen.items():
+        if len(paths) > 1:
+            others = ", ".join(str(p) for p in paths[1:])
+            problems.append(Problem(str(paths[0]), f"duplicate case id {case!r} (also {others})"))
+
+    # Pairing: source images <-> labels, validation labels -> validation images.
+    pairs: list[tuple[Path, Path | None]] = []
+    src_img, src_lab = images.get(layout.SOURCE_DIR, {}), labels.get(layout.SOURCE_DIR, {})
+    for case, img in src_img.items():
+        lab = src_lab.get(case)
+        if lab is None:
+            problems.append(Problem(str(img), f"source image without its label ({layout.label_name(case)})"))
+        pairs.append((img, lab))
+    for case, lab in src_lab.items():
+        if case not in src_img:
+            problems.append(Problem(str(lab), f"label without its image ({layout.image_name(case, 'ceT1')})"))
+            pairs.append((lab, None))  # still check its content
+    for name in (layout.TARGET_DIR,):
+        pairs.extend((img, None) for img in images.get(name, {}).values())
+    val_img = images.get(layout.VALIDATION_DIR, {})
+    beside, separate = labels.get(layout.VALIDATION_DIR, {}), labels.get(layout.VALIDATION_LABELS_DIR, {})
+    if beside and vl_dir.is_dir():
+        for lab in beside.values():
+            problems.append(Problem(str(lab), f"validation label beside the images while {vl_dir} also exists; "
+                                              "keep validation labels in one place"))
+    val_lab = separate if vl_dir.is_dir() else beside
+    for case, img in val_img.items():
+        pairs.append((img, val_lab.get(case)))
+    for case, lab in val_lab.items():
+        if case not in val_img:
+            problems.append(Problem(str(lab), f"validation label without its image "
+                                              f"({layout.VALIDATION_DIR}/{layout.image_name(case, 'hrT2')})"))
+            pairs.append((lab, None))
+    if val_lab and val_img and len(val_lab) < len(val_img):
+        missing = sorted(set(val_img) - set(val_lab), key=layout.case_sort_key)
+        log.info("%d validation case(s) have no label and will not be scored: %s", len(missing), missing)
+
+    for first, second in progress(pairs, desc="validate", unit="case"):
+        problems.extend(check_pair(first, second))
+    return problems
+
+
+def _add(table: dict[str, Path], case: str, p: Path, problems: list[Problem]) -> bool:
+    """Register ``p`` for ``case``; a second file for the same case and kind is a duplicate."""
+    if case in table:
+        problems.append(Problem(str(p), f"duplicate case id {case!r} in this folder (also {table[case].name}); "
+                                        "keep one of .nii / .nii.gz"))
+        return False
+    table[case] = p
+    return True
+
+
+def check_pair(image_path: Path, label_path: Path | None = None) -> list[Problem]:
+    """Content checks of one image (or lone label) and, if given, its label against its grid."""
+    problems: list[Problem] = []
+    is_label = layout.parse_name(image_path.name) is not None and layout.parse_name(image_path.name)[1] == "Label"
+    image = _load(image_path, is_label, problems)
+    if image is not None and not is_label and not np.all(np.isfinite(image.data)):
+        bad = int(np.size(image.data) - np.count_nonzero(np.isfinite(image.data)))
+        problems.append(Problem(str(image_path), f"{bad} voxel(s) are NaN or inf"))
+    if image is not None and is_label:
+        problems.extend(_label_values(image_path, image))
+    if label_path is None:
+        return problems
+    label = _load(label_path, True, problems)
+    if label is None:
+        return problems
+    problems.extend(_label_values(label_path, label))
+    if image is not None:
+        diff = nifti.same_grid(label, image, atol=AFFINE_TOLERANCE_MM)
+        if diff:
+            problems.append(Problem(str(label_path), f"label grid differs from its image {image_path.name}: {diff}"))
+    return problems
+
+
+def _load(path: Path, label: bool, problems: list[Problem]) -> nifti.Volume | None:
+    try:
+        # Labels are read raw (not as uint8) so out-of-range values are reported, not wrapped.
+        return nifti.load(path, dtype=np.float32)
+    except nifti.NiftiError as exc:
+        msg = str(exc)
+        prefix = f"{path}: "
+        problems.append(Problem(str(path), msg[len(prefix):] if msg.startswith(prefix) else msg))
+    except Exception as exc:  # any other reader failure is still one line about this file
+        problems.append(Problem(str(path), f"unreadable ({type(exc).__name__}: {exc})"))
+    return None
+
+
+def _label_values(path: Path, vol: nifti.Volume) -> list[Problem]:
+    data = vol.data
+    if not np.all(np.isfinite(data)):
+        return [Problem(str(path), "label contains NaN or inf")]
+    values = np.unique(data)
+    bad = [v for v in values.tolist() if v not in ALLOWED_LABELS]
+    if bad:
+        shown = ", ".join(f"{v:g}" for v in bad[:8]) + (" ..." if len(bad) > 8 else "")
+        return [Problem(str(path), f"label values outside {{0, 1, 2}}: {shown}")]
+    return []
+
+
+def format_problems(problems: list[Problem]) -> str:
+    return "\n".join(str(p) for p in problems)

@@ -1,0 +1,1 @@
+"""Evaluation: crossMoDA Dice/ASSD (``metrics``), figures (``plots``) and the run report (``report``)."""

@@ -1,0 +1,138 @@
+"""Per-run nnU-Net environment: paths and process settings, set by our code, never by the user.
+
+Why this module exists: nnU-Net v2 is configured through environment variables. Three of them are
+paths (``nnUNet_raw``, ``nnUNet_preprocessed``, ``nnUNet_results``), read lazily on every use in
+nnunetv2 >= 2.6, so we can point them at the directories of the current call and restore them
+afterwards. Others are read ONCE at import (``nnUNet_def_n_proc`` -> ``default_num_processes``)
+or per call (``nnUNet_n_proc_DA``); both matter a lot on small CPU machines (STACK-NOTES):
+
+* ``nnUNet_def_n_proc`` unset -> validation/export spawn 8 workers. We default it to 2 *before*
+  nnunetv2 is imported, and patch the module-level copies if nnunetv2 was imported earlier.
+* ``nnUNet_n_proc_DA=0`` -> augmentation in-process: bit-identical CPU runs once seeded. But the
+  experiment planner crashes with it ("set_num_threads expects a positive integer"), so planning
+  runs with it UNSET.
+* ``nnUNet_compile`` -> off unless the config asks for it (compile warm-up dominates short runs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import sys
+from pathlib import Path
+from typing import Iterator
+
+log = logging.getLogger(__name__)
+
+_PATH_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+_UNSET = object()
+
+DEFAULT_NUM_PROCESSES = 2
+
+
+def set_process_defaults(num_processes: int = DEFAULT_NUM_PROCESSES) -> None:
+    """Make nnU-Net's worker-pool sizes small (module import time and already-imported modules).
+
+    Called when ``cosmos.segmentation`` is imported (before nnunetv2), and again per call with the
+    configured value: nnunetv2 copies ``default_num_processes`` into many modules at import.
+    """
+    n = max(1, int(num_processes))
+    os.environ["nnUNet_def_n_proc"] = str(n)
+    os.environ.setdefault("nnUNet_compile", "0")
+    for name, mod in list(sys.modules.items()):
+        if name.startswith("nnunetv2") and mod is not None and hasattr(mod, "default_num_processes"):
+            try:
+                setattr(mod, "default_num_processes", n)
+            except Exception:  # pragma: no cover - exotic module objects
+                pass
+
+
+@contextlib.contextmanager
+def nnunet_env(
+    raw: str | Path | None = None,
+    preprocessed: str | Path | None = None,
+    results: str | Path | None = None,
+    *,
+    n_proc_da: int | None | object = _UNSET,
+    num_processes: int = DEFAULT_NUM_PROCESSES,
+    compile: bool = False,
+    torch_threads: int = 0,
+) -> Iterator[None]:
+    """Point nnU-Net at this call's directories; restore the previous environment on exit.
+
+    ``n_proc_da``: an int sets ``nnUNet_n_proc_DA``; None UNSETS it (planning); omitted leaves it.
+    ``torch_threads`` > 0 sets torch's intra-op threads for the block (restored after). Why: on a
+    shared, oversubscribed CPU, OpenMP threads spin-wait for each other; one thread measured ~4x
+    faster per nnU-Net iteration than two on a 2-core box with load 6.
+    """
+    wanted: dict[str, str | None] = {}
+    for var, value in zip(_PATH_VARS, (raw, preprocessed, results)):
+        if value is not None:
+            wanted[var] = str(Path(value).resolve())
+    if n_proc_da is not _UNSET:
+        wanted["nnUNet_n_proc_DA"] = None if n_proc_da is None else str(int(n_proc_da))
+    wanted["nnUNet_compile"] = "1" if compile else "0"
+    saved = {k: os.environ.get(k) for k in list(wanted) + ["nnUNet_def_n_proc"]}
+    saved_threads = None
+    try:
+        if torch_threads and torch_threads > 0:
+            import torch
+
+            saved_threads = torch.get_num_threads()
+            torch.set_num_threads(int(torch_threads))
+        for k, v in wanted.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        set_process_defaults(num_processes)
+        yield
+    finally:
+        if saved_threads is not None:
+            import torch
+
+            torch.set_num_threads(saved_threads)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def resolve_device(name: str):
+    """``auto`` -> cuda when available, else cpu. Returns a torch.device."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        from cosmos.errors import CosmosError
+
+        raise CosmosError(f"segmentation.device={name} but no CUDA device is available (use auto or cpu)")
+    return torch.device(name)
+
+
+def augmentation_workers(requested: int, device) -> int:
+    """Data-augmentation worker processes: 0 (in-process, deterministic) on CPU; a few on GPU.
+
+    ``requested`` >= 0 is used as given; -1 = automatic.
+    """
+    if requested >= 0:
+        return int(requested)
+    if getattr(device, "type", str(device)) == "cpu":
+        return 0
+    return max(1, min(12, (os.cpu_count() or 2) - 1))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed random, numpy and torch: nnU-Net seeds nothing itself (STACK-NOTES)."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)

@@ -1,0 +1,263 @@
+"""predict: ensemble of nnU-Net folds -> crossMoDA label files on each input's exact grid.
+
+How: nnUNetPredictor with ``manual_initialization`` (we build the network ourselves; nnU-Net's
+``initialize_from_trained_model_folder`` looks the trainer up by name, which imports timm /
+torchvision and crashes on the CPU torch here, STACK-NOTES). Per case: nnU-Net's own preprocessing
+(SimpleITK reader, crop, normalise, resample), sliding-window logits averaged over the folds
+(nnU-Net's ensembling), mirroring TTA when enabled, nnU-Net's resampling back to the original
+shape. The label array is then written with nibabel on the INPUT's header (sform/qform codes and
+matrices kept exactly), never with SimpleITK, so the output's geometry is the input's.
+
+Post-processing: all-but-largest connected component (3D) for VS (label 1) ONLY. nnU-Net's
+``find_best_configuration`` may pick largest-component of the union of labels, which would delete a
+separate cochlea (STACK-NOTES).
+
+Outputs in ``out_dir``: ``crossmoda_{k}_Label.nii.gz`` (uint8) for crossMoDA-named inputs,
+``<stem>_seg.nii.gz`` otherwise; with ``save_probabilities`` also ``<same stem>.npz`` holding
+``probabilities`` (float16, C x I x J x K in the NIfTI's voxel order, C = background, VS, cochlea)
+and ``labels``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from cosmos.config import CosmosConfig
+from cosmos.data import layout, nifti
+from cosmos.errors import CosmosError
+from cosmos.logs import progress
+from cosmos.segmentation import environment
+
+log = logging.getLogger(__name__)
+
+VS_LABEL = 1
+PREDICT_MANIFEST = ".cosmos_predict.json"
+_NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+# ------------------------------------------------------------------------------ inputs / outputs
+def _stem(path: Path) -> str:
+    name = path.name
+    for suf in _NIFTI_SUFFIXES:
+        if name.endswith(suf):
+            return name[: -len(suf)]
+    return path.stem
+
+
+def output_name(image: str | Path) -> str:
+    """``crossmoda_7_hrT2.nii.gz`` -> ``crossmoda_7_Label.nii.gz``; ``scan.nii.gz`` -> ``scan_seg.nii.gz``."""
+    parsed = layout.parse_name(Path(image).name)
+    if parsed is not None:
+        return layout.label_name(parsed[0])
+    return f"{_stem(Path(image))}_seg.nii.gz"
+
+
+def collect_inputs(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
+    """A folder (its hrT2 images; any NIfTI when none is crossMoDA-named) or a list of files."""
+    if isinstance(inputs, (str, Path)):
+        folder = Path(inputs)
+        if folder.is_file():
+            return [folder]
+        if not folder.is_dir():
+            raise CosmosError(f"{folder}: input folder or file not found")
+        niftis = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(_NIFTI_SUFFIXES))
+        hrt2 = [p for p in niftis if (layout.parse_name(p.name) or ("", ""))[1] in ("hrT2", "hrT2pseudo")]
+        if hrt2:
+            files = hrt2
+        else:
+            files = [p for p in niftis if layout.parse_name(p.name) is None]
+        if not files:
+            raise CosmosError(f"{folder}: no hrT2 NIfTI images to segment (expected crossmoda_*_hrT2.nii.gz "
+                              f"or *.nii.gz)")
+        return sorted(files, key=lambda p: layout.case_sort_key(p.name))
+    files = [Path(p) for p in inputs]
+    if not files:
+        raise CosmosError("no input images given")
+    for p in files:
+        if not p.is_file():
+            raise CosmosError(f"{p}: input image not found")
+    names = [output_name(p) for p in files]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise CosmosError(f"inputs map to the same output name(s): {', '.join(dupes)}")
+    return files
+
+
+# ------------------------------------------------------------------------------ model
+@dataclass
+class FoldEnsemble:
+    """What nnUNetPredictor.manual_initialization needs, loaded from fold model directories."""
+
+    fold_dirs: list[Path]
+    plans: dict
+    dataset_json: dict
+    configuration: str
+    trainer_name: str
+    parameters: list[dict]
+    mirror_axes: tuple[int, ...] | None
+    digest: str
+
+
+def load_folds(fold_model_dirs: Iterable[str | Path], checkpoint: str = "checkpoint_final.pth") -> FoldEnsemble:
+    """Load the folds' weights; all folds must come from the same plan (same prepared round)."""
+    import torch
+
+    dirs = [Path(d) for d in fold_model_dirs]
+    if not dirs:
+        raise CosmosError("no fold model directories given")
+    plans = dataset_json = configuration = trainer_name = mirror = None
+    params: list[dict] = []
+    h = hashlib.sha256()
+    for d in dirs:
+        ckpt_path, plans_path, ds_path = d / checkpoint, d / "plans.json", d / "dataset.json"
+        for p in (ckpt_path, plans_path, ds_path):
+            if not p.is_file():
+                raise CosmosError(f"{d}: not a trained fold model ({p.name} missing)")
+        try:
+            ckpt = torch.load(str(ckpt_path), map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise CosmosError(f"{ckpt_path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+        fold_plans = json.loads(plans_path.read_text())
+        fold_cfg = ckpt.get("init_args", {}).get("configuration")
+        if plans is None:
+            plans, dataset_json = fold_plans, json.loads(ds_path.read_text())
+            configuration, trainer_name = fold_cfg, ckpt.get("trainer_name", "nnUNetTrainer")
+            mirror = ckpt.get("inference_allowed_mirroring_axes")
+        elif fold_plans != plans or fold_cfg != configuration:
+            raise CosmosError(f"{d}: trained with a different plan/configuration than {dirs[0]}; "
+                              "only folds of the same round can be ensembled")
+        if configuration not in plans.get("configurations", {}):
+            raise CosmosError(f"{d}: configuration {configuration!r} not in its plans.json")
+        params.append(ckpt["network_weights"])
+        st = ckpt_path.stat()
+        h.update(f"{ckpt_path.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return FoldEnsemble(dirs, plans, dataset_json, configuration, trainer_name, params,
+                        tuple(mirror) if mirror is not None else None, h.hexdigest()[:16])
+
+
+def build_predictor(ensemble: FoldEnsemble, device, mirroring: bool, tile_step_size: float = 0.5):
+    """nnUNetPredictor initialised by hand (no trainer name lookup)."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    plans_manager = PlansManager(ensemble.plans)
+    configuration_manager = plans_manager.get_configuration(ensemble.configuration)
+    n_in = determine_num_input_channels(plans_manager, configuration_manager, ensemble.dataset_json)
+    n_out = plans_manager.get_label_manager(ensemble.dataset_json).num_segmentation_heads
+    # Our trainer subclass does not change the architecture, so nnUNetTrainer's builder is the one.
+    network = nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager, n_in, n_out,
+                                                       enable_deep_supervision=False)
+    network.load_state_dict(ensemble.parameters[0])
+    predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=mirroring,
+                                perform_everything_on_device=device.type == "cuda", device=device,
+                                verbose=False, verbose_preprocessing=False, allow_tqdm=False)
+    predictor.manual_initialization(network, plans_manager, configuration_manager, ensemble.parameters,
+                                    ensemble.dataset_json, ensemble.trainer_name, ensemble.mirror_axes)
+    return predictor
+
+
+# ------------------------------------------------------------------------------ post-processing
+def keep_largest_vs_component(seg: np.ndarray) -> np.ndarray:
+    """All-but-largest 3D connected component removed for VS (label 1) only; cochlea untouched."""
+    from nnunetv2.postprocessing.remove_connected_components import (
+        remove_all_but_largest_component_from_segmentation)
+
+    if not np.any(seg == VS_LABEL):
+        return seg
+    return remove_all_but_largest_component_from_segmentation(seg, [VS_LABEL], background_label=0)
+
+
+# ------------------------------------------------------------------------------ predict
+def _predict_case(predictor, image: Path, want_probabilities: bool):
+    """nnU-Net preprocessing + ensemble logits + resampling back. Returns (seg, probs) in SimpleITK
+    array order (z, y, x), i.e. the transpose of the NIfTI voxel order."""
+    import torch
+    from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+
+    preprocessor = predictor.configuration_manager.preprocessor_class(verbose=False)
+    try:
+        data, _, props = preprocessor.run_case([str(image)], None, predictor.plans_manager,
+                                               predictor.configuration_manager, predictor.dataset_json)
+    except Exception as exc:  # SimpleITK read errors, bad dimensionality, ...
+        raise CosmosError(f"{image}: nnU-Net could not read/preprocess the image ({type(exc).__name__}: {exc})") \
+            from None
+    logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(np.ascontiguousarray(data))).cpu()
+    out = convert_predicted_logits_to_segmentation_with_correct_shape(
+        logits, predictor.plans_manager, predictor.configuration_manager, predictor.label_manager, props,
+        return_probabilities=want_probabilities, num_threads_torch=max(1, torch.get_num_threads()))
+    return out if want_probabilities else (out, None)
+
+
+def predict(fold_model_dirs: list, inputs, out_dir, cfg: CosmosConfig, mirroring: bool | None = None,
+            save_probabilities: bool | None = None) -> list[Path]:
+    """Segment ``inputs`` with the ensemble of ``fold_model_dirs``; returns the label files written.
+
+    ``inputs``: a folder of ``*_hrT2`` images (or any ``*.nii.gz`` when none is crossMoDA-named), a
+    single file, or a list of files. ``mirroring`` / ``save_probabilities`` default to the config.
+    Resumable: a case whose output exists from the same model and options is not predicted again.
+    """
+    seg_cfg = cfg.segmentation
+    mirroring = seg_cfg.mirroring if mirroring is None else bool(mirroring)
+    save_probabilities = seg_cfg.save_probabilities if save_probabilities is None else bool(save_probabilities)
+    files = collect_inputs(inputs)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ensemble = load_folds(fold_model_dirs)
+    run_key = {"model": ensemble.digest, "mirroring": mirroring, "probabilities": save_probabilities,
+               "tile_step_size": seg_cfg.tile_step_size}
+    manifest_path = out / PREDICT_MANIFEST
+    done: dict[str, str] = {}
+    if manifest_path.is_file():
+        try:
+            old = json.loads(manifest_path.read_text())
+            if old.get("run") == run_key:
+                done = old.get("done", {})
+        except ValueError:
+            pass
+    device = environment.resolve_device(seg_cfg.device)
+    written: list[Path] = []
+    todo = []
+    for f in files:
+        target = out / output_name(f)
+        if target.is_file() and done.get(target.name) == str(f.resolve()):
+            written.append(target)
+        else:
+            todo.append(f)
+    if len(todo) < len(files):
+        log.info("%d of %d predictions already in %s; predicting the other %d", len(files) - len(todo), len(files),
+                 out, len(todo))
+    if not todo:
+        return [out / output_name(f) for f in files]
+    log.info("predicting %d case(s) with %d fold(s) on %s (mirroring %s)", len(todo), len(ensemble.fold_dirs), device,
+             "on" if mirroring else "off")
+    with environment.nnunet_env(num_processes=seg_cfg.num_processes, compile=seg_cfg.compile,
+                                torch_threads=seg_cfg.torch_threads):
+        predictor = build_predictor(ensemble, device, mirroring, seg_cfg.tile_step_size)
+        for f in progress(todo, desc="predict", unit="case"):
+            vol = nifti.load(f)  # validates the input (NiftiError names the file) and gives the header
+            seg, probs = _predict_case(predictor, f, save_probabilities)
+            seg = np.asarray(seg).transpose(2, 1, 0)  # SimpleITK (z,y,x) -> NIfTI voxel order (i,j,k)
+            if seg.shape != vol.shape:
+                raise CosmosError(f"{f}: prediction shape {seg.shape} differs from the image {vol.shape} "
+                                  "(the image's header may be inconsistent)")
+            seg = keep_largest_vs_component(seg.astype(np.uint8))
+            target = out / output_name(f)
+            nifti.save(target, seg, like=vol, label=True)
+            if probs is not None:
+                p = np.asarray(probs, dtype=np.float16).transpose(0, 3, 2, 1)
+                np.savez_compressed(out / f"{target.name[: -len('.nii.gz')]}.npz", probabilities=p,
+                                    labels=np.arange(p.shape[0]))
+            done[target.name] = str(f.resolve())
+            manifest_path.write_text(json.dumps({"run": run_key, "done": done}, indent=2))
+            written.append(target)
+    order = {output_name(f): i for i, f in enumerate(files)}
+    return sorted(written, key=lambda p: order.get(p.name, 0))

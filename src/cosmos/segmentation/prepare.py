@@ -1,0 +1,181 @@
+"""prepare_round: export + plan + preprocess into ONE self-contained directory (one KFP artifact).
+
+Layout of the prepared directory::
+
+    prepared/
+      cosmos_prepared.json                       what this is (round, dataset, plans, configuration, inputs digest)
+      nnUNet_raw/DatasetXXX_CosmosRoundK/        dataset.json, imagesTr/, labelsTr/, cases.json
+      nnUNet_preprocessed/DatasetXXX_CosmosRoundK/
+          nnUNetPlans.json                       nnU-Net's own plan (untouched)
+          CosmosPlans.json                       + <base>_cosmos configuration (our budget overrides)
+          splits_final.json                      created here, so fold training never writes into this dir
+          dataset.json, dataset_fingerprint.json, nnUNetPlans_3d_fullres/, gt_segmentations/
+
+Every fold task gets the same prepared directory read-only; ``train_fold`` points
+``nnUNet_preprocessed`` at it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from cosmos.config import CosmosConfig
+from cosmos.errors import CosmosError
+from cosmos.segmentation import environment, export, planning
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "cosmos_prepared.json"
+RAW_DIR = "nnUNet_raw"
+PREPROCESSED_DIR = "nnUNet_preprocessed"
+DATASET_ID_BASE = 700  # DatasetXXX ids 700..799: round k -> 700 + k (each prepared dir is its own nnU-Net world)
+
+
+@dataclass
+class PreparedRound:
+    """The manifest of a prepared directory (``cosmos_prepared.json``)."""
+
+    root: Path
+    round_index: int
+    dataset_id: int
+    dataset_name: str
+    plans_identifier: str
+    configuration: str  # the configuration to train (<base>_cosmos in CosmosPlans)
+    base_configuration: str
+    num_cases: int
+    num_pseudo: int
+    num_real: int
+    inputs_digest: str
+    plan_digest: str
+
+    @property
+    def raw_root(self) -> Path:
+        return self.root / RAW_DIR
+
+    @property
+    def preprocessed_root(self) -> Path:
+        return self.root / PREPROCESSED_DIR
+
+    @property
+    def preprocessed_dataset(self) -> Path:
+        return self.preprocessed_root / self.dataset_name
+
+    @property
+    def plans_file(self) -> Path:
+        return self.preprocessed_dataset / f"{self.plans_identifier}.json"
+
+    def plans(self) -> dict:
+        return json.loads(self.plans_file.read_text())
+
+    def dataset_json(self) -> dict:
+        return json.loads((self.preprocessed_dataset / "dataset.json").read_text())
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d.pop("root")
+        return json.dumps(d, indent=2)
+
+
+def load_prepared(prepared_dir: str | Path) -> PreparedRound:
+    """Read a prepared directory's manifest; CosmosError when it is not one."""
+    root = Path(prepared_dir)
+    path = root / MANIFEST
+    if not path.is_file():
+        raise CosmosError(f"{root}: not a prepared nnU-Net round ({MANIFEST} missing; run prepare_round first)")
+    try:
+        data = json.loads(path.read_text())
+        prepared = PreparedRound(root=root, **data)
+    except (ValueError, TypeError) as exc:
+        raise CosmosError(f"{path}: unreadable manifest ({exc})") from None
+    if not prepared.plans_file.is_file():
+        raise CosmosError(f"{root}: plans file {prepared.plans_file} missing (incomplete prepare?)")
+    return prepared
+
+
+def _inputs_digest(cases: list[export.ExportCase], cfg: CosmosConfig) -> str:
+    """Changes when any input file, the case list or a planning-relevant setting changes."""
+    h = hashlib.sha256()
+    for c in cases:
+        for p in (Path(c.image), Path(c.label)):
+            st = p.stat()
+            h.update(f"{c.nnunet_id}|{p.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    s = cfg.segmentation
+    h.update(json.dumps([s.configuration, s.num_folds, s.features_base, s.features_max, s.batch_size,
+                         s.patch_size]).encode())
+    return h.hexdigest()[:16]
+
+
+def prepare_round(pseudo_dir: str | Path, out_dir: str | Path, cfg: CosmosConfig, round_index: int = 0,
+                  target_images_dir: str | Path | None = None, pseudo_labels_dir: str | Path | None = None) -> Path:
+    """nnU-Net raw export + plan + preprocess for one COSMOS round; returns ``out_dir``.
+
+    Round 0 (teacher): labelled pseudo-hrT2 only. Round k > 0 (student): pseudo-hrT2 plus the real
+    hrT2 images from ``target_images_dir`` whose kept pseudo-labels are in ``pseudo_labels_dir``.
+    Resumable: an existing prepared dir built from the same inputs is returned at once.
+    """
+    if not 0 <= round_index < 100:
+        raise CosmosError(f"round_index must be within 0..99, got {round_index}")
+    out = Path(out_dir)
+    cases = export.collect_pseudo_cases(pseudo_dir)
+    if round_index > 0 or pseudo_labels_dir is not None:
+        if (target_images_dir is None) != (pseudo_labels_dir is None):
+            raise CosmosError("a student round needs both target_images_dir and pseudo_labels_dir")
+        if target_images_dir is not None:
+            real = export.collect_real_cases(target_images_dir, pseudo_labels_dir)
+            if not real:
+                log.warning("round %d: no pseudo-labelled real hrT2 cases in %s; the student trains on pseudo-hrT2 "
+                            "alone (same data as the teacher)", round_index, pseudo_labels_dir)
+            cases += real
+    digest = _inputs_digest(cases, cfg)
+    if (out / MANIFEST).is_file():
+        try:
+            existing = load_prepared(out)
+            if existing.inputs_digest == digest and existing.round_index == round_index:
+                log.info("round %d already prepared in %s (inputs unchanged); skipping", round_index, out)
+                return out
+        except CosmosError:
+            pass
+        log.info("re-preparing %s: inputs or settings changed", out)
+    for sub in (MANIFEST, RAW_DIR, PREPROCESSED_DIR):
+        p = out / sub
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+    dataset_id = DATASET_ID_BASE + round_index
+    seg = cfg.segmentation
+    raw_folder = export.export_raw_dataset(cases, out / RAW_DIR, dataset_id, round_index)
+    cases_meta = json.loads((raw_folder / "cases.json").read_text())
+    planning.precheck_raw_dataset(raw_folder, cases_meta)
+    name = export.dataset_name(dataset_id, round_index)
+    pre_folder = out / PREPROCESSED_DIR / name
+    pre_folder.mkdir(parents=True, exist_ok=True)
+    with environment.nnunet_env(raw=out / RAW_DIR, preprocessed=out / PREPROCESSED_DIR, n_proc_da=None,
+                                num_processes=seg.num_processes):
+        nn_plans = planning.plan_and_preprocess(dataset_id, raw_folder, pre_folder, seg)
+    plans, configuration = planning.cosmos_plans(nn_plans, seg)
+    plans_text = json.dumps(plans, indent=2)
+    (pre_folder / f"{planning.COSMOS_PLANS}.json").write_text(plans_text)
+    planning.write_splits(pre_folder, list(cases_meta), seg.num_folds)
+    n_pseudo = sum(c.kind == export.KIND_PSEUDO for c in cases)
+    prepared = PreparedRound(
+        root=out, round_index=round_index, dataset_id=dataset_id, dataset_name=name,
+        plans_identifier=planning.COSMOS_PLANS, configuration=configuration, base_configuration=seg.configuration,
+        num_cases=len(cases), num_pseudo=n_pseudo, num_real=len(cases) - n_pseudo, inputs_digest=digest,
+        plan_digest=hashlib.sha256(plans_text.encode()).hexdigest()[:16],
+    )
+    (out / MANIFEST).write_text(prepared.to_json())  # written last: its presence means "complete"
+    cfgm = plans["configurations"][configuration]
+    base = plans["configurations"][seg.configuration]
+    log.info("round %d prepared in %s: %d cases (%d pseudo, %d real); %s patch %s, batch %d, features %s",
+             round_index, out, len(cases), n_pseudo, len(cases) - n_pseudo, configuration,
+             cfgm.get("patch_size", base["patch_size"]), cfgm["batch_size"],
+             cfgm["architecture"]["arch_kwargs"]["features_per_stage"])
+    return out

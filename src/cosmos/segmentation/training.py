@@ -1,0 +1,164 @@
+"""train_fold: one nnU-Net fold, the unit of work of a round (a KFP ParallelFor task).
+
+A fold depends on no other fold and never writes into the prepared directory (the split file is
+made at prepare time; nnU-Net's blosc2 dataset needs no unpacking). The fold model directory is
+flat and holds everything prediction needs::
+
+    fold_dir/checkpoint_final.pth  plans.json  dataset.json  dataset_fingerprint.json  progress.png
+             training_log_*.txt  debug.json  cosmos_fold.json  [validation/ when run_validation]
+
+Resume: ``checkpoint_final.pth`` present -> return at once; ``checkpoint_latest.pth`` present (a
+killed fold) -> continue from it. A resumed run continues from the saved weights, optimizer and
+logged curves; the random streams restart from the seed, so it is not bit-identical to an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import json
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from cosmos.config import CosmosConfig
+from cosmos.errors import CosmosError
+from cosmos.segmentation import environment
+from cosmos.segmentation.prepare import PreparedRound, load_prepared
+
+log = logging.getLogger(__name__)
+
+FINAL_CHECKPOINT = "checkpoint_final.pth"
+LATEST_CHECKPOINT = "checkpoint_latest.pth"
+FOLD_MANIFEST = "cosmos_fold.json"
+
+
+def is_fold_done(fold_dir: str | Path) -> bool:
+    return (Path(fold_dir) / FINAL_CHECKPOINT).is_file()
+
+
+@contextlib.contextmanager
+def _mlflow_fold_hook(fold: int, prepared: PreparedRound, out_dir: Path, cfg: CosmosConfig,
+                      parent_run_id: str | None, tracking_uri: str | None) -> Iterator[Callable | None]:
+    """The selftraining engineer's ``cosmos.segmentation.mlflow_logging.fold_run`` when present.
+
+    It is a context manager yielding an epoch callback (or None). Missing module, or one that fails
+    to open a run -> train without MLflow (with a warning): tracking must never block training.
+    """
+    try:
+        mod = importlib.import_module("cosmos.segmentation.mlflow_logging")
+        fold_run = getattr(mod, "fold_run")
+    except (ImportError, AttributeError):
+        log.info("cosmos.segmentation.mlflow_logging.fold_run not available; training without MLflow")
+        yield None
+        return
+    offered: dict[str, Any] = {
+        "parent_run_id": parent_run_id, "fold": fold, "round_index": prepared.round_index,
+        "tracking_uri": tracking_uri, "fold_dir": out_dir, "cfg": cfg, "prepared_dir": prepared.root,
+    }
+    try:
+        params = inspect.signature(fold_run).parameters
+        takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        kwargs = offered if takes_all else {k: v for k, v in offered.items() if k in params}
+        cm = fold_run(**kwargs)
+        callback = cm.__enter__()
+    except Exception as exc:
+        log.warning("could not open the MLflow fold run (%s); training without MLflow", exc)
+        yield None
+        return
+    exc_info = (None, None, None)
+    try:
+        yield callback
+    except BaseException as exc:
+        exc_info = (type(exc), exc, exc.__traceback__)
+        raise
+    finally:
+        try:
+            cm.__exit__(*exc_info)
+        except Exception as exc:
+            log.warning("closing the MLflow fold run failed: %s", exc)
+
+
+def build_trainer(prepared: PreparedRound, fold: int, out_dir: Path, cfg: CosmosConfig, device,
+                  continue_training: bool):
+    """Construct nnUNetTrainerCosmosBudget exactly as nnunetv2.run.run_training would (no name lookup).
+
+    Must run inside ``environment.nnunet_env(preprocessed=prepared.preprocessed_root, results=...)``.
+    """
+    from cosmos.segmentation.trainer import TrainerBudget, nnUNetTrainerCosmosBudget
+
+    plans = prepared.plans()
+    plans["continue_training"] = continue_training
+    trainer = nnUNetTrainerCosmosBudget(plans=plans, configuration=prepared.configuration, fold=fold,
+                                        dataset_json=prepared.dataset_json(), device=device)
+    trainer.use_output_folder(out_dir)
+    trainer.apply_budget(TrainerBudget.from_config(cfg.segmentation))
+    return trainer
+
+
+def train_fold(prepared_dir: str | Path, fold: int, out_dir: str | Path, cfg: CosmosConfig,
+               parent_run_id: str | None = None, tracking_uri: str | None = None) -> Path:
+    """Train one nnU-Net fold on a prepared round; returns the fold model directory (``out_dir``).
+
+    Seeds random/numpy/torch with ``cfg.seed + fold``. On CPU, data augmentation runs in-process
+    (``nnUNet_n_proc_DA=0``), which makes runs bit-identical. ``parent_run_id``/``tracking_uri``
+    go to the MLflow fold-run hook (``cosmos.segmentation.mlflow_logging.fold_run``).
+    """
+    import torch
+
+    prepared = load_prepared(prepared_dir)
+    seg = cfg.segmentation
+    if not 0 <= fold < seg.num_folds:
+        raise CosmosError(f"fold {fold} is outside 0..{seg.num_folds - 1} (segmentation.num_folds)")
+    out = Path(out_dir).resolve()
+    if is_fold_done(out):
+        log.info("fold %d already trained (%s present in %s); skipping", fold, FINAL_CHECKPOINT, out)
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    resume = (out / LATEST_CHECKPOINT).is_file()
+    device = environment.resolve_device(seg.device)
+    n_da = environment.augmentation_workers(seg.da_workers, device)
+    log.info("training fold %d of round %d on %s (%s, %d epochs x %d iterations, DA workers %d)%s",
+             fold, prepared.round_index, device, prepared.configuration, seg.epochs, seg.iterations_per_epoch,
+             n_da, " - resuming from checkpoint_latest.pth" if resume else "")
+    scratch = Path(tempfile.mkdtemp(prefix=".nnunet_results_", dir=out))  # nnU-Net's __init__ writes here
+    t0 = time.perf_counter()
+    try:
+        with environment.nnunet_env(preprocessed=prepared.preprocessed_root, results=scratch, n_proc_da=n_da,
+                                    num_processes=seg.num_processes, compile=seg.compile,
+                                    torch_threads=seg.torch_threads):
+            environment.seed_everything(cfg.seed + fold)
+            if device.type == "cuda":  # as nnunetv2.run.run_training does
+                torch.backends.cudnn.deterministic = False
+                torch.backends.cudnn.benchmark = True
+            trainer = build_trainer(prepared, fold, out, cfg, device, continue_training=resume)
+            shutil.rmtree(scratch, ignore_errors=True)
+            if resume:
+                trainer.load_checkpoint(str(out / LATEST_CHECKPOINT))
+            with _mlflow_fold_hook(fold, prepared, out, cfg, parent_run_id, tracking_uri) as callback:
+                if callback is not None:
+                    trainer.epoch_end_callbacks.append(callback)
+                trainer.run_training()
+                if seg.run_validation:
+                    trainer.perform_actual_validation(save_probabilities=False)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    seconds = time.perf_counter() - t0
+    final = trainer.epoch_metrics() if trainer.current_epoch > 0 else {}
+    manifest = {
+        "fold": fold, "round_index": prepared.round_index, "dataset_name": prepared.dataset_name,
+        "plans_identifier": prepared.plans_identifier, "configuration": prepared.configuration,
+        "plan_digest": prepared.plan_digest, "inputs_digest": prepared.inputs_digest,
+        "trainer": type(trainer).__name__, "device": str(device), "seed": cfg.seed + fold,
+        "epochs": seg.epochs, "iterations_per_epoch": seg.iterations_per_epoch, "train_seconds": round(seconds, 2),
+        "resumed": resume, "final_metrics": final,
+    }
+    (out / FOLD_MANIFEST).write_text(json.dumps(manifest, indent=2))
+    log.info("fold %d done in %.1f s: %s", fold, seconds,
+             ", ".join(f"{k}={v:.3f}" for k, v in final.items() if k.startswith(("pseudo_dice", "val_loss"))))
+    return out

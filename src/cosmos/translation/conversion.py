@@ -1,0 +1,129 @@
+"""Convert ceT1 volumes to pseudo-hrT2 on their own (source) grid (paper Algorithm 1, step 3).
+
+Each output ``crossmoda_{i}_hrT2pseudo.nii.gz`` has the source shape and the source header/affine
+(written with ``cosmos.data.nifti.save(..., like=source)``), and ``crossmoda_{i}_Label.nii.gz`` is a
+byte copy of the source label, so image and label stay aligned voxel for voxel. The geometry
+round trip (slice axis, pixel-space resampling, padding) is described in
+:mod:`cosmos.translation.slices`.
+
+Memory: slices go through the network in chunks of ``translator.convert_batch_size``; only the
+float32 input volume, the output volume and one chunk's activations are alive at once
+(crossMoDA-size 512x512x120 stays well under 2 GB peak RSS on CPU; see benchmarks/translator_speed.py).
+Resumable: a case whose two output files exist is skipped (both are written atomically).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cosmos.config import CosmosConfig, TranslatorConfig
+from cosmos.data import nifti
+from cosmos.data.layout import SOURCE_DIR, Case, image_name, label_name, list_cases
+from cosmos.errors import CosmosError
+from cosmos.logs import progress
+from cosmos.translation.model_io import LoadedTranslator, resolve_model
+from cosmos.translation.networks import Generator
+from cosmos.translation.slices import (SliceGrid, from_slices_last, normalisation_range, normalise, pad_to_multiple,
+                                       resample, resampled_shape, to_output_intensity, to_slices_last, unpad)
+
+log = logging.getLogger(__name__)
+
+PSEUDO_MODALITY = "hrT2pseudo"
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CosmosError(f"translator.device={name} but no CUDA device is available")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def convert_volume(generator: Generator, data: np.ndarray, affine: np.ndarray, grid: SliceGrid,
+                   batch_size: int = 16, device: str | torch.device | None = None) -> np.ndarray:
+    """Translate every axial slice of ``data`` and return a float32 array of the SAME shape in [0, 1].
+
+    ``affine`` only decides which array axis is the slice axis and the in-plane spacings.
+    """
+    device = torch.device(device) if device is not None else next(generator.parameters()).device
+    generator.eval()
+    lo, hi = normalisation_range(data, grid.low_percentile, grid.high_percentile)
+    norm = normalise(data, lo, hi)
+    norm_last, spacing, axis = to_slices_last(norm, affine)
+    out = np.empty(norm_last.shape, dtype=np.float32)
+    src_size = tuple(norm_last.shape[:2])
+    work_size = resampled_shape(src_size, spacing, grid.inplane_spacing)
+    n = norm_last.shape[-1]
+    for z0 in range(0, n, max(1, batch_size)):
+        z1 = min(n, z0 + max(1, batch_size))
+        chunk = torch.from_numpy(np.ascontiguousarray(np.moveaxis(norm_last[..., z0:z1], -1, 0)))[:, None]
+        x = resample(chunk.to(device), work_size)
+        x, pads = pad_to_multiple(x, generator.divisor)
+        y = unpad(generator(x), pads)
+        y = resample(y, src_size)[:, 0].clamp_(-1.0, 1.0)
+        out[..., z0:z1] = np.moveaxis(to_output_intensity(y).float().cpu().numpy(), 0, -1)
+        del chunk, x, y
+    del norm, norm_last
+    return np.ascontiguousarray(from_slices_last(out, axis))
+
+
+def _source_cases(input_dir: Path) -> list[Case]:
+    """crossMoDA root (uses source_training/) or a flat folder of *_ceT1 + *_Label."""
+    folder = input_dir / SOURCE_DIR if (input_dir / SOURCE_DIR).is_dir() else input_dir
+    if not input_dir.is_dir():
+        raise CosmosError(f"{input_dir}: input directory not found")
+    cases = list_cases(folder, "ceT1")
+    if not cases:
+        raise CosmosError(f"{folder}: no crossmoda_*_ceT1.nii.gz images found (expected a crossMoDA root with "
+                          f"{SOURCE_DIR}/ or a flat folder of *_ceT1 + *_Label files)")
+    missing = [c.image.name for c in cases if c.label is None]
+    if missing:
+        raise CosmosError(f"{folder}: no label (crossmoda_*_Label.nii.gz) for {', '.join(missing)}")
+    return cases
+
+
+def convert_source(model: str | Path | LoadedTranslator, input_dir: str | Path, out_dir: str | Path,
+                   cfg: CosmosConfig | None = None, tracking_uri: str | None = None) -> list[Path]:
+    """Convert every source ceT1 case; returns the pseudo-hrT2 paths (one per case, sorted by case).
+
+    ``model``: a local model dir, ``models:/cosmos-translator/VERSION``, ``models:/cosmos-translator@ALIAS``
+    (or an already loaded translator). Writes ``crossmoda_{i}_hrT2pseudo.nii.gz`` + a copy of
+    ``crossmoda_{i}_Label.nii.gz`` into ``out_dir``.
+    """
+    tcfg = cfg.translator if cfg is not None else TranslatorConfig()
+    device = pick_device(tcfg.device)
+    cases = _source_cases(Path(input_dir))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    translator = model if isinstance(model, LoadedTranslator) else resolve_model(model, tracking_uri, device)
+    translator.generator.to(device)
+    written: list[Path] = []
+    skipped = 0
+    for case in progress(cases, desc="translate ceT1->hrT2", unit="case"):
+        img_out = out / image_name(case.case_id, PSEUDO_MODALITY)
+        lab_out = out / label_name(case.case_id)
+        if img_out.exists() and lab_out.exists():
+            written.append(img_out)
+            skipped += 1
+            continue
+        src = nifti.load(case.image)
+        lab = nifti.load(case.label, label=True)
+        problem = nifti.same_grid(src, lab)
+        if problem:
+            raise CosmosError(f"{case.label}: label is not on the grid of {case.image.name} ({problem})")
+        pseudo = convert_volume(translator.generator, src.data, src.affine, translator.grid,
+                                batch_size=tcfg.convert_batch_size, device=device)
+        tmp_lab = lab_out.with_name(f".{lab_out.name}.tmp")
+        shutil.copyfile(case.label, tmp_lab)
+        tmp_lab.replace(lab_out)
+        nifti.save(img_out, pseudo, like=src)  # written last: its presence marks the case done
+        written.append(img_out)
+    log.info("translated %d ceT1 case(s) to %s (%d already done)", len(cases) - skipped, out, skipped)
+    return written

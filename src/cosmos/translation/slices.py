@@ -1,0 +1,184 @@
+"""Slice geometry and intensity normalisation shared by translator training and conversion.
+
+Geometry choice (documented here because conversion must undo it exactly):
+
+* **Slice axis.** The translator works on 2D axial slices. In crossMoDA (and in the built-in phantom)
+  the third array axis is the axial (slice) axis. :func:`slice_axis` checks that with
+  ``nib.aff2axcodes`` (the array axis closest to S/I); if a file is stored otherwise, the array is
+  moved so that this axis comes last (:func:`to_slices_last`) and moved back afterwards. Only a
+  transpose, never a flip: the output must land on the exact source voxels.
+* **In-plane grid.** ceT1 and hrT2 differ in in-plane spacing (0.4 vs 0.5 mm in crossMoDA) and size.
+  Each slice is resampled in PIXEL space by the per-axis zoom ``spacing / inplane_spacing`` (bilinear,
+  anti-aliased when shrinking) so one pixel is ``inplane_spacing`` mm in every domain; no world-space
+  resampling, so oblique or flipped affines need no special case. For training the resampled slice
+  is centre-cropped / padded to ``image_size`` (the fixed training size). Conversion instead pads the
+  whole resampled slice to a multiple of ``2**levels`` (the network is fully convolutional), so the
+  full field of view is translated, then crops the pad and resamples back to the source in-plane
+  shape: the pseudo-hrT2 has the source shape and affine, and the source label stays aligned voxel
+  for voxel.
+* **Orientation / flips.** Images are NOT flipped to a canonical orientation: conversion must return
+  the source array layout and the network does not need one. The two domains may however be stored
+  with different in-plane flips; a discriminator could then tell real hrT2 from translated ceT1 by
+  orientation alone and push the generator to "flip" anatomy (fighting the cycle loss and breaking
+  label alignment). Training therefore uses random in-plane flips on both domains
+  (``translator.flip_augment``) so orientation carries no domain information.
+
+Intensity choice: per-volume robust min-max. Values are clipped to the
+``[norm_low_percentile, norm_high_percentile]`` percentiles of the volume (0.5 / 99.5 by default,
+so a few hot voxels do not squash the contrast) and mapped linearly to **[-1, 1]**, the range of the
+generator's ``tanh`` output. Padding uses -1 (= the darkest value, i.e. background).
+Pseudo-hrT2 volumes are written as ``(y + 1) / 2`` in [0, 1] (nnU-Net z-scores MRI per case, so the
+absolute scale does not matter downstream).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import nibabel as nib
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+PAD_VALUE = -1.0
+
+
+@dataclass(frozen=True)
+class SliceGrid:
+    """The common 2D training grid plus the normalisation settings (stored in translator.json)."""
+
+    inplane_spacing: float = 0.8
+    image_size: int = 64
+    divisor: int = 8
+    low_percentile: float = 0.5
+    high_percentile: float = 99.5
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- orientation
+def slice_axis(affine: np.ndarray) -> int:
+    """Index of the array axis that points (closest to) superior/inferior."""
+    codes = nib.aff2axcodes(affine)
+    for i, c in enumerate(codes):
+        if c in ("S", "I"):
+            return i
+    return 2  # degenerate affine: fall back to the crossMoDA convention
+
+
+def to_slices_last(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, tuple[float, float], int]:
+    """(view with the slice axis last, in-plane spacings of the remaining two axes, original axis)."""
+    axis = slice_axis(affine)
+    zooms = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+    inplane = tuple(float(zooms[i]) for i in range(3) if i != axis)
+    return np.moveaxis(data, axis, -1), (inplane[0], inplane[1]), axis
+
+
+def from_slices_last(data: np.ndarray, axis: int) -> np.ndarray:
+    return np.moveaxis(data, -1, axis)
+
+
+# --------------------------------------------------------------------------- intensities
+def normalisation_range(data: np.ndarray, low: float = 0.5, high: float = 99.5) -> tuple[float, float]:
+    """The robust (lo, hi) intensity range of a volume; ignores NaNs."""
+    flat = np.asarray(data, dtype=np.float32).ravel()
+    if flat.size > 4_000_000:  # percentiles on a strided sample: same value, bounded memory/time
+        flat = flat[:: int(math.ceil(flat.size / 4_000_000))]
+    lo, hi = np.nanpercentile(flat, [low, high])
+    return float(lo), float(hi)
+
+
+def normalise(data: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Clip to [lo, hi] and map linearly to [-1, 1] (a constant volume maps to -1)."""
+    out = np.asarray(data, dtype=np.float32)
+    if not hi > lo:
+        return np.full(out.shape, PAD_VALUE, dtype=np.float32)
+    out = np.clip(out, lo, hi)
+    out = (out - lo) * (2.0 / (hi - lo)) - 1.0
+    return np.nan_to_num(out, nan=PAD_VALUE).astype(np.float32, copy=False)
+
+
+def to_output_intensity(y: np.ndarray | torch.Tensor):
+    """Generator output [-1, 1] -> the written pseudo-hrT2 range [0, 1]."""
+    return (y + 1.0) * 0.5
+
+
+# --------------------------------------------------------------------------- in-plane resampling
+def resampled_shape(shape: tuple[int, int], spacing: tuple[float, float], target: float) -> tuple[int, int]:
+    """In-plane shape after bringing pixels of ``spacing`` mm to ``target`` mm."""
+    return tuple(max(1, int(round(n * s / target))) for n, s in zip(shape, spacing))  # type: ignore[return-value]
+
+
+def resample(batch: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """Resize (N, C, H, W) to ``size``; anti-aliased when shrinking; a no-op when already there."""
+    if tuple(batch.shape[-2:]) == tuple(size):
+        return batch
+    if mode == "nearest":
+        return F.interpolate(batch, size=size, mode="nearest-exact")
+    shrink = size[0] < batch.shape[-2] or size[1] < batch.shape[-1]
+    return F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+
+
+def resample_labels(labels: torch.Tensor, size: tuple[int, int], num_classes: int = 3) -> torch.Tensor:
+    """Resize (N, H, W) integer labels via one-hot bilinear + argmax (keeps thin structures better
+    than nearest neighbour when shrinking)."""
+    if tuple(labels.shape[-2:]) == tuple(size):
+        return labels.long()
+    onehot = F.one_hot(labels.long().clamp(0, num_classes - 1), num_classes).permute(0, 3, 1, 2).float()
+    return resample(onehot, size).argmax(dim=1)
+
+
+def centre_crop_or_pad(batch: torch.Tensor, size: tuple[int, int], value: float = PAD_VALUE) -> torch.Tensor:
+    """Centre crop / pad the last two dims of ``batch`` to ``size``."""
+    h, w = batch.shape[-2:]
+    th, tw = size
+    # pad first (symmetric, extra pixel at the end), then crop
+    ph, pw = max(0, th - h), max(0, tw - w)
+    if ph or pw:
+        batch = F.pad(batch, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), value=value)
+        h, w = batch.shape[-2:]
+    top, left = (h - th) // 2, (w - tw) // 2
+    return batch[..., top: top + th, left: left + tw]
+
+
+def pad_to_multiple(batch: torch.Tensor, divisor: int, minimum: int = 0,
+                    value: float = PAD_VALUE) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """Pad (…, H, W) at the end so both are multiples of ``divisor`` (and >= ``minimum``).
+    Returns the padded batch and the (top, bottom, left, right) pad to undo with :func:`unpad`."""
+    h, w = batch.shape[-2:]
+    th = max(minimum, int(math.ceil(h / divisor) * divisor))
+    tw = max(minimum, int(math.ceil(w / divisor) * divisor))
+    th = int(math.ceil(th / divisor) * divisor)
+    tw = int(math.ceil(tw / divisor) * divisor)
+    top, left = (th - h) // 2, (tw - w) // 2
+    pads = (top, th - h - top, left, tw - w - left)
+    if th != h or tw != w:
+        batch = F.pad(batch, (pads[2], pads[3], pads[0], pads[1]), value=value)
+    return batch, pads
+
+
+def unpad(batch: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
+    top, bottom, left, right = pads
+    h, w = batch.shape[-2:]
+    return batch[..., top: h - bottom, left: w - right]
+
+
+def volume_to_training_slices(data: np.ndarray, affine: np.ndarray, grid: SliceGrid,
+                              label: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """All axial slices of one volume on the training grid: images (Z, 1, S, S) in [-1, 1]
+    (+ labels (Z, S, S) uint8). Constant (empty) slices are dropped: they teach nothing."""
+    lo, hi = normalisation_range(data, grid.low_percentile, grid.high_percentile)
+    arr, spacing, axis = to_slices_last(normalise(data, lo, hi), affine)
+    size = resampled_shape(arr.shape[:2], spacing, grid.inplane_spacing)
+    imgs = torch.from_numpy(np.ascontiguousarray(np.moveaxis(arr, -1, 0)))[:, None]  # (Z, 1, H, W)
+    imgs = centre_crop_or_pad(resample(imgs, size), (grid.image_size, grid.image_size))
+    keep = (imgs.amax(dim=(1, 2, 3)) - imgs.amin(dim=(1, 2, 3))) > 1e-3
+    labs = None
+    if label is not None:
+        lab = np.moveaxis(np.moveaxis(label, axis, -1), -1, 0)
+        labs = resample_labels(torch.from_numpy(np.ascontiguousarray(lab)).long(), size)
+        labs = centre_crop_or_pad(labs[:, None].float(), (grid.image_size, grid.image_size), value=0)[:, 0]
+        labs = labs.round().to(torch.uint8)[keep]
+    return imgs[keep].contiguous(), (labs.contiguous() if labs is not None else None)

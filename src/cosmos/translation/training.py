@@ -1,0 +1,451 @@
+"""Training recipe of the target-aware domain translation network (COSMOS 3.1 / 4.2, Algorithm 1 step 2).
+
+One step, with x^s a batch of ceT1 slices (labels y^s) and x^t an unpaired batch of hrT2 slices:
+
+* generators (one Adam over G^{S->T} and G^{T->S}), eq. (1)::
+
+      fake_t, seg_src   = G^{S->T}(x^s)          (one encoder pass, both decoders)
+      rec_s,  seg_trans = G^{T->S}(fake_t)       (Seg^{T->S}(C^{S->T}(x^s)) comes with the cycle pass)
+      fake_s = C^{T->S}(x^t);  rec_t = C^{S->T}(fake_s)
+      total = l1 * cycle + l2 * adv_G + l3 * identity + l4 * (seg_src + [epoch > start] * seg_trans)
+
+  Segmentation terms use only the slices whose label has foreground. ``segmentor=False`` builds
+  no segmentation decoders: a pure CycleGAN.
+* discriminators (one Adam over D^S and D^T): eq. (3) on real vs translated (detached) slices.
+
+Adam (lr, beta1) with a multiplicative (exponential) decay per epoch (paper: 1e-4, "multiplicative
+decay"). Losses logged per epoch, unweighted per term, plus the weighted generator ``total``.
+
+Resumable: ``OUT/checkpoint.pt`` after every epoch (atomic), with networks, optimisers, schedulers,
+RNG states, history and the MLflow run id (also in ``OUT/run.json`` from the start), so a killed run
+continues the SAME MLflow run from the last finished epoch; a finished run returns at once.
+Output layout::
+
+    OUT/model/          self-contained S->T generator (see model_io)   -> TranslatorResult.model_dir
+    OUT/samples/        epoch_XXX.png + final.png (Fig.-3-style grids, also MLflow artifacts)
+    OUT/checkpoint.pt   resume state;  OUT/run.json  run id;  OUT/result.json  finished marker
+    OUT/mlflow/         the embedded MLflow store when no tracking URI is given
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cosmos import tracking
+from cosmos.config import CosmosConfig
+from cosmos.data import nifti
+from cosmos.data.layout import SOURCE_DIR, TARGET_DIR, discover
+from cosmos.errors import CosmosError
+from cosmos.logs import progress
+from cosmos.translation import losses
+from cosmos.translation.conversion import pick_device
+from cosmos.translation.model_io import MLFLOW_ARTIFACT_NAME, log_model, register_model, save_model_dir
+from cosmos.translation.networks import Generator, GeneratorSpec, PatchDiscriminator, init_weights
+from cosmos.translation.samples import save_sample_grid
+from cosmos.translation.slices import SliceGrid, volume_to_training_slices
+
+log = logging.getLogger(__name__)
+
+LOSS_TERMS = ("cycle", "adv_G", "adv_D", "identity", "seg_src", "seg_translated", "total")
+# Changing these between a checkpoint and a re-run would load weights into another architecture
+# or silently change the experiment: refuse and ask for a new --out.
+_RESUME_MUST_MATCH = ("base_channels", "levels", "disc_channels", "disc_layers", "image_size", "inplane_spacing",
+                      "segmentor", "gan_loss", "norm_low_percentile", "norm_high_percentile")
+
+
+@dataclass
+class TranslatorResult:
+    model_dir: Path
+    run_id: str | None
+    model_version: str | None
+    epochs: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class SliceData:
+    """All training slices in memory on the common grid (float16 images: half the RAM, ample precision)."""
+
+    source: torch.Tensor  # (Ns, 1, S, S)
+    labels: torch.Tensor  # (Ns, S, S) uint8
+    target: torch.Tensor  # (Nt, 1, S, S)
+    source_volume: np.ndarray  # (Ns,) volume index of each source slice
+    files: list[Path]
+
+    @property
+    def foreground(self) -> np.ndarray:
+        return (self.labels.reshape(self.labels.shape[0], -1) > 0).any(dim=1).numpy()
+
+
+def grid_from_config(cfg: CosmosConfig) -> SliceGrid:
+    t = cfg.translator
+    return SliceGrid(inplane_spacing=t.inplane_spacing, image_size=t.image_size, divisor=2**t.levels,
+                     low_percentile=t.norm_low_percentile, high_percentile=t.norm_high_percentile)
+
+
+def load_slices(data_dir: str | Path, grid: SliceGrid) -> SliceData:
+    """Read source (ceT1 + Label) and target (hrT2) volumes of a crossMoDA root onto the slice grid."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise CosmosError(f"{root}: data directory not found")
+    ds = discover(root)
+    if not ds.source:
+        raise CosmosError(f"{root / SOURCE_DIR}: no crossmoda_*_ceT1.nii.gz source images")
+    if not ds.target:
+        raise CosmosError(f"{root / TARGET_DIR}: no crossmoda_*_hrT2.nii.gz target images")
+    missing = [c.image.name for c in ds.source if c.label is None]
+    if missing:
+        raise CosmosError(f"{root / SOURCE_DIR}: no label (crossmoda_*_Label.nii.gz) for {', '.join(missing)}")
+    src, labs, vol_idx, tgt, files = [], [], [], [], []
+    for i, case in enumerate(progress(ds.source, desc="load ceT1", unit="vol")):
+        img = nifti.load(case.image)
+        lab = nifti.load(case.label, label=True)
+        problem = nifti.same_grid(img, lab)
+        if problem:
+            raise CosmosError(f"{case.label}: label is not on the grid of {case.image.name} ({problem})")
+        s, l_ = volume_to_training_slices(img.data, img.affine, grid, lab.data)
+        src.append(s.half())
+        labs.append(l_)
+        vol_idx.append(np.full(len(s), i))
+        files += [case.image, case.label]
+    for case in progress(ds.target, desc="load hrT2", unit="vol"):
+        img = nifti.load(case.image)
+        t, _ = volume_to_training_slices(img.data, img.affine, grid)
+        tgt.append(t.half())
+        files.append(case.image)
+    data = SliceData(torch.cat(src), torch.cat(labs), torch.cat(tgt), np.concatenate(vol_idx), files)
+    if len(data.source) == 0 or len(data.target) == 0:
+        raise CosmosError(f"{root}: every slice is empty (constant) in the source or target images")
+    log.info("training slices on a %dx%d grid at %.2f mm: %d ceT1 (%d with foreground), %d hrT2",
+             grid.image_size, grid.image_size, grid.inplane_spacing, len(data.source), int(data.foreground.sum()),
+             len(data.target))
+    return data
+
+
+class TranslatorTrainer:
+    """Networks, optimisers and the per-step recipe; no I/O besides what the caller asks for."""
+
+    def __init__(self, cfg: CosmosConfig, device: torch.device):
+        t = cfg.translator
+        self.cfg, self.t, self.device = cfg, t, device
+        spec = GeneratorSpec(base_channels=t.base_channels, levels=t.levels, with_seg=t.segmentor)
+        self.g_st, self.g_ts = Generator(spec), Generator(spec)
+        self.d_s = PatchDiscriminator(1, t.disc_channels, t.disc_layers)
+        self.d_t = PatchDiscriminator(1, t.disc_channels, t.disc_layers)
+        for net in (self.g_st, self.g_ts, self.d_s, self.d_t):
+            init_weights(net)
+            net.to(device)
+        g_params = list(self.g_st.parameters()) + list(self.g_ts.parameters())
+        d_params = list(self.d_s.parameters()) + list(self.d_t.parameters())
+        self.opt_g = torch.optim.Adam(g_params, lr=t.lr, betas=(t.beta1, 0.999))
+        self.opt_d = torch.optim.Adam(d_params, lr=t.lr, betas=(t.beta1, 0.999))
+        self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, gamma=t.lr_decay)
+        self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.opt_d, gamma=t.lr_decay)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "g_st": self.g_st.state_dict(), "g_ts": self.g_ts.state_dict(),
+            "d_s": self.d_s.state_dict(), "d_t": self.d_t.state_dict(),
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name in ("g_st", "g_ts", "d_s", "d_t", "opt_g", "opt_d", "sched_g", "sched_d"):
+            getattr(self, name).load_state_dict(state[name])
+
+    # ------------------------------------------------------------------ one step
+    def step(self, x_s: torch.Tensor, y_s: torch.Tensor, x_t: torch.Tensor, seg_translated_on: bool) -> dict[str, float]:
+        t, kind = self.t, self.t.gan_loss
+        for d in (self.d_s, self.d_t):
+            d.requires_grad_(False)
+        self.opt_g.zero_grad(set_to_none=True)
+        fake_t, seg_src_logits = self.g_st.translate_and_segment(x_s)
+        rec_s, seg_trans_logits = self.g_ts.translate_and_segment(fake_t)
+        fake_s = self.g_ts(x_t)
+        rec_t = self.g_st(fake_s)
+        cycle = losses.cycle_loss(x_s, rec_s, x_t, rec_t)
+        identity = losses.identity_loss(x_t, self.g_st(x_t), x_s, self.g_ts(x_s)) if t.lambda_identity > 0 \
+            else x_s.new_zeros(())
+        adv_g = losses.generator_adversarial_loss(self.d_t(fake_t), self.d_s(fake_s), kind)
+        total = t.lambda_cycle * cycle + t.lambda_adv * adv_g + t.lambda_identity * identity
+        seg_src = losses.segmentation_loss_term(seg_src_logits, y_s)
+        seg_trans = losses.segmentation_loss_term(seg_trans_logits, y_s)
+        if seg_src is not None:
+            total = total + t.lambda_seg * seg_src
+        if seg_trans is not None and seg_translated_on:
+            total = total + t.lambda_seg * seg_trans
+        total.backward()
+        self.opt_g.step()
+
+        for d in (self.d_s, self.d_t):
+            d.requires_grad_(True)
+        self.opt_d.zero_grad(set_to_none=True)
+        adv_d = (losses.discriminator_loss(self.d_t(x_t), self.d_t(fake_t.detach()), kind)
+                 + losses.discriminator_loss(self.d_s(x_s), self.d_s(fake_s.detach()), kind))
+        adv_d.backward()
+        self.opt_d.step()
+        out = {"cycle": cycle.item(), "adv_G": adv_g.item(), "adv_D": adv_d.item(), "identity": identity.item(),
+               "total": total.item()}
+        if seg_src is not None:
+            out["seg_src"] = seg_src.item()
+        if seg_trans is not None:
+            out["seg_translated"] = seg_trans.item()
+        return out
+
+    @torch.no_grad()
+    def preview(self, x_s: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """(pseudo-hrT2, segmentor argmax) for the sample grid."""
+        self.g_st.eval()
+        fake, seg = self.g_st.translate_and_segment(x_s.to(self.device))
+        self.g_st.train()
+        return fake[:, 0].cpu().numpy(), (seg.argmax(1).cpu().numpy() if seg is not None else None)
+
+
+# ---------------------------------------------------------------------------- sampling
+def epoch_indices(rng: np.random.Generator, n: int, count: int, preferred: np.ndarray | None = None,
+                  preferred_fraction: float = 0.0) -> np.ndarray:
+    """``count`` slice indices: shuffled passes over all ``n`` slices, with ``preferred_fraction`` of
+    them drawn from ``preferred`` (foreground slices) instead."""
+    reps = int(math.ceil(count / n))
+    idx = np.concatenate([rng.permutation(n) for _ in range(reps)])[:count]
+    if preferred is not None and len(preferred) and preferred_fraction > 0:
+        swap = rng.random(count) < preferred_fraction
+        idx[swap] = rng.choice(preferred, size=int(swap.sum()))
+    return idx
+
+
+def random_flips(rng: np.random.Generator, *tensors: torch.Tensor) -> list[torch.Tensor]:
+    """The same random in-plane flips (each axis p=0.5, per sample) applied to aligned tensors."""
+    n = tensors[0].shape[0]
+    fh, fv = rng.random(n) < 0.5, rng.random(n) < 0.5
+    out = []
+    for x in tensors:
+        x = x.clone()
+        if fh.any():
+            x[torch.from_numpy(fh)] = x[torch.from_numpy(fh)].flip(-1)
+        if fv.any():
+            x[torch.from_numpy(fv)] = x[torch.from_numpy(fv)].flip(-2)
+        out.append(x)
+    return out
+
+
+def pick_sample_slices(data: SliceData, count: int = 4) -> np.ndarray:
+    """Largest-foreground slice of the first ``count`` volumes that have foreground."""
+    area = (data.labels.reshape(len(data.labels), -1) > 0).sum(1).numpy()
+    chosen = []
+    for v in np.unique(data.source_volume):
+        idx = np.nonzero(data.source_volume == v)[0]
+        best = idx[np.argmax(area[idx])]
+        if area[best] > 0:
+            chosen.append(best)
+        if len(chosen) == count:
+            break
+    if not chosen:
+        chosen = list(range(min(count, len(data.source))))
+    return np.asarray(chosen)
+
+
+# ---------------------------------------------------------------------------- resume
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def _atomic_json(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    tmp.replace(path)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _check_resume_compatible(saved: dict[str, Any], cfg: CosmosConfig, out: Path) -> None:
+    now = cfg.flat("translator")
+    diff = [k for k in _RESUME_MUST_MATCH if saved.get(f"translator.{k}") != now.get(f"translator.{k}")]
+    if diff:
+        pairs = ", ".join(f"{k}: {saved.get('translator.' + k)!r} -> {now.get('translator.' + k)!r}" for k in diff)
+        raise CosmosError(f"{out}: holds a translator training with a different setup ({pairs}); "
+                          "use a new --out to train this configuration")
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------- MLflow
+def _start_or_resume_run(run_json: Path, cfg: CosmosConfig, digest: str):
+    """Re-open the run recorded in ``run.json`` (same MLflow run across restarts) or start one."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    params = {**cfg.flat("translator"), "profile": cfg.profile, "seed": cfg.seed}
+    run_id = json.loads(run_json.read_text()).get("run_id") if run_json.exists() else None
+    if run_id:
+        try:
+            run = mlflow.start_run(run_id=run_id)
+            logged = mlflow.get_run(run_id).data.params
+            new = {k: v for k, v in params.items() if k not in logged}
+            changed = {k: v for k, v in params.items() if k in logged and logged[k] != str(v)}
+            if new:
+                mlflow.log_params(new)
+            for k, v in changed.items():  # params are immutable in MLflow: record the resume value as a tag
+                mlflow.set_tag(f"resumed.{k}", str(v))
+            log.info("resuming MLflow run %s", run_id)
+            return run
+        except MlflowException as exc:
+            log.warning("cannot re-open MLflow run %s (%s); starting a new run", run_id, exc.message)
+    run = mlflow.start_run(run_name=f"translator-{cfg.profile}{'' if cfg.translator.segmentor else '-noseg'}")
+    mlflow.log_params(params)
+    mlflow.set_tags({"cosmos.stage": "translator", "dataset_digest": digest, "git_commit": tracking.git_commit(),
+                     "profile": cfg.profile, "segmentor": str(cfg.translator.segmentor)})
+    _atomic_json({"run_id": run.info.run_id}, run_json)
+    return run
+
+
+# ---------------------------------------------------------------------------- entry point
+def train_translator(data_dir: str | Path, out_dir: str | Path, cfg: CosmosConfig, tracking_uri: str | None = None,
+                     register: bool = True) -> TranslatorResult:
+    """Train the target-aware CycleGAN on a crossMoDA root; log to MLflow; register the S->T generator.
+
+    Resumable (see module docstring). ``register=False`` still logs the model to the run but creates
+    no registry version.
+    """
+    import mlflow
+
+    t = cfg.translator
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model_dir, samples_dir = out / "model", out / "samples"
+    ckpt_path, run_json, result_json = out / "checkpoint.pt", out / "run.json", out / "result.json"
+
+    if result_json.exists():
+        done = json.loads(result_json.read_text())
+        if done.get("epochs", -1) >= t.epochs and (model_dir / "translator.json").exists():
+            log.info("translator already trained in %s (%d epochs, run %s); nothing to do", out, done["epochs"],
+                     done.get("run_id"))
+            return TranslatorResult(model_dir, done.get("run_id"), done.get("model_version"), done["epochs"],
+                                    done.get("history", []))
+
+    device = pick_device(t.device)
+    _seed_everything(cfg.seed)
+    grid = grid_from_config(cfg)
+    trainer = TranslatorTrainer(cfg, device)
+    start_epoch, history = 0, []
+    if ckpt_path.exists():
+        try:
+            ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        except Exception as exc:
+            raise CosmosError(f"{ckpt_path}: unreadable checkpoint ({type(exc).__name__}); delete it to start over") from None
+        _check_resume_compatible(ckpt["config"], cfg, out)
+        trainer.load_state_dict(ckpt["state"])
+        _set_rng_state(ckpt["rng"])
+        start_epoch, history = int(ckpt["epoch"]), list(ckpt["history"])
+        for sched in (trainer.sched_g, trainer.sched_d):  # keep the decay going, at the configured rate
+            sched.gamma = t.lr_decay
+        log.info("resuming translator training from %s after epoch %d", ckpt_path, start_epoch)
+
+    data = load_slices(data_dir, grid)
+    digest = tracking.dataset_digest(data.files)
+    tracking.setup(tracking.resolve_tracking_uri(tracking_uri, out), cfg.tracking.experiment)
+    run = _start_or_resume_run(run_json, cfg, digest)
+    run_id = run.info.run_id
+    try:
+        fg_idx = np.nonzero(data.foreground)[0]
+        sample_idx = pick_sample_slices(data)
+        sample_src = data.source[sample_idx].float()
+        sample_lab = data.labels[sample_idx].numpy()
+        sample_tgt = data.target[np.linspace(0, len(data.target) - 1, len(sample_idx)).astype(int)].float()
+        per_epoch = t.slices_per_epoch or max(len(data.source), len(data.target))
+        steps = max(1, int(math.ceil(per_epoch / t.batch_size)))
+
+        def write_samples(name: str, epoch: int) -> None:
+            fake, seg = trainer.preview(sample_src)
+            png = save_sample_grid(samples_dir / f"{name}.png", sample_src[:, 0].numpy(), fake, seg, sample_lab,
+                                   sample_tgt[:, 0].numpy(), title=f"{cfg.profile} translator, epoch {epoch}")
+            mlflow.log_artifact(str(png), artifact_path="samples")
+
+        for epoch in range(start_epoch, t.epochs):
+            t0 = time.time()
+            rng = np.random.default_rng([cfg.seed, epoch])
+            src_idx = epoch_indices(rng, len(data.source), steps * t.batch_size, fg_idx, t.fg_oversample)
+            tgt_idx = epoch_indices(rng, len(data.target), steps * t.batch_size)
+            seg_trans_on = t.segmentor and epoch >= t.seg_translated_start_epoch
+            sums: dict[str, float] = {}
+            counts: dict[str, int] = {}
+            for b in progress(range(steps), desc=f"translator epoch {epoch + 1}/{t.epochs}", unit="batch"):
+                sl = slice(b * t.batch_size, (b + 1) * t.batch_size)
+                x_s = data.source[src_idx[sl]].float()
+                y_s = data.labels[src_idx[sl]].long()
+                x_t = data.target[tgt_idx[sl]].float()
+                if t.flip_augment:
+                    x_s, y_s = random_flips(rng, x_s, y_s)
+                    (x_t,) = random_flips(rng, x_t)
+                terms = trainer.step(x_s.to(device), y_s.to(device), x_t.to(device), seg_trans_on)
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                    counts[k] = counts.get(k, 0) + 1
+            trainer.sched_g.step()
+            trainer.sched_d.step()
+            means = {k: sums[k] / counts[k] for k in LOSS_TERMS if k in sums}
+            secs = time.time() - t0
+            history.append({"epoch": epoch + 1, **means, "seconds": secs})
+            mlflow.log_metrics({**means, "lr": trainer.opt_g.param_groups[0]["lr"],
+                                "slices_per_s": steps * t.batch_size / max(secs, 1e-9)}, step=epoch + 1)
+            log.info("translator epoch %d/%d (%.1fs): %s%s", epoch + 1, t.epochs, secs,
+                     " ".join(f"{k}={v:.4f}" for k, v in means.items()),
+                     "" if seg_trans_on or not t.segmentor else " (seg_translated not yet in the loss)")
+            if t.sample_every > 0 and (epoch + 1) % t.sample_every == 0 and epoch + 1 < t.epochs:
+                write_samples(f"epoch_{epoch + 1:03d}", epoch + 1)
+            _atomic_torch_save({"epoch": epoch + 1, "state": trainer.state_dict(), "rng": _rng_state(),
+                                "history": history, "run_id": run_id, "config": cfg.flat("translator")}, ckpt_path)
+
+        final_epoch = max(start_epoch, t.epochs)
+        write_samples("final", final_epoch)
+        save_model_dir(trainer.g_st, grid, model_dir, extra={
+            "trained_epochs": final_epoch, "profile": cfg.profile, "seed": cfg.seed, "mlflow_run_id": run_id,
+            "dataset_digest": digest, "segmentor": t.segmentor, "gan_loss": t.gan_loss,
+            "loss_weights": {k: getattr(t, k) for k in ("lambda_cycle", "lambda_adv", "lambda_identity", "lambda_seg")},
+        })
+        info = log_model(model_dir)
+        version = None
+        if register:
+            version = register_model(info.model_uri, cfg.tracking.translator_model_name,
+                                     tags={"run_id": run_id, "dataset_digest": digest, "profile": cfg.profile,
+                                           "epochs": str(final_epoch)})
+            mlflow.set_tag("registered_version", version)
+        mlflow.set_tag("model_uri", info.model_uri)
+        _atomic_json({"epochs": final_epoch, "run_id": run_id, "model_version": version, "model_dir": str(model_dir),
+                      "history": history}, result_json)
+    except BaseException:
+        mlflow.end_run(status="KILLED")
+        raise
+    mlflow.end_run()
+    return TranslatorResult(model_dir, run_id, version, final_epoch, history)

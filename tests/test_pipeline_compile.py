@@ -1,0 +1,287 @@
+"""The compiled cosmos-pipeline package: DAG shape, GPU scheduling, credentials, caching, CLI.
+
+Fast (no task runs): compiles the pipeline to YAML and inspects the KFP IR.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components import GPU_STAGES, STAGES, build, stage_function
+from pipelines.cosmos_pipeline import PipelineOptions, Toleration, compile_pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _compile(tmp_path: Path, **kw) -> tuple[dict, dict]:
+    """(pipeline spec, platform spec); the platform document exists only when something needs it."""
+    path = tmp_path / "p.yaml"
+    compile_pipeline(str(path), PipelineOptions(**kw))
+    docs = list(yaml.safe_load_all(path.read_text()))
+    assert len(docs) in (1, 2)
+    return docs[0], (docs[1] if len(docs) == 2 else {})
+
+
+def _tasks_by_component(spec: dict) -> dict[str, list[str]]:
+    """component name (e.g. 'train-fold') -> executor labels of every task that runs it."""
+    out: dict[str, list[str]] = {}
+    for comp_name, comp in spec["components"].items():
+        if "executorLabel" in comp:
+            base = re.sub(r"-\d+$", "", comp_name.removeprefix("comp-"))
+            out.setdefault(base, []).append(comp["executorLabel"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("compiled")
+    spec, platform = _compile(tmp, rounds=3, gpu_node_selector=(("cloud.google.com/gke-accelerator", "nvidia-l4"),),
+                              gpu_tolerations=(Toleration("nvidia.com/gpu", "Exists", None, "NoSchedule"),
+                                               Toleration("dedicated", "Equal", "gpu", "NoSchedule")))
+    return spec, platform, (tmp / "p.yaml").read_text()
+
+
+def test_one_parallel_for_over_five_folds_per_round_and_k_plus_one_rounds(compiled):
+    spec, _, _ = compiled
+    dag = spec["root"]["dag"]["tasks"]
+    loops = {name: t for name, t in dag.items() if name.startswith("for-loop")}
+    assert len(loops) == 4  # teacher + 3 students
+    for task in loops.values():
+        assert task["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--folds"
+        assert task["iteratorPolicy"]["parallelismLimit"] == 5
+        inner = spec["components"][task["componentRef"]["name"]]["dag"]["tasks"]
+        assert [t["componentRef"]["name"].startswith("comp-train-fold") for t in inner.values()] == [True]
+    folds = spec["root"]["inputDefinitions"]["parameters"]["folds"]["defaultValue"]
+    assert [int(f) for f in folds] == [0, 1, 2, 3, 4]
+    by_comp = _tasks_by_component(spec)
+    assert len(by_comp["prepare-round"]) == 4
+    assert len(by_comp["register-round"]) == 4
+    assert len(by_comp["predict-validation"]) == 4
+    assert len(by_comp["predict-pseudo-labels"]) == 3  # the last student's pseudo-labels feed nothing
+    assert len(by_comp["train-translator"]) == 1 and len(by_comp["report"]) == 1
+
+
+def test_rounds_chain_kept_labels_and_champion_goes_to_last_round(compiled):
+    spec, _, _ = compiled
+    dag = spec["root"]["dag"]["tasks"]
+    prep = {t["inputs"]["parameters"]["round_index"]["runtimeValue"]["constant"]: (name, t)
+            for name, t in dag.items() if name.startswith("prepare-round")}
+    assert sorted(prep) == [0, 1, 2, 3]
+    assert "kept_labels" not in prep[0][1]["inputs"].get("artifacts", {})
+    for k in (1, 2, 3):
+        src = prep[k][1]["inputs"]["artifacts"]["kept_labels"]["taskOutputArtifact"]
+        assert src["outputArtifactKey"] == "kept_labels"
+        producer = dag[src["producerTask"]]
+        assert producer["inputs"]["parameters"]["round_index"]["runtimeValue"]["constant"] == k - 1
+    aliases = {t["inputs"]["parameters"]["round_index"]["runtimeValue"]["constant"]:
+               t["inputs"]["parameters"]["alias"]["runtimeValue"]["constant"]
+               for name, t in dag.items() if name.startswith("register-round")}
+    assert aliases == {0: "", 1: "", 2: "", 3: "champion"}
+    # predict gets the fold models of its own round as one collected list
+    for name, t in dag.items():
+        if name.startswith("predict-validation"):
+            art = t["inputs"]["artifacts"]["fold_models"]
+            assert art["taskOutputArtifact"]["producerTask"].startswith("for-loop")
+
+
+def test_accelerator_node_selector_and_tolerations_on_gpu_tasks_only(compiled):
+    spec, platform, _ = compiled
+    executors = spec["deploymentSpec"]["executors"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    by_comp = _tasks_by_component(spec)
+    gpu_components = {n.replace("_", "-") for n in GPU_STAGES}
+    assert gpu_components == {"train-translator", "train-fold", "predict-pseudo-labels", "predict-validation"}
+    for comp, labels in by_comp.items():
+        for label in labels:
+            resources = executors[label]["container"].get("resources", {})
+            plat = k8s.get(label, {})
+            if comp in gpu_components:
+                assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
+                assert int(resources["accelerator"]["resourceCount"]) == 1
+                assert plat["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+                tols = {(t["key"], t["operator"], t.get("value"), t.get("effect")) for t in plat["tolerations"]}
+                assert tols == {("nvidia.com/gpu", "Exists", None, "NoSchedule"),
+                                ("dedicated", "Equal", "gpu", "NoSchedule")}
+            else:
+                assert "accelerator" not in resources, comp
+                assert "nodeSelector" not in plat and "tolerations" not in plat, comp
+
+
+def test_secret_as_env_and_no_credential_in_yaml(compiled):
+    spec, platform, text = compiled
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for label in ("exec-ingest-validate", "exec-train-translator", "exec-train-fold", "exec-register-round"):
+        sae = k8s[label]["secretAsEnv"]
+        assert len(sae) == 1 and sae[0]["secretName"] == "cosmos-credentials" and sae[0]["optional"] is True
+        envs = {m["envVar"] for m in sae[0]["keyToEnv"]}
+        assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "MLFLOW_TRACKING_URI",
+                "MLFLOW_S3_ENDPOINT_URL"} <= envs
+    # the report has no business with credentials
+    assert "secretAsEnv" not in k8s.get("exec-report", {})
+    # no credential value anywhere: no env value for the secret keys, no key-like strings
+    for ex in spec["deploymentSpec"]["executors"].values():
+        for env in ex["container"].get("env", []):
+            assert not env["name"].startswith(("AWS_", "MLFLOW_")), env
+    assert not re.search(r"AKIA[0-9A-Z]{16}", text)
+    # the Secret is referenced by name and key only
+    assert "stringData" not in text and "secretKeyRef" not in text
+
+
+def test_no_credential_value_leaks_from_the_environment(tmp_path, monkeypatch):
+    """Credentials in the compiling shell's environment must not end up in the package."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://user:hunter2pass@mlflow.example.com")
+    path = tmp_path / "p.yaml"
+    compile_pipeline(str(path), PipelineOptions(rounds=1))
+    text = path.read_text()
+    for secret in ("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI", "hunter2pass"):
+        assert secret not in text
+
+
+def test_caching_switch_and_image(tmp_path):
+    spec, _ = _compile(tmp_path, rounds=0, caching=False, image="registry.example.com/cosmos:9.9")
+    for t in spec["root"]["dag"]["tasks"].values():
+        if "cachingOptions" in t:
+            assert t["cachingOptions"] in ({}, {"enableCache": False})
+    images = {ex["container"]["image"] for ex in spec["deploymentSpec"]["executors"].values()}
+    assert images == {"registry.example.com/cosmos:9.9"}
+    spec2, _ = _compile(tmp_path, rounds=0, caching=True)
+    assert all(t.get("cachingOptions", {}).get("enableCache") for t in spec2["root"]["dag"]["tasks"].values()
+               if not t["taskInfo"]["name"].startswith("for-loop"))
+
+
+def test_no_gpu_and_no_secret_options(tmp_path):
+    spec, platform = _compile(tmp_path, rounds=0, use_gpu=False, secret=None)
+    assert platform == {}  # no node selector, toleration or Secret anywhere
+    assert all("accelerator" not in ex["container"].get("resources", {})
+               for ex in spec["deploymentSpec"]["executors"].values())
+    k8s = (platform or {}).get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {}).get("executors", {})
+    assert all("secretAsEnv" not in v and "tolerations" not in v for v in k8s.values())
+
+
+def test_components_import_only_stdlib_and_kfp_at_module_top_level():
+    allowed_third_party = {"kfp"}
+    stdlib = set(sys.stdlib_module_names)
+    for path in sorted((REPO / "components").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in tree.body:
+            if isinstance(node, ast.Import):
+                roots = {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                roots = {(node.module or "").split(".")[0]} if node.level == 0 else {"<relative>"}
+            else:
+                continue
+            bad = roots - stdlib - allowed_third_party - {"__future__"}
+            assert not bad, f"{path.name}: top-level import of {bad}"
+
+
+def _free_names(fn: ast.FunctionDef) -> set[str]:
+    """Names a function reads that it neither binds nor gets from builtins."""
+    import builtins
+
+    bound = {a.arg for a in ast.walk(fn) if isinstance(a, ast.arg)}
+    for n in ast.walk(fn):
+        if isinstance(n, (ast.Import, ast.ImportFrom)):
+            bound |= {(a.asname or a.name).split(".")[0] for a in n.names}
+        elif isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+            bound.add(n.id)
+        elif isinstance(n, ast.FunctionDef) and n is not fn:
+            bound.add(n.name)
+    used = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    return used - bound - set(dir(builtins))
+
+
+def test_component_functions_are_self_contained():
+    """KFP ships only the function's source, prefixed with kfp.dsl and typing star imports: every
+    name it uses must come from there, its own body, or builtins; cosmos is imported inside."""
+    prefix = "from kfp import dsl\nfrom kfp.dsl import *\nfrom typing import *\n"
+    prefix_ns: dict = {}
+    exec(prefix, prefix_ns)
+    for name in STAGES:
+        source = inspect.getsource(stage_function(name))
+        tree = ast.parse(source)
+        fn = tree.body[0]
+        free = _free_names(fn)
+        assert free <= set(prefix_ns), f"{name}: uses module-level name(s) {sorted(free - set(prefix_ns))}"
+        exec(compile(prefix + source, f"<{name}>", "exec"), dict(prefix_ns))  # the source compiles standalone
+        inner = [n for n in ast.walk(fn) if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("cosmos")]
+        assert inner, f"{name}: expected its cosmos library call imported inside the body"
+
+
+def test_components_build_with_the_given_image_and_no_kfp_install():
+    ops = build("example.org/cosmos:1")
+    for name in STAGES:
+        comp = getattr(ops, name)
+        container = comp.component_spec.implementation.container
+        assert container.image == "example.org/cosmos:1"
+        assert "pip install" not in " ".join(container.command)
+        assert callable(comp.python_func)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("nvidia.com/gpu:Exists", Toleration("nvidia.com/gpu", "Exists", None, None)),
+    ("nvidia.com/gpu:Exists:NoSchedule", Toleration("nvidia.com/gpu", "Exists", None, "NoSchedule")),
+    ("dedicated=gpu:NoExecute", Toleration("dedicated", "Equal", "gpu", "NoExecute")),
+    ("dedicated=gpu", Toleration("dedicated", "Equal", "gpu", None)),
+])
+def test_toleration_parse(text, expected):
+    assert Toleration.parse(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["justakey", "k=v:Never", ":Exists", "k:Equal"])
+def test_toleration_parse_rejects(bad):
+    from cosmos.errors import CosmosError
+
+    with pytest.raises(CosmosError):
+        Toleration.parse(bad)
+
+
+def test_cosmos_compile_cli(tmp_path, capsys):
+    from cosmos.cli import main
+
+    out = tmp_path / "sub" / "cosmos-pipeline.yaml"
+    rc = main(["compile", "-o", str(out), "--rounds", "2", "--folds", "0,1,2", "--parallelism", "3",
+               "--image", "r.example/cosmos:2", "--gpu-node-selector", "pool=gpu", "--gpu-toleration",
+               "dedicated=gpu:NoSchedule", "--gpu-limit", "2", "--set", "segmentation.epochs=7"])
+    assert rc == 0
+    spec, platform = list(yaml.safe_load_all(out.read_text()))
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert [int(f) for f in params["folds"]["defaultValue"]] == [0, 1, 2]
+    assert params["profile"]["defaultValue"] == "paper"
+    assert yaml.safe_load(params["config"]["defaultValue"]) == {"segmentation": {"epochs": 7}}
+    assert len([t for t in spec["root"]["dag"]["tasks"] if t.startswith("for-loop")]) == 3
+    fold_exec = spec["deploymentSpec"]["executors"]["exec-train-fold"]["container"]
+    assert int(fold_exec["resources"]["accelerator"]["resourceCount"]) == 2
+    assert fold_exec["image"] == "r.example/cosmos:2"
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-fold"]
+    assert k8s["nodeSelector"]["labels"] == {"pool": "gpu"}
+    assert k8s["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}]
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_cosmos_compile_cli_errors(tmp_path, capsys):
+    from cosmos.cli import main
+
+    assert main(["compile", "-o", str(tmp_path / "x.yaml"), "--folds", "0,9"]) == 2
+    assert "--folds" in capsys.readouterr().err
+    assert main(["compile", "-o", str(tmp_path / "x.yaml"), "--gpu-toleration", "bad"]) == 2
+    assert main(["compile", "-o", str(tmp_path / "x.yaml"), "--set", "nosuch.key=1"]) == 2
+
+
+def test_every_pipeline_parameter_reaches_the_components(compiled):
+    spec, _, _ = compiled
+    params = set(spec["root"]["inputDefinitions"]["parameters"])
+    assert params == {"data_uri", "val_labels_uri", "profile", "config", "folds", "tracking_uri", "experiment",
+                      "work_root"}
+    ingest = spec["root"]["dag"]["tasks"]["ingest-validate"]["inputs"]["parameters"]
+    assert ingest["data_uri"] == {"componentInputParameter": "data_uri"}
+    assert json.dumps(spec).count('"componentInputParameter": "config"') >= 10

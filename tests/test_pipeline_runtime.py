@@ -1,0 +1,214 @@
+"""components/_runtime.py (config, keyed resumable stage dirs, round summaries) and the local
+runner's console filter. Fast: no KFP task runs here."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from components import _runtime as rt
+
+
+# ------------------------------------------------------------------------------ config
+def test_load_cfg_profile_then_yaml_then_experiment():
+    cfg = rt.load_cfg("tiny", "")
+    assert cfg.profile == "tiny" and cfg.segmentation.folds == [0, 1]
+    cfg = rt.load_cfg("paper", "{segmentation: {epochs: 7}}", experiment="exp-x")
+    assert cfg.profile == "paper" and cfg.segmentation.epochs == 7
+    assert cfg.segmentation.features_max == 320  # the rest stays the paper profile
+    assert cfg.tracking.experiment == "exp-x"
+
+
+def test_load_cfg_full_resolved_yaml_round_trips():
+    from cosmos.config import load_config
+
+    cfg = load_config("tiny", overrides=["translator.loss_preset=report", "segmentation.epochs=5"])
+    again = rt.load_cfg("tiny", cfg.to_yaml())
+    assert again.to_dict() == cfg.to_dict()
+
+
+@pytest.mark.parametrize("text, match", [("[1, 2]", "mapping"), ("a: [", "not valid YAML"),
+                                         ("{nosuch: {x: 1}}", "nosuch")])
+def test_load_cfg_errors_are_cosmos_errors(text, match):
+    from cosmos.errors import CosmosError
+
+    with pytest.raises(CosmosError, match=match):
+        rt.load_cfg("tiny", text)
+
+
+# ------------------------------------------------------------------------------ keys
+def test_stage_key_depends_on_params_inputs_and_only_named_sections(tmp_path):
+    from cosmos.config import load_config
+
+    cfg = load_config("tiny")
+    a = tmp_path / "a"
+    a.mkdir()
+    (a / rt.KEY_FILE).write_text("lineage-1")
+    base = rt.stage_key("s", {"round": 0}, [a], cfg, ["segmentation"])
+    assert base == rt.stage_key("s", {"round": 0}, [a], cfg, ["segmentation"])
+    assert base != rt.stage_key("s", {"round": 1}, [a], cfg, ["segmentation"])
+    assert base != rt.stage_key("t", {"round": 0}, [a], cfg, ["segmentation"])
+    assert base != rt.stage_key("s", {"round": 0}, [a], cfg.with_overrides(["segmentation.epochs=9"]),
+                                ["segmentation"])
+    # a section the stage does not read does not invalidate it
+    assert base == rt.stage_key("s", {"round": 0}, [a], cfg.with_overrides(["translator.epochs=9"]),
+                                ["segmentation"])
+    (a / rt.KEY_FILE).write_text("lineage-2")  # upstream changed
+    assert base != rt.stage_key("s", {"round": 0}, [a], cfg, ["segmentation"])
+
+
+def test_local_fingerprint_sees_changed_files(tmp_path):
+    assert rt.local_fingerprint("") == ""
+    assert rt.local_fingerprint("s3://b/p") == "s3://b/p"
+    (tmp_path / "x.nii.gz").write_bytes(b"1")
+    first = rt.local_fingerprint(str(tmp_path))
+    (tmp_path / "x.nii.gz").write_bytes(b"12")
+    assert rt.local_fingerprint(str(tmp_path)) != first
+
+
+# ------------------------------------------------------------------------------ run_stage
+def test_run_stage_local_runs_once_and_links_outputs(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    calls = []
+
+    def body(out):
+        calls.append(out)
+        (out["model"] / "weights.bin").write_text("w")
+        return {"run_id": "abc"}
+
+    first = rt.run_stage("train", {"model": str(tmp_path / "run1" / "model")}, body, key="k1", work_root=str(work))
+    assert first == {"run_id": "abc"} and len(calls) == 1
+    link = tmp_path / "run1" / "model"
+    assert link.is_symlink() and (link / "weights.bin").read_text() == "w"
+    assert (link / rt.KEY_FILE).read_text() == "k1"
+    assert (work / "train-k1" / rt.DONE_FILE).exists()
+    # a new kfp.local run gives a new artifact path: the finished work is reused, not redone
+    second = rt.run_stage("train", {"model": str(tmp_path / "run2" / "model")}, body, key="k1", work_root=str(work))
+    assert second == first and len(calls) == 1
+    assert (tmp_path / "run2" / "model" / "weights.bin").exists()
+    timings = [json.loads(line) for line in (work / rt.TIMINGS_FILE).read_text().splitlines()]
+    assert [t["reused"] for t in timings] == [False, True]
+    # another key is other work
+    rt.run_stage("train", {"model": str(tmp_path / "run3" / "model")}, body, key="k2", work_root=str(work))
+    assert len(calls) == 2
+
+
+def test_run_stage_killed_stage_resumes_in_the_same_dir(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    seen = []
+
+    def crashing(out):
+        (out["m"] / "checkpoint_latest.pth").write_text("epoch 1")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        rt.run_stage("fold", {"m": str(tmp_path / "a" / "m")}, crashing, key="k", work_root=str(work))
+    assert not (work / "fold-k" / rt.DONE_FILE).exists()
+
+    def resuming(out):
+        seen.append((out["m"] / "checkpoint_latest.pth").read_text())
+        return {"ok": True}
+
+    assert rt.run_stage("fold", {"m": str(tmp_path / "b" / "m")}, resuming, key="k", work_root=str(work)) == {"ok": True}
+    assert seen == ["epoch 1"]  # the library found its own checkpoint
+
+
+def test_run_stage_cluster_mode_writes_into_the_artifact(tmp_path):
+    out = tmp_path / "artifact"
+    result = rt.run_stage("s", {"o": str(out)}, lambda d: (d["o"] / "f").write_text("x") and {"n": 1}, key="kk")
+    assert result == {"n": 1}
+    assert not out.is_symlink() and (out / "f").read_text() == "x" and (out / rt.KEY_FILE).read_text() == "kk"
+
+
+def test_model_pointer(tmp_path):
+    from cosmos.errors import CosmosError
+
+    (tmp_path / "a" / "model").mkdir(parents=True)
+    rt.write_pointer(tmp_path / "a", tmp_path / "a" / "model")
+    assert rt.read_pointer(tmp_path / "a") == (tmp_path / "a" / "model").resolve()
+    assert rt.read_pointer(tmp_path / "b") == tmp_path / "b"
+    with pytest.raises(CosmosError):
+        rt.write_pointer(tmp_path / "a", tmp_path / "elsewhere")
+
+
+# ------------------------------------------------------------------------------ summaries
+def _round_inputs(tmp_path: Path, k: int, with_pseudo: bool):
+    scores = tmp_path / f"scores{k}"
+    scores.mkdir()
+    metrics = {"summary": {"mean": {"dice_mean": 0.5 + k / 10, "dice_std": 0.1, "assd_mean": 2.0, "assd_std": 0.5}},
+               "cases": {}, "errors": {}}
+    (scores / "metrics.json").write_text(json.dumps(metrics))
+    preds = tmp_path / f"preds{k}"
+    preds.mkdir()
+    (preds / "crossmoda_17_Label.nii.gz").write_bytes(b"p")
+    pseudo = kept = None
+    if with_pseudo:
+        pseudo = tmp_path / f"pseudo{k}"
+        pseudo.mkdir()
+        (pseudo / "crossmoda_9_Label.nii.gz").write_bytes(b"l")
+        kept = tmp_path / f"kept{k}"
+        kept.mkdir()
+        (kept / "filter_summary.json").write_text(json.dumps({"kept": ["crossmoda_9"], "dropped": ["crossmoda_10"]}))
+    return scores, preds, pseudo, kept
+
+
+def test_round_summaries_accumulate_and_build_the_report_summary(tmp_path):
+    prev = None
+    for k in range(3):
+        scores, preds, pseudo, kept = _round_inputs(tmp_path, k, with_pseudo=k < 2)
+        out = tmp_path / f"summary{k}"
+        out.mkdir()
+        rt.append_round_summary(out, prev, round_index=k, model_version=str(k + 1), scores_dir=scores,
+                                predictions_dir=preds, pseudo_labels_dir=pseudo, kept_dir=kept)
+        prev = out
+    rounds = json.loads((prev / rt.ROUNDS_FILE).read_text())
+    assert [r["index"] for r in rounds] == [0, 1, 2]
+    assert [r["name"] for r in rounds] == ["teacher", "student 1", "student 2"]
+    assert rounds[0]["kept"] == ["crossmoda_9"] and rounds[0]["dropped"] == ["crossmoda_10"]
+    assert rounds[2]["pseudo_labels_dir"] is None and rounds[2]["kept"] == []
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    summary, dice = rt.build_report_summary(prev, bundle, data_dir="/data", pseudo_dir="/pseudo", profile="tiny")
+    assert dice == "0.700"
+    assert summary["rounds"][1]["metrics"]["summary"]["mean"]["dice_mean"] == pytest.approx(0.6)
+    assert Path(summary["rounds"][0]["pseudo_labels_dir"]).is_dir()
+    assert Path(summary["rounds"][2]["predictions_dir"]).is_dir()
+    assert summary["rounds"][1]["model_version"] == "2"
+    assert (bundle / "predictions" / "crossmoda_17_Label.nii.gz").exists()
+    assert json.loads((bundle / "metrics.json").read_text())["summary"]["mean"]["dice_mean"] == pytest.approx(0.7)
+    assert json.loads((bundle / "summary.json").read_text())["profile"] == "tiny"
+
+
+def test_self_contained_html_inlines_local_images(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"\x89PNG fake")
+    (tmp_path / "r.html").write_text('<p><img alt="x" src="a.png"></p><img src="https://e.org/b.png">')
+    html = rt.self_contained_html(tmp_path / "r.html")
+    assert 'src="data:image/png;base64,' in html and 'src="https://e.org/b.png"' in html and 'src="a.png"' not in html
+
+
+# ------------------------------------------------------------------------------ console filter
+def test_kfp_log_filter_keeps_progress_and_drops_the_executor_echo():
+    from pipelines.local_run import _KfpLogFilter
+
+    sink = io.StringIO()
+    f = _KfpLogFilter(sink)
+    f.write("22:29:32.669 - INFO - Executing task 'ingest-validate'\n22:29:32.669 - INFO - Streamed logs:\n\n")
+    f.write('    [KFP Executor 2026 INFO]: Got executor_input:\n    {\n        "inputs": {\n')
+    f.write('            "parameterValues": {\n                "n": 3\n            }\n        },\n    }\n')
+    f.write("    22:29:41 INFO cosmos.component: stage ingest: done in 8.2 s\n")
+    f.write("22:29:41.683 - INFO - Task 'ingest-validate' outputs:\n    data: Dataset( name='data',\n")
+    f.write("                  uri='/x',\n                  metadata={} )\n    n_source: 8\n")
+    f.write("22:29:41.683 - INFO - Task 'ingest-validate' finished with status SUCCESS\n")
+    f.flush()
+    text = sink.getvalue()
+    assert "Executing task 'ingest-validate'" in text
+    assert "stage ingest: done in 8.2 s" in text
+    assert "finished with status SUCCESS" in text
+    assert "n_source: 8" in text
+    for dropped in ("executor_input", '"inputs"', '"n": 3', "uri='/x'", "Dataset( name", "Streamed logs"):
+        assert dropped not in text

@@ -1,0 +1,113 @@
+"""End to end on the phantom with the real nnU-Net: `cosmos selftrain` (teacher + 1 student, one
+fold, tiny budget), the registry (pyfunc @champion predicts), `cosmos predict`, and resume.
+
+The pseudo-hrT2 folder is a perfect-translator stand-in: the phantom's source anatomies rendered
+as hrT2 (``make_case(..., "hrT2")``), so this test does not depend on the translator.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("nnunetv2")
+mlflow = pytest.importorskip("mlflow")
+
+from cosmos.cli import main  # noqa: E402
+from cosmos.data import layout  # noqa: E402
+from cosmos.data.nifti import load, same_grid, save  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+@pytest.fixture(scope="module", autouse=True)
+def _isolated_tracking_env():
+    """The code under test exports MLFLOW_TRACKING_URI (cosmos.tracking.setup); keep it in this module."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        yield
+
+
+BUDGET = ["segmentation.epochs=2", "segmentation.iterations_per_epoch=12", "segmentation.val_iterations_per_epoch=2",
+          "segmentation.mirroring=false", "tracking.experiment=e2e"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from cosmos.data.phantom import make_case, make_phantom
+
+    root = tmp_path_factory.mktemp("e2e")
+    data = make_phantom(root / "data", n_source=4, n_target=3, n_val=2, seed=0, scale="small", preview=False)
+    pseudo = root / "pseudo"
+    for i in range(1, 5):
+        img, lab, affine = make_case(0, i, "hrT2", "small")
+        save(pseudo / layout.image_name(f"crossmoda_{i}", "hrT2pseudo"), img, affine=affine)
+        save(pseudo / layout.label_name(f"crossmoda_{i}"), lab, affine=affine, label=True)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    argv = ["selftrain", "--pseudo", str(pseudo), "--target", str(data / layout.TARGET_DIR),
+            "--val", str(data / layout.VALIDATION_DIR), "--val-labels", str(data / layout.VALIDATION_LABELS_DIR),
+            "--out", str(root / "out"), "--rounds", "1", "--folds", "0", "--tracking-uri", uri]
+    for o in BUDGET:
+        argv += ["--set", o]
+    t0 = time.perf_counter()
+    rc = main(argv)
+    seconds = time.perf_counter() - t0
+    return {"rc": rc, "root": root, "data": data, "out": root / "out", "uri": uri, "argv": argv, "seconds": seconds}
+
+
+def test_selftrain_cli_runs_teacher_and_student(run, capsys):
+    assert run["rc"] == 0
+    out = run["out"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["name"] for r in summary["rounds"]] == ["teacher", "student 1"]
+    for k, r in enumerate(summary["rounds"]):
+        assert (out / f"round_{k}" / "DONE").is_file()
+        assert (out / f"round_{k}" / "folds" / "fold_0" / "checkpoint_final.pth").is_file()
+        assert len(list((out / f"round_{k}" / "pseudo_labels").glob("*_Label.nii.gz"))) == 3
+        assert len(r["kept"]) + len(r["dropped"]) == 3
+        m = r["metrics"]["summary"]
+        assert m["VS"]["dice_mean"] is not None and 0.0 <= m["VS"]["dice_mean"] <= 1.0
+        print(f"round {k}: kept {len(r['kept'])}, Dice VS {m['VS']['dice_mean']:.3f} cochlea "
+              f"{m['cochlea']['dice_mean']:.3f}, ASSD VS {m['VS']['assd_mean']:.2f} ({r['seconds']} s)")
+    # the student trained on the pseudo data plus the teacher's kept pseudo-labels
+    assert summary["rounds"][1]["train_cases_real"] == len(summary["rounds"][0]["kept"])
+    client = mlflow.MlflowClient(run["uri"])
+    champion = client.get_model_version_by_alias("cosmos-segmenter", "champion")
+    assert str(champion.version) == summary["rounds"][1]["model_version"] == "2"
+    fold_runs = client.search_runs([client.get_experiment_by_name("e2e").experiment_id],
+                                   filter_string="tags.`cosmos.run_kind` = 'fold'")
+    assert len(fold_runs) == 2
+    for fr in fold_runs:  # per-epoch curves + progress.png from nnU-Net's real trainer
+        assert len(client.get_metric_history(fr.info.run_id, "train_loss")) == 2
+        assert {"val_loss", "lr", "pseudo_dice_VS", "pseudo_dice_cochlea"} <= set(fr.data.metrics)
+        assert "progress.png" in [a.path for a in client.list_artifacts(fr.info.run_id)]
+    print(f"selftrain wall time: {run['seconds']:.1f} s")
+
+
+def test_champion_pyfunc_and_predict_cli(run, tmp_path, capsys):
+    mlflow.set_tracking_uri(run["uri"])
+    model = mlflow.pyfunc.load_model("models:/cosmos-segmenter@champion")
+    img = sorted((run["data"] / layout.VALIDATION_DIR).glob("*_hrT2.nii.gz"))[0]
+    res = model.predict({"path": [str(img)]}, params={"output_dir": str(tmp_path / "pyfunc")})
+    pred = load(res["output"][0], label=True)
+    assert same_grid(load(img), pred) is None and set(np.unique(pred.data)) <= {0, 1, 2}
+
+    rc = main(["predict", "--model", "models:/cosmos-segmenter/1", str(run["data"] / layout.VALIDATION_DIR),
+               "-o", str(tmp_path / "cli"), "--tracking-uri", run["uri"], "--no-mirroring"])
+    assert rc == 0
+    assert sorted(p.name for p in (tmp_path / "cli").glob("*.nii.gz")) == \
+        [layout.label_name(c.case_id) for c in layout.list_cases(run["data"] / layout.VALIDATION_DIR, "hrT2")]
+
+
+def test_rerun_resumes_without_training(run, capsys):
+    ckpt = run["out"] / "round_1" / "folds" / "fold_0" / "checkpoint_final.pth"
+    before = ckpt.stat().st_mtime_ns
+    (run["out"] / "round_1" / "DONE").unlink()  # round 1 unfinished, round 0 finished
+    t0 = time.perf_counter()
+    assert main(run["argv"]) == 0
+    assert time.perf_counter() - t0 < 60
+    assert ckpt.stat().st_mtime_ns == before and (run["out"] / "round_1" / "DONE").is_file()
+    client = mlflow.MlflowClient(run["uri"])
+    assert len(client.search_model_versions("name='cosmos-segmenter'")) == 2  # no duplicate registration
