@@ -148,6 +148,53 @@ def _record_timing(work_root: str, stage: str, key: str, seconds: float, reused:
         fh.write(line + "\n")
 
 
+def _fast_exit() -> None:
+    """atexit hook (local runs): run the other exit handlers, then leave without module teardown.
+
+    Why: with torch, nnU-Net and MLflow loaded, CPython's interpreter finalisation takes seconds
+    per task process (measured 5 s for torch alone on a loaded 2-core box, 0.1 s with os._exit),
+    which is pure orchestration overhead when ~20 tasks run locally. The exit code is kept: 1 when
+    an uncaught exception is being reported (sys.last_value), else 0.
+    """
+    import atexit
+    import sys
+
+    atexit.unregister(_fast_exit)
+    code = 1 if getattr(sys, "last_value", None) is not None else 0
+    try:
+        atexit._run_exitfuncs()  # MLflow flushes, temp-dir cleanup, ... still run
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(code)
+
+
+def _arm_fast_exit() -> None:
+    """Local mode only (``work_root`` set), and only in a KFP executor process (never, say, in
+    pytest, whose exit code must survive); COSMOS_FAST_EXIT=0 turns it off."""
+    import atexit
+    import sys
+
+    main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    in_executor = getattr(main_spec, "name", "") == "kfp.dsl.executor_main"
+    if in_executor and os.environ.get("COSMOS_FAST_EXIT", "1") != "0":
+        atexit.register(_fast_exit)
+
+
+def _call(stage: str, body: Callable[[dict[str, Path]], Any], dirs: dict[str, Path]) -> Any:
+    """Run the body; a user-facing CosmosError is logged as one clear line before it propagates."""
+    from cosmos.errors import CosmosError
+
+    try:
+        return body(dirs)
+    except CosmosError as exc:
+        log.error("stage %s failed: %s", stage, exc)
+        raise
+
+
 def run_stage(
     stage: str,
     outputs: Mapping[str, str],
@@ -168,7 +215,7 @@ def run_stage(
         for d in dirs.values():
             d.mkdir(parents=True, exist_ok=True)
         log.info("stage %s: start", stage)
-        result = body(dirs)
+        result = _call(stage, body, dirs)
         for d in dirs.values():
             (d / KEY_FILE).write_text(key)
         seconds = time.perf_counter() - t0
@@ -188,7 +235,7 @@ def run_stage(
         for d in dirs.values():
             d.mkdir(parents=True, exist_ok=True)
         log.info("stage %s: start (work dir %s)", stage, work)
-        result = body(dirs)
+        result = _call(stage, body, dirs)
         for d in dirs.values():
             (d / KEY_FILE).write_text(key)
         result_file.write_text(json.dumps(result, default=str))
@@ -197,6 +244,7 @@ def run_stage(
         _link(dirs[name], artifact_path)
     seconds = time.perf_counter() - t0
     _record_timing(work_root, stage, key, seconds, reused)
+    _arm_fast_exit()
     if not reused:
         log.info("stage %s: done in %.1f s", stage, seconds)
     return result

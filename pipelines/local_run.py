@@ -76,6 +76,7 @@ class _KfpLogFilter(io.TextIOBase):
         r"\[KFP Executor [^\]]*\]: (Looking for component|Loading KFP component|Got executor_input"
         r"|Wrote executor output|Did not write)",
         r"Streamed logs:",
+        r"INFO root: Wrote executor output file",
         r"outputs:\s*$",  # kfp's "Task 'x' outputs:" header ...
         r"^\s*(\w+: )?\w+\( name=",  # ... and its artifact reprs
         r"^\s*(uri|metadata)=",
@@ -213,8 +214,15 @@ def run_local(
     started_wall = time.time()
     t0 = time.perf_counter()
     stdout = sys.stdout
+    redirected: list[tuple[logging.StreamHandler, Any]] = []
     if not verbose:
         sys.stdout = _KfpLogFilter(stdout)  # type: ignore[assignment]
+        # kfp.local's parallel tasks swap logging handlers without a lock, so some of its lines end
+        # up on our own handlers: filter those too.
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.__stderr__, sys.__stdout__,
+                                                                                 stdout, sys.stderr):
+                redirected.append((handler, handler.setStream(_KfpLogFilter(handler.stream))))
     try:
         with warnings.catch_warnings():
             # kfp.local ignores accelerator/resource settings and says so per task; we know.
@@ -224,12 +232,17 @@ def run_local(
             warnings.filterwarnings("ignore", category=FutureWarning)
             task = pipeline(**args)
     except RuntimeError as exc:
-        raise CosmosError(f"local pipeline run failed: {exc}. The task's log is above; fix the cause and re-run "
-                          f"the same command (finished stages are reused from {work_root}).") from None
+        message = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).rstrip(". ")
+        raise CosmosError(f"local pipeline run failed: {message}. The task's log is above (look for 'failed:'); "
+                          f"fix the cause and re-run the same command: finished stages are reused from "
+                          f"{work_root}.") from None
     finally:
         if not verbose:
             sys.stdout.flush()
         sys.stdout = stdout
+        for handler, original in redirected:
+            handler.flush()
+            handler.setStream(original)
     wall = time.perf_counter() - t0
 
     bundle = Path(task.output.path if hasattr(task, "output") else task.outputs["Output"].path)

@@ -212,3 +212,34 @@ def test_kfp_log_filter_keeps_progress_and_drops_the_executor_echo():
     assert "n_source: 8" in text
     for dropped in ("executor_input", '"inputs"', '"n": 3', "uri='/x'", "Dataset( name", "Streamed logs"):
         assert dropped not in text
+
+
+# ------------------------------------------------------------------------------ fast exit
+@pytest.mark.parametrize("fail", [False, True])
+def test_fast_exit_runs_other_exit_handlers_and_keeps_the_exit_code(tmp_path, fail):
+    import subprocess
+    import sys
+
+    marker = tmp_path / "flushed"
+    script = f"""
+import atexit
+from components import _runtime as rt
+atexit.register(lambda: open({str(marker)!r}, "w").write("yes"))   # e.g. an MLflow flush
+atexit.register(rt._fast_exit)
+print("done", flush=True)
+if {fail}:
+    raise RuntimeError("task failed")
+"""
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert res.returncode == (1 if fail else 0), res.stderr
+    assert marker.read_text() == "yes"
+    assert "done" in res.stdout
+
+
+def test_fast_exit_is_never_armed_outside_a_kfp_executor(monkeypatch):
+    import atexit
+
+    registered = []
+    monkeypatch.setattr(atexit, "register", lambda f, *a, **k: registered.append(f))
+    rt._arm_fast_exit()  # pytest is not kfp.dsl.executor_main: its exit code must survive
+    assert registered == []

@@ -34,8 +34,8 @@ AFFINE = np.array([[0, -0.5, 0, 10.0], [-0.6, 0, 0, 20.0], [0, 0, 1.2, -5.0], [0
 
 
 def fake_predict_module(calls: list):
-    """Threshold 'segmenter' with the predict() contract: crossmoda_{k}_Label.nii.gz on the input grid."""
-    from cosmos.data.layout import label_name, parse_name
+    """Threshold 'segmenter' with the predict() contract: crossmoda_{k}_Label.nii.gz (or <stem>_seg.nii.gz)
+    on the input grid."""
 
     def predict(fold_model_dirs, inputs, out_dir, cfg, mirroring=None, save_probabilities=None):
         from pathlib import Path
@@ -49,7 +49,7 @@ def fake_predict_module(calls: list):
             vol = load(f)
             lab = (vol.data > np.percentile(vol.data, 70)).astype(np.uint8)
             lab[vol.data > np.percentile(vol.data, 95)] = 2
-            written.append(save(out / label_name(parse_name(Path(f).name)[0]), lab, like=vol, label=True))
+            written.append(save(out / registry.output_name(f), lab, like=vol, label=True))
         return written
 
     return types.SimpleNamespace(predict=predict)

@@ -39,12 +39,12 @@ def run(tmp_path_factory):
     from cosmos.data.phantom import make_case, make_phantom
 
     root = tmp_path_factory.mktemp("e2e")
-    data = make_phantom(root / "data", n_source=4, n_target=3, n_val=2, seed=0, scale="small", preview=False)
+    data = make_phantom(root / "data", n_source=5, n_target=3, n_val=2, seed=0, scale="small", preview=False)
     pseudo = root / "pseudo"
-    for i in range(1, 5):
-        img, lab, affine = make_case(0, i, "hrT2", "small")
-        save(pseudo / layout.image_name(f"crossmoda_{i}", "hrT2pseudo"), img, affine=affine)
-        save(pseudo / layout.label_name(f"crossmoda_{i}"), lab, affine=affine, label=True)
+    for i in range(1, 6):
+        case = make_case(0, i, "hrT2", "small")
+        save(pseudo / layout.image_name(f"crossmoda_{i}", "hrT2pseudo"), case.image, affine=case.affine)
+        save(pseudo / layout.label_name(f"crossmoda_{i}"), case.label, affine=case.affine, label=True)
     uri = f"sqlite:///{root / 'mlflow.db'}"
     argv = ["selftrain", "--pseudo", str(pseudo), "--target", str(data / layout.TARGET_DIR),
             "--val", str(data / layout.VALIDATION_DIR), "--val-labels", str(data / layout.VALIDATION_LABELS_DIR),

@@ -79,6 +79,7 @@ class TranslatorConfig:
     device: str = "auto"  # auto | cpu | cuda
     # slice sampling / augmentation / normalisation (see cosmos.translation.slices)
     fg_oversample: float = 0.0  # fraction of ceT1 slices drawn from foreground slices (0 = uniform, as the paper)
+    seg_loss: str = "dice"  # dice = eq. (5) as written; dice_ce adds cross-entropy (faster on tiny CPU runs)
     flip_augment: bool = True  # random in-plane flips: orientation must not tell the domains apart
     norm_low_percentile: float = 0.5  # per-volume robust min-max: clip to these percentiles, map to [-1, 1]
     norm_high_percentile: float = 99.5
@@ -99,6 +100,7 @@ class SegmentationConfig:
     features_base: int = 16  # 32 in nnU-Net's default plan
     features_max: int = 128  # 320 in nnU-Net's default plan
     patch_size: list[int] | None = None  # None = nnU-Net's planned patch
+    patch_size_max: list[int] | None = None  # cap per axis of the planned patch (rounded down to the net's stride)
     oversample_foreground: float = 0.66  # nnU-Net default 0.33; helps the small cochlea on CPU
     mirroring: bool = True  # test-time augmentation (8x flips in 3D)
     save_probabilities: bool = False
@@ -314,6 +316,12 @@ def validate(cfg: CosmosConfig) -> None:
     t, s = cfg.translator, cfg.segmentation
     if t.gan_loss not in ("bce", "lsgan"):
         raise ConfigError(f"translator.gan_loss must be bce or lsgan, got {t.gan_loss!r}")
+    if t.seg_loss not in ("dice", "dice_ce"):
+        raise ConfigError(f"translator.seg_loss must be dice or dice_ce, got {t.seg_loss!r}")
+    if not 0.0 <= t.fg_oversample <= 1.0:
+        raise ConfigError(f"translator.fg_oversample must be within 0..1, got {t.fg_oversample}")
+    if not 0.0 <= t.norm_low_percentile < t.norm_high_percentile <= 100.0:
+        raise ConfigError("translator.norm_low_percentile must be below norm_high_percentile, both within 0..100")
     if t.levels < 1 or t.image_size % (2 ** t.levels):
         raise ConfigError(f"translator.image_size ({t.image_size}) must be divisible by 2**levels ({2 ** t.levels})")
     for name in ("device",):

@@ -74,7 +74,10 @@ def _validate(args) -> int:
             return 1
         problems = validate_dataset(root, val_labels=labels)
         for problem in problems:
-            print(problem)
+            line = str(problem)
+            if storage.is_s3(args.data):  # name the object, not our temporary copy
+                line = line.replace(str(root), args.data.rstrip("/"))
+            print(line)
     if problems:
         print(f"{len(problems)} problem(s) found in {args.data}", file=sys.stderr)
         return 1

@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -440,13 +440,17 @@ def make_phantom(out_dir: str | Path, n_source: int = 8, n_target: int = 8, n_va
             todo.append((cid, num, img_rel, lab_rel if want_label else None))
     if todo:
         log.info("phantom: generating %d of %d cases (scale=%s, seed=%d) in %s", len(todo), len(plan), scale, seed, root)
+    cases = dict((old or {}).get("cases", {}))
     for cid, num, img_rel, lab_rel in progress(todo, desc="phantom", unit="case"):
         modality = "ceT1" if img_rel.startswith(layout.SOURCE_DIR + "/") else "hrT2"
         img, lab, affine, _ = make_case(seed, num, modality, scale)
         nifti.save(root / img_rel, img, affine=affine, dtype=np.int16)
         if lab_rel is not None:
             nifti.save(root / lab_rel, lab, affine=affine, label=True)
-    manifest = {"params": params, "files": files}
+        # Ground-truth sizes, also for unlabelled target cases (QA: is the cochlea big enough?).
+        cases[cid] = {"modality": modality, "shape": list(img.shape),
+                      "vs_voxels": int((lab == 1).sum()), "cochlea_voxels": int((lab == 2).sum())}
+    manifest = {"params": params, "files": files, "cases": {c: cases[c] for c, *_ in plan if c in cases}}
     manifest_path.write_text(json.dumps(manifest, indent=1))
     if preview and (todo or not (root / PREVIEW).exists()):
         write_preview(root, root / PREVIEW)

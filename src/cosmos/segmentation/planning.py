@@ -10,7 +10,9 @@ a shallow dict update, so the ``architecture`` block is written whole (STACK-NOT
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
 import logging
 from pathlib import Path
@@ -82,16 +84,31 @@ def plan_and_preprocess(dataset_id: int, raw_folder: Path, preprocessed_folder: 
 
     n = max(1, seg.num_processes)
     verify_integrity(raw_folder, n)
-    extract_fingerprint_dataset(dataset_id, num_processes=n, check_dataset_integrity=False, clean=True,
-                                verbose=False, show_progress_bar=False)
-    plan_experiment_dataset(dataset_id)
+    with _stdout_to_debug_log():  # nnU-Net prints whole plans dicts; keep them out of the console
+        extract_fingerprint_dataset(dataset_id, num_processes=n, check_dataset_integrity=False, clean=True,
+                                    verbose=False, show_progress_bar=False)
+        plan_experiment_dataset(dataset_id)
     plans_file = preprocessed_folder / f"{NNUNET_PLANS}.json"
     plans = json.loads(plans_file.read_text())
     if seg.configuration not in plans["configurations"]:
         raise CosmosError(f"segmentation.configuration={seg.configuration!r} was not planned by nnU-Net for "
                           f"this dataset; available: {sorted(plans['configurations'])}")
-    preprocess_dataset(dataset_id, NNUNET_PLANS, [seg.configuration], [n], verbose=False, show_progress_bar=False)
+    with _stdout_to_debug_log():
+        preprocess_dataset(dataset_id, NNUNET_PLANS, [seg.configuration], [n], verbose=False,
+                           show_progress_bar=False)
     return plans
+
+
+class _LogWriter(io.TextIOBase):
+    def write(self, text: str) -> int:
+        for line in text.rstrip().splitlines():
+            if line.strip():
+                log.debug("nnU-Net: %s", line)
+        return len(text)
+
+
+def _stdout_to_debug_log():
+    return contextlib.redirect_stdout(_LogWriter())
 
 
 def _features(n_stages: int, base: int, maximum: int) -> list[int]:
@@ -103,7 +120,9 @@ def cosmos_plans(nnunet_plans: dict, seg: SegmentationConfig) -> tuple[dict, str
 
     Overrides: ``features_per_stage`` (base, doubling, capped at max), ``batch_size``, and optionally
     ``patch_size`` (in the plan's axis order; must be divisible by the network's total stride per
-    axis, because the topology is kept from nnU-Net's plan).
+    axis, because the topology is kept from nnU-Net's plan) or ``patch_size_max`` (a per-axis cap on
+    nnU-Net's planned patch, rounded down to a multiple of the stride: works for any dataset, which
+    is what the CPU profiles want -- smaller patches, more iterations per minute).
     """
     base_name = seg.configuration
     base = nnunet_plans["configurations"][base_name]
@@ -113,11 +132,18 @@ def cosmos_plans(nnunet_plans: dict, seg: SegmentationConfig) -> tuple[dict, str
     kwargs = arch["arch_kwargs"]
     kwargs["features_per_stage"] = _features(len(kwargs["features_per_stage"]), seg.features_base, seg.features_max)
     ours: dict = {"inherits_from": base_name, "batch_size": int(seg.batch_size), "architecture": arch}
+    strides = np.prod(np.array(kwargs["strides"], dtype=int), axis=0).tolist()
+    if seg.patch_size_max is not None and seg.patch_size is None:
+        cap = [int(c) for c in seg.patch_size_max]
+        if len(cap) != len(base["patch_size"]):
+            raise CosmosError(f"segmentation.patch_size_max {cap} must have {len(base['patch_size'])} entries")
+        capped = [p if p <= c else max(s, (c // s) * s) for p, c, s in zip(base["patch_size"], cap, strides)]
+        if capped != list(base["patch_size"]):
+            ours["patch_size"] = capped
     if seg.patch_size is not None:
         patch = [int(p) for p in seg.patch_size]
         if len(patch) != len(base["patch_size"]):
             raise CosmosError(f"segmentation.patch_size {patch} must have {len(base['patch_size'])} entries")
-        strides = np.prod(np.array(kwargs["strides"], dtype=int), axis=0).tolist()
         bad = [(p, s) for p, s in zip(patch, strides) if p % s]
         if bad:
             raise CosmosError(f"segmentation.patch_size {patch} must be divisible by the network's total stride "

@@ -106,7 +106,7 @@ def _inputs_digest(cases: list[export.ExportCase], cfg: CosmosConfig) -> str:
             h.update(f"{c.nnunet_id}|{p.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     s = cfg.segmentation
     h.update(json.dumps([s.configuration, s.num_folds, s.features_base, s.features_max, s.batch_size,
-                         s.patch_size]).encode())
+                         s.patch_size, s.patch_size_max]).encode())
     return h.hexdigest()[:16]
 
 

@@ -143,39 +143,18 @@ def collect_nifti_inputs(inputs: Iterable[str | Path]) -> list[Path]:
 def segment_files(fold_dirs: Sequence[str | Path], files: Sequence[str | Path], out_dir: str | Path,
                   cfg: "CosmosConfig", mirroring: bool | None = None) -> list[Path]:
     """Segment ``files`` with the ensemble of ``fold_dirs`` into ``out_dir``; returns the output
-    paths in input order, named by :func:`output_name`.
-
-    Inputs are staged under crossMoDA-style names so nnU-Net's case ids never clash, then the
-    predictions are renamed to the user-facing names.
-    """
+    paths in input order, named by :func:`output_name` (nnU-Net via ``inference.predict``)."""
     from cosmos.segmentation.inference import predict
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = [Path(f).resolve() for f in files]
-    with tempfile.TemporaryDirectory(prefix=".cosmos-predict-", dir=out_dir) as tmp:
-        staged_dir, pred_dir = Path(tmp) / "in", Path(tmp) / "out"
-        staged_dir.mkdir()
-        staged: list[Path] = []
-        for i, f in enumerate(files):
-            suffix = ".nii.gz" if f.name.endswith(".nii.gz") else ".nii"
-            link = staged_dir / f"crossmoda_{i + 1}_hrT2{suffix}"
-            try:
-                link.symlink_to(f)
-            except OSError:
-                shutil.copy2(f, link)
-            staged.append(link)
-        predict([Path(d) for d in fold_dirs], staged, pred_dir, cfg, mirroring=mirroring)
-        outputs: list[Path] = []
-        for i, f in enumerate(files):
-            produced = pred_dir / label_name(f"crossmoda_{i + 1}")
-            if not produced.is_file():
-                raise CosmosError(f"{f}: the segmenter wrote no prediction (expected {produced.name})")
-            final = out_dir / output_name(f)
-            shutil.move(str(produced), final)
-            for extra in pred_dir.glob(f"crossmoda_{i + 1}.*"):  # probabilities (.npz/.pkl), if asked for
-                shutil.move(str(extra), out_dir / (final.name.replace(".nii.gz", "") + "".join(extra.suffixes)))
-            outputs.append(final)
+    files = [Path(f) for f in files]
+    written = predict([Path(d) for d in fold_dirs], files, out_dir, cfg, mirroring=mirroring)
+    by_name = {Path(w).name: Path(w) for w in written}
+    outputs = []
+    for f in files:
+        produced = by_name.get(output_name(f))
+        if produced is None or not produced.is_file():
+            raise CosmosError(f"{f}: the segmenter wrote no prediction (expected {output_name(f)} in {out_dir})")
+        outputs.append(produced)
     return outputs
 
 
@@ -280,8 +259,21 @@ def _fingerprint_digest(fold_dirs: Sequence[Path]) -> str:
 
 
 def _stage_fold(src: Path, dst: Path) -> Path:
-    """Copy what prediction needs (not the latest/best checkpoints or validation outputs)."""
+    """Copy what prediction needs: not the latest/best checkpoints or validation outputs, and the
+    final checkpoint without its optimizer state (about half its size; prediction reads only
+    ``network_weights``, ``init_args``, ``trainer_name`` and the mirroring axes)."""
     shutil.copytree(src, dst, ignore=lambda d, names: [n for n in names if n in _SKIP_IN_MODEL])
+    ckpt = dst / CHECKPOINT
+    try:
+        import torch
+
+        state = torch.load(str(ckpt), map_location="cpu", weights_only=False)
+        if isinstance(state, dict) and "network_weights" in state:
+            for key in ("optimizer_state", "grad_scaler_state"):
+                state.pop(key, None)
+            torch.save(state, str(ckpt))
+    except Exception as exc:  # not a torch checkpoint we understand: ship it as it is
+        log.debug("%s: kept the checkpoint unchanged (%s)", ckpt, exc)
     return dst
 
 

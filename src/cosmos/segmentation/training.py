@@ -131,7 +131,7 @@ def train_fold(prepared_dir: str | Path, fold: int, out_dir: str | Path, cfg: Co
     try:
         with environment.nnunet_env(preprocessed=prepared.preprocessed_root, results=scratch, n_proc_da=n_da,
                                     num_processes=seg.num_processes, compile=seg.compile,
-                                    torch_threads=seg.torch_threads):
+                                    torch_threads=seg.torch_threads or (1 if device.type == "cuda" else 0)):
             environment.seed_everything(cfg.seed + fold)
             if device.type == "cuda":  # as nnunetv2.run.run_training does
                 torch.backends.cudnn.deterministic = False

@@ -97,12 +97,10 @@ def log_model(model_dir: str | Path, name: str = MLFLOW_ARTIFACT_NAME):
     """Log ``model_dir`` as a pyfunc model in the active MLflow run; returns mlflow's ModelInfo."""
     import mlflow
 
-    from cosmos.translation.pyfunc_model import TranslatorPyfunc
-
     reqs = [f"torch=={torch.__version__.split('+')[0]}", "numpy", "nibabel"]
     return mlflow.pyfunc.log_model(
         name=name,
-        python_model=TranslatorPyfunc(),
+        python_model=str(Path(__file__).with_name("pyfunc_model.py")),  # models from code
         artifacts={"model_dir": str(Path(model_dir).resolve())},
         pip_requirements=reqs,  # given explicitly: inference would re-load the model in a subprocess
     )

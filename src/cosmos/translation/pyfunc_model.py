@@ -1,8 +1,11 @@
-"""The MLflow pyfunc wrapper of the S->T generator (kept apart so importing the library does not
-import mlflow). Loads for ANY input shape because it rebuilds the module from the state_dict."""
+"""The MLflow pyfunc wrapper of the S->T generator, logged as "models from code" (MLflow copies this
+file into the model and runs it at load time: no cloudpickle of live objects). Kept apart so
+importing the library does not import mlflow. Loads for ANY input shape because it rebuilds the
+module from the JSON + state_dict."""
 
 from __future__ import annotations
 
+import mlflow.models
 import mlflow.pyfunc
 import numpy as np
 import torch
@@ -27,3 +30,6 @@ class TranslatorPyfunc(mlflow.pyfunc.PythonModel):
         with torch.no_grad():
             y = self.translator.generator(x[:, None])[:, 0]
         return y.numpy()
+
+
+mlflow.models.set_model(TranslatorPyfunc())

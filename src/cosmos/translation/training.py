@@ -60,7 +60,7 @@ LOSS_TERMS = ("cycle", "adv_G", "adv_D", "identity", "seg_src", "seg_translated"
 # Changing these between a checkpoint and a re-run would load weights into another architecture
 # or silently change the experiment: refuse and ask for a new --out.
 _RESUME_MUST_MATCH = ("base_channels", "levels", "disc_channels", "disc_layers", "image_size", "inplane_spacing",
-                      "segmentor", "gan_loss", "norm_low_percentile", "norm_high_percentile")
+                      "segmentor", "gan_loss", "seg_loss", "norm_low_percentile", "norm_high_percentile")
 
 
 @dataclass
@@ -180,8 +180,8 @@ class TranslatorTrainer:
             else x_s.new_zeros(())
         adv_g = losses.generator_adversarial_loss(self.d_t(fake_t), self.d_s(fake_s), kind)
         total = t.lambda_cycle * cycle + t.lambda_adv * adv_g + t.lambda_identity * identity
-        seg_src = losses.segmentation_loss_term(seg_src_logits, y_s)
-        seg_trans = losses.segmentation_loss_term(seg_trans_logits, y_s)
+        seg_src = losses.segmentation_loss_term(seg_src_logits, y_s, t.seg_loss)
+        seg_trans = losses.segmentation_loss_term(seg_trans_logits, y_s, t.seg_loss)
         if seg_src is not None:
             total = total + t.lambda_seg * seg_src
         if seg_trans is not None and seg_translated_on:

@@ -1,0 +1,94 @@
+"""Pipeline components against object storage: ingest from ``s3://`` and MLflow artifacts in ``s3://``.
+
+The S3 endpoint is moto's server mode (``moto.server.ThreadedMotoServer`` on 127.0.0.1, a free
+port): a MOCK S3 server speaking the S3 HTTP API, started by the test (no real S3 server installs
+on these machines). The components reach it only through the standard environment a Kubernetes
+Secret provides in a cluster (``AWS_ENDPOINT_URL``, ``MLFLOW_S3_ENDPOINT_URL``, credentials).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from kfp.dsl import Dataset, Metrics
+
+from components import build
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch, tmp_path):
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", s3_server)
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    for bucket in ("cosmos-data", "cosmos-mlflow"):
+        try:
+            s3.create_bucket(Bucket=bucket)
+        except s3.exceptions.BucketAlreadyOwnedByYou:
+            pass
+    return s3
+
+
+def test_ingest_component_reads_s3_and_evaluate_logs_to_mlflow_with_s3_artifacts(s3_env, tmp_path):
+    import mlflow
+    from mlflow import MlflowClient
+
+    from cosmos.data.phantom import make_phantom
+    from cosmos.data.storage import upload
+    from cosmos.segmentation.mlflow_logging import start_round_run
+
+    ops = build("example.org/cosmos:test")
+    local = make_phantom(tmp_path / "phantom", n_source=2, n_target=2, n_val=2, seed=5, preview=False)
+    upload(local, "s3://cosmos-data/crossmoda")
+
+    # ingest from s3:// through the component
+    data = Dataset(name="data", uri=str(tmp_path / "ingested"))
+    res = ops.ingest_validate.python_func(data_uri="s3://cosmos-data/crossmoda", val_labels_uri="", profile="tiny",
+                                          config="", work_root="", data=data)
+    assert (res.n_source, res.n_target, res.n_validation, res.has_val_labels) == (2, 2, 2, True)
+
+    # MLflow with its artifact store in s3:// (the cluster layout, served by the mock)
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking)
+    client.create_experiment("cosmos-s3", artifact_location="s3://cosmos-mlflow/artifacts")
+    run = start_round_run(0, experiment="cosmos-s3", tracking_uri=tracking)
+    assert run.run_id
+
+    preds = Dataset(name="preds", uri=str(Path(data.path) / "target_validation_labels"))  # perfect predictions
+    scores = Dataset(name="scores", uri=str(tmp_path / "scores"))
+    out = ops.evaluate.python_func(predictions=preds, data=data, round_index=0, round_run_id=run.run_id,
+                                   profile="tiny", config="", tracking_uri=tracking, work_root="", scores=scores,
+                                   metrics=Metrics(name="m", uri=str(tmp_path / "m")))
+    assert out.has_metrics and out.mean_dice == pytest.approx(1.0)
+    logged = client.get_run(run.run_id).data.metrics
+    assert logged["val_dice_VS"] == pytest.approx(1.0) and logged["val_dice_cochlea"] == pytest.approx(1.0)
+    keys = [o["Key"] for o in s3_env.list_objects_v2(Bucket="cosmos-mlflow").get("Contents", [])]
+    assert any(k.endswith(f"{run.run_id}/artifacts/metrics.json") for k in keys), keys
+    body = s3_env.get_object(Bucket="cosmos-mlflow", Key=next(k for k in keys if k.endswith("metrics.json")))
+    assert json.loads(body["Body"].read())["summary"]["VS"]["dice_mean"] == pytest.approx(1.0)
+    mlflow.set_tracking_uri("")  # leave no global state behind

@@ -1,0 +1,227 @@
+"""Fast tests of the nnU-Net adapter pieces that need no training (export, plans, post-processing, inputs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cosmos.config import load_config
+from cosmos.data import nifti
+from cosmos.errors import CosmosError
+from cosmos.segmentation import export, planning
+from cosmos.segmentation.inference import collect_inputs, keep_largest_vs_component, output_name, predict
+from cosmos.segmentation.prepare import load_prepared
+from cosmos.segmentation.training import train_fold
+
+SHAPE = (40, 40, 12)
+
+
+def _affine(n: int) -> np.ndarray:
+    a = 0.15 * (n % 3 - 1)
+    rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1.0]])
+    aff = np.eye(4)
+    aff[:3, :3] = rot @ np.diag([-0.5, 0.5, -1.5])
+    aff[:3, 3] = [10.0, -5.0, 20.0 + n]
+    return aff
+
+
+def _case(n: int, labels=(1, 2)):
+    rng = np.random.default_rng(n)
+    img = rng.normal(0.2, 0.05, SHAPE).astype(np.float32)
+    lab = np.zeros(SHAPE, np.uint8)
+    if 1 in labels:
+        lab[10:18, 12:20, 4:8] = 1
+    if 2 in labels:
+        lab[28:32, 26:30, 5:7] = 2
+    img[lab == 1] += 0.5
+    img[lab == 2] += 1.0
+    return img, lab
+
+
+def _write_pseudo(folder: Path, ids) -> Path:
+    for n in ids:
+        img, lab = _case(n)
+        nifti.save(folder / f"crossmoda_{n}_hrT2pseudo.nii.gz", img, affine=_affine(n))
+        nifti.save(folder / f"crossmoda_{n}_Label.nii.gz", lab, affine=_affine(n), label=True)
+    return folder
+
+
+def _write_real(images: Path, labels: Path, ids) -> None:
+    for n in ids:
+        img, lab = _case(n)
+        nifti.save(images / f"crossmoda_{n}_hrT2.nii.gz", img, affine=_affine(n))
+        nifti.save(labels / f"crossmoda_{n}_Label.nii.gz", lab, affine=_affine(n), label=True)
+
+
+# ------------------------------------------------------------------------------ export
+def test_export_names_cases_by_kind_and_keeps_provenance(tmp_path):
+    pseudo = _write_pseudo(tmp_path / "pseudo", [1, 2])
+    (tmp_path / "t").mkdir(), (tmp_path / "pl").mkdir()
+    _write_real(tmp_path / "t", tmp_path / "pl", [106])
+    nifti.save(tmp_path / "t" / "crossmoda_107_hrT2.nii.gz", _case(107)[0], affine=_affine(107))  # dropped by filter
+    cases = export.collect_pseudo_cases(pseudo) + export.collect_real_cases(tmp_path / "t", tmp_path / "pl")
+    folder = export.export_raw_dataset(cases, tmp_path / "raw", 700, 1)
+    assert folder.name == "Dataset700_CosmosRound1"
+    assert sorted(p.name for p in (folder / "imagesTr").iterdir()) == [
+        "pseudo_crossmoda_1_0000.nii.gz", "pseudo_crossmoda_2_0000.nii.gz", "real_crossmoda_106_0000.nii.gz"]
+    ds = json.loads((folder / "dataset.json").read_text())
+    assert ds["channel_names"] == {"0": "hrT2"}
+    assert ds["labels"] == {"background": 0, "VS": 1, "cochlea": 2}
+    assert ds["numTraining"] == 3 and ds["file_ending"] == ".nii.gz"
+    meta = json.loads((folder / "cases.json").read_text())
+    assert meta["real_crossmoda_106"]["kind"] == "real"
+    assert meta["real_crossmoda_106"]["label"] == str(tmp_path / "pl" / "crossmoda_106_Label.nii.gz")
+    assert meta["pseudo_crossmoda_2"]["image"].endswith("crossmoda_2_hrT2pseudo.nii.gz")
+    # byte copies: the header (sform/qform) is exactly the source's
+    assert (folder / "imagesTr" / "pseudo_crossmoda_1_0000.nii.gz").read_bytes() == \
+        (pseudo / "crossmoda_1_hrT2pseudo.nii.gz").read_bytes()
+
+
+def test_export_errors_name_the_problem(tmp_path):
+    with pytest.raises(CosmosError, match="not found"):
+        export.collect_pseudo_cases(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CosmosError, match="hrT2pseudo"):
+        export.collect_pseudo_cases(tmp_path / "empty")
+    pseudo = _write_pseudo(tmp_path / "p", [1])
+    (pseudo / "crossmoda_1_Label.nii.gz").unlink()
+    with pytest.raises(CosmosError, match="crossmoda_1_hrT2pseudo.nii.gz"):
+        export.collect_pseudo_cases(pseudo)
+    (tmp_path / "t").mkdir(), (tmp_path / "pl").mkdir()
+    _write_real(tmp_path / "t", tmp_path / "pl", [106])
+    (tmp_path / "t" / "crossmoda_106_hrT2.nii.gz").unlink()
+    with pytest.raises(CosmosError, match="crossmoda_106"):
+        export.collect_real_cases(tmp_path / "t", tmp_path / "pl")
+
+
+def test_precheck_rejects_misaligned_label_and_bad_values(tmp_path):
+    pseudo = _write_pseudo(tmp_path / "p", [1, 2])
+    img, lab = _case(2)
+    lab[0, 0, 0] = 5
+    nifti.save(pseudo / "crossmoda_2_Label.nii.gz", lab, affine=_affine(2), label=True)
+    nifti.save(pseudo / "crossmoda_1_Label.nii.gz", _case(1)[1], affine=_affine(7), label=True)
+    folder = export.export_raw_dataset(export.collect_pseudo_cases(pseudo), tmp_path / "raw", 700, 0)
+    with pytest.raises(CosmosError) as err:
+        planning.precheck_raw_dataset(folder, json.loads((folder / "cases.json").read_text()))
+    assert "crossmoda_1_Label.nii.gz: not on the grid" in str(err.value)
+    assert "crossmoda_2_Label.nii.gz: unexpected label values [5]" in str(err.value)
+
+
+def test_export_passes_nnunet_integrity_check(tmp_path):
+    """nnU-Net's own verify_dataset_integrity on a student-round export (pseudo + real, oblique affines)."""
+    pseudo = _write_pseudo(tmp_path / "pseudo", [1, 2, 3])
+    (tmp_path / "t").mkdir(), (tmp_path / "pl").mkdir()
+    _write_real(tmp_path / "t", tmp_path / "pl", [106, 107])
+    cases = export.collect_pseudo_cases(pseudo) + export.collect_real_cases(tmp_path / "t", tmp_path / "pl")
+    folder = export.export_raw_dataset(cases, tmp_path / "raw", 701, 1)
+    planning.verify_integrity(folder, num_processes=1)  # raises CosmosError on any problem
+    # and the check really checks: a missing label makes it fail
+    (folder / "labelsTr" / "real_crossmoda_107.nii.gz").unlink()
+    with pytest.raises(CosmosError, match="integrity"):
+        planning.verify_integrity(folder, num_processes=1)
+
+
+# ------------------------------------------------------------------------------ plans
+def _fake_plans() -> dict:
+    return {
+        "plans_name": "nnUNetPlans",
+        "configurations": {
+            "3d_fullres": {
+                "data_identifier": "nnUNetPlans_3d_fullres", "batch_size": 5, "patch_size": [24, 64, 64],
+                "architecture": {"network_class_name": "x.PlainConvUNet", "arch_kwargs": {
+                    "n_stages": 5, "features_per_stage": [32, 64, 128, 256, 320],
+                    "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]]}},
+            },
+            "2d": {"data_identifier": "nnUNetPlans_2d"},
+        },
+    }
+
+
+def test_cosmos_plans_inherit_and_override_budget():
+    seg = load_config("tiny").segmentation
+    plans, name = planning.cosmos_plans(_fake_plans(), seg)
+    assert name == "3d_fullres_cosmos" and plans["plans_name"] == "CosmosPlans"
+    ours = plans["configurations"][name]
+    assert ours["inherits_from"] == "3d_fullres"
+    assert ours["architecture"]["arch_kwargs"]["features_per_stage"] == [16, 32, 64, 128, 128]
+    assert ours["architecture"]["arch_kwargs"]["strides"][1] == [1, 2, 2]  # whole architecture block kept
+    assert ours["batch_size"] == 2 and "patch_size" not in ours
+    assert plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"][0] == 32
+    paper = load_config("paper").segmentation
+    plans, _ = planning.cosmos_plans(_fake_plans(), paper)
+    assert plans["configurations"][name]["architecture"]["arch_kwargs"]["features_per_stage"] == [32, 64, 128, 256, 320]
+
+
+def test_cosmos_plans_patch_size_must_fit_the_network_strides():
+    seg = load_config("tiny", overrides=["segmentation.patch_size=[16,32,32]"]).segmentation
+    plans, name = planning.cosmos_plans(_fake_plans(), seg)
+    assert plans["configurations"][name]["patch_size"] == [16, 32, 32]
+    bad = load_config("tiny", overrides=["segmentation.patch_size=[16,30,32]"]).segmentation
+    with pytest.raises(CosmosError, match="divisible"):
+        planning.cosmos_plans(_fake_plans(), bad)
+
+
+def test_splits_need_enough_cases(tmp_path):
+    path = planning.write_splits(tmp_path, [f"pseudo_crossmoda_{i}" for i in range(7)], 5)
+    splits = json.loads(path.read_text())
+    assert len(splits) == 5
+    assert sorted(sum((s["val"] for s in splits), [])) == sorted(f"pseudo_crossmoda_{i}" for i in range(7))
+    with pytest.raises(CosmosError, match="folds"):
+        planning.write_splits(tmp_path, ["a", "b"], 5)
+
+
+# ------------------------------------------------------------------------------ post-processing
+def test_vs_largest_component_keeps_a_separate_cochlea():
+    seg = np.zeros((30, 30, 10), np.uint8)
+    seg[2:10, 2:10, 2:6] = 1  # the VS
+    seg[20:22, 20:22, 2:3] = 1  # a stray VS speck
+    seg[15:18, 2:5, 2:4] = 2  # cochlea, separate from the VS
+    seg[25:27, 25:27, 7:8] = 2  # a second (contralateral) cochlea component: must stay
+    out = keep_largest_vs_component(seg)
+    assert (out[20:22, 20:22, 2:3] == 0).all()
+    assert (out[2:10, 2:10, 2:6] == 1).all()
+    assert (out == 2).sum() == (seg == 2).sum()
+    assert out is not seg and (seg[20:22, 20:22, 2:3] == 1).all()  # input untouched
+    assert (keep_largest_vs_component(np.zeros((4, 4, 4), np.uint8)) == 0).all()
+
+
+# ------------------------------------------------------------------------------ inputs / errors
+def test_output_names_and_input_collection(tmp_path):
+    assert output_name("/x/crossmoda_211_hrT2.nii.gz") == "crossmoda_211_Label.nii.gz"
+    assert output_name("scan.nii") == "scan_seg.nii.gz"
+    d = tmp_path / "val"
+    d.mkdir()
+    for name in ("crossmoda_212_hrT2.nii.gz", "crossmoda_211_hrT2.nii.gz", "crossmoda_3_ceT1.nii.gz",
+                 "crossmoda_211_Label.nii.gz", "notes.txt"):
+        (d / name).write_bytes(b"")
+    assert [p.name for p in collect_inputs(d)] == ["crossmoda_211_hrT2.nii.gz", "crossmoda_212_hrT2.nii.gz"]
+    with pytest.raises(CosmosError, match="no hrT2"):
+        (tmp_path / "e").mkdir()
+        collect_inputs(tmp_path / "e")
+    with pytest.raises(CosmosError, match="not found"):
+        collect_inputs([tmp_path / "missing.nii.gz"])
+
+
+def test_missing_artifacts_raise_cosmos_errors(tmp_path):
+    cfg = load_config("tiny")
+    with pytest.raises(CosmosError, match="not a prepared"):
+        load_prepared(tmp_path)
+    with pytest.raises(CosmosError, match="not a prepared"):
+        train_fold(tmp_path, 0, tmp_path / "f0", cfg)
+    img = tmp_path / "in" / "crossmoda_1_hrT2.nii.gz"
+    nifti.save(img, _case(1)[0], affine=_affine(1))
+    with pytest.raises(CosmosError, match="not a trained fold model"):
+        predict([tmp_path / "nofold"], img.parent, tmp_path / "out", cfg)
+
+
+def test_patch_size_max_caps_the_planned_patch_to_the_stride_grid():
+    seg = load_config("tiny", overrides=["segmentation.patch_size_max=[32,40,100]"]).segmentation
+    plans, name = planning.cosmos_plans(_fake_plans(), seg)
+    # planned [24, 64, 64], total stride [4, 16, 16]: z untouched, y 40 -> 32, x untouched
+    assert plans["configurations"][name]["patch_size"] == [24, 32, 64]
+    seg = load_config("tiny", overrides=["segmentation.patch_size_max=[64,64,64]"]).segmentation
+    plans, name = planning.cosmos_plans(_fake_plans(), seg)
+    assert "patch_size" not in plans["configurations"][name]
