@@ -274,6 +274,23 @@ def read_pointer(artifact_dir: str | os.PathLike) -> Path:
     return artifact_dir
 
 
+RUN_INFO_FILE = "run.json"
+
+
+def write_run_info(artifact_dir: str | os.PathLike, run_id: str, round_index: int) -> None:
+    (Path(artifact_dir) / RUN_INFO_FILE).write_text(json.dumps({"run_id": run_id, "round": round_index}))
+
+
+def read_run_id(artifact_dir: str | os.PathLike | None) -> str | None:
+    """The round's MLflow run id from start_round_run's artifact (None when there is none)."""
+    if artifact_dir is None:
+        return None
+    path = Path(artifact_dir) / RUN_INFO_FILE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()).get("run_id") or None
+
+
 def mlflow_tracking(tracking_uri: str, scratch_dir: str | os.PathLike) -> str:
     """The tracking URI a stage uses: the parameter, else $MLFLOW_TRACKING_URI (cluster Secret),
     else SQLite beside the stage's output (only useful for a throw-away local test)."""
@@ -320,7 +337,7 @@ def round_name(index: int) -> str:
 def append_round_summary(out_dir: str | os.PathLike, previous_dir: str | os.PathLike | None, *, round_index: int,
                          model_version: str, scores_dir: str | os.PathLike, predictions_dir: str | os.PathLike,
                          pseudo_labels_dir: str | os.PathLike | None = None,
-                         kept_dir: str | os.PathLike | None = None) -> Path:
+                         kept_dir: str | os.PathLike | None = None, run_id: str | None = None) -> Path:
     """The cumulative summary artifact: the previous rounds plus this one (see report_register).
 
     Layout: ``rounds.json`` (the report's ``rounds`` entries, paths relative to the artifact) and
@@ -336,7 +353,7 @@ def append_round_summary(out_dir: str | os.PathLike, previous_dir: str | os.Path
     rdir.mkdir(parents=True, exist_ok=True)
     entry: dict[str, Any] = {"index": round_index, "name": round_name(round_index), "metrics": None,
                              "kept": [], "dropped": [], "pseudo_labels_dir": None, "predictions_dir": None,
-                             "model_version": model_version or None}
+                             "model_version": model_version or None, "run_id": run_id or None}
     scores = Path(scores_dir) / "metrics.json"
     if scores.is_file():
         shutil.copyfile(scores, rdir / "metrics.json")
@@ -359,18 +376,19 @@ def append_round_summary(out_dir: str | os.PathLike, previous_dir: str | os.Path
 
 
 def build_report_summary(summary_dir: str | os.PathLike, bundle_dir: str | os.PathLike, *, data_dir: str,
-                         pseudo_dir: str | None, profile: str) -> tuple[dict[str, Any], str]:
+                         pseudo_dir: str | None, profile: str) -> tuple[dict[str, Any], str, str | None]:
     """The ``write_report`` summary dict from the cumulative summary artifact, and the bundle.
 
     Fills ``bundle_dir`` with the run's final outputs: ``predictions/`` (last round),
-    ``metrics.json`` (last round, when scored) and ``summary.json``. Returns the summary and the
-    final mean Dice as text.
+    ``metrics.json`` (last round, when scored) and ``summary.json``. Returns the summary, the
+    final mean Dice as text and the final round's MLflow run id (None without tracking).
     """
     src, bundle = Path(summary_dir).resolve(), Path(bundle_dir)
     rounds = json.loads((src / ROUNDS_FILE).read_text())
     entries = []
     for r in rounds:
         e = dict(r)
+        e.pop("run_id", None)
         e["metrics"] = json.loads((src / r["metrics"]).read_text()) if r.get("metrics") else None
         for k in ("pseudo_labels_dir", "predictions_dir"):
             e[k] = str(src / r[k]) if r.get(k) else None
@@ -385,7 +403,18 @@ def build_report_summary(summary_dir: str | os.PathLike, bundle_dir: str | os.Pa
     summary = {"title": f"COSMOS run ({profile} profile)", "profile": profile, "data_dir": str(data_dir),
                "pseudo_dir": str(pseudo_dir) if pseudo_dir else None, "rounds": entries}
     (bundle / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    return summary, dice
+    return summary, dice, rounds[-1].get("run_id")
+
+
+def log_report(run_id: str, round_index: int, report_dir: str | os.PathLike, tracking_uri: str) -> None:
+    """Attach the report (Markdown, HTML, PNGs) to the final round's MLflow run under ``report/``."""
+    from cosmos.segmentation.mlflow_logging import start_round_run
+
+    run = start_round_run(round_index, tracking_uri=tracking_uri, resume_run_id=run_id)
+    for path in sorted(Path(report_dir).iterdir()):
+        if path.is_file():
+            run.log_artifact(path, "report")
+    run.end("FINISHED")
 
 
 def copy_tree(src: str | os.PathLike, dst: str | os.PathLike) -> Path:

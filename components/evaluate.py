@@ -14,7 +14,7 @@ def evaluate(
     predictions: Input[Dataset],
     data: Input[Dataset],
     round_index: int,
-    round_run_id: str,
+    round_run: Input[Dataset],
     profile: str,
     config: str,
     tracking_uri: str,
@@ -31,7 +31,7 @@ def evaluate(
 
     rt.setup()
     cfg = rt.load_cfg(profile, config)
-    key = rt.stage_key("evaluate", {"round": round_index}, [predictions.path, data.path], cfg, [])
+    key = rt.stage_key("evaluate", {"round": round_index}, [predictions.path, data.path, round_run.path], cfg, [])
 
     def body(out):
         import logging
@@ -48,8 +48,9 @@ def evaluate(
         write_json(result, out["scores"] / "metrics.json")
         if result.get("errors"):
             logging.getLogger("cosmos.component").warning("evaluation errors: %s", result["errors"])
-        if round_run_id:
-            rt.log_round_metrics(round_run_id, round_index, result, rt.mlflow_tracking(tracking_uri, out["scores"]))
+        run_id = rt.read_run_id(round_run.path)
+        if run_id:
+            rt.log_round_metrics(run_id, round_index, result, rt.mlflow_tracking(tracking_uri, out["scores"]))
         return {"has_metrics": True}
 
     result = rt.run_stage(f"evaluate{round_index}", {"scores": scores.path}, body, key=key, work_root=work_root)

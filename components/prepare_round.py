@@ -5,7 +5,9 @@
   :func:`cosmos.segmentation.prepare.prepare_round`. Round 0 (the teacher) uses the labelled
   pseudo-hrT2 only; round k > 0 adds the real hrT2 images whose pseudo-labels survived the filter.
 * ``start_round_run``: opens the round's MLflow parent run; fold tasks (separate pods) nest
-  under it through the ``mlflow.parentRunId`` tag.
+  under it through the ``mlflow.parentRunId`` tag. The run id travels as a small *artifact*
+  (``run_info/run.json``), not only as a parameter: kfp.local 2.17 hands a task-output
+  parameter consumed inside a ParallelFor the loop item instead (measured), artifacts are right.
 """
 
 from typing import Optional
@@ -63,7 +65,8 @@ def start_round_run(
     work_root: str,
     run_info: Output[Dataset],
 ) -> str:
-    """Returns the MLflow run id of the round ("" when tracking is unavailable)."""
+    """Returns the MLflow run id of the round ("" when tracking is unavailable); run_info holds
+    the same id in ``run.json`` for consumers inside the fold loop."""
     from components import _runtime as rt
 
     rt.setup()
@@ -77,6 +80,7 @@ def start_round_run(
         uri = rt.mlflow_tracking(tracking_uri, out["run_info"])
         run = start(round_index, experiment=cfg.tracking.experiment, tracking_uri=uri,
                     params=cfg.flat("segmentation"), tags={"cosmos.profile": cfg.profile})
+        rt.write_run_info(out["run_info"], run.run_id or "", round_index)
         return {"run_id": run.run_id or ""}
 
     result = rt.run_stage(f"start_round_run{round_index}", {"run_info": run_info.path}, body, key=key,

@@ -7,7 +7,8 @@
   component has a fixed signature, so each round hands the next one everything the report needs
   (metrics, predictions, pseudo-labels, kept/dropped) and the report reads only the last summary.
 * ``report``: the Markdown + HTML report with pictures
-  (:func:`cosmos.evaluation.report.write_report`) and the run's final *bundle*: ``report/``,
+  (:func:`cosmos.evaluation.report.write_report`, also attached to the final round's MLflow run)
+  and the run's final *bundle*: ``report/``,
   ``predictions/crossmoda_{k}_Label.nii.gz`` (final round, every validation case),
   ``metrics.json`` (final round, when labels exist) and ``summary.json``.
 """
@@ -21,8 +22,8 @@ def register_round(
     fold_models: Input[List[Model]],
     scores: Input[Dataset],
     val_predictions: Input[Dataset],
+    round_run: Input[Dataset],
     round_index: int,
-    round_run_id: str,
     alias: str,
     profile: str,
     config: str,
@@ -42,22 +43,25 @@ def register_round(
     model_paths = sorted(m.path for m in fold_models)
     optional = [x.path if x is not None else None for x in (pseudo_labels, kept_labels, previous)]
     key = rt.stage_key("register_round", {"round": round_index, "alias": alias, "tracking_uri": tracking_uri},
-                       [*model_paths, scores.path, val_predictions.path, *optional], cfg, ["tracking"])
+                       [*model_paths, scores.path, val_predictions.path, round_run.path, *optional], cfg,
+                       ["tracking"])
 
     def body(out):
         from cosmos.segmentation.registry import register_round as register
 
         uri = rt.mlflow_tracking(tracking_uri, out["summary"])
+        run_id = rt.read_run_id(round_run.path)
+        final_alias = cfg.tracking.champion_alias if alias == "champion" else alias  # the configured name
         version = register([rt.read_pointer(p) for p in model_paths], round_index, cfg,
-                           tags={"cosmos.profile": cfg.profile}, alias=alias or None, tracking_uri=uri,
-                           run_id=round_run_id or None)
-        if round_run_id:
-            rt.end_round_run(round_run_id, round_index, uri)
+                           tags={"cosmos.profile": cfg.profile}, alias=final_alias or None, tracking_uri=uri,
+                           run_id=run_id)
+        if run_id:
+            rt.end_round_run(run_id, round_index, uri)
         rt.append_round_summary(out["summary"], previous.path if previous is not None else None,
                                 round_index=round_index, model_version=version or "", scores_dir=scores.path,
                                 predictions_dir=val_predictions.path,
                                 pseudo_labels_dir=pseudo_labels.path if pseudo_labels is not None else None,
-                                kept_dir=kept_labels.path if kept_labels is not None else None)
+                                kept_dir=kept_labels.path if kept_labels is not None else None, run_id=run_id)
         return {"model_version": str(version or "")}
 
     result = rt.run_stage(f"register_round{round_index}", {"summary": summary.path}, body, key=key,
@@ -72,6 +76,7 @@ def report(
     pseudo: Input[Dataset],
     profile: str,
     config: str,
+    tracking_uri: str,
     work_root: str,
     bundle: Output[Dataset],
     report_md: Output[Markdown],
@@ -90,9 +95,12 @@ def report(
     def body(out):
         from cosmos.evaluation.report import write_report
 
-        report_summary, dice = rt.build_report_summary(summary.path, out["bundle"], data_dir=data.path,
-                                                       pseudo_dir=pseudo.path, profile=cfg.profile)
+        report_summary, dice, run_id = rt.build_report_summary(summary.path, out["bundle"], data_dir=data.path,
+                                                               pseudo_dir=pseudo.path, profile=cfg.profile)
         write_report(out["bundle"] / "report", report_summary)
+        if run_id:
+            rt.log_report(run_id, report_summary["rounds"][-1]["index"], out["bundle"] / "report",
+                          rt.mlflow_tracking(tracking_uri, out["bundle"]))
         return {"final_mean_dice": dice}
 
     result = rt.run_stage("report", {"bundle": bundle.path}, body, key=key, work_root=work_root)

@@ -11,7 +11,7 @@ def train_fold(
     prepared: Input[Dataset],
     fold: int,
     round_index: int,
-    round_run_id: str,
+    round_run: Input[Dataset],
     profile: str,
     config: str,
     tracking_uri: str,
@@ -19,20 +19,20 @@ def train_fold(
     work_root: str,
     model: Output[Model],
 ) -> int:
-    """Returns the fold index (int) so the fan-in can tell folds apart."""
+    """round_run: start_round_run's run_info (the round's MLflow run id). Returns the fold index."""
     from components import _runtime as rt
 
     rt.setup()
     fold = int(fold)  # kfp.local hands loop items over as they came; be strict
     cfg = rt.load_cfg(profile, config, experiment)
-    key = rt.stage_key("train_fold", {"fold": fold, "round": round_index}, [prepared.path], cfg,
+    key = rt.stage_key("train_fold", {"fold": fold, "round": round_index}, [prepared.path, round_run.path], cfg,
                        ["segmentation"])
 
     def body(out):
         from cosmos.segmentation.training import train_fold as train
 
         uri = rt.mlflow_tracking(tracking_uri, out["model"])
-        fold_dir = train(prepared.path, fold, out["model"], cfg, parent_run_id=round_run_id or None,
+        fold_dir = train(prepared.path, fold, out["model"], cfg, parent_run_id=rt.read_run_id(round_run.path),
                          tracking_uri=uri)
         rt.write_pointer(out["model"], fold_dir)
         return {"fold": fold}

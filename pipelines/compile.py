@@ -45,7 +45,8 @@ def add_compile_args(p: argparse.ArgumentParser) -> None:
     gpu.add_argument("--gpu-type", default="nvidia.com/gpu", help="accelerator resource (default nvidia.com/gpu)")
     gpu.add_argument("--gpu-limit", type=int, default=1, help="GPUs per GPU task (default 1)")
     gpu.add_argument("--gpu-node-selector", action="append", default=[], metavar="KEY=VALUE",
-                     help="node label the GPU tasks require (repeatable), e.g. cloud.google.com/gke-accelerator=nvidia-l4")
+                     help="node label the GPU tasks require (repeatable), "
+                          "e.g. cloud.google.com/gke-accelerator=nvidia-l4")
     gpu.add_argument("--gpu-toleration", action="append", default=None, metavar="TOLERATION",
                      help="key=value:Effect, key:Exists or key:Exists:Effect (repeatable; "
                           f"default {DEFAULT_TOLERATION})")

@@ -20,7 +20,7 @@ choices are pipeline parameters (see :func:`build_pipeline`).
 
 import functools
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from components import DEFAULT_IMAGE, GPU_STAGES, build
@@ -43,7 +43,7 @@ SECRET_ENV_KEYS = (
 # Stages that talk to S3 or MLflow (get the Secret as env).
 SECRET_STAGES = frozenset({
     "ingest_validate", "train_translator", "translate", "start_round_run", "train_fold", "evaluate",
-    "register_round",
+    "register_round", "report",
 })
 
 
@@ -177,21 +177,22 @@ def build_pipeline(opts: PipelineOptions = PipelineOptions()) -> Callable:
                              "start_round_run", opts, f"round {k}: MLflow round run")
             with dsl.ParallelFor(folds, parallelism=opts.parallelism) as fold:
                 train = _configure(ops.train_fold(prepared=prep.outputs["prepared"], fold=fold, round_index=k,
-                                                  round_run_id=run.outputs["Output"], tracking_uri=tracking_uri,
+                                                  round_run=run.outputs["run_info"], tracking_uri=tracking_uri,
                                                   experiment=experiment, **common),
                                    "train_fold", opts, f"round {k}: train fold")
             # a fresh fan-in per consumer: KFP cannot compile one Collected shared by several tasks
             fold_models = functools.partial(dsl.Collected, train.outputs["model"])
 
-            val = _configure(ops.predict_validation(fold_models=fold_models(), data=data, round_index=k, **common),
+            val = _configure(ops.predict_validation(fold_models=fold_models(), data=data, round_index=k,
+                                                    **common),
                              "predict_validation", opts, f"round {k}: predict validation")
             ev = _configure(ops.evaluate(predictions=val.outputs["predictions"], data=data, round_index=k,
-                                         round_run_id=run.outputs["Output"], tracking_uri=tracking_uri, **common),
+                                         round_run=run.outputs["run_info"], tracking_uri=tracking_uri, **common),
                             "evaluate", opts, f"round {k}: evaluate")
             reg_args = dict(fold_models=fold_models(), scores=ev.outputs["scores"],
-                            val_predictions=val.outputs["predictions"], round_index=k, round_run_id=run.outputs["Output"],
-                            alias="champion" if k == opts.rounds else "", tracking_uri=tracking_uri,
-                            experiment=experiment, **common)
+                            val_predictions=val.outputs["predictions"], round_index=k,
+                            round_run=run.outputs["run_info"], alias="champion" if k == opts.rounds else "",
+                            tracking_uri=tracking_uri, experiment=experiment, **common)
             if k < opts.rounds:  # the last student's pseudo-labels would feed nothing
                 pl = _configure(ops.predict_pseudo_labels(fold_models=fold_models(), data=data, round_index=k,
                                                           **common),
@@ -204,8 +205,8 @@ def build_pipeline(opts: PipelineOptions = PipelineOptions()) -> Callable:
                              f"round {k}: register model" + (" (champion)" if k == opts.rounds else ""))
             summary = reg.outputs["summary"]
 
-        rep = _configure(ops.report(summary=summary, data=data, pseudo=pseudo, **common), "report", opts,
-                         "report")
+        rep = _configure(ops.report(summary=summary, data=data, pseudo=pseudo, tracking_uri=tracking_uri,
+                                    **common), "report", opts, "report")
         return rep.outputs["bundle"]
 
     return cosmos_pipeline

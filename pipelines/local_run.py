@@ -9,6 +9,7 @@ Layout of ``OUT`` (everything a run writes stays under it)::
     OUT/mlflow/mlflow.db + artifacts/            MLflow tracking + registry (SQLite), unless --set tracking.tracking_uri
     OUT/work/<stage>-<key>/                      each stage's deterministic work dir (resume), timings.jsonl
     OUT/pipeline_root/                           kfp.local artifacts (symlinks into work/)
+    OUT/kfp_cache/                               kfp.local's task cache entries
     OUT/tmp/                                     TMPDIR for the tasks (kfp.local leaves mktemp dirs)
 
 Resume, in two layers: kfp.local's own task cache (``enable_caching``) skips tasks whose inputs
@@ -170,17 +171,19 @@ def run_local(
     ``cfg`` is the resolved config (profile + file + overrides); it reaches every task as the
     ``config`` pipeline parameter. ``data``: a crossMoDA folder or ``s3://`` URI; None = phantom.
     """
-    import kfp
     from kfp import local
 
     from cosmos.errors import CosmosError
     from cosmos.tracking import default_tracking_uri
     from pipelines.cosmos_pipeline import PipelineOptions, build_pipeline
 
+    if str(out_dir).startswith("s3:"):
+        raise CosmosError("--out must be a local directory (kfp.local cannot use an s3:// pipeline root)")
+    for what, value in (("--data", data), ("--val-labels", val_labels)):
+        if value and "://" not in value and not Path(value).expanduser().is_dir():
+            raise CosmosError(f"{what} {value}: no such directory")
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
-    if str(out).startswith("s3:"):
-        raise CosmosError("--out must be a local directory (kfp.local cannot use an s3:// pipeline root)")
     tmp, work_root, pipeline_root = out / "tmp", out / "work", out / "pipeline_root"
     for d in (tmp, work_root, pipeline_root):
         d.mkdir(parents=True, exist_ok=True)
@@ -250,7 +253,6 @@ def run_local(
     result = LocalRunResult(out_dir=out, predictions_dir=preds, report_dir=report, metrics_file=metrics,
                             summary_file=summary, tracking_uri=tracking_uri, wall_seconds=wall,
                             stage_seconds=_read_timings(work_root, started_wall))
-    del kfp
     return result
 
 

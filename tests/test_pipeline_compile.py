@@ -85,6 +85,11 @@ def test_rounds_chain_kept_labels_and_champion_goes_to_last_round(compiled):
                t["inputs"]["parameters"]["alias"]["runtimeValue"]["constant"]
                for name, t in dag.items() if name.startswith("register-round")}
     assert aliases == {0: "", 1: "", 2: "", 3: "champion"}
+    # the round's MLflow run id reaches the fold tasks as an artifact (see components/prepare_round.py)
+    for name, t in dag.items():
+        if name.startswith("for-loop"):
+            art = t["inputs"]["artifacts"]
+            assert any(v["taskOutputArtifact"]["outputArtifactKey"] == "run_info" for v in art.values())
     # predict gets the fold models of its own round as one collected list
     for name, t in dag.items():
         if name.startswith("predict-validation"):
@@ -124,8 +129,8 @@ def test_secret_as_env_and_no_credential_in_yaml(compiled):
         envs = {m["envVar"] for m in sae[0]["keyToEnv"]}
         assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "MLFLOW_TRACKING_URI",
                 "MLFLOW_S3_ENDPOINT_URL"} <= envs
-    # the report has no business with credentials
-    assert "secretAsEnv" not in k8s.get("exec-report", {})
+    # pure data shuffling needs no credentials
+    assert "secretAsEnv" not in k8s.get("exec-predict-validation", {})
     # no credential value anywhere: no env value for the secret keys, no key-like strings
     for ex in spec["deploymentSpec"]["executors"].values():
         for env in ex["container"].get("env", []):

@@ -72,9 +72,11 @@ def test_evaluate_scores_predictions_and_fills_the_metrics_artifact(ops, phantom
         shutil.copy(lab, preds / lab.name)  # perfect predictions
     scores = Dataset(name="scores", uri=str(tmp_path / "scores"))
     metrics = Metrics(name="metrics", uri=str(tmp_path / "metrics"))
-    res = ops.evaluate.python_func(predictions=Dataset(name="p", uri=str(preds)), data=Dataset(name="d", uri=str(phantom)),
-                                   round_index=0, round_run_id="", profile="tiny", config="", tracking_uri="",
-                                   work_root="", scores=scores, metrics=metrics)
+    no_run = Dataset(name="r", uri=str(tmp_path / "no-run"))  # MLflow not configured
+    res = ops.evaluate.python_func(predictions=Dataset(name="p", uri=str(preds)),
+                                   data=Dataset(name="d", uri=str(phantom)), round_index=0, round_run=no_run,
+                                   profile="tiny", config="", tracking_uri="", work_root="", scores=scores,
+                                   metrics=metrics)
     assert res.has_metrics is True and res.mean_dice == pytest.approx(1.0)
     result = json.loads((Path(scores.path) / "metrics.json").read_text())
     assert result["summary"]["VS"]["dice_mean"] == pytest.approx(1.0)
@@ -88,8 +90,10 @@ def test_evaluate_without_labels_records_that_and_scores_nothing(ops, phantom, t
     shutil.rmtree(data / "target_validation_labels")
     scores = Dataset(name="scores", uri=str(tmp_path / "scores"))
     metrics = Metrics(name="metrics", uri=str(tmp_path / "metrics"))
-    res = ops.evaluate.python_func(predictions=Dataset(name="p", uri=str(tmp_path)), data=Dataset(name="d", uri=str(data)),
-                                   round_index=1, round_run_id="", profile="tiny", config="", tracking_uri="",
-                                   work_root="", scores=scores, metrics=metrics)
+    no_run = Dataset(name="r", uri=str(tmp_path / "no-run"))
+    res = ops.evaluate.python_func(predictions=Dataset(name="p", uri=str(tmp_path)),
+                                   data=Dataset(name="d", uri=str(data)), round_index=1, round_run=no_run,
+                                   profile="tiny", config="", tracking_uri="", work_root="", scores=scores,
+                                   metrics=metrics)
     assert res.has_metrics is False
     assert not (Path(scores.path) / "metrics.json").exists() and metrics.metadata == {}

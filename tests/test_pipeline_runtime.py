@@ -114,7 +114,8 @@ def test_run_stage_killed_stage_resumes_in_the_same_dir(tmp_path):
         seen.append((out["m"] / "checkpoint_latest.pth").read_text())
         return {"ok": True}
 
-    assert rt.run_stage("fold", {"m": str(tmp_path / "b" / "m")}, resuming, key="k", work_root=str(work)) == {"ok": True}
+    result = rt.run_stage("fold", {"m": str(tmp_path / "b" / "m")}, resuming, key="k", work_root=str(work))
+    assert result == {"ok": True}
     assert seen == ["epoch 1"]  # the library found its own checkpoint
 
 
@@ -164,7 +165,7 @@ def test_round_summaries_accumulate_and_build_the_report_summary(tmp_path):
         out = tmp_path / f"summary{k}"
         out.mkdir()
         rt.append_round_summary(out, prev, round_index=k, model_version=str(k + 1), scores_dir=scores,
-                                predictions_dir=preds, pseudo_labels_dir=pseudo, kept_dir=kept)
+                                predictions_dir=preds, pseudo_labels_dir=pseudo, kept_dir=kept, run_id=f"run-{k}")
         prev = out
     rounds = json.loads((prev / rt.ROUNDS_FILE).read_text())
     assert [r["index"] for r in rounds] == [0, 1, 2]
@@ -173,7 +174,9 @@ def test_round_summaries_accumulate_and_build_the_report_summary(tmp_path):
     assert rounds[2]["pseudo_labels_dir"] is None and rounds[2]["kept"] == []
     bundle = tmp_path / "bundle"
     bundle.mkdir()
-    summary, dice = rt.build_report_summary(prev, bundle, data_dir="/data", pseudo_dir="/pseudo", profile="tiny")
+    summary, dice, run_id = rt.build_report_summary(prev, bundle, data_dir="/data", pseudo_dir="/pseudo",
+                                                    profile="tiny")
+    assert run_id == "run-2" and all("run_id" not in r for r in summary["rounds"])
     assert dice == "0.700"
     assert summary["rounds"][1]["metrics"]["summary"]["mean"]["dice_mean"] == pytest.approx(0.6)
     assert Path(summary["rounds"][0]["pseudo_labels_dir"]).is_dir()
@@ -243,3 +246,12 @@ def test_fast_exit_is_never_armed_outside_a_kfp_executor(monkeypatch):
     monkeypatch.setattr(atexit, "register", lambda f, *a, **k: registered.append(f))
     rt._arm_fast_exit()  # pytest is not kfp.dsl.executor_main: its exit code must survive
     assert registered == []
+
+
+def test_cosmos_run_rejects_missing_inputs_before_starting(tmp_path, capsys):
+    from cosmos.cli import main
+
+    assert main(["run", "--out", str(tmp_path / "o"), "--data", str(tmp_path / "nope")]) == 2
+    assert "--data" in capsys.readouterr().err
+    assert main(["run", "--out", "s3://bucket/x"]) == 2
+    assert not (tmp_path / "o").exists()

@@ -54,6 +54,7 @@ def s3_env(s3_server, monkeypatch, tmp_path):
     return s3
 
 
+@pytest.mark.slow
 def test_ingest_component_reads_s3_and_evaluate_logs_to_mlflow_with_s3_artifacts(s3_env, tmp_path):
     import mlflow
     from mlflow import MlflowClient
@@ -79,9 +80,15 @@ def test_ingest_component_reads_s3_and_evaluate_logs_to_mlflow_with_s3_artifacts
     run = start_round_run(0, experiment="cosmos-s3", tracking_uri=tracking)
     assert run.run_id
 
+    run_info = tmp_path / "run_info"
+    run_info.mkdir()
+    from components import _runtime as rt
+
+    rt.write_run_info(run_info, run.run_id, 0)
     preds = Dataset(name="preds", uri=str(Path(data.path) / "target_validation_labels"))  # perfect predictions
     scores = Dataset(name="scores", uri=str(tmp_path / "scores"))
-    out = ops.evaluate.python_func(predictions=preds, data=data, round_index=0, round_run_id=run.run_id,
+    out = ops.evaluate.python_func(predictions=preds, data=data, round_index=0,
+                                   round_run=Dataset(name="r", uri=str(run_info)),
                                    profile="tiny", config="", tracking_uri=tracking, work_root="", scores=scores,
                                    metrics=Metrics(name="m", uri=str(tmp_path / "m")))
     assert out.has_metrics and out.mean_dice == pytest.approx(1.0)

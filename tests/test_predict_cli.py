@@ -130,3 +130,13 @@ def test_duplicate_output_names_are_refused(tmp_path, capsys):
     rc, _, err = run(capsys, "predict", "--model", str(tmp_path), str(tmp_path / "a"), str(tmp_path / "b"),
                      "-o", str(tmp_path / "o"))
     assert rc == 2 and "would write crossmoda_5_Label.nii.gz" in err
+
+
+def test_registry_model_without_tracking_uri(tmp_path, capsys, monkeypatch):
+    from mlflow.tracking._tracking_service import utils
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(utils, "is_tracking_uri_set", lambda: False)
+    img = make_image(tmp_path / "crossmoda_300_hrT2.nii.gz")
+    rc, _, err = run(capsys, "predict", str(img), "-o", str(tmp_path / "o"))  # default: @champion
+    assert rc == 2 and "no MLflow tracking URI" in err and "--tracking-uri" in err

@@ -30,8 +30,10 @@ def _isolated_tracking_env():
         yield
 
 
-BUDGET = ["segmentation.epochs=2", "segmentation.iterations_per_epoch=12", "segmentation.val_iterations_per_epoch=2",
-          "segmentation.mirroring=false", "tracking.experiment=e2e"]
+# Wiring, not accuracy: a tiny patch and budget so the two rounds fit a busy 2-core CI box.
+BUDGET = ["segmentation.epochs=2", "segmentation.iterations_per_epoch=6", "segmentation.val_iterations_per_epoch=1",
+          "segmentation.patch_size_max=[32,64,64]", "segmentation.torch_threads=1", "segmentation.mirroring=false",
+          "tracking.experiment=e2e"]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,7 @@ def run(tmp_path_factory):
     from cosmos.data.phantom import make_case, make_phantom
 
     root = tmp_path_factory.mktemp("e2e")
-    data = make_phantom(root / "data", n_source=5, n_target=3, n_val=2, seed=0, scale="small", preview=False)
+    data = make_phantom(root / "data", n_source=5, n_target=2, n_val=1, seed=0, scale="small", preview=False)
     pseudo = root / "pseudo"
     for i in range(1, 6):
         case = make_case(0, i, "hrT2", "small")
@@ -65,8 +67,8 @@ def test_selftrain_cli_runs_teacher_and_student(run, capsys):
     for k, r in enumerate(summary["rounds"]):
         assert (out / f"round_{k}" / "DONE").is_file()
         assert (out / f"round_{k}" / "folds" / "fold_0" / "checkpoint_final.pth").is_file()
-        assert len(list((out / f"round_{k}" / "pseudo_labels").glob("*_Label.nii.gz"))) == 3
-        assert len(r["kept"]) + len(r["dropped"]) == 3
+        assert len(list((out / f"round_{k}" / "pseudo_labels").glob("*_Label.nii.gz"))) == 2
+        assert len(r["kept"]) + len(r["dropped"]) == 2
         m = r["metrics"]["summary"]
         assert m["VS"]["dice_mean"] is not None and 0.0 <= m["VS"]["dice_mean"] <= 1.0
         print(f"round {k}: kept {len(r['kept'])}, Dice VS {m['VS']['dice_mean']:.3f} cochlea "
@@ -97,8 +99,8 @@ def test_champion_pyfunc_and_predict_cli(run, tmp_path, capsys):
     rc = main(["predict", "--model", "models:/cosmos-segmenter/1", str(run["data"] / layout.VALIDATION_DIR),
                "-o", str(tmp_path / "cli"), "--tracking-uri", run["uri"], "--no-mirroring"])
     assert rc == 0
-    assert sorted(p.name for p in (tmp_path / "cli").glob("*.nii.gz")) == \
-        [layout.label_name(c.case_id) for c in layout.list_cases(run["data"] / layout.VALIDATION_DIR, "hrT2")]
+    assert {p.name for p in (tmp_path / "cli").glob("*.nii.gz")} == \
+        {layout.label_name(c.case_id) for c in layout.list_cases(run["data"] / layout.VALIDATION_DIR, "hrT2")}
 
 
 def test_rerun_resumes_without_training(run, capsys):

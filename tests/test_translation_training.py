@@ -25,7 +25,7 @@ MICRO = [
     "translator.base_channels=4", "translator.disc_channels=4", "translator.image_size=32",
     "translator.inplane_spacing=1.6", "translator.batch_size=4", "translator.slices_per_epoch=24",
     "translator.lr=0.002", "translator.seg_translated_start_epoch=1", "translator.seg_loss=dice_ce",
-    "translator.fg_oversample=0.5", "translator.sample_every=1", "translator.device=cpu",
+    "translator.fg_oversample=0.5", "translator.sample_every=1", "translator.device=cpu", "translator.num_threads=1",
 ]
 
 

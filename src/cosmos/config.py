@@ -77,6 +77,7 @@ class TranslatorConfig:
     sample_every: int = 1  # epochs between Fig.-3 style sample grids
     convert_batch_size: int = 16
     device: str = "auto"  # auto | cpu | cuda
+    num_threads: int = 0  # torch CPU threads for training/conversion; 0 = torch's default
     # slice sampling / augmentation / normalisation (see cosmos.translation.slices)
     fg_oversample: float = 0.0  # fraction of ceT1 slices drawn from foreground slices (0 = uniform, as the paper)
     seg_loss: str = "dice"  # dice = eq. (5) as written; dice_ce adds cross-entropy (faster on tiny CPU runs)
@@ -344,13 +345,15 @@ def _profile_dict(name: str) -> dict[str, Any]:
             "profile": "tiny",
             "phantom": {"n_source": 8, "n_target": 8, "n_val": 4},
             "translator": {
-                "base_channels": 16, "disc_channels": 16, "image_size": 64, "epochs": 6,
+                # phantom FOV ~50 mm = 64 px at 0.8 mm; CE next to Dice and foreground oversampling so the
+                # segmentor learns VS + cochlea within ~150 steps (see cosmos.translation.losses)
+                "base_channels": 16, "disc_channels": 16, "image_size": 64, "inplane_spacing": 0.8, "epochs": 6,
                 "batch_size": 8, "slices_per_epoch": 192, "seg_translated_start_epoch": 2,
-                "lr": 2e-4, "lr_decay": 0.95,
+                "lr": 1e-3, "lr_decay": 0.9, "seg_loss": "dice_ce", "fg_oversample": 0.5, "convert_batch_size": 16,
             },
             "segmentation": {
                 "folds": [0, 1], "epochs": 3, "iterations_per_epoch": 20, "val_iterations_per_epoch": 4,
-                "features_base": 16, "features_max": 128,
+                "features_base": 16, "features_max": 128, "patch_size_max": [32, 64, 64],
             },
             "selftraining": {"rounds": 2},
         }
@@ -359,13 +362,14 @@ def _profile_dict(name: str) -> dict[str, Any]:
             "profile": "small",
             "phantom": {"n_source": 16, "n_target": 16, "n_val": 8},
             "translator": {
-                "base_channels": 32, "disc_channels": 32, "image_size": 96, "epochs": 20,
+                "base_channels": 32, "disc_channels": 32, "image_size": 64, "inplane_spacing": 0.8, "epochs": 20,
                 "batch_size": 8, "slices_per_epoch": 512, "seg_translated_start_epoch": 5,
-                "lr": 2e-4, "lr_decay": 0.97,
+                "lr": 5e-4, "lr_decay": 0.95, "seg_loss": "dice_ce", "fg_oversample": 0.5, "convert_batch_size": 16,
             },
             "segmentation": {
                 "folds": [0, 1, 2, 3, 4], "epochs": 8, "iterations_per_epoch": 25,
                 "val_iterations_per_epoch": 5, "features_base": 16, "features_max": 128,
+                "patch_size_max": [32, 96, 96],
             },
             "selftraining": {"rounds": 3},
         }
@@ -377,7 +381,8 @@ def _profile_dict(name: str) -> dict[str, Any]:
                 # 3-level U-Net generators, PatchGAN discriminators, 50 epochs, Adam 1e-4 (paper 4.2)
                 "base_channels": 64, "disc_channels": 64, "image_size": 256, "inplane_spacing": 0.8,
                 "epochs": 50, "batch_size": 8, "slices_per_epoch": 0, "seg_translated_start_epoch": 5,
-                "lr": 1e-4, "lr_decay": 0.98, "sample_every": 5,
+                "lr": 1e-4, "lr_decay": 0.98, "sample_every": 5, "convert_batch_size": 4,
+                "seg_loss": "dice", "fg_oversample": 0.0,
             },
             "segmentation": {
                 # 3d_fullres, 32 initial kernels, SGD 1e-2, batch 2, 200 epochs (paper 4.2)

@@ -148,11 +148,11 @@ def _sample_subject(rng: np.random.Generator, scale: str) -> Subject:
         porus=(u(9.5, 10.5) * s_head, u(2.5, 3.5) * s_head),
         fundus=(u(14.0, 15.0) * s_head, u(3.0, 4.0) * s_head),
         canal_radius=u(1.2, 1.5) * s_vs,
-        cochlea_centre=(u(16.2, 16.8) * s_head, u(6.8, 7.4) * s_head, u(-0.3, 0.3)),
-        cochlea_radius=u(2.1, 2.4) * s_co,
-        cochlea_tube=u(0.95, 1.1) * s_co,
+        cochlea_centre=(u(15.7, 16.2) * s_head, u(6.8, 7.4) * s_head, u(-0.3, 0.3)),
+        cochlea_radius=u(2.4, 2.7) * s_co,
+        cochlea_tube=u(1.15, 1.3) * s_co,
         cochlea_turns=u(2.3, 2.7),
-        cochlea_height=u(1.6, 2.0) * s_co,
+        cochlea_height=u(1.8, 2.2) * s_co,
         cochlea_tilt=(u(-0.35, 0.35), u(-0.35, 0.35)),
         vs_radius=vs_r,
         vs_direction=tuple(d),
@@ -182,7 +182,7 @@ def _cochlea_curve(sub: Subject, side: int) -> tuple[np.ndarray, np.ndarray]:
     pts[:, 0] *= side
     cx, cy, cz = sub.cochlea_centre
     pts += np.array([side * cx, cy, sub.z0 + cz])
-    radius = sub.cochlea_tube * (1.0 - 0.35 * t)
+    radius = sub.cochlea_tube * (1.0 - 0.3 * t)
     return pts, radius
 
 

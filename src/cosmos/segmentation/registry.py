@@ -216,11 +216,24 @@ def _fold_key(name: str):
 
 
 def _config_from_file(path: Path) -> "CosmosConfig":
+    """The config saved with a model. Keys this version of cosmos does not know (a model registered
+    by another version) are dropped with a warning rather than making the model unloadable."""
+    import dataclasses
+
     import yaml
 
-    from cosmos.config import from_dict
+    from cosmos import config as config_mod
 
-    return from_dict(yaml.safe_load(path.read_text()) or {})
+    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        return config_mod.from_dict(data)
+    except config_mod.ConfigError as exc:
+        cleaned = {k: v for k, v in data.items() if k in ("profile", "seed")}
+        for section, cls in config_mod._SECTIONS.items():
+            known = {f.name for f in dataclasses.fields(cls)}
+            cleaned[section] = {k: v for k, v in (data.get(section) or {}).items() if k in known}
+        log.warning("%s: %s; using the known keys only", path, exc)
+        return config_mod.from_dict(cleaned)
 
 
 def _signature(mirroring_default: bool):

@@ -99,6 +99,8 @@ def convert_source(model: str | Path | LoadedTranslator, input_dir: str | Path, 
     """
     tcfg = cfg.translator if cfg is not None else TranslatorConfig()
     device = pick_device(tcfg.device)
+    if tcfg.num_threads > 0:
+        torch.set_num_threads(tcfg.num_threads)
     cases = _source_cases(Path(input_dir))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

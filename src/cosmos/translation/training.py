@@ -80,6 +80,7 @@ class SliceData:
     labels: torch.Tensor  # (Ns, S, S) uint8
     target: torch.Tensor  # (Nt, 1, S, S)
     source_volume: np.ndarray  # (Ns,) volume index of each source slice
+    target_volume: np.ndarray  # (Nt,) volume index of each target slice
     files: list[Path]
 
     @property
@@ -106,7 +107,7 @@ def load_slices(data_dir: str | Path, grid: SliceGrid) -> SliceData:
     missing = [c.image.name for c in ds.source if c.label is None]
     if missing:
         raise CosmosError(f"{root / SOURCE_DIR}: no label (crossmoda_*_Label.nii.gz) for {', '.join(missing)}")
-    src, labs, vol_idx, tgt, files = [], [], [], [], []
+    src, labs, vol_idx, tgt, tgt_idx, files = [], [], [], [], [], []
     for i, case in enumerate(progress(ds.source, desc="load ceT1", unit="vol")):
         img = nifti.load(case.image)
         lab = nifti.load(case.label, label=True)
@@ -118,12 +119,14 @@ def load_slices(data_dir: str | Path, grid: SliceGrid) -> SliceData:
         labs.append(l_)
         vol_idx.append(np.full(len(s), i))
         files += [case.image, case.label]
-    for case in progress(ds.target, desc="load hrT2", unit="vol"):
+    for j, case in enumerate(progress(ds.target, desc="load hrT2", unit="vol")):
         img = nifti.load(case.image)
         t, _ = volume_to_training_slices(img.data, img.affine, grid)
         tgt.append(t.half())
+        tgt_idx.append(np.full(len(t), j))
         files.append(case.image)
-    data = SliceData(torch.cat(src), torch.cat(labs), torch.cat(tgt), np.concatenate(vol_idx), files)
+    data = SliceData(torch.cat(src), torch.cat(labs), torch.cat(tgt), np.concatenate(vol_idx),
+                     np.concatenate(tgt_idx), files)
     if len(data.source) == 0 or len(data.target) == 0:
         raise CosmosError(f"{root}: every slice is empty (constant) in the source or target images")
     log.info("training slices on a %dx%d grid at %.2f mm: %d ceT1 (%d with foreground), %d hrT2",
@@ -257,6 +260,17 @@ def pick_sample_slices(data: SliceData, count: int = 4) -> np.ndarray:
     return np.asarray(chosen)
 
 
+def pick_reference_targets(data: SliceData, count: int = 4) -> np.ndarray:
+    """Real hrT2 slices for the reference column: per volume, the slice with the most bright (fluid)
+    pixels, i.e. through the cistern / canals where VS and cochlea are."""
+    bright = (data.target.float() > 0.3).reshape(len(data.target), -1).sum(1).numpy()
+    chosen = []
+    for v in np.unique(data.target_volume)[:count]:
+        idx = np.nonzero(data.target_volume == v)[0]
+        chosen.append(idx[np.argmax(bright[idx])])
+    return np.asarray(chosen)
+
+
 # ---------------------------------------------------------------------------- resume
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
@@ -355,6 +369,8 @@ def train_translator(data_dir: str | Path, out_dir: str | Path, cfg: CosmosConfi
                                     done.get("history", []))
 
     device = pick_device(t.device)
+    if t.num_threads > 0:  # CPU threads: on a shared or small box, fewer threads than cores is faster
+        torch.set_num_threads(t.num_threads)
     _seed_everything(cfg.seed)
     grid = grid_from_config(cfg)
     trainer = TranslatorTrainer(cfg, device)
@@ -382,7 +398,7 @@ def train_translator(data_dir: str | Path, out_dir: str | Path, cfg: CosmosConfi
         sample_idx = pick_sample_slices(data)
         sample_src = data.source[sample_idx].float()
         sample_lab = data.labels[sample_idx].numpy()
-        sample_tgt = data.target[np.linspace(0, len(data.target) - 1, len(sample_idx)).astype(int)].float()
+        sample_tgt = data.target[pick_reference_targets(data, len(sample_idx))].float()
         per_epoch = t.slices_per_epoch or max(len(data.source), len(data.target))
         steps = max(1, int(math.ceil(per_epoch / t.batch_size)))
 
@@ -422,7 +438,7 @@ def train_translator(data_dir: str | Path, out_dir: str | Path, cfg: CosmosConfi
             log.info("translator epoch %d/%d (%.1fs): %s%s", epoch + 1, t.epochs, secs,
                      " ".join(f"{k}={v:.4f}" for k, v in means.items()),
                      "" if seg_trans_on or not t.segmentor else " (seg_translated not yet in the loss)")
-            if t.sample_every > 0 and (epoch + 1) % t.sample_every == 0 and epoch + 1 < t.epochs:
+            if t.sample_every > 0 and (epoch + 1) % t.sample_every == 0:
                 write_samples(f"epoch_{epoch + 1:03d}", epoch + 1)
             _atomic_torch_save({"epoch": epoch + 1, "state": trainer.state_dict(), "rng": _rng_state(),
                                 "history": history, "run_id": run_id, "config": cfg.flat("translator")}, ckpt_path)
