@@ -222,9 +222,17 @@ def test_bad_inputs(tmp_path, data):
 
 
 def test_rounds_table():
+    def block(d, a):
+        return {"dice_mean": d, "dice_std": 0.01, "assd_mean": a, "assd_std": 0.02}
+
     rounds = [{"name": "teacher", "kept": ["a"], "model_version": "1",
-               "metrics": {"summary": {"VS": {"dice_mean": 0.8, "dice_std": 0.1, "assd_mean": 1.0, "assd_std": 0.5},
-                                       "cochlea": {}, "mean": {}}}},
+               "metrics": {"summary": {"VS": block(0.8, 1.0), "cochlea": block(0.2, 3.0), "mean": block(0.5, 2.0)}}},
               {"name": "student 1", "kept": [], "model_version": "2", "metrics": None}]
-    table = loop.format_rounds_table(rounds)
-    assert "0.800 ± 0.100" in table and "1.000 ± 0.500" in table and table.count("n/a") == 10
+    header, _, teacher, student = loop.format_rounds_table(rounds).splitlines()
+    assert header.split()[:3] == ["round", "kept", "Dice"]
+    cells = [c.strip() for c in teacher.split("  ") if "±" in c]
+    # Table-1 order: Dice mean, VS, cochlea, then ASSD mean, VS, cochlea
+    assert cells == ["0.500 ± 0.010", "0.800 ± 0.010", "0.200 ± 0.010", "2.000 ± 0.020", "1.000 ± 0.020",
+                     "3.000 ± 0.020"]
+    assert teacher.split()[:2] == ["teacher", "1"] and teacher.endswith("1")
+    assert student.count("n/a") == 6 and student.endswith("2")

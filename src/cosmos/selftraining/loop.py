@@ -351,7 +351,7 @@ def format_rounds_table(rounds: list[dict[str, Any]]) -> str:
         summary = (e.get("metrics") or {}).get("summary") or {}
         cells = []
         for metric in ("dice", "assd"):
-            for struct in STRUCTURES:
+            for struct in ("mean", "VS", "cochlea"):  # the header's (Table 1's) column order
                 b = summary.get(struct) or {}
                 mean, std = b.get(f"{metric}_mean"), b.get(f"{metric}_std")
                 cells.append("n/a" if mean is None else f"{mean:.3f} ± {std or 0:.3f}")

@@ -49,7 +49,7 @@ from cosmos.errors import CosmosError
 from cosmos.logs import progress
 from cosmos.translation import losses
 from cosmos.translation.conversion import pick_device
-from cosmos.translation.model_io import MLFLOW_ARTIFACT_NAME, log_model, register_model, save_model_dir
+from cosmos.translation.model_io import log_model, register_model, save_model_dir
 from cosmos.translation.networks import Generator, GeneratorSpec, PatchDiscriminator, init_weights
 from cosmos.translation.samples import save_sample_grid
 from cosmos.translation.slices import SliceGrid, volume_to_training_slices
