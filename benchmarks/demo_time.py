@@ -1,0 +1,75 @@
+"""Wall time of the README demo (``cosmos run`` with no arguments: phantom, tiny profile) per stage.
+
+Target (issue: the product end to end): <= 10 minutes wall on 2 CPU cores from a fresh output
+folder. Prints one line per pipeline stage (its own compute seconds, as the component recorded
+them in ``OUT/work/timings.jsonl``), the stages grouped as the paper's phases, and the total wall
+time against the target. Not a test.
+
+    python benchmarks/demo_time.py [--out DIR] [--profile tiny] [--set KEY=VALUE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+TARGET_S = 600.0
+PHASES = (
+    ("ingest / phantom", r"ingest.*"),
+    ("stage 1: translator", r"train_translator.*|translate.*"),
+    ("stages 2-4: nnU-Net rounds", r"prepare_round.*|train_fold.*|predict.*|start_round.*"),
+    ("evaluation, registry, report", r"evaluate.*|register.*|report.*"),
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=None, help="output folder (default: a fresh temporary folder, removed)")
+    parser.add_argument("--profile", default="tiny")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+
+    from cosmos.config import load_config
+    from cosmos.logs import setup_logging
+    from pipelines.local_run import run_local
+
+    setup_logging("WARNING")
+    cfg = load_config(args.profile, overrides=args.overrides)
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="cosmos-demo-"))
+    if (out / "work").exists():
+        print(f"{out} already holds a run; stages would be reused. Use a fresh --out.", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    result = run_local(cfg, out, profile=args.profile)
+    wall = time.perf_counter() - t0
+    rows = [r for r in result.stage_seconds if not r.get("reused")]
+    print(f"\n{'stage':<32} {'compute s':>10}")
+    for r in rows:
+        print(f"{r['stage']:<32} {r['seconds']:>10.1f}")
+    phases: dict[str, float] = defaultdict(float)
+    for r in rows:
+        for name, pattern in PHASES:
+            if re.fullmatch(pattern, r["stage"]):
+                phases[name] += r["seconds"]
+                break
+        else:
+            phases["other"] += r["seconds"]
+    print("\nper phase (compute s; parallel folds summed):")
+    for name, secs in phases.items():
+        print(f"  {name:<30} {secs:8.1f}")
+    verdict = "meets" if wall <= TARGET_S else "MISSES"
+    print(f"\nprofile {args.profile}: wall {wall:.1f} s ({wall / 60:.1f} min) -- {verdict} the "
+          f"{TARGET_S / 60:.0f}-minute target")
+    if not args.out:
+        shutil.rmtree(out, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
