@@ -15,7 +15,6 @@ import re
 import shutil
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -35,20 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
 
-    from cosmos.config import load_config
-    from cosmos.logs import setup_logging
-    from pipelines.local_run import run_local
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from local_overhead import run_fresh
 
-    setup_logging("WARNING")
-    cfg = load_config(args.profile, overrides=args.overrides)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="cosmos-demo-"))
-    if (out / "work").exists():
-        print(f"{out} already holds a run; stages would be reused. Use a fresh --out.", file=sys.stderr)
+    run = run_fresh(out, args.profile, args.overrides)
+    if run is None:
         return 2
-    t0 = time.perf_counter()
-    result = run_local(cfg, out, profile=args.profile)
-    wall = time.perf_counter() - t0
-    rows = [r for r in result.stage_seconds if not r.get("reused")]
+    _cfg, wall, rows = run
     print(f"\n{'stage':<32} {'compute s':>10}")
     for r in rows:
         print(f"{r['stage']:<32} {r['seconds']:>10.1f}")

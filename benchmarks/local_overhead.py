@@ -43,6 +43,23 @@ def critical_path_seconds(rows: list[dict]) -> float:
     return total + sum(max(v) for v in folds.values())
 
 
+def run_fresh(out: Path, profile: str, overrides: list[str]):
+    """Run ``cosmos run``'s pipeline into a fresh ``out``; (cfg, wall seconds, stage rows) or None if not fresh."""
+    from cosmos.config import load_config
+    from cosmos.logs import setup_logging
+    from pipelines.local_run import run_local
+
+    setup_logging("WARNING")
+    cfg = load_config(profile, overrides=overrides)
+    if (out / "work").exists():
+        print(f"{out} already holds a run; stages would be reused. Use a fresh --out.", file=sys.stderr)
+        return None
+    t0 = time.perf_counter()
+    result = run_local(cfg, out, profile=profile)
+    wall = time.perf_counter() - t0
+    return cfg, wall, [r for r in result.stage_seconds if not r.get("reused")]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None, help="output folder (default: a fresh temporary folder)")
@@ -51,20 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary output folder")
     args = parser.parse_args(argv)
 
-    from cosmos.config import load_config
-    from cosmos.logs import setup_logging
-    from pipelines.local_run import run_local
-
-    setup_logging("WARNING")
-    cfg = load_config(args.profile, overrides=args.overrides)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="cosmos-overhead-"))
-    if (out / "work").exists():
-        print(f"{out} already holds a run; stages would be reused. Use a fresh --out.", file=sys.stderr)
+    run = run_fresh(out, args.profile, args.overrides)
+    if run is None:
         return 2
-    t0 = time.perf_counter()
-    result = run_local(cfg, out, profile=args.profile)
-    wall = time.perf_counter() - t0
-    rows = [r for r in result.stage_seconds if not r.get("reused")]
+    cfg, wall, rows = run
     compute = sum(r["seconds"] for r in rows)
     critical = critical_path_seconds(rows)
 
