@@ -226,3 +226,25 @@ def test_cpu_training_is_bit_identical_for_the_same_seed(trained, tmp_path):
     assert a["network_weights"].keys() == b["network_weights"].keys()
     assert all(torch.equal(a["network_weights"][k], b["network_weights"][k]) for k in a["network_weights"])
     assert a["logging"]["train_losses"] == b["logging"]["train_losses"]
+
+
+def test_ce_class_weights_reach_the_loss(trained, tmp_path):
+    """CPU profiles weight the cochlea's cross-entropy (unweighted, a 160-iteration fold never learns it);
+    the paper profile keeps nnU-Net's unweighted loss."""
+    import copy
+
+    from cosmos.segmentation import environment
+    from cosmos.segmentation.training import build_trainer
+
+    assert load_config("paper").segmentation.ce_class_weights is None
+    assert load_config("tiny").segmentation.ce_class_weights == [1.0, 1.0, 10.0]
+    prepared = load_prepared(trained["prepared"])
+    for weights in ([1.0, 1.0, 10.0], None):
+        cfg = copy.deepcopy(trained["cfg"])
+        cfg.segmentation.ce_class_weights = weights
+        with environment.nnunet_env(preprocessed=prepared.preprocessed_root, results=tmp_path / "results", n_proc_da=0):
+            trainer = build_trainer(prepared, 0, tmp_path / f"fold_{weights is None}", cfg, torch.device("cpu"),
+                                    continue_training=False)
+            trainer.initialize()
+        ce = trainer.loss.loss.ce  # DeepSupervisionWrapper -> DC_and_CE_loss -> RobustCrossEntropyLoss
+        assert (None if ce.weight is None else ce.weight.tolist()) == weights

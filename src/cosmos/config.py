@@ -103,6 +103,11 @@ class SegmentationConfig:
     patch_size: list[int] | None = None  # None = nnU-Net's planned patch
     patch_size_max: list[int] | None = None  # cap per axis of the planned patch (rounded down to the net's stride)
     oversample_foreground: float = 0.66  # nnU-Net default 0.33; helps the small cochlea on CPU
+    # Cross-entropy weight per label (background, VS, cochlea); None = nnU-Net's unweighted CE. Why: the
+    # cochlea is ~0.25 % of a patch, so plain CE drives its softmax to ~0.001 within 60 iterations, where the
+    # Dice gradient vanishes (p(1-p)); nnU-Net escapes that only after ~1000s of iterations. Measured on
+    # labelled phantom hrT2, 160 iterations: cochlea Dice 0.00 unweighted, ~0.8 with weight 10.
+    ce_class_weights: list[float] | None = None
     mirroring: bool = True  # test-time augmentation (8x flips in 3D)
     save_probabilities: bool = False
     run_validation: bool = False  # nnU-Net's full-case validation after training
@@ -357,6 +362,10 @@ def _profile_dict(name: str) -> dict[str, Any]:
             "segmentation": {
                 "folds": [0, 1], "epochs": 3, "iterations_per_epoch": 20, "val_iterations_per_epoch": 4,
                 "features_base": 16, "features_max": 128, "patch_size_max": [32, 64, 64], "torch_threads": 1,
+                # NOTE measured: at tiny's 60 iterations the cochlea is still not learned (validation Dice 0.00
+                # with weight 10; weight 30 -> 0.17 with many false positives); it appears at ~110 iterations
+                # (160: 0.8). Raise epochs to >= 6 if tiny runs must keep cochlea-bearing pseudo-labels.
+                "ce_class_weights": [1.0, 1.0, 10.0],
             },
             "selftraining": {"rounds": 2},
         }
@@ -373,7 +382,7 @@ def _profile_dict(name: str) -> dict[str, Any]:
             "segmentation": {
                 "folds": [0, 1, 2, 3, 4], "epochs": 8, "iterations_per_epoch": 25,
                 "val_iterations_per_epoch": 5, "features_base": 16, "features_max": 128,
-                "patch_size_max": [32, 96, 96], "torch_threads": 1,
+                "patch_size_max": [32, 96, 96], "torch_threads": 1, "ce_class_weights": [1.0, 1.0, 10.0],
             },
             "selftraining": {"rounds": 3},
         }
