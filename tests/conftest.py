@@ -37,3 +37,11 @@ def s3_env(s3_server, monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no slow instance-metadata probe without keys
     return s3_server
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _isolated_tracking_env():
+    """cosmos.tracking.setup exports MLFLOW_TRACKING_URI for child processes; keep that inside each test module."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        yield

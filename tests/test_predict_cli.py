@@ -18,14 +18,6 @@ from cosmos.segmentation import registry  # noqa: E402
 from test_registry_pyfunc import AFFINE, fake_predict_module, make_fold, make_image  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _isolated_tracking_env():
-    """The code under test exports MLFLOW_TRACKING_URI (cosmos.tracking.setup); keep it in this module."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        yield
-
-
 @pytest.fixture()
 def calls(monkeypatch):
     calls: list = []

@@ -22,13 +22,6 @@ from cosmos.data.nifti import load, same_grid, save  # noqa: E402
 from cosmos.errors import CosmosError  # noqa: E402
 from cosmos.segmentation import registry  # noqa: E402
 
-@pytest.fixture(scope="module", autouse=True)
-def _isolated_tracking_env():
-    """The code under test exports MLFLOW_TRACKING_URI (cosmos.tracking.setup); keep it in this module."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        yield
-
 
 AFFINE = np.array([[0, -0.5, 0, 10.0], [-0.6, 0, 0, 20.0], [0, 0, 1.2, -5.0], [0, 0, 0, 1]])
 

@@ -22,13 +22,6 @@ from cosmos.data.nifti import load, same_grid, save  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-@pytest.fixture(scope="module", autouse=True)
-def _isolated_tracking_env():
-    """The code under test exports MLFLOW_TRACKING_URI (cosmos.tracking.setup); keep it in this module."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        yield
-
 
 # Wiring, not accuracy: a tiny patch and budget so the two rounds fit a busy 2-core CI box.
 BUDGET = ["segmentation.epochs=2", "segmentation.iterations_per_epoch=6", "segmentation.val_iterations_per_epoch=1",

@@ -21,13 +21,6 @@ from cosmos.data.layout import label_name, parse_name  # noqa: E402
 from cosmos.data.nifti import load, save  # noqa: E402
 from cosmos.selftraining import loop  # noqa: E402
 
-@pytest.fixture(scope="module", autouse=True)
-def _isolated_tracking_env():
-    """The code under test exports MLFLOW_TRACKING_URI (cosmos.tracking.setup); keep it in this module."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        yield
-
 
 AFFINE = np.diag([-0.5, -0.5, 1.0, 1.0])
 SHAPE = (16, 16, 8)

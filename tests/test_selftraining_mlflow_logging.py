@@ -16,14 +16,6 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from cosmos.segmentation import mlflow_logging as ml  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _isolated_tracking_env():
-    """The code under test exports MLFLOW_TRACKING_URI (cosmos.tracking.setup); keep it in this module."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        yield
-
-
 @pytest.fixture(scope="module")
 def uri(tmp_path_factory):
     from cosmos.tracking import setup
