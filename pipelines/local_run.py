@@ -173,6 +173,7 @@ def run_local(
     """
     from kfp import local
 
+    from cosmos.cpu import share_of_cores
     from cosmos.errors import CosmosError
     from cosmos.tracking import default_tracking_uri
     from pipelines.cosmos_pipeline import PipelineOptions, build_pipeline
@@ -191,6 +192,10 @@ def run_local(
     os.environ.setdefault("COSMOS_NO_PROGRESS", "0")
     tracking_uri = cfg.tracking.tracking_uri or default_tracking_uri(out)
 
+    concurrent_folds = min(len(cfg.segmentation.folds), LOCAL_PARALLELISM)
+    if cfg.segmentation.torch_threads == 0 and concurrent_folds > 1:
+        # Folds train side by side here: give each its share of the cores (why: cosmos.cpu).
+        cfg = cfg.with_overrides({"segmentation.torch_threads": share_of_cores(concurrent_folds)})
     opts = PipelineOptions(
         rounds=cfg.selftraining.rounds,
         folds=tuple(cfg.segmentation.folds),

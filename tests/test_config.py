@@ -32,6 +32,10 @@ def test_overrides_are_typed_and_checked():
         load_config("tiny", overrides=["translator.epochz=7"])
     with pytest.raises(ConfigError, match="must be an integer"):
         load_config("tiny", overrides=["translator.epochs=many"])
+    # YAML 1.1 reads 2e-3 (no dot) as a string; a float field still takes it
+    assert load_config("tiny", overrides=["translator.lr=2e-3"]).translator.lr == pytest.approx(0.002)
+    with pytest.raises(ConfigError, match="must be a number"):
+        load_config("tiny", overrides=["translator.lr=fast"])
     with pytest.raises(ConfigError, match="folds"):
         load_config("tiny", overrides=["segmentation.folds=[0,7]"])
     with pytest.raises(ConfigError, match="unknown profile"):

@@ -18,7 +18,7 @@ FAST = [
     "phantom.n_source=4", "phantom.n_target=4", "phantom.n_val=2",
     "translator.epochs=1", "translator.slices_per_epoch=16",
     "segmentation.epochs=1", "segmentation.iterations_per_epoch=2", "segmentation.val_iterations_per_epoch=1",
-    "segmentation.mirroring=false", "segmentation.num_folds=2", "selftraining.rounds=1",
+    "segmentation.mirroring=false", "segmentation.num_folds=2", "segmentation.folds=[0,1]", "selftraining.rounds=1",
 ]
 
 

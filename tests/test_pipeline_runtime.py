@@ -15,7 +15,7 @@ from components import _runtime as rt
 # ------------------------------------------------------------------------------ config
 def test_load_cfg_profile_then_yaml_then_experiment():
     cfg = rt.load_cfg("tiny", "")
-    assert cfg.profile == "tiny" and cfg.segmentation.folds == [0, 1]
+    assert cfg.profile == "tiny" and cfg.segmentation.folds == [0]
     cfg = rt.load_cfg("paper", "{segmentation: {epochs: 7}}", experiment="exp-x")
     assert cfg.profile == "paper" and cfg.segmentation.epochs == 7
     assert cfg.segmentation.features_max == 320  # the rest stays the paper profile

@@ -58,11 +58,15 @@ TARGET_LABELS_DIR = "target_training_labels"  # only with target_labels=True (fo
 AIR, SCALP, SKULL, BRAIN, CSF, BRAINSTEM, PETROUS, CANAL, COCHLEA, VS = range(10)
 
 # Mean intensity per tissue (fraction of the case's intensity scale), per modality.
-# ceT1: fat-rich scalp bright, bone and CSF dark, the enhancing VS brightest, cochlea ~ bone.
+# ceT1: fat-rich scalp bright, the enhancing VS brightest, fluid (CSF, canal, cochlea) dark grey, cortical
+# bone black (no signal, as on MPRAGE).
 # hrT2: CSF and labyrinth fluid very bright, VS intermediate, parenchyma darker, bone black.
+# Why fluid and bone differ in ceT1: with fluid at bone level (0.10 vs 0.06 + noise, an earlier version)
+# nothing in a ceT1 slice says where the cochlea is, and a CPU-budget translator (96-256 steps) kept
+# the pseudo-hrT2 cochlea black, so every nnU-Net trained on it missed the real hrT2 cochlea.
 _TISSUE = {
-    "ceT1": {AIR: 0.0, SCALP: 0.80, SKULL: 0.07, BRAIN: 0.45, CSF: 0.10, BRAINSTEM: 0.50, PETROUS: 0.06,
-             CANAL: 0.11, COCHLEA: 0.11, VS: 0.92},
+    "ceT1": {AIR: 0.0, SCALP: 0.80, SKULL: 0.04, BRAIN: 0.45, CSF: 0.22, BRAINSTEM: 0.50, PETROUS: 0.03,
+             CANAL: 0.22, COCHLEA: 0.22, VS: 0.92},
     "hrT2": {AIR: 0.0, SCALP: 0.32, SKULL: 0.04, BRAIN: 0.30, CSF: 0.95, BRAINSTEM: 0.26, PETROUS: 0.04,
              CANAL: 0.90, COCHLEA: 0.70, VS: 0.45},
 }

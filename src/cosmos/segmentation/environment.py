@@ -63,9 +63,8 @@ def nnunet_env(
     """Point nnU-Net at this call's directories; restore the previous environment on exit.
 
     ``n_proc_da``: an int sets ``nnUNet_n_proc_DA``; None UNSETS it (planning); omitted leaves it.
-    ``torch_threads`` > 0 sets torch's intra-op threads for the block (restored after). Why: on a
-    shared, oversubscribed CPU, OpenMP threads spin-wait for each other; one thread measured ~4x
-    faster per nnU-Net iteration than two on a 2-core box with load 6.
+    ``torch_threads`` > 0 sets torch's intra-op threads for the block (restored after); callers
+    resolve the config's ``0`` = auto with :func:`cosmos.cpu.resolve_threads` (why: cosmos.cpu).
     """
     wanted: dict[str, str | None] = {}
     for var, value in zip(_PATH_VARS, (raw, preprocessed, results)):

@@ -32,6 +32,7 @@ import numpy as np
 from cosmos.config import CosmosConfig
 from cosmos.data import layout, nifti
 from cosmos.errors import CosmosError
+from cosmos.cpu import resolve_threads
 from cosmos.logs import progress
 from cosmos.segmentation import environment
 
@@ -240,7 +241,7 @@ def predict(fold_model_dirs: list, inputs, out_dir, cfg: CosmosConfig, mirroring
     log.info("predicting %d case(s) with %d fold(s) on %s (mirroring %s)", len(todo), len(ensemble.fold_dirs), device,
              "on" if mirroring else "off")
     with environment.nnunet_env(num_processes=seg_cfg.num_processes, compile=seg_cfg.compile,
-                                torch_threads=seg_cfg.torch_threads):
+                                torch_threads=resolve_threads(seg_cfg.torch_threads)):
         predictor = build_predictor(ensemble, device, mirroring, seg_cfg.tile_step_size)
         for f in progress(todo, desc="predict", unit="case"):
             vol = nifti.load(f)  # validates the input (NiftiError names the file) and gives the header

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from cosmos.config import CosmosConfig
+from cosmos.cpu import resolve_threads
 from cosmos.errors import CosmosError
 from cosmos.segmentation import environment
 from cosmos.segmentation.prepare import PreparedRound, load_prepared
@@ -131,7 +132,8 @@ def train_fold(prepared_dir: str | Path, fold: int, out_dir: str | Path, cfg: Co
     try:
         with environment.nnunet_env(preprocessed=prepared.preprocessed_root, results=scratch, n_proc_da=n_da,
                                     num_processes=seg.num_processes, compile=seg.compile,
-                                    torch_threads=seg.torch_threads or (1 if device.type == "cuda" else 0)):
+                                    torch_threads=1 if device.type == "cuda" and not seg.torch_threads
+                                    else resolve_threads(seg.torch_threads)):
             environment.seed_everything(cfg.seed + fold)
             if device.type == "cuda":  # as nnunetv2.run.run_training does
                 torch.backends.cudnn.deterministic = False

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from cosmos.config import CosmosConfig, TranslatorConfig
+from cosmos.cpu import apply_threads
 from cosmos.data import nifti
 from cosmos.data.layout import SOURCE_DIR, Case, image_name, label_name, list_cases
 from cosmos.errors import CosmosError
@@ -99,8 +100,8 @@ def convert_source(model: str | Path | LoadedTranslator, input_dir: str | Path, 
     """
     tcfg = cfg.translator if cfg is not None else TranslatorConfig()
     device = pick_device(tcfg.device)
-    if tcfg.num_threads > 0:
-        torch.set_num_threads(tcfg.num_threads)
+    if device.type == "cpu":
+        apply_threads(tcfg.num_threads)
     cases = _source_cases(Path(input_dir))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

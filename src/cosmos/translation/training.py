@@ -46,6 +46,7 @@ from cosmos.config import CosmosConfig
 from cosmos.data import nifti
 from cosmos.data.layout import SOURCE_DIR, TARGET_DIR, discover
 from cosmos.errors import CosmosError
+from cosmos.cpu import apply_threads
 from cosmos.logs import progress
 from cosmos.translation import losses
 from cosmos.translation.conversion import pick_device
@@ -369,8 +370,8 @@ def train_translator(data_dir: str | Path, out_dir: str | Path, cfg: CosmosConfi
                                     done.get("history", []))
 
     device = pick_device(t.device)
-    if t.num_threads > 0:  # CPU threads: on a shared or small box, fewer threads than cores is faster
-        torch.set_num_threads(t.num_threads)
+    if device.type == "cpu":  # 0 = auto: this process's share of the cores (cosmos.cpu)
+        log.info("translator: %d CPU thread(s)", apply_threads(t.num_threads))
     _seed_everything(cfg.seed)
     grid = grid_from_config(cfg)
     trainer = TranslatorTrainer(cfg, device)
