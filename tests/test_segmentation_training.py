@@ -237,7 +237,8 @@ def test_ce_class_weights_reach_the_loss(trained, tmp_path):
     from cosmos.segmentation.training import build_trainer
 
     assert load_config("paper").segmentation.ce_class_weights is None
-    assert load_config("tiny").segmentation.ce_class_weights == [1.0, 1.0, 10.0]
+    assert load_config("tiny").segmentation.ce_class_weights == [1.0, 1.0, 20.0]
+    assert load_config("small").segmentation.ce_class_weights == [1.0, 1.0, 10.0]
     prepared = load_prepared(trained["prepared"])
     for weights in ([1.0, 1.0, 10.0], None):
         cfg = copy.deepcopy(trained["cfg"])

@@ -141,14 +141,16 @@ def _fake_plans() -> dict:
 
 
 def test_cosmos_plans_inherit_and_override_budget():
-    seg = load_config("tiny").segmentation
+    seg = load_config("tiny", overrides=["segmentation.patch_size_max=null"]).segmentation
     plans, name = planning.cosmos_plans(_fake_plans(), seg)
     assert name == "3d_fullres_cosmos" and plans["plans_name"] == "CosmosPlans"
     ours = plans["configurations"][name]
     assert ours["inherits_from"] == "3d_fullres"
     assert ours["architecture"]["arch_kwargs"]["features_per_stage"] == [16, 32, 64, 128, 128]
     assert ours["architecture"]["arch_kwargs"]["strides"][1] == [1, 2, 2]  # whole architecture block kept
-    assert ours["batch_size"] == 2 and "patch_size" not in ours
+    assert ours["batch_size"] == 2 and "patch_size" not in ours  # no cap: nnU-Net's planned patch is inherited
+    capped, _ = planning.cosmos_plans(_fake_plans(), load_config("tiny").segmentation)  # tiny caps at 32x48x48
+    assert capped["configurations"][name]["patch_size"] == [24, 48, 48]
     assert plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"][0] == 32
     paper = load_config("paper").segmentation
     plans, _ = planning.cosmos_plans(_fake_plans(), paper)
