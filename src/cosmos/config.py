@@ -5,7 +5,7 @@ the run as a whole must be reproducible from a single YAML file that MLflow logs
 Named profiles give sensible starting points:
 
 * ``tiny``  - CPU tests and the demo (minutes on 2 cores),
-* ``small`` - a meaningful CPU benchmark (the Table-1 ablation in about an hour on 2 cores),
+* ``small`` - a meaningful CPU benchmark (the Table-1 ablation in ~75 min of compute on 2 cores),
 * ``paper`` - the published settings (GPU; COSMOS paper section 4.2).
 
 Overrides use dotted keys, e.g. ``translator.epochs=3`` or ``segmentation.folds=[0,1]``.

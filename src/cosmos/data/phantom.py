@@ -11,8 +11,8 @@ any grid, including flipped and oblique ones, and nothing is ever resampled.
 
 The two modalities differ the way the real scans do:
 
-* ceT1 (contrast-enhanced T1 MPRAGE): brain mid grey, CSF dark, bone dark, the VS bright
-  (enhancing, heterogeneous), the cochlea nearly invisible in the dark petrous bone;
+* ceT1 (contrast-enhanced T1 MPRAGE): brain mid grey, fluid (CSF, canal, cochlea) dark grey, bone
+  black, the VS bright (enhancing, heterogeneous), the cochlea a small dark-grey coil in the bone;
   grid ~0.6 x 0.6 x 1.5 mm.
 * hrT2 (CISS/FIESTA): CSF very bright (cistern, internal auditory canal), the VS intermediate
   grey outlined by CSF, the cochlea bright; grid ~0.5 x 0.5 x 1.0 mm.

@@ -31,8 +31,8 @@ import numpy as np
 
 from cosmos.config import CosmosConfig
 from cosmos.data import layout, nifti
-from cosmos.errors import CosmosError
 from cosmos.cpu import resolve_threads
+from cosmos.errors import CosmosError
 from cosmos.logs import progress
 from cosmos.segmentation import environment
 

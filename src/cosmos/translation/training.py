@@ -45,8 +45,8 @@ from cosmos import tracking
 from cosmos.config import CosmosConfig
 from cosmos.data import nifti
 from cosmos.data.layout import SOURCE_DIR, TARGET_DIR, discover
-from cosmos.errors import CosmosError
 from cosmos.cpu import apply_threads
+from cosmos.errors import CosmosError
 from cosmos.logs import progress
 from cosmos.translation import losses
 from cosmos.translation.conversion import pick_device
