@@ -1,4 +1,9 @@
-"""NIfTI I/O that keeps geometry exactly.
+"""NIfTI I/O that keeps geometry exactly, and the one reader every stage uses.
+
+Why our own read path: nibabel stops decompressing at the last voxel, so a flipped bit in the
+compressed data (or a wrong CRC trailer) passes unnoticed, and it trusts the header's dimensions
+enough to allocate whatever they claim. :func:`read_bytes` checks the claimed size first and reads
+the gzip stream to its end, so both problems become one line naming the file.
 
 Why not SimpleITK for writing: SimpleITK rebuilds the header from direction/origin/spacing and
 drops the sform/qform distinction. nibabel keeps the header we read (sform and qform codes and
@@ -7,7 +12,11 @@ matrices), so a volume written back on its source grid is bit-identical in geome
 
 from __future__ import annotations
 
+import errno
 import gzip
+import io
+import os
+import stat
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +27,11 @@ import numpy as np
 from cosmos.errors import CosmosError
 
 LABEL_DTYPE = np.uint8
+MAX_BYTES_ENV = "COSMOS_MAX_NIFTI_BYTES"
+DEFAULT_MAX_BYTES = 4 * 1024 ** 3
+_MAX_DEFLATE_RATIO = 1032  # deflate cannot compress better than ~1032:1
+_READ_SLACK = 64 * 1024 ** 2  # trailing bytes tolerated after the voxel data
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 class NiftiError(CosmosError, ValueError):
@@ -42,24 +56,174 @@ class Volume:
         return tuple(self.data.shape)
 
 
-def load(path: str | Path, *, dtype=np.float32, label: bool = False) -> Volume:
-    """Load a 3D NIfTI; raise NiftiError (never a library traceback) on any problem."""
-    path = Path(path)
-    if not path.exists():
-        raise NiftiError(f"{path}: file not found")
+def max_bytes() -> int:
+    """The largest voxel payload one NIfTI may claim (bytes): ``$COSMOS_MAX_NIFTI_BYTES`` or 4 GiB.
+
+    Why a cap: a 4 KB file whose header claims 1200^3 voxels would otherwise make us allocate
+    gigabytes (or die with a bare MemoryError) before any check could name the file. The largest
+    crossMoDA volume is ~0.2 GB as float32, so 4 GiB leaves room for real data.
+    """
+    text = os.environ.get(MAX_BYTES_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_BYTES
     try:
-        img = nib.load(str(path))
-        if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
-            raise NiftiError(f"{path}: not a NIfTI image ({type(img).__name__})")
+        value = int(float(text))
+    except ValueError:
+        raise NiftiError(f"${MAX_BYTES_ENV}={text!r}: expected a number of bytes") from None
+    if value <= 0:
+        raise NiftiError(f"${MAX_BYTES_ENV}={text!r}: must be positive")
+    return value
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"  # pragma: no cover
+
+
+def _stat_file(path: Path) -> int:
+    """The file's size; symlink loops, dangling links and folders become one NiftiError line."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise NiftiError(f"{path}: dangling symlink (points to {os.readlink(path)}, which does not exist)") from None
+        raise NiftiError(f"{path}: file not found") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NiftiError(f"{path}: symlink loop (too many levels of symbolic links)") from None
+        raise NiftiError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise NiftiError(f"{path}: not a regular file")
+    return int(st.st_size)
+
+
+def _open_raw(path: Path):
+    """A binary stream of the file's *decompressed* bytes (gzip detected by magic, not by name)."""
+    fh = open(path, "rb")
+    magic = fh.read(2)
+    fh.seek(0)
+    if magic == _GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=fh, mode="rb"), True
+    return fh, False
+
+
+def _parse_header(path: Path, head: bytes):
+    """The image class and header from the first bytes; refuses non-NIfTI files in one line."""
+    if len(head) < 348:
+        raise NiftiError(f"{path}: truncated NIfTI (only {len(head)} header bytes, need at least 348)")
+    for order in ("<", ">"):
+        size = int.from_bytes(head[:4], "little" if order == "<" else "big")
+        if size == 348:
+            klass = nib.Nifti1Image
+            magic = head[344:348]
+            if magic == b"ni1\x00":
+                raise NiftiError(f"{path}: a two-file NIfTI header (.hdr/.img pair); convert it to one .nii.gz")
+            if magic != b"n+1\x00":
+                raise NiftiError(f"{path}: not a NIfTI-1 file (bad magic {magic!r}; an Analyze header?)")
+            break
+        if size == 540:
+            klass = nib.Nifti2Image
+            if len(head) < 540:
+                raise NiftiError(f"{path}: truncated NIfTI-2 header ({len(head)} of 540 bytes)")
+            break
+    else:
+        raise NiftiError(f"{path}: not a NIfTI file (header size field is neither 348 nor 540)")
+    try:
+        header = klass.header_class.from_fileobj(io.BytesIO(head), check=False)
+        shape = tuple(int(v) for v in header.get_data_shape())
+        itemsize = int(header.get_data_dtype().itemsize)
+        offset = int(header.get_data_offset())
+    except Exception as exc:  # any malformed header field: still one line naming the file
+        raise NiftiError(f"{path}: unreadable NIfTI header ({exc})") from None
+    if any(v < 0 for v in shape):
+        raise NiftiError(f"{path}: header has a negative dimension {shape}")
+    return klass, header, shape, itemsize, offset
+
+
+def claimed_bytes(path: str | Path) -> int:
+    """Bytes the header says the whole file holds (offset + voxel payload); reads only the header."""
+    path = Path(path)
+    raw, _ = _open_raw(path)
+    with raw:
+        _, _, shape, itemsize, offset = _parse_header(path, raw.read(540))
+    return offset + int(np.prod(shape, dtype=np.float64) * itemsize)
+
+
+def read_bytes(path: str | Path, cap: int | None = None) -> tuple[bytes, type]:
+    """The whole (decompressed) NIfTI file, checked before and after reading.
+
+    Before: the header's claimed size against the file's own size (a ``.nii`` must hold it all; a
+    ``.nii.gz`` cannot inflate more than ~1032x, deflate's limit) and against ``cap``, so a forged
+    header is refused without allocating anything. After: a gzip stream is read through to its end,
+    so its CRC-32 and length trailer are verified (nibabel alone stops at the last voxel and never
+    sees a flipped bit in the compressed data).
+    """
+    path = Path(path)
+    cap = max_bytes() if cap is None else int(cap)
+    file_size = _stat_file(path)
+    if file_size == 0:
+        raise NiftiError(f"{path}: empty file (0 bytes)")
+    try:
+        raw, gz = _open_raw(path)
+        with raw:
+            head = raw.read(540)
+            klass, header, shape, itemsize, offset = _parse_header(path, head)
+            n_vox = int(np.prod(shape, dtype=np.float64)) if shape else 0
+            claimed = offset + n_vox * itemsize
+            shown = "x".join(str(v) for v in shape)
+            if n_vox * itemsize > cap:
+                raise NiftiError(f"{path}: header claims {shown} voxels ({_human(n_vox * itemsize)}), above the "
+                                 f"{_human(cap)} limit (${MAX_BYTES_ENV}); refusing to read it")
+            if gz and claimed > file_size * _MAX_DEFLATE_RATIO + 4096:
+                raise NiftiError(f"{path}: header claims {shown} voxels ({_human(claimed)}), impossible for a "
+                                 f"{_human(file_size)} gzip file: corrupt or forged header")
+            if not gz and claimed > file_size:
+                raise NiftiError(f"{path}: truncated NIfTI: header claims {_human(claimed)} ({shown} voxels), "
+                                 f"the file holds {_human(file_size)}")
+            # Read to the end of the stream (bounded): gzip checks CRC-32 and ISIZE at EOF.
+            limit = min(cap + offset, 2 * claimed + _READ_SLACK)
+            rest = raw.read(limit + 1 - len(head))
+    except NiftiError:
+        raise
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        raise NiftiError(f"{path}: corrupt gzip stream ({exc})") from None
+    except EOFError:
+        raise NiftiError(f"{path}: truncated gzip stream (ends before its end-of-stream marker)") from None
+    except MemoryError:
+        raise NiftiError(f"{path}: out of memory while reading it ({_human(claimed)} claimed)") from None
+    except OSError as exc:
+        raise NiftiError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    data = head + rest
+    if len(data) > limit:
+        raise NiftiError(f"{path}: decompresses to more than {_human(limit)} although its header describes "
+                         f"{_human(claimed)}: corrupt or a decompression bomb")
+    if len(data) < claimed:
+        raise NiftiError(f"{path}: truncated NIfTI: header claims {_human(claimed)} ({shown} voxels), "
+                         f"the data holds {_human(len(data))}")
+    return data, klass
+
+
+def load(path: str | Path, *, dtype=np.float32, label: bool = False, cap: int | None = None) -> Volume:
+    """Load a 3D NIfTI; raise NiftiError (never a library traceback) on any problem.
+
+    Every stage reads NIfTI through here, so every stage gets the same checks (see
+    :func:`read_bytes`): bounded by the header, whole gzip stream verified.
+    """
+    path = Path(path)
+    data, klass = read_bytes(path, cap)
+    try:
+        img = klass.from_bytes(data)
+        del data
         arr = np.asanyarray(img.dataobj)
     except NiftiError:
         raise
-    except (gzip.BadGzipFile, zlib.error, EOFError) as exc:
-        raise NiftiError(f"{path}: corrupt or truncated gzip stream ({exc})") from None
-    except nib.filebasedimages.ImageFileError as exc:
-        raise NiftiError(f"{path}: not a readable NIfTI file ({exc})") from None
-    except (OSError, ValueError) as exc:
-        raise NiftiError(f"{path}: truncated or unreadable NIfTI ({exc})") from None
+    except MemoryError:
+        raise NiftiError(f"{path}: out of memory while decoding its voxels") from None
+    except Exception as exc:  # nibabel's header/array errors: one line about this file
+        raise NiftiError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
     if arr.ndim == 4 and arr.shape[3] == 1:
         arr = arr[..., 0]
     if arr.ndim != 3:
@@ -74,10 +238,48 @@ def load(path: str | Path, *, dtype=np.float32, label: bool = False) -> Volume:
             arr = rounded
         if arr.min(initial=0) < 0 or arr.max(initial=0) > 255:
             raise NiftiError(f"{path}: label values outside 0..255")
-        data = arr.astype(LABEL_DTYPE, copy=False)
+        out = arr.astype(LABEL_DTYPE, copy=False)
     else:
-        data = np.asarray(arr, dtype=dtype)
-    return Volume(data=data, affine=img.affine.copy(), header=img.header.copy())
+        out = np.asarray(arr, dtype=dtype)
+    return Volume(data=out, affine=img.affine.copy(), header=img.header.copy())
+
+
+def usability_problems(data: np.ndarray, affine: np.ndarray) -> list[str]:
+    """Why an *image* cannot be segmented meaningfully (empty list = usable).
+
+    NaN/inf voxels, a NaN/inf or singular affine, and an all-constant image (all zeros, say) each
+    produce an empty or meaningless mask without any error downstream, so they are refused up front.
+    """
+    problems: list[str] = []
+    finite = np.isfinite(data)
+    n_bad = int(finite.size - np.count_nonzero(finite))
+    if n_bad:
+        what = "every voxel is" if n_bad == finite.size else f"{n_bad} of {finite.size} voxel(s) are"
+        problems.append(f"{what} NaN or inf")
+    aff = np.asarray(affine, dtype=float)
+    if not np.all(np.isfinite(aff)):
+        problems.append("affine holds NaN or inf (no usable voxel-to-world geometry)")
+    elif abs(float(np.linalg.det(aff[:3, :3]))) < 1e-12:
+        problems.append("affine is singular (a zero voxel size or collapsed axes)")
+    if n_bad < finite.size and data.size:
+        vals = data[finite] if n_bad else data
+        lo, hi = float(vals.min()), float(vals.max())
+        if lo == hi:
+            problems.append(f"image is constant (every voxel is {lo:g}): nothing to segment")
+    return problems
+
+
+def check_usable(path: str | Path, vol: Volume) -> Volume:
+    """``vol`` if it is a usable image (see :func:`usability_problems`), else one NiftiError line."""
+    problems = usability_problems(vol.data, vol.affine)
+    if problems:
+        raise NiftiError(f"{path}: " + "; ".join(problems))
+    return vol
+
+
+def load_image(path: str | Path, *, dtype=np.float32, cap: int | None = None) -> Volume:
+    """Load an image to segment or train on, refusing NaN/inf voxels, a bad affine or a constant image."""
+    return check_usable(path, load(path, dtype=dtype, cap=cap))
 
 
 def save(path: str | Path, data: np.ndarray, like: Volume | None = None, *, affine: np.ndarray | None = None,
