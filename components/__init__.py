@@ -35,7 +35,7 @@ STAGES: dict[str, tuple[str, str]] = {
 }
 
 # The stages that need a GPU (accelerator, node selector, tolerations at compile time).
-GPU_STAGES = frozenset({"train_translator", "train_fold", "predict_pseudo_labels", "predict_validation"})
+GPU_STAGES = frozenset({"train_translator", "translate", "train_fold", "predict_pseudo_labels", "predict_validation"})
 
 
 @dataclass(frozen=True)

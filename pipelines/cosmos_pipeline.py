@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from components import DEFAULT_IMAGE, GPU_STAGES, build
+from pipelines.resources import SIDE_EFFECT_STAGES, ScratchVolume, StageResources, stage_resources
 
 PIPELINE_NAME = "cosmos-pipeline"
 
@@ -98,14 +99,27 @@ class PipelineOptions:
     experiment: str = "cosmos"
     tracking_uri: str = ""
     work_root: str = ""
+    # Kubernetes resources (pipelines/resources.py): requests/limits, /dev/shm, timeouts, retries.
+    resource_profile: str | None = None  # which profile's resource table; None = ``profile``
+    resources: tuple[tuple[str, StageResources], ...] = ()  # per-stage overrides of that table
+    shm_size: str | None = None  # /dev/shm of train_fold and predict_*; None = the table's
+    retries: int | None = None  # train_fold retry attempts; None = the table's
+    retry_backoff: str = "120s"  # first retry delay (doubles per attempt, at most 1 h)
+    timeouts: bool = True  # activeDeadlineSeconds per stage from the table
+    scratch: ScratchVolume | None = None  # a PVC or generic ephemeral volume for artifact staging
 
 
 def _configure(task, stage: str, opts: PipelineOptions, display: str):
-    """Display name, caching, GPU scheduling and credentials for one task."""
+    """Display name, caching, resources, GPU scheduling and credentials for one task.
+
+    Stages with side effects (SIDE_EFFECT_STAGES: MLflow runs, registrations, the report) are
+    never cached: a cache hit would skip the side effect. See :func:`_apply_resources` for the rest.
+    """
     from kfp import kubernetes
 
     task.set_display_name(display)
-    task.set_caching_options(enable_caching=opts.caching)
+    task.set_caching_options(enable_caching=opts.caching and stage not in SIDE_EFFECT_STAGES)
+    _apply_resources(task, stage, opts)
     if opts.use_gpu and stage in GPU_STAGES:
         task.set_accelerator_type(opts.gpu_type)
         task.set_accelerator_limit(opts.gpu_limit)
@@ -220,3 +234,37 @@ def compile_pipeline(path: str, opts: PipelineOptions = PipelineOptions()) -> st
         warnings.simplefilter("ignore", category=FutureWarning)
         compiler.Compiler().compile(build_pipeline(opts), package_path=str(path))
     return str(path)
+
+
+def _apply_resources(task, stage: str, opts: PipelineOptions) -> None:
+    """CPU/memory requests and limits, /dev/shm, timeout, retries and the scratch volume of one task.
+
+    Values come from pipelines/resources.py (the table of ``opts.resource_profile`` or
+    ``opts.profile``, then ``opts.resources``). kfp.local ignores resources and the platform
+    settings (with a UserWarning), so local runs are unaffected; it does honour retries, which is
+    why the CPU profiles' tables retry nothing.
+    """
+    from kfp import kubernetes
+
+    res = stage_resources(opts.resource_profile or opts.profile, stage, dict(opts.resources), opts.shm_size,
+                          opts.retries)
+    task.set_cpu_request(res.cpu_request)
+    task.set_cpu_limit(res.cpu_limit)
+    task.set_memory_request(res.memory_request)
+    task.set_memory_limit(res.memory_limit)
+    if res.shm is not None:  # 64 MiB otherwise: nnU-Net's worker processes die
+        kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
+                                   size_limit=res.shm)
+    if opts.timeouts and res.timeout_s > 0:
+        kubernetes.set_timeout(task, res.timeout_s)
+    if res.retries > 0:
+        task.set_retry(num_retries=res.retries, backoff_duration=opts.retry_backoff, backoff_factor=2.0,
+                       backoff_max_duration="3600s")
+    scratch = opts.scratch
+    if scratch is not None and stage in scratch.stages:
+        if scratch.kind == "pvc":
+            kubernetes.mount_pvc(task, pvc_name=scratch.pvc_name, mount_path=scratch.mount_path)
+        else:
+            kubernetes.add_ephemeral_volume(task, volume_name="scratch", mount_path=scratch.mount_path,
+                                            access_modes=["ReadWriteOnce"], size=scratch.size,
+                                            storage_class_name=scratch.storage_class)

@@ -1,0 +1,247 @@
+"""Cluster settings in the compiled cosmos-pipeline IR: resources, /dev/shm, timeouts, retries,
+caching of side-effect stages, the scratch volume, and the cluster fail-fast on MLflow.
+
+Offline only: the pipeline is compiled to YAML and the IR / platform spec are inspected. No
+cluster is involved, so what a KFP backend then does with these fields is NOT tested here (the
+minimum backend that accepts them is checked by ``cosmos submit``, see pipelines/submit.py).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components import GPU_STAGES, STAGES
+from pipelines.cosmos_pipeline import PipelineOptions, compile_pipeline
+from pipelines.resources import (
+    PROFILE_RESOURCES, RETRY_STAGES, SHM_STAGES, SIDE_EFFECT_STAGES, ScratchVolume, StageResources, quantity,
+    stage_resources,
+)
+
+
+def _compile(tmp_path: Path, **kw) -> tuple[dict, dict]:
+    path = tmp_path / f"p-{len(list(tmp_path.iterdir()))}.yaml"
+    compile_pipeline(str(path), PipelineOptions(**kw))
+    docs = list(yaml.safe_load_all(path.read_text()))
+    return docs[0], (docs[1] if len(docs) == 2 else {})
+
+
+def _stage(name: str) -> str:
+    """'train-fold-2' / 'comp-train-fold-2' / 'exec-train-fold-2' -> 'train_fold'."""
+    base = re.sub(r"^(comp|exec)-", "", name)
+    return re.sub(r"-\d+$", "", base).replace("-", "_")
+
+
+def _all_tasks(spec: dict):
+    """(stage, task) for every task, including those inside ParallelFor sub-DAGs."""
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    for dag in dags:
+        for name, task in dag["tasks"].items():
+            if not name.startswith(("for-loop", "condition")):
+                yield _stage(task["componentRef"]["name"]), task
+
+
+def _executors(spec: dict, platform: dict):
+    """(stage, container spec, kubernetes platform executor config) per executor."""
+    k8s = platform.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {}).get("executors", {})
+    for label, ex in spec["deploymentSpec"]["executors"].items():
+        yield _stage(label), ex["container"], k8s.get(label, {})
+
+
+@pytest.fixture(scope="module")
+def paper(tmp_path_factory):
+    return _compile(tmp_path_factory.mktemp("paper"), rounds=1)
+
+
+def test_every_stage_has_an_explicit_entry_in_every_profile():
+    for profile, table in PROFILE_RESOURCES.items():
+        assert set(STAGES) <= set(table), profile
+
+
+def test_every_task_requests_and_limits_cpu_and_memory(paper):
+    spec, platform = paper
+    seen = set()
+    for stage, container, _ in _executors(spec, platform):
+        want = PROFILE_RESOURCES["paper"][stage]
+        res = container["resources"]
+        assert res["resourceCpuRequest"] == want.cpu_request and res["resourceCpuLimit"] == want.cpu_limit, stage
+        assert res["resourceMemoryRequest"] == want.memory_request, stage
+        assert res["resourceMemoryLimit"] == want.memory_limit, stage
+        seen.add(stage)
+    assert seen == set(STAGES)
+
+
+def test_translate_and_the_nnunet_stages_run_on_gpu(paper):
+    spec, platform = paper
+    assert {"translate", "train_translator", "train_fold", "predict_validation", "predict_pseudo_labels"} <= GPU_STAGES
+    for stage, container, plat in _executors(spec, platform):
+        acc = container["resources"].get("accelerator")
+        if stage in GPU_STAGES:
+            assert acc["resourceType"] == "nvidia.com/gpu" and int(acc["resourceCount"]) == 1, stage
+            assert any(t["key"] == "nvidia.com/gpu" for t in plat["tolerations"]), stage
+        else:
+            assert acc is None, stage
+
+
+def test_memory_backed_dev_shm_on_fold_training_and_every_prediction(paper):
+    spec, platform = paper
+    for stage, container, plat in _executors(spec, platform):
+        mounts = [m for m in plat.get("emptyDirMounts", []) if m["mountPath"] == "/dev/shm"]
+        if stage in SHM_STAGES:
+            assert len(mounts) == 1, stage
+            assert mounts[0]["medium"] == "Memory"
+            assert mounts[0]["sizeLimit"] == PROFILE_RESOURCES["paper"][stage].shm
+            # RAM-backed: it must fit under the container's memory limit with room for the process
+            limit = quantity(container["resources"]["resourceMemoryLimit"])
+            assert quantity(mounts[0]["sizeLimit"]) <= limit / 2
+        else:
+            assert not mounts, stage
+    assert SHM_STAGES == {"train_fold", "predict_validation", "predict_pseudo_labels"}
+
+
+def test_timeouts_on_every_stage_and_retries_on_train_fold_only(paper):
+    spec, platform = paper
+    for stage, _, plat in _executors(spec, platform):
+        assert int(plat["activeDeadlineSeconds"]) == PROFILE_RESOURCES["paper"][stage].timeout_s > 0, stage
+    retried = set()
+    for stage, task in _all_tasks(spec):
+        policy = task.get("retryPolicy")
+        if stage in RETRY_STAGES:
+            assert policy["maxRetryCount"] == PROFILE_RESOURCES["paper"]["train_fold"].retries >= 1
+            assert policy["backoffDuration"] == "120s" and policy["backoffMaxDuration"] == "3600s"
+            retried.add(stage)
+        else:
+            assert policy is None, stage
+    assert retried == {"train_fold"}
+
+
+def test_side_effect_stages_are_never_cached(paper):
+    spec, _ = paper
+    assert {"start_round_run", "register_round", "report", "evaluate", "train_translator"} <= SIDE_EFFECT_STAGES
+    seen = set()
+    for stage, task in _all_tasks(spec):
+        enabled = task.get("cachingOptions", {}).get("enableCache", False)
+        assert enabled is (stage not in SIDE_EFFECT_STAGES), stage
+        seen.add(stage)
+    assert SIDE_EFFECT_STAGES & seen == SIDE_EFFECT_STAGES
+
+
+def test_caching_off_switch_still_disables_everything(tmp_path):
+    spec, _ = _compile(tmp_path, rounds=0, caching=False)
+    assert not any(t.get("cachingOptions", {}).get("enableCache") for _, t in _all_tasks(spec))
+
+
+def test_overrides_shm_retries_and_timeouts_switch(tmp_path):
+    big = StageResources("1", "2", "1Gi", "64Gi", 60, shm="20Gi")
+    spec, platform = _compile(tmp_path, rounds=0, shm_size="4Gi", retries=5, timeouts=False,
+                              resources=(("report", StageResources("250m", "500m", "256Mi", "512Mi", 60)),
+                                         ("train_fold", big)))
+    for stage, container, plat in _executors(spec, platform):
+        assert "activeDeadlineSeconds" not in plat, stage
+        if stage == "report":
+            assert container["resources"]["resourceMemoryLimit"] == "512Mi"
+        if stage == "train_fold":
+            assert container["resources"]["resourceMemoryLimit"] == "64Gi"
+        if stage in SHM_STAGES:
+            assert plat["emptyDirMounts"][0]["sizeLimit"] == "4Gi"  # shm_size wins over the table
+    assert [t["retryPolicy"]["maxRetryCount"] for s, t in _all_tasks(spec) if s == "train_fold"] == [5]
+
+
+def test_cpu_profiles_compile_without_retries(tmp_path):
+    """tiny/small mostly run under kfp.local, which honours retries: none there."""
+    spec, platform = _compile(tmp_path, rounds=0, profile="tiny", use_gpu=False, secret=None)
+    assert all("retryPolicy" not in t for _, t in _all_tasks(spec))
+    fold = next(c for s, c, _ in _executors(spec, platform) if s == "train_fold")
+    assert fold["resources"]["resourceMemoryLimit"] == PROFILE_RESOURCES["tiny"]["train_fold"].memory_limit
+
+
+def test_generic_ephemeral_scratch_volume(tmp_path):
+    scratch = ScratchVolume(kind="ephemeral", size="500Gi", storage_class="fast-ssd")
+    spec, platform = _compile(tmp_path, rounds=0, scratch=scratch)
+    for stage, _, plat in _executors(spec, platform):
+        vols = plat.get("genericEphemeralVolume", [])
+        if stage in scratch.stages:
+            assert len(vols) == 1, stage
+            v = vols[0]
+            assert (v["mountPath"], v["size"], v["storageClassName"]) == ("/s3", "500Gi", "fast-ssd")
+            assert v["accessModes"] == ["ReadWriteOnce"]
+        else:
+            assert not vols, stage
+
+
+def test_existing_pvc_scratch_volume(tmp_path):
+    scratch = ScratchVolume(kind="pvc", pvc_name="cosmos-scratch", mount_path="/minio", stages=("prepare_round",))
+    spec, platform = _compile(tmp_path, rounds=0, scratch=scratch)
+    mounted = {stage: plat["pvcMount"] for stage, _, plat in _executors(spec, platform) if "pvcMount" in plat}
+    assert set(mounted) == {"prepare_round"}
+    m = mounted["prepare_round"][0]
+    assert m["mountPath"] == "/minio" and m["pvcNameParameter"]["runtimeValue"]["constant"] == "cosmos-scratch"
+
+
+@pytest.mark.parametrize("bad", [
+    dict(kind="nfs"), dict(kind="pvc"), dict(size="lots"), dict(mount_path="s3"),
+])
+def test_scratch_volume_rejects(bad):
+    with pytest.raises(ValueError):
+        ScratchVolume(**bad)
+
+
+@pytest.mark.parametrize("res, match", [
+    (StageResources("4", "2", "1Gi", "2Gi"), "cpu request"),
+    (StageResources("1", "2", "4Gi", "2Gi"), "memory request"),
+    (StageResources("1", "2", "1Gi", "16GB"), "not a Kubernetes quantity"),
+    (StageResources("1", "2", "1Gi", "8Gi", shm="6Gi"), "charged to the memory limit"),
+])
+def test_stage_resources_refuse_what_the_cluster_would_reject(res, match):
+    with pytest.raises(ValueError, match=match):
+        stage_resources("paper", "train_fold", {"train_fold": res})
+
+
+def test_unknown_resource_profile_is_a_clear_error():
+    with pytest.raises(ValueError, match="no resource table for profile 'huge'"):
+        stage_resources("huge", "train_fold")
+
+
+def test_quantity():
+    assert quantity("500m") == pytest.approx(0.5)
+    assert quantity("16Gi") == 16 * 2 ** 30
+    assert quantity("2") == 2
+
+
+# -- fail fast on the cluster: MLflow without a tracking URI ----------------------------------
+
+def test_cluster_stage_without_tracking_uri_stops_naming_the_secret_key(tmp_path, monkeypatch):
+    from components import _runtime as rt
+    from cosmos.errors import CosmosError
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(CosmosError) as info:
+        rt.tracking("", tmp_path, cluster=True)
+    message = str(info.value)
+    assert "MLFLOW_TRACKING_URI" in message and "\n" not in message
+    # the same through the stage wrapper in cluster mode (work_root == "")
+    with pytest.raises(CosmosError, match="MLFLOW_TRACKING_URI"):
+        rt.run("s", {"out": str(tmp_path / "out")}, lambda out: rt.tracking("", out["out"]), key="k", work_root="")
+
+
+def test_cluster_stage_uses_the_secret_or_the_parameter(tmp_path, monkeypatch):
+    from components import _runtime as rt
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://cosmos-mlflow:5000")
+    assert rt.tracking("", tmp_path, cluster=True) == "http://cosmos-mlflow:5000"
+    assert rt.tracking("http://other:5000", tmp_path, cluster=True) == "http://other:5000"
+
+
+def test_local_stage_still_falls_back_to_sqlite(tmp_path, monkeypatch):
+    from components import _runtime as rt
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert rt.tracking("", tmp_path).startswith("sqlite:///")  # outside any stage: local helper use
+    work = tmp_path / "work"
+    work.mkdir()
+    uri = rt.run("s", {"out": str(tmp_path / "out")}, lambda out: {"uri": rt.tracking("", out["out"])},
+                 key="k", work_root=str(work))["uri"]
+    assert uri.startswith("sqlite:///")
