@@ -68,7 +68,7 @@ def test_wrong_length_trailer_and_missing_trailer(tmp_path):
     with pytest.raises(nifti.NiftiError, match="corrupt gzip stream"):
         nifti.load(tmp_path / "a.nii.gz")
     (tmp_path / "b.nii.gz").write_bytes(bytes(blob[:-8]))  # stream cut before its trailer
-    with pytest.raises(nifti.NiftiError, match="b.nii.gz: truncated gzip stream"):
+    with pytest.raises(nifti.NiftiError, match=r"b\.nii\.gz: corrupt or truncated gzip stream"):
         nifti.load(tmp_path / "b.nii.gz")
 
 

@@ -61,7 +61,7 @@ def _phantom(args) -> int:
 
 def _validate(args) -> int:
     from cosmos.data import storage
-    from cosmos.data.validate import validate_dataset
+    from cosmos.data.validate import check_dataset
 
     with tempfile.TemporaryDirectory(prefix="cosmos-validate-") as tmp:
         try:
@@ -72,12 +72,21 @@ def _validate(args) -> int:
         except CosmosError as exc:
             print(str(exc))
             return 1
-        problems = validate_dataset(root, val_labels=labels)
-        for problem in problems:
+        report = check_dataset(root, val_labels=labels)
+        problems = report.errors
+
+        def named(problem) -> str:
             line = str(problem)
             if storage.is_s3(args.data):  # name the object, not our temporary copy
                 line = line.replace(str(root), args.data.rstrip("/"))
-            print(line)
+            if storage.is_s3(args.val_labels) and labels is not None:
+                line = line.replace(str(labels), args.val_labels.rstrip("/"))
+            return line
+
+        for problem in problems:
+            print(named(problem))
+        for warning in report.warnings:
+            print(f"warning: {named(warning)}", file=sys.stderr)
     if problems:
         print(f"{len(problems)} problem(s) found in {args.data}", file=sys.stderr)
         return 1

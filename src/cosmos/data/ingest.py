@@ -7,13 +7,17 @@ modify the user's data, and a KFP artifact is self-contained. Sources:
 * ``s3://bucket/pfx``  -> downloaded with boto3 (see ``cosmos.data.storage``);
 * a local folder       -> its crossMoDA folders copied.
 
-Then ``validate_dataset`` runs and *all* problems are raised together as one ``CosmosError``.
+Uncompressed ``.nii`` files are gzipped into ``.nii.gz`` in the working copy, so every later stage
+sees one ending (``validate`` accepts both; a ``.nii`` beside a ``.nii.gz`` of the same case is
+still reported as a duplicate). Then ``validate_dataset`` runs and *all* problems are raised
+together as one ``CosmosError``, each naming the user's own file or ``s3://`` key, not our copy.
 A ``manifest.json`` records each file's case id, modality, shape, spacing, affine and sha256, so a
 run can say exactly which data it used. Re-running on a finished folder copies nothing again.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import logging
@@ -25,14 +29,16 @@ import numpy as np
 
 from cosmos.data import layout, storage
 from cosmos.data.layout import CrossModaDataset
-from cosmos.data.validate import validate_dataset
+from cosmos.data.validate import Problem, check_dataset
 from cosmos.errors import CosmosError
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 _SOURCE_MARKER = ".cosmos_ingest_source"
-_LAYOUT_FOLDERS = (layout.SOURCE_DIR, layout.TARGET_DIR, layout.VALIDATION_DIR, layout.VALIDATION_LABELS_DIR)
+_COMPRESSED = ".cosmos_compressed.json"  # .nii.gz files we made from the user's .nii
+_LAYOUT_FOLDERS = (layout.SOURCE_DIR, layout.TARGET_DIR, layout.VALIDATION_DIR, layout.VALIDATION_LABELS_DIR,
+                   "target_training_labels")  # the last: only benchmarks read it (the oracle row)
 
 
 class DatasetError(CosmosError):
@@ -44,8 +50,12 @@ class DatasetError(CosmosError):
         super().__init__(f"{where}: {len(self.problems)} problem(s) in the dataset:\n{lines}")
 
 
-def ingest(data_uri: str, out_dir: str | Path, val_labels_uri: str | None = None, cfg=None) -> CrossModaDataset:
-    """Fetch (phantom / s3 / local), validate and index a crossMoDA dataset in ``out_dir``."""
+def ingest(data_uri: str, out_dir: str | Path, val_labels_uri: str | None = None, cfg=None,
+           require_source: bool = True) -> CrossModaDataset:
+    """Fetch (phantom / s3 / local), validate and index a crossMoDA dataset in ``out_dir``.
+
+    ``require_source=False``: a run that starts from existing pseudo-hrT2 (``cosmos selftrain``)
+    needs only the hrT2 folders."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data_uri = "" if data_uri is None else str(data_uri).strip()
@@ -84,15 +94,75 @@ def ingest(data_uri: str, out_dir: str | Path, val_labels_uri: str | None = None
             storage.download(val_labels_uri, val_dir)
         else:
             storage.copy_tree(Path(val_labels_uri), val_dir)
-    problems = validate_dataset(out, val_labels=val_dir)
-    if problems:
-        raise DatasetError(data_uri or "phantom", problems)
+    renamed = {} if in_place else compress_nii(out)
+    required = (layout.SOURCE_DIR, layout.TARGET_DIR) if require_source else (layout.TARGET_DIR,)
+    report = check_dataset(out, val_labels=val_dir, required=required)
+    to_user = _user_paths(out, data_uri, val_labels_uri, renamed, in_place)
+    for w in report.warnings:
+        log.warning("%s", to_user(w))
+    if report.errors:
+        raise DatasetError(data_uri or "phantom", [to_user(p) for p in report.errors])
     ds = layout.discover(out)
+    ds.no_foreground = sorted(to_user(w).path for w in report.warnings if "no foreground" in w.message)
     if not in_place:
         write_manifest(ds, out / MANIFEST, source_uri=data_uri or "phantom")
-    log.info("dataset ready in %s: %d source, %d target, %d validation case(s)%s", out, len(ds.source),
+    empty = f", {len(ds.no_foreground)} source label(s) with no foreground" if ds.no_foreground else ""
+    log.info("dataset ready in %s: %d source%s, %d target, %d validation case(s)%s", out, len(ds.source), empty,
              len(ds.target), len(ds.validation), " (labelled)" if ds.has_validation_labels else "")
     return ds
+
+
+def compress_nii(out: Path) -> dict[str, str]:
+    """Gzip every ``.nii`` in the working copy's layout folders into ``.nii.gz``; {new path: old name}.
+
+    Why: ``validate`` accepts ``.nii``, so the pipeline must too; one ending downstream is the simplest
+    way to guarantee it. A ``.nii.gz`` already there that we did not make is the user's own: then
+    both stay, and ``validate`` reports the duplicate. Re-running is safe (our record says which
+    ``.nii.gz`` files are ours to rewrite).
+    """
+    record_path = out / _COMPRESSED
+    ours: dict[str, str] = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    for folder in _LAYOUT_FOLDERS:
+        d = out / folder
+        if not d.is_dir():
+            continue
+        for p in sorted(d.glob("*.nii")):
+            if p.name.startswith(".") or not p.is_file():
+                continue
+            target = p.with_name(p.name + ".gz")
+            rel = str(target.relative_to(out))
+            if target.exists() and rel not in ours:
+                continue  # the user has both endings: validate names the duplicate
+            tmp = target.with_name(f".{target.name}.part")
+            with open(p, "rb") as src, gzip.GzipFile(tmp, "wb", compresslevel=1, mtime=0) as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            tmp.replace(target)
+            ours[rel] = p.name
+            record_path.write_text(json.dumps(ours))
+            p.unlink()
+    return {str(out / rel): name for rel, name in ours.items()}
+
+
+def _user_paths(out: Path, data_uri: str, val_labels_uri: str | None, renamed: dict[str, str], in_place: bool):
+    """Map a problem in our working copy back to the user's own path or ``s3://`` key."""
+    out_s = str(out)
+    val_dir = str(out / layout.VALIDATION_LABELS_DIR)
+
+    def convert(problem: Problem) -> Problem:
+        path = problem.path
+        original = renamed.get(path)
+        if original is not None:
+            path = str(Path(path).with_name(original))
+        if in_place or not data_uri and not val_labels_uri:
+            return Problem(path, problem.message, problem.warning)
+        if val_labels_uri and (path == val_dir or path.startswith(val_dir + "/")):
+            path = val_labels_uri.rstrip("/") + path[len(val_dir):]
+        elif data_uri and (path == out_s or path.startswith(out_s + "/")):
+            path = data_uri.rstrip("/") + path[len(out_s):]
+        message = problem.message.replace(out_s + "/", data_uri.rstrip("/") + "/") if data_uri else problem.message
+        return Problem(path, message, problem.warning)
+
+    return convert
 
 
 def _forget_other_source(out: Path, source_key: str) -> None:

@@ -68,6 +68,22 @@ def label_name(case_id: str) -> str:
     return f"{case_id}_Label.nii.gz"
 
 
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def find_label(folder: Path, case_id: str) -> Path | None:
+    """The case's label in ``folder``, as ``.nii.gz`` or ``.nii`` (both are valid crossMoDA files).
+
+    Why both: ``validate`` accepts uncompressed files, so every stage that pairs images with labels
+    must find them too, or a dataset that validates cleanly fails later with "no label".
+    """
+    for suffix in NIFTI_SUFFIXES:
+        p = Path(folder) / f"{case_id}_Label{suffix}"
+        if p.is_file():
+            return p
+    return None
+
+
 @dataclass
 class Case:
     case_id: str
@@ -82,6 +98,7 @@ class CrossModaDataset:
     source: list[Case] = field(default_factory=list)  # ceT1 + Label
     target: list[Case] = field(default_factory=list)  # hrT2, unlabelled
     validation: list[Case] = field(default_factory=list)  # hrT2 (+ Label when given)
+    no_foreground: list[str] = field(default_factory=list)  # source labels without VS or cochlea (ingest fills it)
 
     @property
     def has_validation_labels(self) -> bool:
@@ -100,8 +117,7 @@ def list_cases(folder: Path, modality: str, labels_folder: Path | None = None) -
         if parsed is None or parsed[1] != modality:
             continue
         case_id = parsed[0]
-        lab = lab_dir / label_name(case_id)
-        cases.append(Case(case_id, p, lab if lab.exists() else None, modality))
+        cases.append(Case(case_id, p, find_label(lab_dir, case_id), modality))
     cases.sort(key=lambda c: case_sort_key(c.case_id))
     return cases
 

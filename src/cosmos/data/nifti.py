@@ -191,7 +191,7 @@ def read_bytes(path: str | Path, cap: int | None = None) -> tuple[bytes, type]:
     except (gzip.BadGzipFile, zlib.error) as exc:
         raise NiftiError(f"{path}: corrupt gzip stream ({exc})") from None
     except EOFError:
-        raise NiftiError(f"{path}: truncated gzip stream (ends before its end-of-stream marker)") from None
+        raise NiftiError(f"{path}: corrupt or truncated gzip stream (it ends before its end-of-stream marker)") from None
     except MemoryError:
         raise NiftiError(f"{path}: out of memory while reading it ({_human(claimed)} claimed)") from None
     except OSError as exc:

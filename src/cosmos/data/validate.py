@@ -9,14 +9,24 @@ Checked: folder layout (missing or empty domain folders, unexpected entries), fi
 folder), duplicate case ids (across domains, or ``.nii`` beside ``.nii.gz``), source images
 without labels and labels without images, and per file: unreadable/corrupt gzip, truncated NIfTI,
 non-3D data, NaN/inf intensities, label values outside {0, 1, 2}, and a label whose grid (shape,
-or affine beyond a tolerance) differs from its image.
+or affine beyond a tolerance) differs from its image. Every file is read with the project's one
+reader (``nifti.load``), so a corrupt gzip stream (bit flip, bad CRC/length trailer) or a header
+that claims more voxels than the file can hold is caught here, exactly as in every later stage.
+Images must also be *usable*: a NaN/inf or singular affine and an all-constant image are refused.
+A source label with no foreground at all is a warning (``check_dataset(...).warnings``): legal,
+but that case teaches the segmenter nothing.
+
+``.nii`` and ``.nii.gz`` are both accepted; ``ingest`` compresses ``.nii`` so later stages see one
+ending, and ``layout.find_label`` pairs either, so ``validate`` and the pipeline never disagree.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
+import errno
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +46,18 @@ class Problem:
 
     path: str
     message: str
+    warning: bool = False  # legal but suspicious: reported, never blocking
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"
+
+
+@dataclass
+class Report:
+    """What ``check_dataset`` found: ``errors`` block a run, ``warnings`` are only reported."""
+
+    errors: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
 
 
 # folder -> (modality images expected there, labels expected there?)
@@ -62,18 +81,47 @@ def _is_ignorable(p: Path) -> bool:
 
 def validate_dataset(root: str | Path, val_labels: str | Path | None = None,
                      required: tuple[str, ...] = (layout.SOURCE_DIR, layout.TARGET_DIR)) -> list[Problem]:
-    """Every problem found in the crossMoDA tree at ``root`` (empty list = clean).
+    """Every problem found in the crossMoDA tree at ``root`` (empty list = clean); warnings are logged.
 
     ``val_labels``: a folder of validation labels (default ``root/target_validation_labels`` when it
     exists). ``required``: the domain folders that must exist and be non-empty.
     """
+    report = check_dataset(root, val_labels, required)
+    for w in report.warnings:
+        log.warning("%s", w)
+    return report.errors
+
+
+def path_problem(path: Path, want_dir: bool = True) -> str | None:
+    """Why ``path`` cannot be used as a folder (or file): missing, dangling link, symlink loop, wrong kind."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            return f"dangling symlink (points to {os.readlink(path)}, which does not exist)"
+        return "does not exist"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symlink loop (too many levels of symbolic links)"
+        return f"cannot be read ({exc.strerror or exc})"
+    import stat as _stat
+
+    if want_dir and not _stat.S_ISDIR(st.st_mode):
+        return "is not a directory"
+    if not want_dir and not _stat.S_ISREG(st.st_mode):
+        return "is not a regular file"
+    return None
+
+
+def check_dataset(root: str | Path, val_labels: str | Path | None = None,
+                  required: tuple[str, ...] = (layout.SOURCE_DIR, layout.TARGET_DIR)) -> Report:
+    """Errors and warnings for the crossMoDA tree at ``root`` (see ``validate_dataset``)."""
     if isinstance(root, str) and root.startswith("s3://"):
-        return [Problem(root, "is an s3:// URI; download it first (cosmos validate does this for you)")]
+        return Report([Problem(root, "is an s3:// URI; download it first (cosmos validate does this for you)")])
     root = Path(root)
-    if not root.exists():
-        return [Problem(str(root), "does not exist")]
-    if not root.is_dir():
-        return [Problem(str(root), "is not a directory")]
+    why = path_problem(root)
+    if why:
+        return Report([Problem(str(root), why)])
     problems: list[Problem] = []
     # case id -> list of (path, kind) over all folders, to find duplicates.
     seen: dict[str, list[Path]] = defaultdict(list)
@@ -87,7 +135,13 @@ def validate_dataset(root: str | Path, val_labels: str | Path | None = None,
 
     vl_dir = Path(val_labels) if val_labels is not None else root / layout.VALIDATION_LABELS_DIR
     if val_labels is not None and not vl_dir.is_dir():
-        problems.append(Problem(str(vl_dir), "validation-label folder does not exist"))
+        why = path_problem(vl_dir)
+        problems.append(Problem(str(vl_dir), "validation-label folder does not exist" if why == "does not exist"
+                                else f"validation-label folder: {why}"))
+    for name in _FOLDERS:  # a domain folder that is a broken link must not look merely "missing"
+        folder = root / name
+        if folder.is_symlink() and not folder.is_dir():
+            problems.append(Problem(str(folder), path_problem(folder) or "unusable symlink"))
 
     folders = [(name, root / name) for name in _FOLDERS if (root / name).is_dir()]
     for name, folder in folders:
@@ -172,9 +226,16 @@ def validate_dataset(root: str | Path, val_labels: str | Path | None = None,
         missing = sorted(set(val_img) - set(val_lab), key=layout.case_sort_key)
         log.info("%d validation case(s) have no label and will not be scored: %s", len(missing), missing)
 
+    warnings: list[Problem] = []
     for first, second in progress(pairs, desc="validate", unit="case"):
-        problems.extend(check_pair(first, second))
-    return problems
+        for problem in check_pair(first, second, source=src_lab.get(_case_of(first)) is second is not None):
+            (warnings if problem.warning else problems).append(problem)
+    return Report(problems, warnings)
+
+
+def _case_of(path: Path) -> str | None:
+    parsed = layout.parse_name(path.name)
+    return parsed[0] if parsed else None
 
 
 def _add(table: dict[str, Path], case: str, p: Path, problems: list[Problem]) -> bool:
@@ -187,14 +248,17 @@ def _add(table: dict[str, Path], case: str, p: Path, problems: list[Problem]) ->
     return True
 
 
-def check_pair(image_path: Path, label_path: Path | None = None) -> list[Problem]:
-    """Content checks of one image (or lone label) and, if given, its label against its grid."""
+def check_pair(image_path: Path, label_path: Path | None = None, source: bool = False) -> list[Problem]:
+    """Content checks of one image (or lone label) and, if given, its label against its grid.
+
+    ``source``: the label is a source (training) label, whose empty foreground is worth a warning.
+    """
     problems: list[Problem] = []
     is_label = layout.parse_name(image_path.name) is not None and layout.parse_name(image_path.name)[1] == "Label"
     image = _load(image_path, is_label, problems)
-    if image is not None and not is_label and not np.all(np.isfinite(image.data)):
-        bad = int(np.size(image.data) - np.count_nonzero(np.isfinite(image.data)))
-        problems.append(Problem(str(image_path), f"{bad} voxel(s) are NaN or inf"))
+    if image is not None and not is_label:
+        for why in nifti.usability_problems(image.data, image.affine):
+            problems.append(Problem(str(image_path), why))
     if image is not None and is_label:
         problems.extend(_label_values(image_path, image))
     if label_path is None:
@@ -202,7 +266,13 @@ def check_pair(image_path: Path, label_path: Path | None = None) -> list[Problem
     label = _load(label_path, True, problems)
     if label is None:
         return problems
-    problems.extend(_label_values(label_path, label))
+    values = _label_values(label_path, label)
+    problems.extend(values)
+    if not np.all(np.isfinite(label.affine)):
+        problems.append(Problem(str(label_path), "affine holds NaN or inf (no usable voxel-to-world geometry)"))
+    elif source and not values and not np.any(label.data):
+        problems.append(Problem(str(label_path), "source label has no foreground at all (no VS, no cochlea): "
+                                                 "this case teaches the segmenter nothing", warning=True))
     if image is not None:
         diff = nifti.same_grid(label, image, atol=AFFINE_TOLERANCE_MM)
         if diff:
