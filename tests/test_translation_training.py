@@ -73,6 +73,16 @@ def test_training_lowers_the_losses_and_logs_everything(trained):
     for term in ("cycle", "adv_G", "adv_D", "identity", "seg_src", "seg_translated", "total"):
         steps = [m.step for m in client.get_metric_history(res.run_id, term)]
         assert steps == [1, 2, 3], (term, steps)  # each epoch logged once: epoch 1 was not redone
+    for term in ("fidelity_w1", "fidelity_w1_untranslated", "fidelity_vs_fluid_contrast"):
+        steps = [m.step for m in client.get_metric_history(res.run_id, term)]
+        assert steps == [1, 2, 3], (term, steps)  # translation fidelity scored after every epoch
+    w1 = [m.value for m in client.get_metric_history(res.run_id, "fidelity_w1")]
+    assert len(set(w1)) > 1 and all(0 <= v <= 2 for v in w1)  # the generator changed between epochs
+    assert {e["fidelity_w1"] for e in h} == set(w1)
+    fid = json.loads((trained["out"] / "fidelity.json").read_text())
+    assert fid["epochs"] == 3 and fid["n_source"] == 2 and fid["n_target"] == 2 and len(fid["per_case"]) == 2
+    assert fid["w1"] == pytest.approx(w1[-1], abs=1e-6)  # the final generator, scored as in epoch 3
+    assert "fidelity.json" in {a.path for a in client.list_artifacts(res.run_id)}
     assert run.data.tags["dataset_digest"] and run.data.tags["git_commit"]
     arts = {a.path for a in client.list_artifacts(res.run_id, "samples")}
     assert {"samples/epoch_001.png", "samples/epoch_002.png", "samples/final.png"} <= arts
@@ -119,6 +129,8 @@ def test_conversion_keeps_the_source_grid_and_labels(trained, phantom, tmp_path)
         assert 0.0 <= pseudo.data.min() and pseudo.data.max() <= 1.0 and pseudo.data.std() > 0.01
         seen_non_identity |= _non_identity(src.affine)
     assert seen_non_identity, "the phantom should include a flipped/oblique case"
+    fid = json.loads((out / "fidelity.json").read_text())  # scored against target_training hrT2
+    assert fid["n_source"] == 2 and fid["n_target"] == 2 and 0 <= fid["w1"] <= 2 and fid["w1_untranslated"] > 0
     # resumable: a second call does no work and returns the same files
     mtimes = [p.stat().st_mtime_ns for p in paths]
     assert convert_source(trained["second"].model_dir, phantom, out, trained["cfg"]) == paths
@@ -136,6 +148,7 @@ def test_registered_model_loads_from_models_uri_and_converts(trained, phantom, t
     for name in ("crossmoda_2_ceT1.nii.gz", "crossmoda_2_Label.nii.gz"):
         (flat / name).write_bytes((phantom / SOURCE_DIR / name).read_bytes())
     local = convert_source(trained["second"].model_dir, flat, tmp_path / "local", trained["cfg"])
+    assert not (tmp_path / "local" / "fidelity.json").exists()  # a flat folder has no real hrT2 to compare with
     by_version = convert_source("models:/cosmos-translator/2", flat, tmp_path / "v2", trained["cfg"],
                                 tracking_uri=trained["uri"])
     by_alias = convert_source("models:/cosmos-translator@champion", flat, tmp_path / "alias", trained["cfg"],

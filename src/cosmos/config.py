@@ -84,6 +84,7 @@ class TranslatorConfig:
     flip_augment: bool = True  # random in-plane flips: orientation must not tell the domains apart
     norm_low_percentile: float = 0.5  # per-volume robust min-max: clip to these percentiles, map to [-1, 1]
     norm_high_percentile: float = 99.5
+    fidelity_cases: int = 4  # source/target volumes scored per epoch (translation fidelity); 0 = off
 
 
 @dataclass

@@ -21,7 +21,8 @@ The ``summary`` schema (JSON-serialisable; paths may be str or Path)::
          "predictions_dir": str | None,    # this round's predictions on target_validation
          "model_version": str | None},     # cosmos-segmenter registry version
         ...],
-     "extra_rows": [{"name": str, "metrics": dict}]}   # optional, e.g. ablations; table only
+     "extra_rows": [{"name": str, "metrics": dict}],   # optional, e.g. ablations; table only
+     "translator_fidelity": dict | None}  # optional: the translator's fidelity.json (label-free figures)
 
 Figures (files in ``out_dir``; each only when its inputs exist):
 
@@ -426,6 +427,24 @@ def _check(summary: Any) -> dict:
     return summary
 
 
+def _fidelity_blocks(fid: dict) -> list[_Block]:
+    """A short table of the translator's label-free fidelity figures (``translator_fidelity`` entry)."""
+    def num(key: str, fmt: str) -> str:
+        v = fid.get(key)
+        return fmt.format(v) if isinstance(v, (int, float)) else "n/a"
+
+    rows = [["intensity distance W1 to real hrT2 (pseudo-hrT2)", num("w1", "{:.3f}")],
+            ["same for the untranslated ceT1", num("w1_untranslated", "{:.3f}")],
+            ["cases with the VS darker than the brightest fluid", num("vs_darker_than_fluid", "{:.0%}")],
+            ["cases with a bright cochlea", num("cochlea_bright", "{:.0%}")]]
+    return [_Block("h2", "Translation fidelity"),
+            _Block("table", header=["figure", "value"], rows=rows),
+            _Block("p", f"Over {fid.get('n_source', '?')} source case(s) against {fid.get('n_target', '?')} real "
+                        "hrT2 volume(s), no target labels. W1 on the per-volume [-1, 1] normalised intensities "
+                        "inside the head (0 = same histogram); a translated hrT2 has a grey VS below the bright "
+                        "CSF and a bright cochlea, an untranslated ceT1 neither.")]
+
+
 def write_report(out_dir: str | Path, summary: dict, max_cases: int = 3, embed_images: bool = True) -> Path:
     """Write ``report.md``, ``report.html`` and the figure PNGs into ``out_dir``; returns ``out_dir``.
 
@@ -499,6 +518,10 @@ def write_report(out_dir: str | Path, summary: dict, max_cases: int = 3, embed_i
         if any((r.get("dropped") and not r.get("kept")) for r in rounds):
             blocks.append(_Block("p", "WARNING: a round kept no pseudo-label, so the next student trained "
                                       "on pseudo-hrT2 only (self-training degenerated to the teacher)."))
+
+    # Translation fidelity (label-free; the translator's fidelity.json, cosmos.translation.fidelity)
+    if isinstance(summary.get("translator_fidelity"), dict):
+        blocks += _fidelity_blocks(summary["translator_fidelity"])
 
     # Fig 3
     blocks.append(_Block("h2", "Translation samples (Fig. 3 style)"))

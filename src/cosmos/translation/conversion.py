@@ -10,10 +10,15 @@ Memory: slices go through the network in chunks of ``translator.convert_batch_si
 float32 input volume, the output volume and one chunk's activations are alive at once
 (crossMoDA-size 512x512x120 stays well under 2 GB peak RSS on CPU; see benchmarks/translator_speed.py).
 Resumable: a case whose two output files exist is skipped (both are written atomically).
+
+Fidelity: when the input is a crossMoDA root with ``target_training/`` hrT2, ``OUT/fidelity.json``
+holds the label-free translation fidelity (:mod:`cosmos.translation.fidelity`) of every converted
+case against up to ``translator.fidelity_cases`` real hrT2 volumes (at least 4), for the report.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -24,9 +29,10 @@ import torch
 from cosmos.config import CosmosConfig, TranslatorConfig
 from cosmos.cpu import apply_threads
 from cosmos.data import nifti
-from cosmos.data.layout import SOURCE_DIR, Case, image_name, label_name, list_cases
+from cosmos.data.layout import SOURCE_DIR, TARGET_DIR, Case, image_name, label_name, list_cases
 from cosmos.errors import CosmosError
 from cosmos.logs import progress
+from cosmos.translation import fidelity
 from cosmos.translation.model_io import LoadedTranslator, resolve_model
 from cosmos.translation.networks import Generator
 from cosmos.translation.slices import (SliceGrid, from_slices_last, normalisation_range, normalise, pad_to_multiple,
@@ -35,6 +41,7 @@ from cosmos.translation.slices import (SliceGrid, from_slices_last, normalisatio
 log = logging.getLogger(__name__)
 
 PSEUDO_MODALITY = "hrT2pseudo"
+FIDELITY_JSON = "fidelity.json"
 
 
 def pick_device(name: str) -> torch.device:
@@ -107,26 +114,63 @@ def convert_source(model: str | Path | LoadedTranslator, input_dir: str | Path, 
     out.mkdir(parents=True, exist_ok=True)
     translator = model if isinstance(model, LoadedTranslator) else resolve_model(model, tracking_uri, device)
     translator.generator.to(device)
+    ref_q, n_ref = _reference(Path(input_dir), tcfg, translator.grid)
+    rows: list[dict[str, float]] = []
     written: list[Path] = []
     skipped = 0
     for case in progress(cases, desc="translate ceT1->hrT2", unit="case"):
         img_out = out / image_name(case.case_id, PSEUDO_MODALITY)
         lab_out = out / label_name(case.case_id)
+        src = nifti.load(case.image) if ref_q is not None or not (img_out.exists() and lab_out.exists()) else None
         if img_out.exists() and lab_out.exists():
             written.append(img_out)
             skipped += 1
+            if src is not None:
+                rows.append(_case_fidelity(nifti.load(img_out).data, nifti.load(lab_out, label=True).data, src,
+                                           ref_q, translator.grid))
             continue
-        src = nifti.load(case.image)
         lab = nifti.load(case.label, label=True)
         problem = nifti.same_grid(src, lab)
         if problem:
             raise CosmosError(f"{case.label}: label is not on the grid of {case.image.name} ({problem})")
         pseudo = convert_volume(translator.generator, src.data, src.affine, translator.grid,
                                 batch_size=tcfg.convert_batch_size, device=device)
+        if ref_q is not None:
+            rows.append(_case_fidelity(pseudo, lab.data, src, ref_q, translator.grid))
         tmp_lab = lab_out.with_name(f".{lab_out.name}.tmp")
         shutil.copyfile(case.label, tmp_lab)
         tmp_lab.replace(lab_out)
         nifti.save(img_out, pseudo, like=src)  # written last: its presence marks the case done
         written.append(img_out)
     log.info("translated %d ceT1 case(s) to %s (%d already done)", len(cases) - skipped, out, skipped)
+    if rows:
+        fid = fidelity.summarise(rows, n_ref)
+        tmp = out / f".{FIDELITY_JSON}.tmp"
+        tmp.write_text(json.dumps(fid.to_dict(), indent=2, sort_keys=True))
+        tmp.replace(out / FIDELITY_JSON)
+        log.info("translation fidelity: W1 %.3f (untranslated %.3f), VS darker than fluid in %.0f%% of cases, "
+                 "cochlea bright in %.0f%%", fid.w1, fid.w1_untranslated, 100 * fid.vs_darker_than_fluid,
+                 100 * fid.cochlea_bright)
     return written
+
+
+def _reference(input_dir: Path, tcfg: TranslatorConfig, grid: SliceGrid) -> tuple[np.ndarray | None, int]:
+    """Quantile function of real hrT2 (``target_training/`` of a crossMoDA root), or (None, 0)."""
+    if tcfg.fidelity_cases <= 0 or not (input_dir / TARGET_DIR).is_dir():
+        return None, 0
+    cases = list_cases(input_dir / TARGET_DIR, "hrT2")
+    if not cases:
+        return None, 0
+    pick = np.unique(np.linspace(0, len(cases) - 1, min(len(cases), max(4, tcfg.fidelity_cases))).round().astype(int))
+    vols = []
+    for i in pick:
+        img = nifti.load(cases[i].image)
+        vols.append(to_slices_last(img.data, img.affine)[0])
+    return fidelity.reference_quantiles(vols, -1, grid.low_percentile, grid.high_percentile), len(vols)
+
+
+def _case_fidelity(pseudo: np.ndarray, label: np.ndarray, src, ref_q: np.ndarray, grid: SliceGrid) -> dict[str, float]:
+    row = fidelity.case_figures(to_slices_last(pseudo, src.affine)[0], to_slices_last(label, src.affine)[0], ref_q,
+                                source=to_slices_last(src.data, src.affine)[0], slice_axis=-1,
+                                low=grid.low_percentile, high=grid.high_percentile)
+    return row

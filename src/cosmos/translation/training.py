@@ -14,7 +14,10 @@ One step, with x^s a batch of ceT1 slices (labels y^s) and x^t an unpaired batch
 * discriminators (one Adam over D^S and D^T): eq. (3) on real vs translated (detached) slices.
 
 Adam (lr, beta1) with a multiplicative (exponential) decay per epoch (paper: 1e-4, "multiplicative
-decay"). Losses logged per epoch, unweighted per term, plus the weighted generator ``total``.
+decay"). Losses logged per epoch, unweighted per term, plus the weighted generator ``total``, and the
+label-free translation fidelity (``fidelity_*``, :mod:`cosmos.translation.fidelity`) of a fixed
+sample of ``translator.fidelity_cases`` volumes: the losses alone cannot tell a translator from a
+blurring identity map.
 
 Resumable: ``OUT/checkpoint.pt`` after every epoch (atomic), with networks, optimisers, schedulers,
 RNG states, history and the MLflow run id (also in ``OUT/run.json`` from the start), so a killed run
@@ -23,6 +26,7 @@ Output layout::
 
     OUT/model/          self-contained S->T generator (see model_io)   -> TranslatorResult.model_dir
     OUT/samples/        epoch_XXX.png + final.png (Fig.-3-style grids, also MLflow artifacts)
+    OUT/fidelity.json   translation fidelity of the final generator (cosmos.translation.fidelity)
     OUT/checkpoint.pt   resume state;  OUT/run.json  run id;  OUT/result.json  finished marker
     OUT/mlflow/         the embedded MLflow store when no tracking URI is given
 """
@@ -48,7 +52,7 @@ from cosmos.data.layout import SOURCE_DIR, TARGET_DIR, discover
 from cosmos.cpu import apply_threads
 from cosmos.errors import CosmosError
 from cosmos.logs import progress
-from cosmos.translation import losses
+from cosmos.translation import fidelity, losses
 from cosmos.translation.conversion import pick_device
 from cosmos.translation.model_io import log_model, register_model, save_model_dir
 from cosmos.translation.networks import Generator, GeneratorSpec, PatchDiscriminator, init_weights
@@ -57,6 +61,7 @@ from cosmos.translation.slices import SliceGrid, volume_to_training_slices
 
 log = logging.getLogger(__name__)
 
+FIDELITY_JSON = "fidelity.json"
 LOSS_TERMS = ("cycle", "adv_G", "adv_D", "identity", "seg_src", "seg_translated", "total")
 # Changing these between a checkpoint and a re-run would load weights into another architecture
 # or silently change the experiment: refuse and ask for a new --out.
@@ -209,6 +214,15 @@ class TranslatorTrainer:
         return out
 
     @torch.no_grad()
+    def translate(self, x: torch.Tensor, batch_size: int = 32) -> np.ndarray:
+        """S->T translation of (N, 1, S, S) slices in [-1, 1] (eval mode, in chunks): (N, S, S)."""
+        self.g_st.eval()
+        out = [self.g_st(x[i:i + batch_size].float().to(self.device))[:, 0].cpu().numpy()
+               for i in range(0, len(x), batch_size)]
+        self.g_st.train()
+        return np.concatenate(out) if out else np.zeros((0,) + tuple(x.shape[-2:]), np.float32)
+
+    @torch.no_grad()
     def preview(self, x_s: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         """(pseudo-hrT2, segmentor argmax) for the sample grid."""
         self.g_st.eval()
@@ -270,6 +284,43 @@ def pick_reference_targets(data: SliceData, count: int = 4) -> np.ndarray:
         idx = np.nonzero(data.target_volume == v)[0]
         chosen.append(idx[np.argmax(bright[idx])])
     return np.asarray(chosen)
+
+
+# ---------------------------------------------------------------------------- fidelity
+@dataclass
+class FidelitySample:
+    """A fixed set of whole volumes (their training-grid slices) scored after every epoch."""
+
+    source: list[torch.Tensor]  # per source volume (Z, 1, S, S) in [-1, 1]
+    labels: list[np.ndarray]  # per source volume (Z, S, S)
+    ref_q: np.ndarray  # quantile function of the real hrT2 sample (fidelity.reference_quantiles)
+    n_target: int
+
+    def score(self, trainer: "TranslatorTrainer") -> fidelity.Fidelity:
+        rows = [fidelity.case_figures(trainer.translate(x), lab, self.ref_q, source=x[:, 0].float().numpy(),
+                                      slice_axis=0) for x, lab in zip(self.source, self.labels)]
+        return fidelity.summarise(rows, self.n_target)
+
+
+def fidelity_sample(data: SliceData, count: int) -> FidelitySample | None:
+    """The first ``count`` source volumes (with their labels) and ``count`` target volumes.
+
+    Why training volumes: conversion translates exactly these ceT1 volumes, and the GAN is judged
+    against exactly this hrT2 distribution (CycleGAN is transductive); the figure needs no label of
+    the target domain. Volumes are evenly spread over the case list, so 4 of 8 is not the first 4.
+    """
+    if count <= 0:
+        return None
+
+    def spread(ids: np.ndarray) -> np.ndarray:
+        ids = np.unique(ids)
+        return ids[np.unique(np.linspace(0, len(ids) - 1, min(count, len(ids))).round().astype(int))]
+
+    src = [np.nonzero(data.source_volume == v)[0] for v in spread(data.source_volume)]
+    tgt = [data.target[np.nonzero(data.target_volume == v)[0]][:, 0].float().numpy()
+           for v in spread(data.target_volume)]
+    return FidelitySample([data.source[i] for i in src], [data.labels[i].numpy() for i in src],
+                          fidelity.reference_quantiles(tgt, slice_axis=0), len(tgt))
 
 
 # ---------------------------------------------------------------------------- resume
@@ -400,6 +451,7 @@ def train_translator(data_dir: str | Path, out_dir: str | Path, cfg: CosmosConfi
         sample_src = data.source[sample_idx].float()
         sample_lab = data.labels[sample_idx].numpy()
         sample_tgt = data.target[pick_reference_targets(data, len(sample_idx))].float()
+        fid_sample = fidelity_sample(data, t.fidelity_cases)
         per_epoch = t.slices_per_epoch or max(len(data.source), len(data.target))
         steps = max(1, int(math.ceil(per_epoch / t.batch_size)))
 
@@ -433,12 +485,14 @@ def train_translator(data_dir: str | Path, out_dir: str | Path, cfg: CosmosConfi
             trainer.sched_d.step()
             means = {k: sums[k] / counts[k] for k in LOSS_TERMS if k in sums}
             secs = time.time() - t0
-            history.append({"epoch": epoch + 1, **means, "seconds": secs})
-            mlflow.log_metrics({**means, "lr": trainer.opt_g.param_groups[0]["lr"],
+            fid = fid_sample.score(trainer).metrics() if fid_sample is not None else {}
+            history.append({"epoch": epoch + 1, **means, **fid, "seconds": secs})
+            mlflow.log_metrics({**means, **fid, "lr": trainer.opt_g.param_groups[0]["lr"],
                                 "slices_per_s": steps * t.batch_size / max(secs, 1e-9)}, step=epoch + 1)
-            log.info("translator epoch %d/%d (%.1fs): %s%s", epoch + 1, t.epochs, secs,
+            log.info("translator epoch %d/%d (%.1fs): %s%s%s", epoch + 1, t.epochs, secs,
                      " ".join(f"{k}={v:.4f}" for k, v in means.items()),
-                     "" if seg_trans_on or not t.segmentor else " (seg_translated not yet in the loss)")
+                     "" if seg_trans_on or not t.segmentor else " (seg_translated not yet in the loss)",
+                     "".join(f" {k}={v:.3f}" for k, v in fid.items()))
             if t.sample_every > 0 and (epoch + 1) % t.sample_every == 0:
                 write_samples(f"epoch_{epoch + 1:03d}", epoch + 1)
             _atomic_torch_save({"epoch": epoch + 1, "state": trainer.state_dict(), "rng": _rng_state(),
@@ -451,6 +505,10 @@ def train_translator(data_dir: str | Path, out_dir: str | Path, cfg: CosmosConfi
             "dataset_digest": digest, "segmentor": t.segmentor, "gan_loss": t.gan_loss,
             "loss_weights": {k: getattr(t, k) for k in ("lambda_cycle", "lambda_adv", "lambda_identity", "lambda_seg")},
         })
+        if fid_sample is not None:  # the final figures next to the model (and in the run)
+            final_fid = fid_sample.score(trainer)
+            _atomic_json({"epochs": final_epoch, **final_fid.to_dict()}, out / FIDELITY_JSON)
+            mlflow.log_artifact(str(out / FIDELITY_JSON))
         info = log_model(model_dir)
         version = None
         if register:

@@ -1,0 +1,191 @@
+"""Translation fidelity without target labels: does pseudo-hrT2 look like hrT2?
+
+Why: the translator's losses say nothing about whether the contrast was learned. A GAN that never
+converges still lowers the cycle and identity terms by passing ceT1 through blurred, and the
+nnU-Net teacher trained on that learns "bright = VS", which on real hrT2 segments the bright CSF.
+Two figures catch that, using only the source labels and unlabelled real hrT2:
+
+* **Intensity distance** (``w1``): the Wasserstein-1 distance between the intensity distribution
+  inside the head of each pseudo-hrT2 volume and the pooled distribution of the real hrT2 volumes,
+  both normalised per volume exactly as the translator normalises (robust min-max to [-1, 1], see
+  :mod:`cosmos.translation.slices`), so a global scale or offset costs nothing. Units: the [-1, 1]
+  range (0 = same histogram, 2 = the maximum). ``w1_untranslated`` is the same figure for the ceT1
+  inputs themselves: the distance translation has to close.
+* **Contrast signs** (known anatomy of hrT2): on the slices through the structure, the VS mean must
+  lie BELOW the ``fluid_percentile`` of the rest of the head (hrT2: grey tumour against bright CSF;
+  ceT1: the enhancing tumour is the brightest thing), and the cochlea mean ABOVE the head's median
+  (hrT2: bright labyrinth fluid; ceT1: dark grey in black bone). ``vs_darker_than_fluid`` and
+  ``cochlea_bright`` are the fractions of source cases where the sign holds; ``vs_fluid_contrast``
+  is the mean of ``(q - vs_mean) / (q - median)`` (positive = hrT2-like, negative = ceT1-like).
+
+Head mask: normalised intensity above ``head_threshold`` (fraction of the [-1, 1] range) with the
+holes filled slice by slice, so dark bone inside the scalp counts as head but the air around it does
+not (air would otherwise dominate both histograms and hide the difference).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from cosmos.translation.slices import normalisation_range, normalise
+
+QUANTILES = 512  # W1 from quantile functions sampled at this many levels (exact enough, fixed cost)
+FLUID_PERCENTILE = 99.0
+HEAD_THRESHOLD = 0.1
+VS, COCHLEA = 1, 2
+
+
+@dataclass
+class Fidelity:
+    """The per-sample figures (JSON-ready via :meth:`to_dict`; NaN = not computable, e.g. no VS)."""
+
+    w1: float
+    w1_untranslated: float
+    vs_darker_than_fluid: float
+    vs_fluid_contrast: float
+    cochlea_bright: float
+    n_source: int
+    n_target: int
+    per_case: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
+
+    def metrics(self, prefix: str = "fidelity_") -> dict[str, float]:
+        """Scalar figures for ``mlflow.log_metrics`` (NaNs left out: MLflow cannot plot them)."""
+        keys = ("w1", "w1_untranslated", "vs_darker_than_fluid", "vs_fluid_contrast", "cochlea_bright")
+        return {prefix + k: float(getattr(self, k)) for k in keys if not math.isnan(float(getattr(self, k)))}
+
+
+def normalised(volume: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
+    """The translator's per-volume normalisation (robust min-max to [-1, 1])."""
+    lo, hi = normalisation_range(volume, low, high)
+    return normalise(volume, lo, hi)
+
+
+def head_mask(norm: np.ndarray, threshold: float = HEAD_THRESHOLD, slice_axis: int = -1) -> np.ndarray:
+    """Voxels inside the head of a [-1, 1] volume: above ``threshold`` of the range, holes filled per slice."""
+    mask = np.asarray(norm) > (-1.0 + 2.0 * threshold)
+    if mask.ndim == 2:
+        return ndimage.binary_fill_holes(mask)
+    moved = np.moveaxis(mask, slice_axis, -1)
+    filled = np.stack([ndimage.binary_fill_holes(moved[..., k]) for k in range(moved.shape[-1])], axis=-1)
+    return np.moveaxis(filled, -1, slice_axis)
+
+
+def quantile_function(values: np.ndarray, n: int = QUANTILES) -> np.ndarray:
+    """Mid-point quantiles of ``values`` at ``n`` evenly spaced levels (NaN-filled when empty)."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    if values.size == 0:
+        return np.full(n, np.nan)
+    return np.quantile(values, (np.arange(n) + 0.5) / n)
+
+
+def wasserstein1(a: np.ndarray, b: np.ndarray, n: int = QUANTILES) -> float:
+    """W1 between two 1D samples = the mean |Q_a(u) - Q_b(u)| over u in (0, 1)."""
+    return float(np.mean(np.abs(quantile_function(a, n) - quantile_function(b, n))))
+
+
+def _structure_slices(label: np.ndarray, cls: int, slice_axis: int) -> np.ndarray:
+    lab = np.moveaxis(label == cls, slice_axis, -1)
+    return lab.reshape(-1, lab.shape[-1]).any(axis=0)
+
+
+def contrast_figures(norm: np.ndarray, label: np.ndarray, slice_axis: int = -1,
+                     fluid_percentile: float = FLUID_PERCENTILE, threshold: float = HEAD_THRESHOLD) -> dict[str, float]:
+    """VS-to-fluid and cochlea-to-head contrast of one normalised volume with its source label.
+
+    Only the slices holding the structure count (the fluid that surrounds it on hrT2 is there).
+    NaN where the label lacks the structure or the head is empty.
+    """
+    out = {"vs_darker_than_fluid": math.nan, "vs_fluid_contrast": math.nan, "cochlea_bright": math.nan}
+    head = head_mask(norm, threshold, slice_axis)
+    img = np.moveaxis(norm, slice_axis, -1)
+    hd = np.moveaxis(head, slice_axis, -1)
+    lab = np.moveaxis(label, slice_axis, -1)
+    for cls in (VS, COCHLEA):
+        zs = _structure_slices(label, cls, slice_axis)
+        if not zs.any():
+            continue
+        inside = lab[..., zs] == cls
+        rest = hd[..., zs] & ~inside
+        if not rest.any():
+            continue
+        s_mean = float(img[..., zs][inside].mean())
+        values = img[..., zs][rest]
+        median = float(np.median(values))
+        if cls == VS:
+            q = float(np.percentile(values, fluid_percentile))
+            out["vs_darker_than_fluid"] = float(s_mean < q)
+            out["vs_fluid_contrast"] = (q - s_mean) / max(q - median, 1e-6)
+        else:
+            out["cochlea_bright"] = float(s_mean > median)
+    return out
+
+
+def _nanmean(values: Iterable[float]) -> float:
+    arr = np.asarray([v for v in values if not math.isnan(v)], dtype=np.float64)
+    return float(arr.mean()) if arr.size else math.nan
+
+
+def reference_quantiles(real: Sequence[np.ndarray], slice_axis: int = -1, low: float = 0.5,
+                        high: float = 99.5) -> np.ndarray:
+    """Quantile function of the pooled in-head intensities of real hrT2 volumes (each normalised)."""
+    if not real:
+        raise ValueError("fidelity needs at least one real hrT2 volume")
+    ref = []
+    for vol in real:
+        norm = normalised(vol, low, high)
+        ref.append(norm[head_mask(norm, slice_axis=slice_axis)])
+    return quantile_function(np.concatenate(ref))
+
+
+def case_figures(pseudo: np.ndarray, label: np.ndarray, ref_q: np.ndarray, source: np.ndarray | None = None,
+                 slice_axis: int = -1, low: float = 0.5, high: float = 99.5) -> dict[str, float]:
+    """The figures of one pseudo-hrT2 volume (any scale) with its source label (+ its ceT1 input)."""
+    def w1(vol: np.ndarray) -> tuple[np.ndarray, float]:
+        norm = normalised(vol, low, high)
+        q = quantile_function(norm[head_mask(norm, slice_axis=slice_axis)], len(ref_q))
+        return norm, float(np.mean(np.abs(q - ref_q)))
+
+    norm, row_w1 = w1(pseudo)
+    row = {"w1": row_w1}
+    if source is not None:
+        row["w1_untranslated"] = w1(source)[1]
+    row.update(contrast_figures(norm, np.asarray(label), slice_axis))
+    return row
+
+
+def summarise(per_case: list[dict[str, float]], n_target: int) -> Fidelity:
+    """Mean of the per-case figures (fractions for the sign tests), ignoring NaNs."""
+    def agg(key: str) -> float:
+        return _nanmean(r.get(key, math.nan) for r in per_case)
+
+    return Fidelity(w1=agg("w1"), w1_untranslated=agg("w1_untranslated"),
+                    vs_darker_than_fluid=agg("vs_darker_than_fluid"), vs_fluid_contrast=agg("vs_fluid_contrast"),
+                    cochlea_bright=agg("cochlea_bright"), n_source=len(per_case), n_target=n_target,
+                    per_case=per_case)
+
+
+def evaluate(pseudo: Sequence[np.ndarray], labels: Sequence[np.ndarray], real: Sequence[np.ndarray],
+             source: Sequence[np.ndarray] | None = None, slice_axis: int = -1,
+             low: float = 0.5, high: float = 99.5) -> Fidelity:
+    """Fidelity of pseudo-hrT2 volumes (any intensity scale) against real hrT2 volumes.
+
+    ``labels``: the source labels of ``pseudo`` (same shapes). ``source``: the ceT1 inputs, for the
+    untranslated baseline. All volumes are re-normalised here with the translator's percentiles.
+    """
+    if len(pseudo) != len(labels) or (source is not None and len(source) != len(pseudo)):
+        raise ValueError(f"{len(pseudo)} pseudo volumes but {len(labels)} labels"
+                         + ("" if source is None else f" and {len(source)} source volumes"))
+    if not pseudo:
+        raise ValueError("fidelity needs at least one pseudo-hrT2 volume")
+    ref_q = reference_quantiles(real, slice_axis, low, high)
+    rows = [case_figures(vol, lab, ref_q, None if source is None else source[i], slice_axis, low, high)
+            for i, (vol, lab) in enumerate(zip(pseudo, labels))]
+    return summarise(rows, len(real))

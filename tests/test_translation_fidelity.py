@@ -1,0 +1,99 @@
+"""Label-free translation fidelity (cosmos.translation.fidelity) on synthetic volumes.
+
+A toy "head" (disc of brain, a ring of bright CSF around a VS, a small cochlea, bone) is drawn with
+the ceT1 contrast and with the hrT2 contrast; a translated-like volume (hrT2 contrast on the source
+anatomy) must score close to real hrT2 and pass the sign tests, the untranslated ceT1 must not.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from cosmos.translation import fidelity
+
+# tissue -> (ceT1, hrT2) intensity: air, brain, csf, vs, cochlea, bone, scalp
+CONTRAST = {"ceT1": [0.0, 0.45, 0.22, 0.92, 0.22, 0.04, 0.80], "hrT2": [0.0, 0.30, 0.95, 0.45, 0.70, 0.04, 0.32]}
+
+
+def _anatomy(shift: int = 0, n: int = 48, z: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[:n, :n] - n / 2
+    r = np.hypot(yy, xx)
+    t = np.zeros((n, n), np.uint8)
+    t[r < 21] = 6  # scalp
+    t[r < 19] = 5  # bone
+    t[r < 17] = 1  # brain
+    vs_r = np.hypot(yy - 3 - shift, xx + 4)
+    t[vs_r < 7] = 2  # cistern
+    t[vs_r < 5] = 3  # VS
+    t[np.hypot(yy + 8, xx - 9 + shift) < 2] = 4  # cochlea
+    tissue = np.repeat(t[..., None], z, axis=2)
+    tissue[..., : z // 4] = np.where(np.isin(tissue[..., : z // 4], (2, 3, 4)), 1, tissue[..., : z // 4])
+    label = np.where(tissue == 3, 1, np.where(tissue == 4, 2, 0)).astype(np.uint8)
+    return tissue, label
+
+
+def _render(tissue: np.ndarray, modality: str, seed: int, scale: float = 1000.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = np.asarray(CONTRAST[modality], np.float32)[tissue]
+    return (img + rng.normal(0, 0.02, img.shape).astype(np.float32)).clip(0) * scale
+
+
+def test_translated_like_scores_like_hrt2_and_ceT1_does_not():
+    real = [_render(_anatomy(s)[0], "hrT2", 10 + s) for s in (0, 2, 4)]
+    src_vols, labels = zip(*[_anatomy(s) for s in (1, 3)])
+    ceT1 = [_render(t, "ceT1", 20 + i) for i, t in enumerate(src_vols)]
+    translated = [_render(t, "hrT2", 30 + i, scale=3.0) for i, t in enumerate(src_vols)]  # any scale
+    good = fidelity.evaluate(translated, labels, real, source=ceT1)
+    bad = fidelity.evaluate(ceT1, labels, real)
+    assert good.w1 < 0.5 * bad.w1, (good, bad)
+    assert math.isclose(good.w1_untranslated, bad.w1, rel_tol=1e-6)
+    assert good.vs_darker_than_fluid == 1.0 and bad.vs_darker_than_fluid == 0.0
+    assert good.cochlea_bright == 1.0 and bad.cochlea_bright == 0.0
+    assert good.vs_fluid_contrast > 0.3 > 0.0 > bad.vs_fluid_contrast
+    assert good.n_source == 2 and good.n_target == 3 and len(good.per_case) == 2
+    # a blurred, dimmed ceT1 (what an unconverged translator emits) still fails the sign test
+    from scipy import ndimage
+
+    blurred = [0.5 * ndimage.gaussian_filter(v, 1.0) + 100 for v in ceT1]
+    assert fidelity.evaluate(blurred, labels, real).vs_darker_than_fluid == 0.0
+
+
+def test_metrics_drop_missing_structures_and_json_has_no_nan():
+    real = [_render(_anatomy()[0], "hrT2", 1)]
+    tissue, label = _anatomy()
+    label = np.where(label == 2, 0, label)  # no cochlea in this label
+    fid = fidelity.evaluate([_render(tissue, "hrT2", 2)], [label], real)
+    assert math.isnan(fid.cochlea_bright) and "fidelity_cochlea_bright" not in fid.metrics()
+    assert fid.to_dict()["cochlea_bright"] is None and "fidelity_w1" in fid.metrics()
+
+
+def test_head_mask_fills_bone_but_not_air():
+    tissue, _ = _anatomy()
+    norm = fidelity.normalised(_render(tissue, "hrT2", 3))
+    mask = fidelity.head_mask(norm)
+    assert mask[tissue == 5].mean() > 0.95  # dark bone inside the scalp counts as head
+    assert mask[tissue == 0].mean() < 0.05
+
+
+def test_bad_input_is_refused():
+    tissue, label = _anatomy()
+    with pytest.raises(ValueError, match="labels"):
+        fidelity.evaluate([tissue.astype(float)], [], [tissue.astype(float)])
+    with pytest.raises(ValueError, match="real hrT2"):
+        fidelity.evaluate([tissue.astype(float)], [label], [])
+
+
+def test_report_shows_the_fidelity_table(tmp_path):
+    from cosmos.evaluation.report import write_report
+
+    real = [_render(_anatomy()[0], "hrT2", 1)]
+    tissue, label = _anatomy(2)
+    fid = fidelity.evaluate([_render(tissue, "ceT1", 2)], [label], real, source=[_render(tissue, "ceT1", 3)])
+    write_report(tmp_path, {"title": "t", "translator_fidelity": fid.to_dict()})
+    md = (tmp_path / "report.md").read_text()
+    assert "## Translation fidelity" in md and f"{fid.w1:.3f}" in md and "| cases with a bright cochlea | 0% |" in md
+    write_report(tmp_path / "none", {"title": "t"})
+    assert "Translation fidelity" not in (tmp_path / "none" / "report.md").read_text()
