@@ -2,22 +2,49 @@
 
 Uses ``kfp.Client`` (the KFP v2 REST API, ``/apis/v2beta1``): the pipeline is uploaded as
 ``cosmos-pipeline`` (a new version when a pipeline of that name exists), the experiment is created
-if needed, and a run of the uploaded version is created with the given parameters. Authentication:
-``--token`` (or $KFP_TOKEN) as a bearer token, or ``--cookies`` for an auth proxy.
+if needed, and a run of the uploaded version is created with the given parameters.
+
+Authentication, first match wins: ``--token`` (or $KFP_TOKEN) as a bearer token; ``--cookies`` for
+an auth proxy; else, inside a cluster (a notebook or pod of a Kubeflow profile), the projected
+service-account token at $KF_PIPELINES_SA_TOKEN_PATH (default
+``/var/run/secrets/kubeflow/pipelines/token``), re-read on every request because the kubelet
+rotates it.
+
+The backend version is checked before anything is uploaded (:data:`MIN_KFP_BACKEND`).
+
+The pipeline root (where every task's artifacts go) is set per run (``pipeline_root``), so
+COSMOS does not need the namespace-wide ``kfp-launcher`` ConfigMap that would change it for every
+pipeline of the namespace.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import quote, urlsplit
 
 import yaml
 
 log = logging.getLogger(__name__)
+
+# The oldest KFP backend that runs the compiled package. kfp-kubernetes 2.17 writes ``optional``
+# and ``secretNameParameter`` into every ``secretAsEnv`` entry of the platform spec, and the
+# backend's driver refuses unknown fields ("failed to unmarshal Kubernetes config, error: unknown
+# field ..."). ``secretNameParameter`` is understood since backend 2.5.0 (kubeflow/pipelines commit
+# 7838009, PR #11621; kubeflow/pipelines#11935 shows the error on Kubeflow 1.9), ``optional`` only
+# since 2.15.0 (commit 55ec846, PR #12216, first tagged in 2.15.0; kubeflow/pipelines#12495 shows
+# the error on an older backend). Empty-dir mounts, generic ephemeral volumes, timeouts and retry
+# policies are all older than that.
+MIN_KFP_BACKEND = (2, 15, 0)
+
+SA_TOKEN_ENV = "KF_PIPELINES_SA_TOKEN_PATH"
+SA_TOKEN_DEFAULT_PATH = "/var/run/secrets/kubeflow/pipelines/token"
 
 
 @dataclass
@@ -56,10 +83,89 @@ def _check_params(package: Path, params: Mapping[str, Any]) -> None:
             params[key] = str(params[key])  # type: ignore[index]
 
 
+def parse_version(text: str | None) -> tuple[int, int, int] | None:
+    """``"2.15.0"``, ``"v2.15.0"`` or ``"2.15.0-rc.1"`` -> (2, 15, 0); None when it is no version."""
+    m = re.match(r"^v?(\d+)\.(\d+)(?:\.(\d+))?", (text or "").strip())
+    if not m:
+        return None
+    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+
+
+def check_backend_version(tag: str | None, host: str) -> None:
+    """Refuse a KFP backend older than :data:`MIN_KFP_BACKEND` before anything is uploaded.
+
+    A backend that reports no parsable version (a source build) is let through with a warning:
+    refusing it would block exactly the people who built a newer backend themselves.
+    """
+    from cosmos.errors import CosmosError
+
+    minimum = ".".join(map(str, MIN_KFP_BACKEND))
+    version = parse_version(tag)
+    if version is None:
+        log.warning("%s reports KFP version %r; cannot check it against the minimum %s", host, tag, minimum)
+        return
+    if version < MIN_KFP_BACKEND:
+        raise CosmosError(
+            f"{host} runs Kubeflow Pipelines {tag}, but cosmos-pipeline needs a KFP backend >= {minimum}: "
+            "its tasks read the credentials Secret through secretAsEnv with 'optional' and "
+            "'secretNameParameter' (kfp-kubernetes 2.17), which older drivers reject as unknown fields. "
+            "Upgrade Kubeflow Pipelines, or run locally with 'cosmos run'.")
+
+
+def _backend_tag(client) -> str | None:
+    """The backend's ``tag_name`` from ``/apis/v2beta1/healthz``.
+
+    The API server writes ``{"commit_sha", "tag_name", "multi_user", ...}`` there, but the
+    generated ``V2beta1GetHealthzResponse`` model keeps only ``multi_user`` and
+    ``pipeline_store``, so the raw JSON is read (through the client's own auth and host).
+    """
+    import json
+
+    raw = client._healthz_api.healthz_service_get_healthz(_preload_content=False)
+    try:
+        return json.loads(raw.data or b"{}").get("tag_name")
+    except ValueError:
+        return None
+
+
+def in_cluster_token_path() -> Path | None:
+    """The projected KFP service-account token of this pod, if there is one."""
+    path = Path(os.environ.get(SA_TOKEN_ENV) or SA_TOKEN_DEFAULT_PATH)
+    return path if path.is_file() else None
+
+
+def run_url(host: str, run_id: str, *, namespace: str | None = None, ui_host: str | None = None) -> str:
+    """The address of the run's page in the KFP UI.
+
+    * ``ui_host`` (or $KF_PIPELINES_UI_ENDPOINT): the UI's own address, as kfp.Client takes it.
+    * Behind the Kubeflow central dashboard the API is reached at ``https://DASHBOARD/pipeline``,
+      while the UI lives in the dashboard's iframe route ``/_/pipeline/`` and takes the profile
+      namespace as ``?ns=`` (``https://DASHBOARD/_/pipeline/?ns=NS#/runs/details/ID``).
+    * Otherwise (KFP standalone, ``kubectl port-forward svc/ml-pipeline-ui``) the UI is the host.
+    """
+    ui_host = ui_host or os.environ.get("KF_PIPELINES_UI_ENDPOINT")
+    if ui_host:
+        base = ui_host if ui_host.startswith(("http://", "https://")) else f"http://{ui_host}"
+        return f"{base.rstrip('/')}/#/runs/details/{run_id}"
+    parts = urlsplit(host)
+    path = parts.path.rstrip("/")
+    if path.endswith("/pipeline"):
+        origin = f"{parts.scheme}://{parts.netloc}{path[:-len('/pipeline')]}"
+        query = f"?ns={quote(namespace)}" if namespace else ""
+        return f"{origin}/_/pipeline/{query}#/runs/details/{run_id}"
+    return f"{host.rstrip('/')}/#/runs/details/{run_id}"
+
+
 def submit(package: str | Path, host: str, params: Mapping[str, Any] | None = None, *,
            pipeline_name: str = "cosmos-pipeline", experiment: str = "cosmos", run_name: str | None = None,
-           namespace: str | None = None, token: str | None = None, cookies: str | None = None) -> SubmitResult:
-    """Upload ``package`` (a new version if ``pipeline_name`` exists) and create a run of it."""
+           namespace: str | None = None, token: str | None = None, cookies: str | None = None,
+           pipeline_root: str | None = None, ui_host: str | None = None,
+           check_version: bool = True) -> SubmitResult:
+    """Upload ``package`` (a new version if ``pipeline_name`` exists) and create a run of it.
+
+    ``pipeline_root`` (e.g. ``s3://cosmos-artifacts/v2/artifacts``): this run's artifact root;
+    None = the server's default (its ``kfp-launcher`` ConfigMap or the deployment default).
+    """
     import kfp
 
     from cosmos.errors import CosmosError
@@ -68,11 +174,19 @@ def submit(package: str | Path, host: str, params: Mapping[str, Any] | None = No
     params = dict(params or {})
     _check_params(package, params)
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    auth: dict[str, Any] = {"existing_token": token, "cookies": cookies}
+    sa_token = None if token or cookies else in_cluster_token_path()
+    if sa_token is not None:
+        from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
+
+        auth["credentials"] = ServiceAccountTokenVolumeCredentials(str(sa_token))
+        log.info("authenticating with the in-cluster service-account token %s", sa_token)
     try:
         with warnings.catch_warnings():  # "only works with KFP v2.0.0-beta.2 and later": known
             warnings.simplefilter("ignore", FutureWarning)
-            client = kfp.Client(host=host, existing_token=token, cookies=cookies,
-                                **({"namespace": namespace} if namespace else {}))
+            client = kfp.Client(host=host, **auth, **({"namespace": namespace} if namespace else {}))
+        if check_version:
+            check_backend_version(_backend_tag(client), host)
         pipeline_id = client.get_pipeline_id(pipeline_name)
         if pipeline_id is None:  # first upload: the pipeline and its first version
             pipeline = client.upload_pipeline(str(package), pipeline_name=pipeline_name,
@@ -90,11 +204,11 @@ def submit(package: str | Path, host: str, params: Mapping[str, Any] | None = No
             log.info("uploaded version %s of pipeline %s", version.display_name, pipeline_name)
         exp = client.create_experiment(experiment, namespace=namespace)
         run = client.run_pipeline(exp.experiment_id, run_name or f"{pipeline_name}-{stamp}", params=params,
-                                  pipeline_id=pipeline_id, version_id=version_id)
+                                  pipeline_id=pipeline_id, version_id=version_id, pipeline_root=pipeline_root)
     except CosmosError:
         raise
     except Exception as exc:  # connection refused, 401, 404 ... one clear line for the CLI
         raise CosmosError(f"submitting to {host} failed: {type(exc).__name__}: {str(exc).strip()[:500]}") from None
-    url = f"{host.rstrip('/')}/#/runs/details/{run.run_id}"
+    url = run_url(host, run.run_id, namespace=namespace, ui_host=ui_host)
     return SubmitResult(pipeline_id=pipeline_id, version_id=version_id,
                         experiment_id=exp.experiment_id, run_id=run.run_id, run_url=url)

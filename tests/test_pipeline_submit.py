@@ -20,7 +20,8 @@ import yaml
 class FakeKfp:
     """Minimal in-memory KFP v2beta1 API: pipelines, versions, experiments, runs."""
 
-    def __init__(self, existing_pipeline: bool):
+    def __init__(self, existing_pipeline: bool, version: str = "2.15.0"):
+        self.version = version  # what /healthz reports as the backend's tag_name
         self.calls: list[dict] = []
         self.pipelines = {"p-1": "cosmos-pipeline"} if existing_pipeline else {}
         self.versions: dict[str, list[str]] = {"p-1": ["v-0"]} if existing_pipeline else {}
@@ -44,6 +45,8 @@ class FakeKfp:
 
             def _record(self, body: bytes = b""):
                 url = urlparse(self.path)
+                if url.path.startswith("/pipeline/"):  # the central dashboard's API route
+                    url = url._replace(path=url.path[len("/pipeline"):])
                 call = {"method": self.command, "path": url.path, "query": parse_qs(url.query),
                         "content_type": self.headers.get("Content-Type", ""), "body": body,
                         "auth": self.headers.get("Authorization")}
@@ -54,7 +57,7 @@ class FakeKfp:
                 call = self._record()
                 path = call["path"]
                 if path == "/apis/v2beta1/healthz":
-                    return self._reply(200, {"commit_sha": "test", "tag_name": "2.5.0", "multi_user": False})
+                    return self._reply(200, {"commit_sha": "test", "tag_name": fake.version, "multi_user": False})
                 if path == "/apis/v2beta1/pipelines":
                     flt = json.loads(call["query"].get("filter", ["{}"])[0])
                     name = flt["predicates"][0]["stringValue"]
@@ -104,7 +107,8 @@ class FakeKfp:
 
 @pytest.fixture
 def kfp_server(request):
-    fake = FakeKfp(existing_pipeline=getattr(request, "param", False))
+    param = getattr(request, "param", False)
+    fake = FakeKfp(**param) if isinstance(param, dict) else FakeKfp(existing_pipeline=param)
     server = ThreadingHTTPServer(("127.0.0.1", 0), fake.handler())
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -223,3 +227,117 @@ def test_parse_params():
     assert parse_params(["a=1", "b=[0,1]", "c=s3://x/y", "d="]) == {"a": 1, "b": [0, 1], "c": "s3://x/y", "d": ""}
     with pytest.raises(CosmosError):
         parse_params(["novalue"])
+
+
+# -- backend version, in-cluster token, run URL, pipeline root ---------------------------------
+
+@pytest.fixture
+def no_sa_token(monkeypatch, tmp_path):
+    """No in-cluster token unless a test writes one (the default path may exist on a CI pod)."""
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.delenv("KF_PIPELINES_UI_ENDPOINT", raising=False)
+    return tmp_path / "no-token"
+
+
+@pytest.mark.parametrize("kfp_server", [{"existing_pipeline": False, "version": "2.14.4"}], indirect=True)
+def test_submit_refuses_a_backend_older_than_the_minimum_before_uploading(kfp_server, package, no_sa_token):
+    from cosmos.errors import CosmosError
+    from pipelines.submit import submit
+
+    fake, host = kfp_server
+    with pytest.raises(CosmosError, match=r"Kubeflow Pipelines 2\.14\.4.*>= 2\.15\.0.*secretAsEnv") as info:
+        submit(package, host, {})
+    assert "\n" not in str(info.value)
+    assert [c["path"] for c in fake.calls if c["method"] == "POST"] == []  # nothing uploaded
+
+
+@pytest.mark.parametrize("kfp_server", [{"existing_pipeline": False, "version": "2.15.0"},
+                                        {"existing_pipeline": False, "version": "v2.17.0-rc.1"},
+                                        {"existing_pipeline": False, "version": "dev"}], indirect=True)
+def test_submit_accepts_the_minimum_newer_and_unversioned_backends(kfp_server, package, no_sa_token):
+    from pipelines.submit import submit
+
+    fake, host = kfp_server
+    assert submit(package, host, {}).run_id == "r-1"
+
+
+def test_minimum_backend_version_and_parsing():
+    from pipelines.submit import MIN_KFP_BACKEND, parse_version
+
+    assert MIN_KFP_BACKEND == (2, 15, 0)  # 'optional' in secretAsEnv: backend 2.15.0 (see submit.py)
+    assert parse_version("2.15.0") == (2, 15, 0)
+    assert parse_version("v2.5") == (2, 5, 0)
+    assert parse_version("2.16.1-rc.2") == (2, 16, 1)
+    assert parse_version("") is None and parse_version("dev") is None
+
+
+def test_submit_uses_the_in_cluster_service_account_token(kfp_server, package, monkeypatch, tmp_path):
+    from pipelines.submit import submit
+
+    fake, host = kfp_server
+    token = tmp_path / "token"
+    token.write_text("sa-token-1\n")
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(token))
+    submit(package, host, {})
+    auths = {c["auth"] for c in fake.calls}
+    assert auths == {"Bearer sa-token-1"}
+
+
+def test_an_explicit_token_wins_over_the_in_cluster_token(kfp_server, package, monkeypatch, tmp_path):
+    from pipelines.submit import submit
+
+    fake, host = kfp_server
+    token = tmp_path / "token"
+    token.write_text("sa-token-1")
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(token))
+    submit(package, host, {}, token="explicit")
+    assert {c["auth"] for c in fake.calls} == {"Bearer explicit"}
+
+
+def test_without_any_token_no_authorization_header(kfp_server, package, no_sa_token):
+    from pipelines.submit import submit
+
+    fake, host = kfp_server
+    submit(package, host, {})
+    assert {c["auth"] for c in fake.calls} == {None}
+
+
+def test_behind_the_central_dashboard_the_run_url_is_the_dashboard_route(kfp_server, package, no_sa_token):
+    from pipelines.submit import submit
+
+    fake, host = kfp_server
+    res = submit(package, f"{host}/pipeline", {}, namespace="team-a")
+    assert fake.runs  # the API calls went through the /pipeline route
+    assert res.run_url == f"{host}/_/pipeline/?ns=team-a#/runs/details/r-1"
+
+
+def test_run_url_forms(monkeypatch):
+    from pipelines.submit import run_url
+
+    monkeypatch.delenv("KF_PIPELINES_UI_ENDPOINT", raising=False)
+    assert run_url("http://localhost:8080", "r") == "http://localhost:8080/#/runs/details/r"
+    assert run_url("https://kf.example.com/pipeline", "r") == "https://kf.example.com/_/pipeline/#/runs/details/r"
+    assert run_url("https://kf.example.com/pipeline/", "r", namespace="a b") == \
+        "https://kf.example.com/_/pipeline/?ns=a%20b#/runs/details/r"
+    assert run_url("http://api:8888", "r", ui_host="ui.example.com") == "http://ui.example.com/#/runs/details/r"
+    monkeypatch.setenv("KF_PIPELINES_UI_ENDPOINT", "https://ui.example.com/")
+    assert run_url("http://api:8888", "r") == "https://ui.example.com/#/runs/details/r"
+
+
+def test_pipeline_root_is_set_per_run(kfp_server, package, no_sa_token):
+    from pipelines.submit import submit
+
+    fake, host = kfp_server
+    submit(package, host, {}, pipeline_root="s3://cosmos-artifacts/v2/artifacts")
+    assert fake.runs[0]["runtime_config"]["pipeline_root"] == "s3://cosmos-artifacts/v2/artifacts"
+    submit(package, host, {})
+    assert "pipeline_root" not in fake.runs[1]["runtime_config"]  # the server's default
+
+
+def test_cosmos_submit_cli_passes_pipeline_root(kfp_server, no_sa_token, capsys):
+    from cosmos.cli import main
+
+    fake, host = kfp_server
+    rc = main(["submit", "--host", host, "--rounds", "0", "--pipeline-root", "s3://b/root", "profile=tiny"])
+    assert rc == 0
+    assert fake.runs[0]["runtime_config"]["pipeline_root"] == "s3://b/root"

@@ -47,13 +47,19 @@ def register(sub) -> None:
         "submit",
         help="upload cosmos-pipeline to Kubeflow Pipelines (new version if it exists) and start a run",
     )
-    p.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080")
+    p.add_argument("--host", required=True,
+                   help="KFP API endpoint, e.g. http://localhost:8080 (port-forward) or https://DASHBOARD/pipeline "
+                        "(behind the Kubeflow central dashboard)")
     p.add_argument("--experiment", default="cosmos", help="KFP experiment (default cosmos)")
     p.add_argument("--run-name", default=None, help="run name (default cosmos-pipeline-<timestamp>)")
     p.add_argument("--package", default=None, help="an already compiled package (default: compile now)")
     p.add_argument("--namespace", default=None, help="Kubeflow profile namespace (multi-user installs)")
     p.add_argument("--token", default=None, help="bearer token (default $KFP_TOKEN)")
     p.add_argument("--cookies", default=None, help="cookie header for an auth proxy")
+    p.add_argument("--pipeline-root", default=None,
+                   help="this run's artifact root, e.g. s3://cosmos-artifacts/v2/artifacts (default: the server's)")
+    p.add_argument("--ui-host", default=None,
+                   help="KFP UI address for the printed run link (default: derived from --host)")
     p.add_argument("params", nargs="*", metavar="key=value",
                    help="pipeline parameters, e.g. data_uri=s3://bucket/crossmoda profile=paper folds=[0,1,2,3,4]")
     _add_compile_args(p)
@@ -106,7 +112,8 @@ def _submit(args) -> int:
         package = str(compile_to(Path(tmp.name) / "cosmos-pipeline.yaml", options_from_args(args, cfg)))
     try:
         res = submit(package, args.host, params, experiment=args.experiment, run_name=args.run_name,
-                     namespace=args.namespace, token=args.token or os.environ.get("KFP_TOKEN"), cookies=args.cookies)
+                     namespace=args.namespace, token=args.token or os.environ.get("KFP_TOKEN"), cookies=args.cookies,
+                     pipeline_root=args.pipeline_root, ui_host=args.ui_host)
     finally:
         if tmp is not None:
             tmp.cleanup()
