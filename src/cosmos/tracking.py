@@ -3,29 +3,203 @@
 The embedded default keeps everything under the run's output directory:
 ``OUT/mlflow/mlflow.db`` (tracking + registry) and ``OUT/mlflow/artifacts`` (artifacts).
 On a cluster the tracking URI points at the MLflow server and artifacts go to S3.
+
+Crash safety: MLflow builds a new SQLite store in place, migration by migration (~7 s). A run
+killed half-way used to leave a store that every later run refused ("table guardrails already
+exists"). :func:`ensure_sqlite_store` therefore builds or migrates the store in a temporary file
+and renames it into place, under a file lock, so the store is always either absent or complete. A
+half-built store left by an older version is moved aside (kept, never deleted) and rebuilt.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
+import sqlite3
 import subprocess
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
+
+from cosmos.errors import CosmosError
 
 log = logging.getLogger(__name__)
 
 
 def default_tracking_uri(out_dir: str | Path) -> str:
+    """``sqlite:///OUT/mlflow/mlflow.db``, a complete store (built atomically when missing)."""
     db = Path(out_dir).resolve() / "mlflow" / "mlflow.db"
     db.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{db}"
+    uri = f"sqlite:///{db}"
+    ensure_sqlite_store(uri)
+    return uri
 
 
 def resolve_tracking_uri(tracking_uri: str | None, out_dir: str | Path) -> str:
     """Explicit URI, else $MLFLOW_TRACKING_URI, else SQLite under ``out_dir``."""
-    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(out_dir)
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(out_dir)
+    ensure_sqlite_store(uri)
+    return uri
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (None for servers, in-memory or other stores)."""
+    if not tracking_uri or not tracking_uri.startswith("sqlite:///"):
+        return None
+    rest = tracking_uri[len("sqlite:///"):].split("?", 1)[0]
+    if not rest or rest == ":memory:":
+        return None
+    return Path(rest)
+
+
+@contextmanager
+def _store_lock(db: Path) -> Iterator[None]:
+    """One builder at a time (parallel fold tasks start together)."""
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _head_revision() -> str:
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    return _get_latest_schema_revision()
+
+
+def _store_state(db: Path) -> tuple[str | None, int]:
+    """(alembic revision or None, number of user rows: runs, models, non-default experiments)."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        rev = None
+        if "alembic_version" in tables:
+            row = con.execute("SELECT version_num FROM alembic_version").fetchone()
+            rev = row[0] if row else None
+        rows = 0
+        for table, where in (("runs", ""), ("registered_models", ""), ("experiments", " WHERE experiment_id != 0")):
+            if table in tables:
+                rows += int(con.execute(f"SELECT COUNT(*) FROM {table}{where}").fetchone()[0])
+        return rev, rows
+    finally:
+        con.close()
+
+
+def _build(tmp: Path, upgrade_only: bool = False) -> None:
+    """Create (or upgrade) the MLflow schema in ``tmp``, a file nobody else uses."""
+    from mlflow.store.db.utils import _initialize_tables, _upgrade_db, create_sqlalchemy_engine
+
+    engine = create_sqlalchemy_engine(f"sqlite:///{tmp}")
+    try:
+        if upgrade_only:
+            _upgrade_db(engine)
+        else:
+            _initialize_tables(engine)
+    finally:
+        engine.dispose()
+
+
+def ensure_sqlite_store(tracking_uri: str) -> None:
+    """Make the SQLite store behind ``tracking_uri`` complete and current, atomically; no-op otherwise.
+
+    * missing: built in ``.<name>.tmp-<pid>`` and renamed into place;
+    * complete and current: nothing to do (one small read);
+    * an older schema with data: migrated on a copy, which then replaces it;
+    * half-built (a killed first run, no runs in it) or not a database: moved aside to
+      ``<name>.broken-<time>`` (kept) and rebuilt;
+    * anything else that cannot be migrated: one CosmosError line; the file is left as it is.
+    """
+    db = sqlite_path(tracking_uri)
+    if db is None:
+        return
+    with _store_lock(db):
+        for stale in db.parent.glob(f".{db.name}.tmp-*"):  # a builder killed before its rename
+            stale.unlink(missing_ok=True)
+        head = _head_revision()
+        if db.exists():
+            try:
+                rev, rows = _store_state(db)
+            except sqlite3.DatabaseError as exc:
+                rev, rows = None, 0
+                log.warning("%s is not a usable SQLite database (%s)", db, exc)
+            if rev == head:
+                return
+            tmp = db.with_name(f".{db.name}.tmp-{os.getpid()}")
+            if rev is not None and rows:
+                import shutil
+
+                shutil.copyfile(db, tmp)
+                try:
+                    _build(tmp, upgrade_only=True)
+                except Exception as exc:
+                    tmp.unlink(missing_ok=True)
+                    raise CosmosError(f"{db}: MLflow store at schema {rev} with {rows} record(s) could not be "
+                                      f"migrated to {head} ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+                                      f"it is left unchanged: back it up and run 'mlflow db upgrade "
+                                      f"sqlite:///{db}'") from None
+                os.replace(tmp, db)
+                log.info("migrated the MLflow store %s from schema %s to %s", db, rev, head)
+                return
+            aside = db.with_name(f"{db.name}.broken-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+            os.replace(db, aside)
+            log.warning("%s was a half-built MLflow store (schema %s, no runs; a killed first run?): "
+                        "moved it to %s and building a fresh one", db, rev or "none", aside.name)
+        tmp = db.with_name(f".{db.name}.tmp-{os.getpid()}")
+        tmp.unlink(missing_ok=True)
+        try:
+            template = _empty_store(head)
+            if template is not None:
+                import shutil
+
+                shutil.copyfile(template, tmp)
+            else:
+                _build(tmp)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, db)
+        log.info("created the MLflow store %s", db)
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("COSMOS_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "cosmos"
+
+
+def _empty_store(head: str) -> Path | None:
+    """An empty store at schema ``head``, built once per machine (same tmp + rename), else None.
+
+    Why: building a store runs every MLflow migration (7-18 s here); copying a finished empty one
+    takes milliseconds, so a fresh ``cosmos run`` does not pay it again. The schema holds no path,
+    so one template serves every store. An unwritable cache just means building in place.
+    """
+    template = _cache_dir() / f"mlflow-empty-{head}.db"
+    try:
+        if template.is_file():
+            return template
+        with _store_lock(template):
+            if template.is_file():
+                return template
+            tmp = template.with_name(f".{template.name}.tmp-{os.getpid()}")
+            tmp.unlink(missing_ok=True)
+            try:
+                _build(tmp)
+                if _store_state(tmp)[0] != head:
+                    raise RuntimeError(f"built schema is not {head}")
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            os.replace(tmp, template)
+        return template
+    except OSError as exc:
+        log.debug("no MLflow store template in %s (%s); building in place", template.parent, exc)
+        return None
 
 
 def setup(tracking_uri: str, experiment: str, artifact_root: str | None = None) -> str:
@@ -36,6 +210,7 @@ def setup(tracking_uri: str, experiment: str, artifact_root: str | None = None) 
     """
     import mlflow
 
+    ensure_sqlite_store(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     if artifact_root is None and tracking_uri.startswith("sqlite:///"):
