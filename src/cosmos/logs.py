@@ -21,9 +21,24 @@ def setup_logging(level: str | int | None = None) -> None:
         handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
         handler._cosmos = True  # type: ignore[attr-defined]
         root.addHandler(handler)
+    install_redaction(root)
     root.setLevel(level)
     for noisy in ("urllib3", "botocore", "boto3", "s3transfer", "alembic", "matplotlib", "PIL", "git"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def install_redaction(logger: logging.Logger | None = None) -> None:
+    """Mask credentials (URI userinfo, ``password=``/``token=`` values) in every line our handlers write.
+
+    Why on the handlers: a filter on a logger misses records propagated from child loggers (MLflow,
+    boto3, kfp), while a handler filter sees every record it is about to write.
+    """
+    from cosmos.secrets import RedactingFilter
+
+    logger = logger or logging.getLogger()
+    for handler in logger.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
 
 
 def progress(iterable: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:
