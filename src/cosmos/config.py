@@ -440,6 +440,7 @@ def load_config(
     cfg = from_dict(data)
     if overrides:
         cfg = cfg.with_overrides(overrides)
+    check_no_credentials(cfg)
     return cfg
 
 
@@ -456,3 +457,17 @@ def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any
 def apply_loss_preset(cfg: CosmosConfig, preset: str) -> CosmosConfig:
     """Return a copy whose translator loss weights follow a named preset."""
     return cfg.with_overrides({"translator.loss_preset": preset})
+
+
+def check_no_credentials(cfg: CosmosConfig) -> None:
+    """Refuse a password or token inside any URI of the config (``--set`` or ``--config``).
+
+    Why here: every command (run, compile, submit, each KFP task) loads its config through
+    ``load_config``, and a credential accepted here lands in the compiled YAML, the logs and MLflow.
+    The message masks the value and points to the Kubernetes Secret (see ``cosmos.secrets``).
+    """
+    from cosmos.secrets import credential_problems
+
+    problems = credential_problems(cfg.to_dict())
+    if problems:
+        raise ConfigError(problems[0])
