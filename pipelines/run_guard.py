@@ -1,0 +1,208 @@
+"""What ``cosmos run`` wraps around ``pipeline(**args)``: one-line failures, a full log file, no orphans.
+
+Why: a stage that failed on bad input used to end ``cosmos run`` with ~60 lines (the kfp executor's
+traceback, 25 "Skipping task" lines, then "Inner task failed: 'ingest-validate'"), and the problem
+named the work-dir copy. Now, while the pipeline runs:
+
+* every line the tasks print goes to ``OUT/logs/tasks.log`` unchanged (the full log stays);
+* on the console, tracebacks and kfp's "Skipping task ..." lines are left out (``--verbose`` keeps
+  them);
+* the failing stage's own error line (``stage X failed: ...``, logged by ``cosmos.resume``) is
+  remembered, and a failed run raises it as the CosmosError, so the LAST lines printed are the
+  problem, naming the user's own path or ``s3://`` key (work-dir copies are mapped back);
+* :mod:`cosmos.process_guard` ends every task process when ``cosmos run`` dies, however it dies.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, TextIO
+
+log = logging.getLogger(__name__)
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_STAGE_FAILED = re.compile(r"\bstage (?P<stage>\S+) failed: (?P<msg>.*)$")
+_SKIPPING = re.compile(r"Skipping task .*: upstream task\(s\) .* failed")
+_CHAINED = ("During handling of the above exception", "The above exception was the direct cause")
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+class TaskOutput(io.TextIOBase):
+    """A stdout replacement: everything to the log file, tracebacks kept off the console, failures noted."""
+
+    def __init__(self, console: TextIO, log_file: Path, hide_tracebacks: bool = True):
+        super().__init__()
+        self._console = console
+        self._hide = hide_tracebacks
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(log_file, "a", encoding="utf-8", errors="replace")
+        self._file.write(f"===== cosmos run {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n")
+        self._buf = ""
+        self._lock = threading.Lock()
+        self._tb_indent: int | None = None  # inside a traceback printed at this indent
+        self._tb_exception_seen = False
+        self._fail_indent: int | None = None  # collecting continuation lines of a failure
+        self.failures: list[tuple[str, list[str]]] = []  # (stage, message lines)
+        self.last_exception: str | None = None
+        self.log_file = log_file
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if self._file.closed:  # a late line from a thread after the run: straight to the console
+            self._console.write(text)
+            return len(text)
+        with self._lock:
+            self._buf += text
+            while "\n" in self._buf:
+                line, self._buf = self._buf.split("\n", 1)
+                self._line(line)
+        return len(text)
+
+    def write_log_only(self, line: str) -> None:
+        with self._lock:
+            if not self._file.closed:
+                self._file.write(line.rstrip("\n") + "\n")
+
+    def _line(self, raw: str) -> None:
+        self._file.write(raw + "\n")
+        line = _ANSI.sub("", raw)
+        show = self._track(line)
+        if show or not self._hide:
+            self._console.write(raw + "\n")
+
+    def _track(self, line: str) -> bool:
+        """Update the failure/traceback state with ``line``; True when the console should show it."""
+        ind, text = _indent(line), line.strip()
+        if _SKIPPING.search(text):
+            return False
+        if self._fail_indent is not None:
+            if text and ind > self._fail_indent and not text.startswith("Traceback ("):
+                self.failures[-1][1].append(text)
+                return True
+            self._fail_indent = None
+        m = _STAGE_FAILED.search(line)
+        if m and self._tb_indent is None:
+            self.failures.append((m.group("stage"), [m.group("msg").strip()]))
+            self._fail_indent = ind
+            return True
+        if text.startswith("Traceback (most recent call last):"):
+            self._tb_indent, self._tb_exception_seen = ind, False
+            return False
+        if self._tb_indent is not None:
+            if not text:
+                return False
+            if ind > self._tb_indent:
+                return False  # a frame, or the exception's continuation lines
+            if any(text.startswith(c) for c in _CHAINED):
+                self._tb_exception_seen = False
+                return False
+            if not self._tb_exception_seen:
+                self._tb_exception_seen = True
+                self.last_exception = text
+                return False
+            self._tb_indent = None
+        return True
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._file.closed:
+                return
+            if self._buf:
+                self._line(self._buf)
+                self._buf = ""
+            self._file.flush()
+        self._console.flush()
+
+    def close(self) -> None:
+        self.flush()
+        with self._lock:
+            if not self._file.closed:
+                self._file.close()
+        super().close()
+
+    def failure_message(self, work_root: Path | None = None, data_uri: str = "",
+                        val_labels_uri: str = "") -> str | None:
+        """The first failed stage's problem (its continuation lines too), in the user's paths."""
+        if self.failures:
+            stage, lines = self.failures[0]
+            text = f"stage {stage} failed: " + "\n".join([lines[0], *(f"  {x}" for x in lines[1:])])
+        elif self.last_exception:
+            text = f"a task failed: {self.last_exception}"
+        else:
+            return None
+        return user_paths(text, work_root, data_uri, val_labels_uri)
+
+
+def user_paths(text: str, work_root: Path | None, data_uri: str, val_labels_uri: str = "") -> str:
+    """Replace the ingest stage's work-dir copy (``WORK/ingest-<key>/data``) with the user's own path."""
+    if work_root is None or not data_uri:
+        return text
+    copy = re.escape(str(work_root)) + r"/ingest-[0-9a-f]+/data"
+    if val_labels_uri:
+        text = re.sub(copy + r"/target_validation_labels(?=/|\b)", val_labels_uri.rstrip("/").replace("\\", "\\\\"),
+                      text)
+    return re.sub(copy + r"(?=/|\b)", data_uri.rstrip("/").replace("\\", "\\\\"), text)
+
+
+class _NoiseToLog(logging.Filter):
+    """kfp's "Skipping task X: upstream task(s) ... failed" lines go to the log file only."""
+
+    def __init__(self, output: TaskOutput):
+        super().__init__()
+        self._output = output
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True
+        if _SKIPPING.search(_ANSI.sub("", message)):
+            self._output.write_log_only(message)
+            return False
+        return True
+
+
+@contextmanager
+def supervise(out: Path, work_root: Path | None = None, data_uri: str = "", val_labels_uri: str = "",
+              verbose: bool = False) -> Iterator[TaskOutput]:
+    """Wrap ``pipeline(**args)``: see the module docstring. A failed stage becomes one CosmosError."""
+    from cosmos import process_guard
+    from cosmos.errors import CosmosError
+
+    out = Path(out)
+    guard = process_guard.start()
+    output = TaskOutput(sys.stdout, out / "logs" / "tasks.log", hide_tracebacks=not verbose)
+    saved = sys.stdout
+    sys.stdout = output  # type: ignore[assignment]
+    noise = _NoiseToLog(output)
+    handlers = [] if verbose else list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(noise)
+    try:
+        yield output
+    except RuntimeError:
+        output.flush()
+        message = output.failure_message(work_root or out / "work", data_uri, val_labels_uri)
+        if message is None:
+            raise
+        log.info("full task log: %s. Fix the cause and re-run the same command: finished stages are reused.",
+                 output.log_file)
+        raise CosmosError(message) from None
+    finally:
+        sys.stdout = saved
+        for handler in handlers:
+            handler.removeFilter(noise)
+        output.close()
+        guard.stop()
