@@ -238,7 +238,10 @@ def run_local(
             # ... and warns that our image name does not contain "python" (the tasks run in this venv).
             warnings.filterwarnings("ignore", message=r"You may be attemping to run a task that uses custom")
             warnings.filterwarnings("ignore", category=FutureWarning)
-            task = pipeline(**args)
+            from pipelines.run_guard import supervise  # one-line stage failures, full log file, no orphans
+
+            with supervise(out, work_root, args.get("data_uri", ""), args.get("val_labels_uri", ""), verbose):
+                task = pipeline(**args)
     except RuntimeError as exc:
         message = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).rstrip(". ")
         raise CosmosError(f"local pipeline run failed: {message}. The task's log is above (look for 'failed:'); "
