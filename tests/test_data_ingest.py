@@ -1,5 +1,5 @@
 """``ingest``: phantom / local sources, copy-not-touch, validation errors listed together, resumability.
-(The s3:// source is tested against a mock S3 server in test_data_storage.py.)"""
+(The s3:// source is tested against a real S3 server, SeaweedFS, in test_data_storage.py.)"""
 
 from __future__ import annotations
 

