@@ -15,23 +15,36 @@ local runner (``cosmos run``) would otherwise pip-install kfp for every task.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Callable
+
+from components.benchmark import benchmark_table
+from components.evaluate import evaluate
+from components.ingest_validate import ingest_validate
+from components.predict import predict_pseudo_labels, predict_validation
+from components.prepare_round import prepare_round, start_round_run
+from components.report_register import register_round, report
+from components.train_fold import train_fold
+from components.train_translator import train_translator
+from components.translate import import_pseudo, labelled_as_pseudo, translate
 
 DEFAULT_IMAGE = "ghcr.io/cosmos-kubeflow/cosmos:0.1.0"
 
-# component name -> (module, function); the order is the DAG's order.
-STAGES: dict[str, tuple[str, str]] = {
-    "ingest_validate": ("components.ingest_validate", "ingest_validate"),
-    "train_translator": ("components.train_translator", "train_translator"),
-    "translate": ("components.translate", "translate"),
-    "prepare_round": ("components.prepare_round", "prepare_round"),
-    "start_round_run": ("components.prepare_round", "start_round_run"),
-    "train_fold": ("components.train_fold", "train_fold"),
-    "predict_pseudo_labels": ("components.predict", "predict_pseudo_labels"),
-    "predict_validation": ("components.predict", "predict_validation"),
-    "evaluate": ("components.evaluate", "evaluate"),
-    "register_round": ("components.report_register", "register_round"),
-    "report": ("components.report_register", "report"),
+# component name -> the plain function behind it; the order is the DAG's order.
+STAGES: dict[str, Callable[..., Any]] = {
+    "ingest_validate": ingest_validate,
+    "train_translator": train_translator,
+    "translate": translate,
+    "import_pseudo": import_pseudo,
+    "labelled_as_pseudo": labelled_as_pseudo,
+    "prepare_round": prepare_round,
+    "start_round_run": start_round_run,
+    "train_fold": train_fold,
+    "predict_pseudo_labels": predict_pseudo_labels,
+    "predict_validation": predict_validation,
+    "evaluate": evaluate,
+    "register_round": register_round,
+    "report": report,
+    "benchmark_table": benchmark_table,
 }
 
 # The stages that need a GPU (accelerator, node selector, tolerations at compile time).
@@ -45,6 +58,8 @@ class Components:
     ingest_validate: Any
     train_translator: Any
     translate: Any
+    import_pseudo: Any
+    labelled_as_pseudo: Any
     prepare_round: Any
     start_round_run: Any
     train_fold: Any
@@ -53,14 +68,12 @@ class Components:
     evaluate: Any
     register_round: Any
     report: Any
+    benchmark_table: Any
 
 
-def stage_function(name: str):
+def stage_function(name: str) -> Callable[..., Any]:
     """The raw Python function behind a stage."""
-    import importlib
-
-    module, func = STAGES[name]
-    return getattr(importlib.import_module(module), func)
+    return STAGES[name]
 
 
 def build(base_image: str = DEFAULT_IMAGE) -> Components:
@@ -68,7 +81,7 @@ def build(base_image: str = DEFAULT_IMAGE) -> Components:
     from kfp import dsl
 
     built = {
-        f.name: dsl.component(stage_function(f.name), base_image=base_image, install_kfp_package=False)
+        f.name: dsl.component(STAGES[f.name], base_image=base_image, install_kfp_package=False)
         for f in fields(Components)
     }
     return Components(**built)

@@ -1,12 +1,13 @@
 """KFP component: bring the input data into the crossMoDA layout and validate every file.
 
 Thin wrapper around :func:`cosmos.data.ingest.ingest` ("" -> built-in phantom, ``s3://`` ->
-download, local path -> copy). Module top level imports only the standard library and the KFP
-SDK types that declare the interface; everything else is imported inside the function body,
-because KFP ships only the function's source into the container.
+download, local path -> copy). As the first task it also checks that the run's configuration
+agrees with the compiled DAG (K rounds and the fold list are fixed at compile time), so a
+mismatch fails here, in seconds, instead of silently training another shape. Module top level
+imports only the standard library and the KFP SDK types that declare the interface.
 """
 
-from typing import NamedTuple
+from typing import List, NamedTuple
 
 from kfp.dsl import Dataset, Output
 
@@ -14,6 +15,9 @@ from kfp.dsl import Dataset, Output
 def ingest_validate(
     data_uri: str,
     val_labels_uri: str,
+    folds: List[int],
+    compiled_rounds: int,
+    require_source: bool,
     profile: str,
     config: str,
     work_root: str,
@@ -24,20 +28,24 @@ def ingest_validate(
     from collections import namedtuple
 
     from components import _runtime as rt
+    from cosmos.selftraining.rounds import check_compiled_shape
+    from cosmos.resume import local_fingerprint, stage_key
 
     rt.setup()
     cfg = rt.load_cfg(profile, config)
-    params = {"data_uri": rt.local_fingerprint(data_uri), "val_labels_uri": rt.local_fingerprint(val_labels_uri)}
-    key = rt.stage_key("ingest", params, [], cfg, ["phantom"])
+    check_compiled_shape(cfg, compiled_rounds=compiled_rounds, folds=folds)
+    params = {"data_uri": local_fingerprint(data_uri), "val_labels_uri": local_fingerprint(val_labels_uri)}
+    key = stage_key("ingest", {**params, "require_source": bool(require_source)}, [], cfg, ["phantom"])
 
     def body(out):
         from cosmos.data.ingest import ingest
 
-        ds = ingest(data_uri, out["data"], val_labels_uri=val_labels_uri or None, cfg=cfg)
+        ds = ingest(data_uri, out["data"], val_labels_uri=val_labels_uri or None, cfg=cfg,
+                    require_source=bool(require_source))
         return {"has_val_labels": bool(ds.has_validation_labels), "n_source": len(ds.source),
                 "n_target": len(ds.target), "n_validation": len(ds.validation)}
 
-    result = rt.run_stage("ingest", {"data": data.path}, body, key=key, work_root=work_root)
+    result = rt.run("ingest", {"data": data.path}, body, key=key, work_root=work_root)
     data.metadata.update(result)
     outputs = namedtuple("IngestOutputs", ["has_val_labels", "n_source", "n_target", "n_validation"])
     return outputs(result["has_val_labels"], result["n_source"], result["n_target"], result["n_validation"])

@@ -1,14 +1,12 @@
-"""KFP components: ensemble prediction of one round's folds (a GPU task).
+"""KFP components: ensemble prediction of one round's folds (GPU tasks).
 
-* ``predict_pseudo_labels``: predicts the real target_training hrT2 images, then keeps only the
-  cases whose prediction holds every required structure (COSMOS filter, paper 3.3); the kept
-  set trains the next round's student. Wraps
-  :func:`cosmos.segmentation.inference.predict` and
-  :func:`cosmos.selftraining.filtering.filter_pseudo_labels`.
-* ``predict_validation``: predicts target_validation (what the round is scored on).
+* ``predict_pseudo_labels``: :func:`cosmos.selftraining.rounds.pseudo_label` (real target-training
+  hrT2, mirroring on, then the pseudo-label filter; the accepted set trains the next student).
+* ``predict_validation``: :func:`cosmos.selftraining.rounds.predict_validation` (what the round is
+  scored on).
 """
 
-from typing import List, NamedTuple
+from typing import List, NamedTuple, Optional
 
 from kfp.dsl import Dataset, Input, Model, Output
 
@@ -17,38 +15,39 @@ def predict_pseudo_labels(
     fold_models: Input[List[Model]],
     data: Input[Dataset],
     round_index: int,
+    round_run: Input[Dataset],
     profile: str,
     config: str,
+    overrides: str,
+    tracking_uri: str,
     work_root: str,
     pseudo_labels: Output[Dataset],
     kept_labels: Output[Dataset],
+    previous_kept: Optional[Input[Dataset]] = None,
 ) -> NamedTuple("FilterOutputs", [("n_kept", int), ("n_dropped", int)]):
-    """pseudo_labels: every prediction; kept_labels: the filtered ones (next round's labels)."""
+    """pseudo_labels: every prediction; kept_labels: the accepted ones (next round's labels)."""
     from collections import namedtuple
-    from pathlib import Path
 
     from components import _runtime as rt
+    from cosmos.resume import stage_key
 
     rt.setup()
-    cfg = rt.load_cfg(profile, config)
+    cfg = rt.load_cfg(profile, config, "", overrides)
     model_paths = sorted(m.path for m in fold_models)
-    key = rt.stage_key("predict_pseudo_labels", {"round": round_index}, [*model_paths, data.path], cfg,
-                       ["segmentation", "selftraining"])
+    previous = previous_kept.path if previous_kept is not None else None
+    key = stage_key("predict_pseudo_labels", {"round": round_index},
+                    [*model_paths, data.path, round_run.path, previous], cfg, ["segmentation", "selftraining"])
 
     def body(out):
-        from cosmos.data.layout import TARGET_DIR
-        from cosmos.segmentation.inference import predict
-        from cosmos.selftraining.filtering import filter_pseudo_labels
+        from cosmos.selftraining.rounds import fold_model_dirs, pseudo_label
 
-        fold_dirs = [rt.read_pointer(p) for p in model_paths]
-        predict(fold_dirs, Path(data.path) / TARGET_DIR, out["pseudo_labels"], cfg)
-        res = filter_pseudo_labels(out["pseudo_labels"], out["kept_labels"],
-                                   required_labels=tuple(cfg.selftraining.required_labels))
-        return {"kept": list(res.kept), "dropped": list(res.dropped)}
+        return pseudo_label(round_index, cfg, fold_dirs=fold_model_dirs(model_paths), data_dir=data.path,
+                            previous_kept_dir=previous, run_dir=round_run.path, labels_dir=out["pseudo_labels"],
+                            kept_dir=out["kept_labels"], tracking_uri=rt.tracking(tracking_uri, out["kept_labels"]))
 
-    result = rt.run_stage(f"predict_pseudo_labels{round_index}",
-                          {"pseudo_labels": pseudo_labels.path, "kept_labels": kept_labels.path}, body, key=key,
-                          work_root=work_root)
+    result = rt.run(f"predict_pseudo_labels{round_index}",
+                    {"pseudo_labels": pseudo_labels.path, "kept_labels": kept_labels.path}, body, key=key,
+                    work_root=work_root)
     kept_labels.metadata.update({"n_kept": len(result["kept"]), "n_dropped": len(result["dropped"])})
     outputs = namedtuple("FilterOutputs", ["n_kept", "n_dropped"])
     return outputs(len(result["kept"]), len(result["dropped"]))
@@ -60,34 +59,26 @@ def predict_validation(
     round_index: int,
     profile: str,
     config: str,
+    overrides: str,
     work_root: str,
     predictions: Output[Dataset],
 ) -> int:
     """Returns the number of predicted validation cases (0 when the data has none)."""
-    from pathlib import Path
-
     from components import _runtime as rt
+    from cosmos.resume import stage_key
 
     rt.setup()
-    cfg = rt.load_cfg(profile, config)
+    cfg = rt.load_cfg(profile, config, "", overrides)
     model_paths = sorted(m.path for m in fold_models)
-    key = rt.stage_key("predict_validation", {"round": round_index}, [*model_paths, data.path], cfg,
-                       ["segmentation"])
+    key = stage_key("predict_validation", {"round": round_index}, [*model_paths, data.path], cfg, ["segmentation"])
 
     def body(out):
-        import logging
+        from cosmos.selftraining.rounds import fold_model_dirs, predict_validation as predict
 
-        from cosmos.data.layout import VALIDATION_DIR
-        from cosmos.segmentation.inference import predict
+        return predict(round_index, cfg, fold_dirs=fold_model_dirs(model_paths), data_dir=data.path,
+                       out_dir=out["predictions"])
 
-        images = Path(data.path) / VALIDATION_DIR
-        if not images.is_dir() or not any(images.glob("*.nii*")):
-            logging.getLogger("cosmos.component").warning("no target_validation images: nothing to predict")
-            return {"n_cases": 0}
-        written = predict([rt.read_pointer(p) for p in model_paths], images, out["predictions"], cfg)
-        return {"n_cases": len(written)}
-
-    result = rt.run_stage(f"predict_validation{round_index}", {"predictions": predictions.path}, body, key=key,
-                          work_root=work_root)
+    result = rt.run(f"predict_validation{round_index}", {"predictions": predictions.path}, body, key=key,
+                    work_root=work_root)
     predictions.metadata.update(result)
     return int(result["n_cases"])

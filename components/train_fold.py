@@ -1,8 +1,10 @@
 """KFP component: train one nnU-Net fold of one round (a GPU task; one ParallelFor iteration).
 
-Thin wrapper around :func:`cosmos.segmentation.training.train_fold`, which depends on no other
-fold and resumes from its own checkpoints.
+Thin wrapper around :func:`cosmos.selftraining.rounds.train`; a fold depends on no other fold and
+resumes from its own checkpoints.
 """
+
+from typing import Optional
 
 from kfp.dsl import Dataset, Input, Model, Output
 
@@ -14,30 +16,32 @@ def train_fold(
     round_run: Input[Dataset],
     profile: str,
     config: str,
+    overrides: str,
     tracking_uri: str,
     experiment: str,
     work_root: str,
     model: Output[Model],
+    teacher_models: Optional[Input[Model]] = None,
 ) -> int:
-    """round_run: start_round_run's run_info (the round's MLflow run id). Returns the fold index."""
+    """round_run: start_round_run's run_info; teacher_models: the previous round's fold models
+    (used when ``selftraining.student_init`` is ``teacher``). Returns the fold index."""
     from components import _runtime as rt
+    from cosmos.resume import stage_key
 
     rt.setup()
     fold = int(fold)  # kfp.local hands loop items over as they came; be strict
-    cfg = rt.load_cfg(profile, config, experiment)
-    key = rt.stage_key("train_fold", {"fold": fold, "round": round_index}, [prepared.path, round_run.path], cfg,
-                       ["segmentation"])
+    cfg = rt.load_cfg(profile, config, experiment, overrides)
+    teacher = teacher_models.path if teacher_models is not None else None
+    key = stage_key("train_fold", {"fold": fold, "round": round_index}, [prepared.path, round_run.path, teacher],
+                    cfg, ["segmentation", "selftraining"])
 
     def body(out):
-        from cosmos.segmentation.training import train_fold as train
+        from cosmos.selftraining.rounds import train
 
-        uri = rt.mlflow_tracking(tracking_uri, out["model"])
-        fold_dir = train(prepared.path, fold, out["model"], cfg, parent_run_id=rt.read_run_id(round_run.path),
-                         tracking_uri=uri)
-        rt.write_pointer(out["model"], fold_dir)
-        return {"fold": fold}
+        return train(round_index, fold, cfg, prepared_dir=prepared.path, run_dir=round_run.path,
+                     out_dir=out["model"], tracking_uri=rt.tracking(tracking_uri, out["model"]),
+                     teacher_models_dir=teacher)
 
-    result = rt.run_stage(f"train_fold{round_index}_{fold}", {"model": model.path}, body, key=key,
-                          work_root=work_root)
+    result = rt.run(f"train_fold{round_index}_{fold}", {"model": model.path}, body, key=key, work_root=work_root)
     model.metadata.update({"fold": fold, "round": round_index})
     return int(result["fold"])

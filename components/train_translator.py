@@ -12,29 +12,32 @@ def train_translator(
     data: Input[Dataset],
     profile: str,
     config: str,
+    overrides: str,
     tracking_uri: str,
     experiment: str,
     work_root: str,
     translator: Output[Model],
 ) -> NamedTuple("TranslatorOutputs", [("run_id", str), ("model_version", str)]):
-    """translator: the training directory; its self-contained model dir is recorded inside it."""
+    """translator: the training directory; its self-contained model dir is recorded inside it.
+    overrides: a compile-time YAML layer (e.g. the benchmark's pure-CycleGAN row)."""
     from collections import namedtuple
 
     from components import _runtime as rt
+    from cosmos.resume import stage_key, write_pointer
 
     rt.setup()
-    cfg = rt.load_cfg(profile, config, experiment)
-    key = rt.stage_key("train_translator", {}, [data.path], cfg, ["translator", "tracking"])
+    cfg = rt.load_cfg(profile, config, experiment, overrides)
+    key = stage_key("train_translator", {}, [data.path], cfg, ["translator", "tracking"])
 
     def body(out):
         from cosmos.translation.training import train_translator as train
 
-        uri = rt.mlflow_tracking(tracking_uri, out["translator"])
+        uri = rt.tracking(tracking_uri, out["translator"])
         res = train(data.path, out["translator"], cfg, tracking_uri=uri, register=True)
-        rt.write_pointer(out["translator"], res.model_dir)
+        write_pointer(out["translator"], res.model_dir)
         return {"run_id": res.run_id or "", "model_version": res.model_version or ""}
 
-    result = rt.run_stage("train_translator", {"translator": translator.path}, body, key=key, work_root=work_root)
+    result = rt.run("train_translator", {"translator": translator.path}, body, key=key, work_root=work_root)
     translator.metadata.update(result)
     outputs = namedtuple("TranslatorOutputs", ["run_id", "model_version"])
     return outputs(result["run_id"], result["model_version"])

@@ -30,6 +30,8 @@ def add_compile_args(p: argparse.ArgumentParser) -> None:
                    help="K self-training students after the teacher (default: the profile's selftraining.rounds)")
     g.add_argument("--folds", default=None,
                    help="default of the 'folds' parameter, e.g. 0,1,2,3,4 (default: the profile's folds)")
+    g.add_argument("--benchmark", action="store_true",
+                   help="compile cosmos-benchmark (the Table-1 ablation DAG) instead of cosmos-pipeline")
     g.add_argument("--parallelism", type=int, default=5, help="fold tasks of a round running at once (default 5)")
     g.add_argument("--image", default=os.environ.get("COSMOS_IMAGE", DEFAULT_IMAGE),
                    help=f"component image (default $COSMOS_IMAGE or {DEFAULT_IMAGE})")
@@ -133,20 +135,9 @@ def options_from_args(args: argparse.Namespace, cfg) -> PipelineOptions:
     )
 
 
-def compile_to(path: str | Path, opts: PipelineOptions) -> Path:
+def compile_to(path: str | Path, opts: PipelineOptions, benchmark: bool = False) -> Path:
     path = Path(path)
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-    compile_pipeline(str(path), opts)
+    compile_pipeline(str(path), opts, benchmark=benchmark)
     return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pipelines.compile`` (same as ``cosmos compile``)."""
-    from cosmos.cli import main as cosmos_main
-
-    return cosmos_main(["compile", *(argv or [])])
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main(__import__("sys").argv[1:]))

@@ -2,16 +2,17 @@
 
 ::
 
-    ingest_validate ──► train_translator ──► translate
+    ingest_validate ──► train_translator ──► translate        (or import_pseudo: ``cosmos selftrain``)
     round k = 0..K (unrolled here, at compile time; KFP v2 has no dynamic loops):
-        prepare_round(pseudo, data, kept_labels[k-1]) ──► start_round_run (MLflow parent run)
-        ParallelFor fold in folds (parallelism N): train_fold ──► fold model          [GPU]
-        predict_validation(Collected(fold models)) ──► evaluate ──► register_round    [GPU]
-        predict_pseudo_labels(Collected(fold models)) ──► kept_labels[k]  (k < K)     [GPU]
+        prepare_round(pseudo, data, kept[k-1]) ──► start_round_run (MLflow round run)
+        ParallelFor fold in folds (parallelism N): train_fold(teacher models[k-1]) ──► fold model  [GPU]
+        predict_pseudo_labels(Collected(fold models), kept[k-1]) ──► kept[k]                        [GPU]
+        predict_validation(Collected(fold models)) ──► evaluate ──► register_round (gate, summary)   [GPU]
     report(summary of every round) ──► bundle (report/, predictions/, metrics.json)
 
-The same function runs on a cluster (``cosmos compile`` / ``cosmos submit``) and locally
-(``cosmos run`` through ``kfp.local``). Compile-time choices (number of rounds, image, GPU
+``cosmos-benchmark`` (:func:`build_benchmark_pipeline`) adds the same rounds once per Table-1 row.
+The same functions run on a cluster (``cosmos compile`` / ``cosmos submit``) and locally
+(``cosmos run``, ``cosmos selftrain``, ``cosmos benchmark`` through ``kfp.local``). Compile-time choices (number of rounds, image, GPU
 scheduling, credentials Secret, caching, parallelism) live in :class:`PipelineOptions`; run-time
 choices are pipeline parameters (see :func:`build_pipeline`).
 """
@@ -43,8 +44,8 @@ SECRET_ENV_KEYS = (
 
 # Stages that talk to S3 or MLflow (get the Secret as env).
 SECRET_STAGES = frozenset({
-    "ingest_validate", "train_translator", "translate", "start_round_run", "train_fold", "evaluate",
-    "register_round", "report",
+    "ingest_validate", "train_translator", "translate", "import_pseudo", "start_round_run", "train_fold",
+    "predict_pseudo_labels", "evaluate", "register_round", "report",
 })
 
 
@@ -99,6 +100,7 @@ class PipelineOptions:
     experiment: str = "cosmos"
     tracking_uri: str = ""
     work_root: str = ""
+    start: str = "data"  # data: train the translator; pseudo: start from an existing pseudo-hrT2 folder
     # Kubernetes resources (pipelines/resources.py): requests/limits, /dev/shm, timeouts, retries.
     resource_profile: str | None = None  # which profile's resource table; None = ``profile``
     resources: tuple[tuple[str, StageResources], ...] = ()  # per-stage overrides of that table
@@ -133,23 +135,87 @@ def _configure(task, stage: str, opts: PipelineOptions, display: str):
     return task
 
 
+def _add_rounds(ops, opts: PipelineOptions, *, rounds: int, pseudo, data, folds, common: dict, tracking_uri,
+                experiment, overrides: str = "", label: str = ""):
+    """Teacher + ``rounds`` students on ``pseudo``: the ONE definition of a self-training round.
+
+    Every pipeline (``cosmos-pipeline`` and each row of ``cosmos-benchmark``) adds its rounds here,
+    so a round is the same tasks in the same order whoever runs it. Returns the last round's
+    cumulative summary artifact.
+    """
+    from kfp import dsl
+
+    from cosmos.selftraining.rounds import round_name
+
+    row = dict(common, overrides=overrides)
+    tracked = dict(row, tracking_uri=tracking_uri)
+    kept = None
+    summary = None
+    models = None
+    prefix = f"{label}: " if label else ""
+    for k in range(rounds + 1):
+        name = round_name(k)
+        prep_args = dict(pseudo=pseudo, data=data, round_index=k, **row)
+        if kept is not None:
+            prep_args["kept_labels"] = kept
+        prep = _configure(ops.prepare_round(**prep_args), "prepare_round", opts,
+                          f"{prefix}round {k} ({name}): prepare nnU-Net data")
+        run = _configure(ops.start_round_run(prepared=prep.outputs["prepared"], round_index=k, experiment=experiment,
+                                             **tracked),
+                         "start_round_run", opts, f"{prefix}round {k}: MLflow round run")
+        with dsl.ParallelFor(folds, parallelism=opts.parallelism) as fold:
+            fold_args = dict(prepared=prep.outputs["prepared"], fold=fold, round_index=k,
+                             round_run=run.outputs["run_info"], experiment=experiment, **tracked)
+            if models is not None:
+                fold_args["teacher_models"] = models
+            train = _configure(ops.train_fold(**fold_args), "train_fold", opts, f"{prefix}round {k}: train fold")
+        # a fresh fan-in per consumer: KFP cannot compile one Collected shared by several tasks
+        fold_models = functools.partial(dsl.Collected, train.outputs["model"])
+
+        pl_args = dict(fold_models=fold_models(), data=data, round_index=k, round_run=run.outputs["run_info"],
+                       **tracked)
+        if kept is not None:
+            pl_args["previous_kept"] = kept
+        pl = _configure(ops.predict_pseudo_labels(**pl_args), "predict_pseudo_labels", opts,
+                        f"{prefix}round {k}: pseudo-labels + filter")
+        val = _configure(ops.predict_validation(fold_models=fold_models(), data=data, round_index=k, **row),
+                         "predict_validation", opts, f"{prefix}round {k}: predict validation")
+        ev = _configure(ops.evaluate(predictions=val.outputs["predictions"], data=data, round_index=k,
+                                     round_run=run.outputs["run_info"], **tracked),
+                        "evaluate", opts, f"{prefix}round {k}: evaluate")
+        reg_args = dict(fold_models=fold_models(), scores=ev.outputs["scores"],
+                        val_predictions=val.outputs["predictions"], round_run=run.outputs["run_info"],
+                        round_index=k, is_final=k == rounds, experiment=experiment,
+                        pseudo_labels=pl.outputs["pseudo_labels"], kept_labels=pl.outputs["kept_labels"], **tracked)
+        if summary is not None:
+            reg_args["previous"] = summary
+        reg = _configure(ops.register_round(**reg_args), "register_round", opts,
+                         f"{prefix}round {k}: register model + promotion gate")
+        summary, models, kept = reg.outputs["summary"], reg.outputs["models"], pl.outputs["kept_labels"]
+    return summary
+
+
 def build_pipeline(opts: PipelineOptions = PipelineOptions()) -> Callable:
     """The ``cosmos-pipeline`` function for these compile-time options.
 
     Pipeline parameters (run time):
       data_uri        s3://bucket/prefix or a path in the image; "" = the built-in phantom
       val_labels_uri  validation labels (s3:// or path); "" = those inside the data, if any
+      pseudo_uri      (only when compiled with ``start="pseudo"``) an existing labelled pseudo-hrT2
+                      folder; the translator stages are then not part of the DAG (``cosmos selftrain``)
       profile         tiny | small | paper
       config          YAML mapping merged over the profile (e.g. "segmentation: {epochs: 50}")
-      folds           nnU-Net folds trained per round (the ParallelFor items)
+      folds           nnU-Net folds trained per round (the ParallelFor items; must equal the config's)
       tracking_uri    MLflow tracking URI; "" = $MLFLOW_TRACKING_URI from the Secret
       experiment      MLflow experiment name
-      work_root       local runs only (``cosmos run``): deterministic resumable work dirs; "" on a cluster
+      work_root       local runs only: deterministic resumable work dirs; "" on a cluster
     """
     from kfp import dsl
 
     if opts.rounds < 0:
         raise ValueError("rounds must be >= 0")
+    if opts.start not in ("data", "pseudo"):
+        raise ValueError(f"start must be data or pseudo, got {opts.start!r}")
     ops = build(opts.image)
     folds_default = [int(f) for f in opts.folds]
 
@@ -157,6 +223,74 @@ def build_pipeline(opts: PipelineOptions = PipelineOptions()) -> Callable:
                   description=f"COSMOS ceT1 -> hrT2 domain adaptation: translator, teacher + {opts.rounds} "
                               "self-training students (nnU-Net folds in parallel), evaluation, report")
     def cosmos_pipeline(
+        data_uri: str = "",
+        val_labels_uri: str = "",
+        pseudo_uri: str = "",
+        profile: str = opts.profile,
+        config: str = opts.config,
+        folds: list = folds_default,
+        tracking_uri: str = opts.tracking_uri,
+        experiment: str = opts.experiment,
+        work_root: str = opts.work_root,
+    ) -> dsl.Dataset:
+        common = dict(profile=profile, config=config, work_root=work_root)
+        ingest = _configure(ops.ingest_validate(data_uri=data_uri, val_labels_uri=val_labels_uri, folds=folds,
+                                                compiled_rounds=opts.rounds, require_source=opts.start == "data",
+                                                **common),
+                            "ingest_validate", opts, "ingest + validate")
+        data = ingest.outputs["data"]
+        if opts.start == "pseudo":
+            imp = _configure(ops.import_pseudo(pseudo_uri=pseudo_uri, **common), "import_pseudo", opts,
+                             "import pseudo-hrT2")
+            imp.after(ingest)
+            pseudo = imp.outputs["pseudo"]
+        else:
+            trans = _configure(ops.train_translator(data=data, tracking_uri=tracking_uri, experiment=experiment,
+                                                    overrides="", **common),
+                               "train_translator", opts, "train translator (CycleGAN)")
+            conv = _configure(ops.translate(translator=trans.outputs["translator"], data=data, overrides="",
+                                            **common),
+                              "translate", opts, "translate ceT1 -> pseudo-hrT2")
+            pseudo = conv.outputs["pseudo"]
+        summary = _add_rounds(ops, opts, rounds=opts.rounds, pseudo=pseudo, data=data, folds=folds, common=common,
+                              tracking_uri=tracking_uri, experiment=experiment)
+        rep = _configure(ops.report(summary=summary, data=data, pseudo=pseudo, tracking_uri=tracking_uri,
+                                    **common), "report", opts, "report")
+        return rep.outputs["bundle"]
+
+    return cosmos_pipeline
+
+
+BENCHMARK_PIPELINE_NAME = "cosmos-benchmark"
+BENCHMARK_ROWS = ("source_only", "da_noseg", "cosmos", "oracle")
+
+
+def build_benchmark_pipeline(opts: PipelineOptions = PipelineOptions(),
+                             rows: tuple[str, ...] = BENCHMARK_ROWS) -> Callable:
+    """The ``cosmos-benchmark`` function: the paper's Table-1 ablation as one DAG.
+
+    Every row is the same rounds (:func:`_add_rounds`) on another labelled "pseudo" folder, so the
+    nnU-Net recipe is identical across rows, and the ``cosmos`` row is exactly ``cosmos-pipeline``'s
+    translator + rounds (its ``COSMOS (ST iter k)`` rows equal a ``cosmos run`` on the same data).
+    Rows: ``source_only`` (nnU-Net on ceT1), ``da_noseg`` (pure CycleGAN), ``cosmos`` (the
+    target-aware translator; its teacher is the "DA w/ Seg., w/o ST" row), ``oracle`` (labelled real
+    hrT2; needs ``target_training_labels/`` in the data). Each row registers under its own model
+    name (``<name>-benchmark-<row>``) in ``<experiment>-benchmark``, so a benchmark never moves the
+    production ``champion``.
+    """
+    from kfp import dsl
+
+    from cosmos.ablation import row_overrides
+
+    unknown = set(rows) - set(BENCHMARK_ROWS)
+    if unknown or "cosmos" not in rows:
+        raise ValueError(f"benchmark rows must include 'cosmos' and be among {BENCHMARK_ROWS}, got {rows}")
+    ops = build(opts.image)
+    folds_default = [int(f) for f in opts.folds]
+
+    @dsl.pipeline(name=BENCHMARK_PIPELINE_NAME,
+                  description=f"COSMOS Table-1 ablation ({', '.join(rows)}), K={opts.rounds}")
+    def cosmos_benchmark(
         data_uri: str = "",
         val_labels_uri: str = "",
         profile: str = opts.profile,
@@ -167,72 +301,44 @@ def build_pipeline(opts: PipelineOptions = PipelineOptions()) -> Callable:
         work_root: str = opts.work_root,
     ) -> dsl.Dataset:
         common = dict(profile=profile, config=config, work_root=work_root)
-        ingest = _configure(ops.ingest_validate(data_uri=data_uri, val_labels_uri=val_labels_uri, **common),
+        ingest = _configure(ops.ingest_validate(data_uri=data_uri, val_labels_uri=val_labels_uri, folds=folds,
+                                                compiled_rounds=opts.rounds, require_source=True, **common),
                             "ingest_validate", opts, "ingest + validate")
         data = ingest.outputs["data"]
-        trans = _configure(ops.train_translator(data=data, tracking_uri=tracking_uri, experiment=experiment,
-                                                **common),
-                           "train_translator", opts, "train translator (CycleGAN)")
-        conv = _configure(ops.translate(translator=trans.outputs["translator"], data=data, **common),
-                          "translate", opts, "translate ceT1 -> pseudo-hrT2")
-        pseudo = conv.outputs["pseudo"]
+        summaries = {}
+        for row in rows:
+            over = row_overrides(row, opts.experiment)
+            if row in ("source_only", "oracle"):
+                which = "source" if row == "source_only" else "target"
+                src = _configure(ops.labelled_as_pseudo(data=data, which=which, **common), "labelled_as_pseudo",
+                                 opts, f"{row}: labelled {which} scans as training data")
+                pseudo = src.outputs["pseudo"]
+            else:
+                trans = _configure(ops.train_translator(data=data, tracking_uri=tracking_uri, experiment=experiment,
+                                                        overrides=over, **common),
+                                   "train_translator", opts, f"{row}: train translator")
+                conv = _configure(ops.translate(translator=trans.outputs["translator"], data=data, overrides=over,
+                                                **common), "translate", opts, f"{row}: translate")
+                pseudo = conv.outputs["pseudo"]
+            summaries[row] = _add_rounds(ops, opts, rounds=opts.rounds if row == "cosmos" else 0, pseudo=pseudo,
+                                         data=data, folds=folds, common=common, tracking_uri=tracking_uri,
+                                         experiment=experiment, overrides=over, label=row)
+        table = _configure(ops.benchmark_table(cosmos_rows=summaries["cosmos"], **common,
+                                               **{r: s for r, s in summaries.items() if r != "cosmos"}),
+                           "benchmark_table", opts, "Table 1")
+        return table.outputs["table"]
 
-        kept = None
-        summary = None
-        for k in range(opts.rounds + 1):
-            name = "teacher" if k == 0 else f"student {k}"
-            prep_args = dict(pseudo=pseudo, data=data, round_index=k, **common)
-            if kept is not None:
-                prep_args["kept_labels"] = kept
-            prep = _configure(ops.prepare_round(**prep_args), "prepare_round", opts,
-                              f"round {k} ({name}): prepare nnU-Net data")
-            run = _configure(ops.start_round_run(prepared=prep.outputs["prepared"], round_index=k,
-                                                 tracking_uri=tracking_uri, experiment=experiment, **common),
-                             "start_round_run", opts, f"round {k}: MLflow round run")
-            with dsl.ParallelFor(folds, parallelism=opts.parallelism) as fold:
-                train = _configure(ops.train_fold(prepared=prep.outputs["prepared"], fold=fold, round_index=k,
-                                                  round_run=run.outputs["run_info"], tracking_uri=tracking_uri,
-                                                  experiment=experiment, **common),
-                                   "train_fold", opts, f"round {k}: train fold")
-            # a fresh fan-in per consumer: KFP cannot compile one Collected shared by several tasks
-            fold_models = functools.partial(dsl.Collected, train.outputs["model"])
-
-            val = _configure(ops.predict_validation(fold_models=fold_models(), data=data, round_index=k,
-                                                    **common),
-                             "predict_validation", opts, f"round {k}: predict validation")
-            ev = _configure(ops.evaluate(predictions=val.outputs["predictions"], data=data, round_index=k,
-                                         round_run=run.outputs["run_info"], tracking_uri=tracking_uri, **common),
-                            "evaluate", opts, f"round {k}: evaluate")
-            reg_args = dict(fold_models=fold_models(), scores=ev.outputs["scores"],
-                            val_predictions=val.outputs["predictions"], round_index=k,
-                            round_run=run.outputs["run_info"], alias="champion" if k == opts.rounds else "",
-                            tracking_uri=tracking_uri, experiment=experiment, **common)
-            if k < opts.rounds:  # the last student's pseudo-labels would feed nothing
-                pl = _configure(ops.predict_pseudo_labels(fold_models=fold_models(), data=data, round_index=k,
-                                                          **common),
-                                "predict_pseudo_labels", opts, f"round {k}: pseudo-labels + filter")
-                kept = pl.outputs["kept_labels"]
-                reg_args.update(pseudo_labels=pl.outputs["pseudo_labels"], kept_labels=kept)
-            if summary is not None:
-                reg_args["previous"] = summary
-            reg = _configure(ops.register_round(**reg_args), "register_round", opts,
-                             f"round {k}: register model" + (" (champion)" if k == opts.rounds else ""))
-            summary = reg.outputs["summary"]
-
-        rep = _configure(ops.report(summary=summary, data=data, pseudo=pseudo, tracking_uri=tracking_uri,
-                                    **common), "report", opts, "report")
-        return rep.outputs["bundle"]
-
-    return cosmos_pipeline
+    return cosmos_benchmark
 
 
-def compile_pipeline(path: str, opts: PipelineOptions = PipelineOptions()) -> str:
+def compile_pipeline(path: str, opts: PipelineOptions = PipelineOptions(), benchmark: bool = False) -> str:
     """Write the pipeline package (multi-document YAML: pipeline spec, then platform spec)."""
     from kfp import compiler
 
+    fn = build_benchmark_pipeline(opts) if benchmark else build_pipeline(opts)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=FutureWarning)
-        compiler.Compiler().compile(build_pipeline(opts), package_path=str(path))
+        compiler.Compiler().compile(fn, package_path=str(path))
     return str(path)
 
 

@@ -1,4 +1,8 @@
-"""``cosmos run``: THE SAME ``cosmos-pipeline`` function, executed on this machine by ``kfp.local``.
+"""``cosmos run`` / ``selftrain`` / ``benchmark``: the SAME DAGs as on a cluster, executed here by ``kfp.local``.
+
+``cosmos run`` runs ``cosmos-pipeline``; ``cosmos selftrain`` runs it compiled to start from an
+existing pseudo-hrT2 folder; ``cosmos benchmark`` runs ``cosmos-benchmark``. One executor
+(:func:`_execute`) serves all three.
 
 Layout of ``OUT`` (everything a run writes stays under it)::
 
@@ -15,11 +19,11 @@ Layout of ``OUT`` (everything a run writes stays under it)::
 Resume, in two layers: kfp.local's own task cache (``enable_caching``) skips tasks whose inputs
 are unchanged without even starting them, and every component works in ``OUT/work/<stage>-<key>``
 (``key`` = hash of stage, parameters, config sections and input lineage; see
-``components/_runtime.py``), so a task killed half-way re-enters the same folder and the library
+``cosmos.resume``), so a task killed half-way re-enters the same folder and the library
 resumes from its checkpoints. Re-running the same command with the same ``--out`` therefore redoes
 no finished work.
 
-Local differences from a cluster, all from kfp.local (STACK-NOTES): accelerator settings and the
+Local differences from a cluster, all from kfp.local: accelerator settings and the
 credentials Secret are ignored (the warning is silenced here), at most 2 loop iterations run at
 once, and the pipeline root must be a local directory.
 """
@@ -158,69 +162,18 @@ def _local_path(value: str | None) -> str:
     return str(Path(value).expanduser().resolve())
 
 
-def run_local(
-    cfg,
-    out_dir: str | Path,
-    data: str | None = None,
-    val_labels: str | None = None,
-    profile: str | None = None,
-    verbose: bool = False,
-) -> LocalRunResult:
-    """Run the whole COSMOS pipeline locally; see the module docstring for ``out_dir``'s layout.
+def _execute(pipeline, args: dict[str, Any], out: Path, verbose: bool) -> Path:
+    """Run a pipeline function through kfp.local under ``out``; returns its output artifact's path.
 
-    ``cfg`` is the resolved config (profile + file + overrides); it reaches every task as the
-    ``config`` pipeline parameter. ``data``: a crossMoDA folder or ``s3://`` URI; None = phantom.
+    The one local executor behind ``cosmos run``, ``cosmos selftrain`` and ``cosmos benchmark``.
     """
     from kfp import local
 
-    from cosmos.cpu import share_of_cores
     from cosmos.errors import CosmosError
-    from cosmos.tracking import default_tracking_uri
-    from pipelines.cosmos_pipeline import PipelineOptions, build_pipeline
 
-    if str(out_dir).startswith("s3:"):
-        raise CosmosError("--out must be a local directory (kfp.local cannot use an s3:// pipeline root)")
-    for what, value in (("--data", data), ("--val-labels", val_labels)):
-        if value and "://" not in value and not Path(value).expanduser().is_dir():
-            raise CosmosError(f"{what} {value}: no such directory")
-    out = Path(out_dir).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    tmp, work_root, pipeline_root = out / "tmp", out / "work", out / "pipeline_root"
-    for d in (tmp, work_root, pipeline_root):
-        d.mkdir(parents=True, exist_ok=True)
-    os.environ["TMPDIR"] = str(tmp)  # tasks inherit it; kfp.local leaves its mktemp dirs there
-    os.environ.setdefault("COSMOS_NO_PROGRESS", "0")
-    tracking_uri = cfg.tracking.tracking_uri or default_tracking_uri(out)
-
-    concurrent_folds = min(len(cfg.segmentation.folds), LOCAL_PARALLELISM)
-    if cfg.segmentation.torch_threads == 0 and concurrent_folds > 1:
-        # Folds train side by side here: give each its share of the cores (why: cosmos.cpu).
-        cfg = cfg.with_overrides({"segmentation.torch_threads": share_of_cores(concurrent_folds)})
-    opts = PipelineOptions(
-        rounds=cfg.selftraining.rounds,
-        folds=tuple(cfg.segmentation.folds),
-        parallelism=LOCAL_PARALLELISM,
-        profile=profile or cfg.profile,
-        experiment=cfg.tracking.experiment,
-    )
-    pipeline = build_pipeline(opts)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
+    work_root = out / "work"
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(out / "pipeline_root"),
                workspace_root=str(out / "workspace"), enable_caching=True, cache_root=str(out / "kfp_cache"))
-
-    args = dict(
-        data_uri=_local_path(data),
-        val_labels_uri=_local_path(val_labels),
-        profile=opts.profile,
-        config=cfg.to_yaml(),
-        folds=[int(f) for f in cfg.segmentation.folds],
-        tracking_uri=tracking_uri,
-        experiment=cfg.tracking.experiment,
-        work_root=str(work_root),
-    )
-    log.info("cosmos run: profile %s, %d round(s) after the teacher, folds %s, data %s -> %s", opts.profile,
-             opts.rounds, list(cfg.segmentation.folds), data or "built-in phantom", out)
-    started_wall = time.time()
-    t0 = time.perf_counter()
     stdout = sys.stdout
     redirected: list[tuple[logging.StreamHandler, Any]] = []
     if not verbose:
@@ -238,6 +191,7 @@ def run_local(
             # ... and warns that our image name does not contain "python" (the tasks run in this venv).
             warnings.filterwarnings("ignore", message=r"You may be attemping to run a task that uses custom")
             warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"kfp\..*")
             from pipelines.run_guard import supervise  # one-line stage failures, full log file, no orphans
 
             with supervise(out, work_root, args.get("data_uri", ""), args.get("val_labels_uri", ""), verbose):
@@ -254,13 +208,166 @@ def run_local(
         for handler, original in redirected:
             handler.flush()
             handler.setStream(original)
-    wall = time.perf_counter() - t0
+    return Path(task.output.path if hasattr(task, "output") else task.outputs["Output"].path)
 
-    bundle = Path(task.output.path if hasattr(task, "output") else task.outputs["Output"].path)
+
+def _prepare_out(out_dir: str | Path) -> Path:
+    from cosmos.errors import CosmosError
+
+    if str(out_dir).startswith("s3:"):
+        raise CosmosError("--out must be a local directory (kfp.local cannot use an s3:// pipeline root)")
+    out = Path(out_dir).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise CosmosError(f"--out {out}: exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    for d in ("tmp", "work", "pipeline_root"):
+        (out / d).mkdir(parents=True, exist_ok=True)
+    os.environ["TMPDIR"] = str(out / "tmp")  # tasks inherit it; kfp.local leaves its mktemp dirs there
+    os.environ.setdefault("COSMOS_NO_PROGRESS", "0")
+    return out
+
+
+def _local_options(cfg, profile: str | None, **extra: Any):
+    """PipelineOptions for a local run: K and folds from the resolved config, cores split per fold."""
+    from cosmos.cpu import share_of_cores
+    from pipelines.cosmos_pipeline import PipelineOptions
+
+    concurrent_folds = min(len(cfg.segmentation.folds), LOCAL_PARALLELISM)
+    if cfg.segmentation.torch_threads == 0 and concurrent_folds > 1:
+        # Folds train side by side here: give each its share of the cores (why: cosmos.cpu).
+        cfg = cfg.with_overrides({"segmentation.torch_threads": share_of_cores(concurrent_folds)})
+    opts = PipelineOptions(rounds=cfg.selftraining.rounds, folds=tuple(cfg.segmentation.folds),
+                           parallelism=LOCAL_PARALLELISM, profile=profile or cfg.profile,
+                           experiment=cfg.tracking.experiment, **extra)
+    return cfg, opts
+
+
+def _common_args(cfg, opts, out: Path, tracking_uri: str) -> dict[str, Any]:
+    return dict(profile=opts.profile, config=cfg.to_yaml(), folds=[int(f) for f in cfg.segmentation.folds],
+                tracking_uri=tracking_uri, experiment=cfg.tracking.experiment, work_root=str(out / "work"))
+
+
+def _check_dir(what: str, value: str | None) -> None:
+    from cosmos.errors import CosmosError
+
+    if value and "://" not in value and not Path(value).expanduser().is_dir():
+        raise CosmosError(f"{what} {value}: no such directory")
+
+
+def _finish(bundle: Path, out: Path, tracking_uri: str, wall: float, started_wall: float) -> LocalRunResult:
     preds, report, metrics, summary = _publish(bundle, out)
-    result = LocalRunResult(out_dir=out, predictions_dir=preds, report_dir=report, metrics_file=metrics,
-                            summary_file=summary, tracking_uri=tracking_uri, wall_seconds=wall,
-                            stage_seconds=_read_timings(work_root, started_wall))
+    return LocalRunResult(out_dir=out, predictions_dir=preds, report_dir=report, metrics_file=metrics,
+                          summary_file=summary, tracking_uri=tracking_uri, wall_seconds=wall,
+                          stage_seconds=_read_timings(out / "work", started_wall))
+
+
+def run_local(
+    cfg,
+    out_dir: str | Path,
+    data: str | None = None,
+    val_labels: str | None = None,
+    profile: str | None = None,
+    verbose: bool = False,
+) -> LocalRunResult:
+    """Run the whole COSMOS pipeline locally; see the module docstring for ``out_dir``'s layout.
+
+    ``cfg`` is the resolved config (profile + file + overrides); it reaches every task as the
+    ``config`` pipeline parameter. ``data``: a crossMoDA folder or ``s3://`` URI; None = phantom.
+    """
+    from cosmos.tracking import default_tracking_uri
+    from pipelines.cosmos_pipeline import build_pipeline
+
+    for what, value in (("--data", data), ("--val-labels", val_labels)):
+        _check_dir(what, value)
+    out = _prepare_out(out_dir)
+    tracking_uri = cfg.tracking.tracking_uri or default_tracking_uri(out)
+    cfg, opts = _local_options(cfg, profile)
+    args = dict(data_uri=_local_path(data), val_labels_uri=_local_path(val_labels),
+                **_common_args(cfg, opts, out, tracking_uri))
+    log.info("cosmos run: profile %s, %d round(s) after the teacher, folds %s, data %s -> %s", opts.profile,
+             opts.rounds, list(cfg.segmentation.folds), data or "built-in phantom", out)
+    started_wall, t0 = time.time(), time.perf_counter()
+    bundle = _execute(build_pipeline(opts), args, out, verbose)
+    return _finish(bundle, out, tracking_uri, time.perf_counter() - t0, started_wall)
+
+
+def run_selftrain_local(cfg, out_dir: str | Path, *, pseudo: str, target: str, val: str | None = None,
+                        val_labels: str | None = None, profile: str | None = None,
+                        verbose: bool = False) -> LocalRunResult:
+    """``cosmos selftrain``: the same DAG from an existing pseudo-hrT2 folder (no translator stages).
+
+    The hrT2 folders are presented to the ingest stage as a crossMoDA tree of links under
+    ``OUT/inputs/data`` (``--target`` may be a crossMoDA root or its ``target_training``).
+    """
+    from cosmos.data import layout
+    from cosmos.errors import CosmosError
+    from cosmos.tracking import default_tracking_uri
+    from pipelines.cosmos_pipeline import build_pipeline
+
+    for what, value in (("--pseudo", pseudo), ("--target", target), ("--val", val), ("--val-labels", val_labels)):
+        _check_dir(what, value)
+    if val_labels and not val:
+        raise CosmosError("--val-labels needs --val (the validation images)")
+    out = _prepare_out(out_dir)
+    data = out / "inputs" / "data"
+    if data.exists():
+        shutil.rmtree(data)
+    data.mkdir(parents=True)
+    target_dir = Path(target).expanduser().resolve()
+    if (target_dir / layout.TARGET_DIR).is_dir():
+        target_dir = target_dir / layout.TARGET_DIR
+    links = {layout.TARGET_DIR: target_dir}
+    if val:
+        val_dir = Path(val).expanduser().resolve()
+        links[layout.VALIDATION_DIR] = val_dir / layout.VALIDATION_DIR \
+            if (val_dir / layout.VALIDATION_DIR).is_dir() else val_dir
+    if val_labels:
+        links[layout.VALIDATION_LABELS_DIR] = Path(val_labels).expanduser().resolve()
+    for name, src in links.items():
+        (data / name).symlink_to(src, target_is_directory=True)
+    tracking_uri = cfg.tracking.tracking_uri or default_tracking_uri(out)
+    cfg, opts = _local_options(cfg, profile, start="pseudo")
+    args = dict(data_uri=str(data), val_labels_uri="", pseudo_uri=_local_path(pseudo),
+                **_common_args(cfg, opts, out, tracking_uri))
+    log.info("cosmos selftrain: profile %s, teacher + %d student(s), folds %s, pseudo %s -> %s", opts.profile,
+             opts.rounds, list(cfg.segmentation.folds), pseudo, out)
+    started_wall, t0 = time.time(), time.perf_counter()
+    bundle = _execute(build_pipeline(opts), args, out, verbose)
+    return _finish(bundle, out, tracking_uri, time.perf_counter() - t0, started_wall)
+
+
+def run_benchmark_local(cfg, out_dir: str | Path, *, data: str, val_labels: str | None = None,
+                        rows: tuple[str, ...] | None = None, profile: str | None = None,
+                        verbose: bool = False) -> dict[str, Any]:
+    """``cosmos benchmark``: the ``cosmos-benchmark`` DAG locally; writes ``OUT/benchmark.{json,md,png}``.
+
+    ``rows`` default: every row the data allows (the oracle only with ``target_training_labels/``).
+    """
+    from cosmos.tracking import default_tracking_uri
+    from pipelines.cosmos_pipeline import BENCHMARK_ROWS, build_benchmark_pipeline
+
+    _check_dir("--data", data)
+    _check_dir("--val-labels", val_labels)
+    out = _prepare_out(out_dir)
+    if rows is None:
+        has_oracle = "://" in data or (Path(data) / "target_training_labels").is_dir()
+        rows = tuple(r for r in BENCHMARK_ROWS if r != "oracle" or has_oracle)
+    tracking_uri = cfg.tracking.tracking_uri or default_tracking_uri(out)
+    cfg, opts = _local_options(cfg, profile)
+    args = dict(data_uri=_local_path(data), val_labels_uri=_local_path(val_labels),
+                **_common_args(cfg, opts, out, tracking_uri))
+    log.info("cosmos benchmark: profile %s, rows %s, K=%d, folds %s -> %s", opts.profile, ", ".join(rows),
+             opts.rounds, list(cfg.segmentation.folds), out)
+    started_wall, t0 = time.time(), time.perf_counter()
+    table = _execute(build_benchmark_pipeline(opts, rows=tuple(rows)), args, out, verbose).resolve()
+    for name in ("benchmark.json", "benchmark.md", "benchmark.png"):
+        shutil.copyfile(table / name, out / name)
+    result = json.loads((out / "benchmark.json").read_text())
+    timings = _read_timings(out / "work", started_wall)
+    result["seconds"] = {"wall": round(time.perf_counter() - t0, 1),
+                         "compute": round(sum(t["seconds"] for t in timings if not t.get("reused")), 1)}
+    result["tracking_uri"] = tracking_uri
+    (out / "benchmark.json").write_text(json.dumps(result, indent=2))
     return result
 
 

@@ -19,8 +19,22 @@ def test_closure_and_ordering():
     check = ordering_check(rows)
     assert not check["holds"]
     assert [p for p in check["pairs"] if not p["holds"]][0]["higher"] == ROW_DA_SEG
-    rows[3] = _row(cosmos_row(1), 0.5)  # DA w/ Seg < ST1 must be strict
+    rows[2] = _row(ROW_DA_SEG, 0.7)
+    rows[3] = _row(cosmos_row(1), 0.696)  # DA w/ Seg <= ST1: a tie within 0.005 Dice is allowed ...
+    assert ordering_check(rows)["pairs"][2]["holds"]
+    rows[3] = _row(cosmos_row(1), 0.69)  # ... a real drop is not
     assert not ordering_check(rows)["pairs"][2]["holds"]
+
+
+def test_row_overrides_change_only_tracking_and_the_segmentor():
+    import yaml
+
+    from cosmos.ablation import row_overrides
+
+    cosmos = yaml.safe_load(row_overrides("cosmos", "exp"))
+    assert set(cosmos) == {"tracking"} and cosmos["tracking"]["experiment"] == "exp-benchmark"
+    assert cosmos["tracking"]["segmenter_model_name"] == "cosmos-segmenter-benchmark-cosmos"
+    assert yaml.safe_load(row_overrides("da_noseg"))["translator"] == {"segmentor": False}
 
 
 def test_closure_needs_oracle_and_markdown_renders():

@@ -65,11 +65,11 @@ def test_one_parallel_for_over_five_folds_per_round_and_k_plus_one_rounds(compil
     assert len(by_comp["prepare-round"]) == 4
     assert len(by_comp["register-round"]) == 4
     assert len(by_comp["predict-validation"]) == 4
-    assert len(by_comp["predict-pseudo-labels"]) == 3  # the last student's pseudo-labels feed nothing
+    assert len(by_comp["predict-pseudo-labels"]) == 4  # the last round's too: the gate and the report read them
     assert len(by_comp["train-translator"]) == 1 and len(by_comp["report"]) == 1
 
 
-def test_rounds_chain_kept_labels_and_champion_goes_to_last_round(compiled):
+def test_rounds_chain_kept_labels_teacher_models_and_the_final_flag(compiled):
     spec, _, _ = compiled
     dag = spec["root"]["dag"]["tasks"]
     prep = {t["inputs"]["parameters"]["round_index"]["runtimeValue"]["constant"]: (name, t)
@@ -81,15 +81,25 @@ def test_rounds_chain_kept_labels_and_champion_goes_to_last_round(compiled):
         assert src["outputArtifactKey"] == "kept_labels"
         producer = dag[src["producerTask"]]
         assert producer["inputs"]["parameters"]["round_index"]["runtimeValue"]["constant"] == k - 1
-    aliases = {t["inputs"]["parameters"]["round_index"]["runtimeValue"]["constant"]:
-               t["inputs"]["parameters"]["alias"]["runtimeValue"]["constant"]
-               for name, t in dag.items() if name.startswith("register-round")}
-    assert aliases == {0: "", 1: "", 2: "", 3: "champion"}
-    # the round's MLflow run id reaches the fold tasks as an artifact (see components/prepare_round.py)
-    for name, t in dag.items():
-        if name.startswith("for-loop"):
-            art = t["inputs"]["artifacts"]
-            assert any(v["taskOutputArtifact"]["outputArtifactKey"] == "run_info" for v in art.values())
+    final = {t["inputs"]["parameters"]["round_index"]["runtimeValue"]["constant"]:
+             t["inputs"]["parameters"]["is_final"]["runtimeValue"]["constant"]
+             for name, t in dag.items() if name.startswith("register-round")}
+    assert final == {0: False, 1: False, 2: False, 3: True}
+    # each student's pseudo-labelling sees the previous round's accepted labels (carry-over, label change)
+    pl = {t["inputs"]["parameters"]["round_index"]["runtimeValue"]["constant"]: t
+          for name, t in dag.items() if name.startswith("predict-pseudo-labels")}
+    assert "previous_kept" not in pl[0]["inputs"].get("artifacts", {})
+    assert all(pl[k]["inputs"]["artifacts"]["previous_kept"]["taskOutputArtifact"]["outputArtifactKey"]
+               == "kept_labels" for k in (1, 2, 3))
+    # the round's MLflow run id reaches the fold tasks as an artifact (see components/prepare_round.py);
+    # students' folds also get the previous round's models (warm start, selftraining.student_init)
+    loops = [t for name, t in dag.items() if name.startswith("for-loop")]
+    with_teacher = 0
+    for t in loops:
+        keys = {v["taskOutputArtifact"]["outputArtifactKey"] for v in t["inputs"]["artifacts"].values()}
+        assert "run_info" in keys
+        with_teacher += "models" in keys
+    assert with_teacher == 3
     # predict gets the fold models of its own round as one collected list
     for name, t in dag.items():
         if name.startswith("predict-validation"):
@@ -193,7 +203,8 @@ def test_components_import_only_stdlib_and_kfp_at_module_top_level():
                 roots = {(node.module or "").split(".")[0]} if node.level == 0 else {"<relative>"}
             else:
                 continue
-            bad = roots - stdlib - allowed_third_party - {"__future__"}
+            own = {"components"} if path.name == "__init__.py" else set()  # the package lists its own stages
+            bad = roots - stdlib - allowed_third_party - {"__future__"} - own
             assert not bad, f"{path.name}: top-level import of {bad}"
 
 
@@ -293,8 +304,52 @@ def test_cosmos_compile_cli_errors(tmp_path, capsys):
 def test_every_pipeline_parameter_reaches_the_components(compiled):
     spec, _, _ = compiled
     params = set(spec["root"]["inputDefinitions"]["parameters"])
-    assert params == {"data_uri", "val_labels_uri", "profile", "config", "folds", "tracking_uri", "experiment",
-                      "work_root"}
+    assert params == {"data_uri", "val_labels_uri", "pseudo_uri", "profile", "config", "folds", "tracking_uri",
+                      "experiment", "work_root"}
     ingest = spec["root"]["dag"]["tasks"]["ingest-validate"]["inputs"]["parameters"]
     assert ingest["data_uri"] == {"componentInputParameter": "data_uri"}
     assert json.dumps(spec).count('"componentInputParameter": "config"') >= 10
+
+
+def test_compiled_k_and_folds_reach_the_first_task(compiled):
+    """K is unrolled at compile time: the first task gets it as a constant to check the run's config."""
+    spec, _, _ = compiled
+    ingest = spec["root"]["dag"]["tasks"]["ingest-validate"]["inputs"]["parameters"]
+    assert ingest["compiled_rounds"]["runtimeValue"]["constant"] == 3
+    assert ingest["folds"] == {"componentInputParameter": "folds"}
+
+
+def test_profile_decides_k_and_folds_at_compile_time(tmp_path):
+    from cosmos.cli import main
+
+    out = tmp_path / "small.yaml"
+    assert main(["compile", "-o", str(out), "--profile", "small"]) == 0
+    spec = list(yaml.safe_load_all(out.read_text()))[0]
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert [int(f) for f in params["folds"]["defaultValue"]] == [0, 1]  # small's folds
+    assert params["profile"]["defaultValue"] == "small"
+    assert len([t for t in spec["root"]["dag"]["tasks"] if t.startswith("for-loop")]) == 4  # K=3 (+ teacher)
+
+
+def test_benchmark_pipeline_compiles_with_the_same_rounds_per_row(tmp_path):
+    from pipelines.cosmos_pipeline import compile_pipeline
+
+    path = tmp_path / "b.yaml"
+    compile_pipeline(str(path), PipelineOptions(rounds=2, profile="small", folds=(0, 1)), benchmark=True)
+    spec = list(yaml.safe_load_all(path.read_text()))[0]
+    assert spec["pipelineInfo"]["name"] == "cosmos-benchmark"
+    by_comp = _tasks_by_component(spec)
+    # rows: source-only, DA w/o Seg, DA w/ Seg + 2 students, oracle = 1 + 1 + 3 + 1 rounds
+    assert len(by_comp["register-round"]) == 6
+    assert len(by_comp["train-translator"]) == 2 and len(by_comp["labelled-as-pseudo"]) == 2
+    assert len(by_comp["benchmark-table"]) == 1
+    overrides = {t["inputs"]["parameters"]["overrides"]["runtimeValue"]["constant"]
+                 for name, t in spec["root"]["dag"]["tasks"].items() if name.startswith("train-translator")}
+    assert any("segmentor: false" in o for o in overrides) and all("-benchmark" in o for o in overrides)
+
+
+def test_selftrain_variant_starts_from_a_pseudo_folder(tmp_path):
+    spec, _ = _compile(tmp_path, rounds=1, start="pseudo")
+    by_comp = _tasks_by_component(spec)
+    assert "train-translator" not in by_comp and "translate" not in by_comp
+    assert len(by_comp["import-pseudo"]) == 1 and len(by_comp["register-round"]) == 2

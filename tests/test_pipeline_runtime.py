@@ -1,5 +1,6 @@
-"""components/_runtime.py (config, keyed resumable stage dirs, round summaries) and the local
-runner's console filter. Fast: no KFP task runs here."""
+"""components/_runtime.py (config, fast exit), cosmos.resume (keyed resumable stage dirs), the
+round summary steps of cosmos.selftraining.rounds, and the local runner's console filter.
+Fast: no KFP task runs here."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from components import _runtime as rt
+from cosmos import resume
+from cosmos.selftraining import rounds
 
 
 # ------------------------------------------------------------------------------ config
@@ -46,27 +49,27 @@ def test_stage_key_depends_on_params_inputs_and_only_named_sections(tmp_path):
     cfg = load_config("tiny")
     a = tmp_path / "a"
     a.mkdir()
-    (a / rt.KEY_FILE).write_text("lineage-1")
-    base = rt.stage_key("s", {"round": 0}, [a], cfg, ["segmentation"])
-    assert base == rt.stage_key("s", {"round": 0}, [a], cfg, ["segmentation"])
-    assert base != rt.stage_key("s", {"round": 1}, [a], cfg, ["segmentation"])
-    assert base != rt.stage_key("t", {"round": 0}, [a], cfg, ["segmentation"])
-    assert base != rt.stage_key("s", {"round": 0}, [a], cfg.with_overrides(["segmentation.epochs=9"]),
+    (a / resume.KEY_FILE).write_text("lineage-1")
+    base = resume.stage_key("s", {"round": 0}, [a], cfg, ["segmentation"])
+    assert base == resume.stage_key("s", {"round": 0}, [a], cfg, ["segmentation"])
+    assert base != resume.stage_key("s", {"round": 1}, [a], cfg, ["segmentation"])
+    assert base != resume.stage_key("t", {"round": 0}, [a], cfg, ["segmentation"])
+    assert base != resume.stage_key("s", {"round": 0}, [a], cfg.with_overrides(["segmentation.epochs=9"]),
                                 ["segmentation"])
     # a section the stage does not read does not invalidate it
-    assert base == rt.stage_key("s", {"round": 0}, [a], cfg.with_overrides(["translator.epochs=9"]),
+    assert base == resume.stage_key("s", {"round": 0}, [a], cfg.with_overrides(["translator.epochs=9"]),
                                 ["segmentation"])
-    (a / rt.KEY_FILE).write_text("lineage-2")  # upstream changed
-    assert base != rt.stage_key("s", {"round": 0}, [a], cfg, ["segmentation"])
+    (a / resume.KEY_FILE).write_text("lineage-2")  # upstream changed
+    assert base != resume.stage_key("s", {"round": 0}, [a], cfg, ["segmentation"])
 
 
 def test_local_fingerprint_sees_changed_files(tmp_path):
-    assert rt.local_fingerprint("") == ""
-    assert rt.local_fingerprint("s3://b/p") == "s3://b/p"
+    assert resume.local_fingerprint("") == ""
+    assert resume.local_fingerprint("s3://b/p") == "s3://b/p"
     (tmp_path / "x.nii.gz").write_bytes(b"1")
-    first = rt.local_fingerprint(str(tmp_path))
+    first = resume.local_fingerprint(str(tmp_path))
     (tmp_path / "x.nii.gz").write_bytes(b"12")
-    assert rt.local_fingerprint(str(tmp_path)) != first
+    assert resume.local_fingerprint(str(tmp_path)) != first
 
 
 # ------------------------------------------------------------------------------ run_stage
@@ -80,20 +83,20 @@ def test_run_stage_local_runs_once_and_links_outputs(tmp_path):
         (out["model"] / "weights.bin").write_text("w")
         return {"run_id": "abc"}
 
-    first = rt.run_stage("train", {"model": str(tmp_path / "run1" / "model")}, body, key="k1", work_root=str(work))
+    first = resume.run_stage("train", {"model": str(tmp_path / "run1" / "model")}, body, key="k1", work_root=str(work))
     assert first == {"run_id": "abc"} and len(calls) == 1
     link = tmp_path / "run1" / "model"
     assert link.is_symlink() and (link / "weights.bin").read_text() == "w"
-    assert (link / rt.KEY_FILE).read_text() == "k1"
-    assert (work / "train-k1" / rt.DONE_FILE).exists()
+    assert (link / resume.KEY_FILE).read_text() == "k1"
+    assert (work / "train-k1" / resume.DONE_FILE).exists()
     # a new kfp.local run gives a new artifact path: the finished work is reused, not redone
-    second = rt.run_stage("train", {"model": str(tmp_path / "run2" / "model")}, body, key="k1", work_root=str(work))
+    second = resume.run_stage("train", {"model": str(tmp_path / "run2" / "model")}, body, key="k1", work_root=str(work))
     assert second == first and len(calls) == 1
     assert (tmp_path / "run2" / "model" / "weights.bin").exists()
-    timings = [json.loads(line) for line in (work / rt.TIMINGS_FILE).read_text().splitlines()]
+    timings = [json.loads(line) for line in (work / resume.TIMINGS_FILE).read_text().splitlines()]
     assert [t["reused"] for t in timings] == [False, True]
     # another key is other work
-    rt.run_stage("train", {"model": str(tmp_path / "run3" / "model")}, body, key="k2", work_root=str(work))
+    resume.run_stage("train", {"model": str(tmp_path / "run3" / "model")}, body, key="k2", work_root=str(work))
     assert len(calls) == 2
 
 
@@ -107,34 +110,34 @@ def test_run_stage_killed_stage_resumes_in_the_same_dir(tmp_path):
         raise RuntimeError("killed")
 
     with pytest.raises(RuntimeError):
-        rt.run_stage("fold", {"m": str(tmp_path / "a" / "m")}, crashing, key="k", work_root=str(work))
-    assert not (work / "fold-k" / rt.DONE_FILE).exists()
+        resume.run_stage("fold", {"m": str(tmp_path / "a" / "m")}, crashing, key="k", work_root=str(work))
+    assert not (work / "fold-k" / resume.DONE_FILE).exists()
 
     def resuming(out):
         seen.append((out["m"] / "checkpoint_latest.pth").read_text())
         return {"ok": True}
 
-    result = rt.run_stage("fold", {"m": str(tmp_path / "b" / "m")}, resuming, key="k", work_root=str(work))
+    result = resume.run_stage("fold", {"m": str(tmp_path / "b" / "m")}, resuming, key="k", work_root=str(work))
     assert result == {"ok": True}
     assert seen == ["epoch 1"]  # the library found its own checkpoint
 
 
 def test_run_stage_cluster_mode_writes_into_the_artifact(tmp_path):
     out = tmp_path / "artifact"
-    result = rt.run_stage("s", {"o": str(out)}, lambda d: (d["o"] / "f").write_text("x") and {"n": 1}, key="kk")
+    result = resume.run_stage("s", {"o": str(out)}, lambda d: (d["o"] / "f").write_text("x") and {"n": 1}, key="kk")
     assert result == {"n": 1}
-    assert not out.is_symlink() and (out / "f").read_text() == "x" and (out / rt.KEY_FILE).read_text() == "kk"
+    assert not out.is_symlink() and (out / "f").read_text() == "x" and (out / resume.KEY_FILE).read_text() == "kk"
 
 
 def test_model_pointer(tmp_path):
     from cosmos.errors import CosmosError
 
     (tmp_path / "a" / "model").mkdir(parents=True)
-    rt.write_pointer(tmp_path / "a", tmp_path / "a" / "model")
-    assert rt.read_pointer(tmp_path / "a") == (tmp_path / "a" / "model").resolve()
-    assert rt.read_pointer(tmp_path / "b") == tmp_path / "b"
+    resume.write_pointer(tmp_path / "a", tmp_path / "a" / "model")
+    assert resume.read_pointer(tmp_path / "a") == (tmp_path / "a" / "model").resolve()
+    assert resume.read_pointer(tmp_path / "b") == tmp_path / "b"
     with pytest.raises(CosmosError):
-        rt.write_pointer(tmp_path / "a", tmp_path / "elsewhere")
+        resume.write_pointer(tmp_path / "a", tmp_path / "elsewhere")
 
 
 # ------------------------------------------------------------------------------ summaries
@@ -164,34 +167,29 @@ def test_round_summaries_accumulate_and_build_the_report_summary(tmp_path):
         scores, preds, pseudo, kept = _round_inputs(tmp_path, k, with_pseudo=k < 2)
         out = tmp_path / f"summary{k}"
         out.mkdir()
-        rt.append_round_summary(out, prev, round_index=k, model_version=str(k + 1), scores_dir=scores,
-                                predictions_dir=preds, pseudo_labels_dir=pseudo, kept_dir=kept, run_id=f"run-{k}")
+        fs = {"kept": ["crossmoda_9"], "dropped": ["crossmoda_10"], "carried_over": []} if kept else None
+        rounds.summarize(k, out, prev, version=str(k + 1), run_id=f"run-{k}", scores_dir=scores,
+                         predictions_dir=preds, labels_dir=pseudo, filter_summary=fs,
+                         gate={"promoted": k == 1, "why": "test"})
         prev = out
-    rounds = json.loads((prev / rt.ROUNDS_FILE).read_text())
-    assert [r["index"] for r in rounds] == [0, 1, 2]
-    assert [r["name"] for r in rounds] == ["teacher", "student 1", "student 2"]
-    assert rounds[0]["kept"] == ["crossmoda_9"] and rounds[0]["dropped"] == ["crossmoda_10"]
-    assert rounds[2]["pseudo_labels_dir"] is None and rounds[2]["kept"] == []
+    entries = json.loads((prev / rounds.ROUNDS_FILE).read_text())
+    assert [r["index"] for r in entries] == [0, 1, 2]
+    assert [r["name"] for r in entries] == ["teacher", "student 1", "student 2"]
+    assert entries[0]["kept"] == ["crossmoda_9"] and entries[0]["dropped"] == ["crossmoda_10"]
+    assert entries[2]["pseudo_labels_dir"] is None and entries[2]["kept"] == []
+    assert [r["champion"] for r in entries] == [False, True, False]
     bundle = tmp_path / "bundle"
     bundle.mkdir()
-    summary, dice, run_id = rt.build_report_summary(prev, bundle, data_dir="/data", pseudo_dir="/pseudo",
-                                                    profile="tiny")
-    assert run_id == "run-2" and all("run_id" not in r for r in summary["rounds"])
-    assert dice == "0.700"
+    summary, dice, run_id = rounds.build_bundle(prev, bundle, data_dir="/data", pseudo_dir="/pseudo", profile="tiny")
+    assert run_id == "run-2"
+    assert summary["champion_round"] == 1 and dice == "0.600"  # the bundle holds the champion's outputs
     assert summary["rounds"][1]["metrics"]["summary"]["mean"]["dice_mean"] == pytest.approx(0.6)
     assert Path(summary["rounds"][0]["pseudo_labels_dir"]).is_dir()
     assert Path(summary["rounds"][2]["predictions_dir"]).is_dir()
     assert summary["rounds"][1]["model_version"] == "2"
     assert (bundle / "predictions" / "crossmoda_17_Label.nii.gz").exists()
-    assert json.loads((bundle / "metrics.json").read_text())["summary"]["mean"]["dice_mean"] == pytest.approx(0.7)
+    assert json.loads((bundle / "metrics.json").read_text())["summary"]["mean"]["dice_mean"] == pytest.approx(0.6)
     assert json.loads((bundle / "summary.json").read_text())["profile"] == "tiny"
-
-
-def test_self_contained_html_inlines_local_images(tmp_path):
-    (tmp_path / "a.png").write_bytes(b"\x89PNG fake")
-    (tmp_path / "r.html").write_text('<p><img alt="x" src="a.png"></p><img src="https://e.org/b.png">')
-    html = rt.self_contained_html(tmp_path / "r.html")
-    assert 'src="data:image/png;base64,' in html and 'src="https://e.org/b.png"' in html and 'src="a.png"' not in html
 
 
 # ------------------------------------------------------------------------------ console filter
@@ -227,6 +225,8 @@ def test_fast_exit_runs_other_exit_handlers_and_keeps_the_exit_code(tmp_path, fa
     script = f"""
 import atexit
 from components import _runtime as rt
+from cosmos import resume
+from cosmos.selftraining import rounds
 atexit.register(lambda: open({str(marker)!r}, "w").write("yes"))   # e.g. an MLflow flush
 atexit.register(rt._fast_exit)
 print("done", flush=True)
@@ -239,12 +239,12 @@ if {fail}:
     assert "done" in res.stdout
 
 
-def test_fast_exit_is_never_armed_outside_a_kfp_executor(monkeypatch):
+def test_fast_exit_is_never_armed_outside_a_kfp_executor(monkeypatch, tmp_path):
     import atexit
 
     registered = []
     monkeypatch.setattr(atexit, "register", lambda f, *a, **k: registered.append(f))
-    rt._arm_fast_exit()  # pytest is not kfp.dsl.executor_main: its exit code must survive
+    rt.run("s", {}, lambda d: {"ok": 1}, key="k", work_root=str(tmp_path))  # pytest is no kfp executor_main
     assert registered == []
 
 

@@ -7,25 +7,11 @@ tracebacks are shown only with ``--debug``.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 
 from cosmos.errors import CosmosError
 from cosmos.logs import setup_logging
-
-# Each module defines register(subparsers) and sets ``func`` on its parsers.
-_COMMAND_MODULES = (
-    "cosmos.cli.data_cmds",  # validate, phantom
-    "cosmos.cli.evaluate_cmd",  # evaluate
-    "cosmos.cli.translator_cmds",  # translator train / convert
-    "cosmos.cli.selftrain_cmd",  # selftrain
-    "cosmos.cli.predict_cmd",  # predict
-    "cosmos.cli.pipeline_cmds",  # run, compile, submit
-    "cosmos.cli.benchmark_cmd",  # benchmark
-    "cosmos.cli.config_cmd",  # config
-)
-
 
 def add_config_args(p: argparse.ArgumentParser, default_profile: str = "tiny") -> None:
     """The shared --profile / --config / --set options."""
@@ -46,13 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # verb group not built yet
-                continue
-            raise
+    # Imported here, not at the top: each verb module imports add_config_args from this package.
+    from cosmos.cli import (benchmark_cmd, config_cmd, data_cmds, evaluate_cmd, pipeline_cmds, predict_cmd,
+                            selftrain_cmd, serve_cmd, translator_cmds)
+
+    for mod in (data_cmds, evaluate_cmd, translator_cmds, selftrain_cmd, predict_cmd, serve_cmd, pipeline_cmds,
+                benchmark_cmd, config_cmd):
         mod.register(sub)
     return parser
 

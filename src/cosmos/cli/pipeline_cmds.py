@@ -88,12 +88,15 @@ def _compile(args) -> int:
 
     cfg = config_from_args(args)
     opts = options_from_args(args, cfg)
-    path = compile_to(args.output, opts)
+    output = args.output
+    if args.benchmark and output == "cosmos-pipeline.yaml":
+        output = "cosmos-benchmark.yaml"
+    path = compile_to(output, opts, benchmark=args.benchmark)
     print(f"wrote {path}: {opts.rounds + 1} round(s) (teacher + {opts.rounds} students), folds {list(opts.folds)} "
           f"(parallelism {opts.parallelism}), image {opts.image}, "
           f"secret {opts.secret or '-'}, caching {'on' if opts.caching else 'off'}")
-    print(f"upload: cosmos submit --host URL [key=value ...]   or   "
-          f"kfp --endpoint URL pipeline create -p cosmos-pipeline {path}")
+    name = "cosmos-benchmark" if args.benchmark else "cosmos-pipeline"
+    print(f"upload: cosmos submit --host URL [key=value ...]   or   kfp --endpoint URL pipeline create -p {name} {path}")
     return 0
 
 
@@ -109,7 +112,8 @@ def _submit(args) -> int:
     if package is None:
         cfg = config_from_args(args)
         tmp = tempfile.TemporaryDirectory(prefix="cosmos-submit-")
-        package = str(compile_to(Path(tmp.name) / "cosmos-pipeline.yaml", options_from_args(args, cfg)))
+        package = str(compile_to(Path(tmp.name) / "cosmos-pipeline.yaml", options_from_args(args, cfg),
+                                 benchmark=args.benchmark))
     try:
         res = submit(package, args.host, params, experiment=args.experiment, run_name=args.run_name,
                      namespace=args.namespace, token=args.token or os.environ.get("KFP_TOKEN"), cookies=args.cookies,

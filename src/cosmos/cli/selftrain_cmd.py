@@ -1,4 +1,8 @@
-"""``cosmos selftrain``: the teacher + K students of COSMOS (paper 3.3) on local folders."""
+"""``cosmos selftrain``: the teacher + K students of COSMOS (paper 3.3) from an existing pseudo-hrT2 folder.
+
+It runs the very DAG of ``cosmos run`` (through kfp.local), compiled to start from ``--pseudo``
+instead of training a translator, so its rounds are the same steps with the same bookkeeping.
+"""
 
 from __future__ import annotations
 
@@ -22,45 +26,51 @@ def register(sub) -> None:
     p = sub.add_parser(
         "selftrain", help="teacher + K self-training students (nnU-Net) on pseudo-hrT2 and real hrT2",
         description="Round 0 (teacher) trains nnU-Net on labelled pseudo-hrT2; each later round (student) trains "
-                    "from scratch on pseudo-hrT2 plus the real hrT2 scans whose previous-round prediction contains "
-                    "both VS and cochlea. Every round is an MLflow run (folds nested) and a cosmos-segmenter "
-                    "version; the last one gets @champion. Re-running with the same --out resumes.")
+                    "on pseudo-hrT2 plus the real hrT2 scans whose pseudo-label passed the filter. Every round is an "
+                    "MLflow run (folds nested) and a cosmos-segmenter version; the promotion gate moves @champion. "
+                    "Runs the cosmos-pipeline DAG through kfp.local; re-running with the same --out resumes.")
     p.add_argument("--pseudo", required=True, metavar="DIR",
                    help="labelled pseudo-hrT2 (crossmoda_*_hrT2pseudo + _Label), as written by `cosmos translator convert`")
     p.add_argument("--target", required=True, metavar="DIR",
-                   help="real unlabelled hrT2 images, e.g. DATA/target_training")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (round_k/, summary.json, mlflow/)")
+                   help="real unlabelled hrT2 images, e.g. DATA/target_training (or the crossMoDA root)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (report/, summary.json, mlflow/, work/)")
     p.add_argument("--val", default=None, metavar="DIR", help="validation hrT2 images, e.g. DATA/target_validation")
     p.add_argument("--val-labels", default=None, metavar="DIR", help="validation labels (scores every round)")
     p.add_argument("--rounds", type=int, default=None, metavar="K", help="student rounds after the teacher")
     p.add_argument("--folds", type=_folds, default=None, metavar="0,1,2,3,4", help="nnU-Net folds to train")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite under --out)")
+    p.add_argument("--verbose", action="store_true", help="show kfp.local's full task echo")
     add_config_args(p)
     p.set_defaults(func=_run)
 
 
 def _run(args) -> int:
-    from cosmos.selftraining.loop import format_rounds_table, run_selftraining
+    import json
 
-    if args.val_labels and not args.val:
-        raise CosmosError("--val-labels needs --val (the validation images)")
+    from cosmos.evaluation.metrics import format_table1
+    from pipelines.local_run import run_selftrain_local
+
     if args.rounds is not None:
         if args.rounds < 0:
             raise CosmosError("--rounds must be >= 0")
         args.overrides.append(f"selftraining.rounds={args.rounds}")
     if args.folds is not None:
         args.overrides.append(f"segmentation.folds=[{','.join(str(f) for f in args.folds)}]")
+    if args.tracking_uri:
+        args.overrides.append(f"tracking.tracking_uri={args.tracking_uri}")
     cfg = config_from_args(args)
-    result = run_selftraining(args.pseudo, args.target, args.out, cfg, val_dir=args.val,
-                              val_labels_dir=args.val_labels, tracking_uri=args.tracking_uri)
-    print(format_rounds_table(result.rounds))
-    for entry in result.rounds:
-        if entry.get("filter_alert"):
-            print(f"WARNING {entry['name']}: {entry['filter_alert']}")
-    print(f"champion: models:/{cfg.tracking.segmenter_model_name}@{cfg.tracking.champion_alias} "
-          f"= version {result.champion_version}")
-    print(f"summary:  {result.summary_path}")
+    result = run_selftrain_local(cfg, args.out, pseudo=args.pseudo, target=args.target, val=args.val,
+                                 val_labels=args.val_labels, profile=args.profile, verbose=args.verbose)
+    rounds = json.loads(result.summary_file.read_text())["rounds"]
+    print(format_table1([(r["name"] + (" *" if r.get("champion") else ""),
+                          (r.get("metrics") or {}).get("summary"),
+                          [len(r.get("kept") or []), r.get("model_version") or "-"]) for r in rounds],
+                        extra_header=["kept", "version"], style="text", first="round"))
+    for r in rounds:
+        if r.get("filter_alert"):
+            print(f"WARNING {r['name']}: {r['filter_alert']}")
+    print(f"champion (*): models:/{cfg.tracking.segmenter_model_name}@{cfg.tracking.champion_alias}")
+    print(f"summary:  {result.summary_file}")
+    print(f"report:   {result.report_dir / 'report.html'}")
     print(f"MLflow:   {result.tracking_uri}")
-    if result.tracking_uri and result.tracking_uri.startswith("sqlite:"):
-        print(f"          mlflow ui --backend-store-uri {result.tracking_uri}")
     return 0

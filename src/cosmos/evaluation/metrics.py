@@ -305,6 +305,33 @@ def summary_row(summary: dict[str, dict[str, float | None]]) -> list[str]:
     return [format_pm(summary[s][f"{m}_mean"], summary[s][f"{m}_std"]) for m, s in TABLE_COLUMNS]
 
 
+TABLE1_HEADER = ["Dice mean", "Dice VS", "Dice cochlea", "ASSD mean (mm)", "ASSD VS (mm)", "ASSD cochlea (mm)"]
+
+
+def format_table1(rows: list[tuple[str, dict[str, Any] | None, list[str]]], extra_header: list[str] | None = None,
+                  style: str = "markdown", first: str = "Method") -> str:
+    """THE Table-1 formatter: one row per (name, ``evaluate_folder`` summary or None, extra cells).
+
+    ``style``: ``markdown`` (README, report, benchmark.md) or ``text`` (aligned columns for a terminal).
+    Unscored rows show ``n/a``.
+    """
+    extra_header = list(extra_header or [])
+    header = [first] + TABLE1_HEADER + extra_header
+    body = []
+    for name, summary, extra in rows:
+        cells = summary_row(summary) if summary else ["n/a"] * len(TABLE1_HEADER)
+        body.append([name] + cells + [str(e) for e in extra])
+    if style == "markdown":
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(r) + " |" for r in body]
+        return "\n".join(lines)
+    table = [header] + body
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
 def format_summary(result: dict[str, Any], per_case: bool = False) -> str:
     """A plain-text Table-1-style summary of an ``evaluate_folder`` result."""
     header = ["Dice mean", "Dice VS", "Dice cochlea", "ASSD mean (mm)", "ASSD VS (mm)", "ASSD cochlea (mm)"]

@@ -1,0 +1,524 @@
+"""The steps of one self-training round (COSMOS paper 3.3, Algorithm 1): one function per DAG task.
+
+Round 0, the teacher, trains on labelled pseudo-hrT2 alone; round k > 0, a student, trains on the
+pseudo-hrT2 plus the real hrT2 scans whose pseudo-label the filter accepted. Every entry point
+(``cosmos run``, ``cosmos selftrain``, ``cosmos benchmark``, a Kubeflow cluster) runs these steps
+through the same DAG (``pipelines/cosmos_pipeline.py``), so they happen in one order, with one set of
+MLflow names, whoever started them:
+
+=================  ===========================================================================
+step               bookkeeping it owns
+=================  ===========================================================================
+prepare            the round's nnU-Net dataset; refuses to let a student replay its teacher silently
+open_round         the round's MLflow run: params (:func:`round_params`), tags (:func:`round_tags`),
+                   training-case counts
+train              one fold (nested MLflow run), optionally warm-started from the teacher's fold
+pseudo_label       predict real hrT2 (mirroring on) + filter; kept/dropped/carried counts, label
+                   change vs the previous round, the filter alert
+predict_validation predictions on target_validation
+score              Dice/ASSD on target_validation (:func:`metric_values` names, ``step`` = round)
+register           a ``cosmos-segmenter`` version (registry tags), the promotion gate for the
+                   ``champion`` alias, the round's summary entry; closes the round run
+=================  ===========================================================================
+
+The summary artifact is cumulative: each round's ``register`` copies the previous summary and adds
+its own entry (``rounds.json`` + ``round_<k>/``), so the report reads one artifact whatever K is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from cosmos.config import CosmosConfig
+from cosmos.data import layout
+from cosmos.errors import CosmosError
+from cosmos.resume import KEY_FILE, copy_tree, read_pointer, write_json, write_pointer
+
+log = logging.getLogger(__name__)
+
+RUN_INFO_FILE = "run.json"
+ROUNDS_FILE = "rounds.json"
+CHANGE_FILE = "label_change.json"
+STRUCTURES = ("VS", "cochlea", "mean")
+
+# MLflow names, spelled once.
+TAG_ROUND_NAME = "cosmos.round_name"
+TAG_PROFILE = "cosmos.profile"
+TAG_COMMIT = "cosmos.git_commit"
+TAG_KEPT = "cosmos.pseudo_labels_kept"
+TAG_DROPPED = "cosmos.pseudo_labels_dropped"
+TAG_ALERT = "cosmos.filter_alert"
+TAG_REPLAY = "cosmos.replay_alert"
+TAG_GATE = "cosmos.promotion"
+VERSION_TAG_SCORE = "gate_score"
+VERSION_TAG_METRIC = "gate_metric"
+
+
+def round_name(index: int) -> str:
+    """``teacher`` for round 0, ``student k`` after it: the one spelling used everywhere."""
+    return "teacher" if index == 0 else f"student {index}"
+
+
+def round_run_name(index: int) -> str:
+    """The round's MLflow run name, e.g. ``round_0-teacher``, ``round_2-student_2``."""
+    return f"round_{index}-{round_name(index).replace(' ', '_')}"
+
+
+def round_params(index: int, cfg: CosmosConfig) -> dict[str, Any]:
+    """The params of a round's MLflow run (the same whichever command ran the round)."""
+    return {"round": index, "profile": cfg.profile, "seed": cfg.seed, **cfg.flat("segmentation"),
+            **cfg.flat("selftraining")}
+
+
+def round_tags(index: int, cfg: CosmosConfig) -> dict[str, str]:
+    from cosmos.tracking import git_commit
+
+    return {TAG_ROUND_NAME: round_name(index), TAG_PROFILE: cfg.profile, TAG_COMMIT: git_commit()}
+
+
+def metric_values(metrics: Mapping[str, Any] | None) -> dict[str, float]:
+    """``evaluate_folder`` result -> flat MLflow metrics (``val_dice_VS``, ``val_assd_mean_std``, ...)."""
+    out: dict[str, float] = {}
+    if not metrics:
+        return out
+    for struct in STRUCTURES:
+        block = (metrics.get("summary") or {}).get(struct) or {}
+        for key in ("dice_mean", "dice_std", "assd_mean", "assd_std"):
+            val = block.get(key)
+            if val is not None:
+                metric, stat = key.split("_")
+                out[f"val_{metric}_{struct}" + ("" if stat == "mean" else "_std")] = float(val)
+    if "n_cases" in metrics:
+        out["val_cases_scored"] = float(metrics["n_cases"])
+    if metrics.get("errors"):
+        out["val_case_errors"] = float(len(metrics["errors"]))
+    return out
+
+
+def check_compiled_shape(cfg: CosmosConfig, *, compiled_rounds: int, folds: Sequence[int]) -> None:
+    """Fail fast when the run's config disagrees with the DAG it runs in.
+
+    K is unrolled and the fold list fans out at compile time, so a config asking for another K, or
+    folds other than the ``folds`` parameter, would otherwise train the compiled shape silently.
+    """
+    k = cfg.selftraining.rounds
+    if int(compiled_rounds) != k:
+        raise CosmosError(f"the pipeline was compiled with K={compiled_rounds} self-training rounds but the run's "
+                          f"config (profile {cfg.profile}) asks for selftraining.rounds={k}: recompile with "
+                          f"`cosmos compile --profile {cfg.profile}` (or --rounds {k}), or set "
+                          f"selftraining.rounds={compiled_rounds}")
+    given = sorted(int(float(f)) for f in folds)  # kfp.local hands list items over as floats
+    wanted = sorted(int(f) for f in cfg.segmentation.folds)
+    if given != wanted:
+        raise CosmosError(f"the 'folds' parameter {given} differs from the config's segmentation.folds {wanted} "
+                          f"(profile {cfg.profile}): pass folds={wanted} or recompile with "
+                          f"`cosmos compile --profile {cfg.profile}`")
+
+
+# ------------------------------------------------------------------------------------ run handle
+def write_run_info(out_dir: str | Path, run_id: str, index: int) -> None:
+    (Path(out_dir) / RUN_INFO_FILE).write_text(json.dumps({"run_id": run_id, "round": index}))
+
+
+def read_run_id(run_dir: str | Path | None) -> str | None:
+    """The round's MLflow run id from :func:`open_round`'s output (None when there is none)."""
+    if run_dir is None:
+        return None
+    path = Path(run_dir) / RUN_INFO_FILE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()).get("run_id") or None
+
+
+def _round_run(index: int, run_dir: str | Path | None, tracking_uri: str):
+    from cosmos.segmentation.mlflow_logging import RunLogger, _noop_logger, start_round_run
+
+    run_id = read_run_id(run_dir)
+    if not run_id:
+        return _noop_logger(f"round {index}")
+    run: RunLogger = start_round_run(index, tracking_uri=tracking_uri, resume_run_id=run_id)
+    return run
+
+
+def replay_message(index: int) -> str:
+    return (f"round {index} ({round_name(index)}): no pseudo-labelled hrT2 was accepted, so this student trains "
+            "on its teacher's exact cases (only its seed differs); see the previous round's filter summary")
+
+
+# ------------------------------------------------------------------------------------ steps
+def prepare(index: int, cfg: CosmosConfig, *, pseudo_dir: str | Path, data_dir: str | Path,
+            kept_dir: str | Path | None, out_dir: str | Path) -> dict[str, Any]:
+    """The round's nnU-Net dataset: pseudo-hrT2 (+ the accepted pseudo-labelled real hrT2 for a student).
+
+    A student whose accepted set is empty would see exactly its teacher's cases: that is never
+    silent. It still trains (its seed differs, so it is no bit-for-bit replay), but the result says
+    so and :func:`open_round` tags the round with the alert.
+    """
+    from cosmos.segmentation.prepare import load_prepared, prepare_round
+
+    target = Path(data_dir) / layout.TARGET_DIR if (index > 0 and kept_dir is not None) else None
+    prepare_round(pseudo_dir, out_dir, cfg, round_index=index, target_images_dir=target,
+                  pseudo_labels_dir=kept_dir if index > 0 else None)
+    manifest = load_prepared(out_dir)
+    replay = replay_message(index) if index > 0 and manifest.num_real == 0 else None
+    if replay:
+        log.error(replay)
+    return {"n_cases": manifest.num_cases, "n_pseudo": manifest.num_pseudo, "n_real": manifest.num_real,
+            "replay_alert": replay}
+
+
+def open_round(index: int, cfg: CosmosConfig, *, prepared_dir: str | Path, out_dir: str | Path,
+               tracking_uri: str) -> dict[str, Any]:
+    """Open the round's MLflow run (folds nest under it through ``mlflow.parentRunId``)."""
+    from cosmos.segmentation.mlflow_logging import start_round_run
+    from cosmos.segmentation.prepare import load_prepared
+
+    manifest = load_prepared(prepared_dir)
+    tags = round_tags(index, cfg)
+    if index > 0 and manifest.num_real == 0:
+        tags[TAG_REPLAY] = replay_message(index)
+    run = start_round_run(index, experiment=cfg.tracking.experiment, tracking_uri=tracking_uri,
+                          run_name=round_run_name(index), params=round_params(index, cfg), tags=tags)
+    run.log_metrics({"train_cases": manifest.num_cases, "train_cases_pseudo": manifest.num_pseudo,
+                     "train_cases_real": manifest.num_real}, step=index)
+    write_run_info(out_dir, run.run_id or "", index)
+    return {"run_id": run.run_id or ""}
+
+
+def teacher_fold(models_dir: str | Path | None, fold: int) -> Path | None:
+    """The previous round's model for ``fold`` in an ensemble artifact (see :func:`register`)."""
+    if models_dir is None:
+        return None
+    root = Path(models_dir)
+    for name in (f"fold_{fold}", "fold_0"):
+        if (root / name / "checkpoint_final.pth").is_file():
+            return root / name
+    hits = sorted(root.glob("fold_*/checkpoint_final.pth"))
+    return hits[0].parent if hits else None
+
+
+def train(index: int, fold: int, cfg: CosmosConfig, *, prepared_dir: str | Path, run_dir: str | Path | None,
+          out_dir: str | Path, tracking_uri: str, teacher_models_dir: str | Path | None = None) -> dict[str, Any]:
+    """Train one nnU-Net fold of the round (resumable); ``out_dir`` points at the fold model."""
+    from cosmos.segmentation.training import train_fold
+
+    init = None
+    if index > 0 and cfg.selftraining.student_init == "teacher":
+        init = teacher_fold(teacher_models_dir, fold)
+        if init is None:
+            raise CosmosError(f"round {index} fold {fold}: selftraining.student_init=teacher but the previous "
+                              f"round's models are missing in {teacher_models_dir}")
+    fold_dir = train_fold(prepared_dir, fold, out_dir, cfg, parent_run_id=read_run_id(run_dir),
+                          tracking_uri=tracking_uri, init_from=init)
+    write_pointer(out_dir, fold_dir)
+    return {"fold": fold, "init": str(init) if init else "scratch"}
+
+
+def fold_model_dirs(model_artifacts: Sequence[str | Path]) -> list[Path]:
+    """The fold model directories behind the collected ``train`` outputs, in fold order."""
+    dirs = [read_pointer(p) for p in model_artifacts]
+    return sorted(dirs, key=lambda d: str(d))
+
+
+def pseudo_label(index: int, cfg: CosmosConfig, *, fold_dirs: Sequence[str | Path], data_dir: str | Path,
+                 previous_kept_dir: str | Path | None, run_dir: str | Path | None, labels_dir: str | Path,
+                 kept_dir: str | Path, tracking_uri: str) -> dict[str, Any]:
+    """Pseudo-label the real target-training hrT2 (mirroring TTA always on) and filter them.
+
+    A case whose new pseudo-label is rejected keeps its last accepted one (from
+    ``previous_kept_dir``). Logs kept/dropped/carried counts and, from the second round on, how
+    much the accepted labels changed (Dice between consecutive pseudo-label sets).
+    """
+    from cosmos.segmentation.inference import predict
+    from cosmos.selftraining.filtering import filter_pseudo_labels, label_change
+
+    images = Path(data_dir) / layout.TARGET_DIR
+    pixel = cfg.selftraining.filter == "pixel"
+    predict([Path(d) for d in fold_dirs], images, labels_dir, cfg, mirroring=True, save_probabilities=pixel)
+    filt = filter_pseudo_labels(labels_dir, kept_dir, cfg.selftraining, previous_kept_dir=previous_kept_dir)
+    change = label_change(previous_kept_dir, kept_dir) if previous_kept_dir is not None else None
+    write_json(Path(kept_dir) / CHANGE_FILE, change)
+    run = _round_run(index, run_dir, tracking_uri)
+    values = {"pseudo_labels_kept": len(filt.kept), "pseudo_labels_dropped": len(filt.dropped),
+              "pseudo_labels_carried": len(filt.carried_over)}
+    if change is not None:
+        values["pseudo_labels_changed"] = float(change["n_changed"])
+        if change.get("mean_dice") is not None and math.isfinite(change["mean_dice"]):
+            values["pseudo_label_change_dice"] = float(change["mean_dice"])
+    run.log_metrics(values, step=index)
+    run.set_tags({TAG_KEPT: ",".join(filt.kept) or "-", TAG_DROPPED: ",".join(filt.dropped) or "-"})
+    if filt.alert:
+        run.set_tags({TAG_ALERT: filt.alert})
+    return {"kept": list(filt.kept), "dropped": list(filt.dropped), "carried": list(filt.carried_over),
+            "alert": filt.alert, "change": _brief_change(change)}
+
+
+def _brief_change(change: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The label-change figures without the per-case table (summary entries, MLflow)."""
+    if change is None:
+        return None
+    mean = change.get("mean_dice")
+    return {"n_compared": change.get("n_compared"), "n_changed": change.get("n_changed"),
+            "mean_dice": mean if mean is not None and math.isfinite(mean) else None,
+            "mean_dice_per_structure": change.get("mean_dice_per_structure")}
+
+
+def read_label_change(kept_dir: str | Path | None) -> dict[str, Any] | None:
+    if kept_dir is None or not (Path(kept_dir) / CHANGE_FILE).is_file():
+        return None
+    return _brief_change(json.loads((Path(kept_dir) / CHANGE_FILE).read_text()))
+
+
+def predict_validation(index: int, cfg: CosmosConfig, *, fold_dirs: Sequence[str | Path], data_dir: str | Path,
+                       out_dir: str | Path) -> dict[str, Any]:
+    """Predict target_validation (what the round is scored on); 0 cases when the data has none."""
+    from cosmos.segmentation.inference import predict
+
+    images = Path(data_dir) / layout.VALIDATION_DIR
+    if not images.is_dir() or not any(images.glob("*.nii*")):
+        log.warning("round %d: no target_validation images, nothing to predict", index)
+        return {"n_cases": 0}
+    written = predict([Path(d) for d in fold_dirs], images, out_dir, cfg)
+    return {"n_cases": len(written)}
+
+
+def score(index: int, cfg: CosmosConfig, *, predictions_dir: str | Path, data_dir: str | Path,
+          run_dir: str | Path | None, out_dir: str | Path, tracking_uri: str) -> dict[str, Any]:
+    """Dice/ASSD of the round on target_validation (``metrics.json`` in ``out_dir``); logged with step = round."""
+    from cosmos.evaluation.metrics import evaluate_folder, write_json as write_metrics
+
+    labels = Path(data_dir) / layout.VALIDATION_LABELS_DIR
+    if not labels.is_dir() or not any(labels.glob("*.nii*")):
+        log.warning("round %d: no validation labels, not scored", index)
+        return {"has_metrics": False, "mean_dice": None}
+    result = evaluate_folder(predictions_dir, labels)
+    write_metrics(result, Path(out_dir) / "metrics.json")
+    if result.get("errors"):
+        log.warning("round %d: evaluation errors: %s", index, result["errors"])
+    run = _round_run(index, run_dir, tracking_uri)
+    run.log_metrics(metric_values(result), step=index)
+    run.log_dict(dict(result), "metrics.json")
+    mean = ((result.get("summary") or {}).get("mean") or {}).get("dice_mean")
+    return {"has_metrics": True, "mean_dice": mean}
+
+
+# ------------------------------------------------------------------------------------ registry + gate
+def gate_figure(scores_dir: str | Path, filter_summary: Mapping[str, Any] | None) -> tuple[str, float] | None:
+    """The figure the promotion gate compares: validation mean Dice when labels exist, else a
+    label-free one, the stability of the pseudo-labels (mean Dice between this round's and the
+    previous round's accepted labels). None when neither exists (the teacher without labels)."""
+    metrics_file = Path(scores_dir) / "metrics.json"
+    if metrics_file.is_file():
+        mean = ((json.loads(metrics_file.read_text()).get("summary") or {}).get("mean") or {}).get("dice_mean")
+        if mean is not None:
+            return "val_dice_mean", float(mean)
+    change = (filter_summary or {}).get("change")
+    if change and change.get("mean_dice") is not None:
+        return "pseudo_label_stability", float(change["mean_dice"])
+    return None
+
+
+def promotion_decision(policy: str, is_final: bool, figure: tuple[str, float] | None,
+                       champion: tuple[str, float] | None) -> tuple[bool, str]:
+    """Whether the champion alias moves to this round, and why (a sentence for the report/MLflow).
+
+    ``always`` (the paper): the final round becomes champion. ``better``: a round becomes champion
+    when its figure is >= the current champion's (same figure), or when there is no champion yet.
+    """
+    if policy == "always":
+        return is_final, "final round (promote=always)" if is_final else "not the final round (promote=always)"
+    if figure is None:
+        if champion is None and is_final:
+            return True, "no champion yet and no figure to compare (no validation labels)"
+        return False, "no figure to compare (no validation labels, no previous pseudo-labels)"
+    name, value = figure
+    if champion is None:
+        return True, f"first candidate: {name} {value:.4f}"
+    cname, cvalue = champion
+    if cname != name:
+        if name == "val_dice_mean":
+            return True, f"{name} {value:.4f} replaces a champion judged by {cname} only"
+        return False, f"champion was judged by {cname}; this round only has {name}"
+    if value >= cvalue:
+        return True, f"{name} {value:.4f} >= champion's {cvalue:.4f}"
+    return False, f"{name} {value:.4f} < champion's {cvalue:.4f}: alias stays"
+
+
+def _champion_figure(model_name: str, alias: str) -> tuple[str, float] | None:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = MlflowClient().get_model_version_by_alias(model_name, alias)
+    except MlflowException:
+        return None
+    tags = mv.tags or {}
+    if VERSION_TAG_METRIC in tags and VERSION_TAG_SCORE in tags:
+        return tags[VERSION_TAG_METRIC], float(tags[VERSION_TAG_SCORE])
+    return None
+
+
+def register(index: int, cfg: CosmosConfig, *, fold_dirs: Sequence[str | Path], scores_dir: str | Path,
+             predictions_dir: str | Path, run_dir: str | Path | None, is_final: bool, summary_dir: str | Path,
+             models_dir: str | Path, tracking_uri: str, labels_dir: str | Path | None = None,
+             kept_dir: str | Path | None = None, previous_summary_dir: str | Path | None = None) -> dict[str, Any]:
+    """Register the round's ensemble, apply the promotion gate, close the round run, add the summary entry.
+
+    ``models_dir`` receives the fold models (``fold_<f>/``) when the next student warm-starts from
+    them (``selftraining.student_init: teacher``).
+    """
+    from mlflow import MlflowClient
+
+    from cosmos.segmentation.mlflow_logging import with_retry
+    from cosmos.segmentation.registry import register_round
+    from cosmos.selftraining.filtering import read_filter_summary
+
+    folds = [Path(d) for d in fold_dirs]
+    filt = read_filter_summary(kept_dir) if kept_dir is not None else None
+    filt_dict = filt.to_dict() if filt is not None else {}
+    filt_dict["change"] = read_label_change(kept_dir)
+    figure = gate_figure(scores_dir, filt_dict)
+    run_id = read_run_id(run_dir)
+    tags: dict[str, Any] = {"round_name": round_name(index), "pseudo_labels_kept": len(filt.kept) if filt else 0}
+    if figure is not None:
+        tags.update({VERSION_TAG_METRIC: figure[0], VERSION_TAG_SCORE: f"{figure[1]:.6f}"})
+    version = register_round(folds, index, cfg, tags=tags, alias=None, tracking_uri=tracking_uri, run_id=run_id)
+    name, alias = cfg.tracking.segmenter_model_name, cfg.tracking.champion_alias
+    moved, why = promotion_decision(cfg.tracking.promote, is_final, figure, _champion_figure(name, alias))
+    if moved:
+        with_retry(MlflowClient().set_registered_model_alias, name, alias, version, what="set alias")
+    log.info("round %d: %s version %s %s @%s (%s)", index, name, version, "becomes" if moved else "does not become",
+             alias, why)
+    run = _round_run(index, run_dir, tracking_uri)
+    run.set_tags({TAG_GATE: ("promoted: " if moved else "held: ") + why})
+    if cfg.selftraining.student_init == "teacher":
+        for d in folds:
+            copy_tree(d, Path(models_dir) / d.name if d.name.startswith("fold_") else Path(models_dir) / "fold_0")
+    gate = {"policy": cfg.tracking.promote, "figure": figure[0] if figure else None,
+            "value": figure[1] if figure else None, "promoted": moved, "why": why}
+    entry = summarize(index, summary_dir, previous_summary_dir, version=version, run_id=run_id,
+                      scores_dir=scores_dir, predictions_dir=predictions_dir, labels_dir=labels_dir,
+                      filter_summary=filt_dict, gate=gate)
+    run.end("FINISHED")
+    return {"model_version": version, "promoted": moved, "entry": entry}
+
+
+def summarize(index: int, summary_dir: str | Path, previous_summary_dir: str | Path | None, *, version: str,
+              run_id: str | None, scores_dir: str | Path, predictions_dir: str | Path,
+              labels_dir: str | Path | None, filter_summary: Mapping[str, Any] | None,
+              gate: Mapping[str, Any]) -> dict[str, Any]:
+    """The cumulative summary artifact: the previous rounds plus this one.
+
+    Layout: ``rounds.json`` (the report's ``rounds`` entries, paths relative to the artifact) and
+    ``round_<k>/{metrics.json, predictions/, pseudo_labels/}``.
+    """
+    out = Path(summary_dir)
+    rounds: list[dict[str, Any]] = []
+    if previous_summary_dir is not None:
+        shutil.copytree(previous_summary_dir, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns(KEY_FILE))
+        rounds = json.loads((out / ROUNDS_FILE).read_text())
+    rounds = [r for r in rounds if r["index"] != index]
+    if gate.get("promoted"):
+        for r in rounds:
+            r["champion"] = False
+    rdir = out / f"round_{index}"
+    rdir.mkdir(parents=True, exist_ok=True)
+    fs = dict(filter_summary or {})
+    entry: dict[str, Any] = {
+        "index": index, "name": round_name(index), "metrics": None, "kept": fs.get("kept", []),
+        "dropped": fs.get("dropped", []), "carried": fs.get("carried_over", []), "filter_alert": fs.get("alert"),
+        "label_change": fs.get("change"), "pseudo_labels_dir": None, "predictions_dir": None,
+        "model_version": version or None, "run_id": run_id or None, "champion": bool(gate.get("promoted")),
+        "gate": dict(gate),
+    }
+    scores = Path(scores_dir) / "metrics.json"
+    if scores.is_file():
+        shutil.copyfile(scores, rdir / "metrics.json")
+        entry["metrics"] = f"round_{index}/metrics.json"
+    copy_tree(predictions_dir, rdir / "predictions")
+    entry["predictions_dir"] = f"round_{index}/predictions"
+    if labels_dir is not None:
+        copy_tree(labels_dir, rdir / "pseudo_labels")
+        entry["pseudo_labels_dir"] = f"round_{index}/pseudo_labels"
+    rounds.append(entry)
+    rounds.sort(key=lambda r: r["index"])
+    write_json(out / ROUNDS_FILE, rounds)
+    return entry
+
+
+def load_summary(summary_dir: str | Path) -> list[dict[str, Any]]:
+    """The rounds of a summary artifact with metrics loaded and paths made absolute."""
+    src = Path(summary_dir).resolve()
+    entries = []
+    for r in json.loads((src / ROUNDS_FILE).read_text()):
+        e = dict(r)
+        e["metrics"] = json.loads((src / r["metrics"]).read_text()) if r.get("metrics") else None
+        for k in ("pseudo_labels_dir", "predictions_dir"):
+            e[k] = str(src / r[k]) if r.get(k) else None
+        entries.append(e)
+    return entries
+
+
+def champion_entry(rounds: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The round that holds the champion alias after the run (the last one when none was promoted)."""
+    promoted = [r for r in rounds if r.get("champion")]
+    return promoted[-1] if promoted else rounds[-1]
+
+
+def build_bundle(summary_dir: str | Path, bundle_dir: str | Path, *, data_dir: str, pseudo_dir: str | None,
+                 profile: str, translator_fidelity: Mapping[str, Any] | None = None
+                 ) -> tuple[dict[str, Any], str, str | None]:
+    """The run's final outputs and the report's summary dict.
+
+    Fills ``bundle_dir`` with ``predictions/`` (the champion round's), ``metrics.json`` (its scores,
+    when labelled) and ``summary.json``. Returns the summary, the final mean Dice as text and the
+    final round's MLflow run id.
+    """
+    bundle = Path(bundle_dir)
+    entries = load_summary(summary_dir)
+    final = dict(champion_entry(entries))
+    copy_tree(final["predictions_dir"], bundle / "predictions")
+    dice = "n/a"
+    if final["metrics"] is not None:
+        (bundle / "metrics.json").write_text(json.dumps(final["metrics"], indent=2))
+        value = ((final["metrics"].get("summary") or {}).get("mean") or {}).get("dice_mean")
+        dice = f"{value:.3f}" if isinstance(value, (int, float)) else "n/a"
+    summary = {"title": f"COSMOS run ({profile} profile)", "profile": profile, "data_dir": str(data_dir),
+               "pseudo_dir": str(pseudo_dir) if pseudo_dir else None, "rounds": entries,
+               "champion_round": final["index"], "translator_fidelity": translator_fidelity}
+    (bundle / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary, dice, entries[-1].get("run_id")
+
+
+def attach_report(run_id: str, index: int, report_dir: str | Path, tracking_uri: str) -> None:
+    """Attach the report (Markdown, HTML, PNGs) to the final round's MLflow run under ``report/``."""
+    from cosmos.segmentation.mlflow_logging import start_round_run
+
+    run = start_round_run(index, tracking_uri=tracking_uri, resume_run_id=run_id)
+    for path in sorted(Path(report_dir).iterdir()):
+        if path.is_file():
+            run.log_artifact(path, "report")
+    run.end("FINISHED")
+
+
+def report(summary_dir: str | Path, bundle_dir: str | Path, *, data_dir: str | Path, pseudo_dir: str | Path | None,
+           profile: str, tracking_uri: str) -> str:
+    """The run's bundle and report (attached to the final round's MLflow run); returns the champion
+    round's mean Dice as text ("n/a" without validation labels)."""
+    from cosmos.evaluation.report import write_report
+
+    fidelity = None
+    if pseudo_dir is not None and (Path(pseudo_dir) / "fidelity.json").is_file():
+        fidelity = json.loads((Path(pseudo_dir) / "fidelity.json").read_text())
+    summary, dice, run_id = build_bundle(summary_dir, bundle_dir, data_dir=str(data_dir),
+                                         pseudo_dir=str(pseudo_dir) if pseudo_dir else None, profile=profile,
+                                         translator_fidelity=fidelity)
+    write_report(Path(bundle_dir) / "report", summary)
+    if run_id:
+        attach_report(run_id, summary["rounds"][-1]["index"], Path(bundle_dir) / "report", tracking_uri)
+    return dice

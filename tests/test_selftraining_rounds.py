@@ -1,0 +1,86 @@
+"""cosmos.selftraining.rounds: the round steps' own bookkeeping (names, the compiled-shape check,
+the promotion gate, the gate's figure), fast and without training anything."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cosmos.config import load_config
+from cosmos.errors import CosmosError
+from cosmos.selftraining import rounds
+
+
+def test_round_names_are_spelled_once():
+    assert [rounds.round_name(k) for k in range(3)] == ["teacher", "student 1", "student 2"]
+    assert rounds.round_run_name(0) == "round_0-teacher" and rounds.round_run_name(2) == "round_2-student_2"
+
+
+def test_round_params_and_tags_carry_the_round_and_its_config():
+    cfg = load_config("tiny")
+    params = rounds.round_params(1, cfg)
+    assert params["round"] == 1 and params["profile"] == "tiny"
+    assert "segmentation.epochs" in params and "selftraining.rounds" in params
+    tags = rounds.round_tags(1, cfg)
+    assert tags[rounds.TAG_ROUND_NAME] == "student 1" and tags[rounds.TAG_PROFILE] == "tiny"
+
+
+def test_compiled_shape_check():
+    cfg = load_config("tiny")  # K = 2, folds [0]
+    rounds.check_compiled_shape(cfg, compiled_rounds=cfg.selftraining.rounds, folds=[0.0])  # kfp.local floats
+    with pytest.raises(CosmosError, match="recompile"):
+        rounds.check_compiled_shape(cfg, compiled_rounds=3, folds=[0])
+    with pytest.raises(CosmosError, match=r"folds=\[0\]"):
+        rounds.check_compiled_shape(cfg, compiled_rounds=2, folds=[0, 1, 2, 3, 4])
+
+
+@pytest.mark.parametrize("policy, final, figure, champion, moved", [
+    ("always", False, ("val_dice_mean", 0.9), None, False),  # the paper: only the final round
+    ("always", True, ("val_dice_mean", 0.1), ("val_dice_mean", 0.9), True),
+    ("better", False, ("val_dice_mean", 0.5), None, True),  # first candidate
+    ("better", False, ("val_dice_mean", 0.5), ("val_dice_mean", 0.6), False),  # worse: the alias stays
+    ("better", True, ("val_dice_mean", 0.6), ("val_dice_mean", 0.6), True),  # ties promote the later round
+    ("better", True, ("pseudo_label_stability", 0.9), ("val_dice_mean", 0.6), False),  # incomparable figures
+    ("better", True, ("val_dice_mean", 0.2), ("pseudo_label_stability", 0.9), True),  # labels beat label-free
+    ("better", False, None, None, False),
+    ("better", True, None, None, True),  # nothing to compare, nothing promoted yet: the final round
+])
+def test_promotion_decision(policy, final, figure, champion, moved):
+    got, why = rounds.promotion_decision(policy, final, figure, champion)
+    assert got is moved and why
+
+
+def test_gate_figure_prefers_validation_dice_then_label_stability(tmp_path):
+    assert rounds.gate_figure(tmp_path, None) is None
+    assert rounds.gate_figure(tmp_path, {"change": {"mean_dice": 0.8}}) == ("pseudo_label_stability", 0.8)
+    (tmp_path / "metrics.json").write_text(json.dumps({"summary": {"mean": {"dice_mean": 0.7}}}))
+    assert rounds.gate_figure(tmp_path, {"change": {"mean_dice": 0.8}}) == ("val_dice_mean", 0.7)
+
+
+def test_metric_values_names():
+    metrics = {"summary": {s: {"dice_mean": 0.5, "dice_std": 0.1, "assd_mean": 1.0, "assd_std": 0.2}
+                           for s in ("VS", "cochlea", "mean")}, "n_cases": 3, "errors": {}}
+    names = set(rounds.metric_values(metrics))
+    assert {"val_dice_VS", "val_dice_cochlea_std", "val_assd_mean", "val_cases_scored"} <= names
+    assert rounds.metric_values(None) == {}
+
+
+def test_teacher_fold_picks_the_same_fold_else_the_first(tmp_path):
+    for f in (0, 2):
+        (tmp_path / f"fold_{f}").mkdir()
+        (tmp_path / f"fold_{f}" / "checkpoint_final.pth").write_bytes(b"x")
+    assert rounds.teacher_fold(tmp_path, 2) == tmp_path / "fold_2"
+    assert rounds.teacher_fold(tmp_path, 1) == tmp_path / "fold_0"
+    assert rounds.teacher_fold(tmp_path / "none", 1) is None and rounds.teacher_fold(None, 0) is None
+
+
+def test_there_is_one_orchestration():
+    """No second round loop in the library: the DAG is the only one (issue: one round engine)."""
+    import re
+    from pathlib import Path
+
+    src = Path(rounds.__file__).resolve().parents[1]
+    offenders = [str(p) for p in src.rglob("*.py")
+                 if re.search(r"def _run_round|class \w*Loop\b", p.read_text())]
+    assert offenders == []
