@@ -10,12 +10,16 @@ named the work-dir copy. Now, while the pipeline runs:
 * the failing stage's own error line (``stage X failed: ...``, logged by ``cosmos.resume``) is
   remembered, and a failed run raises it as the CosmosError, so the LAST lines printed are the
   problem, naming the user's own path or ``s3://`` key (work-dir copies are mapped back);
-* :mod:`cosmos.process_guard` ends every task process when ``cosmos run`` dies, however it dies.
+* :mod:`cosmos.process_guard` ends every task process when ``cosmos run`` dies, however it dies;
+* kfp.local's task cache is cleared when the input data changed since the last run
+  (:func:`forget_stale_cache`): that cache keys a task on its parameters, and a folder or ``s3://``
+  prefix edited in place has the same parameters, so the edited data was never re-validated.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
 import sys
@@ -174,6 +178,39 @@ class _NoiseToLog(logging.Filter):
         return True
 
 
+INPUTS_RECORD = ".cosmos_inputs.json"
+
+
+def forget_stale_cache(out: Path, data_uri: str, val_labels_uri: str = "", cache_root: Path | None = None) -> bool:
+    """Clear kfp.local's cache when the data's fingerprint changed since the last run; True if cleared.
+
+    Fingerprints (``cosmos.data.storage.fingerprint``): names, sizes and mtimes locally; keys, sizes
+    and ETags on ``s3://``. Clearing costs little: every stage still finds its finished work by key
+    (``OUT/work/<stage>-<key>``), and only stages whose inputs really changed compute again.
+    """
+    from cosmos.data.storage import fingerprint
+
+    out = Path(out)
+    cache = Path(cache_root) if cache_root is not None else out / "kfp_cache"
+    record = out / INPUTS_RECORD
+    now = {"data": fingerprint(data_uri), "val_labels": fingerprint(val_labels_uri)}
+    try:
+        before = json.loads(record.read_text()) if record.is_file() else None
+    except ValueError:
+        before = None
+    entries = sorted(cache.glob("*.json")) if cache.is_dir() else []
+    cleared = bool(entries) and before != now
+    if cleared:
+        for entry in entries:
+            entry.unlink(missing_ok=True)
+        log.info("input data changed since the last run in %s: cleared kfp.local's task cache (%d entries); "
+                 "finished stages whose inputs are unchanged are still reused", out, len(entries))
+    tmp = record.with_name(record.name + ".tmp")
+    tmp.write_text(json.dumps(now))
+    tmp.replace(record)
+    return cleared
+
+
 @contextmanager
 def supervise(out: Path, work_root: Path | None = None, data_uri: str = "", val_labels_uri: str = "",
               verbose: bool = False) -> Iterator[TaskOutput]:
@@ -182,6 +219,7 @@ def supervise(out: Path, work_root: Path | None = None, data_uri: str = "", val_
     from cosmos.errors import CosmosError
 
     out = Path(out)
+    forget_stale_cache(out, data_uri, val_labels_uri)
     guard = process_guard.start()
     output = TaskOutput(sys.stdout, out / "logs" / "tasks.log", hide_tracebacks=not verbose)
     saved = sys.stdout

@@ -149,3 +149,24 @@ def test_supervise_passes_other_errors_through(tmp_path):
     with pytest.raises(KeyError):
         with run_guard.supervise(tmp_path):
             raise KeyError("x")
+
+
+# ---------------------------------------------------------------- row 2: kfp.local's cache sees edited data
+def test_kfp_cache_is_cleared_when_the_data_changed(tmp_path):
+    data = tmp_path / "data" / "source_training"
+    data.mkdir(parents=True)
+    label = data / "crossmoda_1_Label.nii.gz"
+    label.write_bytes(b"label 1")
+    out, cache = tmp_path / "out", tmp_path / "out" / "kfp_cache"
+    cache.mkdir(parents=True)
+    entry = cache / "abc.json"
+    entry.write_text("{}")
+    # no record yet (a run by an older version): the cache cannot be trusted
+    assert run_guard.forget_stale_cache(out, str(tmp_path / "data")) is True and not entry.exists()
+    entry.write_text("{}")
+    assert run_guard.forget_stale_cache(out, str(tmp_path / "data")) is False and entry.exists()
+    label.write_bytes(b"label 3")  # edited in place: same name, same size
+    os.utime(label, ns=(label.stat().st_atime_ns, label.stat().st_mtime_ns + 1000))
+    with run_guard.supervise(out, data_uri=str(tmp_path / "data")):
+        pass
+    assert not entry.exists()  # the ingest task will run again and validate the edit

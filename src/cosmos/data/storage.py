@@ -419,6 +419,8 @@ def fingerprint(uri: str | os.PathLike | None) -> str:
         return f"{text}#{h.hexdigest()[:16]}"
     root = Path(text)
     why = _link_problem(root)
+    if why == "does not exist":  # the stage that reads it says so, naming the path
+        return f"{text}#missing"
     if why:
         raise StorageError(f"{root}: {why}")
     if root.is_file():
