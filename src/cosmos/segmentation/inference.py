@@ -244,7 +244,7 @@ def predict(fold_model_dirs: list, inputs, out_dir, cfg: CosmosConfig, mirroring
                                 torch_threads=resolve_threads(seg_cfg.torch_threads)):
         predictor = build_predictor(ensemble, device, mirroring, seg_cfg.tile_step_size)
         for f in progress(todo, desc="predict", unit="case"):
-            vol = nifti.load(f)  # validates the input (NiftiError names the file) and gives the header
+            vol = nifti.load_image(f)  # refuses corrupt, NaN/Inf, bad-affine or constant input (one line)
             seg, probs = _predict_case(predictor, f, save_probabilities)
             seg = np.asarray(seg).transpose(2, 1, 0)  # SimpleITK (z,y,x) -> NIfTI voxel order (i,j,k)
             if seg.shape != vol.shape:
