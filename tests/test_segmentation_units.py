@@ -227,3 +227,45 @@ def test_patch_size_max_caps_the_planned_patch_to_the_stride_grid():
     seg = load_config("tiny", overrides=["segmentation.patch_size_max=[64,64,64]"]).segmentation
     plans, name = planning.cosmos_plans(_fake_plans(), seg)
     assert "patch_size" not in plans["configurations"][name]
+
+
+# ------------------------------------------------------------------------------ budget / config
+def test_iterations_scale_with_the_student_case_count():
+    from types import SimpleNamespace
+
+    from cosmos.segmentation.trainer import TrainerBudget, scaled_iterations
+    from cosmos.segmentation.training import fold_seed
+
+    seg = load_config("tiny").segmentation
+    base = seg.iterations_per_epoch
+    student = SimpleNamespace(num_cases=16 + 11, num_pseudo=16, num_real=11)
+    teacher = SimpleNamespace(num_cases=16, num_pseudo=16, num_real=0)
+    assert TrainerBudget.from_config(seg, student).iterations_per_epoch == base  # off by default (paper)
+    on = load_config("tiny", overrides=["segmentation.scale_iterations_with_cases=true"]).segmentation
+    assert TrainerBudget.from_config(on, student).iterations_per_epoch == round(base * 27 / 16)
+    assert TrainerBudget.from_config(on, teacher).iterations_per_epoch == base
+    assert TrainerBudget.from_config(on).iterations_per_epoch == base  # no round given: unchanged
+    assert scaled_iterations(25, 7, 4) == 44 and scaled_iterations(1, 1, 100) == 1
+    assert TrainerBudget.from_config(seg, lr_scale=0.1).initial_lr == pytest.approx(seg.initial_lr * 0.1)
+    assert fold_seed(0, 0, 1) == 1 and fold_seed(7, 2, 1) == 2008
+
+
+def test_selftraining_config_validation():
+    from cosmos.config import ConfigError
+
+    cfg = load_config("paper")
+    st, seg = cfg.selftraining, cfg.segmentation
+    assert (st.filter, st.student_init, st.balance_domains, st.min_component_voxels) == ("image", "scratch", False, [])
+    assert not seg.probabilistic_oversampling and not seg.scale_iterations_with_cases
+    ok = load_config("tiny", overrides=["selftraining.min_component_voxels=[20,5]", "selftraining.filter=pixel",
+                                        "selftraining.student_init=teacher", "selftraining.student_lr_scale=0.1"])
+    assert ok.selftraining.min_component_voxels == [20, 5]
+    for bad, match in (("selftraining.min_component_voxels=[5]", "one entry per"),
+                       ("selftraining.min_component_voxels=[0,5]", ">= 1"),
+                       ("selftraining.filter=voxel", "image or pixel"),
+                       ("selftraining.confidence_threshold=1.5", "0..1"),
+                       ("selftraining.student_init=copy", "scratch or teacher"),
+                       ("selftraining.student_lr_scale=0", "> 0"),
+                       ("segmentation.oversample_foreground=1.2", "0..1")):
+        with pytest.raises(ConfigError, match=match):
+            load_config("tiny", overrides=[bad])

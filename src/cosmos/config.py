@@ -103,7 +103,15 @@ class SegmentationConfig:
     features_max: int = 128  # 320 in nnU-Net's default plan
     patch_size: list[int] | None = None  # None = nnU-Net's planned patch
     patch_size_max: list[int] | None = None  # cap per axis of the planned patch (rounded down to the net's stride)
-    oversample_foreground: float = 0.66  # nnU-Net default 0.33; helps the small cochlea on CPU
+    # Fraction of patches forced to contain foreground (nnU-Net default 0.33). nnU-Net's default rule forces
+    # the LAST round(batch_size * fraction) samples of each batch, so at batch size 2 both 0.33 and 0.66 force
+    # exactly ONE of the two samples (0.5 in effect). Only with probabilistic_oversampling (each sample forced
+    # with this probability, nnU-Net's own alternative) does a value like 0.66 take effect.
+    oversample_foreground: float = 0.66
+    probabilistic_oversampling: bool = False  # nnU-Net's per-sample coin flip instead of the last-XX-percent rule
+    # Student rounds: iterations_per_epoch * n_train_cases / n_pseudo_cases (the teacher's case count), so every
+    # case is seen as often as in the teacher (see cosmos.segmentation.trainer.TrainerBudget.from_config).
+    scale_iterations_with_cases: bool = False
     # Cross-entropy weight per label (background, VS, cochlea); None = nnU-Net's unweighted CE. Why: the
     # cochlea is ~0.25 % of a patch, so plain CE drives its softmax to ~0.001 within 60 iterations, where the
     # Dice gradient vanishes (p(1-p)); nnU-Net escapes that only after ~1000s of iterations. Measured on
@@ -127,6 +135,14 @@ class SelfTrainingConfig:
 
     rounds: int = 2  # K student rounds after the teacher (paper: 3)
     required_labels: list[int] = field(default_factory=lambda: [1, 2])  # drop cases missing any
+    # Per required label (same order): a structure whose LARGEST connected component has fewer voxels counts as
+    # missing (a stray voxel is not a cochlea). [] = any voxel counts (the paper's filter).
+    min_component_voxels: list[int] = field(default_factory=list)
+    filter: str = "image"  # image = the paper's case-level filter; pixel = also mark unsure voxels "ignore"
+    confidence_threshold: float = 0.9  # pixel filter: voxels whose ensemble max probability is below -> ignore
+    student_init: str = "scratch"  # scratch (paper) | teacher: warm-start each student fold from the previous round
+    student_lr_scale: float = 1.0  # initial-LR factor for warm-started students (e.g. 0.1 to fine-tune)
+    balance_domains: bool = False  # eq. 8: draw pseudo-hrT2 and real hrT2 cases equally often in a student
 
 
 @dataclass
@@ -344,10 +360,29 @@ def validate(cfg: CosmosConfig) -> None:
         raise ConfigError(f"segmentation.folds {s.folds} must be non-empty and within 0..{s.num_folds - 1}")
     if len(set(s.folds)) != len(s.folds):
         raise ConfigError(f"segmentation.folds {s.folds} has duplicates")
-    if cfg.selftraining.rounds < 0:
-        raise ConfigError("selftraining.rounds must be >= 0")
+    _validate_selftraining(cfg.selftraining)
+    if not 0.0 <= s.oversample_foreground <= 1.0:
+        raise ConfigError(f"segmentation.oversample_foreground must be within 0..1, got {s.oversample_foreground}")
     if cfg.phantom.scale not in ("small", "full"):
         raise ConfigError(f"phantom.scale must be small or full, got {cfg.phantom.scale!r}")
+
+
+def _validate_selftraining(st: SelfTrainingConfig) -> None:
+    if st.rounds < 0:
+        raise ConfigError("selftraining.rounds must be >= 0")
+    if st.min_component_voxels and len(st.min_component_voxels) != len(st.required_labels):
+        raise ConfigError(f"selftraining.min_component_voxels {st.min_component_voxels} needs one entry per "
+                          f"required label {st.required_labels} (or [] for none)")
+    if any(int(v) < 1 for v in st.min_component_voxels):
+        raise ConfigError(f"selftraining.min_component_voxels {st.min_component_voxels} must be >= 1")
+    if st.filter not in ("image", "pixel"):
+        raise ConfigError(f"selftraining.filter must be image or pixel, got {st.filter!r}")
+    if not 0.0 <= st.confidence_threshold <= 1.0:
+        raise ConfigError(f"selftraining.confidence_threshold must be within 0..1, got {st.confidence_threshold}")
+    if st.student_init not in ("scratch", "teacher"):
+        raise ConfigError(f"selftraining.student_init must be scratch or teacher, got {st.student_init!r}")
+    if not st.student_lr_scale > 0:
+        raise ConfigError(f"selftraining.student_lr_scale must be > 0, got {st.student_lr_scale}")
 
 
 def _profile_dict(name: str) -> dict[str, Any]:

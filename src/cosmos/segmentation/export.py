@@ -37,6 +37,16 @@ class ExportCase:
     label: str
 
 
+def labels_with_ignore(ignore_label: int | None) -> dict[str, int]:
+    """dataset.json ``labels``: ours, plus ``"ignore": ignore_label`` when given (must be the highest)."""
+    labels = dict(NNUNET_LABELS)
+    if ignore_label is not None:
+        if int(ignore_label) <= max(labels.values()):
+            raise CosmosError(f"ignore label {ignore_label} must be above every real label {sorted(labels.values())}")
+        labels["ignore"] = int(ignore_label)
+    return labels
+
+
 def nnunet_case_id(kind: str, case_id: str) -> str:
     """``("pseudo", "crossmoda_1")`` -> ``"pseudo_crossmoda_1"``."""
     return f"{kind}_{case_id}"
@@ -105,8 +115,15 @@ def _copy_nifti(src: Path, dst: Path) -> None:
     tmp.replace(dst)
 
 
-def export_raw_dataset(cases: list[ExportCase], raw_root: str | Path, dataset_id: int, round_index: int) -> Path:
-    """Write ``raw_root/DatasetXXX_CosmosRoundK`` in nnU-Net v2 raw format; returns that folder."""
+def export_raw_dataset(cases: list[ExportCase], raw_root: str | Path, dataset_id: int, round_index: int,
+                       ignore_label: int | None = None) -> Path:
+    """Write ``raw_root/DatasetXXX_CosmosRoundK`` in nnU-Net v2 raw format; returns that folder.
+
+    ``ignore_label`` (the pixel filter's value, 3): declared in dataset.json as ``"ignore"`` so that
+    nnU-Net excludes those voxels of the real cases' pseudo-labels from Dice and CE (nnU-Net v2's
+    ignore label must be the highest label value). Only pseudo-labels may carry it: the manual labels
+    of the pseudo-hrT2 cases never do (``planning.precheck_raw_dataset`` checks).
+    """
     if not cases:
         raise CosmosError("no training cases to export")
     ids = [c.nnunet_id for c in cases]
@@ -127,7 +144,7 @@ def export_raw_dataset(cases: list[ExportCase], raw_root: str | Path, dataset_id
         "description": f"COSMOS round {round_index}: {n_pseudo} pseudo-hrT2 (+source labels), "
                        f"{len(cases) - n_pseudo} real hrT2 (+teacher pseudo-labels)",
         "channel_names": CHANNEL_NAMES,
-        "labels": NNUNET_LABELS,
+        "labels": labels_with_ignore(ignore_label),
         "numTraining": len(cases),
         "file_ending": FILE_ENDING,
         "overwrite_image_reader_writer": "SimpleITKIO",

@@ -37,11 +37,16 @@ def cosmos_configuration_name(base: str) -> str:
 def precheck_raw_dataset(raw_folder: Path, cases_meta: dict) -> None:
     """Our own readable checks before nnU-Net's (whose messages come from worker processes).
 
-    Image and label on the same grid (shape + affine), labels only 0/1/2. Raises CosmosError naming
-    the source files.
+    Image and label on the same grid (shape + affine), labels only 0/1/2 -- plus the ignore label
+    dataset.json declares, in pseudo-labels (kind ``real``) only. Raises CosmosError naming the
+    source files.
     """
     from cosmos.data import nifti
 
+    labels = {0: "background", 1: "VS", 2: "cochlea"}
+    declared = json.loads((raw_folder / "dataset.json").read_text()).get("labels", {}) \
+        if (raw_folder / "dataset.json").is_file() else {}
+    ignore = declared.get("ignore")
     problems = []
     for nn_id, meta in cases_meta.items():
         img_p = raw_folder / "imagesTr" / f"{nn_id}_0000.nii.gz"
@@ -55,9 +60,12 @@ def precheck_raw_dataset(raw_folder: Path, cases_meta: dict) -> None:
         diff = nifti.same_grid(img, lab)
         if diff:
             problems.append(f"{meta['label']}: not on the grid of {meta['image']} ({diff})")
-        extra = sorted(set(np.unique(lab.data).tolist()) - {0, 1, 2})
+        allowed = set(labels) | ({int(ignore)} if ignore is not None and meta.get("kind") == "real" else set())
+        extra = sorted(set(np.unique(lab.data).tolist()) - allowed)
         if extra:
-            problems.append(f"{meta['label']}: unexpected label values {extra} (allowed: 0, 1=VS, 2=cochlea)")
+            problems.append(f"{meta['label']}: unexpected label values {extra} (allowed: "
+                            + ", ".join(f"{v}={n}" if v else "0" for v, n in labels.items())
+                            + (f", {ignore}=ignore" if int(ignore or 0) in allowed else "") + ")")
     if problems:
         raise CosmosError("dataset export has problems:\n  " + "\n  ".join(problems))
 

@@ -31,6 +31,7 @@ from cosmos.segmentation import environment, export, planning
 log = logging.getLogger(__name__)
 
 MANIFEST = "cosmos_prepared.json"
+TRAINING_SET_FILE = "training_set.json"  # per-case content digests (compare rounds' training sets)
 RAW_DIR = "nnUNet_raw"
 PREPROCESSED_DIR = "nnUNet_preprocessed"
 DATASET_ID_BASE = 700  # DatasetXXX ids 700..799: round k -> 700 + k (each prepared dir is its own nnU-Net world)
@@ -52,6 +53,8 @@ class PreparedRound:
     num_real: int
     inputs_digest: str
     plan_digest: str
+    ignore_label: int | None = None  # declared in dataset.json (pixel-filtered pseudo-labels)
+    training_digest: str = ""  # content digest of the training set (see training_set_digests)
 
     @property
     def raw_root(self) -> Path:
@@ -97,9 +100,59 @@ def load_prepared(prepared_dir: str | Path) -> PreparedRound:
     return prepared
 
 
-def _inputs_digest(cases: list[export.ExportCase], cfg: CosmosConfig) -> str:
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _label_digest(path: Path) -> str:
+    """Digest of a label's voxels and grid, not of its gzip bytes (a re-written identical label keeps it)."""
+    import nibabel as nib
+    import numpy as np
+
+    img = nib.load(str(path))
+    arr = np.ascontiguousarray(np.asanyarray(img.dataobj).astype(np.uint8))
+    h = hashlib.sha256(arr.tobytes())
+    h.update(repr((arr.shape, np.round(img.affine, 5).tolist())).encode())
+    return h.hexdigest()[:16]
+
+
+def training_set_digests(prepared_dir: str | Path) -> dict:
+    """Per training case ``{nnunet_id: {"image": digest, "label": digest}}`` plus ``"labels"``
+    (dataset.json's label dict) -- what decides what a fold learns. Read from
+    ``training_set.json`` (written by prepare_round), else computed from the raw export."""
+    root = Path(prepared_dir)
+    path = root / TRAINING_SET_FILE
+    if path.is_file():
+        return json.loads(path.read_text())
+    raws = sorted((root / RAW_DIR).glob("Dataset*"))
+    if not raws:
+        raise CosmosError(f"{root}: no nnU-Net raw dataset (not a prepared round)")
+    return _compute_training_set(raws[0])
+
+
+def _compute_training_set(raw_folder: Path) -> dict:
+    cases = {}
+    for lab in sorted((raw_folder / "labelsTr").glob(f"*{export.FILE_ENDING}")):
+        nn_id = lab.name[: -len(export.FILE_ENDING)]
+        img = raw_folder / "imagesTr" / f"{nn_id}_0000{export.FILE_ENDING}"
+        cases[nn_id] = {"image": _file_digest(img), "label": _label_digest(lab)}
+    labels = json.loads((raw_folder / "dataset.json").read_text()).get("labels", {})
+    return {"cases": cases, "labels": labels}
+
+
+def _summary_digest(training_set: dict) -> str:
+    return hashlib.sha256(json.dumps(training_set, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _inputs_digest(cases: list[export.ExportCase], cfg: CosmosConfig, ignore_label: int | None = None) -> str:
     """Changes when any input file, the case list or a planning-relevant setting changes."""
     h = hashlib.sha256()
+    if ignore_label is not None:
+        h.update(f"ignore={ignore_label}\n".encode())
     for c in cases:
         for p in (Path(c.image), Path(c.label)):
             st = p.stat()
@@ -116,8 +169,12 @@ def prepare_round(pseudo_dir: str | Path, out_dir: str | Path, cfg: CosmosConfig
 
     Round 0 (teacher): labelled pseudo-hrT2 only. Round k > 0 (student): pseudo-hrT2 plus the real
     hrT2 images from ``target_images_dir`` whose kept pseudo-labels are in ``pseudo_labels_dir``.
-    Resumable: an existing prepared dir built from the same inputs is returned at once.
+    With ``selftraining.filter=pixel`` a student's dataset.json declares nnU-Net's ignore label
+    (the pixel filter marks unsure voxels with it). Resumable: an existing prepared dir built from
+    the same inputs is returned at once.
     """
+    from cosmos.selftraining.filtering import IGNORE_LABEL
+
     if not 0 <= round_index < 100:
         raise CosmosError(f"round_index must be within 0..99, got {round_index}")
     out = Path(out_dir)
@@ -131,7 +188,9 @@ def prepare_round(pseudo_dir: str | Path, out_dir: str | Path, cfg: CosmosConfig
                 log.warning("round %d: no pseudo-labelled real hrT2 cases in %s; the student trains on pseudo-hrT2 "
                             "alone (same data as the teacher)", round_index, pseudo_labels_dir)
             cases += real
-    digest = _inputs_digest(cases, cfg)
+    has_real = any(c.kind == export.KIND_REAL for c in cases)
+    ignore_label = IGNORE_LABEL if cfg.selftraining.filter == "pixel" and has_real else None
+    digest = _inputs_digest(cases, cfg, ignore_label)
     if (out / MANIFEST).is_file():
         try:
             existing = load_prepared(out)
@@ -141,7 +200,7 @@ def prepare_round(pseudo_dir: str | Path, out_dir: str | Path, cfg: CosmosConfig
         except CosmosError:
             pass
         log.info("re-preparing %s: inputs or settings changed", out)
-    for sub in (MANIFEST, RAW_DIR, PREPROCESSED_DIR):
+    for sub in (MANIFEST, TRAINING_SET_FILE, RAW_DIR, PREPROCESSED_DIR):
         p = out / sub
         if p.is_dir():
             shutil.rmtree(p)
@@ -151,9 +210,11 @@ def prepare_round(pseudo_dir: str | Path, out_dir: str | Path, cfg: CosmosConfig
 
     dataset_id = DATASET_ID_BASE + round_index
     seg = cfg.segmentation
-    raw_folder = export.export_raw_dataset(cases, out / RAW_DIR, dataset_id, round_index)
+    raw_folder = export.export_raw_dataset(cases, out / RAW_DIR, dataset_id, round_index, ignore_label=ignore_label)
     cases_meta = json.loads((raw_folder / "cases.json").read_text())
     planning.precheck_raw_dataset(raw_folder, cases_meta)
+    training_set = _compute_training_set(raw_folder)
+    (out / TRAINING_SET_FILE).write_text(json.dumps(training_set, indent=2))
     name = export.dataset_name(dataset_id, round_index)
     pre_folder = out / PREPROCESSED_DIR / name
     pre_folder.mkdir(parents=True, exist_ok=True)
@@ -169,7 +230,8 @@ def prepare_round(pseudo_dir: str | Path, out_dir: str | Path, cfg: CosmosConfig
         root=out, round_index=round_index, dataset_id=dataset_id, dataset_name=name,
         plans_identifier=planning.COSMOS_PLANS, configuration=configuration, base_configuration=seg.configuration,
         num_cases=len(cases), num_pseudo=n_pseudo, num_real=len(cases) - n_pseudo, inputs_digest=digest,
-        plan_digest=hashlib.sha256(plans_text.encode()).hexdigest()[:16],
+        plan_digest=hashlib.sha256(plans_text.encode()).hexdigest()[:16], ignore_label=ignore_label,
+        training_digest=_summary_digest(training_set),
     )
     (out / MANIFEST).write_text(prepared.to_json())  # written last: its presence means "complete"
     cfgm = plans["configurations"][configuration]

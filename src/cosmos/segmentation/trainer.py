@@ -5,7 +5,10 @@ augmentation: all nnU-Net defaults):
 
 * epochs, iterations per epoch, validation iterations per epoch (nnU-Net: 1000 x 250 / 50),
 * initial learning rate (nnU-Net: 1e-2, the paper's value too),
-* foreground oversampling (nnU-Net: 0.33; CPU profiles raise it so the small cochlea is seen),
+* foreground oversampling (nnU-Net: 0.33; CPU profiles raise it so the small cochlea is seen) and
+  nnU-Net's own ``probabilistic_oversampling`` switch: nnU-Net's default forces the last
+  ``round(batch_size * fraction)`` samples of a batch, which at batch size 2 is ONE sample for any
+  fraction in (0.25, 0.75); with the switch each sample is forced with probability ``fraction``,
 * optional cross-entropy class weights (nnU-Net: unweighted). Why: at CPU budgets (60-200 iterations)
   unweighted CE drives the tiny cochlea's softmax to ~0.001 before the network can tell it apart,
   and there the Dice gradient vanishes; the cochlea is then never predicted (Dice 0.00 at 160
@@ -15,6 +18,14 @@ augmentation: all nnU-Net defaults):
   ``checkpoint_final.pth`` that would look finished,
 * relocates its output folder to a flat fold directory chosen by the caller,
 * calls ``epoch_end_callbacks`` after every epoch (the MLflow hook; see below).
+
+Two more behaviours, each in its own place:
+
+* ``warm_start(trainer, fold_dir)``: a student fold starts from a trained fold's network weights
+  (all of them, segmentation heads included; fresh optimizer and LR schedule),
+* ``nnUNetTrainerCosmosBalancedDomains``: paper eq. 8 as written -- the pseudo-hrT2 term and the
+  real-hrT2 term each averaged over their own cases -- realised by drawing cases so that both
+  domains are sampled equally often, whatever their case counts.
 
 Why it is constructed directly: nnU-Net's name lookup (CLI ``-tr``, ``nnUNet_extTrainer``) imports
 every trainer module in nnunetv2, including ``primus`` -> timm -> torchvision, which crashes on the
@@ -56,6 +67,18 @@ log = logging.getLogger(__name__)
 EpochCallback = Callable[[int, dict], None]
 
 
+def scaled_iterations(base: int, n_train_cases: int, n_pseudo_cases: int) -> int:
+    """``base * n_train_cases / n_pseudo_cases``, rounded (at least ``base`` cases' worth: never below 1).
+
+    Why: the teacher trains on the ``n_pseudo_cases`` labelled pseudo-hrT2 cases; a student adds the
+    kept real hrT2 cases. With the same iterations each case would be seen less often than in the
+    teacher, so at CPU budgets a student can lose what the teacher barely learned.
+    """
+    if n_pseudo_cases <= 0:
+        raise ValueError(f"n_pseudo_cases must be > 0, got {n_pseudo_cases}")
+    return max(1, int(round(base * n_train_cases / n_pseudo_cases)))
+
+
 @dataclass
 class TrainerBudget:
     """The knobs the profile controls (see ``cosmos.config.SegmentationConfig``)."""
@@ -65,14 +88,27 @@ class TrainerBudget:
     val_iterations_per_epoch: int = 50
     initial_lr: float = 1e-2
     oversample_foreground: float = 0.33
+    probabilistic_oversampling: bool = False  # nnU-Net's per-sample coin flip (see module docstring)
     save_every: int = 50
     ce_class_weights: list[float] | None = None  # one per label (background first); None = unweighted
 
     @classmethod
-    def from_config(cls, seg) -> "TrainerBudget":
-        return cls(epochs=seg.epochs, iterations_per_epoch=seg.iterations_per_epoch,
-                   val_iterations_per_epoch=seg.val_iterations_per_epoch, initial_lr=seg.initial_lr,
-                   oversample_foreground=seg.oversample_foreground, save_every=seg.save_every,
+    def from_config(cls, seg, prepared=None, lr_scale: float = 1.0) -> "TrainerBudget":
+        """The budget for one fold.
+
+        ``prepared`` (a ``PreparedRound``): with ``seg.scale_iterations_with_cases`` the iterations
+        per epoch follow :func:`scaled_iterations` with the round's ``num_cases`` / ``num_pseudo``
+        (a teacher has no real cases, so its budget is unchanged). ``lr_scale`` multiplies the
+        initial learning rate (``selftraining.student_lr_scale`` for warm-started students).
+        """
+        iterations = int(seg.iterations_per_epoch)
+        if getattr(seg, "scale_iterations_with_cases", False) and prepared is not None:
+            iterations = scaled_iterations(iterations, prepared.num_cases, prepared.num_pseudo)
+        return cls(epochs=seg.epochs, iterations_per_epoch=iterations,
+                   val_iterations_per_epoch=seg.val_iterations_per_epoch, initial_lr=seg.initial_lr * float(lr_scale),
+                   oversample_foreground=seg.oversample_foreground,
+                   probabilistic_oversampling=bool(getattr(seg, "probabilistic_oversampling", False)),
+                   save_every=seg.save_every,
                    ce_class_weights=None if seg.ce_class_weights is None else [float(w) for w in seg.ce_class_weights])
 
 
@@ -101,6 +137,7 @@ class nnUNetTrainerCosmosBudget(nnUNetTrainer):
         self.num_val_iterations_per_epoch = int(budget.val_iterations_per_epoch)
         self.initial_lr = float(budget.initial_lr)
         self.oversample_foreground_percent = float(budget.oversample_foreground)
+        self.probabilistic_oversampling = bool(budget.probabilistic_oversampling)  # read by get_dataloaders
         self.save_every = max(1, int(budget.save_every))
         self.ce_class_weights = None if budget.ce_class_weights is None else [float(w) for w in budget.ce_class_weights]
 
@@ -193,3 +230,144 @@ class nnUNetTrainerCosmosBudget(nnUNetTrainer):
         super().save_checkpoint(tmp)
         if os.path.exists(tmp):
             os.replace(tmp, filename)
+
+
+# ---------------------------------------------------------------------------------- warm start
+def network_plan_differences(trained_plans: dict, trained_configuration: str, plans: dict, configuration: str,
+                             trained_dataset_json: dict, dataset_json: dict) -> list[str]:
+    """What makes a trained fold's network unusable as the start of a new fold ([] = compatible).
+
+    Compared: network class and all its constructor arguments (stages, features, kernels, strides,
+    deep-supervision layout), input channels and segmentation heads (an ``ignore`` label adds no
+    head, so a pixel-filtered student still matches its teacher). Spacing and patch size may differ:
+    the weights are a valid start at any patch size.
+    """
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    diffs: list[str] = []
+    pm_a, pm_b = PlansManager(trained_plans), PlansManager(plans)
+    try:
+        cm_a, cm_b = pm_a.get_configuration(trained_configuration), pm_b.get_configuration(configuration)
+    except (KeyError, RuntimeError) as exc:
+        return [f"configuration missing ({exc})"]
+    if cm_a.network_arch_class_name != cm_b.network_arch_class_name:
+        diffs.append(f"network class {cm_a.network_arch_class_name} vs {cm_b.network_arch_class_name}")
+    ka, kb = cm_a.network_arch_init_kwargs, cm_b.network_arch_init_kwargs
+    for key in sorted(set(ka) | set(kb)):
+        if ka.get(key) != kb.get(key):
+            diffs.append(f"{key} {ka.get(key)} vs {kb.get(key)}")
+    ch_a = determine_num_input_channels(pm_a, cm_a, trained_dataset_json)
+    ch_b = determine_num_input_channels(pm_b, cm_b, dataset_json)
+    if ch_a != ch_b:
+        diffs.append(f"input channels {ch_a} vs {ch_b}")
+    heads_a = pm_a.get_label_manager(trained_dataset_json).num_segmentation_heads
+    heads_b = pm_b.get_label_manager(dataset_json).num_segmentation_heads
+    if heads_a != heads_b:
+        diffs.append(f"segmentation heads {heads_a} vs {heads_b}")
+    if cm_a.normalization_schemes != cm_b.normalization_schemes:
+        diffs.append(f"normalization {cm_a.normalization_schemes} vs {cm_b.normalization_schemes}")
+    return diffs
+
+
+def warm_start(trainer: nnUNetTrainer, fold_dir: str | Path, checkpoint: str = "checkpoint_final.pth") -> dict:
+    """Load a trained fold's network weights into ``trainer`` (initialising it first); returns a record.
+
+    Network weights only: the optimizer, LR schedule, epoch counter and logs stay fresh, so the
+    student runs its own full schedule from its own initial LR. Every weight is taken, the
+    segmentation heads (``seg_layers``, one per deep-supervision output) included -- unlike nnU-Net's
+    ``load_pretrained_weights``, which skips the heads because it fine-tunes onto other labels; here
+    the labels are the same. The training network always has all heads (deep supervision only
+    changes which outputs ``forward`` returns), so state dicts match key for key.
+
+    Raises ``CosmosError`` naming both sides when the plans' networks differ.
+    """
+    import json
+
+    from torch._dynamo import OptimizedModule
+
+    from cosmos.errors import CosmosError
+
+    fold_dir = Path(fold_dir)
+    ckpt_path, plans_path, ds_path = fold_dir / checkpoint, fold_dir / "plans.json", fold_dir / "dataset.json"
+    for p in (ckpt_path, plans_path, ds_path):
+        if not p.is_file():
+            raise CosmosError(f"{fold_dir}: cannot warm-start from it ({p.name} missing; not a trained fold)")
+    try:
+        ckpt = torch.load(str(ckpt_path), map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise CosmosError(f"{ckpt_path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+    trained_cfg = ckpt.get("init_args", {}).get("configuration", trainer.configuration_name)
+    diffs = network_plan_differences(json.loads(plans_path.read_text()), trained_cfg, trainer.plans_manager.plans,
+                                     trainer.configuration_name, json.loads(ds_path.read_text()),
+                                     trainer.dataset_json)
+    if diffs:
+        raise CosmosError(f"{fold_dir}: its network plan differs from this round's ({'; '.join(diffs)}); a student "
+                          "can only warm-start from a teacher planned identically (use selftraining.student_init="
+                          "scratch, or prepare the student with the teacher's plans)")
+    if not trainer.was_initialized:
+        trainer.initialize()
+    net = trainer.network
+    if isinstance(net, OptimizedModule):
+        net = net._orig_mod
+    weights = {k[7:] if k.startswith("module.") else k: v for k, v in ckpt["network_weights"].items()}
+    own = net.state_dict()
+    missing, extra = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
+    bad_shape = [k for k in own if k in weights and tuple(own[k].shape) != tuple(weights[k].shape)]
+    if missing or extra or bad_shape:
+        raise CosmosError(f"{ckpt_path}: weights do not fit this round's network (missing {missing[:3]}, "
+                          f"unexpected {extra[:3]}, other shape {bad_shape[:3]})")
+    net.load_state_dict(weights)  # copies into the same Parameters the optimizer already holds
+    log.info("warm start: network weights from %s (epoch %s of its round); fresh optimizer, initial lr %g",
+             ckpt_path, ckpt.get("current_epoch"), trainer.initial_lr)
+    return {"from": str(fold_dir.resolve()), "checkpoint": checkpoint, "source_epoch": ckpt.get("current_epoch"),
+            "source_configuration": trained_cfg, "tensors": len(weights)}
+
+
+# ---------------------------------------------------------------------------------- domain balance
+def domain_of(identifier: str) -> str:
+    """``pseudo`` or ``real`` from an nnU-Net case id made by ``export.nnunet_case_id``."""
+    from cosmos.segmentation.export import KIND_PSEUDO, KIND_REAL
+
+    for kind in (KIND_PSEUDO, KIND_REAL):
+        if identifier.startswith(f"{kind}_"):
+            return kind
+    raise ValueError(f"case id {identifier!r} has no pseudo_/real_ prefix")
+
+
+def balanced_identifiers(identifiers: list[str]) -> list[str]:
+    """The identifiers repeated so that a uniform draw picks each domain with probability 1/2.
+
+    Each pseudo case appears ``n_real / g`` times, each real case ``n_pseudo / g`` times
+    (``g = gcd``): within a domain cases stay equally likely. One domain only -> unchanged.
+    """
+    import math
+
+    by_kind: dict[str, list[str]] = {}
+    for i in identifiers:
+        by_kind.setdefault(domain_of(i), []).append(i)
+    if len(by_kind) < 2:
+        return list(identifiers)
+    n = {k: len(v) for k, v in by_kind.items()}
+    g = math.gcd(*n.values())
+    other = {"pseudo": n["real"], "real": n["pseudo"]}
+    return [i for i in identifiers for _ in range(other[domain_of(i)] // g)]
+
+
+class nnUNetTrainerCosmosBalancedDomains(nnUNetTrainerCosmosBudget):
+    """Draws training cases so pseudo-hrT2 and real hrT2 are each half of the samples (paper eq. 8).
+
+    nnU-Net draws cases uniformly (``np.random.choice(dataloader.indices)``, infinite mode) from
+    ``dataset.identifiers``; here the training dataset's identifiers are repeated per domain
+    (:func:`balanced_identifiers`), so the draw stays nnU-Net's own -- same RNG calls, works with
+    in-process and multi-process augmentation alike. Validation sampling is unchanged.
+    """
+
+    def get_tr_and_val_datasets(self):
+        dataset_tr, dataset_val = super().get_tr_and_val_datasets()
+        ids = list(dataset_tr.identifiers)
+        dataset_tr.identifiers = balanced_identifiers(ids)
+        kinds = [domain_of(i) for i in ids]
+        log.info("balanced domains: %d pseudo + %d real training cases, each domain drawn with p=0.5",
+                 kinds.count("pseudo"), kinds.count("real"))
+        return dataset_tr, dataset_val

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 FINAL_CHECKPOINT = "checkpoint_final.pth"
 LATEST_CHECKPOINT = "checkpoint_latest.pth"
 FOLD_MANIFEST = "cosmos_fold.json"
+INIT_RECORD = ".cosmos_init.json"  # how the fold was initialised, written before training (for resume)
 
 
 def is_fold_done(fold_dir: str | Path) -> bool:
@@ -85,32 +86,69 @@ def _mlflow_fold_hook(fold: int, prepared: PreparedRound, out_dir: Path, cfg: Co
             log.warning("closing the MLflow fold run failed: %s", exc)
 
 
+def fold_seed(base_seed: int, round_index: int, fold: int) -> int:
+    """The seed of one fold of one round: ``base_seed + 1000 * round_index + fold``.
+
+    Why the round is in it: with ``base_seed + fold`` alone, a student round whose data equal its
+    teacher's (nothing kept by the filter) replays the teacher bit for bit, and every round draws
+    the same augmentation stream. Folds of one round still differ, runs stay reproducible.
+    """
+    return int(base_seed) + 1000 * int(round_index) + int(fold)
+
+
+def trainer_class(cfg: CosmosConfig, prepared: PreparedRound):
+    """The trainer this round uses: domain-balanced sampling for a student with real cases when
+    ``selftraining.balance_domains`` is on, else the plain budget trainer."""
+    from cosmos.segmentation.trainer import nnUNetTrainerCosmosBalancedDomains, nnUNetTrainerCosmosBudget
+
+    if cfg.selftraining.balance_domains and prepared.num_real > 0 and prepared.num_pseudo > 0:
+        return nnUNetTrainerCosmosBalancedDomains
+    return nnUNetTrainerCosmosBudget
+
+
 def build_trainer(prepared: PreparedRound, fold: int, out_dir: Path, cfg: CosmosConfig, device,
-                  continue_training: bool):
-    """Construct nnUNetTrainerCosmosBudget exactly as nnunetv2.run.run_training would (no name lookup).
+                  continue_training: bool, lr_scale: float = 1.0):
+    """Construct the COSMOS trainer exactly as nnunetv2.run.run_training would (no name lookup).
 
     Must run inside ``environment.nnunet_env(preprocessed=prepared.preprocessed_root, results=...)``.
     """
-    from cosmos.segmentation.trainer import TrainerBudget, nnUNetTrainerCosmosBudget
+    from cosmos.segmentation.trainer import TrainerBudget
 
     plans = prepared.plans()
     plans["continue_training"] = continue_training
-    trainer = nnUNetTrainerCosmosBudget(plans=plans, configuration=prepared.configuration, fold=fold,
-                                        dataset_json=prepared.dataset_json(), device=device)
+    cls = trainer_class(cfg, prepared)
+    trainer = cls(plans=plans, configuration=prepared.configuration, fold=fold,
+                  dataset_json=prepared.dataset_json(), device=device)
     trainer.use_output_folder(out_dir)
-    trainer.apply_budget(TrainerBudget.from_config(cfg.segmentation))
+    trainer.apply_budget(TrainerBudget.from_config(cfg.segmentation, prepared, lr_scale=lr_scale))
     return trainer
 
 
+def _previous_init(out: Path) -> dict[str, Any] | None:
+    """A resumed fold keeps the init record it started with (written at its first start)."""
+    path = out / INIT_RECORD
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def train_fold(prepared_dir: str | Path, fold: int, out_dir: str | Path, cfg: CosmosConfig,
-               parent_run_id: str | None = None, tracking_uri: str | None = None) -> Path:
+               parent_run_id: str | None = None, tracking_uri: str | None = None,
+               init_from: str | Path | None = None) -> Path:
     """Train one nnU-Net fold on a prepared round; returns the fold model directory (``out_dir``).
 
-    Seeds random/numpy/torch with ``cfg.seed + fold``. On CPU, data augmentation runs in-process
-    (``nnUNet_n_proc_DA=0``), which makes runs bit-identical. ``parent_run_id``/``tracking_uri``
-    go to the MLflow fold-run hook (``cosmos.segmentation.mlflow_logging.fold_run``).
+    Seeds random/numpy/torch with :func:`fold_seed` (``cfg.seed + 1000 * round + fold``). On CPU,
+    data augmentation runs in-process (``nnUNet_n_proc_DA=0``), which makes runs bit-identical.
+    ``parent_run_id``/``tracking_uri`` go to the MLflow fold-run hook
+    (``cosmos.segmentation.mlflow_logging.fold_run``).
+
+    ``init_from``: a trained fold directory (``checkpoint_final.pth`` + ``plans.json``), normally
+    the previous round's same fold (``selftraining.student_init=teacher``): the network starts from
+    its weights (:func:`cosmos.segmentation.trainer.warm_start`; fresh optimizer and LR schedule,
+    initial LR times ``selftraining.student_lr_scale``). A resumed fold continues from its own
+    ``checkpoint_latest.pth`` instead. Everything used is recorded in ``cosmos_fold.json``.
     """
     import torch
+
+    from cosmos.segmentation.trainer import warm_start
 
     prepared = load_prepared(prepared_dir)
     seg = cfg.segmentation
@@ -120,13 +158,19 @@ def train_fold(prepared_dir: str | Path, fold: int, out_dir: str | Path, cfg: Co
     if is_fold_done(out):
         log.info("fold %d already trained (%s present in %s); skipping", fold, FINAL_CHECKPOINT, out)
         return out
+    if init_from is not None and not is_fold_done(init_from):
+        raise CosmosError(f"{init_from}: cannot warm-start fold {fold} from it ({FINAL_CHECKPOINT} missing)")
     out.mkdir(parents=True, exist_ok=True)
     resume = (out / LATEST_CHECKPOINT).is_file()
     device = environment.resolve_device(seg.device)
     n_da = environment.augmentation_workers(seg.da_workers, device)
-    log.info("training fold %d of round %d on %s (%s, %d epochs x %d iterations, DA workers %d)%s",
-             fold, prepared.round_index, device, prepared.configuration, seg.epochs, seg.iterations_per_epoch,
-             n_da, " - resuming from checkpoint_latest.pth" if resume else "")
+    seed = fold_seed(cfg.seed, prepared.round_index, fold)
+    lr_scale = float(cfg.selftraining.student_lr_scale) if init_from is not None else 1.0
+    log.info("training fold %d of round %d on %s (%s, %d epochs, DA workers %d, seed %d)%s%s",
+             fold, prepared.round_index, device, prepared.configuration, seg.epochs, n_da, seed,
+             " - resuming from checkpoint_latest.pth" if resume else "",
+             f" - warm start from {init_from}" if init_from is not None and not resume else "")
+    init_record: dict[str, Any] | None = None
     scratch = Path(tempfile.mkdtemp(prefix=".nnunet_results_", dir=out))  # nnU-Net's __init__ writes here
     t0 = time.perf_counter()
     try:
@@ -134,14 +178,18 @@ def train_fold(prepared_dir: str | Path, fold: int, out_dir: str | Path, cfg: Co
                                     num_processes=seg.num_processes, compile=seg.compile,
                                     torch_threads=1 if device.type == "cuda" and not seg.torch_threads
                                     else resolve_threads(seg.torch_threads)):
-            environment.seed_everything(cfg.seed + fold)
+            environment.seed_everything(seed)
             if device.type == "cuda":  # as nnunetv2.run.run_training does
                 torch.backends.cudnn.deterministic = False
                 torch.backends.cudnn.benchmark = True
-            trainer = build_trainer(prepared, fold, out, cfg, device, continue_training=resume)
+            trainer = build_trainer(prepared, fold, out, cfg, device, continue_training=resume, lr_scale=lr_scale)
             shutil.rmtree(scratch, ignore_errors=True)
             if resume:
                 trainer.load_checkpoint(str(out / LATEST_CHECKPOINT))
+                init_record = _previous_init(out)
+            elif init_from is not None:
+                init_record = warm_start(trainer, init_from)
+                (out / INIT_RECORD).write_text(json.dumps(init_record, indent=2))
             with _mlflow_fold_hook(fold, prepared, out, cfg, parent_run_id, tracking_uri) as callback:
                 if callback is not None:
                     trainer.epoch_end_callbacks.append(callback)
@@ -156,9 +204,13 @@ def train_fold(prepared_dir: str | Path, fold: int, out_dir: str | Path, cfg: Co
         "fold": fold, "round_index": prepared.round_index, "dataset_name": prepared.dataset_name,
         "plans_identifier": prepared.plans_identifier, "configuration": prepared.configuration,
         "plan_digest": prepared.plan_digest, "inputs_digest": prepared.inputs_digest,
-        "trainer": type(trainer).__name__, "device": str(device), "seed": cfg.seed + fold,
-        "epochs": seg.epochs, "iterations_per_epoch": seg.iterations_per_epoch, "train_seconds": round(seconds, 2),
-        "resumed": resume, "final_metrics": final,
+        "trainer": type(trainer).__name__, "device": str(device), "seed": seed,
+        "epochs": trainer.num_epochs, "iterations_per_epoch": trainer.num_iterations_per_epoch,
+        "initial_lr": trainer.initial_lr, "oversample_foreground": trainer.oversample_foreground_percent,
+        "probabilistic_oversampling": bool(trainer.probabilistic_oversampling),
+        "num_cases": prepared.num_cases, "num_pseudo": prepared.num_pseudo, "num_real": prepared.num_real,
+        "init": init_record or {"from": None},
+        "train_seconds": round(seconds, 2), "resumed": resume, "final_metrics": final,
     }
     (out / FOLD_MANIFEST).write_text(json.dumps(manifest, indent=2))
     log.info("fold %d done in %.1f s: %s", fold, seconds,
