@@ -60,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cosmos: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a path problem (symlink loop, dangling link, file where a folder goes): one line
+        if args.debug:
+            raise
+        from cosmos.errors import describe_os_error
+
+        print(f"cosmos: error: {describe_os_error(exc)}", file=sys.stderr)
+        return 2
     except Exception as exc:  # last resort: still one line, with a hint
         if args.debug:
             raise
