@@ -1,4 +1,6 @@
-"""The built-in phantom: layout, determinism, geometry, contrasts (the domain gap) and learnable sizes."""
+"""The built-in phantom: layout, determinism, geometry, contrasts (the domain gap), learnable sizes, and what
+keeps it from flattering us: an unlabelled bright labyrinth next to the cochlea, flow voids, two hrT2 scanner
+sites with different storage, partial-volume labels and varied grids."""
 
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ def test_layout_ids_and_clean_validation(small_phantom):
     assert set(cases) == {f"crossmoda_{i}" for i in range(1, 11)}
     lab = nifti.load(ds.validation[0].label, label=True).data
     assert cases["crossmoda_9"]["vs_voxels"] == int((lab == 1).sum()) > 0
+    assert cases["crossmoda_9"]["labyrinth_voxels"] > 0 and cases["crossmoda_9"]["vessel_voxels"] > 0
     png = (root / P.PREVIEW).read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
@@ -58,29 +61,40 @@ def test_same_seed_same_arrays_and_other_seed_differs():
 
 
 def test_files_are_deterministic(tmp_path):
-    P.make_phantom(tmp_path / "a", n_source=1, n_target=1, n_val=0, seed=5, preview=False)
-    P.make_phantom(tmp_path / "b", n_source=1, n_target=1, n_val=0, seed=5, preview=False)
+    P.make_phantom(tmp_path / "a", n_source=1, n_target=2, n_val=0, seed=5, preview=False)
+    P.make_phantom(tmp_path / "b", n_source=1, n_target=2, n_val=0, seed=5, preview=False)
+    P.make_phantom(tmp_path / "c", n_source=1, n_target=1, n_val=0, seed=5, preview=False)
     for rel in ("source_training/crossmoda_1_ceT1.nii.gz", "source_training/crossmoda_1_Label.nii.gz",
-                "target_training/crossmoda_2_hrT2.nii.gz"):
-        va, vb = nifti.load(tmp_path / "a" / rel), nifti.load(tmp_path / "b" / rel)
-        assert va.data.tobytes() == vb.data.tobytes()
+                "target_training/crossmoda_2_hrT2.nii.gz", "target_training/crossmoda_3_hrT2.nii.gz"):
+        va, vb = nib.load(str(tmp_path / "a" / rel)), nib.load(str(tmp_path / "b" / rel))
+        assert va.get_data_dtype() == vb.get_data_dtype()  # int16 and float32 sites alike
+        assert np.asanyarray(va.dataobj).tobytes() == np.asanyarray(vb.dataobj).tobytes()
         assert np.array_equal(va.affine, vb.affine)
+    # Each case from its own stream: case 2 is the same whether or not case 3 exists.
+    rel = "target_training/crossmoda_2_hrT2.nii.gz"
+    assert nifti.load(tmp_path / "a" / rel).data.tobytes() == nifti.load(tmp_path / "c" / rel).data.tobytes()
 
 
 def test_unpaired_domains_have_their_own_grids(small_phantom):
     root, _ = small_phantom
     ds = layout.discover(root)
+    spacings = set()
     for c in ds.source:
         img, lab = nifti.load(c.image), nifti.load(c.label, label=True)
-        assert np.allclose(img.spacing, (0.6, 0.6, 1.5), atol=1e-4)
-        assert 76 <= img.shape[0] <= 90 and 24 <= img.shape[2] <= 32
+        sx, sy, sz = img.spacing
+        assert 0.55 <= sx <= 0.65 and abs(sx - sy) < 1e-4 and 1.2 <= sz <= 1.6  # ~0.6 x 0.6 x 1.4 mm
+        assert 40.0 <= img.shape[0] * sx <= 51.2 and 38.0 <= img.shape[2] * sz <= 46.0
         assert lab.data.dtype == np.uint8 and nifti.same_grid(img, lab) is None
         assert img.header.get_data_dtype() == np.int16  # integers, as scanners store them
+        spacings.add((round(sx, 3), round(sz, 3)))
     for c in ds.target + ds.validation:
         img = nifti.load(c.image)
-        assert np.allclose(img.spacing, (0.5, 0.5, 1.0), atol=1e-4)
+        sx, sy, sz = img.spacing
+        assert 0.45 <= sx <= 0.55 and abs(sx - sy) < 1e-4 and 0.8 <= sz <= 1.2  # ~0.5 x 0.5 x 1.0 mm
         # In-plane FOV covered by a 64 px x 0.8 mm translator grid.
-        assert img.shape[0] * 0.5 <= 51.2 and img.shape[1] * 0.5 <= 51.2
+        assert img.shape[0] * sx <= 51.2 and img.shape[1] * sy <= 51.2
+        spacings.add((round(sx, 3), round(sz, 3)))
+    assert len(spacings) >= 8  # anisotropy varies case by case, not one grid per modality
 
 
 def test_orientations_are_varied_but_slice_axis_stays_third():
@@ -134,7 +148,7 @@ def test_contrasts_carry_the_domain_gap(n):
     assert _mean(t2, P.CSF) > 1.5 * _mean(t2, P.VS) > 1.2 * _mean(t2, P.BRAIN)
     assert _mean(t2, P.COCHLEA) > 5 * _mean(t2, P.PETROUS)
     assert _mean(t2, P.COCHLEA) > 1.15 * _mean(t2, P.VS)
-    assert _mean(t2, P.COCHLEA) < 0.9 * _mean(t2, P.CSF)  # distinct from the CSF-filled canal
+    assert _mean(t2, P.COCHLEA) < 0.92 * _mean(t2, P.CSF)  # a notch below the CSF-filled canal
 
 
 def test_noise_and_bias_make_intensities_non_piecewise_constant():
@@ -177,26 +191,185 @@ def test_bad_arguments_are_cosmos_errors(tmp_path):
 
 def test_cli_phantom_verb(tmp_path, capsys):
     out = tmp_path / "cli"
-    rc = main(["phantom", str(out), "--n-source", "1", "--n-target", "1", "--n-val", "1", "--seed", "2"])
+    rc = main(["phantom", str(out), "--n-source", "1", "--n-target", "2", "--n-val", "1", "--seed", "2"])
     assert rc == 0
     assert str(out) in capsys.readouterr().out
     assert (out / "preview.png").exists()
     assert len(layout.discover(out).validation) == 1
+    assert main(["validate", str(out)]) == 0  # int16 and float32 images alike
 
 
 def test_full_scale_grids_are_crossmoda_sized():
-    rng = np.random.default_rng(0)
-    sub = P._sample_subject(rng, "full")
-    g1 = P._sample_grid(rng, "full", "ceT1", sub, 0)
-    g2 = P._sample_grid(rng, "full", "hrT2", sub, 0)
-    assert g1.shape[:2] == (512, 512) and 110 <= g1.shape[2] <= 130
-    assert g2.shape[:2] == (384, 384) and 70 <= g2.shape[2] <= 90
-    assert np.allclose(np.linalg.norm(g1.affine[:3, :3], axis=0), (0.4, 0.4, 1.5))
-    assert np.allclose(np.linalg.norm(g2.affine[:3, :3], axis=0), (0.5, 0.5, 1.0))
+    shapes, spacings = set(), set()
+    for k in range(12):
+        rng = np.random.default_rng(k)
+        sub = P._sample_subject(rng, "full")
+        g1 = P._sample_grid(rng, "full", "ceT1", sub, k)
+        g2 = P._sample_grid(rng, "full", "hrT2", sub, k)
+        s1, s2 = np.linalg.norm(g1.affine[:3, :3], axis=0), np.linalg.norm(g2.affine[:3, :3], axis=0)
+        assert g1.shape[:2] == (512, 512) and 0.39 <= s1[0] <= 0.46 and 1.2 <= s1[2] <= 1.5
+        assert 150 <= g1.shape[2] * s1[2] <= 185  # the whole head
+        assert g2.shape[0] == g2.shape[1] and g2.shape[0] in (384, 448) and 0.43 <= s2[0] <= 0.55
+        assert 0.8 <= s2[2] <= 1.5 and 55 <= g2.shape[2] * s2[2] <= 81
+        # A life-sized head (~14 x 18 cm) inside the ceT1 field of view.
+        assert 130 <= 2 * sub.head_axes[0] <= 155 and 170 <= 2 * sub.head_axes[1] <= 195
+        assert 2 * max(sub.head_axes[:2]) <= 512 * s1[0] + 5
+        shapes.add(g2.shape[0])
+        spacings.add(round(float(s2[2]), 2))
+    assert shapes == {384, 448} and len(spacings) > 3
+
+
+def test_full_scale_anatomy_is_life_sized():
+    """VS from 4 to 30 mm across, a cochlea of a few millimetres, labyrinth around the fundus."""
+    diam, cochlea = [], []
+    for k in range(60):
+        sub = P._sample_subject(np.random.default_rng(k), "full")
+        diam.append(2.7 * sub.vs_radius)  # body plus lobes
+        co, r = P._geometry(sub)["labyrinth"]["cochlea"]
+        extent = (co + r[:, None]).max(0) - (co - r[:, None]).min(0)
+        cochlea.append(float(extent.max()))
+    assert 4.0 <= min(diam) < 8.0 and 20.0 < max(diam) <= 30.0
+    assert 5.0 <= min(cochlea) and max(cochlea) <= 10.5
 
 
 @pytest.mark.slow
 def test_full_scale_case_renders():
     c = P.make_case(0, 1, "hrT2", scale="full")
-    assert c.image.shape[:2] == (384, 384)
-    assert (c.label == 1).sum() > 2000 and (c.label == 2).sum() > 300
+    assert c.image.shape[:2] in ((384, 384), (448, 448))
+    voxel = float(np.prod(np.linalg.norm(c.affine[:3, :3], axis=0)))
+    from scipy import ndimage
+
+    comps, n = ndimage.label(c.label == 2)
+    assert n == 2
+    for k in (1, 2):  # each cochlea some tens of mm^3 (crossMoDA: ~100-300 hrT2 voxels)
+        assert 20 <= (comps == k).sum() * voxel <= 150
+    assert (c.label == 1).sum() * voxel >= 15
+    assert (np.isin(c.tissue, (P.VESTIBULE, P.SCC)) & (c.label == 0)).sum() * voxel > 20
+
+
+# --- what keeps the phantom from flattering us -------------------------------------------------------
+
+
+def _world(case, mask):
+    ijk = np.argwhere(mask)
+    return ijk @ case.affine[:3, :3].T + case.affine[:3, 3]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_labyrinth_is_bright_unlabelled_and_next_to_the_cochlea(n):
+    """Vestibule and semicircular canals: fluid like the cochlea (bright hrT2, dark-grey ceT1), label 0,
+    a few millimetres from the cochlea on both sides: "bright blob in the petrous bone" is not enough."""
+    from scipy.spatial import cKDTree
+
+    t2, t1 = P.make_case(0, n, "hrT2"), P.make_case(0, n, "ceT1")
+    for case in (t2, t1):
+        vest, scc = case.tissue == P.VESTIBULE, case.tissue == P.SCC
+        assert vest.sum() >= 20 and scc.sum() >= 40
+        assert (case.label[vest | scc] == 0).all()
+    lab2 = np.isin(t2.tissue, (P.VESTIBULE, P.SCC))
+    fluid = _mean(t2, P.VESTIBULE)
+    assert fluid > 5 * _mean(t2, P.PETROUS) and fluid > 1.4 * _mean(t2, P.VS)
+    assert fluid > 0.9 * _mean(t2, P.COCHLEA)  # at least as bright as the cochlea: intensity cannot tell them apart
+    assert float(t2.image[lab2].mean()) > 0.7 * _mean(t2, P.CSF)
+    assert 2 * _mean(t1, P.PETROUS) < _mean(t1, P.VESTIBULE) < 0.6 * _mean(t1, P.BRAIN)
+    # Close to the cochlea on each side (a few mm of bone), but never touching it.
+    co = _world(t2, t2.label == 2)
+    d, _ = cKDTree(co).query(_world(t2, lab2))
+    assert 0.4 < d.min() < 3.0
+    for sign in (-1, 1):  # both ears have a labyrinth
+        assert (np.sign(_world(t2, lab2)[:, 0]) == sign).sum() >= 30
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_vessels_are_flow_voids_in_csf_and_enhance_on_cet1(n):
+    from scipy import ndimage
+
+    t2, t1 = P.make_case(0, n, "hrT2"), P.make_case(0, n, "ceT1")
+    for case in (t2, t1):
+        vessel = case.tissue == P.VESSEL
+        assert vessel.sum() >= 30
+        # Inside CSF: most vessel voxels touch CSF.
+        touches = ndimage.binary_dilation(case.tissue == P.CSF) & vessel
+        assert touches.sum() >= 0.5 * vessel.sum()
+        assert (case.label[vessel] == 0).all()
+    # hrT2: black in the bright cistern (partial volume included); ceT1: brighter than brain.
+    assert _mean(t2, P.VESSEL) < 0.5 * _mean(t2, P.CSF)
+    assert _mean(t1, P.VESSEL) > 1.3 * _mean(t1, P.BRAIN)
+    # The basilar artery runs through the pre-pontine cistern along the slice axis: a void on many slices.
+    assert (t2.tissue == P.VESSEL).any(axis=(0, 1)).sum() >= 0.6 * t2.tissue.shape[2]
+
+
+def test_two_hrt2_sites_with_their_own_storage_and_contrast(small_phantom):
+    root, _ = small_phantom
+    import json
+
+    cases = json.loads((root / P.MANIFEST).read_text())["cases"]
+    ds = layout.discover(root)
+    for group in (ds.target, ds.validation):
+        assert {cases[c.case_id]["site"] for c in group} == {"CISS", "FIESTA"}
+    assert {cases[c.case_id]["site"] for c in ds.source} == {"MPRAGE", "SPGR"}
+    for c in ds.target + ds.validation + ds.source:
+        img = nib.load(str(c.image))
+        site = cases[c.case_id]["site"]
+        arr = np.asanyarray(img.dataobj)
+        if site == "FIESTA":
+            assert img.get_data_dtype() == np.float32 and not np.array_equal(arr, np.rint(arr))
+            assert 100 < float(arr.max()) < 1000
+        else:
+            assert img.get_data_dtype() == np.int16
+            assert img.dataobj.slope == 1 and img.dataobj.inter == 0  # raw integers, scl_slope 1
+            assert 0 <= int(arr.min()) and 500 < int(arr.max()) < 5000  # a scanner's range, not 0..1
+        assert cases[c.case_id]["dtype"] == str(img.get_data_dtype())
+    # Different contrast curves: CSF/brain and VS/brain ratios differ between the sites.
+    ciss, fiesta = P.make_case(0, 2, "hrT2"), P.make_case(0, 3, "hrT2")
+    assert (ciss.site, fiesta.site) == ("CISS", "FIESTA")
+    r = {c.site: (_mean(c, P.CSF) / _mean(c, P.BRAIN), _mean(c, P.VS) / _mean(c, P.BRAIN)) for c in (ciss, fiesta)}
+    assert r["FIESTA"][0] > 1.15 * r["CISS"][0]
+    noise = {c.site: float(np.std(c.image[c.tissue == P.BRAIN]) / _mean(c, P.BRAIN)) for c in (ciss, fiesta)}
+    assert noise["FIESTA"] > noise["CISS"]
+
+
+@pytest.mark.parametrize("n,modality", [(2, "hrT2"), (3, "hrT2"), (1, "ceT1")])
+def test_labels_are_partial_volume_coverage(n, modality):
+    """A voxel is VS/cochlea when >= half of it is (checked against 125 sub-samples per voxel), so label
+    volume equals covered volume; boundary voxels have intensities between the two tissues."""
+    from scipy import ndimage
+
+    case = P.make_case(0, n, modality)
+    sub, grid = P.case_subject(0, n, modality)
+    region = ndimage.binary_dilation(case.label > 0, iterations=2)
+    ijk = np.argwhere(region).astype(np.float64)
+    off = (np.arange(5) + 0.5) / 5 - 0.5
+    sub5 = np.stack(np.meshgrid(off, off, off, indexing="ij"), -1).reshape(-1, 3)
+    pts = (ijk[:, None, :] + sub5[None]) @ grid.affine[:3, :3].T + grid.affine[:3, 3]
+    tissue = P._paint(sub, *(pts[..., a].astype(np.float32) for a in range(3)))
+    lab = case.label[region]
+    for value, cls in ((1, P.VS), (2, P.COCHLEA)):
+        cover = (tissue == cls).mean(axis=1)
+        assert (lab[cover >= 0.7] == value).all()
+        assert (lab[cover <= 0.3] != value).all()
+        if value == 2:
+            # Volume: labelled voxels vs summed coverage, within a few percent.
+            assert abs((lab == value).sum() - cover.sum()) <= 0.06 * cover.sum()
+            # Many boundary voxels are genuinely partial (a smooth label edge, not a centre-sampled one).
+            assert ((cover > 0.2) & (cover < 0.8)).sum() >= 0.2 * (cover >= 0.5).sum()
+    # Image: voxels half VS half CSF lie between pure CSF and pure VS (averaged over many voxels).
+    if modality == "hrT2":
+        vs_cover = (tissue == P.VS).mean(axis=1)
+        csf_cover = (tissue == P.CSF).mean(axis=1)
+        img = case.image[region]
+        mixed = (vs_cover > 0.3) & (vs_cover < 0.7) & (vs_cover + csf_cover > 0.95)
+        pure_vs, pure_csf = img[vs_cover == 1].mean(), img[csf_cover == 1].mean()
+        assert mixed.sum() >= 20
+        assert pure_vs + 0.2 * (pure_csf - pure_vs) < img[mixed].mean() < pure_csf - 0.2 * (pure_csf - pure_vs)
+
+
+def test_oblique_and_flipped_affines_keep_labels_on_the_anatomy():
+    """Whatever the flips or obliquity, the labels land on the same world anatomy (VS on the tumour side)."""
+    for n in range(1, 7):
+        sub, grid = P.case_subject(0, n, "hrT2")
+        case = P.make_case(0, n, "hrT2")
+        vs = _world(case, case.label == 1).mean(0)
+        assert np.sign(vs[0]) == sub.side
+        co = _world(case, case.label == 2)
+        assert (np.sign(co[:, 0]) == 1).sum() > 50 and (np.sign(co[:, 0]) == -1).sum() > 50
