@@ -92,7 +92,7 @@ class ScratchVolume:
     storage_class: str | None = None  # ephemeral only; None = the cluster's default class
     pvc_name: str = ""  # pvc only
     mount_path: str = "/s3"  # match the pipeline root's scheme: s3:// -> /s3, minio:// -> /minio, gs:// -> /gcs
-    stages: tuple[str, ...] = ("ingest_validate", "translate", "import_pseudo", "labelled_as_pseudo",
+    stages: tuple[str, ...] = ("ingest_validate", "crop_roi", "translate", "import_pseudo", "labelled_as_pseudo",
                                "prepare_round", "train_fold", "predict_pseudo_labels", "predict_validation")
 
     def __post_init__(self) -> None:
@@ -116,6 +116,7 @@ R = StageResources
 PROFILE_RESOURCES: dict[str, dict[str, StageResources]] = {
     "tiny": {
         "ingest_validate": R("500m", "2", "1Gi", "2Gi", 1 * _H),
+        "crop_roi": R("500m", "2", "1Gi", "2Gi", 1 * _H),
         "train_translator": R("1", "2", "2Gi", "4Gi", 2 * _H),
         "translate": R("1", "2", "2Gi", "4Gi", 1 * _H),
         "import_pseudo": R("500m", "2", "1Gi", "2Gi", 1 * _H),
@@ -132,6 +133,7 @@ PROFILE_RESOURCES: dict[str, dict[str, StageResources]] = {
     },
     "small": {
         "ingest_validate": R("500m", "2", "1Gi", "2Gi", 1 * _H),
+        "crop_roi": R("500m", "2", "2Gi", "4Gi", 1 * _H),
         "train_translator": R("2", "4", "4Gi", "8Gi", 4 * _H),
         "translate": R("2", "4", "4Gi", "8Gi", 2 * _H),
         "import_pseudo": R("500m", "2", "1Gi", "2Gi", 1 * _H),
@@ -149,6 +151,8 @@ PROFILE_RESOURCES: dict[str, dict[str, StageResources]] = {
     "paper": {
         # 105 + 105 + 32 volumes; the ingest copies and validates all of them.
         "ingest_validate": R("2", "4", "4Gi", "8Gi", 3 * _H),
+        # crop every volume to the inner-ear region (resampling, I/O; CPU only).
+        "crop_roi": R("2", "4", "4Gi", "8Gi", 3 * _H),
         # CycleGAN + segmentor on one GPU; data loading in the main process.
         "train_translator": R("4", "8", "16Gi", "32Gi", 24 * _H),
         # ceT1 -> pseudo-hrT2 conversion of 105 volumes (GPU: minutes; the CPU would take hours).
