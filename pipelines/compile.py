@@ -19,6 +19,7 @@ import yaml
 
 from components import DEFAULT_IMAGE
 from pipelines.cosmos_pipeline import PipelineOptions, Toleration, compile_pipeline
+from pipelines.resources import PROFILE_RESOURCES, ScratchVolume, quantity
 
 DEFAULT_TOLERATION = "nvidia.com/gpu:Exists:NoSchedule"
 
@@ -43,7 +44,21 @@ def add_compile_args(p: argparse.ArgumentParser) -> None:
                    help="default of the 'experiment' parameter (default: tracking.experiment)")
     g.add_argument("--tracking-uri", default="",
                    help="default of the 'tracking_uri' parameter ('' = MLFLOW_TRACKING_URI from the Secret)")
-    gpu = p.add_argument_group("GPU scheduling (train_translator, train_fold, predict tasks only)")
+    res = p.add_argument_group("cluster resources (compile time; tables in pipelines/resources.py)")
+    res.add_argument("--resource-profile", default=None, choices=sorted(PROFILE_RESOURCES),
+                     help="whose CPU/memory/shm/timeout table the tasks get (default: --profile)")
+    res.add_argument("--shm-size", default=None, metavar="SIZE",
+                     help="Memory-backed /dev/shm of train_fold and the predict tasks, e.g. 16Gi (default: the table's)")
+    res.add_argument("--fold-retries", type=int, default=None, metavar="N",
+                     help="retries of a failed train_fold task (default: the table's; paper 3)")
+    res.add_argument("--no-timeouts", action="store_true", help="no activeDeadlineSeconds on the tasks")
+    res.add_argument("--scratch-volume", default=None, metavar="SPEC",
+                     help="a bigger disk for the data-moving tasks: ephemeral:SIZE[:STORAGE_CLASS] (a generic "
+                          "ephemeral volume per pod) or pvc:CLAIM (an existing PersistentVolumeClaim)")
+    res.add_argument("--scratch-mount", default="/s3", metavar="PATH",
+                     help="where the scratch volume goes: KFP stages artifacts under /s3 (s3:// root), "
+                          "/minio (minio://) or /gcs (gs://) (default /s3)")
+    gpu = p.add_argument_group("GPU scheduling (train_translator, translate, train_fold, predict tasks only)")
     gpu.add_argument("--gpu-type", default="nvidia.com/gpu", help="accelerator resource (default nvidia.com/gpu)")
     gpu.add_argument("--gpu-limit", type=int, default=1, help="GPUs per GPU task (default 1)")
     gpu.add_argument("--gpu-node-selector", action="append", default=[], metavar="KEY=VALUE",
@@ -53,6 +68,24 @@ def add_compile_args(p: argparse.ArgumentParser) -> None:
                      help="key=value:Effect, key:Exists or key:Exists:Effect (repeatable; "
                           f"default {DEFAULT_TOLERATION})")
     gpu.add_argument("--no-gpu", action="store_true", help="CPU-only cluster: no accelerator, selector or toleration")
+
+
+def parse_scratch(spec: str | None, mount: str = "/s3") -> ScratchVolume | None:
+    """``ephemeral:SIZE[:STORAGE_CLASS]`` or ``pvc:CLAIM`` -> a ScratchVolume (None for None/"")."""
+    from cosmos.errors import CosmosError
+
+    if not spec:
+        return None
+    kind, _, rest = spec.partition(":")
+    try:
+        if kind == "ephemeral" and rest:
+            size, _, storage_class = rest.partition(":")
+            return ScratchVolume(kind="ephemeral", size=size, storage_class=storage_class or None, mount_path=mount)
+        if kind == "pvc" and rest:
+            return ScratchVolume(kind="pvc", pvc_name=rest, mount_path=mount)
+    except ValueError as exc:
+        raise CosmosError(f"--scratch-volume {spec!r}: {exc}") from None
+    raise CosmosError(f"--scratch-volume {spec!r}: use ephemeral:SIZE[:STORAGE_CLASS] or pvc:CLAIM")
 
 
 def _parse_pairs(items: Iterable[str], what: str) -> tuple[tuple[str, str], ...]:
@@ -116,6 +149,17 @@ def options_from_args(args: argparse.Namespace, cfg) -> PipelineOptions:
     if args.gpu_limit < 1:
         raise CosmosError("--gpu-limit must be >= 1")
     tolerations = args.gpu_toleration if args.gpu_toleration is not None else [DEFAULT_TOLERATION]
+    if args.fold_retries is not None and args.fold_retries < 0:
+        raise CosmosError("--fold-retries must be >= 0")
+    resource_profile = args.resource_profile or args.profile
+    if resource_profile not in PROFILE_RESOURCES:
+        raise CosmosError(f"no resource table for profile {resource_profile!r}: pass --resource-profile "
+                          f"({', '.join(sorted(PROFILE_RESOURCES))})")
+    if args.shm_size is not None:
+        try:
+            quantity(args.shm_size)
+        except ValueError as exc:
+            raise CosmosError(f"--shm-size: {exc}") from None
     return PipelineOptions(
         rounds=rounds,
         folds=tuple(folds),
@@ -132,6 +176,11 @@ def options_from_args(args: argparse.Namespace, cfg) -> PipelineOptions:
         config=config_parameter(args.config, args.overrides),
         experiment=args.experiment_default or cfg.tracking.experiment,
         tracking_uri=args.tracking_uri,
+        resource_profile=resource_profile,
+        shm_size=args.shm_size,
+        retries=args.fold_retries,
+        timeouts=not args.no_timeouts,
+        scratch=parse_scratch(args.scratch_volume, args.scratch_mount),
     )
 
 

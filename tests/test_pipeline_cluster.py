@@ -252,3 +252,54 @@ def test_local_stage_still_falls_back_to_sqlite(tmp_path, monkeypatch):
     uri = rt.run("s", {"out": str(tmp_path / "out")}, lambda out: {"uri": rt.tracking("", out["out"])},
                  key="k", work_root=str(work))["uri"]
     assert uri.startswith("sqlite:///")
+
+
+# -- cosmos compile: the same choices from the command line ------------------------------------
+
+def test_cosmos_compile_cli_cluster_flags(tmp_path, capsys):
+    from cosmos.cli import main
+
+    out = tmp_path / "p.yaml"
+    rc = main(["compile", "-o", str(out), "--rounds", "0", "--shm-size", "4Gi", "--fold-retries", "1",
+               "--no-timeouts", "--scratch-volume", "ephemeral:300Gi:fast-ssd", "--scratch-mount", "/minio"])
+    assert rc == 0
+    docs = list(yaml.safe_load_all(out.read_text()))
+    spec, platform = docs[0], docs[1]
+    assert [t["retryPolicy"]["maxRetryCount"] for s, t in _all_tasks(spec) if s == "train_fold"] == [1]
+    for stage, _, plat in _executors(spec, platform):
+        assert "activeDeadlineSeconds" not in plat
+        if stage in SHM_STAGES:
+            assert plat["emptyDirMounts"][0]["sizeLimit"] == "4Gi"
+        if stage == "prepare_round":
+            v = plat["genericEphemeralVolume"][0]
+            assert (v["size"], v["storageClassName"], v["mountPath"]) == ("300Gi", "fast-ssd", "/minio")
+
+
+def test_cosmos_compile_cli_resource_profile_and_pvc(tmp_path):
+    from cosmos.cli import main
+
+    out = tmp_path / "p.yaml"
+    assert main(["compile", "-o", str(out), "--rounds", "0", "--resource-profile", "tiny",
+                 "--scratch-volume", "pvc:shared-data"]) == 0
+    spec, platform = list(yaml.safe_load_all(out.read_text()))[:2]
+    fold = next(c for s, c, _ in _executors(spec, platform) if s == "train_fold")
+    assert fold["resources"]["resourceMemoryLimit"] == PROFILE_RESOURCES["tiny"]["train_fold"].memory_limit
+    assert all("retryPolicy" not in t for _, t in _all_tasks(spec))  # tiny's table retries nothing
+    pvcs = {s for s, _, plat in _executors(spec, platform) if "pvcMount" in plat}
+    assert "train_fold" in pvcs and "report" not in pvcs
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--scratch-volume", "nfs:x"], "ephemeral:SIZE"),
+    (["--scratch-volume", "ephemeral:lots"], "not a Kubernetes quantity"),
+    (["--shm-size", "16GB"], "--shm-size"),
+    (["--fold-retries", "-1"], "--fold-retries"),
+])
+def test_cosmos_compile_cli_rejects_bad_cluster_flags(tmp_path, capsys, args, match):
+    from cosmos.cli import main
+
+    rc = main(["compile", "-o", str(tmp_path / "p.yaml"), "--rounds", "0", *args])
+    assert rc != 0
+    captured = capsys.readouterr()
+    assert match in captured.out + captured.err
+    assert not (tmp_path / "p.yaml").exists()
