@@ -217,3 +217,17 @@ def test_copy_tree_onto_a_file_is_one_line(tmp_path):
     with pytest.raises(StorageError, match="dst: exists and is not a directory"):
         storage.copy_tree(src, tmp_path / "dst")
     assert (tmp_path / "dst").read_text() == "I am a file"
+
+
+def test_ingest_applies_a_storage_config_section(tmp_path, monkeypatch):
+    """The config's S3 timeouts (when the config has a ``storage`` section) reach every S3 call of ingest."""
+    from types import SimpleNamespace
+
+    from cosmos.data.ingest import ingest
+
+    monkeypatch.setattr(storage, "_configured", {})
+    cfg = SimpleNamespace(storage=SimpleNamespace(connect_timeout=2.0, read_timeout=4.0, max_attempts=2))
+    with pytest.raises(Exception):
+        ingest(str(tmp_path / "missing"), tmp_path / "out", cfg=cfg)
+    st = storage.s3_settings()
+    assert (st.connect_timeout, st.read_timeout, st.max_attempts) == (2.0, 4.0, 2)

@@ -58,6 +58,10 @@ def ingest(data_uri: str, out_dir: str | Path, val_labels_uri: str | None = None
     needs only the hrT2 folders."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    s3_cfg = getattr(cfg, "storage", None)  # optional config section: connect/read timeouts, attempts
+    if s3_cfg is not None:
+        storage.configure(**{k: getattr(s3_cfg, k) for k in ("connect_timeout", "read_timeout", "max_attempts")
+                             if hasattr(s3_cfg, k)})
     data_uri = "" if data_uri is None else str(data_uri).strip()
     in_place = data_uri != "" and not storage.is_s3(data_uri) and Path(data_uri).resolve() == out.resolve()
     if not in_place:  # never clear or mark the user's own folder
