@@ -16,16 +16,25 @@ Using a registered model::
 
 pyfunc contract:
 
-* input: a DataFrame with a string column ``path`` (one NIfTI file per row; a folder of images
-  also works), or the dict ``{"path": [...]}`` (the signature enforces the ``path`` column).
+* input, by file path: a DataFrame with a string column ``path`` (one NIfTI file per row; a
+  folder of images also works), or the dict ``{"path": [...]}``.
+* input, by content (what a REST server such as ``mlflow models serve`` or MLServer can pass): a
+  DataFrame with a string column ``nifti`` holding base64 of a .nii/.nii.gz file (or an ``s3://``
+  URI), the dict ``{"nifti": [...]}``, or a tensor (numpy array / list) of such strings or raw
+  file bytes. The signature declares both columns as optional; each row uses one.
 * params: ``output_dir`` (string; "" = a new temporary folder), ``mirroring`` (bool; flip
   test-time augmentation, default = the training config's value).
-* output: a DataFrame with ``input`` and ``output`` (path of the label NIfTI written) per case.
+* output: a DataFrame with ``input`` and ``output`` (path of the label NIfTI written) per case,
+  and for content input also ``label``: base64 of that label file (uint8, the input's grid).
   Outputs are named ``crossmoda_{k}_Label.nii.gz`` for crossMoDA inputs, ``<stem>_seg.nii.gz``
   otherwise.
 
-The model class lives in this installed package (pickled by reference), so loading needs
-``cosmos`` installed (``pip install cosmos-kubeflow``), nothing else on ``sys.path``.
+Environment: the model's ``pip_requirements`` are the project's own runtime dependencies, pinned
+to the versions it was registered with (all from public indexes), and the ``cosmos`` package
+itself travels inside the model as ``code_paths``. Why not a pin on ``cosmos-kubeflow``: no index
+publishes it, so ``mlflow models serve`` could not build the environment; why not a wheel: it
+would need a build step at registration time in every pipeline pod. The model class is pickled by
+reference, so a loader finds it in that shipped code (or in an installed ``cosmos``).
 """
 
 from __future__ import annotations
@@ -44,7 +53,8 @@ from cosmos.errors import CosmosError
 if TYPE_CHECKING:
     from cosmos.config import CosmosConfig
 
-try:  # the pyfunc base class; mlflow is a hard dependency of the package
+try:  # the pyfunc base class; mlflow (and with it pandas) is a hard dependency of the package
+    import pandas as pd
     from mlflow.pyfunc import PythonModel as _PythonModel
 except ImportError:  # pragma: no cover
     _PythonModel = object  # type: ignore[misc,assignment]
@@ -185,6 +195,32 @@ def _input_paths(model_input: Any) -> list[str]:
     return _flatten_paths(model_input)
 
 
+def _content_values(model_input: Any) -> list | None:
+    """The base64/bytes NIfTI values of a content input, or None for a path input."""
+    if isinstance(model_input, pd.DataFrame):
+        if "nifti" not in model_input.columns or model_input["nifti"].isna().all():
+            return None
+        if "path" in model_input.columns and model_input["path"].notna().any():
+            raise CosmosError("give either path or nifti values in one call, not both")
+        return _flatten_values(model_input["nifti"].dropna().tolist())
+    if isinstance(model_input, Mapping):
+        return _flatten_values(model_input["nifti"]) if "nifti" in model_input else None
+    if isinstance(model_input, (str, Path)):
+        return None
+    values = _flatten_values(model_input)  # a tensor (numpy array or list)
+    if all(isinstance(v, (str, Path)) and not str(v).startswith("s3://") and Path(v).exists() for v in values):
+        return None  # existing local paths: the path contract
+    return values
+
+
+def _flatten_values(values: Any) -> list:
+    if hasattr(values, "tolist") and not isinstance(values, (bytes, str)):
+        values = values.tolist()
+    if isinstance(values, (list, tuple)):
+        return [x for v in values for x in _flatten_values(v)]
+    return [values]
+
+
 class CosmosSegmenter(_PythonModel):
     """pyfunc wrapper of the nnU-Net fold ensemble (see the module docstring for the contract)."""
 
@@ -193,21 +229,43 @@ class CosmosSegmenter(_PythonModel):
         self.fold_dirs = [Path(arts[k]) for k in sorted(arts, key=_fold_key) if k.startswith("fold_")]
         self.cfg = _config_from_file(Path(arts[CONFIG_ARTIFACT])) if CONFIG_ARTIFACT in arts else None
 
-    def predict(self, context, model_input, params: dict[str, Any] | None = None):
-        import pandas as pd
-
+    # The pandas hint is what MLflow expects of a DataFrame model (it validates nothing then); without
+    # a hint, MLflow warns at every import of this module, i.e. on every `cosmos predict`.
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         from cosmos.config import load_config
 
         params = dict(params or {})
         if not getattr(self, "fold_dirs", None):
             self.load_context(context)
         cfg = self.cfg or load_config("tiny")
-        files = collect_nifti_inputs(_input_paths(model_input))
         out_dir = params.get("output_dir") or tempfile.mkdtemp(prefix="cosmos-segmenter-")
         mirroring = params.get("mirroring")
-        outputs = segment_files(self.fold_dirs, files, out_dir, cfg,
-                                mirroring=None if mirroring is None else bool(mirroring))
-        return pd.DataFrame({"input": [str(f) for f in files], "output": [str(o) for o in outputs]})
+        mirroring = None if mirroring is None else bool(mirroring)
+        contents = _content_values(model_input)
+        if contents is None:
+            files = collect_nifti_inputs(_input_paths(model_input))
+            outputs = segment_files(self.fold_dirs, files, out_dir, cfg, mirroring=mirroring)
+            return pd.DataFrame({"input": [str(f) for f in files], "output": [str(o) for o in outputs]})
+        import base64
+
+        from cosmos.serving.codec import scan_from_value, write_scans
+
+        if not contents:
+            raise CosmosError("no nifti values to segment")
+        scans = [scan_from_value(v, f"nifti[{i}]") for i, v in enumerate(contents)]
+        with tempfile.TemporaryDirectory(prefix="cosmos-segmenter-in-") as tmp:
+            files = write_scans(scans, Path(tmp), max_bytes=nifti_max_bytes())
+            collect_nifti_inputs(files)
+            outputs = segment_files(self.fold_dirs, files, out_dir, cfg, mirroring=mirroring)
+        return pd.DataFrame({"input": [f"nifti[{i}]" for i in range(len(files))],
+                             "output": [str(o) for o in outputs],
+                             "label": [base64.b64encode(o.read_bytes()).decode("ascii") for o in outputs]})
+
+
+def nifti_max_bytes() -> int:
+    from cosmos.data.nifti import max_bytes
+
+    return max_bytes()
 
 
 def _fold_key(name: str):
@@ -241,23 +299,44 @@ def _signature(mirroring_default: bool):
     from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
     return ModelSignature(
-        inputs=Schema([ColSpec("string", "path")]),
-        outputs=Schema([ColSpec("string", "input"), ColSpec("string", "output")]),
+        inputs=Schema([ColSpec("string", "path", required=False), ColSpec("string", "nifti", required=False)]),
+        outputs=Schema([ColSpec("string", "input"), ColSpec("string", "output"),
+                        ColSpec("string", "label", required=False)]),
         params=ParamSchema([ParamSpec("output_dir", "string", ""),
                             ParamSpec("mirroring", "boolean", bool(mirroring_default))]),
     )
 
 
-def _pip_requirements() -> list[str]:
-    from importlib.metadata import PackageNotFoundError, version
+_FALLBACK_REQUIREMENTS = ("mlflow", "nnunetv2", "torch", "boto3", "nibabel", "SimpleITK", "numpy", "scipy",
+                          "pyyaml", "tqdm")
 
+
+def _pip_requirements() -> list[str]:
+    """The project's runtime dependencies (not its extras) plus pandas, pinned to the installed
+    versions without local tags (``2.13.0+cpu`` -> ``2.13.0``). Never the project itself: no index
+    has it; its code travels in the model (``code_paths``)."""
+    from importlib.metadata import PackageNotFoundError, requires, version
+
+    from packaging.requirements import Requirement
+
+    try:
+        declared = [Requirement(r) for r in requires("cosmos-kubeflow") or []]
+        names = [r.name for r in declared if r.marker is None or "extra" not in str(r.marker)]
+    except PackageNotFoundError:  # running from a source tree or from a model's shipped code
+        names = list(_FALLBACK_REQUIREMENTS)
     reqs = []
-    for dist in ("cosmos-kubeflow", "mlflow", "nnunetv2", "torch", "nibabel", "SimpleITK", "pandas", "pyyaml"):
+    for dist in dict.fromkeys(names + ["pandas"]):
         try:
             reqs.append(f"{dist}=={version(dist).split('+')[0]}")
         except PackageNotFoundError:
             reqs.append(dist)
     return reqs
+
+
+def _code_paths() -> list[str]:
+    import cosmos
+
+    return [str(Path(cosmos.__file__).resolve().parent)]
 
 
 # ------------------------------------------------------------------------------------ registering
@@ -341,6 +420,7 @@ def register_round(fold_model_dirs: Sequence[str | Path], round_index: int, cfg:
             return mlflow.pyfunc.log_model(
                 name=MODEL_ARTIFACT, python_model=CosmosSegmenter(), artifacts=artifacts,
                 signature=_signature(cfg.segmentation.mirroring), pip_requirements=_pip_requirements(),
+                code_paths=_code_paths(),
                 tags={"round": str(round_index)},
             )
 

@@ -1,0 +1,329 @@
+"""`cosmos serve` (KServe): a registered segmenter served on 127.0.0.1 answers v2 and v1 requests
+with phantom scans with the very labels `cosmos predict` writes; bad requests get a 4xx and one
+line; the registered pyfunc takes base64 NIfTI and declares an environment that exists.
+
+The model is a real nnU-Net fold ensemble (PlainConvUNet, nnU-Net's own predictor), built by hand
+with seeded random weights instead of trained: the test is about serving the numbers, not about
+their quality, and training would cost minutes. It goes through the real registry (sqlite MLflow).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("kserve")
+mlflow = pytest.importorskip("mlflow")
+
+from cosmos.cli import main  # noqa: E402
+from cosmos.config import load_config  # noqa: E402
+from cosmos.data.phantom import make_phantom  # noqa: E402
+from cosmos.segmentation import registry  # noqa: E402
+
+MAX_MB = 4.0  # the server's body cap in this test; a phantom scan is ~1.1 MB of base64
+START_TIMEOUT_S = 120
+SPACING = [1.5, 0.6, 0.6]  # nnU-Net (z, y, x) order, about the phantom's
+
+
+def _plans() -> dict:
+    arch = {
+        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+        "arch_kwargs": {
+            "n_stages": 3, "features_per_stage": [4, 8, 16], "conv_op": "torch.nn.modules.conv.Conv3d",
+            "kernel_sizes": [[1, 3, 3], [3, 3, 3], [3, 3, 3]], "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2]],
+            "n_conv_per_stage": [1, 1, 1], "n_conv_per_stage_decoder": [1, 1], "conv_bias": True,
+            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d", "norm_op_kwargs": {"eps": 1e-5, "affine": True},
+            "dropout_op": None, "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
+            "nonlin_kwargs": {"inplace": True}},
+        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+    }
+
+    def resampling(is_seg: bool, order: int) -> dict:
+        return {"is_seg": is_seg, "order": order, "order_z": 0, "force_separate_z": None}
+
+    config = {
+        "data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
+        "patch_size": [16, 32, 32], "median_image_size_in_voxels": [28, 80, 80], "spacing": SPACING,
+        "normalization_schemes": ["ZScoreNormalization"], "use_mask_for_norm": [False],
+        "resampling_fn_data": "resample_data_or_seg_to_shape", "resampling_fn_seg": "resample_data_or_seg_to_shape",
+        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+        "resampling_fn_data_kwargs": resampling(False, 3), "resampling_fn_seg_kwargs": resampling(True, 1),
+        "resampling_fn_probabilities_kwargs": resampling(False, 1), "architecture": arch, "batch_dice": False,
+    }
+    return {
+        "dataset_name": "Dataset700_CosmosRound0", "plans_name": "CosmosPlans",
+        "original_median_spacing_after_transp": SPACING, "original_median_shape_after_transp": [28, 80, 80],
+        "image_reader_writer": "SimpleITKIO", "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
+        "configurations": {"3d_fullres": config}, "experiment_planner_used": "ExperimentPlanner",
+        "label_manager": "LabelManager",
+        "foreground_intensity_properties_per_channel": {"0": {
+            "max": 3000.0, "mean": 1000.0, "median": 800.0, "min": 0.0, "percentile_00_5": 50.0,
+            "percentile_99_5": 2500.0, "std": 700.0}},
+    }
+
+
+def build_fold(d: Path, seed: int = 0) -> Path:
+    """A fold directory exactly as nnU-Net training leaves it, with seeded random weights."""
+    import torch
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    d.mkdir(parents=True)
+    plans = _plans()
+    dataset = {"channel_names": {"0": "hrT2"}, "labels": {"background": 0, "VS": 1, "cochlea": 2},
+               "numTraining": 6, "file_ending": ".nii.gz", "overwrite_image_reader_writer": "SimpleITKIO"}
+    (d / "plans.json").write_text(json.dumps(plans))
+    (d / "dataset.json").write_text(json.dumps(dataset))
+    pm = PlansManager(plans)
+    torch.manual_seed(seed)
+    net = nnUNetTrainer.build_network_architecture(pm, pm.get_configuration("3d_fullres"), 1, 3,
+                                                   enable_deep_supervision=False)
+    torch.save({"network_weights": net.state_dict(), "init_args": {"configuration": "3d_fullres"},
+                "trainer_name": "nnUNetTrainer", "inference_allowed_mirroring_axes": (0, 1, 2)},
+               str(d / "checkpoint_final.pth"))
+    return d
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _labels(path_or_bytes) -> tuple[np.ndarray, np.ndarray]:
+    import gzip
+    import io
+
+    import nibabel as nib
+
+    if isinstance(path_or_bytes, (bytes, bytearray)):
+        img = nib.Nifti1Image.from_bytes(gzip.decompress(path_or_bytes))
+    else:
+        img = nib.load(str(path_or_bytes))
+    _ = io
+    return np.asarray(img.dataobj), img.affine
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Phantom scans, a registered model (@champion = version 1) and `cosmos predict`'s labels."""
+    root = tmp_path_factory.mktemp("serving")
+    phantom = make_phantom(root / "phantom", n_source=1, n_target=1, n_val=1, seed=3, preview=False)
+    scans = sorted(phantom.glob("target_*/*_hrT2.nii.gz"))
+    assert len(scans) == 2
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    cfg = load_config("tiny", overrides=["tracking.experiment=serving-test", "segmentation.torch_threads=1"])
+    folds = [build_fold(root / "round_0" / f"fold_{f}", seed=f) for f in (0, 1)]
+    version = registry.register_round(folds, 0, cfg, alias="champion", tracking_uri=uri)
+    return {"root": root, "uri": uri, "version": version, "scans": scans, "folds": folds}
+
+
+@pytest.fixture(scope="module")
+def expected(store, server):
+    """`cosmos predict`'s labels for the scans (computed while the server loads its copy)."""
+    out = store["root"] / "predicted"
+    assert main(["predict", "--model", "models:/cosmos-segmenter@champion", "--tracking-uri", store["uri"],
+                 *map(str, store["scans"]), "-o", str(out)]) == 0
+    return [out / registry.output_name(s) for s in store["scans"]]
+
+
+def _cosmos() -> list[str]:
+    exe = Path(sys.executable).with_name("cosmos")
+    return [str(exe)] if exe.is_file() else [sys.executable, "-c", "import sys; from cosmos.cli import main; "
+                                                                   "sys.exit(main())"]
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def post(url: str, body, timeout: float = 120) -> tuple[int, dict]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+@pytest.fixture(scope="module")
+def server(store):
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = open(store["root"] / "serve.log", "wb")
+    env = dict(os.environ, COSMOS_NO_PROGRESS="1")
+    proc = subprocess.Popen(
+        _cosmos() + ["serve", "--model", "models:/cosmos-segmenter@champion", "--tracking-uri", store["uri"],
+                     "--port", str(port), "--max-mb", str(MAX_MB), "--set", "segmentation.torch_threads=1"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    readiness: list[int] = []
+    state = {"base": base, "proc": proc, "readiness": readiness, "log": store["root"] / "serve.log"}
+    try:
+        yield state
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def ready(server, expected):
+    """The server, once /v2/health/ready says yes (its readiness answers until then are kept)."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        assert server["proc"].poll() is None, server["log"].read_text()[-3000:]
+        assert time.monotonic() < deadline, "cosmos serve did not get ready in time"
+        try:
+            server["readiness"].append(_get(f"{server['base']}/v2/health/ready"))
+        except (urllib.error.URLError, ConnectionError, OSError):
+            server["readiness"].append(0)  # not listening yet
+        if server["readiness"][-1] == 200:
+            return server
+        time.sleep(0.2)
+
+
+def b64(path: Path) -> str:
+    return base64.b64encode(Path(path).read_bytes()).decode()
+
+
+def v2(scans) -> dict:
+    return {"inputs": [{"name": "scan", "shape": [len(scans)], "datatype": "BYTES", "data": list(scans)}]}
+
+
+# ------------------------------------------------------------------------------------ serving
+def test_server_listens_on_loopback_only_and_readiness_answers(ready):
+    server = ready
+    import psutil
+
+    proc = psutil.Process(server["proc"].pid)
+    connections = getattr(proc, "net_connections", None) or proc.connections  # psutil < 6: connections()
+    listening = [c.laddr for c in connections(kind="tcp") if c.status == psutil.CONN_LISTEN]
+    assert listening and all(a.ip == "127.0.0.1" for a in listening), listening
+    assert set(server["readiness"]) <= {0, 503, 200} and server["readiness"][-1] == 200
+    assert _get(f"{server['base']}/v2/health/live") == 200
+    assert _get(f"{server['base']}/v2/models/cosmos-segmenter/ready") == 200
+
+
+def test_v2_and_v1_labels_equal_cosmos_predict(ready, store, expected, capsys):
+    server = ready
+    url = f"{server['base']}/v2/models/cosmos-segmenter/infer"
+    t0 = time.perf_counter()
+    status, body = post(url, v2([b64(s) for s in store["scans"]]))
+    v2_s = time.perf_counter() - t0
+    assert status == 200, body
+    assert body["model_name"] == "cosmos-segmenter" and body["model_version"] == store["version"]
+    out = body["outputs"][0]
+    assert out["name"] == "label" and out["datatype"] == "BYTES" and len(out["data"]) == 2
+    for data, predicted in zip(out["data"], expected):
+        got, got_affine = _labels(base64.b64decode(data))
+        want, want_affine = _labels(predicted)
+        assert got.dtype == np.uint8 and got.shape == want.shape
+        assert np.array_equal(got, want)
+        assert np.allclose(got_affine, want_affine)
+    assert len(np.unique(_labels(expected[0])[0])) > 1  # the comparison is not all-background
+
+    t0 = time.perf_counter()
+    status, body = post(f"{server['base']}/v1/models/cosmos-segmenter:predict",
+                        {"instances": [{"b64": b64(store["scans"][1])}]})
+    v1_s = time.perf_counter() - t0
+    assert status == 200, body
+    got, _ = _labels(base64.b64decode(body["predictions"][0]["b64"]))
+    assert np.array_equal(got, _labels(expected[1])[0])
+    with capsys.disabled():
+        print(f"\n[serving latency] v2, 2 scans: {v2_s:.2f} s; v1, 1 scan: {v1_s:.2f} s")
+
+
+def test_versioned_urls(ready, store):
+    server = ready
+    base = server["base"]
+    scan = [b64(store["scans"][0])]
+    status, body = post(f"{base}/v2/models/cosmos-segmenter/versions/{store['version']}/infer", v2(scan))
+    assert status == 200 and body["model_version"] == store["version"]
+    status, body = post(f"{base}/v2/models/cosmos-segmenter/versions/9/infer", v2(scan))
+    assert status == 404 and "no version 9" in body["error"] and f"version {store['version']}" in body["error"]
+    status, body = post(f"{base}/v2/models/other-model/infer", v2(scan))
+    assert status == 404 and "other-model" in body["error"]
+
+
+def _nifti_2d(tmp_path) -> str:
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.zeros((8, 8), np.float32), np.eye(4)), str(tmp_path / "slice.nii.gz"))
+    return b64(tmp_path / "slice.nii.gz")
+
+
+@pytest.mark.parametrize("case, status, message", [
+    ("text", 400, "not a NIfTI file"),
+    ("not-base64", 400, "neither base64"),
+    ("2d", 400, "2D"),
+    ("fp32", 400, "datatype FP32"),
+    ("too-large", 413, "exceeds the server's cap"),
+    ("malformed", 422, "malformed request"),
+    ("v1-no-instances", 400, "instances"),
+    ("v1-local-path", 400, "s3://"),
+])
+def test_bad_requests_get_4xx_with_one_line(ready, tmp_path, case, status, message):
+    server = ready
+    base = server["base"]
+    url = f"{base}/v2/models/cosmos-segmenter/infer"
+    body: object
+    if case == "text":
+        body = v2([base64.b64encode(b"hello, I am not a scan. " * 40).decode()])
+    elif case == "not-base64":
+        body = v2(["%%% not base64 %%%"])
+    elif case == "2d":
+        body = v2([_nifti_2d(tmp_path)])
+    elif case == "fp32":
+        body = {"inputs": [{"name": "scan", "shape": [2], "datatype": "FP32", "data": [1.0, 2.0]}]}
+    elif case == "too-large":
+        body = v2(["A" * int(MAX_MB * 1e6 + 10)])
+    elif case == "malformed":
+        body = {"inputs": [{"name": "scan"}]}
+    else:
+        url = f"{base}/v1/models/cosmos-segmenter:predict"
+        body = {"nothing": []} if case == "v1-no-instances" else {"instances": [{"uri": "/etc/passwd"}]}
+    got, answer = post(url, body)
+    assert got == status, answer
+    assert message in answer["error"], answer
+    assert "\n" not in answer["error"] and "Traceback" not in answer["error"]
+
+
+def test_server_stops_on_sigterm(ready):
+    server = ready
+    """Last in the module on purpose: it stops the shared server."""
+    proc = server["proc"]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    text = server["log"].read_text(errors="replace")
+    assert "Traceback" not in text, text[-3000:]
+
+
+def test_unknown_model_version_fails_start_with_one_line(store):
+    res = subprocess.run(_cosmos() + ["serve", "--model", "models:/cosmos-segmenter/9", "--tracking-uri",
+                                      store["uri"], "--port", str(_free_port())],
+                         capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert res.returncode == 2, res.stderr[-2000:]
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("cosmos: error:") and "has no version 9" in last, res.stderr[-2000:]
