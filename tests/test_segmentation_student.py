@@ -59,15 +59,17 @@ def rounds(tmp_path_factory):
         img, lab = _case(n)
         nifti.save(pseudo / f"crossmoda_{n}_hrT2pseudo.nii.gz", img, affine=aff)
         nifti.save(pseudo / f"crossmoda_{n}_Label.nii.gz", lab, affine=aff, label=True)
+    real_aff = np.diag([0.4, 0.4, 1.0, 1.0])  # real hrT2 on another grid than the pseudo-hrT2 (ceT1 grid)
     for n in REAL:
         img, lab = _case(n)
         lab[:, :, 0] = 3  # pixel filter: one unsure slice -> ignore label
-        nifti.save(target / f"crossmoda_{n}_hrT2.nii.gz", img, affine=aff)
-        nifti.save(kept / f"crossmoda_{n}_Label.nii.gz", lab, affine=aff, label=True)
+        nifti.save(target / f"crossmoda_{n}_hrT2.nii.gz", img, affine=real_aff)
+        nifti.save(kept / f"crossmoda_{n}_Label.nii.gz", lab, affine=real_aff, label=True)
     cfg = load_config("tiny", overrides=OVERRIDES)
     teacher = prepare_round(pseudo, root / "teacher", cfg, round_index=0)
+    # the teacher's plans, so that the student can be warm-started from the teacher's network
     student = prepare_round(pseudo, root / "student", cfg, round_index=1, target_images_dir=target,
-                            pseudo_labels_dir=kept)
+                            pseudo_labels_dir=kept, plans_from=teacher)
     fold0 = train_fold(teacher, 0, root / "t_fold0", cfg)
     return {"root": root, "cfg": cfg, "teacher": teacher, "student": student, "fold0": fold0, "pseudo": pseudo}
 
@@ -98,6 +100,20 @@ def test_rounds_do_not_replay_each_other(rounds, tmp_path):
     assert json.loads((again / "cosmos_fold.json").read_text())["seed"] == rounds["cfg"].seed + 1000
     a, b = _weights(rounds["fold0"]), _weights(again)
     assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_student_reuses_the_teacher_plans(rounds):
+    teacher, student = load_prepared(rounds["teacher"]), load_prepared(rounds["student"])
+    tp, sp = teacher.plans(), student.plans()
+    assert sp["dataset_name"] == student.dataset_name != teacher.dataset_name
+    assert sp["configurations"] == tp["configurations"] and student.configuration == teacher.configuration
+    nn = json.loads((student.preprocessed_dataset / "nnUNetPlans.json").read_text())
+    assert nn["configurations"][student.base_configuration]["spacing"] == \
+        tp["configurations"][teacher.base_configuration]["spacing"]
+    # preprocessed at the teacher's spacing: every case is there, fingerprint included
+    ids = sorted(p.name.split(".")[0] for p in (student.preprocessed_dataset / nn["configurations"][
+        student.base_configuration]["data_identifier"]).glob("*.b2nd") if not p.name.endswith("_seg.b2nd"))
+    assert len(ids) == N_PSEUDO + len(REAL) and (student.preprocessed_dataset / "dataset_fingerprint.json").is_file()
 
 
 def test_student_dataset_declares_the_ignore_label(rounds):
@@ -248,8 +264,8 @@ def test_mirroring_argument_overrides_the_profile(rounds, tmp_path, monkeypatch)
     seen = []
     real_build = inference.build_predictor
 
-    def spy(ensemble, device, mirroring, tile_step_size=0.5):
-        predictor = real_build(ensemble, device, mirroring, tile_step_size)
+    def spy(*args, **kwargs):
+        predictor = real_build(*args, **kwargs)
         seen.append(predictor.use_mirroring)
         return predictor
 

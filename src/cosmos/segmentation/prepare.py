@@ -148,11 +148,14 @@ def _summary_digest(training_set: dict) -> str:
     return hashlib.sha256(json.dumps(training_set, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _inputs_digest(cases: list[export.ExportCase], cfg: CosmosConfig, ignore_label: int | None = None) -> str:
+def _inputs_digest(cases: list[export.ExportCase], cfg: CosmosConfig, ignore_label: int | None = None,
+                   plans_from: str | None = None) -> str:
     """Changes when any input file, the case list or a planning-relevant setting changes."""
     h = hashlib.sha256()
     if ignore_label is not None:
         h.update(f"ignore={ignore_label}\n".encode())
+    if plans_from is not None:
+        h.update(f"plans_from={plans_from}\n".encode())
     for c in cases:
         for p in (Path(c.image), Path(c.label)):
             st = p.stat()
@@ -163,8 +166,39 @@ def _inputs_digest(cases: list[export.ExportCase], cfg: CosmosConfig, ignore_lab
     return h.hexdigest()[:16]
 
 
+def _preprocess_with_plans(dataset_id: int, raw_folder: Path, pre_folder: Path, name: str, source: PreparedRound,
+                           num_processes: int) -> tuple[dict, str]:
+    """Fingerprint + preprocess this dataset with ``source``'s nnU-Net plans (no planning); returns
+    (CosmosPlans, configuration) -- the source's, retargeted to this dataset.
+
+    What ``nnUNetv2_move_plans_between_datasets`` does (plans' ``dataset_name`` replaced; both
+    datasets use the same SimpleITK reader), then nnU-Net's own preprocessing. Must run inside
+    ``environment.nnunet_env(raw=..., preprocessed=..., n_proc_da=None)``.
+    """
+    import contextlib
+    import io
+
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprint_dataset, preprocess_dataset
+
+    n = max(1, int(num_processes))
+    planning.verify_integrity(raw_folder, n)
+    nn_plans = json.loads((source.preprocessed_dataset / f"{planning.NNUNET_PLANS}.json").read_text())
+    nn_plans["dataset_name"] = name
+    with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net prints whole plans dicts
+        extract_fingerprint_dataset(dataset_id, num_processes=n, check_dataset_integrity=False, clean=True,
+                                    verbose=False, show_progress_bar=False)
+        (pre_folder / f"{planning.NNUNET_PLANS}.json").write_text(json.dumps(nn_plans, indent=2))
+        shutil.copyfile(raw_folder / "dataset.json", pre_folder / "dataset.json")  # as nnU-Net's planner does
+        preprocess_dataset(dataset_id, planning.NNUNET_PLANS, [source.base_configuration], [n], verbose=False,
+                           show_progress_bar=False)
+    plans = source.plans()
+    plans["dataset_name"] = name
+    return plans, source.configuration
+
+
 def prepare_round(pseudo_dir: str | Path, out_dir: str | Path, cfg: CosmosConfig, round_index: int = 0,
-                  target_images_dir: str | Path | None = None, pseudo_labels_dir: str | Path | None = None) -> Path:
+                  target_images_dir: str | Path | None = None, pseudo_labels_dir: str | Path | None = None,
+                  plans_from: str | Path | None = None) -> Path:
     """nnU-Net raw export + plan + preprocess for one COSMOS round; returns ``out_dir``.
 
     Round 0 (teacher): labelled pseudo-hrT2 only. Round k > 0 (student): pseudo-hrT2 plus the real
@@ -172,6 +206,11 @@ def prepare_round(pseudo_dir: str | Path, out_dir: str | Path, cfg: CosmosConfig
     With ``selftraining.filter=pixel`` a student's dataset.json declares nnU-Net's ignore label
     (the pixel filter marks unsure voxels with it). Resumable: an existing prepared dir built from
     the same inputs is returned at once.
+
+    ``plans_from``: another prepared round (normally the teacher's) whose nnU-Net plans -- target
+    spacing, patch, network -- are reused instead of planning this dataset anew. Why: adding real
+    hrT2 (another voxel grid) changes nnU-Net's plan, and a student warm-started from its teacher
+    (``selftraining.student_init=teacher``) needs the teacher's network exactly.
     """
     from cosmos.selftraining.filtering import IGNORE_LABEL
 
@@ -190,7 +229,11 @@ def prepare_round(pseudo_dir: str | Path, out_dir: str | Path, cfg: CosmosConfig
             cases += real
     has_real = any(c.kind == export.KIND_REAL for c in cases)
     ignore_label = IGNORE_LABEL if cfg.selftraining.filter == "pixel" and has_real else None
-    digest = _inputs_digest(cases, cfg, ignore_label)
+    source = load_prepared(plans_from) if plans_from is not None else None
+    if source is not None and source.base_configuration != cfg.segmentation.configuration:
+        raise CosmosError(f"{plans_from}: planned for {source.base_configuration}, not segmentation.configuration="
+                          f"{cfg.segmentation.configuration}")
+    digest = _inputs_digest(cases, cfg, ignore_label, f"{source.plan_digest}" if source is not None else None)
     if (out / MANIFEST).is_file():
         try:
             existing = load_prepared(out)
@@ -220,8 +263,15 @@ def prepare_round(pseudo_dir: str | Path, out_dir: str | Path, cfg: CosmosConfig
     pre_folder.mkdir(parents=True, exist_ok=True)
     with environment.nnunet_env(raw=out / RAW_DIR, preprocessed=out / PREPROCESSED_DIR, n_proc_da=None,
                                 num_processes=seg.num_processes):
-        nn_plans = planning.plan_and_preprocess(dataset_id, raw_folder, pre_folder, seg)
-    plans, configuration = planning.cosmos_plans(nn_plans, seg)
+        if source is None:
+            nn_plans = planning.plan_and_preprocess(dataset_id, raw_folder, pre_folder, seg)
+        else:
+            plans, configuration = _preprocess_with_plans(dataset_id, raw_folder, pre_folder, name, source,
+                                                          seg.num_processes)
+    if source is None:
+        plans, configuration = planning.cosmos_plans(nn_plans, seg)
+    else:
+        log.info("round %d uses the plans of %s (round %d)", round_index, source.root, source.round_index)
     plans_text = json.dumps(plans, indent=2)
     (pre_folder / f"{planning.COSMOS_PLANS}.json").write_text(plans_text)
     planning.write_splits(pre_folder, list(cases_meta), seg.num_folds)

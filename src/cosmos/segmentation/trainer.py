@@ -304,7 +304,7 @@ def warm_start(trainer: nnUNetTrainer, fold_dir: str | Path, checkpoint: str = "
     if diffs:
         raise CosmosError(f"{fold_dir}: its network plan differs from this round's ({'; '.join(diffs)}); a student "
                           "can only warm-start from a teacher planned identically (use selftraining.student_init="
-                          "scratch, or prepare the student with the teacher's plans)")
+                          "scratch, or prepare the student with prepare_round(..., plans_from=<teacher prepared dir>))")
     if not trainer.was_initialized:
         trainer.initialize()
     net = trainer.network
