@@ -23,6 +23,38 @@ def test_paper_profile_follows_the_paper():
     assert t.seg_translated_start_epoch == 5
     assert (s.epochs, s.initial_lr, s.batch_size, s.features_base) == (200, 1e-2, 2, 32)
     assert s.folds == [0, 1, 2, 3, 4] and cfg.selftraining.rounds == 3
+    # geometry (paper 4.2, z, y, x); depth: 6 stages = 5 downsamplings, what nnU-Net's rule allows on this
+    # patch (the paper says 6 downsamplings; tests/test_paper_profile.py shows why it cannot be, README says so)
+    assert s.patch_size == [40, 224, 224] and s.target_spacing == [1.5, 0.41, 0.41] and s.num_stages == 6
+    assert (s.features_max, s.num_folds, s.mirroring, s.patch_size_max, s.ce_class_weights) == (320, 5, True, None, None)
+    assert (t.disc_layers, t.gan_loss, t.segmentor, t.lr_decay < 1) == (3, "bce", True, True)
+    assert t.loss_preset == "paper" and t.lambda_kspace == 0.0  # the k-space term is the report's, not the paper's
+
+
+def test_cli_config_prints_the_published_values(capsys):
+    import yaml
+
+    assert main(["config", "--profile", "paper"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    seg, t = printed["segmentation"], printed["translator"]
+    assert seg["patch_size"] == [40, 224, 224] and seg["target_spacing"] == [1.5, 0.41, 0.41]
+    assert (seg["num_stages"], seg["features_base"], seg["features_max"], seg["batch_size"]) == (6, 32, 320, 2)
+    assert (seg["initial_lr"], seg["epochs"], seg["folds"], seg["mirroring"]) == (0.01, 200, [0, 1, 2, 3, 4], True)
+    assert (t["levels"], t["epochs"], t["lr"], t["seg_translated_start_epoch"]) == (3, 50, 1e-4, 5)
+    assert [t[k] for k in ("lambda_cycle", "lambda_adv", "lambda_identity", "lambda_seg", "lambda_kspace")] == \
+        [0.01, 0.1, 0.5, 1.0, 0.0]
+
+
+def test_segmentation_geometry_is_checked():
+    cfg = load_config("tiny", overrides=["segmentation.target_spacing=[2, 0.5, 0.5]", "segmentation.num_stages=4"])
+    assert cfg.segmentation.target_spacing == [2.0, 0.5, 0.5] and cfg.segmentation.num_stages == 4
+    for bad, match in (("segmentation.target_spacing=[1.5, 0.4, 0.4, 0.4]", "positive numbers"),
+                       ("segmentation.target_spacing=[1.5, 0, 0.4]", "positive numbers"),
+                       ("segmentation.patch_size=[40, 224.5, 224]", "whole voxel"),
+                       ("segmentation.patch_size=224", "positive numbers"),
+                       ("segmentation.num_stages=0", "positive integer")):
+        with pytest.raises(ConfigError, match=match):
+            load_config("tiny", overrides=[bad])
 
 
 def test_overrides_are_typed_and_checked():
@@ -48,6 +80,9 @@ def test_loss_presets_resolve():
     report = apply_loss_preset(cfg, "report")
     for key, value in LOSS_PRESETS["report"].items():
         assert getattr(report.translator, key) == value
+    assert report.translator.lambda_kspace > 0 == cfg.translator.lambda_kspace  # k-space term: report only
+    kspace_by_hand = cfg.with_overrides(["translator.lambda_kspace=0.2"])
+    assert kspace_by_hand.translator.loss_preset == "custom"
     by_hand = cfg.with_overrides(["translator.lambda_seg=2"])
     assert by_hand.translator.loss_preset == "custom" and by_hand.translator.lambda_seg == 2.0
     with pytest.raises(ConfigError, match="custom"):

@@ -130,10 +130,14 @@ def _fake_plans() -> dict:
         "plans_name": "nnUNetPlans",
         "configurations": {
             "3d_fullres": {
+                # what nnU-Net's planner derives for this patch at this spacing (planning.derive_topology)
                 "data_identifier": "nnUNetPlans_3d_fullres", "batch_size": 5, "patch_size": [24, 64, 64],
+                "spacing": [1.5, 0.5, 0.5],
                 "architecture": {"network_class_name": "x.PlainConvUNet", "arch_kwargs": {
                     "n_stages": 5, "features_per_stage": [32, 64, 128, 256, 320],
-                    "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]]}},
+                    "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]],
+                    "kernel_sizes": [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]],
+                    "n_conv_per_stage": [2, 2, 2, 2, 2], "n_conv_per_stage_decoder": [2, 2, 2, 2]}},
             },
             "2d": {"data_identifier": "nnUNetPlans_2d"},
         },
@@ -152,15 +156,23 @@ def test_cosmos_plans_inherit_and_override_budget():
     capped, _ = planning.cosmos_plans(_fake_plans(), load_config("tiny").segmentation)  # tiny caps at 32x48x48
     assert capped["configurations"][name]["patch_size"] == [24, 48, 48]
     assert plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"][0] == 32
-    paper = load_config("paper").segmentation
+    paper = load_config("paper").segmentation  # its own patch: the topology is re-derived (6 stages on 40x224x224)
     plans, _ = planning.cosmos_plans(_fake_plans(), paper)
-    assert plans["configurations"][name]["architecture"]["arch_kwargs"]["features_per_stage"] == [32, 64, 128, 256, 320]
+    arch = plans["configurations"][name]["architecture"]["arch_kwargs"]
+    assert arch["features_per_stage"] == [32, 64, 128, 256, 320, 320] and arch["n_stages"] == 6
+    assert plans["configurations"][name]["patch_size"] == [40, 224, 224]
+    assert len(arch["kernel_sizes"]) == len(arch["n_conv_per_stage"]) == len(arch["n_conv_per_stage_decoder"]) + 1 == 6
 
 
 def test_cosmos_plans_patch_size_must_fit_the_network_strides():
     seg = load_config("tiny", overrides=["segmentation.patch_size=[16,32,32]"]).segmentation
     plans, name = planning.cosmos_plans(_fake_plans(), seg)
     assert plans["configurations"][name]["patch_size"] == [16, 32, 32]
+    # the smaller patch gets nnU-Net's topology for it (one stage fewer), not the planned one
+    assert plans["configurations"][name]["architecture"]["arch_kwargs"]["strides"] == [
+        [1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]]
+    assert planning.derive_topology([1.5, 0.5, 0.5], [24, 64, 64])[0] == \
+        _fake_plans()["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["strides"]
     bad = load_config("tiny", overrides=["segmentation.patch_size=[16,30,32]"]).segmentation
     with pytest.raises(CosmosError, match="divisible"):
         planning.cosmos_plans(_fake_plans(), bad)

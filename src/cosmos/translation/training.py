@@ -62,7 +62,7 @@ from cosmos.translation.slices import SliceGrid, volume_to_training_slices
 log = logging.getLogger(__name__)
 
 FIDELITY_JSON = "fidelity.json"
-LOSS_TERMS = ("cycle", "adv_G", "adv_D", "identity", "seg_src", "seg_translated", "total")
+LOSS_TERMS = ("cycle", "kspace", "adv_G", "adv_D", "identity", "seg_src", "seg_translated", "total")
 # Changing these between a checkpoint and a re-run would load weights into another architecture
 # or silently change the experiment: refuse and ask for a new --out.
 _RESUME_MUST_MATCH = ("base_channels", "levels", "disc_channels", "disc_layers", "image_size", "inplane_spacing",
@@ -189,6 +189,9 @@ class TranslatorTrainer:
             else x_s.new_zeros(())
         adv_g = losses.generator_adversarial_loss(self.d_t(fake_t), self.d_s(fake_s), kind)
         total = t.lambda_cycle * cycle + t.lambda_adv * adv_g + t.lambda_identity * identity
+        kspace = losses.kspace_cycle_loss(x_s, rec_s, x_t, rec_t) if t.lambda_kspace > 0 else None
+        if kspace is not None:  # the challenge report's k-space cycle term (off in the paper preset)
+            total = total + t.lambda_kspace * kspace
         seg_src = losses.segmentation_loss_term(seg_src_logits, y_s, t.seg_loss)
         seg_trans = losses.segmentation_loss_term(seg_trans_logits, y_s, t.seg_loss)
         if seg_src is not None:
@@ -207,6 +210,8 @@ class TranslatorTrainer:
         self.opt_d.step()
         out = {"cycle": cycle.item(), "adv_G": adv_g.item(), "adv_D": adv_d.item(), "identity": identity.item(),
                "total": total.item()}
+        if kspace is not None:
+            out["kspace"] = kspace.item()
         if seg_src is not None:
             out["seg_src"] = seg_src.item()
         if seg_trans is not None:
@@ -503,7 +508,8 @@ def train_translator(data_dir: str | Path, out_dir: str | Path, cfg: CosmosConfi
         save_model_dir(trainer.g_st, grid, model_dir, extra={
             "trained_epochs": final_epoch, "profile": cfg.profile, "seed": cfg.seed, "mlflow_run_id": run_id,
             "dataset_digest": digest, "segmentor": t.segmentor, "gan_loss": t.gan_loss,
-            "loss_weights": {k: getattr(t, k) for k in ("lambda_cycle", "lambda_adv", "lambda_identity", "lambda_seg")},
+            "loss_weights": {k: getattr(t, k) for k in ("lambda_cycle", "lambda_adv", "lambda_identity", "lambda_seg",
+                                                      "lambda_kspace")},
         })
         if fid_sample is not None:  # the final figures next to the model (and in the run)
             final_fid = fid_sample.score(trainer)
