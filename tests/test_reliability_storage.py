@@ -231,3 +231,26 @@ def test_ingest_applies_a_storage_config_section(tmp_path, monkeypatch):
         ingest(str(tmp_path / "missing"), tmp_path / "out", cfg=cfg)
     st = storage.s3_settings()
     assert (st.connect_timeout, st.read_timeout, st.max_attempts) == (2.0, 4.0, 2)
+
+
+def test_ingest_from_s3_names_the_object_not_the_work_copy(s3_env, tmp_path):
+    """Row 8: the ingest stage's problem names ``s3://bucket/prefix/...``, as the user wrote it."""
+    import boto3
+
+    from cosmos.data.ingest import DatasetError, ingest
+    from cosmos.data.phantom import make_phantom
+
+    src = tmp_path / "data"
+    make_phantom(src, n_source=1, n_target=1, n_val=1, seed=2, preview=False)
+    bad = src / "target_training" / "crossmoda_2_hrT2.nii.gz"
+    blob = bytearray(bad.read_bytes())
+    blob[-6] ^= 0x10  # inside the CRC trailer
+    bad.write_bytes(bytes(blob))
+    boto3.session.Session().client("s3").create_bucket(Bucket="names-test")
+    storage.upload(src, "s3://names-test/crossmoda")
+    work = tmp_path / "work" / "ingest-1" / "data"
+    with pytest.raises(DatasetError) as info:
+        ingest("s3://names-test/crossmoda", work)
+    problems = [str(p) for p in info.value.problems]
+    assert problems == [f"s3://names-test/crossmoda/target_training/crossmoda_2_hrT2.nii.gz: {problems[0].split(': ', 1)[1]}"]
+    assert "corrupt gzip stream" in problems[0] and str(work) not in str(info.value)
