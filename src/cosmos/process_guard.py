@@ -29,7 +29,7 @@ TOKEN_ENV = "COSMOS_RUN_TOKEN"
 GRACE_SECONDS = 5.0
 
 
-def tagged_pids(token: str, exclude: set[int] = frozenset()) -> list[int]:  # type: ignore[assignment]
+def tagged_pids(token: str, exclude: frozenset[int] | set[int] = frozenset()) -> list[int]:
     """PIDs of live processes whose environment holds ``COSMOS_RUN_TOKEN=token``."""
     needle = f"{TOKEN_ENV}={token}".encode()
     found: list[int] = []
@@ -55,7 +55,8 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def kill_tagged(token: str, exclude: set[int] = frozenset(), grace: float = GRACE_SECONDS) -> list[int]:  # type: ignore[assignment]
+def kill_tagged(token: str, exclude: frozenset[int] | set[int] = frozenset(),
+                grace: float = GRACE_SECONDS) -> list[int]:
     """SIGTERM every tagged process, SIGKILL those alive after ``grace`` seconds; returns the PIDs."""
     pids = tagged_pids(token, exclude)
     for pid in pids:

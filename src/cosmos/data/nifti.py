@@ -89,7 +89,8 @@ def _stat_file(path: Path) -> int:
         st = path.stat()
     except FileNotFoundError:
         if path.is_symlink():
-            raise NiftiError(f"{path}: dangling symlink (points to {os.readlink(path)}, which does not exist)") from None
+            target = os.readlink(path)
+            raise NiftiError(f"{path}: dangling symlink (points to {target}, which does not exist)") from None
         raise NiftiError(f"{path}: file not found") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
@@ -191,7 +192,8 @@ def read_bytes(path: str | Path, cap: int | None = None) -> tuple[bytes, type]:
     except (gzip.BadGzipFile, zlib.error) as exc:
         raise NiftiError(f"{path}: corrupt gzip stream ({exc})") from None
     except EOFError:
-        raise NiftiError(f"{path}: corrupt or truncated gzip stream (it ends before its end-of-stream marker)") from None
+        raise NiftiError(f"{path}: corrupt or truncated gzip stream "
+                         "(it ends before its end-of-stream marker)") from None
     except MemoryError:
         raise NiftiError(f"{path}: out of memory while reading it ({_human(claimed)} claimed)") from None
     except OSError as exc:
