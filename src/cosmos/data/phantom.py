@@ -619,9 +619,12 @@ def site_of(case_number: int, modality: str) -> Site:
     return SITES[modality][int(case_number) % 2]
 
 
+_FLUID_LIKE = (CSF, CANAL, COCHLEA, VS, VESTIBULE, SCC, VESSEL)
+
+
 def _subsamples(spacing: np.ndarray) -> np.ndarray:
-    """Sub-voxel sample offsets (voxel units): 2-4 per axis, about one per 0.4 mm (8-16 per voxel)."""
-    axes = [(np.arange(n) + 0.5) / n - 0.5 for n in np.clip(np.ceil(spacing / 0.4), 2, 4).astype(int)]
+    """Sub-voxel sample offsets (voxel units): 2-4 per axis, about one per 0.5 mm (8-12 per voxel here)."""
+    axes = [(np.arange(n) + 0.5) / n - 0.5 for n in np.clip(np.ceil(spacing / 0.5), 2, 4).astype(int)]
     return np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3).astype(np.float32)
 
 
@@ -633,8 +636,9 @@ def _tissue_and_coverage(sub: Subject, grid: Grid, means: np.ndarray
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Majority tissue, partial-volume mean intensity and label (coverage >= 0.5) per voxel.
 
-    Voxel centres first (slab by slab to bound memory); then every voxel whose 3x3x3 neighbourhood is
-    not one tissue (inside the skull), or which lies near a thin structure, is sampled at 8-16 sub-voxel points.
+    Voxel centres first (slab by slab to bound memory); then every voxel whose 3x3x3 neighbourhood mixes
+    tissues and holds fluid, the VS or a vessel, or which lies near a thin structure, is sampled at 8-16
+    sub-voxel points.
     """
     nx, ny, nz = grid.shape
     a = grid.affine.astype(np.float32)
@@ -651,10 +655,10 @@ def _tissue_and_coverage(sub: Subject, grid: Grid, means: np.ndarray
         t, nr = _paint(sub, *(np.broadcast_to(c, shape) for c in (x, y, z)), margin=margin)
         tissue[..., k0:k0 + len(ks)] = t
         near[..., k0:k0 + len(ks)] = nr
-    # Outer shells (air, scalp, skull, brain surface) are left to the PSF blur: supersampling them would
-    # triple the cost for structures no one segments.
-    top = ndimage.maximum_filter(tissue, size=3)
-    edge = (top != ndimage.minimum_filter(tissue, size=3)) & (top >= CSF)
+    # Only boundaries that touch fluid, the VS or a vessel: the shells (air, scalp, skull) and bone-brain
+    # edges are left to the PSF blur (supersampling them would triple the cost for nothing segmented).
+    edge = ndimage.maximum_filter(tissue, size=3) != ndimage.minimum_filter(tissue, size=3)
+    edge &= ndimage.maximum_filter(np.isin(tissue, _FLUID_LIKE), size=3)
     flagged = np.flatnonzero(edge | near)
     image = means[tissue]
     label = label_of(tissue)
