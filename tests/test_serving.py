@@ -391,3 +391,70 @@ def test_registered_model_environment_exists_and_ships_its_code(store, expected,
     lines = dict(line.split(" ", 1) for line in res.stdout.splitlines() if line.startswith(("COSMOS_FROM", "LABEL")))
     assert "/code/cosmos/" in lines["COSMOS_FROM"]
     assert np.array_equal(_labels(base64.b64decode(lines["LABEL"]))[0], _labels(expected[0])[0])
+
+
+# ------------------------------------------------------------------------------------ k8s/serving
+SERVING = Path(__file__).resolve().parents[1] / "k8s" / "serving"
+K8S_VERSION = "1.31.0"  # as tests/test_k8s_manifests.py
+
+
+def _tool(name: str) -> str:
+    import shutil
+
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    assert found, f"{name} is required for this test (see pyproject [test] extras / README)"
+    return found
+
+
+def _render(path: Path) -> list[dict]:
+    import yaml
+
+    out = subprocess.run([_tool("kubectl"), "kustomize", str(path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def _validate(docs: list[dict], tmp_path: Path) -> None:
+    import yaml
+
+    path = tmp_path / "docs.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    res = subprocess.run([_tool("kubernetes-validate"), "--strict", "--quiet", "-k", K8S_VERSION, str(path)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("variant", ["cpu", "gpu"])
+def test_inference_service_renders_and_validates_offline(variant, tmp_path):
+    from cosmos.serving._kserve import kserve
+
+    docs = _render(SERVING if variant == "cpu" else SERVING / "gpu")
+    _validate(docs, tmp_path)  # the ConfigMap strictly; for the CRD kubernetes-validate only warns, so:
+    isvc = next(d for d in docs if d["kind"] == "InferenceService")
+    assert isvc["apiVersion"] == "serving.kserve.io/v1beta1" and isvc["metadata"]["namespace"] == "kubeflow"
+    predictor = isvc["spec"]["predictor"]
+    assert set(isvc["spec"]) <= set(kserve.V1beta1InferenceServiceSpec.attribute_map.values())
+    assert set(predictor) <= set(kserve.V1beta1PredictorSpec.attribute_map.values()), predictor.keys()
+    pod_fields = {"containers", "volumes", "securityContext", "tolerations"}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "predictor"},
+           "spec": {k: v for k, v in predictor.items() if k in pod_fields}}
+    _validate([pod], tmp_path)  # the predictor's containers, volumes and security as a strict PodSpec
+    (c,) = predictor["containers"]
+    assert c["command"] == ["cosmos"] and c["args"][0] == "serve"
+    args = dict(zip(c["args"][1::2], c["args"][2::2]))
+    assert args["--model"] == "$(MODEL_URI)" and args["--host"] == "0.0.0.0" and args["--port"] == "8080"
+    env = {e["name"]: e for e in c["env"]}
+    ref = env["MODEL_URI"]["valueFrom"]["configMapKeyRef"]
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == ref["name"])
+    assert config["data"][ref["key"]] == "models:/cosmos-segmenter@champion"
+    assert {"secretRef": {"name": "cosmos-credentials"}} in c["envFrom"]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert c["ports"][0]["containerPort"] == 8080
+    name, _, tag = c["image"].rpartition(":")
+    assert name.endswith("/cosmos") and tag and tag != "latest"
+    sc, csc = predictor["securityContext"], c["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] != 0 and sc["seccompProfile"]["type"] == "RuntimeDefault"
+    assert csc["allowPrivilegeEscalation"] is False and csc["capabilities"]["drop"] == ["ALL"]
+    assert "memory" in c["resources"]["limits"]
+    gpus = c["resources"]["limits"].get("nvidia.com/gpu")
+    assert gpus == ("1" if variant == "gpu" else None)
