@@ -69,9 +69,17 @@ def save_model_dir(generator: Generator, grid: SliceGrid, out_dir: str | Path,
     return out
 
 
+TRAIN_MODEL_SUBDIR = "model"  # `cosmos translator train --out OUT` writes the model into OUT/model
+
+
 def load_model_dir(model_dir: str | Path, device: str | torch.device = "cpu") -> LoadedTranslator:
-    """Rebuild the generator from a model directory; CosmosError naming the file on any problem."""
+    """Rebuild the generator from a model directory; CosmosError naming the file on any problem.
+
+    The output folder of ``cosmos translator train --out OUT`` is accepted too: its model is in
+    ``OUT/model`` (people pass the folder they chose, not the subfolder the trainer made)."""
     d = Path(model_dir)
+    if not (d / META_FILE).is_file() and (d / TRAIN_MODEL_SUBDIR / META_FILE).is_file():
+        d = d / TRAIN_MODEL_SUBDIR
     meta_path, weights_path = d / META_FILE, d / WEIGHTS_FILE
     for p in (meta_path, weights_path):
         if not p.is_file():
