@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from components.benchmark import benchmark_table
 from components.evaluate import evaluate
-from components.ingest_validate import ingest_validate
+from components.ingest_validate import crop_roi, ingest_validate
 from components.predict import predict_pseudo_labels, predict_validation
 from components.prepare_round import prepare_round, start_round_run
 from components.report_register import register_round, report
@@ -32,6 +32,7 @@ DEFAULT_IMAGE = "ghcr.io/cosmos-kubeflow/cosmos:0.1.0"
 # component name -> the plain function behind it; the order is the DAG's order.
 STAGES: dict[str, Callable[..., Any]] = {
     "ingest_validate": ingest_validate,
+    "crop_roi": crop_roi,
     "train_translator": train_translator,
     "translate": translate,
     "import_pseudo": import_pseudo,
@@ -56,6 +57,7 @@ class Components:
     """The built KFP components, one attribute per stage (see STAGES)."""
 
     ingest_validate: Any
+    crop_roi: Any
     train_translator: Any
     translate: Any
     import_pseudo: Any

@@ -1,6 +1,7 @@
 """KFP component: score one round's validation predictions (Dice, ASSD; crossMoDA conventions).
 
-Thin wrapper around :func:`cosmos.selftraining.rounds.score`. Runs in every round; without
+Thin wrapper around :func:`cosmos.selftraining.rounds.score` (which first puts the predictions
+back on the original grids, so a round is scored exactly as ``cosmos evaluate`` would score it). Runs in every round; without
 validation labels it records that and scores nothing, so the DAG has one shape whatever the data.
 The summary also goes to the KFP Metrics artifact (the UI's metrics view).
 """
@@ -13,6 +14,7 @@ from kfp.dsl import Dataset, Input, Metrics, Output
 def evaluate(
     predictions: Input[Dataset],
     data: Input[Dataset],
+    roi_data: Input[Dataset],
     round_index: int,
     round_run: Input[Dataset],
     profile: str,
@@ -23,7 +25,8 @@ def evaluate(
     scores: Output[Dataset],
     metrics: Output[Metrics],
 ) -> NamedTuple("EvaluateOutputs", [("has_metrics", bool), ("mean_dice", float)]):
-    """scores: ``metrics.json`` in the ``cosmos evaluate`` schema (absent without labels)."""
+    """predictions: on the ROI-cropped grids of ``roi_data``; scores: ``predictions/`` back on the original
+    grids of ``data`` and ``metrics.json`` (``cosmos evaluate`` schema; absent without labels)."""
     import json
     from collections import namedtuple
     from pathlib import Path
@@ -33,13 +36,15 @@ def evaluate(
 
     rt.setup()
     cfg = rt.load_cfg(profile, config, "", overrides)
-    key = stage_key("evaluate", {"round": round_index}, [predictions.path, data.path, round_run.path], cfg, [])
+    key = stage_key("evaluate", {"round": round_index}, [predictions.path, data.path, roi_data.path, round_run.path],
+                    cfg, [])
 
     def body(out):
         from cosmos.selftraining.rounds import score
 
-        return score(round_index, cfg, predictions_dir=predictions.path, data_dir=data.path, run_dir=round_run.path,
-                     out_dir=out["scores"], tracking_uri=rt.tracking(tracking_uri, out["scores"]))
+        return score(round_index, cfg, predictions_dir=predictions.path, data_dir=data.path,
+                     roi_data_dir=roi_data.path, run_dir=round_run.path, out_dir=out["scores"],
+                     tracking_uri=rt.tracking(tracking_uri, out["scores"]))
 
     result = rt.run(f"evaluate{round_index}", {"scores": scores.path}, body, key=key, work_root=work_root)
     mean_dice = float("nan")

@@ -1,4 +1,4 @@
-"""KFP component: bring the input data into the crossMoDA layout and validate every file.
+"""KFP components at the start of a run: ingest + validate, then the region-of-interest crop.
 
 Thin wrapper around :func:`cosmos.data.ingest.ingest` ("" -> built-in phantom, ``s3://`` ->
 download, local path -> copy). As the first task it also checks that the run's configuration
@@ -9,7 +9,7 @@ imports only the standard library and the KFP SDK types that declare the interfa
 
 from typing import List, NamedTuple
 
-from kfp.dsl import Dataset, Output
+from kfp.dsl import Dataset, Input, Output
 
 
 def ingest_validate(
@@ -29,12 +29,14 @@ def ingest_validate(
 
     from components import _runtime as rt
     from cosmos.selftraining.rounds import check_compiled_shape
-    from cosmos.resume import local_fingerprint, stage_key
+    from cosmos.data.storage import fingerprint
+    from cosmos.resume import stage_key
 
     rt.setup()
     cfg = rt.load_cfg(profile, config)
     check_compiled_shape(cfg, compiled_rounds=compiled_rounds, folds=folds)
-    params = {"data_uri": local_fingerprint(data_uri), "val_labels_uri": local_fingerprint(val_labels_uri)}
+    # names, sizes and mtimes (local) or keys, sizes and ETags (s3://): edited data is re-ingested
+    params = {"data_uri": fingerprint(data_uri), "val_labels_uri": fingerprint(val_labels_uri)}
     key = stage_key("ingest", {**params, "require_source": bool(require_source)}, [], cfg, ["phantom"])
 
     def body(out):
@@ -49,3 +51,33 @@ def ingest_validate(
     data.metadata.update(result)
     outputs = namedtuple("IngestOutputs", ["has_val_labels", "n_source", "n_target", "n_validation"])
     return outputs(result["has_val_labels"], result["n_source"], result["n_target"], result["n_validation"])
+
+
+def crop_roi(
+    data: Input[Dataset],
+    profile: str,
+    config: str,
+    work_root: str,
+    roi_data: Output[Dataset],
+) -> int:
+    """Every scan cropped to the inner-ear region learnt from the source labels
+    (:func:`cosmos.data.roi.crop_dataset`; ``roi.enabled: false`` copies the grids whole).
+    Returns the number of files that were actually cropped."""
+    from components import _runtime as rt
+    from cosmos.resume import stage_key
+
+    rt.setup()
+    cfg = rt.load_cfg(profile, config)
+    key = stage_key("crop_roi", {}, [data.path], cfg, ["roi"])
+
+    def body(out):
+        from cosmos.data.roi import crop_dataset
+
+        r = cfg.roi
+        result = crop_dataset(data.path, out["roi_data"], enabled=r.enabled, margin_mm=r.margin_mm,
+                              min_size_mm=r.min_size_mm)
+        return {"n_cropped": sum(1 for f in result["files"].values() if f["cropped"])}
+
+    result = rt.run("crop_roi", {"roi_data": roi_data.path}, body, key=key, work_root=work_root)
+    roi_data.metadata.update(result)
+    return int(result["n_cropped"])

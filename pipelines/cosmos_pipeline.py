@@ -2,7 +2,7 @@
 
 ::
 
-    ingest_validate ──► train_translator ──► translate        (or import_pseudo: ``cosmos selftrain``)
+    ingest_validate ──► crop_roi ──► train_translator ──► translate   (or import_pseudo: ``cosmos selftrain``)
     round k = 0..K (unrolled here, at compile time; KFP v2 has no dynamic loops):
         prepare_round(pseudo, data, kept[k-1]) ──► start_round_run (MLflow round run)
         ParallelFor fold in folds (parallelism N): train_fold(teacher models[k-1]) ──► fold model  [GPU]
@@ -28,6 +28,11 @@ from components import DEFAULT_IMAGE, GPU_STAGES, build
 from pipelines.resources import SIDE_EFFECT_STAGES, ScratchVolume, StageResources, stage_resources
 
 PIPELINE_NAME = "cosmos-pipeline"
+
+# Stages that read data outside KFP's artifacts (a URI whose contents can change under the same
+# string): KFP's cache key would see only the string, so they are never served from its cache (the
+# stage's own key fingerprints the data: names, sizes, mtimes or S3 ETags).
+EXTERNAL_INPUT_STAGES = frozenset({"ingest_validate", "import_pseudo"})
 
 # Environment variables read from the credentials Secret (all optional keys, so one Secret
 # serves S3-only, MLflow-only or both set-ups). Values never appear in the compiled YAML.
@@ -120,7 +125,8 @@ def _configure(task, stage: str, opts: PipelineOptions, display: str):
     from kfp import kubernetes
 
     task.set_display_name(display)
-    task.set_caching_options(enable_caching=opts.caching and stage not in SIDE_EFFECT_STAGES)
+    task.set_caching_options(enable_caching=opts.caching and stage not in SIDE_EFFECT_STAGES
+                             and stage not in EXTERNAL_INPUT_STAGES)
     _apply_resources(task, stage, opts)
     if opts.use_gpu and stage in GPU_STAGES:
         task.set_accelerator_type(opts.gpu_type)
@@ -135,13 +141,14 @@ def _configure(task, stage: str, opts: PipelineOptions, display: str):
     return task
 
 
-def _add_rounds(ops, opts: PipelineOptions, *, rounds: int, pseudo, data, folds, common: dict, tracking_uri,
-                experiment, overrides: str = "", label: str = ""):
+def _add_rounds(ops, opts: PipelineOptions, *, rounds: int, pseudo, data, original, folds, common: dict,
+                tracking_uri, experiment, overrides: str = "", label: str = ""):
     """Teacher + ``rounds`` students on ``pseudo``: the ONE definition of a self-training round.
 
     Every pipeline (``cosmos-pipeline`` and each row of ``cosmos-benchmark``) adds its rounds here,
-    so a round is the same tasks in the same order whoever runs it. Returns the last round's
-    cumulative summary artifact.
+    so a round is the same tasks in the same order whoever runs it. ``data`` is the ROI-cropped
+    dataset every step works on; ``original`` the ingested one, on whose grids rounds are scored.
+    Returns the last round's cumulative summary artifact.
     """
     from kfp import dsl
 
@@ -180,8 +187,8 @@ def _add_rounds(ops, opts: PipelineOptions, *, rounds: int, pseudo, data, folds,
                         f"{prefix}round {k}: pseudo-labels + filter")
         val = _configure(ops.predict_validation(fold_models=fold_models(), data=data, round_index=k, **row),
                          "predict_validation", opts, f"{prefix}round {k}: predict validation")
-        ev = _configure(ops.evaluate(predictions=val.outputs["predictions"], data=data, round_index=k,
-                                     round_run=run.outputs["run_info"], **tracked),
+        ev = _configure(ops.evaluate(predictions=val.outputs["predictions"], data=original, roi_data=data,
+                                     round_index=k, round_run=run.outputs["run_info"], **tracked),
                         "evaluate", opts, f"{prefix}round {k}: evaluate")
         reg_args = dict(fold_models=fold_models(), scores=ev.outputs["scores"],
                         val_predictions=val.outputs["predictions"], round_run=run.outputs["run_info"],
@@ -238,11 +245,13 @@ def build_pipeline(opts: PipelineOptions = PipelineOptions()) -> Callable:
                                                 compiled_rounds=opts.rounds, require_source=opts.start == "data",
                                                 **common),
                             "ingest_validate", opts, "ingest + validate")
-        data = ingest.outputs["data"]
+        original = ingest.outputs["data"]
+        crop = _configure(ops.crop_roi(data=original, **common), "crop_roi", opts, "crop to the inner-ear region")
+        data = crop.outputs["roi_data"]
         if opts.start == "pseudo":
             imp = _configure(ops.import_pseudo(pseudo_uri=pseudo_uri, **common), "import_pseudo", opts,
                              "import pseudo-hrT2")
-            imp.after(ingest)
+            imp.after(crop)
             pseudo = imp.outputs["pseudo"]
         else:
             trans = _configure(ops.train_translator(data=data, tracking_uri=tracking_uri, experiment=experiment,
@@ -252,8 +261,8 @@ def build_pipeline(opts: PipelineOptions = PipelineOptions()) -> Callable:
                                             **common),
                               "translate", opts, "translate ceT1 -> pseudo-hrT2")
             pseudo = conv.outputs["pseudo"]
-        summary = _add_rounds(ops, opts, rounds=opts.rounds, pseudo=pseudo, data=data, folds=folds, common=common,
-                              tracking_uri=tracking_uri, experiment=experiment)
+        summary = _add_rounds(ops, opts, rounds=opts.rounds, pseudo=pseudo, data=data, original=original, folds=folds,
+                              common=common, tracking_uri=tracking_uri, experiment=experiment)
         rep = _configure(ops.report(summary=summary, data=data, pseudo=pseudo, tracking_uri=tracking_uri,
                                     **common), "report", opts, "report")
         return rep.outputs["bundle"]
@@ -304,7 +313,9 @@ def build_benchmark_pipeline(opts: PipelineOptions = PipelineOptions(),
         ingest = _configure(ops.ingest_validate(data_uri=data_uri, val_labels_uri=val_labels_uri, folds=folds,
                                                 compiled_rounds=opts.rounds, require_source=True, **common),
                             "ingest_validate", opts, "ingest + validate")
-        data = ingest.outputs["data"]
+        original = ingest.outputs["data"]
+        crop = _configure(ops.crop_roi(data=original, **common), "crop_roi", opts, "crop to the inner-ear region")
+        data = crop.outputs["roi_data"]
         summaries = {}
         for row in rows:
             over = row_overrides(row, opts.experiment)
@@ -321,8 +332,8 @@ def build_benchmark_pipeline(opts: PipelineOptions = PipelineOptions(),
                                                 **common), "translate", opts, f"{row}: translate")
                 pseudo = conv.outputs["pseudo"]
             summaries[row] = _add_rounds(ops, opts, rounds=opts.rounds if row == "cosmos" else 0, pseudo=pseudo,
-                                         data=data, folds=folds, common=common, tracking_uri=tracking_uri,
-                                         experiment=experiment, overrides=over, label=row)
+                                         data=data, original=original, folds=folds, common=common,
+                                         tracking_uri=tracking_uri, experiment=experiment, overrides=over, label=row)
         table = _configure(ops.benchmark_table(cosmos_rows=summaries["cosmos"], **common,
                                                **{r: s for r, s in summaries.items() if r != "cosmos"}),
                            "benchmark_table", opts, "Table 1")

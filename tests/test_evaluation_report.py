@@ -85,7 +85,7 @@ def test_report_writes_every_file_and_table_matches_evaluate_folder(fake_run, tm
     # kept/dropped counts per round
     teacher = fake_run["rounds"][0]
     assert len(teacher["dropped"]) == 1
-    assert f"| teacher | {len(teacher['kept'])} | 1 | {teacher['dropped'][0]} |" in md
+    assert f"| teacher | {len(teacher['kept'])} | 1 | 0 | - | {teacher['dropped'][0]} |" in md
     # Markdown links the PNGs; HTML embeds them (renders alone in the KFP UI)
     for name in FIGURES.values():
         assert f"]({name})" in md

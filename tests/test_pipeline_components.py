@@ -76,7 +76,8 @@ def test_evaluate_scores_predictions_and_fills_the_metrics_artifact(ops, phantom
     metrics = Metrics(name="metrics", uri=str(tmp_path / "metrics"))
     no_run = Dataset(name="r", uri=str(tmp_path / "no-run"))  # MLflow not configured
     res = ops.evaluate.python_func(predictions=Dataset(name="p", uri=str(preds)),
-                                   data=Dataset(name="d", uri=str(phantom)), round_index=0, round_run=no_run,
+                                   data=Dataset(name="d", uri=str(phantom)),
+                                   roi_data=Dataset(name="d", uri=str(phantom)), round_index=0, round_run=no_run,
                                    profile="tiny", config="", overrides="", tracking_uri="", work_root="", scores=scores,
                                    metrics=metrics)
     assert res.has_metrics is True and res.mean_dice == pytest.approx(1.0)
@@ -94,7 +95,8 @@ def test_evaluate_without_labels_records_that_and_scores_nothing(ops, phantom, t
     metrics = Metrics(name="metrics", uri=str(tmp_path / "metrics"))
     no_run = Dataset(name="r", uri=str(tmp_path / "no-run"))
     res = ops.evaluate.python_func(predictions=Dataset(name="p", uri=str(tmp_path)),
-                                   data=Dataset(name="d", uri=str(data)), round_index=1, round_run=no_run,
+                                   data=Dataset(name="d", uri=str(data)), roi_data=Dataset(name="d", uri=str(data)),
+                                   round_index=1, round_run=no_run,
                                    profile="tiny", config="", overrides="", tracking_uri="", work_root="", scores=scores,
                                    metrics=metrics)
     assert res.has_metrics is False
@@ -123,8 +125,10 @@ def chain(ops, tmp_path_factory):
 
     out: dict = {}
     data = art(Dataset, "data")
+    original = art(Dataset, "original")
     ops.ingest_validate.python_func(data_uri="", val_labels_uri="", folds=[0], compiled_rounds=1,
-                                    require_source=True, data=data, **common)
+                                    require_source=True, data=original, **common)
+    out["n_cropped"] = ops.crop_roi.python_func(data=original, roi_data=data, **common)
     translator = art(Model, "translator")
     out["translator"] = ops.train_translator.python_func(data=data, overrides="", tracking_uri=uri, experiment="t",
                                                          translator=translator, **common)
@@ -153,7 +157,8 @@ def chain(ops, tmp_path_factory):
         out[f"n_val{k}"] = ops.predict_validation.python_func(fold_models=[model], data=data, round_index=k,
                                                               overrides="", predictions=preds, **common)
         scores, metrics = art(Dataset, f"scores{k}"), Metrics(name="m", uri=str(tmp / f"m{k}"))
-        ops.evaluate.python_func(predictions=preds, data=data, round_index=k, round_run=run_info, overrides="",
+        ops.evaluate.python_func(predictions=preds, data=original, roi_data=data, round_index=k, round_run=run_info,
+                                 overrides="",
                                  tracking_uri=uri, scores=scores, metrics=metrics, **common)
         new_summary, models = art(Dataset, f"summary{k}"), art(Model, f"models{k}")
         extra = {"previous": summary} if summary is not None else {}
@@ -169,7 +174,7 @@ def chain(ops, tmp_path_factory):
     table = art(Dataset, "table")
     out["closure"] = ops.benchmark_table.python_func(cosmos_rows=summary, table=table,
                                                      table_md=Markdown(name="t", uri=str(tmp / "t.md")), **common)
-    out.update(tmp=tmp, uri=uri, summary=Path(summary.path), bundle=Path(bundle.path), table=Path(table.path),
+    out.update(tmp=tmp, uri=uri, original=Path(original.path), summary=Path(summary.path), bundle=Path(bundle.path), table=Path(table.path),
                pseudo=Path(pseudo.path), models=Path(models.path))
     return out
 
@@ -198,6 +203,19 @@ def test_chain_student_warm_starts_from_the_teacher_models(chain):
     assert (chain["models"] / "fold_0" / "checkpoint_final.pth").is_file()
     fold1 = json.loads(next((chain["tmp"] / "fold1").rglob("cosmos_fold.json")).read_text())
     assert fold1["round_index"] == 1 and fold1.get("init_from")
+
+
+@pytest.mark.slow
+def test_chain_final_predictions_are_on_the_original_grids(chain):
+    from cosmos.data.nifti import load, same_grid
+
+    assert chain["n_cropped"] >= 0 and (chain["tmp"] / "data" / "roi.json").is_file()
+    preds = sorted((chain["bundle"] / "predictions").glob("*_Label.nii.gz"))
+    assert len(preds) == 2
+    for p in preds:
+        case = p.name.removesuffix("_Label.nii.gz")
+        assert same_grid(load(p, label=True), load(chain["original"] / "target_validation" / f"{case}_hrT2.nii.gz")) \
+            is None
 
 
 @pytest.mark.slow

@@ -62,14 +62,15 @@ def test_ingest_component_reads_s3_and_evaluate_logs_to_mlflow_with_s3_artifacts
 
     run_info = tmp_path / "run_info"
     run_info.mkdir()
-    from components import _runtime as rt
+    from cosmos.selftraining.rounds import write_run_info
 
-    rt.write_run_info(run_info, run.run_id, 0)
+    write_run_info(run_info, run.run_id, 0)
     preds = Dataset(name="preds", uri=str(Path(data.path) / "target_validation_labels"))  # perfect predictions
     scores = Dataset(name="scores", uri=str(tmp_path / "scores"))
-    out = ops.evaluate.python_func(predictions=preds, data=data, round_index=0,
+    out = ops.evaluate.python_func(predictions=preds, data=data, roi_data=data, round_index=0,
                                    round_run=Dataset(name="r", uri=str(run_info)),
-                                   profile="tiny", config="", tracking_uri=tracking, work_root="", scores=scores,
+                                   profile="tiny", config="", overrides="", tracking_uri=tracking, work_root="",
+                                   scores=scores,
                                    metrics=Metrics(name="m", uri=str(tmp_path / "m")))
     assert out.has_metrics and out.mean_dice == pytest.approx(1.0)
     logged = client.get_run(run.run_id).data.metrics

@@ -131,6 +131,9 @@ class SegmentationConfig:
     # labelled phantom hrT2, 160 iterations: cochlea Dice 0.00 unweighted, ~0.8 with weight 10.
     ce_class_weights: list[float] | None = None
     mirroring: bool = True  # test-time augmentation (8x flips in 3D)
+    # the flipped axes of that augmentation (nnU-Net's array axes z, y, x = 0, 1, 2); None = every axis (the
+    # paper's 8 passes); CPU profiles flip fewer axes: each axis doubles the prediction time
+    mirror_axes: list[int] | None = None
     save_probabilities: bool = False
     run_validation: bool = False  # nnU-Net's full-case validation after training
     device: str = "auto"
@@ -159,6 +162,19 @@ class SelfTrainingConfig:
 
 
 @dataclass
+class RoiConfig:
+    """Crop every scan to the inner-ear region learnt from the source labels (cosmos.data.roi).
+
+    Why: on whole-head scans a CPU-budget nnU-Net rarely samples the few-mm structures and sliding-
+    window prediction over the head costs thousands of patches; the crop makes both tractable.
+    """
+
+    enabled: bool = True
+    margin_mm: float = 12.0  # widening of the learnt box on every side
+    min_size_mm: float = 40.0  # smallest crop edge (mm)
+
+
+@dataclass
 class TrackingConfig:
     """MLflow tracking and registry."""
 
@@ -167,6 +183,10 @@ class TrackingConfig:
     translator_model_name: str = "cosmos-translator"
     segmenter_model_name: str = "cosmos-segmenter"
     champion_alias: str = "champion"
+    # better: the champion alias moves to a round only when its validation mean Dice (or, without
+    # validation labels, its pseudo-label stability) is >= the current champion's; always: the final
+    # round becomes champion, as in the paper.
+    promote: str = "better"
 
 
 @dataclass
@@ -179,6 +199,7 @@ class CosmosConfig:
     translator: TranslatorConfig = field(default_factory=TranslatorConfig)
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
     selftraining: SelfTrainingConfig = field(default_factory=SelfTrainingConfig)
+    roi: RoiConfig = field(default_factory=RoiConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     # ------------------------------------------------------------------ helpers
@@ -242,6 +263,7 @@ _SECTIONS = {
     "translator": TranslatorConfig,
     "segmentation": SegmentationConfig,
     "selftraining": SelfTrainingConfig,
+    "roi": RoiConfig,
     "tracking": TrackingConfig,
 }
 
@@ -377,6 +399,8 @@ def validate(cfg: CosmosConfig) -> None:
     _validate_selftraining(cfg.selftraining)
     if not 0.0 <= s.oversample_foreground <= 1.0:
         raise ConfigError(f"segmentation.oversample_foreground must be within 0..1, got {s.oversample_foreground}")
+    if cfg.tracking.promote not in ("better", "always"):
+        raise ConfigError(f"tracking.promote must be better or always, got {cfg.tracking.promote!r}")
     if cfg.phantom.scale not in ("small", "full"):
         raise ConfigError(f"phantom.scale must be small or full, got {cfg.phantom.scale!r}")
 
@@ -472,6 +496,7 @@ def _profile_dict(name: str) -> dict[str, Any]:
         return {
             "profile": "paper",
             "phantom": {"n_source": 105, "n_target": 105, "n_val": 32, "scale": "full"},
+            "roi": {"enabled": False},  # the paper trains nnU-Net on whole volumes (patch 40x224x224)
             "translator": {
                 # 3-level U-Net generators, PatchGAN discriminators, 50 epochs, Adam 1e-4 with multiplicative
                 # decay, lambda 0.01/0.1/0.5/1, segmentor loss on fake hrT2 from epoch 5 (paper 4.2); no k-space term
@@ -515,7 +540,7 @@ def load_config(
             raise ConfigError(f"{p}: not valid YAML ({exc})") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: top level must be a mapping")
-        data = _deep_merge(data, loaded)
+        data = deep_merge(data, loaded)
     cfg = from_dict(data)
     if overrides:
         cfg = cfg.with_overrides(overrides)
@@ -523,11 +548,11 @@ def load_config(
     return cfg
 
 
-def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in extra.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out

@@ -507,17 +507,43 @@ def write_report(out_dir: str | Path, summary: dict, max_cases: int = 3, embed_i
         rows = []
         for rnd in rounds:
             kept, dropped = list(rnd.get("kept") or []), list(rnd.get("dropped") or [])
+            carried = list(rnd.get("carried") or [])
+            change = rnd.get("label_change") or {}
+            moved = "-" if not change else (f"{change.get('n_changed', 0)} of {change.get('n_compared', 0)}, "
+                                            + (f"Dice {change['mean_dice']:.3f}"
+                                               if change.get("mean_dice") is not None else "Dice n/a"))
             if not kept and not dropped:
-                rows.append([_round_name(rnd), "-", "-", "no pseudo-labels (last round or not filtered)"])
+                rows.append([_round_name(rnd), "-", "-", "-", moved, "no pseudo-labels"])
                 continue
             shown = ", ".join(dropped[:10]) + (f" (+{len(dropped) - 10} more)" if len(dropped) > 10 else "")
-            rows.append([_round_name(rnd), str(len(kept)), str(len(dropped)), shown or "none"])
-        blocks.append(_Block("table", header=["round", "kept", "dropped", "dropped cases"], rows=rows))
+            rows.append([_round_name(rnd), str(len(kept)), str(len(dropped)), str(len(carried)), moved,
+                         shown or "none"])
+        blocks.append(_Block("table", header=["round", "kept", "dropped", "carried over", "changed vs previous round",
+                                              "dropped cases"], rows=rows))
+        blocks.append(_Block("p", "A rejected case keeps its last accepted pseudo-label (carried over). 'Changed' "
+                                  "counts accepted labels that differ from the previous round's, with their mean "
+                                  "Dice to them (1.000 = identical)."))
         blocks.append(_Block("p", "A case is kept when its pseudo-label contains every required structure "
                                   "(VS and cochlea); kept cases join the next student's training set."))
         if any((r.get("dropped") and not r.get("kept")) for r in rounds):
             blocks.append(_Block("p", "WARNING: a round kept no pseudo-label, so the next student trained "
                                       "on pseudo-hrT2 only (self-training degenerated to the teacher)."))
+
+    # Promotion gate
+    if any(r.get("gate") for r in rounds):
+        blocks.append(_Block("h2", "Champion (promotion gate)"))
+        rows = []
+        for rnd in rounds:
+            g = rnd.get("gate") or {}
+            value = g.get("value")
+            rows.append([_round_name(rnd), str(rnd.get("model_version") or "-"), g.get("figure") or "-",
+                         f"{value:.4f}" if isinstance(value, (int, float)) else "-",
+                         "yes" if g.get("promoted") else "no", g.get("why") or ""])
+        blocks.append(_Block("table", header=["round", "version", "figure", "value", "promoted", "why"], rows=rows))
+        final = [r for r in rounds if r.get("champion")]
+        if final:
+            blocks.append(_Block("p", f"The champion alias ends on {_round_name(final[-1])} "
+                                      f"(version {final[-1].get('model_version')}); its predictions are the run's."))
 
     # Translation fidelity (label-free; the translator's fidelity.json, cosmos.translation.fidelity)
     if isinstance(summary.get("translator_fidelity"), dict):

@@ -143,8 +143,10 @@ def load_folds(fold_model_dirs: Iterable[str | Path], checkpoint: str = "checkpo
                         tuple(mirror) if mirror is not None else None, h.hexdigest()[:16])
 
 
-def build_predictor(ensemble: FoldEnsemble, device, mirroring: bool, tile_step_size: float = 0.5):
-    """nnUNetPredictor initialised by hand (no trainer name lookup)."""
+def build_predictor(ensemble: FoldEnsemble, device, mirroring: bool, tile_step_size: float = 0.5,
+                    mirror_axes: tuple[int, ...] | None = None):
+    """nnUNetPredictor initialised by hand (no trainer name lookup). ``mirror_axes``: the flips of the
+    test-time augmentation (None = the trained model's, every axis for nnU-Net's 3D: 8 passes)."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
@@ -162,7 +164,8 @@ def build_predictor(ensemble: FoldEnsemble, device, mirroring: bool, tile_step_s
                                 perform_everything_on_device=device.type == "cuda", device=device,
                                 verbose=False, verbose_preprocessing=False, allow_tqdm=False)
     predictor.manual_initialization(network, plans_manager, configuration_manager, ensemble.parameters,
-                                    ensemble.dataset_json, ensemble.trainer_name, ensemble.mirror_axes)
+                                    ensemble.dataset_json, ensemble.trainer_name,
+                                    mirror_axes if mirror_axes is not None else ensemble.mirror_axes)
     return predictor
 
 
@@ -214,7 +217,8 @@ def predict(fold_model_dirs: list, inputs, out_dir, cfg: CosmosConfig, mirroring
     out.mkdir(parents=True, exist_ok=True)
     ensemble = load_folds(fold_model_dirs)
     run_key = {"model": ensemble.digest, "mirroring": mirroring, "probabilities": save_probabilities,
-               "tile_step_size": seg_cfg.tile_step_size}
+               "tile_step_size": seg_cfg.tile_step_size,
+               "mirror_axes": seg_cfg.mirror_axes}
     manifest_path = out / PREDICT_MANIFEST
     done: dict[str, str] = {}
     if manifest_path.is_file():
@@ -242,7 +246,8 @@ def predict(fold_model_dirs: list, inputs, out_dir, cfg: CosmosConfig, mirroring
              "on" if mirroring else "off")
     with environment.nnunet_env(num_processes=seg_cfg.num_processes, compile=seg_cfg.compile,
                                 torch_threads=resolve_threads(seg_cfg.torch_threads)):
-        predictor = build_predictor(ensemble, device, mirroring, seg_cfg.tile_step_size)
+        axes = tuple(int(a) for a in seg_cfg.mirror_axes) if seg_cfg.mirror_axes is not None else None
+        predictor = build_predictor(ensemble, device, mirroring, seg_cfg.tile_step_size, axes)
         for f in progress(todo, desc="predict", unit="case"):
             vol = nifti.load_image(f)  # refuses corrupt, NaN/Inf, bad-affine or constant input (one line)
             seg, probs = _predict_case(predictor, f, save_probabilities)

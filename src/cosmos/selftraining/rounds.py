@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 RUN_INFO_FILE = "run.json"
 ROUNDS_FILE = "rounds.json"
 CHANGE_FILE = "label_change.json"
+FULL_PREDICTIONS = "predictions"  # in the score step's output: validation predictions on the original grids
 STRUCTURES = ("VS", "cochlea", "mean")
 
 # MLflow names, spelled once.
@@ -288,15 +289,28 @@ def predict_validation(index: int, cfg: CosmosConfig, *, fold_dirs: Sequence[str
 
 
 def score(index: int, cfg: CosmosConfig, *, predictions_dir: str | Path, data_dir: str | Path,
-          run_dir: str | Path | None, out_dir: str | Path, tracking_uri: str) -> dict[str, Any]:
-    """Dice/ASSD of the round on target_validation (``metrics.json`` in ``out_dir``); logged with step = round."""
+          run_dir: str | Path | None, out_dir: str | Path, tracking_uri: str,
+          roi_data_dir: str | Path | None = None) -> dict[str, Any]:
+    """Dice/ASSD of the round on target_validation, logged with step = round.
+
+    Predictions made on ROI-cropped scans (``roi_data_dir``) are first put back on the original
+    grids of ``data_dir`` (``out_dir/predictions``), so the score is exactly ``cosmos evaluate``'s on
+    the user's scans (a structure the crop missed counts as missed). ``metrics.json`` in ``out_dir``.
+    """
+    from cosmos.data.roi import uncrop_predictions
     from cosmos.evaluation.metrics import evaluate_folder, write_json as write_metrics
 
+    full = Path(out_dir) / FULL_PREDICTIONS
+    if any(Path(predictions_dir).glob("*_Label.nii.gz")):
+        if roi_data_dir is not None:
+            uncrop_predictions(predictions_dir, full, roi_data_dir, data_dir)
+        else:
+            copy_tree(predictions_dir, full)
     labels = Path(data_dir) / layout.VALIDATION_LABELS_DIR
     if not labels.is_dir() or not any(labels.glob("*.nii*")):
         log.warning("round %d: no validation labels, not scored", index)
         return {"has_metrics": False, "mean_dice": None}
-    result = evaluate_folder(predictions_dir, labels)
+    result = evaluate_folder(full, labels)
     write_metrics(result, Path(out_dir) / "metrics.json")
     if result.get("errors"):
         log.warning("round %d: evaluation errors: %s", index, result["errors"])
@@ -442,6 +456,10 @@ def summarize(index: int, summary_dir: str | Path, previous_summary_dir: str | P
         entry["metrics"] = f"round_{index}/metrics.json"
     copy_tree(predictions_dir, rdir / "predictions")
     entry["predictions_dir"] = f"round_{index}/predictions"
+    full = Path(scores_dir) / FULL_PREDICTIONS
+    if full.is_dir():
+        copy_tree(full, rdir / "full_predictions")
+        entry["full_predictions_dir"] = f"round_{index}/full_predictions"
     if labels_dir is not None:
         copy_tree(labels_dir, rdir / "pseudo_labels")
         entry["pseudo_labels_dir"] = f"round_{index}/pseudo_labels"
@@ -458,7 +476,7 @@ def load_summary(summary_dir: str | Path) -> list[dict[str, Any]]:
     for r in json.loads((src / ROUNDS_FILE).read_text()):
         e = dict(r)
         e["metrics"] = json.loads((src / r["metrics"]).read_text()) if r.get("metrics") else None
-        for k in ("pseudo_labels_dir", "predictions_dir"):
+        for k in ("pseudo_labels_dir", "predictions_dir", "full_predictions_dir"):
             e[k] = str(src / r[k]) if r.get(k) else None
         entries.append(e)
     return entries
@@ -475,14 +493,14 @@ def build_bundle(summary_dir: str | Path, bundle_dir: str | Path, *, data_dir: s
                  ) -> tuple[dict[str, Any], str, str | None]:
     """The run's final outputs and the report's summary dict.
 
-    Fills ``bundle_dir`` with ``predictions/`` (the champion round's), ``metrics.json`` (its scores,
+    Fills ``bundle_dir`` with ``predictions/`` (the champion round's, on the original grids), ``metrics.json`` (its scores,
     when labelled) and ``summary.json``. Returns the summary, the final mean Dice as text and the
     final round's MLflow run id.
     """
     bundle = Path(bundle_dir)
     entries = load_summary(summary_dir)
     final = dict(champion_entry(entries))
-    copy_tree(final["predictions_dir"], bundle / "predictions")
+    copy_tree(final.get("full_predictions_dir") or final["predictions_dir"], bundle / "predictions")
     dice = "n/a"
     if final["metrics"] is not None:
         (bundle / "metrics.json").write_text(json.dumps(final["metrics"], indent=2))

@@ -1,0 +1,106 @@
+"""cosmos.data.roi: the inner-ear crop learnt from source labels, on synthetic whole-head volumes.
+
+Heads are ellipsoids of ~150 mm in a 200 mm field of view; the "ears" (labelled on the source
+side) sit ±30 mm lateral of the head centre. Grids differ between the domains (spacing, flips,
+offsets), as real ceT1 and hrT2 do.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cosmos.data import layout, nifti, roi
+
+
+def _head(shape, spacing, flip=(1, 1, 1), shift=(0.0, 0.0, 0.0), centre=(0.0, 0.0, 0.0), fov_z=None):
+    """(image, label, affine): a bright head with two labelled blobs at its inner ears."""
+    spacing = np.asarray(spacing, float)
+    affine = np.diag([*(spacing * np.asarray(flip)), 1.0])
+    extent = (np.asarray(shape) - 1) * spacing
+    origin = -np.asarray(flip) * extent / 2 + np.asarray(shift)
+    affine[:3, 3] = origin
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).reshape(-1, 3)
+    xyz = (affine[:3, :3] @ ijk.T).T + affine[:3, 3] - np.asarray(centre)
+    x, y, z = xyz.T
+    head = (x / 75) ** 2 + (y / 90) ** 2 + (z / 70) ** 2 <= 1
+    image = np.where(head, 0.6, 0.0).astype(np.float32)
+    label = np.zeros(len(xyz), np.uint8)
+    for side in (-1, 1):
+        blob = (x - side * 30) ** 2 + (y - 5) ** 2 + z ** 2 <= 5 ** 2
+        label[blob] = 2
+        image[blob] = 0.9
+    vs = (x - 22) ** 2 + (y - 5) ** 2 + z ** 2 <= 7 ** 2
+    label[vs] = 1
+    return image.reshape(shape), label.reshape(shape), affine
+
+
+def _write(root, folder, case, modality, image, affine, label=None):
+    nifti.save(root / folder / layout.image_name(case, modality), image, affine=affine)
+    if label is not None:
+        lab_folder = folder if folder == layout.SOURCE_DIR else layout.VALIDATION_LABELS_DIR
+        nifti.save(root / lab_folder / layout.label_name(case), label, affine=affine, label=True)
+
+
+@pytest.fixture
+def heads(tmp_path):
+    root = tmp_path / "data"
+    for i, (flip, shift) in enumerate((((1, 1, 1), (0, 0, 0)), ((-1, -1, 1), (8, -6, 4)))):
+        img, lab, aff = _head((100, 100, 80), (2.0, 2.0, 2.5), flip, shift, centre=shift)
+        _write(root, layout.SOURCE_DIR, f"crossmoda_{i + 1}", "ceT1", img, aff, lab)
+    # target: other spacing, flips and position of the head in the field of view
+    img, lab, aff = _head((120, 120, 60), (1.6, 1.7, 3.0), (-1, 1, -1), (5, 4, -3), centre=(-10, 12, 6))
+    _write(root, layout.TARGET_DIR, "crossmoda_3", "hrT2", img, aff)
+    _write(root, layout.VALIDATION_DIR, "crossmoda_4", "hrT2", img, aff, lab)
+    return root
+
+
+def test_crop_keeps_every_structure_and_much_less_than_the_head(heads, tmp_path):
+    result = roi.crop_dataset(heads, tmp_path / "roi")
+    assert result["model"]["n_cases"] == 2
+    rec = result["files"][f"{layout.VALIDATION_DIR}/crossmoda_4_hrT2.nii.gz"]
+    kept = np.prod([b - a for a, b in rec["box"]]) / np.prod(rec["shape"])
+    assert rec["cropped"] and kept < 0.35, kept
+    full = nifti.load(heads / layout.VALIDATION_LABELS_DIR / "crossmoda_4_Label.nii.gz", label=True)
+    crop = nifti.load(tmp_path / "roi" / layout.VALIDATION_LABELS_DIR / "crossmoda_4_Label.nii.gz", label=True)
+    for value in (1, 2):  # nothing labelled is cut away, on another grid than the source's
+        assert np.count_nonzero(crop.data == value) == np.count_nonzero(full.data == value) > 0
+    img = nifti.load(tmp_path / "roi" / layout.VALIDATION_DIR / "crossmoda_4_hrT2.nii.gz")
+    assert nifti.same_grid(img, crop) is None  # image and label cropped with one window
+
+
+def test_cropped_affine_keeps_world_positions_and_uncrop_is_exact(heads, tmp_path):
+    result = roi.crop_dataset(heads, tmp_path / "roi")
+    rel = f"{layout.VALIDATION_LABELS_DIR}/crossmoda_4_Label.nii.gz"
+    rec = result["files"][rel]
+    full = nifti.load(heads / rel, label=True)
+    crop = nifti.load(tmp_path / "roi" / rel, label=True)
+    start = np.array([a for a, _ in rec["box"]] + [1.0])
+    assert np.allclose(crop.affine[:3, 3], (full.affine @ start)[:3])  # the window's first voxel, in world mm
+    back = roi.uncrop(crop.data, rec["box"], rec["shape"])
+    assert np.array_equal(back, full.data)
+
+
+def test_predictions_go_back_on_the_original_grids(heads, tmp_path):
+    roi.crop_dataset(heads, tmp_path / "roi")
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    lab = nifti.load(tmp_path / "roi" / layout.VALIDATION_LABELS_DIR / "crossmoda_4_Label.nii.gz", label=True)
+    nifti.save(preds / "crossmoda_4_Label.nii.gz", lab.data, like=lab, label=True)
+    out = roi.uncrop_predictions(preds, tmp_path / "full", tmp_path / "roi", heads)
+    full = nifti.load(out[0], label=True)
+    original = nifti.load(heads / layout.VALIDATION_LABELS_DIR / "crossmoda_4_Label.nii.gz", label=True)
+    assert nifti.same_grid(full, original) is None and np.array_equal(full.data, original.data)
+
+
+def test_an_axis_where_the_head_fills_the_field_of_view_is_not_cropped(tmp_path):
+    img, lab, aff = _head((100, 100, 20), (2.0, 2.0, 2.0))  # 40 mm of slices: the head is cut in z
+    vol = nifti.Volume(img, aff, nifti.nib.Nifti1Header())
+    model = roi.RoiModel(low=[0.3, 0.4, 0.4], high=[0.7, 0.6, 0.6], margin_mm=5, min_size_mm=10, n_cases=1)
+    box = roi.box_for(vol, model)
+    assert box[2] == (0, 20) and box[0] != (0, 100)
+
+
+def test_disabled_roi_copies_the_grids_whole(heads, tmp_path):
+    result = roi.crop_dataset(heads, tmp_path / "roi", enabled=False)
+    assert not any(r["cropped"] for r in result["files"].values())
