@@ -187,6 +187,15 @@ def test_warm_start_loads_every_teacher_weight_with_a_fresh_optimizer(rounds, tm
     fold = train_fold(rounds["student"], 0, tmp_path / "student_fold0", cfg, init_from=rounds["fold0"])
     meta = json.loads((fold / "cosmos_fold.json").read_text())
     assert meta["init"]["from"] == str(rounds["fold0"].resolve()) and meta["initial_lr"] == pytest.approx(5e-3)
+    assert meta["init"]["lr_scale"] == 0.5
+    # a killed warm-started fold resumes with its own weights and the LR it started with, even without init_from
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / "checkpoint_latest.pth").write_bytes((fold / "checkpoint_final.pth").read_bytes())
+    (killed / ".cosmos_init.json").write_text((fold / ".cosmos_init.json").read_text())
+    train_fold(rounds["student"], 0, killed, cfg.with_overrides({"segmentation.epochs": 2}))
+    meta = json.loads((killed / "cosmos_fold.json").read_text())
+    assert meta["resumed"] and meta["initial_lr"] == pytest.approx(5e-3) and meta["init"]["lr_scale"] == 0.5
     assert meta["seed"] == cfg.seed + 1000 and meta["num_real"] == len(REAL)
 
 

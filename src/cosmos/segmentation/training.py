@@ -144,7 +144,8 @@ def train_fold(prepared_dir: str | Path, fold: int, out_dir: str | Path, cfg: Co
     the previous round's same fold (``selftraining.student_init=teacher``): the network starts from
     its weights (:func:`cosmos.segmentation.trainer.warm_start`; fresh optimizer and LR schedule,
     initial LR times ``selftraining.student_lr_scale``). A resumed fold continues from its own
-    ``checkpoint_latest.pth`` instead. Everything used is recorded in ``cosmos_fold.json``.
+    ``checkpoint_latest.pth`` instead (with the LR scale it started with). Everything used is
+    recorded in ``cosmos_fold.json``.
     """
     import torch
 
@@ -166,6 +167,9 @@ def train_fold(prepared_dir: str | Path, fold: int, out_dir: str | Path, cfg: Co
     n_da = environment.augmentation_workers(seg.da_workers, device)
     seed = fold_seed(cfg.seed, prepared.round_index, fold)
     lr_scale = float(cfg.selftraining.student_lr_scale) if init_from is not None else 1.0
+    started = _previous_init(out) if resume else None
+    if started is not None:  # a killed warm-started fold resumes with the LR it started with
+        lr_scale = float(started.get("lr_scale", lr_scale))
     log.info("training fold %d of round %d on %s (%s, %d epochs, DA workers %d, seed %d)%s%s",
              fold, prepared.round_index, device, prepared.configuration, seg.epochs, n_da, seed,
              " - resuming from checkpoint_latest.pth" if resume else "",
@@ -186,9 +190,9 @@ def train_fold(prepared_dir: str | Path, fold: int, out_dir: str | Path, cfg: Co
             shutil.rmtree(scratch, ignore_errors=True)
             if resume:
                 trainer.load_checkpoint(str(out / LATEST_CHECKPOINT))
-                init_record = _previous_init(out)
+                init_record = started
             elif init_from is not None:
-                init_record = warm_start(trainer, init_from)
+                init_record = {**warm_start(trainer, init_from), "lr_scale": lr_scale}
                 (out / INIT_RECORD).write_text(json.dumps(init_record, indent=2))
             with _mlflow_fold_hook(fold, prepared, out, cfg, parent_run_id, tracking_uri) as callback:
                 if callback is not None:
