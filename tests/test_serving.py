@@ -329,6 +329,33 @@ def test_unknown_model_version_fails_start_with_one_line(store):
     assert last.startswith("cosmos: error:") and "has no version 9" in last, res.stderr[-2000:]
 
 
+def test_s3_scans_on_a_real_s3_server(store, expected, real_s3_env):
+    """The s3:// path of a request (v1 {"uri": ...} or a v2 element), on SeaweedFS (a real S3)."""
+    import boto3
+
+    from cosmos.serving.codec import RequestError, scans_from_v1
+    from cosmos.serving.model import CosmosSegmenterModel
+
+    s3 = boto3.client("s3", endpoint_url=real_s3_env)
+    s3.create_bucket(Bucket="serving-scans")
+    s3.upload_file(str(store["scans"][0]), "serving-scans", "in/scan.nii.gz")
+    model = CosmosSegmenterModel("cosmos-segmenter", "models:/cosmos-segmenter@champion", tracking_uri=store["uri"],
+                                 max_bytes=int(MAX_MB * 1e6))
+    model.load()
+    request_folder = model._home
+    (label,) = model.segment(scans_from_v1({"instances": [{"uri": "s3://serving-scans/in/scan.nii.gz"}]}))
+    assert np.array_equal(_labels(label)[0], _labels(expected[0])[0])
+    with pytest.raises(RequestError, match="no such object") as missing:
+        model.segment(scans_from_v1({"instances": ["s3://serving-scans/in/nothing.nii.gz"]}))
+    assert missing.value.status == 404
+    model.max_bytes = 1000
+    with pytest.raises(RequestError, match="exceeds the server's cap") as too_large:
+        model.segment(scans_from_v1({"instances": ["s3://serving-scans/in/scan.nii.gz"]}))
+    assert too_large.value.status == 413
+    model.stop()
+    assert not model.ready and not request_folder.exists()
+
+
 # ------------------------------------------------------------------------------------ the pyfunc
 def test_registered_pyfunc_takes_base64_nifti(store, expected, tmp_path):
     import pandas as pd

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -63,6 +64,11 @@ class CosmosSegmenterModel(kserve.Model):
                  f" version {self.version}" if self.version else "", len(self.fold_dirs))
         self.ready = True
         return True
+
+    def stop(self) -> None:
+        """KServe's unload (server shutdown): the downloaded model and request folders go too."""
+        super().stop()
+        shutil.rmtree(self._home, ignore_errors=True)
 
     # ------------------------------------------------------------------ metadata
     def get_input_types(self) -> list[dict]:

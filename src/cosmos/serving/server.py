@@ -202,6 +202,9 @@ def serve(reference: str, *, name: str = "cosmos-segmenter", tracking_uri: str |
     threading.Thread(target=_load_or_stop, args=(model,), name="cosmos-model-load", daemon=True).start()
     log.info("cosmos serve: http://%s:%d/v2/models/%s/infer (v1: /v1/models/%s:predict); loading %s",
              host, port, name, name, reference)
-    server.start([])
+    try:
+        server.start([])
+    finally:
+        model.stop()  # idempotent: also when the load failed and nothing was unloaded
     if model.load_error:
         raise CosmosError(model.load_error)
