@@ -283,6 +283,7 @@ def _nifti_2d(tmp_path) -> str:
     ("malformed", 422, "malformed request"),
     ("v1-no-instances", 400, "instances"),
     ("v1-local-path", 400, "s3://"),
+    ("binary-extension", 415, "binary tensor extension"),
 ])
 def test_bad_requests_get_4xx_with_one_line(ready, tmp_path, case, status, message):
     server = ready
@@ -301,6 +302,21 @@ def test_bad_requests_get_4xx_with_one_line(ready, tmp_path, case, status, messa
         body = v2(["A" * int(MAX_MB * 1e6 + 10)])
     elif case == "malformed":
         body = {"inputs": [{"name": "scan"}]}
+    elif case == "binary-extension":
+        import struct
+
+        raw = b"\x1f\x8b" + bytes(range(256)) * 4  # gzip magic, then bytes that are not UTF-8
+        head = json.dumps({"inputs": [{"name": "scan", "shape": [1], "datatype": "BYTES",
+                                       "parameters": {"binary_data_size": len(raw) + 4}}]}).encode()
+        req = urllib.request.Request(url, data=head + struct.pack("<I", len(raw)) + raw, headers={
+            "content-type": "application/octet-stream", "inference-header-content-length": str(len(head))})
+        try:
+            urllib.request.urlopen(req, timeout=60)
+            raise AssertionError("accepted")
+        except urllib.error.HTTPError as exc:
+            got, answer = exc.code, json.loads(exc.read())
+        assert got == status and message in answer["error"], answer
+        return
     else:
         url = f"{base}/v1/models/cosmos-segmenter:predict"
         body = {"nothing": []} if case == "v1-no-instances" else {"instances": [{"uri": "/etc/passwd"}]}

@@ -8,7 +8,8 @@ KServe serves the v1 and v2 REST endpoints, health, metadata and metrics. What w
   liveness (``/v2/health/live``) stays green.
 * **A bind address.** KServe 0.21 binds 0.0.0.0; ``--host`` (127.0.0.1 by default) wins.
 * **Bad requests are 4xx with one line.** A size cap (413), a model version this server does not
-  serve (404; KServe answers 501 for any versioned URL), malformed v2 bodies (422) and our
+  serve (404; KServe answers 501 for any versioned URL), malformed v2 bodies (422), the v2 binary
+  extension (415; KServe 0.21 would fail with a 500 on binary NIfTI bytes) and our
   :class:`RequestError` all answer ``{"error": "<one line>"}``, never a traceback.
 * **A failed load stops the server** with the loader's one-line reason (exit 2), so a wrong
   model URI crash-loops visibly instead of serving nothing forever.
@@ -89,7 +90,12 @@ class _RequestGuard:
                                                    f"this server serves {have}")
             path = m.group("head") + (m.group("tail") or "")
             scope = dict(scope, path=path, raw_path=path.encode())
-        length = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        if b"inference-header-content-length" in headers:
+            # KServe 0.21 turns binary BYTES elements into text and fails with a 500 on a NIfTI
+            return await _send_json(send, 415, "the v2 binary tensor extension is not supported here: send the "
+                                               "scan as base64 in JSON (datatype BYTES)")
+        length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             await self._drain(receive, int(length))
             return await _send_json(send, 413, self._too_large(int(length)))
