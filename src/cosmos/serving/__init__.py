@@ -1,8 +1,8 @@
 """Serving a registered COSMOS segmenter behind HTTP (``cosmos serve``), on the KServe Python SDK.
 
 Modules: :mod:`codec` (request/response bodies), :mod:`model` (the ``kserve.Model``),
-:mod:`server` (``ModelServer`` set-up). KServe is an optional dependency (``pip install
-'cosmos-kubeflow[serve]'``), imported only when serving starts.
+:mod:`server` (``ModelServer`` set-up). KServe is an optional dependency (``pip install -e
+'.[serve]'`` in the repository), imported only when serving starts.
 """
 
 from __future__ import annotations
