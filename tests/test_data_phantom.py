@@ -229,7 +229,7 @@ def test_full_scale_anatomy_is_life_sized():
         extent = (co + r[:, None]).max(0) - (co - r[:, None]).min(0)
         cochlea.append(float(extent.max()))
     assert 4.0 <= min(diam) < 8.0 and 20.0 < max(diam) <= 30.0
-    assert 5.0 <= min(cochlea) and max(cochlea) <= 10.5
+    assert 5.5 <= min(cochlea) and max(cochlea) <= 8.5  # a few mm, basal turn to apex
 
 
 @pytest.mark.slow
@@ -367,7 +367,7 @@ def test_labels_are_partial_volume_coverage(n, modality):
 def test_oblique_and_flipped_affines_keep_labels_on_the_anatomy():
     """Whatever the flips or obliquity, the labels land on the same world anatomy (VS on the tumour side)."""
     for n in range(1, 7):
-        sub, grid = P.case_subject(0, n, "hrT2")
+        sub, _ = P.case_subject(0, n, "hrT2")
         case = P.make_case(0, n, "hrT2")
         vs = _world(case, case.label == 1).mean(0)
         assert np.sign(vs[0]) == sub.side

@@ -108,10 +108,10 @@ SITES = {
 # Grids per (scale, modality): in-plane spacing range, slice spacing range, in-plane size (a range of
 # field of view in mm at "small", fixed matrix sizes at "full"), slab thickness range (mm).
 _GRIDS = {
-    ("small", "ceT1"): dict(sp=(0.55, 0.65), dz=(1.2, 1.6), fov=(48.0, 51.0), slab=(39.0, 45.0)),
-    ("small", "hrT2"): dict(sp=(0.45, 0.55), dz=(0.8, 1.2), fov=(48.0, 51.0), slab=(28.0, 34.0)),
-    ("full", "ceT1"): dict(sp=(0.39, 0.46), dz=(1.2, 1.5), n=(512,), slab=(160.0, 180.0)),
-    ("full", "hrT2"): dict(sp=(0.43, 0.55), dz=(0.8, 1.5), n=(384, 448), slab=(56.0, 80.0)),
+    ("small", "ceT1"): {"sp": (0.55, 0.65), "dz": (1.2, 1.6), "fov": (48.0, 51.0), "slab": (39.0, 45.0)},
+    ("small", "hrT2"): {"sp": (0.45, 0.55), "dz": (0.8, 1.2), "fov": (48.0, 51.0), "slab": (28.0, 34.0)},
+    ("full", "ceT1"): {"sp": (0.39, 0.46), "dz": (1.2, 1.5), "n": (512,), "slab": (160.0, 180.0)},
+    ("full", "hrT2"): {"sp": (0.43, 0.55), "dz": (0.8, 1.5), "n": (384, 448), "slab": (56.0, 80.0)},
 }
 
 # Orientation presets (in-plane flips fi, fj; slice flip fk; oblique?). Cases cycle through them
@@ -173,21 +173,24 @@ class Subject:
 # Per-scale anatomy ranges. "small": the head shrunk to a ~50 mm field of view, ear structures close
 # to life size (learnable on a CPU); "full": life-sized (VS 4-30 mm, cochlea a few mm).
 _ANATOMY = {
-    "small": dict(head=((21.5, 23.5), (22.5, 24.5), (60.0, 60.0)), centre=0.8, scalp=1.4, skull=1.7,
-                  z0=(-2.0, 2.0), bs=1.0, ear=1.0, canal_r=(1.2, 1.5), porus=((8.0, 8.8), (2.5, 3.5)),
-                  iac=((3.2, 4.0), (0.2, 0.8)), co_r=(2.4, 2.7), co_tube=(1.15, 1.3), co_h=(1.8, 2.2),
-                  co_off=((1.0, 1.4), (3.6, 4.0)), vest=((1.3, 1.5), (2.0, 2.3), (1.4, 1.6)),
-                  scc_r=((1.5, 1.8), (1.8, 2.1), (1.7, 2.0)), scc_tube=(0.5, 0.6), gap=(0.9, 1.4),
-                  vs_d=None, vs_r=(4.6, 6.5), vs_scale=1.0, basilar=(0.6, 0.75), aica=(0.45, 0.55),
-                  petrous=(1.0, 1.0), column_top=None),
-    "full": dict(head=((68.0, 76.0), (86.0, 96.0), (100.0, 112.0)), centre=2.0, scalp=(4.0, 6.0),
-                 skull=(5.0, 7.0), z0=(-22.0, -12.0), bs=3.0, ear=2.0, canal_r=(1.8, 2.4),
-                 porus=((19.0, 21.0), (5.0, 7.0)), iac=((8.0, 10.0), (0.5, 1.5)), co_r=(2.6, 3.0),
-                 co_tube=(0.8, 0.95), co_h=(3.0, 3.6), co_off=((1.3, 1.8), (3.0, 3.6)),
-                 vest=((1.4, 1.7), (2.2, 2.6), (1.5, 1.8)), scc_r=((2.2, 2.6), (2.9, 3.3), (2.7, 3.1)),
-                 scc_tube=(0.4, 0.5), gap=(0.6, 1.2), vs_d=(4.0, 30.0), vs_r=None, vs_scale=1.6,
-                 basilar=(1.3, 1.7), aica=(0.5, 0.7), petrous=(2.8, 1.8),
-                 column_top=(28.0, 36.0)),
+    "small": {
+        "head": ((21.5, 23.5), (22.5, 24.5), (60.0, 60.0)), "centre": 0.8, "scalp": 1.4, "skull": 1.7,
+        "z0": (-2.0, 2.0), "bs": 1.0, "ear": 1.0, "canal_r": (1.2, 1.5), "porus": ((7.6, 8.4), (2.5, 3.5)),
+        "iac": ((3.0, 3.8), (0.2, 0.8)), "co_r": (2.4, 2.7), "co_tube": (1.15, 1.3), "co_h": (1.8, 2.2),
+        "co_off": ((1.0, 1.4), (3.6, 4.0)), "vest": ((1.3, 1.5), (2.0, 2.3), (1.4, 1.6)),
+        "scc_r": ((1.5, 1.8), (1.8, 2.1), (1.7, 2.0)), "scc_tube": (0.5, 0.6), "gap": (0.9, 1.4),
+        "vs_d": None, "vs_r": (4.6, 6.5), "vs_scale": 1.0, "basilar": (0.6, 0.75), "aica": (0.45, 0.55),
+        "petrous": (1.0, 1.0), "column_top": None,
+    },
+    "full": {
+        "head": ((68.0, 76.0), (86.0, 96.0), (100.0, 112.0)), "centre": 2.0, "scalp": (4.0, 6.0),
+        "skull": (5.0, 7.0), "z0": (-22.0, -12.0), "bs": 3.0, "ear": 2.0, "canal_r": (1.8, 2.4),
+        "porus": ((19.0, 21.0), (5.0, 7.0)), "iac": ((8.0, 10.0), (0.5, 1.5)), "co_r": (2.6, 3.0),
+        "co_tube": (0.8, 0.95), "co_h": (3.0, 3.6), "co_off": ((1.3, 1.8), (3.0, 3.6)),
+        "vest": ((1.4, 1.7), (2.2, 2.6), (1.5, 1.8)), "scc_r": ((2.2, 2.6), (2.9, 3.3), (2.7, 3.1)),
+        "scc_tube": (0.4, 0.5), "gap": (0.6, 1.2), "vs_d": (4.0, 30.0), "vs_r": None, "vs_scale": 1.6,
+        "basilar": (1.3, 1.7), "aica": (0.5, 0.7), "petrous": (2.8, 1.8), "column_top": (28.0, 36.0),
+    },
 }
 
 
@@ -363,7 +366,7 @@ def _geometry(sub: Subject) -> dict:
         return geo
     lab = _labyrinth(sub)
     vessels = _vessels(sub)
-    bx, by = sub.brainstem_centre
+    bx = sub.brainstem_centre[0]
     ex, ey = sub.brainstem_axes
     z0, side = sub.z0, sub.side
     porus = np.array([side * sub.porus[0], sub.porus[1], z0])
@@ -485,10 +488,7 @@ def _paint(sub: Subject, x: np.ndarray, y: np.ndarray, z: np.ndarray,
 def _paint_detail(sub: Subject, geo: dict, x: np.ndarray, y: np.ndarray, z: np.ndarray, tissue: np.ndarray,
                   brain: np.ndarray, near: np.ndarray | None, reach: float) -> None:
     """Cisterns, petrous bones, canals, labyrinths, vessels and the VS, painted in place on 1D point arrays."""
-    bx, by = sub.brainstem_centre
-    ex, ey = sub.brainstem_axes
-    side, z0 = sub.side, sub.z0
-    porus = np.array([side * sub.porus[0], sub.porus[1], z0])
+    z0 = sub.z0
     vs_body = geo["vs_body"]
     # Cerebellopontine-angle cisterns: a small one on each side, a large one around the VS body.
     for s in (-1, 1):
@@ -587,7 +587,7 @@ def _sample_grid(rng: np.random.Generator, scale: str, modality: str, sub: Subje
         shape = (n, n)
     else:
         shape = tuple(int(rng.uniform(*g["fov"]) // sp) for _ in range(2))
-    shape = (*shape, int(round(rng.uniform(*g["slab"]) / dz)))
+    shape = (*shape, round(rng.uniform(*g["slab"]) / dz))
     spacing = (sp, sp, dz)
     fi, fj, fk, oblique = _ORIENTATIONS[orientation_index % len(_ORIENTATIONS)]
     rot = np.eye(3)
@@ -818,7 +818,8 @@ def make_phantom(out_dir: str | Path, n_source: int = 8, n_target: int = 8, n_va
                       "vs_voxels": int((lab == 1).sum()), "cochlea_voxels": int((lab == 2).sum()),
                       "labyrinth_voxels": int(np.isin(tissue, (VESTIBULE, SCC)).sum()),
                       "vessel_voxels": int((tissue == VESSEL).sum()),
-                      "vestibule_mm": [[round(float(v), 2) for v in c] for c in vestibule_centres(seed, num, modality, scale)]}
+                      "vestibule_mm": [[round(float(v), 2) for v in c]
+                                       for c in vestibule_centres(seed, num, modality, scale)]}
     manifest = {"params": params, "files": files, "cases": {c: cases[c] for c, *_ in plan if c in cases}}
     manifest_path.write_text(json.dumps(manifest, indent=1))
     if preview and (todo or not (root / PREVIEW).exists()):
@@ -892,7 +893,7 @@ def write_preview(root: str | Path, out_png: str | Path) -> Path:
             ijk = np.linalg.solve(canon.affine, np.append(vest[-1], 1.0))[:3]
             ijk = np.clip(np.rint(ijk).astype(int), 0, np.array(img.shape) - 1)
             centre, k_lab = (int(ijk[0]), int(ijk[1])), int(ijk[2])
-        half = [max(4, int(round(9.0 / zooms[a]))) for a in (0, 1)]
+        half = [max(4, round(9.0 / zooms[a])) for a in (0, 1)]
         crop = (slice(max(0, centre[0] - half[0]), centre[0] + half[0]),
                 slice(max(0, centre[1] - half[1]), centre[1] + half[1]))
         lo, hi = np.percentile(img, [0.5, 99.5])
