@@ -9,7 +9,7 @@ same fold, same budget, same seed, same ``nnUNet_n_proc_DA``, same torch thread 
 * **nnunet**: nnU-Net's ``nnUNetv2_train`` code path, i.e. ``nnunetv2.run.run_training.run_training_entry()``
   with argv ``DATASET 3d_fullres_cosmos FOLD -tr nnUNetTrainerCosmosBudget -p CosmosPlans -device D``.
   The real console script cannot find a trainer here: its name lookup imports every trainer module
-  in nnunetv2, including primus -> timm -> torchvision, which crashes on the CPU torch (STACK-NOTES),
+  in nnunetv2, including primus -> timm -> torchvision, which crashes on the CPU torch,
   and it would not find a class outside nnunetv2 anyway. So the benchmark replaces ONLY that lookup
   (``recursive_find_trainer_class_by_name``) with one returning our trainer class, whose budget is
   set through its ``default_budget`` class attribute. Everything else is nnU-Net's entry point

@@ -23,23 +23,26 @@ def prepare_round(
     work_root: str,
     prepared: Output[Dataset],
     kept_labels: Optional[Input[Dataset]] = None,
+    previous_prepared: Optional[Input[Dataset]] = None,
 ) -> int:
-    """kept_labels: the previous round's accepted pseudo-labels (None for the teacher).
-    Returns the number of training cases."""
+    """kept_labels: the previous round's accepted pseudo-labels (None for the teacher);
+    previous_prepared: the previous round's dataset (its plan, for warm-started students, and the
+    replay check). Returns the number of training cases."""
     from components import _runtime as rt
     from cosmos.resume import stage_key
 
     rt.setup()
     cfg = rt.load_cfg(profile, config, "", overrides)
     kept_path = kept_labels.path if kept_labels is not None else None
-    key = stage_key("prepare_round", {"round": round_index}, [pseudo.path, data.path, kept_path], cfg,
+    previous = previous_prepared.path if previous_prepared is not None else None
+    key = stage_key("prepare_round", {"round": round_index}, [pseudo.path, data.path, kept_path, previous], cfg,
                     ["segmentation", "selftraining"])
 
     def body(out):
         from cosmos.selftraining.rounds import prepare
 
         return prepare(round_index, cfg, pseudo_dir=pseudo.path, data_dir=data.path, kept_dir=kept_path,
-                       out_dir=out["prepared"])
+                       out_dir=out["prepared"], previous_prepared_dir=previous)
 
     result = rt.run(f"prepare_round{round_index}", {"prepared": prepared.path}, body, key=key, work_root=work_root)
     prepared.metadata.update({k: v for k, v in result.items() if v is not None})

@@ -159,12 +159,13 @@ def _add_rounds(ops, opts: PipelineOptions, *, rounds: int, pseudo, data, origin
     kept = None
     summary = None
     models = None
+    prep = None
     prefix = f"{label}: " if label else ""
     for k in range(rounds + 1):
         name = round_name(k)
         prep_args = dict(pseudo=pseudo, data=data, round_index=k, **row)
         if kept is not None:
-            prep_args["kept_labels"] = kept
+            prep_args.update(kept_labels=kept, previous_prepared=prep.outputs["prepared"])
         prep = _configure(ops.prepare_round(**prep_args), "prepare_round", opts,
                           f"{prefix}round {k} ({name}): prepare nnU-Net data")
         run = _configure(ops.start_round_run(prepared=prep.outputs["prepared"], round_index=k, experiment=experiment,

@@ -4,7 +4,7 @@ Why this module exists: nnU-Net v2 is configured through environment variables. 
 paths (``nnUNet_raw``, ``nnUNet_preprocessed``, ``nnUNet_results``), read lazily on every use in
 nnunetv2 >= 2.6, so we can point them at the directories of the current call and restore them
 afterwards. Others are read ONCE at import (``nnUNet_def_n_proc`` -> ``default_num_processes``)
-or per call (``nnUNet_n_proc_DA``); both matter a lot on small CPU machines (STACK-NOTES):
+or per call (``nnUNet_n_proc_DA``); both matter a lot on small CPU machines:
 
 * ``nnUNet_def_n_proc`` unset -> validation/export spawn 8 workers. We default it to 2 *before*
   nnunetv2 is imported, and patch the module-level copies if nnunetv2 was imported earlier.
@@ -126,7 +126,7 @@ def augmentation_workers(requested: int, device) -> int:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed random, numpy and torch: nnU-Net seeds nothing itself (STACK-NOTES)."""
+    """Seed random, numpy and torch: nnU-Net seeds nothing itself."""
     import numpy as np
     import torch
 

@@ -2,7 +2,7 @@
 
 How: nnUNetPredictor with ``manual_initialization`` (we build the network ourselves; nnU-Net's
 ``initialize_from_trained_model_folder`` looks the trainer up by name, which imports timm /
-torchvision and crashes on the CPU torch here, STACK-NOTES). Per case: nnU-Net's own preprocessing
+torchvision and crashes on the CPU torch here; README "nnU-Net on the CPU"). Per case: nnU-Net's own preprocessing
 (SimpleITK reader, crop, normalise, resample), sliding-window logits averaged over the folds
 (nnU-Net's ensembling), mirroring TTA when enabled, nnU-Net's resampling back to the original
 shape. The label array is then written with nibabel on the INPUT's header (sform/qform codes and
@@ -10,7 +10,7 @@ matrices kept exactly), never with SimpleITK, so the output's geometry is the in
 
 Post-processing: all-but-largest connected component (3D) for VS (label 1) ONLY. nnU-Net's
 ``find_best_configuration`` may pick largest-component of the union of labels, which would delete a
-separate cochlea (STACK-NOTES).
+separate cochlea.
 
 Outputs in ``out_dir``: ``crossmoda_{k}_Label.nii.gz`` (uint8) for crossMoDA-named inputs,
 ``<stem>_seg.nii.gz`` otherwise; with ``save_probabilities`` also ``<same stem>.npz`` holding

@@ -5,7 +5,7 @@ second plans file, ``CosmosPlans.json``, holding nnU-Net's base configuration pl
 configuration ``<base>_cosmos`` that ``inherits_from`` it. Inheritance reuses the base's
 preprocessed data (same ``data_identifier``), so profiles can switch between the cheap 16..128
 network on CPU and the paper's 32..320 on GPU without preprocessing again. nnU-Net's inheritance is
-a shallow dict update, so the ``architecture`` block is written whole (STACK-NOTES).
+a shallow dict update, so the ``architecture`` block is written whole.
 
 Geometry (``segmentation.target_spacing``, ``patch_size``, ``num_stages``), all in the plan's axis
 order (nnU-Net puts the coarsest axis first: z, y, x for crossMoDA):

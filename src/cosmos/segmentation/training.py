@@ -16,8 +16,6 @@ uninterrupted run.
 from __future__ import annotations
 
 import contextlib
-import importlib
-import inspect
 import json
 import logging
 import shutil
@@ -47,33 +45,22 @@ def is_fold_done(fold_dir: str | Path) -> bool:
 @contextlib.contextmanager
 def _mlflow_fold_hook(fold: int, prepared: PreparedRound, out_dir: Path, cfg: CosmosConfig,
                       parent_run_id: str | None, tracking_uri: str | None) -> Iterator[Callable | None]:
-    """The selftraining engineer's ``cosmos.segmentation.mlflow_logging.fold_run`` when present.
+    """The fold's nested MLflow run (:func:`cosmos.segmentation.mlflow_logging.fold_run`).
 
-    It is a context manager yielding an epoch callback (or None). Missing module, or one that fails
-    to open a run -> train without MLflow (with a warning): tracking must never block training.
+    Yields the epoch callback, or None when the run cannot be opened: tracking must never block
+    training, so that is a warning, not an error.
     """
+    from cosmos.segmentation.mlflow_logging import fold_run
+
     try:
-        mod = importlib.import_module("cosmos.segmentation.mlflow_logging")
-        fold_run = getattr(mod, "fold_run")
-    except (ImportError, AttributeError):
-        log.info("cosmos.segmentation.mlflow_logging.fold_run not available; training without MLflow")
-        yield None
-        return
-    offered: dict[str, Any] = {
-        "parent_run_id": parent_run_id, "fold": fold, "round_index": prepared.round_index,
-        "tracking_uri": tracking_uri, "fold_dir": out_dir, "cfg": cfg, "prepared_dir": prepared.root,
-    }
-    try:
-        params = inspect.signature(fold_run).parameters
-        takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
-        kwargs = offered if takes_all else {k: v for k, v in offered.items() if k in params}
-        cm = fold_run(**kwargs)
+        cm = fold_run(parent_run_id, fold, round_index=prepared.round_index, tracking_uri=tracking_uri,
+                      fold_dir=out_dir, cfg=cfg)
         callback = cm.__enter__()
     except Exception as exc:
         log.warning("could not open the MLflow fold run (%s); training without MLflow", exc)
         yield None
         return
-    exc_info = (None, None, None)
+    exc_info: tuple[Any, Any, Any] = (None, None, None)
     try:
         yield callback
     except BaseException as exc:

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 RUN_INFO_FILE = "run.json"
 ROUNDS_FILE = "rounds.json"
 CHANGE_FILE = "label_change.json"
+REPLAY_FILE = "replay_alert.json"
 FULL_PREDICTIONS = "predictions"  # in the score step's output: validation predictions on the original grids
 STRUCTURES = ("VS", "cochlea", "mean")
 
@@ -153,22 +154,33 @@ def replay_message(index: int) -> str:
 
 # ------------------------------------------------------------------------------------ steps
 def prepare(index: int, cfg: CosmosConfig, *, pseudo_dir: str | Path, data_dir: str | Path,
-            kept_dir: str | Path | None, out_dir: str | Path) -> dict[str, Any]:
+            kept_dir: str | Path | None, out_dir: str | Path,
+            previous_prepared_dir: str | Path | None = None) -> dict[str, Any]:
     """The round's nnU-Net dataset: pseudo-hrT2 (+ the accepted pseudo-labelled real hrT2 for a student).
 
-    A student whose accepted set is empty would see exactly its teacher's cases: that is never
-    silent. It still trains (its seed differs, so it is no bit-for-bit replay), but the result says
-    so and :func:`open_round` tags the round with the alert.
+    A warm-started student (``selftraining.student_init: teacher``) keeps its teacher's nnU-Net plan,
+    so the network it inherits fits. A student whose training set equals its teacher's exactly
+    (nothing ever accepted) is never silent: it still trains (its seed differs, so it is no
+    bit-for-bit replay), the result says so and :func:`open_round` tags the round with the alert.
     """
     from cosmos.segmentation.prepare import load_prepared, prepare_round
+    from cosmos.selftraining.labels import compare_training_sets
 
     target = Path(data_dir) / layout.TARGET_DIR if (index > 0 and kept_dir is not None) else None
+    plans_from = previous_prepared_dir if (index > 0 and cfg.selftraining.student_init == "teacher") else None
     prepare_round(pseudo_dir, out_dir, cfg, round_index=index, target_images_dir=target,
-                  pseudo_labels_dir=kept_dir if index > 0 else None)
+                  pseudo_labels_dir=kept_dir if index > 0 else None, plans_from=plans_from)
     manifest = load_prepared(out_dir)
-    replay = replay_message(index) if index > 0 and manifest.num_real == 0 else None
+    replay = None
+    if index > 0 and previous_prepared_dir is not None:
+        same = compare_training_sets(out_dir, previous_prepared_dir)
+        if same.identical:
+            replay = f"{replay_message(index)} ({same.message})"
+    elif index > 0 and manifest.num_real == 0:
+        replay = replay_message(index)
     if replay:
         log.error(replay)
+        write_json(Path(out_dir) / REPLAY_FILE, {"alert": replay})
     return {"n_cases": manifest.num_cases, "n_pseudo": manifest.num_pseudo, "n_real": manifest.num_real,
             "replay_alert": replay}
 
@@ -181,8 +193,8 @@ def open_round(index: int, cfg: CosmosConfig, *, prepared_dir: str | Path, out_d
 
     manifest = load_prepared(prepared_dir)
     tags = round_tags(index, cfg)
-    if index > 0 and manifest.num_real == 0:
-        tags[TAG_REPLAY] = replay_message(index)
+    if (Path(prepared_dir) / REPLAY_FILE).is_file():
+        tags[TAG_REPLAY] = json.loads((Path(prepared_dir) / REPLAY_FILE).read_text())["alert"]
     run = start_round_run(index, experiment=cfg.tracking.experiment, tracking_uri=tracking_uri,
                           run_name=round_run_name(index), params=round_params(index, cfg), tags=tags)
     run.log_metrics({"train_cases": manifest.num_cases, "train_cases_pseudo": manifest.num_pseudo,
