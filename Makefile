@@ -1,6 +1,6 @@
 # Two set-up commands (README quick start). Each installs what is missing into .venv first.
 #   make run    -> cosmos run (built-in phantom, tiny profile, the whole COSMOS pipeline through kfp.local)
-#   make test   -> the test suite (the same command CI runs)
+#   make test   -> ruff (lint + format check), mypy on src/, then the test suite (the same command CI runs)
 # CPU install path: constraints/cpu.txt keeps torch on the CPU wheel. GPU users: pip install -e . (no constraints).
 
 PYTHON ?= python3
@@ -11,7 +11,7 @@ OUT ?= cosmos-out
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test clean
+.PHONY: install run test lint clean
 
 $(STAMP): pyproject.toml constraints/cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,12 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/cosmos run --out $(OUT) $(ARGS)
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 TARGET_S = 600.0
 PHASES = (
-    ("ingest / phantom", r"ingest.*"),
+    ("ingest / phantom / ROI crop", r"ingest.*|crop_roi.*"),
     ("stage 1: translator", r"train_translator.*|translate.*"),
     ("stages 2-4: nnU-Net rounds", r"prepare_round.*|train_fold.*|predict.*|start_round.*"),
     ("evaluation, registry, report", r"evaluate.*|register.*|report.*"),
@@ -56,6 +56,21 @@ def main(argv: list[str] | None = None) -> int:
     print("\nper phase (compute s; parallel folds summed):")
     for name, secs in phases.items():
         print(f"  {name:<30} {secs:8.1f}")
+    summary_file = out / "summary.json"
+    if summary_file.is_file():  # the accuracy targets of the demo: final >= 0.75 (VS >= 0.80, cochlea >= 0.65)
+        import json
+
+        rounds = json.loads(summary_file.read_text())["rounds"]
+        print("
+per round (target_validation, mean ± std):")
+        for r in rounds:
+            s = ((r.get("metrics") or {}).get("summary")) or {}
+            cells = "  ".join(f"{k} {s[k]['dice_mean']:.3f}" for k in ("VS", "cochlea", "mean") if k in s)
+            print(f"  {r['name']:<10} Dice {cells}  kept {len(r.get('kept') or [])}"
+                  f"{'  <- champion' if r.get('champion') else ''}")
+        dice = [((r.get("metrics") or {}).get("summary") or {}).get("mean", {}).get("dice_mean") for r in rounds]
+        if len(dice) > 1 and None not in (dice[0], dice[-1]):
+            print(f"  last student - teacher: {dice[-1] - dice[0]:+.3f} mean Dice")
     verdict = "meets" if wall <= TARGET_S else "MISSES"
     print(f"\nprofile {args.profile}: wall {wall:.1f} s ({wall / 60:.1f} min) -- {verdict} the "
           f"{TARGET_S / 60:.0f}-minute target")

@@ -78,7 +78,8 @@ def test_evaluate_scores_predictions_and_fills_the_metrics_artifact(ops, phantom
     res = ops.evaluate.python_func(predictions=Dataset(name="p", uri=str(preds)),
                                    data=Dataset(name="d", uri=str(phantom)),
                                    roi_data=Dataset(name="d", uri=str(phantom)), round_index=0, round_run=no_run,
-                                   profile="tiny", config="", overrides="", tracking_uri="", work_root="", scores=scores,
+                                   profile="tiny", config="", overrides="", tracking_uri=f"sqlite:///{tmp_path}/m.db", work_root="",
+                                   scores=scores,
                                    metrics=metrics)
     assert res.has_metrics is True and res.mean_dice == pytest.approx(1.0)
     result = json.loads((Path(scores.path) / "metrics.json").read_text())
@@ -97,7 +98,8 @@ def test_evaluate_without_labels_records_that_and_scores_nothing(ops, phantom, t
     res = ops.evaluate.python_func(predictions=Dataset(name="p", uri=str(tmp_path)),
                                    data=Dataset(name="d", uri=str(data)), roi_data=Dataset(name="d", uri=str(data)),
                                    round_index=1, round_run=no_run,
-                                   profile="tiny", config="", overrides="", tracking_uri="", work_root="", scores=scores,
+                                   profile="tiny", config="", overrides="", tracking_uri=f"sqlite:///{tmp_path}/m.db", work_root="",
+                                   scores=scores,
                                    metrics=metrics)
     assert res.has_metrics is False
     assert not (Path(scores.path) / "metrics.json").exists() and metrics.metadata == {}
@@ -202,7 +204,7 @@ def test_chain_student_warm_starts_from_the_teacher_models(chain):
     # register_round hands the fold models on when selftraining.student_init = teacher
     assert (chain["models"] / "fold_0" / "checkpoint_final.pth").is_file()
     fold1 = json.loads(next((chain["tmp"] / "fold1").rglob("cosmos_fold.json")).read_text())
-    assert fold1["round_index"] == 1 and fold1.get("init_from")
+    assert fold1["round_index"] == 1 and fold1["init"]["from"]
 
 
 @pytest.mark.slow
@@ -253,3 +255,20 @@ def test_ingest_refuses_a_config_that_disagrees_with_the_compiled_dag(ops, tmp_p
     with pytest.raises(CosmosError, match="folds"):
         ops.ingest_validate.python_func(data_uri="", val_labels_uri="", folds=[0, 1, 2, 3, 4], compiled_rounds=2,
                                         require_source=True, profile="tiny", config="", work_root="", data=out)
+
+
+@pytest.mark.slow
+def test_chain_model_crops_whole_scans_like_its_training_data(chain, tmp_path):
+    """The fold models carry their ROI; segmenting a whole (uncropped) scan crops it the same way and
+    returns the labels on the scan's own grid (what cosmos predict / cosmos serve get)."""
+    from cosmos.config import load_config
+    from cosmos.data import roi
+    from cosmos.data.nifti import load, same_grid
+    from cosmos.segmentation.registry import segment_files
+
+    fold = chain["models"] / "fold_0"
+    assert roi.model_of(fold) is not None
+    scan = sorted((chain["original"] / "target_validation").glob("*_hrT2.nii.gz"))[0]
+    cfg = load_config("tiny", overrides=["segmentation.mirroring=false"])
+    (out,) = segment_files([fold], [scan], tmp_path / "seg", cfg)
+    assert same_grid(load(out, label=True), load(scan)) is None

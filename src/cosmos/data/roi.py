@@ -66,7 +66,7 @@ class CropRecord:
 
 
 # ------------------------------------------------------------------------------------ geometry
-def _world_corners(affine: np.ndarray, lo: Sequence[float], hi: Sequence[float]) -> np.ndarray:
+def _world_corners(affine: np.ndarray, lo: Sequence[float] | np.ndarray, hi: Sequence[float] | np.ndarray) -> np.ndarray:
     """The 8 world-space corners of a voxel-index box (voxel centres at lo and hi)."""
     corners = np.array([[a, b, c, 1.0] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])])
     return (affine @ corners.T).T[:, :3]
@@ -297,3 +297,43 @@ def uncrop_predictions(pred_dir: str | Path, out_dir: str | Path, roi_data_dir: 
         nifti.save(out / pred.name, data, like=original, label=True)
         written.append(out / pred.name)
     return written
+
+
+MODEL_FILE = "roi_model.json"  # beside a trained fold: the crop its inputs were made with
+
+
+def model_of(folder: str | Path) -> RoiModel | None:
+    """The ROI model stored in a cropped dataset (``roi.json``) or a fold / model dir (``roi_model.json``)."""
+    folder = Path(folder)
+    if (folder / MODEL_FILE).is_file():
+        data = json.loads((folder / MODEL_FILE).read_text())
+    elif (folder / ROI_FILE).is_file():
+        data = json.loads((folder / ROI_FILE).read_text())["model"]
+    else:
+        return None
+    return RoiModel(**data)
+
+
+def write_model(model: RoiModel | None, folder: str | Path) -> None:
+    if model is not None:
+        (Path(folder) / MODEL_FILE).write_text(json.dumps(model.to_dict(), indent=2))
+
+
+def crop_inputs(files: Sequence[str | Path], model: RoiModel, work_dir: str | Path) -> dict[Path, tuple[Path, Box]]:
+    """Each scan cropped with ``model`` into ``work_dir`` (same file names): original -> (crop, window).
+
+    What a model trained on cropped scans needs when it is given whole scans (``cosmos predict``,
+    ``cosmos serve``); :func:`uncrop` puts its predictions back.
+    """
+    out = {}
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        f = Path(f)
+        vol = nifti.load_image(f)
+        box = box_for(vol, model)
+        crop = crop_volume(vol, box)
+        target = work / f.name
+        nifti.save(target, crop.data, like=crop, dtype=np.dtype(vol.header.get_data_dtype()))
+        out[f] = (target, box)
+    return out

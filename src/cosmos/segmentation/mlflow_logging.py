@@ -248,7 +248,9 @@ class RunLogger:
 
         if self.disabled or not params:
             return
-        items = [Param(str(k), str(v)[:6000]) for k, v in params.items()]
+        from cosmos.secrets import redact_params
+
+        items = [Param(str(k), str(v)[:6000]) for k, v in redact_params(params).items()]
         for i in range(0, len(items), 100):  # MLflow's per-batch param limit
             self._call("log params", self.client.log_batch, self.run_id, params=items[i:i + 100], synchronous=True,
                        fatal=False)

@@ -162,7 +162,7 @@ def _inputs_digest(cases: list[export.ExportCase], cfg: CosmosConfig, ignore_lab
             h.update(f"{c.nnunet_id}|{p.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     s = cfg.segmentation
     h.update(json.dumps([s.configuration, s.num_folds, s.features_base, s.features_max, s.batch_size,
-                         s.patch_size, s.patch_size_max]).encode())
+                         s.patch_size, s.patch_size_max, s.target_spacing, s.num_stages]).encode())
     return h.hexdigest()[:16]
 
 

@@ -92,14 +92,14 @@ _WRONG_MODALITY = {
 
 
 def _check_file(path: Path) -> None:
-    from cosmos.data.nifti import load
+    from cosmos.data.nifti import load_image
 
     if not _is_nifti_name(path.name):
         raise CosmosError(f"{path}: not a NIfTI file (expected .nii or .nii.gz)")
     parsed = parse_name(path.name)
     if parsed is not None and parsed[1] in _WRONG_MODALITY:
         raise CosmosError(f"{path}: wrong modality: {_WRONG_MODALITY[parsed[1]]}")
-    load(path)  # NiftiError names the file for corrupt, truncated, 2D or 4D input
+    load_image(path)  # one line naming the file: corrupt, truncated, 2D/4D, NaN/Inf, constant, bad affine
 
 
 def collect_nifti_inputs(inputs: Iterable[str | Path]) -> list[Path]:
@@ -151,13 +151,32 @@ def collect_nifti_inputs(inputs: Iterable[str | Path]) -> list[Path]:
 
 
 def segment_files(fold_dirs: Sequence[str | Path], files: Sequence[str | Path], out_dir: str | Path,
-                  cfg: "CosmosConfig", mirroring: bool | None = None) -> list[Path]:
+                  cfg: CosmosConfig, mirroring: bool | None = None) -> list[Path]:
     """Segment ``files`` with the ensemble of ``fold_dirs`` into ``out_dir``; returns the output
     paths in input order, named by :func:`output_name` (nnU-Net via ``inference.predict``)."""
+    from cosmos.data import nifti, roi
     from cosmos.segmentation.inference import predict
 
     files = [Path(f) for f in files]
-    written = predict([Path(d) for d in fold_dirs], files, out_dir, cfg, mirroring=mirroring)
+    model = roi.model_of(Path(fold_dirs[0])) if fold_dirs else None
+    if model is not None and model.enabled:
+        # trained on ROI crops: crop each scan the same way, predict, put the labels back on its grid
+        with tempfile.TemporaryDirectory(prefix="cosmos-roi-") as tmp:
+            crops = roi.crop_inputs(files, model, Path(tmp) / "in")
+            inner = predict([Path(d) for d in fold_dirs], [c for c, _ in crops.values()], Path(tmp) / "out", cfg,
+                            mirroring=mirroring)
+            by_crop = {Path(w).name: Path(w) for w in inner}
+            written = []
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            for f, (crop, box) in crops.items():
+                pred = by_crop.get(output_name(crop))
+                if pred is None:
+                    continue
+                original = nifti.load(f)
+                data = roi.uncrop(nifti.load(pred, label=True).data, box, original.shape)
+                written.append(nifti.save(Path(out_dir) / output_name(f), data, like=original, label=True))
+    else:
+        written = predict([Path(d) for d in fold_dirs], files, out_dir, cfg, mirroring=mirroring)
     by_name = {Path(w).name: Path(w) for w in written}
     outputs = []
     for f in files:
@@ -273,7 +292,7 @@ def _fold_key(name: str):
     return (int(m.group(1)) if m else 1 << 30, name)
 
 
-def _config_from_file(path: Path) -> "CosmosConfig":
+def _config_from_file(path: Path) -> CosmosConfig:
     """The config saved with a model. Keys this version of cosmos does not know (a model registered
     by another version) are dropped with a warning rather than making the model unloadable."""
     import dataclasses
@@ -369,7 +388,7 @@ def _stage_fold(src: Path, dst: Path) -> Path:
     return dst
 
 
-def register_round(fold_model_dirs: Sequence[str | Path], round_index: int, cfg: "CosmosConfig",
+def register_round(fold_model_dirs: Sequence[str | Path], round_index: int, cfg: CosmosConfig,
                    tags: Mapping[str, Any] | None = None, alias: str | None = None,
                    tracking_uri: str | None = None, run_id: str | None = None) -> str:
     """Log the round's fold ensemble as a pyfunc model and register it as a new version of
@@ -459,7 +478,7 @@ class ResolvedModel:
     """Fold dirs of a segmenter plus the config it was trained with (None for a bare local dir)."""
 
     fold_dirs: list[Path]
-    cfg: "CosmosConfig | None"
+    cfg: CosmosConfig | None
     reference: str
     version: str | None = None
 
@@ -469,7 +488,7 @@ def _find_fold_dirs(root: Path) -> list[Path]:
     return hits
 
 
-def _find_config(root: Path) -> "CosmosConfig | None":
+def _find_config(root: Path) -> CosmosConfig | None:
     for cand in (root / "cosmos_config.yaml", root / "artifacts" / "cosmos_config.yaml"):
         if cand.is_file():
             return _config_from_file(cand)
@@ -532,7 +551,7 @@ def resolve_model(reference: str | Path, tracking_uri: str | None = None,
             ref = f"models:/{name}/{mv.version}"
     except MlflowException:
         rm = client.get_registered_model(name)
-        versions = sorted((int(v.version) for v in client.search_model_versions(f"name='{name}'")))
+        versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
         aliases = sorted(getattr(rm, "aliases", {}) or {})
         what = f"alias @{alias}" if alias else f"version {version}"
         raise CosmosError(f"{ref}: model {name!r} has no {what}; versions: {versions or 'none'}; "

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from cosmos.config import CosmosConfig
-from cosmos.data import layout
+from cosmos.data import layout, roi
 from cosmos.errors import CosmosError
 from cosmos.resume import KEY_FILE, copy_tree, read_pointer, write_json, write_pointer
 
@@ -171,6 +171,7 @@ def prepare(index: int, cfg: CosmosConfig, *, pseudo_dir: str | Path, data_dir: 
     prepare_round(pseudo_dir, out_dir, cfg, round_index=index, target_images_dir=target,
                   pseudo_labels_dir=kept_dir if index > 0 else None, plans_from=plans_from)
     manifest = load_prepared(out_dir)
+    roi.write_model(roi.model_of(data_dir), out_dir)  # travels with the fold models into the registry
     replay = None
     if index > 0 and previous_prepared_dir is not None:
         same = compare_training_sets(out_dir, previous_prepared_dir)
@@ -228,6 +229,7 @@ def train(index: int, fold: int, cfg: CosmosConfig, *, prepared_dir: str | Path,
                               f"round's models are missing in {teacher_models_dir}")
     fold_dir = train_fold(prepared_dir, fold, out_dir, cfg, parent_run_id=read_run_id(run_dir),
                           tracking_uri=tracking_uri, init_from=init)
+    roi.write_model(roi.model_of(prepared_dir), fold_dir)
     write_pointer(out_dir, fold_dir)
     return {"fold": fold, "init": str(init) if init else "scratch"}
 
@@ -310,7 +312,8 @@ def score(index: int, cfg: CosmosConfig, *, predictions_dir: str | Path, data_di
     the user's scans (a structure the crop missed counts as missed). ``metrics.json`` in ``out_dir``.
     """
     from cosmos.data.roi import uncrop_predictions
-    from cosmos.evaluation.metrics import evaluate_folder, write_json as write_metrics
+    from cosmos.evaluation.metrics import evaluate_folder
+    from cosmos.evaluation.metrics import write_json as write_metrics
 
     full = Path(out_dir) / FULL_PREDICTIONS
     if any(Path(predictions_dir).glob("*_Label.nii.gz")):

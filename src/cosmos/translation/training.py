@@ -51,6 +51,7 @@ from cosmos.data import nifti
 from cosmos.data.layout import SOURCE_DIR, TARGET_DIR, discover
 from cosmos.cpu import apply_threads
 from cosmos.errors import CosmosError
+from cosmos.secrets import redact_params
 from cosmos.logs import progress
 from cosmos.translation import fidelity, losses
 from cosmos.translation.conversion import pick_device
@@ -386,7 +387,7 @@ def _start_or_resume_run(run_json: Path, cfg: CosmosConfig, digest: str):
             new = {k: v for k, v in params.items() if k not in logged}
             changed = {k: v for k, v in params.items() if k in logged and logged[k] != str(v)}
             if new:
-                mlflow.log_params(new)
+                mlflow.log_params(redact_params(new))
             for k, v in changed.items():  # params are immutable in MLflow: record the resume value as a tag
                 mlflow.set_tag(f"resumed.{k}", str(v))
             log.info("resuming MLflow run %s", run_id)
@@ -394,7 +395,7 @@ def _start_or_resume_run(run_json: Path, cfg: CosmosConfig, digest: str):
         except MlflowException as exc:
             log.warning("cannot re-open MLflow run %s (%s); starting a new run", run_id, exc.message)
     run = mlflow.start_run(run_name=f"translator-{cfg.profile}{'' if cfg.translator.segmentor else '-noseg'}")
-    mlflow.log_params(params)
+    mlflow.log_params(redact_params(params))
     mlflow.set_tags({"cosmos.stage": "translator", "dataset_digest": digest, "git_commit": tracking.git_commit(),
                      "profile": cfg.profile, "segmentor": str(cfg.translator.segmentor)})
     _atomic_json({"run_id": run.info.run_id}, run_json)
