@@ -61,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         import json
 
         rounds = json.loads(summary_file.read_text())["rounds"]
-        print("
-per round (target_validation, mean ± std):")
+        print("\nper round (target_validation, mean ± std):")
         for r in rounds:
             s = ((r.get("metrics") or {}).get("summary")) or {}
             cells = "  ".join(f"{k} {s[k]['dice_mean']:.3f}" for k in ("VS", "cochlea", "mean") if k in s)

@@ -84,3 +84,50 @@ def test_there_is_one_orchestration():
     offenders = [str(p) for p in src.rglob("*.py")
                  if re.search(r"def _run_round|class \w*Loop\b", p.read_text())]
     assert offenders == []
+
+
+def _fake_round(tmp_path, k: int, dice: float):
+    """A registered-looking round: one fold dir with a checkpoint, scores, predictions."""
+    import torch
+
+    fold = tmp_path / f"r{k}" / "fold_0"
+    fold.mkdir(parents=True)
+    torch.save({"network_weights": {}}, fold / "checkpoint_final.pth")
+    for name in ("plans.json", "dataset.json", "dataset_fingerprint.json"):
+        (fold / name).write_text("{}")
+    scores = tmp_path / f"scores{k}"
+    scores.mkdir()
+    block = {"dice_mean": dice, "dice_std": 0.0, "assd_mean": 1.0, "assd_std": 0.0}
+    (scores / "metrics.json").write_text(json.dumps({"summary": {s: block for s in ("VS", "cochlea", "mean")},
+                                                     "cases": {}, "errors": {}, "n_cases": 1}))
+    preds = tmp_path / f"preds{k}"
+    preds.mkdir()
+    return fold, scores, preds
+
+
+@pytest.mark.parametrize("policy, champion_version", [("better", "1"), ("always", "2")])
+def test_promotion_gate_holds_the_alias_when_a_round_gets_worse(tmp_path, policy, champion_version):
+    from mlflow import MlflowClient
+
+    cfg = load_config("tiny", overrides=[f"tracking.promote={policy}", "tracking.experiment=gate"])
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    previous = None
+    entries = []
+    for k, dice in ((0, 0.6), (1, 0.5)):  # the student is worse than its teacher
+        fold, scores, preds = _fake_round(tmp_path, k, dice)
+        summary, models = tmp_path / f"summary{k}", tmp_path / f"models{k}"
+        summary.mkdir()
+        models.mkdir()
+        res = rounds.register(k, cfg, fold_dirs=[fold], scores_dir=scores, predictions_dir=preds, run_dir=None,
+                              is_final=k == 1, summary_dir=summary, models_dir=models, tracking_uri=uri,
+                              previous_summary_dir=previous)
+        entries.append(res["entry"])
+        previous = summary
+    alias = MlflowClient(uri).get_model_version_by_alias("cosmos-segmenter", "champion")
+    assert str(alias.version) == champion_version
+    final = json.loads((previous / rounds.ROUNDS_FILE).read_text())
+    assert [r["champion"] for r in final] == ([True, False] if policy == "better" else [False, True])
+    why = final[1]["gate"]["why"]
+    assert ("alias stays" in why) if policy == "better" else ("final round" in why)
+    tags = MlflowClient(uri).get_model_version("cosmos-segmenter", "2").tags
+    assert tags["gate_metric"] == "val_dice_mean" and float(tags["gate_score"]) == pytest.approx(0.5)
