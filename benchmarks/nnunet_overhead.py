@@ -86,6 +86,7 @@ def _child(mode: str, prepared_dir: str, out_dir: str, fold: int, cfg_json: str)
         ckpt = fold_dir / "checkpoint_final.pth"
     else:
         import nnunetv2.run.run_training as rt
+
         from cosmos.segmentation.trainer import TrainerBudget, nnUNetTrainerCosmosBudget
 
         nnUNetTrainerCosmosBudget.default_budget = TrainerBudget.from_config(seg)

@@ -69,7 +69,7 @@ def load_cfg(profile: str, config: str = "", experiment: str = "", overrides: st
 
 
 # True while :func:`run` runs a stage in cluster mode (work_root == ""); read by :func:`tracking`.
-_CLUSTER_MODE: "contextvars.ContextVar[bool]" = contextvars.ContextVar("cosmos_cluster_mode", default=False)
+_CLUSTER_MODE: contextvars.ContextVar[bool] = contextvars.ContextVar("cosmos_cluster_mode", default=False)
 
 TRACKING_SECRET_KEY = "MLFLOW_TRACKING_URI"
 

@@ -28,9 +28,9 @@ def ingest_validate(
     from collections import namedtuple
 
     from components import _runtime as rt
-    from cosmos.selftraining.rounds import check_compiled_shape
     from cosmos.data.storage import fingerprint
     from cosmos.resume import stage_key
+    from cosmos.selftraining.rounds import check_compiled_shape
 
     rt.setup()
     cfg = rt.load_cfg(profile, config)

@@ -73,7 +73,8 @@ def predict_validation(
     key = stage_key("predict_validation", {"round": round_index}, [*model_paths, data.path], cfg, ["segmentation"])
 
     def body(out):
-        from cosmos.selftraining.rounds import fold_model_dirs, predict_validation as predict
+        from cosmos.selftraining.rounds import fold_model_dirs
+        from cosmos.selftraining.rounds import predict_validation as predict
 
         return predict(round_index, cfg, fold_dirs=fold_model_dirs(model_paths), data_dir=data.path,
                        out_dir=out["predictions"])

@@ -1,7 +1,15 @@
 """Ablation bookkeeping: gap closure, the paper-ordering check and the Markdown table (no training here)."""
 
-from cosmos.ablation import (ROW_DA_NO_SEG, ROW_DA_SEG, ROW_ORACLE, ROW_SOURCE_ONLY, cosmos_row, gap_closure,
-                             ordering_check, to_markdown)
+from cosmos.ablation import (
+    ROW_DA_NO_SEG,
+    ROW_DA_SEG,
+    ROW_ORACLE,
+    ROW_SOURCE_ONLY,
+    cosmos_row,
+    gap_closure,
+    ordering_check,
+    to_markdown,
+)
 
 
 def _row(name, dice):

@@ -22,7 +22,6 @@ from cosmos.data.ingest import DatasetError, ingest
 from cosmos.data.phantom import make_phantom
 from cosmos.errors import CosmosError
 
-
 _bucket_counter = iter(range(10_000))
 
 

@@ -70,8 +70,8 @@ def test_target_spacing_is_given_in_plan_order_whatever_the_file_order(file_axes
 # ------------------------------------------------------------------------------ the plan (slow)
 @pytest.mark.slow
 def test_paper_profile_plans_the_published_network_on_a_crossmoda_sized_phantom(tmp_path):
-    from cosmos.data.phantom import make_phantom
     from cosmos.data import layout
+    from cosmos.data.phantom import make_phantom
 
     cfg = load_config("paper", overrides=["segmentation.num_processes=1"])
     seg = cfg.segmentation

@@ -17,7 +17,13 @@ import yaml
 from components import GPU_STAGES, STAGES
 from pipelines.cosmos_pipeline import PipelineOptions, compile_pipeline
 from pipelines.resources import (
-    PROFILE_RESOURCES, RETRY_STAGES, SHM_STAGES, SIDE_EFFECT_STAGES, ScratchVolume, StageResources, quantity,
+    PROFILE_RESOURCES,
+    RETRY_STAGES,
+    SHM_STAGES,
+    SIDE_EFFECT_STAGES,
+    ScratchVolume,
+    StageResources,
+    quantity,
     stage_resources,
 )
 

@@ -10,12 +10,12 @@ import pytest
 
 pytest.importorskip("mlflow")
 
+from test_registry_pyfunc import AFFINE, fake_predict_module, make_fold, make_image  # noqa: E402
+
 from cosmos.cli import main  # noqa: E402
 from cosmos.config import load_config  # noqa: E402
 from cosmos.data.nifti import load, same_grid, save  # noqa: E402
 from cosmos.segmentation import registry  # noqa: E402
-
-from test_registry_pyfunc import AFFINE, fake_predict_module, make_fold, make_image  # noqa: E402
 
 
 @pytest.fixture()

@@ -22,7 +22,6 @@ from cosmos.data.nifti import load, same_grid, save  # noqa: E402
 from cosmos.errors import CosmosError  # noqa: E402
 from cosmos.segmentation import registry  # noqa: E402
 
-
 AFFINE = np.array([[0, -0.5, 0, 10.0], [-0.6, 0, 0, 20.0], [0, 0, 1.2, -5.0], [0, 0, 0, 1]])
 
 

@@ -21,7 +21,7 @@ SAMPLE = """\
                     0.0
     13:57:55 INFO cosmos.stage: stage ingest: start (work dir {out}/work/ingest-1aa6e54cda577840)
     13:57:55 INFO cosmos.data.ingest: copied ['source_training', 'target_training', 'target_validation', 'target_validation_labels'] from {data} to {out}/work/ingest-1aa6e54cda577840/data
-    
+\x20\x20\x20\x20
     validate:   0%|          | 0/5 [00:00<?, ?case/s]
     13:57:56 ERROR cosmos.stage: stage ingest failed: {data}: 1 problem(s) in the dataset:
       {data}/source_training/crossmoda_1_ceT1.nii.gz: corrupt or truncated gzip stream (it ends before its end-of-stream marker)
@@ -55,7 +55,7 @@ SAMPLE = """\
         raise DatasetError(data_uri or "phantom", [to_user(p) for p in report.errors])
     cosmos.data.ingest.DatasetError: {data}: 1 problem(s) in the dataset:
       {data}/source_training/crossmoda_1_ceT1.nii.gz: corrupt or truncated gzip stream (it ends before its end-of-stream marker)
-    
+\x20\x20\x20\x20
 13:57:56.573 - ERROR - Task \x1b[96m'ingest-validate'\x1b[0m finished with status \x1b[91mFAILURE\x1b[0m
 13:57:56 INFO root: Skipping task train-translator: upstream task(s) ['ingest-validate'] failed.
 13:57:56 INFO root: Skipping task translate: upstream task(s) ['ingest-validate', 'train-translator'] failed.

@@ -18,6 +18,7 @@ import pytest
 
 from cosmos.data import storage
 from cosmos.data.storage import S3Settings, StorageError
+from cosmos.errors import CosmosError
 
 
 @pytest.fixture
@@ -227,7 +228,7 @@ def test_ingest_applies_a_storage_config_section(tmp_path, monkeypatch):
 
     monkeypatch.setattr(storage, "_configured", {})
     cfg = SimpleNamespace(storage=SimpleNamespace(connect_timeout=2.0, read_timeout=4.0, max_attempts=2))
-    with pytest.raises(Exception):
+    with pytest.raises(CosmosError):  # the path does not exist; the settings are applied before that check
         ingest(str(tmp_path / "missing"), tmp_path / "out", cfg=cfg)
     st = storage.s3_settings()
     assert (st.connect_timeout, st.read_timeout, st.max_attempts) == (2.0, 4.0, 2)

@@ -23,8 +23,12 @@ from cosmos.data import nifti
 from cosmos.errors import CosmosError
 from cosmos.segmentation import environment
 from cosmos.segmentation.prepare import load_prepared, prepare_round
-from cosmos.segmentation.trainer import (nnUNetTrainerCosmosBalancedDomains, nnUNetTrainerCosmosBudget,
-                                         network_plan_differences, warm_start)
+from cosmos.segmentation.trainer import (
+    network_plan_differences,
+    nnUNetTrainerCosmosBalancedDomains,
+    nnUNetTrainerCosmosBudget,
+    warm_start,
+)
 from cosmos.segmentation.training import build_trainer, train_fold
 
 pytestmark = pytest.mark.slow

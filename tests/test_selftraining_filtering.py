@@ -134,9 +134,8 @@ def test_only_carried_over_labels_is_not_degenerate(tmp_path):
 
 
 def test_pixel_filter_marks_unsure_voxels_with_the_ignore_label(tmp_path):
-    from cosmos.selftraining.filtering import IGNORE_LABEL, filter_from_config
-
     from cosmos.config import load_config
+    from cosmos.selftraining.filtering import IGNORE_LABEL, filter_from_config
 
     d = tmp_path / "pred"
     _label(d / "crossmoda_106_Label.nii.gz", True, True)

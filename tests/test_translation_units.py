@@ -15,8 +15,17 @@ from cosmos.translation import losses
 from cosmos.translation.conversion import convert_volume
 from cosmos.translation.model_io import load_model_dir, save_model_dir
 from cosmos.translation.networks import Generator, GeneratorSpec, PatchDiscriminator
-from cosmos.translation.slices import (SliceGrid, centre_crop_or_pad, normalisation_range, normalise, pad_to_multiple,
-                                       resample_labels, slice_axis, unpad, volume_to_training_slices)
+from cosmos.translation.slices import (
+    SliceGrid,
+    centre_crop_or_pad,
+    normalisation_range,
+    normalise,
+    pad_to_multiple,
+    resample_labels,
+    slice_axis,
+    unpad,
+    volume_to_training_slices,
+)
 from cosmos.translation.training import _check_resume_compatible, epoch_indices, random_flips
 
 

@@ -13,6 +13,7 @@ import sys
 from cosmos.errors import CosmosError
 from cosmos.logs import setup_logging
 
+
 def add_config_args(p: argparse.ArgumentParser, default_profile: str = "tiny") -> None:
     """The shared --profile / --config / --set options."""
     p.add_argument("--profile", default=default_profile, help="named profile: tiny | small | paper")
@@ -33,8 +34,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Imported here, not at the top: each verb module imports add_config_args from this package.
-    from cosmos.cli import (benchmark_cmd, config_cmd, data_cmds, evaluate_cmd, pipeline_cmds, predict_cmd,
-                            selftrain_cmd, serve_cmd, translator_cmds)
+    from cosmos.cli import (
+        benchmark_cmd,
+        config_cmd,
+        data_cmds,
+        evaluate_cmd,
+        pipeline_cmds,
+        predict_cmd,
+        selftrain_cmd,
+        serve_cmd,
+        translator_cmds,
+    )
 
     for mod in (data_cmds, evaluate_cmd, translator_cmds, selftrain_cmd, predict_cmd, serve_cmd, pipeline_cmds,
                 benchmark_cmd, config_cmd):

@@ -113,8 +113,10 @@ def plan_dataset(dataset_id: int, raw_folder: Path, preprocessed_folder: Path, s
     ``segmentation.target_spacing`` goes to nnU-Net's planner as ``overwrite_target_spacing``.
     Same environment as :func:`plan_and_preprocess`. Returns nnU-Net's plans dict.
     """
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprint_dataset,
-                                                                      plan_experiment_dataset)
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
+        extract_fingerprint_dataset,
+        plan_experiment_dataset,
+    )
 
     n = max(1, seg.num_processes)
     verify_integrity(raw_folder, n)
@@ -196,8 +198,7 @@ def derive_topology(spacing: list[float], patch_size: list[int],
     that allows it, because nnU-Net's rule pads the patch rather than shrink the bottleneck.
     A patch that is not divisible by the derived total stride is an error too (nnU-Net would pad it).
     """
-    from nnunetv2.experiment_planning.experiment_planners.network_topology import (get_pool_and_conv_props,
-                                                                                   pad_shape)
+    from nnunetv2.experiment_planning.experiment_planners.network_topology import get_pool_and_conv_props, pad_shape
 
     patch = [int(p) for p in patch_size]
     if len(patch) != len(spacing):
