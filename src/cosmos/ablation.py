@@ -168,7 +168,7 @@ def gap_closure(rows: list[dict[str, Any]]) -> float | None:
     by = {r["name"]: _mean_dice(r) for r in rows}
     cosmos_rows = [r["name"] for r in rows if r["name"].startswith("COSMOS")] or [ROW_DA_SEG]
     final, src, orc = by.get(cosmos_rows[-1]), by.get(ROW_SOURCE_ONLY), by.get(ROW_ORACLE)
-    if None in (final, src, orc) or orc == src:
+    if final is None or src is None or orc is None or orc == src:
         return None
     return (final - src) / (orc - src)
 

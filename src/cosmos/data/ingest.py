@@ -23,6 +23,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
@@ -198,7 +199,7 @@ def write_manifest(ds: CrossModaDataset, path: str | Path, source_uri: str = "")
             for p, kind in ((c.image, c.modality), (c.label, "Label")):
                 if p is None:
                     continue
-                img = nib.load(str(p))
+                img = cast(nib.Nifti1Image, nib.load(str(p)))  # .nii(.gz): Nifti1Image or its subclass Nifti2Image
                 entries.append({
                     "case": c.case_id, "domain": domain, "kind": kind,
                     "path": str(Path(p).relative_to(ds.root)) if Path(p).is_relative_to(ds.root) else str(p),

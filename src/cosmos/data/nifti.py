@@ -49,7 +49,8 @@ class Volume:
     @property
     def spacing(self) -> tuple[float, float, float]:
         """True voxel sizes (mm): column norms of the affine, valid for oblique/permuted grids."""
-        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))
+        x, y, z = (float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))
+        return x, y, z
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -153,7 +154,7 @@ def claimed_bytes(path: str | Path) -> int:
     return offset + int(np.prod(shape, dtype=np.float64) * itemsize)
 
 
-def read_bytes(path: str | Path, cap: int | None = None) -> tuple[bytes, type]:
+def read_bytes(path: str | Path, cap: int | None = None) -> tuple[bytes, type[nib.Nifti1Image]]:
     """The whole (decompressed) NIfTI file, checked before and after reading.
 
     Before: the header's claimed size against the file's own size (a ``.nii`` must hold it all; a

@@ -26,6 +26,7 @@ ETags under an ``s3://`` prefix, so a stage cache keyed on them sees data edited
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import logging
 import os
@@ -95,7 +96,8 @@ def s3_settings() -> S3Settings:
             raise StorageError(f"{env}={raw!r}: expected a number") from None
         if value <= 0:
             raise StorageError(f"{env}={raw!r}: must be positive")
-        settings = replace(settings, **{key: value})
+        change: dict[str, Any] = {key: value}  # key names an S3Settings field; value parsed for it just above
+        settings = replace(settings, **change)
     if "backoff" in _configured:
         settings = replace(settings, backoff=float(_configured["backoff"]))
     return settings
@@ -142,8 +144,14 @@ _RETRY_CODES = {"500", "502", "503", "504", "InternalError", "ServiceUnavailable
 
 def _transient(exc: BaseException) -> str | None:
     """A short reason when ``exc`` is worth retrying (timeouts, dropped connections, 5xx), else None."""
-    from botocore.exceptions import (ClientError, ConnectionClosedError, ConnectTimeoutError,
-                                     EndpointConnectionError, ReadTimeoutError, ResponseStreamingError)
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        ReadTimeoutError,
+        ResponseStreamingError,
+    )
 
     if isinstance(exc, ReadTimeoutError):
         return "read timeout"
@@ -223,7 +231,7 @@ def list_entries(uri: str) -> list[dict[str, Any]]:
         kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": f"{prefix}/" if prefix else ""}
         if token:
             kwargs["ContinuationToken"] = token
-        page = with_retry(f"listing {uri}", lambda: client.list_objects_v2(**kwargs))
+        page = with_retry(f"listing {uri}", functools.partial(client.list_objects_v2, **kwargs))
         for obj in page.get("Contents", []):
             out.append({"key": obj["Key"], "size": int(obj["Size"]), "etag": str(obj.get("ETag", "")).strip('"')})
         token = page.get("NextContinuationToken") if page.get("IsTruncated") else None
@@ -274,7 +282,7 @@ def download(uri: str, dest_dir: str | Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.part")
         try:
-            with_retry(f"s3://{bucket}/{key}", lambda: _get_object(client, bucket, key, tmp))
+            with_retry(f"s3://{bucket}/{key}", functools.partial(_get_object, client, bucket, key, tmp))
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -305,7 +313,7 @@ def upload(local_dir: str | Path, uri: str) -> None:
             todo.append((p, key))
     log.info("upload %s -> %s: %d file(s), %d already present", src, uri, len(files), len(files) - len(todo))
     for p, key in progress(todo, desc="upload", unit="file"):
-        with_retry(f"s3://{bucket}/{key}", lambda: _put_file(client, p, bucket, key))
+        with_retry(f"s3://{bucket}/{key}", functools.partial(_put_file, client, p, bucket, key))
 
 
 def _put_file(client, path: Path, bucket: str, key: str) -> None:

@@ -22,10 +22,10 @@ ending, and ``layout.find_label`` pairs either, so ``validate`` and the pipeline
 
 from __future__ import annotations
 
-import logging
-from collections import defaultdict
 import errno
+import logging
 import os
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,9 +129,9 @@ def check_dataset(root: str | Path, val_labels: str | Path | None = None,
     labels: dict[str, dict[str, Path]] = {}  # folder -> case -> label path
 
     present = sorted(p.name for p in root.iterdir() if not _is_ignorable(p))
-    for folder in required:
-        if not (root / folder).is_dir():
-            problems.append(Problem(str(root / folder), f"missing folder (crossMoDA 2021 layout); {root} holds {present}"))
+    for required_folder in required:
+        if not (root / required_folder).is_dir():
+            problems.append(Problem(str(root / required_folder), f"missing folder (crossMoDA 2021 layout); {root} holds {present}"))
 
     vl_dir = Path(val_labels) if val_labels is not None else root / layout.VALIDATION_LABELS_DIR
     if val_labels is not None and not vl_dir.is_dir():
@@ -228,7 +228,9 @@ def check_dataset(root: str | Path, val_labels: str | Path | None = None,
 
     warnings: list[Problem] = []
     for first, second in progress(pairs, desc="validate", unit="case"):
-        for problem in check_pair(first, second, source=src_lab.get(_case_of(first)) is second is not None):
+        first_case = _case_of(first)
+        is_source = first_case is not None and src_lab.get(first_case) is second is not None
+        for problem in check_pair(first, second, source=is_source):
             (warnings if problem.warning else problems).append(problem)
     return Report(problems, warnings)
 
@@ -254,7 +256,8 @@ def check_pair(image_path: Path, label_path: Path | None = None, source: bool = 
     ``source``: the label is a source (training) label, whose empty foreground is worth a warning.
     """
     problems: list[Problem] = []
-    is_label = layout.parse_name(image_path.name) is not None and layout.parse_name(image_path.name)[1] == "Label"
+    parsed = layout.parse_name(image_path.name)
+    is_label = parsed is not None and parsed[1] == "Label"
     image = _load(image_path, is_label, problems)
     if image is not None and not is_label:
         for why in nifti.usability_problems(image.data, image.affine):

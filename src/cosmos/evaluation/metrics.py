@@ -65,7 +65,8 @@ SUMMARY_KEYS = ("dice_mean", "dice_std", "assd_mean", "assd_std")
 # --------------------------------------------------------------------------- geometry helpers
 def voxel_spacing(affine: np.ndarray) -> tuple[float, float, float]:
     """True voxel sizes (mm) per array axis: the affine's column norms (= header zooms)."""
-    return tuple(float(v) for v in np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0))
+    x, y, z = (float(v) for v in np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0))
+    return x, y, z
 
 
 def _bbox(mask: np.ndarray) -> list[tuple[int, int]] | None:
@@ -308,9 +309,9 @@ def summary_row(summary: dict[str, dict[str, float | None]]) -> list[str]:
 TABLE1_HEADER = ["Dice mean", "Dice VS", "Dice cochlea", "ASSD mean (mm)", "ASSD VS (mm)", "ASSD cochlea (mm)"]
 
 
-def format_table1(rows: list[tuple[str, dict[str, Any] | None, list[str]]], extra_header: list[str] | None = None,
+def format_table1(rows: list[tuple[str, dict[str, Any] | None, Sequence[object]]], extra_header: list[str] | None = None,
                   style: str = "markdown", first: str = "Method") -> str:
-    """THE Table-1 formatter: one row per (name, ``evaluate_folder`` summary or None, extra cells).
+    """THE Table-1 formatter: one row per (name, ``evaluate_folder`` summary or None, extra cells (``str()``-ed)).
 
     ``style``: ``markdown`` (README, report, benchmark.md) or ``text`` (aligned columns for a terminal).
     Unscored rows show ``n/a``.

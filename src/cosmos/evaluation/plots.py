@@ -37,8 +37,8 @@ def canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, tuple[f
     ornt = nio.io_orientation(affine)
     out = nio.apply_orientation(data, ornt)
     zooms = np.linalg.norm(affine[:3, :3], axis=0)
-    spacing = tuple(float(zooms[int(i)]) for i in np.argsort(ornt[:, 0]))
-    return out, spacing
+    x, y, z = (float(zooms[int(i)]) for i in np.argsort(ornt[:, 0]))
+    return out, (x, y, z)
 
 
 def slice_with_most_foreground(label3d: np.ndarray, labels: Sequence[int] | None = None) -> int:
@@ -55,11 +55,11 @@ def slice_with_most_foreground(label3d: np.ndarray, labels: Sequence[int] | None
     return int(np.argmax(counts))
 
 
-def foreground_box(masks: Sequence[np.ndarray], shape: tuple[int, int], spacing: Sequence[float] = (1.0, 1.0),
+def foreground_box(masks: Sequence[np.ndarray | None], shape: tuple[int, int], spacing: Sequence[float] = (1.0, 1.0),
                    margin_mm: float = 15.0, min_size_mm: float = 40.0) -> tuple[slice, slice] | None:
     """A square-in-mm zoom box (array-order slices) around the foreground of 2D ``masks``.
 
-    None when every mask is empty. The box keeps ``margin_mm`` around the structures and spans at
+    None when every mask is empty (a None mask counts as empty). The box keeps ``margin_mm`` around the structures and spans at
     least ``min_size_mm`` so a few-mm cochlea still shows its surroundings.
     """
     union = np.zeros(shape, dtype=bool)
@@ -121,6 +121,7 @@ def draw_overlay(ax, image2d: np.ndarray | None, label2d: np.ndarray | None = No
             spine.set_color("0.85")
     else:
         ref = image2d if image2d is not None else label2d
+        assert ref is not None  # both None took the "not available" branch above
         shown = display_plane(ref if image2d is not None else np.zeros_like(ref, dtype=float))
         lo, hi = _window(shown) if image2d is not None else (0.0, 1.0)
         ax.imshow(shown, cmap="gray", vmin=lo, vmax=hi, aspect=aspect, interpolation="nearest")

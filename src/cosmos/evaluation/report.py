@@ -40,7 +40,7 @@ import html
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, TypeGuard
 
 import numpy as np
 
@@ -72,7 +72,7 @@ class _Block:
     header: list[str] | None = None
     rows: list[list[str]] | None = None
     items: list[str] | None = None
-    children: list["_Block"] | None = None
+    children: list[_Block] | None = None
 
 
 def _md_cell(text: str) -> str:
@@ -98,6 +98,7 @@ def _to_markdown(blocks: Iterable[_Block]) -> str:
             out.extend("| " + " | ".join(_md_cell(c) for c in r) + " |" for r in b.rows or [])
             out.append("")
         elif b.kind == "img":
+            assert b.items, "an img block holds its file path in items"
             out.append(f"![{b.text}]({Path(b.items[0]).name})\n")
         elif b.kind == "details":
             out.append(f"<details><summary>{html.escape(b.text)}</summary>\n")
@@ -131,6 +132,7 @@ def _to_html(blocks: Iterable[_Block], title: str, embed: bool = True) -> str:
                                for r in b.rows or [])
                 out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
             elif b.kind == "img":
+                assert b.items, "an img block holds its file path in items"
                 path = Path(b.items[0])
                 if embed:
                     src = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
@@ -160,8 +162,8 @@ def _path(value: Any) -> Path | None:
     return Path(value) if value not in (None, "") else None
 
 
-def _has_scores(metrics: dict | None) -> bool:
-    return bool(metrics) and bool(metrics.get("n_cases", len(metrics.get("cases", {}))))
+def _has_scores(metrics: dict | None) -> TypeGuard[dict]:
+    return bool(metrics and metrics.get("n_cases", len(metrics.get("cases", {}))))
 
 
 def _round_name(rnd: dict) -> str:
@@ -229,7 +231,7 @@ def _load_canonical(path: Path | None, label: bool = False):
 def _label_files(folder: Path | None) -> dict[str, Path]:
     if folder is None or not folder.is_dir():
         return {}
-    out = {}
+    out: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
         case = layout.parse_prediction_name(p.name)
         if case is not None:
@@ -295,10 +297,8 @@ def _figure_translation(data_dir: Path, pseudo_dir: Path, out: Path, max_cases: 
         k = plots.slice_with_most_foreground(lab[0]) if lab else ref[0].shape[2] // 2
         spacing = ref[1]
 
-        def plane(v):
-            return v[0][:, :, k] if v is not None and v[0].shape == ref[0].shape else None
-
-        t1p, psp, labp = plane(t1), plane(ps), plane(lab)
+        t1p, psp, labp = [v[0][:, :, k] if v is not None and v[0].shape == ref[0].shape else None
+                          for v in (t1, ps, lab)]
         box = plots.foreground_box([labp], ref[0].shape[:2], spacing) if labp is not None else None
         asp = _aspect(spacing)
         plots.draw_overlay(axes[r, 0], t1p, None, aspect=asp)
@@ -306,9 +306,9 @@ def _figure_translation(data_dir: Path, pseudo_dir: Path, out: Path, max_cases: 
         plots.draw_overlay(axes[r, 2], _crop(t1p, box), _crop(labp, box), aspect=asp, mode="contour")
         plots.draw_overlay(axes[r, 3], _crop(psp, box), _crop(labp, box), aspect=asp, mode="contour")
         if box is not None and _box_fraction(box, ref[0].shape[:2]) < 0.8:
-            for c, p in ((0, t1p), (1, psp)):
-                if p is not None:
-                    _draw_box(axes[r, c], box, p.shape)
+            for c, panel in ((0, t1p), (1, psp)):
+                if panel is not None:
+                    _draw_box(axes[r, c], box, panel.shape)
         _row_label(axes[r, 0], f"{case.case_id}  z={k}")
     for c, name in enumerate(cols):
         axes[0, c].set_title(name, fontsize=9)
@@ -357,7 +357,7 @@ def _figure_rounds(images: dict[str, Path], rounds: list[dict], key: str, gt: di
         planes = [lab[0][:, :, k] if lab is not None else None for lab in labels]
         box = plots.foreground_box(planes, shape[:2], spacing)
         img_plane = image[0][:, :, k] if image is not None else None
-        for c, ((col_name, files, rnd), plane) in enumerate(zip(columns, planes)):
+        for c, ((_col_name, files, rnd), plane) in enumerate(zip(columns, planes)):
             caption = None
             if rnd is not None and key == "pseudo_labels_dir":
                 if case in (rnd.get("dropped") or []):

@@ -17,6 +17,7 @@ or per call (``nnUNet_n_proc_DA``); both matter a lot on small CPU machines:
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import os
 import random
@@ -27,7 +28,15 @@ from typing import Iterator
 log = logging.getLogger(__name__)
 
 _PATH_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
-_UNSET = object()
+
+
+class _Unset(enum.Enum):
+    """Type of the "argument omitted" default (None is a value there: it unsets the variable)."""
+
+    TOKEN = 0
+
+
+_UNSET = _Unset.TOKEN
 
 DEFAULT_NUM_PROCESSES = 2
 
@@ -44,7 +53,7 @@ def set_process_defaults(num_processes: int = DEFAULT_NUM_PROCESSES) -> None:
     for name, mod in list(sys.modules.items()):
         if name.startswith("nnunetv2") and mod is not None and hasattr(mod, "default_num_processes"):
             try:
-                setattr(mod, "default_num_processes", n)
+                setattr(mod, "default_num_processes", n)  # noqa: B010 - module found at run time, unknown to mypy
             except Exception:  # pragma: no cover - exotic module objects
                 pass
 
@@ -55,7 +64,7 @@ def nnunet_env(
     preprocessed: str | Path | None = None,
     results: str | Path | None = None,
     *,
-    n_proc_da: int | None | object = _UNSET,
+    n_proc_da: int | None | _Unset = _UNSET,
     num_processes: int = DEFAULT_NUM_PROCESSES,
     compile: bool = False,
     torch_threads: int = 0,
@@ -70,7 +79,7 @@ def nnunet_env(
     for var, value in zip(_PATH_VARS, (raw, preprocessed, results)):
         if value is not None:
             wanted[var] = str(Path(value).resolve())
-    if n_proc_da is not _UNSET:
+    if not isinstance(n_proc_da, _Unset):
         wanted["nnUNet_n_proc_DA"] = None if n_proc_da is None else str(int(n_proc_da))
     wanted["nnUNet_compile"] = "1" if compile else "0"
     saved = {k: os.environ.get(k) for k in list(wanted) + ["nnUNet_def_n_proc"]}

@@ -30,8 +30,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from cosmos.config import CosmosConfig
-from cosmos.data import layout, nifti
 from cosmos.cpu import resolve_threads
+from cosmos.data import layout, nifti
 from cosmos.errors import CosmosError
 from cosmos.logs import progress
 from cosmos.segmentation import environment
@@ -113,7 +113,11 @@ def load_folds(fold_model_dirs: Iterable[str | Path], checkpoint: str = "checkpo
     dirs = [Path(d) for d in fold_model_dirs]
     if not dirs:
         raise CosmosError("no fold model directories given")
-    plans = dataset_json = configuration = trainer_name = mirror = None
+    plans: dict | None = None
+    dataset_json: dict | None = None
+    configuration: str | None = None
+    trainer_name: str | None = None
+    mirror = None
     params: list[dict] = []
     h = hashlib.sha256()
     for d in dirs:
@@ -139,6 +143,8 @@ def load_folds(fold_model_dirs: Iterable[str | Path], checkpoint: str = "checkpo
         params.append(ckpt["network_weights"])
         st = ckpt_path.stat()
         h.update(f"{ckpt_path.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    # set by the first fold (dirs is non-empty); configuration is a key of plans["configurations"]
+    assert plans is not None and dataset_json is not None and configuration is not None and trainer_name is not None
     return FoldEnsemble(dirs, plans, dataset_json, configuration, trainer_name, params,
                         tuple(mirror) if mirror is not None else None, h.hexdigest()[:16])
 
@@ -172,8 +178,7 @@ def build_predictor(ensemble: FoldEnsemble, device, mirroring: bool, tile_step_s
 # ------------------------------------------------------------------------------ post-processing
 def keep_largest_vs_component(seg: np.ndarray) -> np.ndarray:
     """All-but-largest 3D connected component removed for VS (label 1) only; cochlea untouched."""
-    from nnunetv2.postprocessing.remove_connected_components import (
-        remove_all_but_largest_component_from_segmentation)
+    from nnunetv2.postprocessing.remove_connected_components import remove_all_but_largest_component_from_segmentation
 
     if not np.any(seg == VS_LABEL):
         return seg

@@ -23,6 +23,7 @@ import logging
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 from cosmos.config import CosmosConfig
 from cosmos.errors import CosmosError
@@ -113,7 +114,7 @@ def _label_digest(path: Path) -> str:
     import nibabel as nib
     import numpy as np
 
-    img = nib.load(str(path))
+    img = cast(nib.Nifti1Image, nib.load(str(path)))  # .nii(.gz): Nifti1Image or its subclass Nifti2Image
     arr = np.ascontiguousarray(np.asanyarray(img.dataobj).astype(np.uint8))
     h = hashlib.sha256(arr.tobytes())
     h.update(repr((arr.shape, np.round(img.affine, 5).tolist())).encode())
@@ -222,6 +223,7 @@ def prepare_round(pseudo_dir: str | Path, out_dir: str | Path, cfg: CosmosConfig
         if (target_images_dir is None) != (pseudo_labels_dir is None):
             raise CosmosError("a student round needs both target_images_dir and pseudo_labels_dir")
         if target_images_dir is not None:
+            assert pseudo_labels_dir is not None  # both or neither, checked just above
             real = export.collect_real_cases(target_images_dir, pseudo_labels_dir)
             if not real:
                 log.warning("round %d: no pseudo-labelled real hrT2 cases in %s; the student trains on pseudo-hrT2 "

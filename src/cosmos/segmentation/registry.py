@@ -179,10 +179,10 @@ def segment_files(fold_dirs: Sequence[str | Path], files: Sequence[str | Path], 
         written = predict([Path(d) for d in fold_dirs], files, out_dir, cfg, mirroring=mirroring)
     by_name = {Path(w).name: Path(w) for w in written}
     outputs = []
-    for f in files:
-        produced = by_name.get(output_name(f))
+    for scan in files:
+        produced = by_name.get(output_name(scan))
         if produced is None or not produced.is_file():
-            raise CosmosError(f"{f}: the segmenter wrote no prediction (expected {output_name(f)} in {out_dir})")
+            raise CosmosError(f"{scan}: the segmenter wrote no prediction (expected {output_name(scan)} in {out_dir})")
         outputs.append(produced)
     return outputs
 
@@ -551,10 +551,10 @@ def resolve_model(reference: str | Path, tracking_uri: str | None = None,
             ref = f"models:/{name}/{mv.version}"
     except MlflowException:
         rm = client.get_registered_model(name)
-        versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+        numbers = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
         aliases = sorted(getattr(rm, "aliases", {}) or {})
         what = f"alias @{alias}" if alias else f"version {version}"
-        raise CosmosError(f"{ref}: model {name!r} has no {what}; versions: {versions or 'none'}; "
+        raise CosmosError(f"{ref}: model {name!r} has no {what}; versions: {numbers or 'none'}; "
                           f"aliases: {', '.join('@' + a for a in aliases) or 'none'}") from None
     dst = Path(dst_dir) if dst_dir is not None else Path(tempfile.mkdtemp(prefix="cosmos-model-"))
     dst.mkdir(parents=True, exist_ok=True)

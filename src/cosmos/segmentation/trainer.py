@@ -93,7 +93,7 @@ class TrainerBudget:
     ce_class_weights: list[float] | None = None  # one per label (background first); None = unweighted
 
     @classmethod
-    def from_config(cls, seg, prepared=None, lr_scale: float = 1.0) -> "TrainerBudget":
+    def from_config(cls, seg, prepared=None, lr_scale: float = 1.0) -> TrainerBudget:
         """The budget for one fold.
 
         ``prepared`` (a ``PreparedRound``): with ``seg.scale_iterations_with_cases`` the iterations
@@ -118,14 +118,17 @@ class nnUNetTrainerCosmosBudget(nnUNetTrainer):
     #: Applied in ``__init__`` when set. Lets code that constructs the trainer the nnU-Net way
     #: (``nnunetv2.run.run_training``, used by benchmarks/nnunet_overhead.py) get the same budget.
     default_budget: TrainerBudget | None = None
+    #: Set by ``nnUNetTrainer.__init__`` (untyped there): the path of its text log.
+    log_file: str
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.epoch_end_callbacks: list[EpochCallback] = []
         self.ce_class_weights: list[float] | None = None
-        if type(self).default_budget is not None:
-            self.apply_budget(type(self).default_budget)
+        budget = type(self).default_budget
+        if budget is not None:
+            self.apply_budget(budget)
 
     # ------------------------------------------------------------------ configuration
     def apply_budget(self, budget: TrainerBudget) -> None:

@@ -37,7 +37,7 @@ import numpy as np
 
 from cosmos.config import SelfTrainingConfig
 from cosmos.data.layout import LABELS, case_sort_key, label_name, parse_prediction_name
-from cosmos.data.nifti import load, save
+from cosmos.data.nifti import Volume, load, save
 from cosmos.errors import CosmosError
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ def confident_label(data: np.ndarray, probabilities: np.ndarray, threshold: floa
     return out
 
 
-def _pixel_filtered(prediction: Path, threshold: float) -> tuple[np.ndarray, object, float]:
+def _pixel_filtered(prediction: Path, threshold: float) -> tuple[np.ndarray, Volume, float]:
     vol = load(prediction, label=True)
     npz = _probabilities_file(prediction)
     if not npz.is_file():

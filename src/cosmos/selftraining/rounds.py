@@ -259,7 +259,7 @@ def pseudo_label(index: int, cfg: CosmosConfig, *, fold_dirs: Sequence[str | Pat
     change = label_change(previous_kept_dir, kept_dir) if previous_kept_dir is not None else None
     write_json(Path(kept_dir) / CHANGE_FILE, change)
     run = _round_run(index, run_dir, tracking_uri)
-    values = {"pseudo_labels_kept": len(filt.kept), "pseudo_labels_dropped": len(filt.dropped),
+    values: dict[str, float] = {"pseudo_labels_kept": len(filt.kept), "pseudo_labels_dropped": len(filt.dropped),
               "pseudo_labels_carried": len(filt.carried_over)}
     if change is not None:
         values["pseudo_labels_changed"] = float(change["n_changed"])

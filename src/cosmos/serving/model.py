@@ -15,11 +15,14 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from cosmos.errors import CosmosError
 from cosmos.serving._kserve import kserve
 from cosmos.serving.codec import RequestError, Scan, scans_from_v1, scans_from_v2, v1_response, v2_response, write_scans
+
+if TYPE_CHECKING:
+    from cosmos.config import CosmosConfig
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +34,8 @@ class CosmosSegmenterModel(kserve.Model):
     Kubernetes readiness probe hold traffic back while the registry download runs.
     """
 
-    def __init__(self, name: str, reference: str, tracking_uri: str | None = None, fallback_cfg=None,
+    def __init__(self, name: str, reference: str, tracking_uri: str | None = None,
+                 fallback_cfg: CosmosConfig | None = None,
                  overrides: Sequence[str] = (), mirroring: bool | None = None, max_bytes: int = 256 * 2 ** 20):
         super().__init__(name)
         self.reference = reference
@@ -42,7 +46,7 @@ class CosmosSegmenterModel(kserve.Model):
         self.max_bytes = max_bytes
         self.version: str | None = None
         self.fold_dirs: list[Path] = []
-        self.cfg = None
+        self.cfg: CosmosConfig | None = None  # set by load(), with ready
         self.load_error: str | None = None
         self._lock = threading.Lock()  # one prediction at a time: each already uses every core
         self._home = Path(tempfile.mkdtemp(prefix="cosmos-serve-"))
@@ -95,7 +99,7 @@ class CosmosSegmenterModel(kserve.Model):
         """Label files (bytes of ``.nii.gz``) for ``scans``, in order."""
         from cosmos.segmentation.registry import collect_nifti_inputs, segment_files
 
-        if not self.ready:
+        if not self.ready or self.cfg is None:
             raise CosmosError(f"model {self.name} is not loaded yet")
         with tempfile.TemporaryDirectory(prefix="request-", dir=self._home) as tmp:
             files = write_scans(scans, Path(tmp) / "in", self.max_bytes)
