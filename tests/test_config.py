@@ -76,7 +76,7 @@ def test_overrides_are_typed_and_checked():
 
 def test_loss_presets_resolve():
     cfg = load_config("tiny")
-    assert cfg.translator.loss_preset == "paper"
+    assert cfg.translator.loss_preset == "custom"  # tiny's translator weights are tuned by hand (config.py)
     report = apply_loss_preset(cfg, "report")
     for key, value in LOSS_PRESETS["report"].items():
         assert getattr(report.translator, key) == value
