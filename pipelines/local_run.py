@@ -192,15 +192,20 @@ def _execute(pipeline, args: dict[str, Any], out: Path, verbose: bool) -> Path:
             warnings.filterwarnings("ignore", message=r"You may be attemping to run a task that uses custom")
             warnings.filterwarnings("ignore", category=FutureWarning)
             warnings.filterwarnings("ignore", category=UserWarning, module=r"kfp\..*")
+            from pipelines.live_view import choose_mode, make_view, plan_tasks
             from pipelines.run_guard import supervise  # one-line stage failures, full log file, no orphans
 
-            with supervise(out, work_root, args.get("data_uri", ""), args.get("val_labels_uri", ""), verbose):
+            # One line per stage on a terminal (plain stage lines in a pod or CI); --verbose: the full stream.
+            view = make_view(choose_mode(stdout, verbose), stdout, title=f"COSMOS {getattr(pipeline, 'name', '')}")
+            plan = plan_tasks(pipeline, args) if view is not None else None
+            with supervise(out, work_root, args.get("data_uri", ""), args.get("val_labels_uri", ""), verbose,
+                           view=view, plan=plan):
                 task = pipeline(**args)
     except RuntimeError as exc:
         message = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).rstrip(". ")
-        raise CosmosError(f"local pipeline run failed: {message}. The task's log is above (look for 'failed:'); "
-                          f"fix the cause and re-run the same command: finished stages are reused from "
-                          f"{work_root}.") from None
+        raise CosmosError(f"local pipeline run failed: {message}. The failed task's log is in {out / 'logs'} "
+                          f"(look for 'failed:'); fix the cause and re-run the same command: finished stages are "
+                          f"reused from {work_root}.") from None
     finally:
         if not verbose:
             sys.stdout.flush()
@@ -374,14 +379,16 @@ def run_benchmark_local(cfg, out_dir: str | Path, *, data: str, val_labels: str 
 def describe(result: LocalRunResult) -> str:
     """The closing message: where everything is, and how to open the MLflow UI."""
     lines = ["", f"COSMOS run finished in {result.wall_seconds:.0f} s ({result.out_dir})"]
-    ran = [s for s in result.stage_seconds if not s.get("reused")]
+    ran = sorted((s for s in result.stage_seconds if not s.get("reused")), key=lambda s: -s["seconds"])
     reused = [s for s in result.stage_seconds if s.get("reused")]
+    # One line, not one per stage: the live view above (or the plain stage lines) already listed each stage.
     if ran:
-        lines.append("  stage timings (this invocation):")
-        for s in ran:
-            lines.append(f"    {s['stage']:<28} {s['seconds']:8.1f} s")
-    if reused:
-        lines.append(f"  reused {len(reused)} finished stage(s) from an earlier run")
+        slowest = ", ".join(f"{s['stage']} {s['seconds']:.0f} s" for s in ran[:3])
+        lines.append(f"  stages      : {len(ran)} ran ({result.compute_seconds:.0f} s of compute; slowest {slowest})"
+                     + (f", {len(reused)} reused" if reused else ""))
+    elif reused:
+        lines.append(f"  stages      : all {len(reused)} reused from an earlier run")
+    lines.append(f"  stage logs  : {result.out_dir / 'logs'}/<stage>.log  (every task: tasks.log)")
     n_pred = len(list(result.predictions_dir.glob("*.nii.gz")))
     lines += [
         f"  predictions : {result.predictions_dir}  ({n_pred} target-validation case(s))",

@@ -10,6 +10,8 @@ named the work-dir copy. Now, while the pipeline runs:
 * the failing stage's own error line (``stage X failed: ...``, logged by ``cosmos.resume``) is
   remembered, and a failed run raises it as the CosmosError, so the LAST lines printed are the
   problem, naming the user's own path or ``s3://`` key (work-dir copies are mapped back);
+* with a view (:mod:`pipelines.live_view`, the default of ``cosmos run``), the console shows one line
+  per stage instead of the stream, and every stage's lines also go to ``OUT/logs/<stage>.log``;
 * :mod:`cosmos.process_guard` ends every task process when ``cosmos run`` dies, however it dies;
 * kfp.local's task cache is cleared when the input data changed since the last run
   (:func:`forget_stale_cache`): that cache keys a task on its parameters, and a folder or ``s3://``
@@ -27,7 +29,10 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import TYPE_CHECKING, Iterator, TextIO
+
+if TYPE_CHECKING:
+    from pipelines.live_view import StageRouter, View
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +47,23 @@ def _indent(line: str) -> int:
 
 
 class TaskOutput(io.TextIOBase):
-    """A stdout replacement: everything to the log file, tracebacks kept off the console, failures noted."""
+    """A stdout replacement: everything to the log file, tracebacks kept off the console, failures noted.
 
-    def __init__(self, console: TextIO, log_file: Path, hide_tracebacks: bool = True):
+    With a ``router`` (:class:`pipelines.live_view.StageRouter`) the console gets nothing from here:
+    the router's view decides what a person sees. Lines are split per writing thread, because
+    kfp.local prints parallel tasks' output from their own threads (one ``print`` is two writes).
+    """
+
+    def __init__(self, console: TextIO, log_file: Path, hide_tracebacks: bool = True,
+                 router: StageRouter | None = None):
         super().__init__()
         self._console = console
+        self._router = router
         self._hide = hide_tracebacks
         log_file.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(log_file, "a", encoding="utf-8", errors="replace")
         self._file.write(f"===== cosmos run {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n")
-        self._buf = ""
+        self._bufs: dict[int, str] = {}
         self._lock = threading.Lock()
         self._tb_indent: int | None = None  # inside a traceback printed at this indent
         self._tb_exception_seen = False
@@ -67,11 +79,13 @@ class TaskOutput(io.TextIOBase):
         if self._file.closed:  # a late line from a thread after the run: straight to the console
             self._console.write(text)
             return len(text)
+        tid = threading.get_ident()
         with self._lock:
-            self._buf += text
-            while "\n" in self._buf:
-                line, self._buf = self._buf.split("\n", 1)
-                self._line(line)
+            buf = self._bufs.get(tid, "") + text
+            while "\n" in buf:
+                line, buf = buf.split("\n", 1)
+                self._line(line, tid)
+            self._bufs[tid] = buf
         return len(text)
 
     def write_log_only(self, line: str) -> None:
@@ -79,11 +93,13 @@ class TaskOutput(io.TextIOBase):
             if not self._file.closed:
                 self._file.write(line.rstrip("\n") + "\n")
 
-    def _line(self, raw: str) -> None:
+    def _line(self, raw: str, thread: int | None = None) -> None:
         self._file.write(raw + "\n")
         line = _ANSI.sub("", raw)
         show = self._track(line)
-        if show or not self._hide:
+        if self._router is not None:
+            self._router.feed(raw, thread)
+        elif show or not self._hide:
             self._console.write(raw + "\n")
 
     def _track(self, line: str) -> bool:
@@ -123,11 +139,13 @@ class TaskOutput(io.TextIOBase):
         with self._lock:
             if self._file.closed:
                 return
-            if self._buf:
-                self._line(self._buf)
-                self._buf = ""
+            for tid, buf in list(self._bufs.items()):
+                if buf:
+                    self._line(buf, tid)
+            self._bufs.clear()
             self._file.flush()
-        self._console.flush()
+        if self._router is None:
+            self._console.flush()
 
     def close(self) -> None:
         self.flush()
@@ -213,34 +231,64 @@ def forget_stale_cache(out: Path, data_uri: str, val_labels_uri: str = "", cache
 
 @contextmanager
 def supervise(out: Path, work_root: Path | None = None, data_uri: str = "", val_labels_uri: str = "",
-              verbose: bool = False) -> Iterator[TaskOutput]:
-    """Wrap ``pipeline(**args)``: see the module docstring. A failed stage becomes one CosmosError."""
+              verbose: bool = False, view: View | None = None, plan: list | None = None) -> Iterator[TaskOutput]:
+    """Wrap ``pipeline(**args)``: see the module docstring. A failed stage becomes one CosmosError.
+
+    ``view``: a :mod:`pipelines.live_view` view (live table or plain stage lines) that replaces the
+    console stream; ``plan``: the pipeline's tasks (:func:`pipelines.live_view.plan_tasks`), its
+    waiting rows. Without a view the console gets the filtered stream, as before.
+    """
     from cosmos import process_guard
     from cosmos.errors import CosmosError
 
     out = Path(out)
     forget_stale_cache(out, data_uri, val_labels_uri)
+    work = work_root or out / "work"
+    router = None
+    if view is not None:
+        from pipelines.live_view import StageRouter
+
+        router = StageRouter(out / "logs", view, plan or [],
+                             humanize=lambda text: user_paths(text, work, data_uri, val_labels_uri))
     guard = process_guard.start()
-    output = TaskOutput(sys.stdout, out / "logs" / "tasks.log", hide_tracebacks=not verbose)
+    output = TaskOutput(sys.stdout, out / "logs" / "tasks.log", hide_tracebacks=not verbose, router=router)
     saved = sys.stdout
     sys.stdout = output  # type: ignore[assignment]
     noise = _NoiseToLog(output)
-    handlers = [] if verbose else list(logging.getLogger().handlers)
+    handlers = [] if verbose or router is not None else list(logging.getLogger().handlers)
     for handler in handlers:
         handler.addFilter(noise)
+    streams: list[tuple[logging.StreamHandler, object]] = []
+    if router is not None:  # kfp.local's lines that land on our own handlers (its handler swap races)
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                stream = router.log_stream(handler.stream)
+                stream.tasks_log = output.write_log_only
+                streams.append((handler, handler.setStream(stream)))  # type: ignore[arg-type]
+    ok: bool | None = None
     try:
         yield output
+        ok = True
     except RuntimeError:
+        ok = False
         output.flush()
-        message = output.failure_message(work_root or out / "work", data_uri, val_labels_uri)
+        if router is not None:
+            router.close(ok=False)
+        message = output.failure_message(work, data_uri, val_labels_uri)
         if message is None:
             raise
-        log.info("full task log: %s. Fix the cause and re-run the same command: finished stages are reused.",
-                 output.log_file)
+        failed = router.failed() if router is not None else []
+        where = ", ".join(str(r.log_path) for r in failed if r.log_path) or str(output.log_file)
+        log.info("full log: %s. Fix the cause and re-run the same command: finished stages are reused.", where)
         raise CosmosError(message) from None
     finally:
         sys.stdout = saved
         for handler in handlers:
             handler.removeFilter(noise)
+        output.flush()
+        if router is not None:
+            router.close(ok=ok)
+        for handler, original in streams:
+            handler.setStream(original)  # type: ignore[arg-type]
         output.close()
         guard.stop()

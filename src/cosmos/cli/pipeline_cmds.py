@@ -27,7 +27,9 @@ def register(sub) -> None:
     p.add_argument("--val-labels", default=None,
                    help="validation labels (folder or s3://); default: DATA/target_validation_labels if present")
     p.add_argument("--out", default="cosmos-out", help="output folder (default ./cosmos-out)")
-    p.add_argument("--verbose", action="store_true", help="show kfp.local's full task echo (executor inputs)")
+    p.add_argument("--verbose", action="store_true",
+                   help="stream every task's full output (nnU-Net, kfp.local's executor echo) instead of the "
+                        "one-line-per-stage view; each stage's full log is in OUT/logs/<stage>.log either way")
     add_config_args(p)
     p.set_defaults(func=_run)
 

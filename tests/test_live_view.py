@@ -1,0 +1,355 @@
+"""The terminal view of ``cosmos run``: recorded task output in, per-stage logs and a compact console out.
+
+The lines below are real ones from a tiny run's ``OUT/logs/tasks.log`` (executor JSON and nnU-Net's
+plan dumps shortened). They go through the same objects ``cosmos run`` uses (``TaskOutput`` ->
+``StageRouter`` -> a view), without running a pipeline.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from pipelines import live_view, run_guard
+from pipelines.live_view import LiveView, PlainView, PlannedTask, StageRouter, choose_mode
+
+C, G, R, X = "\x1b[96m", "\x1b[92m", "\x1b[91m", "\x1b[0m"
+
+INGEST = f"""14:04:20.830 - INFO - Executing task {C}'ingest-validate'{X}
+14:04:20.830 - INFO - Streamed logs:
+
+    [KFP Executor 2026-11-29 14:04:21,351 INFO]: Got executor_input:
+    {{
+        "inputs": {{
+            "parameterValues": {{
+                "profile": "tiny",
+                "work_root": "/o/work"
+            }}
+        }}
+    }}
+    14:04:22 INFO cosmos.stage: stage ingest: start (work dir /o/work/ingest-516bc388c130c42f)
+    14:04:27 INFO cosmos.data.phantom: phantom: generating 10 of 10 cases (scale=small, seed=0) in /o/work/ingest
+    phantom:   0%|          | 0/10 [00:00<?, ?case/s]
+    phantom:  50%|█████     | 5/10 [00:11<00:11,  2.35s/case]
+    phantom: 100%|██████████| 10/10 [00:23<00:00,  2.32s/case]
+    14:05:00 INFO cosmos.stage: stage ingest: done in 38.7 s
+    14:05:00 INFO root: Wrote executor output file to /o/pipeline_root/ingest-validate/executor_output.json.
+
+
+14:05:00.897 - INFO - Task {C}'ingest-validate'{X} finished with status {G}SUCCESS{X}
+14:05:00.898 - INFO - Task {C}'ingest-validate'{X} outputs:
+    n_source: 4
+    data: Dataset( name='data',
+                   uri='/o/pipeline_root/ingest-validate/data',
+                   metadata={{'n_source': 4.0}} )
+--------------------------------------------------------------------------------
+"""
+
+CROP_CACHED = "14:05:00 INFO root: Task crop-roi cache hit (key=3f2a9c81d0aa); skipping execution.\n"
+
+TRAIN_FOLD = f"""14:15:48.343 - INFO - Executing task {C}'train-fold'{X}
+14:15:48.343 - INFO - Streamed logs:
+
+    14:15:49 INFO cosmos.stage: stage train_fold0_0: start (work dir /o/work/train_fold0_0-182805e18df530c5)
+    14:16:31 INFO cosmos.segmentation.training: training fold 0 of round 0 on cpu (3d_fullres_cosmos, 2 epochs, \
+DA workers 0, seed 0)
+    Using device: cpu
+
+    #######################################################################
+    Please cite the following paper when using nnU-Net:
+    Isensee, F., Jaeger, P. F., Kohl, S. A., Petersen, J., & Maier-Hein, K. H. (2021). nnU-Net: a self-configuring \
+method for deep learning-based biomedical image segmentation. Nature methods, 18(2), 203-211.
+    #######################################################################
+
+    This is the configuration used by this training:
+    Configuration name: 3d_fullres_cosmos
+     {{'data_identifier': 'nnUNetPlans_3d_fullres', 'preprocessor_name': 'DefaultPreprocessor', 'batch_size': 2}}
+
+    2026-11-29 14:16:37.367213: Epoch 0
+    2026-11-29 14:16:37.367327: Current learning rate: 0.01
+    2026-11-29 14:17:47.491233: train_loss 1.5332
+    2026-11-29 14:17:47.502194: Epoch time: 70.13 s
+    2026-11-29 14:17:47.510000: Epoch 1
+    2026-11-29 14:17:49.502194: Epoch time: 2.01 s
+    2026-11-29 14:17:53.988610: Training done.
+    14:17:54 WARNING cosmos.segmentation.training: fold 0: validation Dice is 0 (too few epochs to learn)
+    14:17:54 INFO cosmos.stage: stage train_fold0_0: done in 124.8 s
+
+
+14:17:55.025 - INFO - Task {C}'train-fold'{X} finished with status {G}SUCCESS{X}
+--------------------------------------------------------------------------------
+14:17:55.035 - INFO - Pipeline 'cosmos-pipeline' finished with status SUCCESS
+"""
+
+FAILED = f"""13:59:20.291 - INFO - Executing task {C}'ingest-validate'{X}
+13:59:20.291 - INFO - Streamed logs:
+
+    13:59:20 INFO cosmos.stage: stage ingest: start (work dir /o/work/ingest-1aa6e54cda577840)
+    13:59:21 INFO cosmos.data.ingest: copied ['source_training', 'target_training'] from /home/me/bad to /o/work/ingest
+    validate: 100%|██████████| 5/5 [00:00<00:00, 23.47case/s]
+    13:59:21 ERROR cosmos.stage: stage ingest failed: /home/me/bad: 1 problem(s) in the dataset:
+      /home/me/bad/source_training/crossmoda_1_ceT1.nii.gz: corrupt or truncated gzip stream
+    Traceback (most recent call last):
+      File "/work/main/src/cosmos/resume.py", line 108, in _call
+        return body(dirs)
+               ^^^^^^^^^^
+      File "/work/main/src/cosmos/data/ingest.py", line 104, in ingest
+        raise DatasetError(data_uri or "phantom", [to_user(p) for p in report.errors])
+    cosmos.data.ingest.DatasetError: /home/me/bad: 1 problem(s) in the dataset:
+      /home/me/bad/source_training/crossmoda_1_ceT1.nii.gz: corrupt or truncated gzip stream
+
+
+13:59:21.995 - ERROR - Task {C}'ingest-validate'{X} finished with status {R}FAILURE{X}
+--------------------------------------------------------------------------------
+Skipping task train-translator: upstream task(s) ['ingest-validate'] failed.
+Skipping task for-loop-1: upstream task(s) ['train-translator'] failed.
+"""
+
+PLAN = [PlannedTask("ingest-validate", "ingest + validate"), PlannedTask("crop-roi", "crop to the inner-ear region"),
+        PlannedTask("train-translator", "train translator (CycleGAN)"),
+        PlannedTask("train-fold", "round 0: train fold", ("for-loop-1",))]
+
+
+def _section_lines(text: str) -> list[str]:
+    return [run_guard._ANSI.sub("", line) for line in text.splitlines()]
+
+
+def _run(tmp_path: Path, text: str, view: live_view.View, plan=PLAN) -> tuple[StageRouter, run_guard.TaskOutput]:
+    """Feed ``text`` the way kfp.local prints it (sys.stdout -> TaskOutput) into a router with ``view``."""
+    router = StageRouter(tmp_path / "logs", view, plan)
+    output = run_guard.TaskOutput(io.StringIO(), tmp_path / "logs" / "tasks.log", router=router)
+    for line in text.splitlines(keepends=True):  # kfp's indented print: indent and line are two writes
+        if line.startswith("    "):
+            output.write("    ")
+            line = line[4:]
+        output.write(line)
+    output.flush()
+    return router, output
+
+
+def _live(buf: io.StringIO) -> LiveView:
+    from rich.console import Console
+
+    return LiveView(buf, console=Console(file=buf, width=120, height=40, force_terminal=False,
+                                         force_interactive=False))
+
+
+# ----------------------------------------------------------------------------------------- logs
+def test_every_task_line_reaches_its_stage_log_and_tasks_log(tmp_path):
+    router, output = _run(tmp_path, INGEST + CROP_CACHED + TRAIN_FOLD, PlainView(io.StringIO()))
+    router.close(ok=True)
+    output.close()
+    logs = tmp_path / "logs"
+    ingest, fold = (logs / "ingest.log").read_text(), (logs / "train_fold0_0.log").read_text()
+    for line in _section_lines(INGEST):
+        assert line in ingest.splitlines()  # the executor echo before "stage ingest: start" too
+    for line in _section_lines(TRAIN_FOLD.split("14:17:55.035")[0]):
+        assert line in fold.splitlines()
+    assert "Please cite the following paper" in fold and "Please cite" not in ingest
+    assert "nnU-Net" not in ingest and "phantom:  50%" not in fold
+    tasks = (logs / "tasks.log").read_text()
+    assert tasks.count("Please cite the following paper") == 1 and "phantom:  50%" in tasks
+    assert [r.state for r in router.rows] == ["done", "reused", "skipped", "done"]
+
+
+def test_parallel_folds_are_told_apart_by_their_thread(tmp_path):
+    """kfp.local prints ParallelFor iterations from their own threads; both tasks are named 'train-fold'."""
+    router = StageRouter(tmp_path / "logs", PlainView(io.StringIO()))
+    output = run_guard.TaskOutput(io.StringIO(), tmp_path / "logs" / "tasks.log", router=router)
+    start = threading.Barrier(2)
+
+    def fold(k: int) -> None:
+        start.wait()
+        output.write("14:00:00.000 - INFO - Executing task 'train-fold'\n")
+        output.write("    ")
+        output.write(f"14:00:01 INFO cosmos.stage: stage train_fold0_{k}: start (work dir /o/w)\n")
+        for i in range(200):
+            output.write("    ")  # the indent and the line are separate writes: they must not mix across threads
+            output.write(f"fold {k} line {i}\n")
+        output.write("14:00:09.000 - INFO - Task 'train-fold' finished with status SUCCESS\n")
+
+    threads = [threading.Thread(target=fold, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    router.close(ok=True)
+    output.close()
+    for k in (0, 1):
+        text = (tmp_path / "logs" / f"train_fold0_{k}.log").read_text()
+        assert sum(f"    fold {k} line " in x for x in text.splitlines()) == 200
+        assert f"fold {1 - k} line" not in text
+    assert [r.state for r in router.rows] == ["done", "done"]
+
+
+# ----------------------------------------------------------------------------------------- console
+def test_live_view_shows_one_line_per_stage(tmp_path):
+    buf = io.StringIO()
+    router, output = _run(tmp_path, INGEST + CROP_CACHED + TRAIN_FOLD, _live(buf))
+    router.close(ok=True)
+    output.close()
+    console = buf.getvalue()
+    lines = console.splitlines()
+    # the warning (a note above the view), the title, one row per planned stage
+    assert len(lines) == 1 + 1 + len(PLAN), console
+    assert "validation Dice is 0" in lines[0]
+    for noise in ("Please cite", "executor_input", "Epoch", "phantom:", "Dataset(", "Streamed logs", "-----"):
+        assert noise not in console
+    rows = {p.label: next(x for x in lines[2:] if p.label in x) for p in PLAN}
+    assert "done" in rows["ingest + validate"] and "ingest" in rows["ingest + validate"].split()[-1]
+    assert "reused" in rows["crop to the inner-ear region"]
+    assert "skipped" in rows["train translator (CycleGAN)"]  # never ran in a successful run: a condition said no
+    assert "done" in rows["round 0: train fold"] and "train_fold0_0" in rows["round 0: train fold"]
+
+
+def test_progress_comes_from_tqdm_lines_and_nnunet_epochs(tmp_path):
+    router, _ = _run(tmp_path, INGEST.split("    phantom: 100%")[0], PlainView(io.StringIO()))
+    p = router.rows[0].progress
+    assert (p.desc, p.n, p.total, p.unit) == ("phantom", 5, 10, "case")
+    router, _ = _run(tmp_path / "b", TRAIN_FOLD.split("Current learning rate")[0], PlainView(io.StringIO()))
+    p = router.rows[3].progress
+    assert (p.n, p.total, p.unit) == (0, 2, "epoch")
+    router, _ = _run(tmp_path / "c", TRAIN_FOLD.split("Training done")[0], PlainView(io.StringIO()))
+    assert router.rows[3].progress.n == 2
+
+
+def test_a_running_stage_has_a_bar_and_the_frame_fits_the_terminal(tmp_path):
+    from rich.console import Console
+
+    plan = [PlannedTask(f"t{i}", f"stage {i}") for i in range(40)] + PLAN
+    router, _ = _run(tmp_path, INGEST.split("    phantom: 100%")[0], PlainView(io.StringIO()), plan)
+    view = _live(io.StringIO())
+    view.attach(router)
+    out = io.StringIO()
+    Console(file=out, width=100, height=12, force_terminal=False).print(view)
+    frame = out.getvalue().splitlines()
+    assert len(frame) <= 12
+    running = next(x for x in frame if "ingest + validate" in x)
+    assert "running" in running and "━" in running and "5/10 case" in running
+    assert any("more stage(s) waiting" in x for x in frame)
+    view.stop()
+
+
+def test_a_failed_stage_names_its_log_file_and_its_problem(tmp_path):
+    buf = io.StringIO()
+    router, output = _run(tmp_path, FAILED, _live(buf))
+    router.close(ok=False)
+    output.close()
+    console = buf.getvalue()
+    row = next(x for x in console.splitlines() if "ingest + validate" in x)
+    assert "failed" in row and "ingest.log" in row
+    assert console.splitlines()[-2].startswith(
+        "✗ ingest + validate: stage ingest failed: /home/me/bad: 1 problem(s) in the dataset:")
+    assert console.splitlines()[-1].strip() == f"full log: {tmp_path / 'logs' / 'ingest.log'}"
+    assert "Traceback" not in console and "Skipping task" not in console
+    assert "DatasetError" in (tmp_path / "logs" / "ingest.log").read_text()
+    assert [r.state for r in router.rows] == ["failed", "waiting", "skipped", "skipped"]
+
+
+def test_plain_mode_prints_one_line_per_stage_start_and_end(tmp_path):
+    buf = io.StringIO()
+    router, output = _run(tmp_path, INGEST + CROP_CACHED + TRAIN_FOLD + FAILED.replace("ingest-validate", "report"),
+                          PlainView(buf), PLAN + [PlannedTask("report", "report")])
+    router.close(ok=False)
+    output.close()
+    lines = buf.getvalue().splitlines()
+    stages = [x.split(" ", 1)[1] for x in lines if x.split(" ", 1)[1].startswith("[")]
+    assert stages[:4] == ["[1/5] ingest + validate: running", "[1/5] ingest + validate: done in 0.0 s",
+                          "[2/5] crop to the inner-ear region: reused", "[4/5] round 0: train fold: running"]
+    assert stages[4].startswith("[4/5] round 0: train fold: done in ") and stages[5] == "[5/5] report: running"
+    assert stages[6].startswith("[5/5] report: FAILED after ") and "/home/me/bad: 1 problem(s)" in stages[6]
+    assert stages[6].endswith("logs/ingest-2.log)")  # its stage said "ingest": the second such log this run
+    assert len(lines) == len(stages) + 1  # and the stage's warning
+    assert not any("━" in x or "\x1b[" in x or "\r" in x for x in lines)
+
+
+def test_supervise_with_a_view_keeps_the_console_small_and_names_the_stage_log(tmp_path, caplog):
+    from cosmos.errors import CosmosError
+
+    buf = io.StringIO()
+    caplog.set_level(logging.INFO)
+    with pytest.raises(CosmosError) as info:
+        with run_guard.supervise(tmp_path, data_uri="/home/me/bad", view=PlainView(buf), plan=PLAN):
+            for line in (INGEST + FAILED.replace("ingest-validate", "crop-roi").replace("stage ingest", "stage crop_roi")
+                         ).splitlines():
+                print(line)
+            logging.getLogger("kfp").info("Skipping task train-translator: upstream task(s) ['crop-roi'] failed.")
+            raise RuntimeError("Pipeline 'cosmos-pipeline' finished with status FAILURE. Inner task failed: 'crop-roi'.")
+    assert str(info.value).startswith("stage crop_roi failed: /home/me/bad: 1 problem(s) in the dataset:")
+    console = buf.getvalue().splitlines()
+    assert len(console) == 4 and "crop_roi.log" in console[-1]
+    assert any("full log: " in r.getMessage() and "crop_roi.log" in r.getMessage() for r in caplog.records)
+    assert sys.stdout is not None and not isinstance(sys.stdout, run_guard.TaskOutput)
+
+
+# ----------------------------------------------------------------------------------------- modes
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("stream", "verbose", "env", "mode"), [
+    (_Tty(), False, {}, "live"),
+    (_Tty(), True, {}, "verbose"),
+    (_Tty(), False, {"COSMOS_NO_PROGRESS": "1"}, "plain"),
+    (_Tty(), False, {"TERM": "dumb"}, "plain"),
+    (io.StringIO(), False, {}, "plain"),
+    (io.StringIO(), True, {"COSMOS_NO_PROGRESS": "1"}, "verbose"),
+])
+def test_mode_follows_the_terminal_ci_and_verbose(stream, verbose, env, mode):
+    assert choose_mode(stream, verbose, env) == mode
+
+
+def test_the_plan_lists_every_task_of_the_real_pipeline_round_by_round():
+    from cosmos.config import load_config
+    from pipelines.cosmos_pipeline import build_pipeline
+    from pipelines.local_run import _local_options
+
+    cfg, opts = _local_options(load_config("tiny", None, ["segmentation.folds=[0,1]", "selftraining.rounds=1"]),
+                               "tiny")
+    plan = live_view.plan_tasks(build_pipeline(opts), {"folds": [0, 1]})
+    labels = [p.label for p in plan]
+    assert labels[0] == "ingest + validate" and labels[-1] == "report"
+    assert labels.count("round 0: train fold [1/2]") == 1 and labels.count("round 1: train fold [2/2]") == 1
+    first_round1 = next(i for i, x in enumerate(labels) if x.startswith("round 1"))
+    assert all(not x.startswith("round 0") for x in labels[first_round1:])
+    assert len(plan) == 4 + 2 * 8 + 1  # 4 before the rounds, 8 per round with two folds, the report
+    assert live_view.plan_tasks(object(), {}) == []  # not a pipeline: no plan, rows come as tasks start
+
+
+def test_the_closing_summary_does_not_list_every_stage(tmp_path):
+    from pipelines.local_run import LocalRunResult, describe
+
+    stages = [{"stage": f"stage{i}", "seconds": float(i), "reused": i % 5 == 0} for i in range(30)]
+    (tmp_path / "predictions").mkdir()
+    result = LocalRunResult(tmp_path, tmp_path / "predictions", tmp_path / "report", None, tmp_path / "s.json",
+                            "sqlite:///x.db", 12.0, stages)
+    text = describe(result)
+    assert len(text.splitlines()) <= 10 and "stage29 29 s" in text and "6 reused" in text
+    assert f"{tmp_path / 'logs'}/<stage>.log" in text
+
+
+# ----------------------------------------------------------------------------------------- a real run
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_failing_cosmos_run_prints_a_few_lines(tmp_path):
+    """A real ``cosmos run`` through kfp.local whose first stage fails (no dataset): a handful of lines."""
+    bad = tmp_path / "bad"
+    (bad / "source_training").mkdir(parents=True)
+    env = {**os.environ, "COSMOS_NO_PROGRESS": "1"}
+    cli = "import sys; from cosmos.cli import main; sys.exit(main())"
+    res = subprocess.run([sys.executable, "-c", cli, "run", "--out", str(tmp_path / "out"), "--data", str(bad)],
+                         capture_output=True, text=True, env=env, timeout=220)
+    console = (res.stdout + res.stderr).splitlines()
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert len(console) <= 12, "\n".join(console)
+    assert any("ingest.log" in x for x in console)
+    assert any(x.startswith("cosmos: error: stage ingest failed:") for x in console)
+    assert (tmp_path / "out" / "logs" / "ingest.log").is_file()
