@@ -253,7 +253,7 @@ class StageRouter:
             current = self._by_thread.get(thread)
             if current is not None:
                 self._write(current, line)
-                if current.state == "running" and self._parse(current, line):
+                if current.state == "running" and self._parse(current, line, events):
                     events.append(("finished", current))
             elif passthrough is not None and not kfp_line:
                 events.append(("note", Row("", raw)))
@@ -268,8 +268,12 @@ class StageRouter:
         self.rows.append(row)
         return row
 
-    def _parse(self, row: Row, line: str) -> bool:
-        """Update ``row`` from one of its lines; True when the line ends the task."""
+    def _parse(self, row: Row, line: str, events: list[tuple[str, Row]]) -> bool:
+        """Update ``row`` from one of its lines; True when the line ends the task.
+
+        Notes for the view go to ``events``: the view is told after the lock is released, because
+        rich's refresh thread holds the console's lock while it asks for a snapshot (which takes ours).
+        """
         m = _FINISHED.search(line)
         if m and m.group("task") == row.task:
             row.ended = self._clock()
@@ -302,7 +306,7 @@ class StageRouter:
         elif _NNUNET_EPOCH_END.search(line) and row.progress is not None and row.progress.unit == "epoch":
             row.progress.n = min(row.progress.n + 1, row.progress.total)
         elif (m := _WARNING.search(line)) is not None:
-            self._tell("note", Row("", f"{row.name}: {m.group('msg')}", state="warning"))
+            events.append(("note", Row("", f"{row.name}: {m.group('msg')}", state="warning")))
         elif (m := _EXCEPTION.search(line)) is not None and not line.lstrip().startswith("File "):
             row.last_exception = m.group("exc").strip()
         return False
@@ -511,7 +515,7 @@ class LiveView(View):
         from rich.live import Live
 
         super().attach(router)
-        self._live = Live(self, console=self.console, refresh_per_second=4, transient=False,
+        self._live = Live(self, console=self.console, refresh_per_second=2, transient=False,
                           redirect_stdout=False, redirect_stderr=True, vertical_overflow="crop")
         self._live.start()
 
@@ -542,12 +546,15 @@ class LiveView(View):
         failed = [r for r in rows if r.state == "failed"]
         height = options.height or console.height
         shown = self._fold_unrun(rows) if self._final else self._fit(rows, max(6, height - 2 - 2 * len(failed)))
-        table = Table.grid(padding=(0, 1))
-        table.add_column(min_width=1, no_wrap=True)
-        table.add_column(no_wrap=True, overflow="ellipsis", max_width=44)
-        table.add_column(min_width=7, no_wrap=True)
-        table.add_column(min_width=7, justify="right", no_wrap=True)
-        table.add_column(no_wrap=True, overflow="ellipsis")
+        bar = max(6, min(_BAR, options.max_width - 80))  # an 80-column terminal still sees the counts
+        # fixed widths, and the detail column takes what is left: rich would otherwise squeeze the icons away
+        label_width = min(44, max((len(r.label) for r in rows), default=10), max(10, options.max_width - 40))
+        table = Table.grid(padding=(0, 1), expand=True)
+        table.add_column(width=1, no_wrap=True)
+        table.add_column(width=label_width, no_wrap=True, overflow="ellipsis")
+        table.add_column(width=7, no_wrap=True)
+        table.add_column(width=7, justify="right", no_wrap=True)
+        table.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
         for row in shown:
             if isinstance(row, str):
                 table.add_row("", Text(row, style="dim"), "", "", "")
@@ -558,21 +565,21 @@ class LiveView(View):
             if row.state == "reused" and (row.seconds(now) or 0) < 0.05:
                 secs = ""
             table.add_row(mark, Text(row.label, style="dim" if row.state in ("waiting", "skipped") else ""),
-                          Text(row.state, style=style), secs, self._detail(row))
+                          Text(row.state, style=style), secs, self._detail(row, bar))
         # the problem of a failed stage, in full, under the table (the row names the log file)
         problems = [Text.assemble((f"✗ {r.label}: {r.problem or 'failed'}", "red"), "\n  full log: ",
                                   (where(r.log_path), "bold")) for r in failed]
         yield Group(head, table, *problems)
 
-    def _detail(self, row: Row) -> Any:
+    def _detail(self, row: Row, bar: int = _BAR) -> Any:
         from rich.text import Text
 
         if row.state == "failed":
             return Text.assemble("see ", (row.log_path.name if row.log_path else "tasks.log", "bold"), " below")
         if row.state == "running" and row.progress is not None and row.progress.total > 0:
             p = row.progress
-            filled = round(_BAR * min(p.n, p.total) / p.total)
-            return Text.assemble(("━" * filled, "green"), ("━" * (_BAR - filled), "grey23"),
+            filled = round(bar * min(p.n, p.total) / p.total)
+            return Text.assemble(("━" * filled, "green"), ("━" * (bar - filled), "grey23"),
                                  f" {p.n}/{p.total} {p.unit}".rstrip(), (f"  {p.desc}", "dim"))
         if row.state in ("done", "reused") and row.stage:
             return Text(row.stage, style="dim")

@@ -289,6 +289,33 @@ def test_supervise_with_a_view_keeps_the_console_small_and_names_the_stage_log(t
     assert sys.stdout is not None and not isinstance(sys.stdout, run_guard.TaskOutput)
 
 
+@pytest.mark.timeout(60)
+def test_the_live_view_redraws_while_parallel_tasks_print(tmp_path):
+    """rich's refresh thread and two printing task threads (with warnings, which print above the view) never block."""
+    from rich.console import Console
+
+    buf = io.StringIO()
+    view = LiveView(buf, console=Console(file=buf, width=100, height=20, force_terminal=True, force_interactive=True))
+    router = StageRouter(tmp_path / "logs", view, PLAN)
+    output = run_guard.TaskOutput(io.StringIO(), tmp_path / "logs" / "tasks.log", router=router)
+
+    def task(k: int) -> None:
+        output.write(TRAIN_FOLD.replace("train_fold0_0", f"train_fold0_{k}").split("14:17:55.025")[0] * 1)
+        for i in range(300):
+            output.write(f"    14:00:00 WARNING cosmos.x: note {k}.{i}\n" if i % 100 == 0 else f"    line {i}\n")
+        output.write("14:17:55.025 - INFO - Task 'train-fold' finished with status SUCCESS\n")
+
+    threads = [threading.Thread(target=task, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads)
+    router.close(ok=True)
+    output.close()
+    assert buf.getvalue().count("note 0.") == 3 and "train_fold0_1" in buf.getvalue()
+
+
 # ----------------------------------------------------------------------------------------- modes
 class _Tty(io.StringIO):
     def isatty(self) -> bool:
