@@ -277,9 +277,12 @@ def supervise(out: Path, work_root: Path | None = None, data_uri: str = "", val_
         message = output.failure_message(work, data_uri, val_labels_uri)
         if message is None:
             raise
-        failed = router.failed() if router is not None else []
-        where = ", ".join(str(r.log_path) for r in failed if r.log_path) or str(output.log_file)
-        log.info("full log: %s. Fix the cause and re-run the same command: finished stages are reused.", where)
+        failed = [r for r in router.failed() if r.log_path] if router is not None else []
+        if failed:  # the view named the stage's log already
+            log.info("fix the cause and re-run the same command: finished stages are reused")
+        else:
+            log.info("full task log: %s. Fix the cause and re-run the same command: finished stages are reused.",
+                     output.log_file)
         raise CosmosError(message) from None
     finally:
         sys.stdout = saved

@@ -285,7 +285,7 @@ def test_supervise_with_a_view_keeps_the_console_small_and_names_the_stage_log(t
     assert str(info.value).startswith("stage crop_roi failed: /home/me/bad: 1 problem(s) in the dataset:")
     console = buf.getvalue().splitlines()
     assert len(console) == 4 and "crop_roi.log" in console[-1]
-    assert any("full log: " in r.getMessage() and "crop_roi.log" in r.getMessage() for r in caplog.records)
+    assert any("re-run the same command" in r.getMessage() for r in caplog.records)
     assert sys.stdout is not None and not isinstance(sys.stdout, run_guard.TaskOutput)
 
 
