@@ -259,9 +259,14 @@ def supervise(out: Path, work_root: Path | None = None, data_uri: str = "", val_
     for handler in handlers:
         handler.addFilter(noise)
     streams: list[tuple[logging.StreamHandler, object]] = []
-    if router is not None:  # kfp.local's lines that land on our own handlers (its handler swap races)
+    if router is not None:
+        # kfp.local logs cache hits and skipped tasks (and, when its handler swap races, any of its lines) on
+        # the root logger: the console handlers' lines go through the router. Only those: a capture handler
+        # (pytest's) would feed every line twice.
+        consoles = (sys.__stderr__, sys.__stdout__, sys.stderr, saved)
         for handler in logging.getLogger().handlers:
-            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler) and (
+                    getattr(handler, "_cosmos", False) or handler.stream in consoles):
                 stream = router.log_stream(handler.stream)
                 stream.tasks_log = output.write_log_only
                 streams.append((handler, handler.setStream(stream)))  # type: ignore[arg-type]
