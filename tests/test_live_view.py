@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -364,19 +365,77 @@ def test_the_closing_summary_does_not_list_every_stage(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------- a real run
+def _screen(data: str) -> list[str]:
+    """The lines a terminal keeps after ``data`` (\\r, \\n, erase-line, cursor-up: what rich's Live sends)."""
+    lines, row, col = [""], 0, 0
+    for m in re.finditer(r"\x1b\[([0-9;?]*)([A-Za-z])|\r|\n|[^\x1b\r\n]+", data):
+        t = m.group(0)
+        if t == "\n":
+            row, col = row + 1, 0
+            if row == len(lines):
+                lines.append("")
+        elif t == "\r":
+            col = 0
+        elif m.group(2):
+            if m.group(2) == "A":
+                row = max(0, row - int(m.group(1) or 1))
+            elif m.group(2) == "K":
+                lines[row] = "" if m.group(1) == "2" else lines[row][:col]
+        else:
+            lines[row] = lines[row][:col] + t + lines[row][col + len(t):]
+            col += len(t)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
+
+
+def _run_in_a_terminal(argv: list[str], env: dict[str, str], rows: int = 40, cols: int = 110) -> tuple[int, str]:
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the terminal's other end closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    return proc.wait(timeout=60), b"".join(chunks).decode("utf-8", "replace")
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_a_failing_cosmos_run_prints_a_few_lines(tmp_path):
-    """A real ``cosmos run`` through kfp.local whose first stage fails (no dataset): a handful of lines."""
+@pytest.mark.parametrize("terminal", [False, True])
+def test_a_failing_cosmos_run_prints_a_few_lines(tmp_path, terminal):
+    """A real ``cosmos run`` through kfp.local whose first stage fails (no dataset): a handful of lines.
+
+    ``terminal``: under a pseudo-terminal (the live view), counting the lines the screen keeps; else a pipe
+    (plain stage lines).
+    """
     bad = tmp_path / "bad"
     (bad / "source_training").mkdir(parents=True)
-    env = {**os.environ, "COSMOS_NO_PROGRESS": "1"}
     cli = "import sys; from cosmos.cli import main; sys.exit(main())"
-    res = subprocess.run([sys.executable, "-c", cli, "run", "--out", str(tmp_path / "out"), "--data", str(bad)],
-                         capture_output=True, text=True, env=env, timeout=220)
-    console = (res.stdout + res.stderr).splitlines()
-    assert res.returncode == 2, res.stdout + res.stderr
-    assert len(console) <= 12, "\n".join(console)
-    assert any("ingest.log" in x for x in console)
+    argv = [sys.executable, "-c", cli, "run", "--out", str(tmp_path / "out"), "--data", str(bad)]
+    if terminal:
+        env = {k: v for k, v in os.environ.items() if k != "COSMOS_NO_PROGRESS"} | {"TERM": "xterm"}
+        rc, text = _run_in_a_terminal(argv, env)
+        console = _screen(text)
+        assert any(x.startswith("✗ ingest + validate") and "failed" in x for x in console), "\n".join(console)
+    else:
+        res = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "COSMOS_NO_PROGRESS": "1"},
+                             timeout=220)
+        rc, console = res.returncode, (res.stdout + res.stderr).splitlines()
+    assert rc == 2, "\n".join(console)
+    assert len(console) <= 15, "\n".join(console)
+    assert any("logs/ingest.log" in x for x in console)
     assert any(x.startswith("cosmos: error: stage ingest failed:") for x in console)
     assert (tmp_path / "out" / "logs" / "ingest.log").is_file()
