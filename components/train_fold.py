@@ -22,9 +22,15 @@ def train_fold(
     work_root: str,
     model: Output[Model],
     teacher_models: Optional[Input[Model]] = None,
+    pipeline_run_id: str = "",
 ) -> int:
     """round_run: start_round_run's run_info; teacher_models: the previous round's fold models
-    (used when ``selftraining.student_init`` is ``teacher``). Returns the fold index."""
+    (used when ``selftraining.student_init`` is ``teacher``). Returns the fold index.
+
+    pipeline_run_id: the KFP run's id (``dsl.PIPELINE_JOB_ID_PLACEHOLDER``), the same for every
+    retry of this task: on a cluster (no work_root) it keys the fold's checkpoints in
+    ``segmentation.checkpoint_uri``, so a retried pod resumes from its last checkpoint. It is kept
+    out of the stage key; a local run (work_root set) resumes from its keyed work dir instead."""
     from components import _runtime as rt
     from cosmos.resume import stage_key
 
@@ -40,7 +46,7 @@ def train_fold(
 
         return train(round_index, fold, cfg, prepared_dir=prepared.path, run_dir=round_run.path,
                      out_dir=out["model"], tracking_uri=rt.tracking(tracking_uri, out["model"]),
-                     teacher_models_dir=teacher)
+                     teacher_models_dir=teacher, pipeline_run_id="" if work_root else pipeline_run_id)
 
     result = rt.run(f"train_fold{round_index}_{fold}", {"model": model.path}, body, key=key, work_root=work_root)
     model.metadata.update({"fold": fold, "round": round_index})

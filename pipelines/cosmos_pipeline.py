@@ -172,8 +172,11 @@ def _add_rounds(ops, opts: PipelineOptions, *, rounds: int, pseudo, data, origin
                                              **tracked),
                          "start_round_run", opts, f"{prefix}round {k}: MLflow round run")
         with dsl.ParallelFor(folds, parallelism=opts.parallelism) as fold:
+            # the run id keys the fold's object-store checkpoints (segmentation.checkpoint_uri): the same
+            # for every retry of the task. It costs no KFP cache hits: round_run comes from a never-cached stage.
             fold_args = dict(prepared=prep.outputs["prepared"], fold=fold, round_index=k,
-                             round_run=run.outputs["run_info"], experiment=experiment, **tracked)
+                             round_run=run.outputs["run_info"], experiment=experiment,
+                             pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **tracked)
             if models is not None:
                 fold_args["teacher_models"] = models
             train = _configure(ops.train_fold(**fold_args), "train_fold", opts, f"{prefix}round {k}: train fold")

@@ -20,8 +20,9 @@ What the numbers are for:
 * **Timeouts** become the pod's ``activeDeadlineSeconds`` (kfp-kubernetes ``set_timeout``): a
   hung stage fails instead of holding a GPU for ever. They are per attempt (a retried pod gets a
   new deadline).
-* **Retries**: only ``train_fold`` retries (preemptible GPU nodes). NOTE: until fold checkpoints
-  go to the object store, a retried fold starts again from epoch 0.
+* **Retries**: only ``train_fold`` retries (preemptible GPU nodes). With
+  ``segmentation.checkpoint_uri`` set, a retried fold resumes from its last checkpoint in the
+  object store (:mod:`cosmos.segmentation.checkpoint_sync`); without it, from epoch 0.
 
 The paper profile's figures assume the crossMoDA 2021 data (105 + 105 + 32 volumes, nnU-Net
 3d_fullres, 200 epochs) on one 24-80 GB GPU per fold; tiny and small are CPU-only profiles.

@@ -131,6 +131,18 @@ def test_timeouts_on_every_stage_and_retries_on_train_fold_only(paper):
     assert retried == {"train_fold"}
 
 
+def test_retried_folds_get_the_run_id_that_keys_their_checkpoints(paper, paper_benchmark):
+    """Every train_fold task gets KFP's run id (the same for each retry of the task): it keys the fold's
+    object-store checkpoints (segmentation.checkpoint_uri), so a retried pod resumes (tests/test_checkpoint_sync.py)."""
+    from kfp import dsl
+
+    folds = [task for spec, _ in (paper, paper_benchmark) for stage, task in _all_tasks(spec) if stage == "train_fold"]
+    assert len(folds) >= 2
+    for task in folds:
+        assert task["inputs"]["parameters"]["pipeline_run_id"] == {
+            "runtimeValue": {"constant": dsl.PIPELINE_JOB_ID_PLACEHOLDER}}
+
+
 def test_side_effect_stages_are_never_cached(paper, paper_benchmark):
     assert {"start_round_run", "register_round", "report", "evaluate", "train_translator"} <= SIDE_EFFECT_STAGES
     seen = set()

@@ -138,6 +138,10 @@ class SegmentationConfig:
     run_validation: bool = False  # nnU-Net's full-case validation after training
     device: str = "auto"
     save_every: int = 1  # epochs between checkpoint_latest.pth writes (resume granularity; nnU-Net: 50)
+    # Cluster only: also upload each checkpoint to <checkpoint_uri>/<run id>/round_<k>/fold_<f>/ (an s3:// prefix
+    # or a mounted directory) so a retried (preempted) fold pod resumes from it; "" = off (see
+    # cosmos.segmentation.checkpoint_sync). Local runs resume from their keyed work dir instead.
+    checkpoint_uri: str = ""
     num_processes: int = 2  # nnU-Net worker pools (integrity check, fingerprint, preprocess, validation)
     da_workers: int = -1  # augmentation processes: -1 = auto (0 on CPU: in-process, bit-identical; a few on GPU)
     compile: bool = False  # torch.compile the network (GPU only; warm-up dominates short runs)
@@ -395,6 +399,10 @@ def validate(cfg: CosmosConfig) -> None:
         raise ConfigError(f"segmentation.folds {s.folds} must be non-empty and within 0..{s.num_folds - 1}")
     if len(set(s.folds)) != len(s.folds):
         raise ConfigError(f"segmentation.folds {s.folds} has duplicates")
+    uri = s.checkpoint_uri.strip()
+    if uri and not (uri.startswith("s3://") and len(uri) > len("s3://")) and not uri.startswith("/"):
+        raise ConfigError(f"segmentation.checkpoint_uri must be empty, s3://bucket[/prefix] or an absolute "
+                          f"directory, got {s.checkpoint_uri!r}")
     _validate_geometry(s)
     _validate_selftraining(cfg.selftraining)
     if not 0.0 <= s.oversample_foreground <= 1.0:

@@ -10,7 +10,9 @@ flat and holds everything prediction needs::
 Resume: ``checkpoint_final.pth`` present -> return at once; ``checkpoint_latest.pth`` present (a
 killed fold) -> continue from it. A resumed run continues from the saved weights, optimizer and
 logged curves; the random streams restart from the seed, so it is not bit-identical to an
-uninterrupted run.
+uninterrupted run. On a cluster a retried pod gets a fresh directory, so with ``checkpoint_uri``
+the checkpoints are mirrored to an object store and fetched back first
+(:mod:`cosmos.segmentation.checkpoint_sync`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from cosmos.config import CosmosConfig
 from cosmos.cpu import resolve_threads
 from cosmos.errors import CosmosError
 from cosmos.segmentation import environment
+from cosmos.segmentation.checkpoint_sync import CheckpointSync
 from cosmos.segmentation.prepare import PreparedRound, load_prepared
 
 log = logging.getLogger(__name__)
@@ -119,7 +122,7 @@ def _previous_init(out: Path) -> dict[str, Any] | None:
 
 def train_fold(prepared_dir: str | Path, fold: int, out_dir: str | Path, cfg: CosmosConfig,
                parent_run_id: str | None = None, tracking_uri: str | None = None,
-               init_from: str | Path | None = None) -> Path:
+               init_from: str | Path | None = None, checkpoint_uri: str | None = None) -> Path:
     """Train one nnU-Net fold on a prepared round; returns the fold model directory (``out_dir``).
 
     Seeds random/numpy/torch with :func:`fold_seed` (``cfg.seed + 1000 * round + fold``). On CPU,
@@ -133,6 +136,11 @@ def train_fold(prepared_dir: str | Path, fold: int, out_dir: str | Path, cfg: Co
     initial LR times ``selftraining.student_lr_scale``). A resumed fold continues from its own
     ``checkpoint_latest.pth`` instead (with the LR scale it started with). Everything used is
     recorded in ``cosmos_fold.json``.
+
+    ``checkpoint_uri``: this fold's prefix in an object store
+    (:func:`cosmos.segmentation.checkpoint_sync.fold_checkpoint_uri`). A directory without a
+    checkpoint first downloads the last one stored there; every checkpoint written is uploaded;
+    the prefix is emptied once the fold is done.
     """
     import torch
 
@@ -149,6 +157,10 @@ def train_fold(prepared_dir: str | Path, fold: int, out_dir: str | Path, cfg: Co
     if init_from is not None and not is_fold_done(init_from):
         raise CosmosError(f"{init_from}: cannot warm-start fold {fold} from it ({FINAL_CHECKPOINT} missing)")
     out.mkdir(parents=True, exist_ok=True)
+    sync = CheckpointSync(checkpoint_uri, out) if checkpoint_uri else None
+    restored: dict[str, Any] | None = None
+    if sync is not None and not (out / LATEST_CHECKPOINT).is_file():
+        restored = sync.restore()  # a retried pod: the fresh directory gets the last uploaded checkpoint
     resume = (out / LATEST_CHECKPOINT).is_file()
     device = environment.resolve_device(seg.device)
     n_da = environment.augmentation_workers(seg.da_workers, device)
@@ -181,6 +193,8 @@ def train_fold(prepared_dir: str | Path, fold: int, out_dir: str | Path, cfg: Co
             elif init_from is not None:
                 init_record = {**warm_start(trainer, init_from), "lr_scale": lr_scale}
                 (out / INIT_RECORD).write_text(json.dumps(init_record, indent=2))
+            if sync is not None:
+                trainer.epoch_end_callbacks.append(sync)
             with _mlflow_fold_hook(fold, prepared, out, cfg, parent_run_id, tracking_uri) as callback:
                 if callback is not None:
                     trainer.epoch_end_callbacks.append(callback)
@@ -202,8 +216,15 @@ def train_fold(prepared_dir: str | Path, fold: int, out_dir: str | Path, cfg: Co
         "num_cases": prepared.num_cases, "num_pseudo": prepared.num_pseudo, "num_real": prepared.num_real,
         "init": init_record or {"from": None},
         "train_seconds": round(seconds, 2), "resumed": resume, "final_metrics": final,
+        "checkpoint_uri": checkpoint_uri or None,
+        "restored_from_store": None if restored is None else {"epoch": restored["epoch"], "host": restored.get("host")},
     }
     (out / FOLD_MANIFEST).write_text(json.dumps(manifest, indent=2))
+    if sync is not None:
+        try:
+            sync.clear()
+        except CosmosError as exc:  # the fold is trained; stale objects cost storage, not correctness
+            log.warning("could not delete the fold's checkpoints under %s: %s", checkpoint_uri, exc)
     log.info("fold %d done in %.1f s: %s", fold, seconds,
              ", ".join(f"{k}={v:.3f}" for k, v in final.items() if k.startswith(("pseudo_dice", "val_loss"))))
     return out

@@ -217,8 +217,15 @@ def teacher_fold(models_dir: str | Path | None, fold: int) -> Path | None:
 
 
 def train(index: int, fold: int, cfg: CosmosConfig, *, prepared_dir: str | Path, run_dir: str | Path | None,
-          out_dir: str | Path, tracking_uri: str, teacher_models_dir: str | Path | None = None) -> dict[str, Any]:
-    """Train one nnU-Net fold of the round (resumable); ``out_dir`` points at the fold model."""
+          out_dir: str | Path, tracking_uri: str, teacher_models_dir: str | Path | None = None,
+          pipeline_run_id: str = "") -> dict[str, Any]:
+    """Train one nnU-Net fold of the round (resumable); ``out_dir`` points at the fold model.
+
+    ``pipeline_run_id`` (cluster runs; "" locally): with ``segmentation.checkpoint_uri`` set, the
+    fold's checkpoints are mirrored under ``<checkpoint_uri>/<pipeline_run_id>/round_<k>/fold_<f>/``
+    so a retried task resumes from them (:mod:`cosmos.segmentation.checkpoint_sync`).
+    """
+    from cosmos.segmentation.checkpoint_sync import fold_checkpoint_uri
     from cosmos.segmentation.training import train_fold
 
     init = None
@@ -227,8 +234,9 @@ def train(index: int, fold: int, cfg: CosmosConfig, *, prepared_dir: str | Path,
         if init is None:
             raise CosmosError(f"round {index} fold {fold}: selftraining.student_init=teacher but the previous "
                               f"round's models are missing in {teacher_models_dir}")
+    checkpoint_uri = fold_checkpoint_uri(cfg.segmentation.checkpoint_uri, pipeline_run_id, index, fold)
     fold_dir = train_fold(prepared_dir, fold, out_dir, cfg, parent_run_id=read_run_id(run_dir),
-                          tracking_uri=tracking_uri, init_from=init)
+                          tracking_uri=tracking_uri, init_from=init, checkpoint_uri=checkpoint_uri)
     roi.write_model(roi.model_of(prepared_dir), fold_dir)
     write_pointer(out_dir, fold_dir)
     return {"fold": fold, "init": str(init) if init else "scratch"}
