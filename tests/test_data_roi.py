@@ -104,3 +104,11 @@ def test_an_axis_where_the_head_fills_the_field_of_view_is_not_cropped(tmp_path)
 def test_disabled_roi_copies_the_grids_whole(heads, tmp_path):
     result = roi.crop_dataset(heads, tmp_path / "roi", enabled=False)
     assert not any(r["cropped"] for r in result["files"].values())
+
+
+def test_no_source_scans_means_no_crop(heads, tmp_path):
+    import shutil
+
+    shutil.rmtree(heads / layout.SOURCE_DIR)  # e.g. cosmos selftrain: only hrT2 folders
+    result = roi.crop_dataset(heads, tmp_path / "roi")
+    assert result["model"]["enabled"] is False and not any(r["cropped"] for r in result["files"].values())

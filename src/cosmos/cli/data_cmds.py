@@ -27,7 +27,7 @@ def register(sub) -> None:
     p.add_argument("--n-val", type=int, default=None, help="hrT2 validation cases (labels written too)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--scale", choices=("small", "full"), default=None,
-                   help="small: ~80x80x28 voxels (CPU); full: crossMoDA-sized volumes")
+                   help="small: ~50 mm field of view, ~80-110 voxels in-plane x 25-42 slices (CPU); full: life-sized whole heads, crossMoDA-sized grids")
     p.add_argument("--target-labels", action="store_true",
                    help="also write hrT2 training labels to target_training_labels/ (for pseudo-label QA only)")
     p.add_argument("--no-preview", action="store_true", help="skip preview.png")

@@ -235,6 +235,10 @@ def crop_dataset(data_dir: str | Path, out_dir: str | Path, *, enabled: bool = T
     """
     src, out = Path(data_dir), Path(out_dir)
     ds = layout.discover(src)
+    if enabled and not ds.source:
+        # a run that starts from existing pseudo-hrT2 (cosmos selftrain) has no source scans to learn from
+        log.warning("ROI crop off: %s has no labelled source scans to learn the region from", src)
+        enabled = False
     if enabled:
         model = fit(ds.source)
     else:
