@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import cast
 
+import numpy as np
+
 from cosmos.config import CosmosConfig
 from cosmos.errors import CosmosError
 from cosmos.segmentation import environment, export, planning
@@ -147,6 +149,13 @@ def _compute_training_set(raw_folder: Path) -> dict:
 
 def _summary_digest(training_set: dict) -> str:
     return hashlib.sha256(json.dumps(training_set, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _has_foreground(label: Path) -> bool:
+    """Whether a training label holds any structure (an empty one is legal but worth a mention)."""
+    from cosmos.data.nifti import load
+
+    return bool(np.any(load(label, label=True).data))
 
 
 def _inputs_digest(cases: list[export.ExportCase], cfg: CosmosConfig, ignore_label: int | None = None,
@@ -288,8 +297,10 @@ def prepare_round(pseudo_dir: str | Path, out_dir: str | Path, cfg: CosmosConfig
     (out / MANIFEST).write_text(prepared.to_json())  # written last: its presence means "complete"
     cfgm = plans["configurations"][configuration]
     base = plans["configurations"][seg.configuration]
-    log.info("round %d prepared in %s: %d cases (%d pseudo, %d real); %s patch %s, batch %d, features %s",
-             round_index, out, len(cases), n_pseudo, len(cases) - n_pseudo, configuration,
+    empty = [c.case_id for c in cases if not _has_foreground(Path(c.label))]
+    log.info("round %d prepared in %s: %d cases (%d pseudo, %d real%s); %s patch %s, batch %d, features %s",
+             round_index, out, len(cases), n_pseudo, len(cases) - n_pseudo,
+             f"; {len(empty)} with an empty label: {', '.join(empty)}" if empty else "", configuration,
              cfgm.get("patch_size", base["patch_size"]), cfgm["batch_size"],
              cfgm["architecture"]["arch_kwargs"]["features_per_stage"])
     return out

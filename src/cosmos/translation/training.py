@@ -115,12 +115,15 @@ def load_slices(data_dir: str | Path, grid: SliceGrid) -> SliceData:
     if missing:
         raise CosmosError(f"{root / SOURCE_DIR}: no label (crossmoda_*_Label.nii.gz) for {', '.join(missing)}")
     src, labs, vol_idx, tgt, tgt_idx, files = [], [], [], [], [], []
+    empty_labels: list[str] = []  # legal, but worth saying: they teach the segmentor "nothing here"
     for i, case in enumerate(progress(ds.source, desc="load ceT1", unit="vol")):
         img = nifti.load(case.image)
         lab = nifti.load(case.label, label=True)
         problem = nifti.same_grid(img, lab)
         if problem:
             raise CosmosError(f"{case.label}: label is not on the grid of {case.image.name} ({problem})")
+        if not np.any(lab.data):
+            empty_labels.append(case.case_id)
         s, l_ = volume_to_training_slices(img.data, img.affine, grid, lab.data)
         src.append(s.half())
         labs.append(l_)
@@ -136,9 +139,11 @@ def load_slices(data_dir: str | Path, grid: SliceGrid) -> SliceData:
                      np.concatenate(tgt_idx), files)
     if len(data.source) == 0 or len(data.target) == 0:
         raise CosmosError(f"{root}: every slice is empty (constant) in the source or target images")
-    log.info("training slices on a %dx%d grid at %.2f mm: %d ceT1 (%d with foreground), %d hrT2",
+    log.info("training slices on a %dx%d grid at %.2f mm: %d ceT1 (%d with foreground), %d hrT2%s",
              grid.image_size, grid.image_size, grid.inplane_spacing, len(data.source), int(data.foreground.sum()),
-             len(data.target))
+             len(data.target),
+             f"; {len(empty_labels)} source label(s) with no foreground at all: {', '.join(empty_labels)}"
+             if empty_labels else "")
     return data
 
 
