@@ -47,7 +47,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypedDict, overload
 
 import numpy as np
 from scipy import ndimage
@@ -107,7 +107,15 @@ SITES = {
 
 # Grids per (scale, modality): in-plane spacing range, slice spacing range, in-plane size (a range of
 # field of view in mm at "small", fixed matrix sizes at "full"), slab thickness range (mm).
-_GRIDS = {
+class _GridRanges(TypedDict, total=False):
+    sp: tuple[float, float]
+    dz: tuple[float, float]
+    fov: tuple[float, float]  # either a field-of-view range (mm) ...
+    n: tuple[int, ...]  # ... or the matrix sizes to choose from
+    slab: tuple[float, float]
+
+
+_GRIDS: dict[tuple[str, str], _GridRanges] = {
     ("small", "ceT1"): {"sp": (0.55, 0.65), "dz": (1.2, 1.6), "fov": (48.0, 51.0), "slab": (39.0, 45.0)},
     ("small", "hrT2"): {"sp": (0.45, 0.55), "dz": (0.8, 1.2), "fov": (48.0, 51.0), "slab": (28.0, 34.0)},
     ("full", "ceT1"): {"sp": (0.39, 0.46), "dz": (1.2, 1.5), "n": (512,), "slab": (160.0, 180.0)},
@@ -170,9 +178,40 @@ class Subject:
     aica_loop: tuple[float, float]  # how deep each AICA loop dips into its porus (mm; right, left)
 
 
+_Range = tuple[float, float]  # uniform (low, high)
+
+
+class _AnatomyRanges(TypedDict):
+    head: tuple[_Range, _Range, _Range]
+    centre: float
+    scalp: float | _Range
+    skull: float | _Range
+    z0: _Range
+    bs: float
+    ear: float
+    canal_r: _Range
+    porus: tuple[_Range, _Range]
+    iac: tuple[_Range, _Range]
+    co_r: _Range
+    co_tube: _Range
+    co_h: _Range
+    co_off: tuple[_Range, _Range]
+    vest: tuple[_Range, _Range, _Range]
+    scc_r: tuple[_Range, _Range, _Range]
+    scc_tube: _Range
+    gap: _Range
+    vs_d: _Range | None  # VS diameter range (log-uniform), or None and ...
+    vs_r: _Range | None  # ... a VS radius range (uniform)
+    vs_scale: float
+    basilar: _Range
+    aica: _Range
+    petrous: tuple[float, float]
+    column_top: _Range | None
+
+
 # Per-scale anatomy ranges. "small": the head shrunk to a ~50 mm field of view, ear structures close
 # to life size (learnable on a CPU); "full": life-sized (VS 4-30 mm, cochlea a few mm).
-_ANATOMY = {
+_ANATOMY: dict[str, _AnatomyRanges] = {
     "small": {
         "head": ((21.5, 23.5), (22.5, 24.5), (60.0, 60.0)), "centre": 0.8, "scalp": 1.4, "skull": 1.7,
         "z0": (-2.0, 2.0), "bs": 1.0, "ear": 1.0, "canal_r": (1.2, 1.5), "porus": ((7.6, 8.4), (2.5, 3.5)),
@@ -203,11 +242,13 @@ def _sample_subject(rng: np.random.Generator, scale: str) -> Subject:
     u = rng.uniform
     side = int(rng.choice([-1, 1]))
     hx, hy, hz = (u(*r) for r in A["head"])
-    if A["vs_d"] is None:
-        vs_r = u(*A["vs_r"])
+    vs_d, vs_r_range = A["vs_d"], A["vs_r"]
+    if vs_d is None:
+        assert vs_r_range is not None  # a scale gives vs_d or vs_r
+        vs_r = u(*vs_r_range)
     else:
         # Max extent (body plus lobes) ~2.7 radii; log-uniform diameter: as many small tumours as large.
-        vs_r = math.exp(u(math.log(A["vs_d"][0]), math.log(A["vs_d"][1]))) / 2.7
+        vs_r = math.exp(u(math.log(vs_d[0]), math.log(vs_d[1]))) / 2.7
     d = np.array([-0.55 * side, -u(0.55, 0.85), u(-0.15, 0.15)])
     d /= np.linalg.norm(d)
     lobes = []
@@ -239,8 +280,8 @@ def _sample_subject(rng: np.random.Generator, scale: str) -> Subject:
         cochlea_height=u(*A["co_h"]),
         cochlea_tilt=(u(-0.35, 0.35), u(-0.35, 0.35)),
         vestibule_offset=(u(2.2, 2.6), u(-1.2, -0.6), u(0.0, 0.6)),
-        vestibule_axes=tuple(u(*r) for r in A["vest"]),
-        scc_radii=tuple(u(*r) for r in A["scc_r"]),
+        vestibule_axes=(u(*A["vest"][0]), u(*A["vest"][1]), u(*A["vest"][2])),
+        scc_radii=(u(*A["scc_r"][0]), u(*A["scc_r"][1]), u(*A["scc_r"][2])),
         scc_tube=u(*A["scc_tube"]),
         labyrinth_gap=u(*A["gap"]),
         vs_radius=vs_r,
@@ -444,6 +485,15 @@ def _tube(x, y, z, curve: np.ndarray, radius, reach: float) -> tuple[np.ndarray,
     return idx[keep], sd[keep]
 
 
+@overload
+def _paint(sub: Subject, x: np.ndarray, y: np.ndarray, z: np.ndarray, margin: None = None) -> np.ndarray: ...
+
+
+@overload
+def _paint(sub: Subject, x: np.ndarray, y: np.ndarray, z: np.ndarray,
+           margin: float) -> tuple[np.ndarray, np.ndarray]: ...
+
+
 def _paint(sub: Subject, x: np.ndarray, y: np.ndarray, z: np.ndarray,
            margin: float | None = None) -> tuple[np.ndarray, np.ndarray] | np.ndarray:
     """Tissue class at world points (any equal shapes); with ``margin`` also a mask of points within
@@ -558,8 +608,8 @@ def _paint_detail(sub: Subject, geo: dict, x: np.ndarray, y: np.ndarray, z: np.n
     if len(bi):
         p = np.stack([x[bi], y[bi], z[bi]], axis=1)
         m = _dist2(p, vs_body) <= sub.vs_radius ** 2
-        for dx, dy, dz, r in sub.vs_lobes:
-            m |= _dist2(p, vs_body + np.array([dx, dy, dz])) <= r * r
+        for lx, ly, lz, r in sub.vs_lobes:  # a lobe's offset from the body (dx, dy above are arrays)
+            m |= _dist2(p, vs_body + np.array([lx, ly, lz])) <= r * r
         m |= _segment_distance2(p, vs_body, tip) <= (sub.canal_radius * 0.95) ** 2
         idx = bi[m]
         t = tissue[idx]
@@ -584,10 +634,10 @@ def _sample_grid(rng: np.random.Generator, scale: str, modality: str, sub: Subje
     dz = round(float(rng.uniform(*g["dz"])), 3)
     if "n" in g:
         n = int(g["n"][int(rng.integers(len(g["n"])))])
-        shape = (n, n)
+        ni, nj = n, n
     else:
-        shape = tuple(int(rng.uniform(*g["fov"]) // sp) for _ in range(2))
-    shape = (*shape, round(rng.uniform(*g["slab"]) / dz))
+        ni, nj = (int(rng.uniform(*g["fov"]) // sp) for _ in range(2))
+    shape = (ni, nj, round(rng.uniform(*g["slab"]) / dz))
     spacing = (sp, sp, dz)
     fi, fj, fk, oblique = _ORIENTATIONS[orientation_index % len(_ORIENTATIONS)]
     rot = np.eye(3)
@@ -652,7 +702,8 @@ def _tissue_and_coverage(sub: Subject, grid: Grid, means: np.ndarray
         ks = np.arange(k0, min(nz, k0 + slab), dtype=np.float32)
         x, y, z = _world(a, ii[..., None], jj[..., None], ks[None, None, :])
         shape = (nx, ny, len(ks))
-        t, nr = _paint(sub, *(np.broadcast_to(c, shape) for c in (x, y, z)), margin=margin)
+        bx, by, bz = (np.broadcast_to(c, shape) for c in (x, y, z))
+        t, nr = _paint(sub, bx, by, bz, margin=margin)
         tissue[..., k0:k0 + len(ks)] = t
         near[..., k0:k0 + len(ks)] = nr
     # Only boundaries that touch fluid, the VS or a vessel: the shells (air, scalp, skull) and bone-brain
@@ -745,7 +796,7 @@ def case_subject(seed: int, case_number: int, modality: str, scale: str = "small
     return sub, _sample_grid(rng, scale, modality, sub, case_number - 1 if orientation_index is None else orientation_index)
 
 
-def _plan(n_source: int, n_target: int, n_val: int) -> list[tuple[str, int, str, str | None]]:
+def _plan(n_source: int, n_target: int, n_val: int) -> list[tuple[str, int, str, str]]:
     """(case_id, number, image path, label path) for every case, crossMoDA numbering."""
     plan = []
     for i in range(1, n_source + 1):
@@ -805,12 +856,12 @@ def make_phantom(out_dir: str | Path, n_source: int = 8, n_target: int = 8, n_va
     if todo:
         log.info("phantom: generating %d of %d cases (scale=%s, seed=%d) in %s", len(todo), len(plan), scale, seed, root)
     cases = dict((old or {}).get("cases", {}))
-    for cid, num, img_rel, lab_rel in progress(todo, desc="phantom", unit="case"):
+    for cid, num, img_rel, label_rel in progress(todo, desc="phantom", unit="case"):
         modality = "ceT1" if img_rel.startswith(layout.SOURCE_DIR + "/") else "hrT2"
         case = make_case(seed, num, modality, scale)
         nifti.save(root / img_rel, case.image, affine=case.affine, dtype=np.dtype(case.dtype))
-        if lab_rel is not None:
-            nifti.save(root / lab_rel, case.label, affine=case.affine, label=True)
+        if label_rel is not None:
+            nifti.save(root / label_rel, case.label, affine=case.affine, label=True)
         # Site and ground-truth sizes, also for unlabelled target cases (QA: is the cochlea big enough?).
         lab, tissue = case.label, case.tissue
         cases[cid] = {"modality": modality, "site": case.site, "dtype": case.dtype, "shape": list(lab.shape),

@@ -35,8 +35,18 @@ from cosmos.logs import progress
 from cosmos.translation import fidelity
 from cosmos.translation.model_io import LoadedTranslator, resolve_model
 from cosmos.translation.networks import Generator
-from cosmos.translation.slices import (SliceGrid, from_slices_last, normalisation_range, normalise, pad_to_multiple,
-                                       resample, resampled_shape, to_output_intensity, to_slices_last, unpad)
+from cosmos.translation.slices import (
+    SliceGrid,
+    from_slices_last,
+    normalisation_range,
+    normalise,
+    pad_to_multiple,
+    resample,
+    resampled_shape,
+    to_output_intensity,
+    to_slices_last,
+    unpad,
+)
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +135,12 @@ def convert_source(model: str | Path | LoadedTranslator, input_dir: str | Path, 
         if img_out.exists() and lab_out.exists():
             written.append(img_out)
             skipped += 1
-            if src is not None:
+            if src is not None and ref_q is not None:  # src is loaded here only for the fidelity figures
                 rows.append(_case_fidelity(nifti.load(img_out).data, nifti.load(lab_out, label=True).data, src,
                                            ref_q, translator.grid))
             continue
+        # an output is missing, so src was loaded above; _source_cases refuses a case without its label
+        assert src is not None and case.label is not None
         lab = nifti.load(case.label, label=True)
         problem = nifti.same_grid(src, lab)
         if problem:

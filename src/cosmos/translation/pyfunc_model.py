@@ -6,12 +6,12 @@ module from the JSON + state_dict."""
 from __future__ import annotations
 
 import mlflow.models
-import mlflow.pyfunc
 import numpy as np
 import torch
+from mlflow.pyfunc.model import PythonModel  # = mlflow.pyfunc.PythonModel, which mypy cannot see (lazy module)
 
 
-class TranslatorPyfunc(mlflow.pyfunc.PythonModel):
+class TranslatorPyfunc(PythonModel):
     """``predict`` takes normalised slices (N, H, W) in [-1, 1] on the model's grid (H, W multiples
     of 2**levels) and returns the translated slices in [-1, 1]. Whole volumes go through
     :func:`cosmos.translation.conversion.convert_volume`, which uses ``self.translator``."""

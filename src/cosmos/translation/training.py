@@ -47,12 +47,12 @@ import torch
 
 from cosmos import tracking
 from cosmos.config import CosmosConfig
+from cosmos.cpu import apply_threads
 from cosmos.data import nifti
 from cosmos.data.layout import SOURCE_DIR, TARGET_DIR, discover
-from cosmos.cpu import apply_threads
 from cosmos.errors import CosmosError
-from cosmos.secrets import redact_params
 from cosmos.logs import progress
+from cosmos.secrets import redact_params
 from cosmos.translation import fidelity, losses
 from cosmos.translation.conversion import pick_device
 from cosmos.translation.model_io import log_model, register_model, save_model_dir
@@ -117,18 +117,21 @@ def load_slices(data_dir: str | Path, grid: SliceGrid) -> SliceData:
     src, labs, vol_idx, tgt, tgt_idx, files = [], [], [], [], [], []
     empty_labels: list[str] = []  # legal, but worth saying: they teach the segmentor "nothing here"
     for i, case in enumerate(progress(ds.source, desc="load ceT1", unit="vol")):
+        label_path = case.label
+        assert label_path is not None  # every source case has its label (checked above)
         img = nifti.load(case.image)
-        lab = nifti.load(case.label, label=True)
+        lab = nifti.load(label_path, label=True)
         problem = nifti.same_grid(img, lab)
         if problem:
-            raise CosmosError(f"{case.label}: label is not on the grid of {case.image.name} ({problem})")
+            raise CosmosError(f"{label_path}: label is not on the grid of {case.image.name} ({problem})")
         if not np.any(lab.data):
             empty_labels.append(case.case_id)
         s, l_ = volume_to_training_slices(img.data, img.affine, grid, lab.data)
+        assert l_ is not None  # labels in, labels out
         src.append(s.half())
         labs.append(l_)
         vol_idx.append(np.full(len(s), i))
-        files += [case.image, case.label]
+        files += [case.image, label_path]
     for j, case in enumerate(progress(ds.target, desc="load hrT2", unit="vol")):
         img = nifti.load(case.image)
         t, _ = volume_to_training_slices(img.data, img.affine, grid)
@@ -307,7 +310,7 @@ class FidelitySample:
     ref_q: np.ndarray  # quantile function of the real hrT2 sample (fidelity.reference_quantiles)
     n_target: int
 
-    def score(self, trainer: "TranslatorTrainer") -> fidelity.Fidelity:
+    def score(self, trainer: TranslatorTrainer) -> fidelity.Fidelity:
         rows = [fidelity.case_figures(trainer.translate(x), lab, self.ref_q, source=x[:, 0].float().numpy(),
                                       slice_axis=0) for x, lab in zip(self.source, self.labels)]
         return fidelity.summarise(rows, self.n_target)
