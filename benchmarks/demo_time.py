@@ -65,14 +65,18 @@ def main(argv: list[str] | None = None) -> int:
         for r in rounds:
             s = ((r.get("metrics") or {}).get("summary")) or {}
             cells = "  ".join(f"{k} {s[k]['dice_mean']:.3f}" for k in ("VS", "cochlea", "mean") if k in s)
-            print(f"  {r['name']:<10} Dice {cells}  kept {len(r.get('kept') or [])}"
-                  f"{'  <- champion' if r.get('champion') else ''}")
+            print(
+                f"  {r['name']:<10} Dice {cells}  kept {len(r.get('kept') or [])}"
+                f"{'  <- champion' if r.get('champion') else ''}"
+            )
         dice = [((r.get("metrics") or {}).get("summary") or {}).get("mean", {}).get("dice_mean") for r in rounds]
         if len(dice) > 1 and None not in (dice[0], dice[-1]):
             print(f"  last student - teacher: {dice[-1] - dice[0]:+.3f} mean Dice")
     verdict = "meets" if wall <= TARGET_S else "MISSES"
-    print(f"\nprofile {args.profile}: wall {wall:.1f} s ({wall / 60:.1f} min) -- {verdict} the "
-          f"{TARGET_S / 60:.0f}-minute target")
+    print(
+        f"\nprofile {args.profile}: wall {wall:.1f} s ({wall / 60:.1f} min) -- {verdict} the "
+        f"{TARGET_S / 60:.0f}-minute target"
+    )
     if not args.out:
         shutil.rmtree(out, ignore_errors=True)
     return 0

@@ -79,15 +79,29 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'stage':<30} {'compute s':>10}")
     for r in rows:
         print(f"{r['stage']:<30} {r['seconds']:>10.1f}")
-    print(f"\nprofile {args.profile}, {len(rows)} tasks, folds {cfg.segmentation.folds}, "
-          f"rounds 1+{cfg.selftraining.rounds}")
+    print(
+        f"\nprofile {args.profile}, {len(rows)} tasks, folds {cfg.segmentation.folds}, "
+        f"rounds 1+{cfg.selftraining.rounds}"
+    )
     print(f"wall time                      {wall:10.1f} s")
-    print(f"summed component compute       {compute:10.1f} s   overhead {wall - compute:+8.1f} s "
-          f"({(wall - compute) / wall:+.1%} of wall)")
-    print(f"critical-path compute          {critical:10.1f} s   overhead {wall - critical:+8.1f} s "
-          f"({(wall - critical) / wall:+.1%} of wall; target <= 5%)")
-    print(json.dumps({"wall_s": round(wall, 2), "compute_sum_s": round(compute, 2),
-                      "compute_critical_path_s": round(critical, 2), "tasks": len(rows)}))
+    print(
+        f"summed component compute       {compute:10.1f} s   overhead {wall - compute:+8.1f} s "
+        f"({(wall - compute) / wall:+.1%} of wall)"
+    )
+    print(
+        f"critical-path compute          {critical:10.1f} s   overhead {wall - critical:+8.1f} s "
+        f"({(wall - critical) / wall:+.1%} of wall; target <= 5%)"
+    )
+    print(
+        json.dumps(
+            {
+                "wall_s": round(wall, 2),
+                "compute_sum_s": round(compute, 2),
+                "compute_critical_path_s": round(critical, 2),
+                "tasks": len(rows),
+            }
+        )
+    )
     if not args.out and not args.keep:
         shutil.rmtree(out, ignore_errors=True)
     return 0

@@ -41,7 +41,7 @@ def make_case(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         sub = tuple(slice(a, b) for a, b in zip(lo, hi))
         local = np.ogrid[sub]
         d2 = sum((local[d] * SPACING[d] - p[d]) ** 2 for d in range(3))
-        tube[sub] |= d2 <= 0.8 ** 2
+        tube[sub] |= d2 <= 0.8**2
     gt[tube & (gt == 0)] = 2
     pred = np.roll(gt, shift=(1, -1, 0), axis=(0, 1, 2))
     # boundary noise: flip ~15 % of the VS surface voxels

@@ -44,8 +44,16 @@ def _make_training_folder(root: Path, n_cases: int, seed: int) -> Path:
     """Phantom hrT2 with its ground-truth labels, laid out like the translator's pseudo folder."""
     from cosmos.data.phantom import make_phantom
 
-    data = make_phantom(root / "phantom", n_source=2, n_target=n_cases, n_val=1, seed=seed, scale="small",
-                        preview=False, target_labels=True)
+    data = make_phantom(
+        root / "phantom",
+        n_source=2,
+        n_target=n_cases,
+        n_val=1,
+        seed=seed,
+        scale="small",
+        preview=False,
+        target_labels=True,
+    )
     pseudo = root / "pseudo"
     pseudo.mkdir(parents=True, exist_ok=True)
     for img in sorted((data / "target_training").glob("*_hrT2.nii.gz")):
@@ -92,25 +100,50 @@ def _child(mode: str, prepared_dir: str, out_dir: str, fold: int, cfg_json: str)
         nnUNetTrainerCosmosBudget.default_budget = TrainerBudget.from_config(seg)
         if not seg.run_validation:  # --no-validation: nnUNetv2_train always validates; skip it as the wrapper does
             nnUNetTrainerCosmosBudget.perform_actual_validation = lambda self, *a, **k: None
-        rt.recursive_find_trainer_class_by_name = (
-            lambda name: {"nnUNetTrainerCosmosBudget": nnUNetTrainerCosmosBudget}[name])
+        rt.recursive_find_trainer_class_by_name = lambda name: {"nnUNetTrainerCosmosBudget": nnUNetTrainerCosmosBudget}[
+            name
+        ]
         os.environ["nnUNet_preprocessed"] = str(prepared.preprocessed_root.resolve())
         os.environ["nnUNet_results"] = str(out.resolve())
         environment.seed_everything(cfg.seed + fold)
-        sys.argv = ["nnUNetv2_train", prepared.dataset_name, prepared.configuration, str(fold),
-                    "-tr", "nnUNetTrainerCosmosBudget", "-p", prepared.plans_identifier, "-device", device.type]
+        sys.argv = [
+            "nnUNetv2_train",
+            prepared.dataset_name,
+            prepared.configuration,
+            str(fold),
+            "-tr",
+            "nnUNetTrainerCosmosBudget",
+            "-p",
+            prepared.plans_identifier,
+            "-device",
+            device.type,
+        ]
         t0 = time.perf_counter()
         rt.run_training_entry()
         seconds = time.perf_counter() - t0
         ckpt = next(out.rglob("checkpoint_final.pth"))
     epochs = _epoch_times(ckpt)
-    print("RESULT " + json.dumps({"mode": mode, "seconds": seconds, "epoch_seconds": epochs,
-                                  "device": str(device)}), flush=True)
+    print(
+        "RESULT " + json.dumps({"mode": mode, "seconds": seconds, "epoch_seconds": epochs, "device": str(device)}),
+        flush=True,
+    )
 
 
 def _run_child(mode: str, prepared: Path, out: Path, fold: int, cfg, env: dict) -> dict:
-    cmd = [sys.executable, __file__, "--_child", mode, "--_prepared", str(prepared), "--_out", str(out),
-           "--_fold", str(fold), "--_cfg", cfg.to_json()]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--_child",
+        mode,
+        "--_prepared",
+        str(prepared),
+        "--_out",
+        str(out),
+        "--_fold",
+        str(fold),
+        "--_cfg",
+        cfg.to_json(),
+    ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -118,7 +151,7 @@ def _run_child(mode: str, prepared: Path, out: Path, fold: int, cfg, env: dict) 
     if proc.returncode != 0 or not lines:
         sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
         raise SystemExit(f"{mode} run failed (exit {proc.returncode})")
-    result = json.loads(lines[-1][len("RESULT "):])
+    result = json.loads(lines[-1][len("RESULT ") :])
     result["process_seconds"] = wall
     return result
 
@@ -131,11 +164,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fold", type=int, default=0)
     p.add_argument("--cases", type=int, default=8, help="phantom training cases")
     p.add_argument("--out", default=None, help="work dir (default: a temp dir, removed afterwards)")
-    p.add_argument("--prepared", default=None,
-                   help="reuse this prepared round (cosmos_prepared.json) instead of making phantom data and planning; "
-                        "e.g. on a GPU machine without SimpleITK, after `--out` on a CPU box")
-    p.add_argument("--no-validation", action="store_true",
-                   help="skip nnU-Net's final full-case validation in both runs (it writes NIfTI through SimpleITK)")
+    p.add_argument(
+        "--prepared",
+        default=None,
+        help="reuse this prepared round (cosmos_prepared.json) instead of making phantom data and planning; "
+        "e.g. on a GPU machine without SimpleITK, after `--out` on a CPU box",
+    )
+    p.add_argument(
+        "--no-validation",
+        action="store_true",
+        help="skip nnU-Net's final full-case validation in both runs (it writes NIfTI through SimpleITK)",
+    )
     p.add_argument("--_child"), p.add_argument("--_prepared"), p.add_argument("--_out")
     p.add_argument("--_fold", type=int), p.add_argument("--_cfg")
     args = p.parse_args(argv)
@@ -150,8 +189,9 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging("WARNING")
     threads = multiprocessing.cpu_count()  # what nnUNetv2_train sets for -device cpu
-    cfg = load_config(args.profile, overrides=[*args.overrides,
-                                               f"segmentation.run_validation={str(not args.no_validation).lower()}"])
+    cfg = load_config(
+        args.profile, overrides=[*args.overrides, f"segmentation.run_validation={str(not args.no_validation).lower()}"]
+    )
     device = environment.resolve_device(cfg.segmentation.device)
     if device.type == "cpu":
         cfg = cfg.with_overrides({"segmentation.torch_threads": threads})
@@ -168,8 +208,13 @@ def main(argv: list[str] | None = None) -> int:
             pseudo = _make_training_folder(work / "data", args.cases, cfg.seed)
             prepared = prepare_round(pseudo, work / "prepared", cfg)
         prepare_s = time.perf_counter() - t0
-        env = dict(os.environ, nnUNet_n_proc_DA=str(n_da), nnUNet_def_n_proc=str(cfg.segmentation.num_processes),
-                   nnUNet_compile="1" if cfg.segmentation.compile else "0", COSMOS_NO_PROGRESS="1")
+        env = dict(
+            os.environ,
+            nnUNet_n_proc_DA=str(n_da),
+            nnUNet_def_n_proc=str(cfg.segmentation.num_processes),
+            nnUNet_compile="1" if cfg.segmentation.compile else "0",
+            COSMOS_NO_PROGRESS="1",
+        )
         env.pop("MLFLOW_TRACKING_URI", None)
         results: dict[str, list[dict]] = {"wrapper": [], "nnunet": []}
         for i in range(args.repeats):
@@ -179,8 +224,11 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(out, ignore_errors=True)
                 r = _run_child(mode, prepared, out, args.fold, cfg, env)
                 results[mode].append(r)
-                print(f"  run {i} {mode:8s} {r['seconds']:8.1f} s  (process {r['process_seconds']:.1f} s, "
-                      f"epochs {', '.join(f'{e:.1f}' for e in r['epoch_seconds'])} s)", flush=True)
+                print(
+                    f"  run {i} {mode:8s} {r['seconds']:8.1f} s  (process {r['process_seconds']:.1f} s, "
+                    f"epochs {', '.join(f'{e:.1f}' for e in r['epoch_seconds'])} s)",
+                    flush=True,
+                )
         med = {m: statistics.median(r["seconds"] for r in rs) for m, rs in results.items()}
         ratio = med["wrapper"] / med["nnunet"]
         med_proc = {m: statistics.median(r["process_seconds"] for r in rs) for m, rs in results.items()}
@@ -188,11 +236,17 @@ def main(argv: list[str] | None = None) -> int:
         epoch_s = [e for r in results["nnunet"] for e in r["epoch_seconds"]]
         seg = cfg.segmentation
         summary = {
-            "device": str(device), "cuda_name": _cuda_name(), "torch_threads": seg.torch_threads, "da_workers": n_da,
-            "profile": cfg.profile, "budget": f"{seg.epochs} epochs x {seg.iterations_per_epoch} iterations "
-                                              f"(+{seg.val_iterations_per_epoch} val)",
-            "prepare_seconds": round(prepare_s, 1), "median_seconds": {k: round(v, 2) for k, v in med.items()},
-            "ratio_wrapper_over_nnunet": round(ratio, 4), "target": 1.02,
+            "device": str(device),
+            "cuda_name": _cuda_name(),
+            "torch_threads": seg.torch_threads,
+            "da_workers": n_da,
+            "profile": cfg.profile,
+            "budget": f"{seg.epochs} epochs x {seg.iterations_per_epoch} iterations "
+            f"(+{seg.val_iterations_per_epoch} val)",
+            "prepare_seconds": round(prepare_s, 1),
+            "median_seconds": {k: round(v, 2) for k, v in med.items()},
+            "ratio_wrapper_over_nnunet": round(ratio, 4),
+            "target": 1.02,
             "median_process_seconds": {k: round(v, 2) for k, v in med_proc.items()},
             "ratio_process_wall": round(ratio_proc, 4),
             "per_epoch_seconds_median": round(statistics.median(epoch_s), 2),
@@ -200,14 +254,20 @@ def main(argv: list[str] | None = None) -> int:
             "runs": results,
         }
         (work / "nnunet_overhead.json").write_text(json.dumps(summary, indent=2))
-        print(f"device {summary['device']}{' (' + summary['cuda_name'] + ')' if summary['cuda_name'] else ''}, "
-              f"profile {cfg.profile}: {summary['budget']}, torch threads {seg.torch_threads}, DA workers {n_da}")
+        print(
+            f"device {summary['device']}{' (' + summary['cuda_name'] + ')' if summary['cuda_name'] else ''}, "
+            f"profile {cfg.profile}: {summary['budget']}, torch threads {seg.torch_threads}, DA workers {n_da}"
+        )
         print(f"median fold time: wrapper {med['wrapper']:.1f} s, nnUNetv2_train path {med['nnunet']:.1f} s")
-        print(f"ratio wrapper / nnU-Net = {ratio:.3f} (target <= 1.02){'' if ratio <= 1.02 else '  ABOVE TARGET'}; "
-              f"whole child process (imports included): {med_proc['wrapper']:.1f} s / {med_proc['nnunet']:.1f} s "
-              f"= {ratio_proc:.3f}")
-        print(f"per-epoch time ({summary['device']}): {summary['per_epoch_seconds_median']:.1f} s "
-              f"(median over nnU-Net runs); load average {os.getloadavg()[0]:.1f}")
+        print(
+            f"ratio wrapper / nnU-Net = {ratio:.3f} (target <= 1.02){'' if ratio <= 1.02 else '  ABOVE TARGET'}; "
+            f"whole child process (imports included): {med_proc['wrapper']:.1f} s / {med_proc['nnunet']:.1f} s "
+            f"= {ratio_proc:.3f}"
+        )
+        print(
+            f"per-epoch time ({summary['device']}): {summary['per_epoch_seconds_median']:.1f} s "
+            f"(median over nnU-Net runs); load average {os.getloadavg()[0]:.1f}"
+        )
         print(f"details: {work / 'nnunet_overhead.json'}")
         return 0
     finally:

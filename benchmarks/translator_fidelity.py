@@ -46,12 +46,24 @@ def references(data: Path) -> list[str]:
 
     real = [vol(c.image) for c in ds.target]
     ref_q = fidelity.reference_quantiles(real)
-    rows = [_row("ceT1 (untranslated)", fidelity.summarise(
-        [fidelity.case_figures(vol(c.image), vol(c.label, True), ref_q) for c in ds.source], len(real)).to_dict())]
+    rows = [
+        _row(
+            "ceT1 (untranslated)",
+            fidelity.summarise(
+                [fidelity.case_figures(vol(c.image), vol(c.label, True), ref_q) for c in ds.source], len(real)
+            ).to_dict(),
+        )
+    ]
     val = [c for c in ds.validation if c.label is not None]
     if val:
-        rows.append(_row("real hrT2 (labelled)", fidelity.summarise(
-            [fidelity.case_figures(vol(c.image), vol(c.label, True), ref_q) for c in val], len(real)).to_dict()))
+        rows.append(
+            _row(
+                "real hrT2 (labelled)",
+                fidelity.summarise(
+                    [fidelity.case_figures(vol(c.image), vol(c.label, True), ref_q) for c in val], len(real)
+                ).to_dict(),
+            )
+        )
     return rows
 
 
@@ -72,9 +84,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'':<28} {'W1':>8} {'VS<fluid':>8} {'VScontr':>8} {'coch.br':>8} {'train s':>8}")
     for profile in [p for p in args.profiles.split(",") if p]:
         cfg = load_config(profile, overrides=args.overrides)
-        data = Path(args.data) if args.data else make_phantom(
-            out / f"phantom-{profile}", n_source=cfg.phantom.n_source, n_target=cfg.phantom.n_target,
-            n_val=cfg.phantom.n_val, seed=cfg.phantom.seed, scale=cfg.phantom.scale, preview=False)
+        data = (
+            Path(args.data)
+            if args.data
+            else make_phantom(
+                out / f"phantom-{profile}",
+                n_source=cfg.phantom.n_source,
+                n_target=cfg.phantom.n_target,
+                n_val=cfg.phantom.n_val,
+                seed=cfg.phantom.seed,
+                scale=cfg.phantom.scale,
+                preview=False,
+            )
+        )
         for line in references(data):
             print(f"{line}   [{profile} data]")
         run = out / profile

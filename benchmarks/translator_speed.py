@@ -40,8 +40,8 @@ def bench_train(profile: str, device: str, steps: int, overrides: list[str]) -> 
     x_s = torch.rand(b, 1, s, s, device=device) * 2 - 1
     x_t = torch.rand(b, 1, s, s, device=device) * 2 - 1
     y_s = torch.zeros(b, s, s, dtype=torch.long, device=device)
-    y_s[:, s // 3: s // 2, s // 3: s // 2] = 1
-    y_s[:, s // 2: s // 2 + 3, s // 2: s // 2 + 3] = 2
+    y_s[:, s // 3 : s // 2, s // 3 : s // 2] = 1
+    y_s[:, s // 2 : s // 2 + 3, s // 2 : s // 2 + 3] = 2
     trainer.step(x_s, y_s, x_t, True)  # warm-up (allocator, cudnn autotune)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -51,8 +51,16 @@ def bench_train(profile: str, device: str, steps: int, overrides: list[str]) -> 
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     secs = time.perf_counter() - t0
-    return {"what": "train", "profile": profile, "device": device, "image_size": s, "batch_size": b,
-            "base_channels": t.base_channels, "slices_per_s": steps * b / secs, "s_per_step": secs / steps}
+    return {
+        "what": "train",
+        "profile": profile,
+        "device": device,
+        "image_size": s,
+        "batch_size": b,
+        "base_channels": t.base_channels,
+        "slices_per_s": steps * b / secs,
+        "s_per_step": secs / steps,
+    }
 
 
 def bench_convert(profile: str, device: str, shape: tuple[int, int, int], overrides: list[str]) -> dict:
@@ -77,10 +85,18 @@ def bench_convert(profile: str, device: str, shape: tuple[int, int, int], overri
     out = convert_volume(gen, vol, affine, grid_from_config(cfg), batch_size=t.convert_batch_size, device=device)
     secs = time.perf_counter() - t0
     assert out.shape == vol.shape
-    res = {"what": "convert", "profile": profile, "device": device, "shape": list(shape),
-           "convert_batch_size": t.convert_batch_size, "base_channels": t.base_channels,
-           "slices_per_s": shape[2] / secs, "seconds": secs, "peak_rss_mb": _peak_rss_mb(),
-           "rss_before_convert_mb": before}
+    res = {
+        "what": "convert",
+        "profile": profile,
+        "device": device,
+        "shape": list(shape),
+        "convert_batch_size": t.convert_batch_size,
+        "base_channels": t.base_channels,
+        "slices_per_s": shape[2] / secs,
+        "seconds": secs,
+        "peak_rss_mb": _peak_rss_mb(),
+        "rss_before_convert_mb": before,
+    }
     if device.startswith("cuda"):
         res["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return res
@@ -110,8 +126,20 @@ def main(argv: list[str] | None = None) -> int:
     for dev in devices:
         rows.append(bench_train(args.profile, dev, args.train_steps, args.overrides))
         print(json.dumps(rows[-1]), flush=True)
-        cmd = [sys.executable, __file__, "--child", "convert", "--device", dev, "--profile", args.profile,
-               "--threads", str(args.threads), "--convert-shape", *map(str, args.convert_shape)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            "convert",
+            "--device",
+            dev,
+            "--profile",
+            args.profile,
+            "--threads",
+            str(args.threads),
+            "--convert-shape",
+            *map(str, args.convert_shape),
+        ]
         for o in args.overrides:
             cmd += ["--set", o]
         out = subprocess.run(cmd, capture_output=True, text=True)
@@ -122,9 +150,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows[-1]), flush=True)
     print(f"\n{'what':8} {'device':6} {'profile':7} {'slices/s':>9} {'peak RSS MB':>12}  notes")
     for r in rows:
-        note = (f"{r['image_size']}px batch {r['batch_size']} base {r['base_channels']}" if r["what"] == "train"
-                else f"{'x'.join(map(str, r['shape']))} chunk {r['convert_batch_size']} base {r['base_channels']}"
-                + (f" peak GPU {r['peak_gpu_mb']:.0f} MB" if "peak_gpu_mb" in r else ""))
+        note = (
+            f"{r['image_size']}px batch {r['batch_size']} base {r['base_channels']}"
+            if r["what"] == "train"
+            else f"{'x'.join(map(str, r['shape']))} chunk {r['convert_batch_size']} base {r['base_channels']}"
+            + (f" peak GPU {r['peak_gpu_mb']:.0f} MB" if "peak_gpu_mb" in r else "")
+        )
         rss = f"{r['peak_rss_mb']:.0f}" if "peak_rss_mb" in r else "-"
         print(f"{r['what']:8} {r['device']:6} {r['profile']:7} {r['slices_per_s']:9.2f} {rss:>12}  {note}")
     return 0

@@ -89,8 +89,10 @@ def tracking(tracking_uri: str, scratch_dir, *, cluster: bool | None = None) -> 
     if cluster is None:
         cluster = _CLUSTER_MODE.get()
     if cluster and not tracking_uri and not os.environ.get(TRACKING_SECRET_KEY):
-        raise CosmosError(f"no MLflow tracking URI: set the key {TRACKING_SECRET_KEY} in the credentials Secret "
-                          "(cosmos-credentials by default) or pass the tracking_uri pipeline parameter")
+        raise CosmosError(
+            f"no MLflow tracking URI: set the key {TRACKING_SECRET_KEY} in the credentials Secret "
+            "(cosmos-credentials by default) or pass the tracking_uri pipeline parameter"
+        )
     return resolve_tracking_uri(tracking_uri or None, scratch_dir)
 
 
@@ -131,7 +133,10 @@ def run(stage: str, outputs, body, *, key: str, work_root: str):
     finally:
         _CLUSTER_MODE.reset(token)
     main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    if work_root and getattr(main_spec, "name", "") == "kfp.dsl.executor_main" \
-            and os.environ.get("COSMOS_FAST_EXIT", "1") != "0":
+    if (
+        work_root
+        and getattr(main_spec, "name", "") == "kfp.dsl.executor_main"
+        and os.environ.get("COSMOS_FAST_EXIT", "1") != "0"
+    ):
         atexit.register(_fast_exit)
     return result

@@ -36,15 +36,23 @@ def evaluate(
 
     rt.setup()
     cfg = rt.load_cfg(profile, config, "", overrides)
-    key = stage_key("evaluate", {"round": round_index}, [predictions.path, data.path, roi_data.path, round_run.path],
-                    cfg, [])
+    key = stage_key(
+        "evaluate", {"round": round_index}, [predictions.path, data.path, roi_data.path, round_run.path], cfg, []
+    )
 
     def body(out):
         from cosmos.selftraining.rounds import score
 
-        return score(round_index, cfg, predictions_dir=predictions.path, data_dir=data.path,
-                     roi_data_dir=roi_data.path, run_dir=round_run.path, out_dir=out["scores"],
-                     tracking_uri=rt.tracking(tracking_uri, out["scores"]))
+        return score(
+            round_index,
+            cfg,
+            predictions_dir=predictions.path,
+            data_dir=data.path,
+            roi_data_dir=roi_data.path,
+            run_dir=round_run.path,
+            out_dir=out["scores"],
+            tracking_uri=rt.tracking(tracking_uri, out["scores"]),
+        )
 
     result = rt.run(f"evaluate{round_index}", {"scores": scores.path}, body, key=key, work_root=work_root)
     mean_dice = float("nan")

@@ -22,8 +22,9 @@ def ingest_validate(
     config: str,
     work_root: str,
     data: Output[Dataset],
-) -> NamedTuple("IngestOutputs", [("has_val_labels", bool), ("n_source", int), ("n_target", int),
-                                  ("n_validation", int)]):
+) -> NamedTuple(
+    "IngestOutputs", [("has_val_labels", bool), ("n_source", int), ("n_target", int), ("n_validation", int)]
+):
     """data_uri: s3://bucket/prefix, a local crossMoDA folder, or "" for the built-in phantom."""
     from collections import namedtuple
 
@@ -42,10 +43,15 @@ def ingest_validate(
     def body(out):
         from cosmos.data.ingest import ingest
 
-        ds = ingest(data_uri, out["data"], val_labels_uri=val_labels_uri or None, cfg=cfg,
-                    require_source=bool(require_source))
-        return {"has_val_labels": bool(ds.has_validation_labels), "n_source": len(ds.source),
-                "n_target": len(ds.target), "n_validation": len(ds.validation)}
+        ds = ingest(
+            data_uri, out["data"], val_labels_uri=val_labels_uri or None, cfg=cfg, require_source=bool(require_source)
+        )
+        return {
+            "has_val_labels": bool(ds.has_validation_labels),
+            "n_source": len(ds.source),
+            "n_target": len(ds.target),
+            "n_validation": len(ds.validation),
+        }
 
     result = rt.run("ingest", {"data": data.path}, body, key=key, work_root=work_root)
     data.metadata.update(result)
@@ -74,8 +80,9 @@ def crop_roi(
         from cosmos.data.roi import crop_dataset
 
         r = cfg.roi
-        result = crop_dataset(data.path, out["roi_data"], enabled=r.enabled, margin_mm=r.margin_mm,
-                              min_size_mm=r.min_size_mm)
+        result = crop_dataset(
+            data.path, out["roi_data"], enabled=r.enabled, margin_mm=r.margin_mm, min_size_mm=r.min_size_mm
+        )
         return {"n_cropped": sum(1 for f in result["files"].values() if f["cropped"])}
 
     result = rt.run("crop_roi", {"roi_data": roi_data.path}, body, key=key, work_root=work_root)

@@ -35,19 +35,36 @@ def predict_pseudo_labels(
     cfg = rt.load_cfg(profile, config, "", overrides)
     model_paths = sorted(m.path for m in fold_models)
     previous = previous_kept.path if previous_kept is not None else None
-    key = stage_key("predict_pseudo_labels", {"round": round_index},
-                    [*model_paths, data.path, round_run.path, previous], cfg, ["segmentation", "selftraining"])
+    key = stage_key(
+        "predict_pseudo_labels",
+        {"round": round_index},
+        [*model_paths, data.path, round_run.path, previous],
+        cfg,
+        ["segmentation", "selftraining"],
+    )
 
     def body(out):
         from cosmos.selftraining.rounds import fold_model_dirs, pseudo_label
 
-        return pseudo_label(round_index, cfg, fold_dirs=fold_model_dirs(model_paths), data_dir=data.path,
-                            previous_kept_dir=previous, run_dir=round_run.path, labels_dir=out["pseudo_labels"],
-                            kept_dir=out["kept_labels"], tracking_uri=rt.tracking(tracking_uri, out["kept_labels"]))
+        return pseudo_label(
+            round_index,
+            cfg,
+            fold_dirs=fold_model_dirs(model_paths),
+            data_dir=data.path,
+            previous_kept_dir=previous,
+            run_dir=round_run.path,
+            labels_dir=out["pseudo_labels"],
+            kept_dir=out["kept_labels"],
+            tracking_uri=rt.tracking(tracking_uri, out["kept_labels"]),
+        )
 
-    result = rt.run(f"predict_pseudo_labels{round_index}",
-                    {"pseudo_labels": pseudo_labels.path, "kept_labels": kept_labels.path}, body, key=key,
-                    work_root=work_root)
+    result = rt.run(
+        f"predict_pseudo_labels{round_index}",
+        {"pseudo_labels": pseudo_labels.path, "kept_labels": kept_labels.path},
+        body,
+        key=key,
+        work_root=work_root,
+    )
     kept_labels.metadata.update({"n_kept": len(result["kept"]), "n_dropped": len(result["dropped"])})
     outputs = namedtuple("FilterOutputs", ["n_kept", "n_dropped"])
     return outputs(len(result["kept"]), len(result["dropped"]))
@@ -76,10 +93,12 @@ def predict_validation(
         from cosmos.selftraining.rounds import fold_model_dirs
         from cosmos.selftraining.rounds import predict_validation as predict
 
-        return predict(round_index, cfg, fold_dirs=fold_model_dirs(model_paths), data_dir=data.path,
-                       out_dir=out["predictions"])
+        return predict(
+            round_index, cfg, fold_dirs=fold_model_dirs(model_paths), data_dir=data.path, out_dir=out["predictions"]
+        )
 
-    result = rt.run(f"predict_validation{round_index}", {"predictions": predictions.path}, body, key=key,
-                    work_root=work_root)
+    result = rt.run(
+        f"predict_validation{round_index}", {"predictions": predictions.path}, body, key=key, work_root=work_root
+    )
     predictions.metadata.update(result)
     return int(result["n_cases"])

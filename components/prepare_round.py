@@ -35,14 +35,26 @@ def prepare_round(
     cfg = rt.load_cfg(profile, config, "", overrides)
     kept_path = kept_labels.path if kept_labels is not None else None
     previous = previous_prepared.path if previous_prepared is not None else None
-    key = stage_key("prepare_round", {"round": round_index}, [pseudo.path, data.path, kept_path, previous], cfg,
-                    ["segmentation", "selftraining"])
+    key = stage_key(
+        "prepare_round",
+        {"round": round_index},
+        [pseudo.path, data.path, kept_path, previous],
+        cfg,
+        ["segmentation", "selftraining"],
+    )
 
     def body(out):
         from cosmos.selftraining.rounds import prepare
 
-        return prepare(round_index, cfg, pseudo_dir=pseudo.path, data_dir=data.path, kept_dir=kept_path,
-                       out_dir=out["prepared"], previous_prepared_dir=previous)
+        return prepare(
+            round_index,
+            cfg,
+            pseudo_dir=pseudo.path,
+            data_dir=data.path,
+            kept_dir=kept_path,
+            out_dir=out["prepared"],
+            previous_prepared_dir=previous,
+        )
 
     result = rt.run(f"prepare_round{round_index}", {"prepared": prepared.path}, body, key=key, work_root=work_root)
     prepared.metadata.update({k: v for k, v in result.items() if v is not None})
@@ -66,15 +78,24 @@ def start_round_run(
 
     rt.setup()
     cfg = rt.load_cfg(profile, config, experiment, overrides)
-    key = stage_key("start_round_run", {"round": round_index, "tracking_uri": tracking_uri}, [prepared.path], cfg,
-                    ["segmentation", "selftraining", "tracking"])
+    key = stage_key(
+        "start_round_run",
+        {"round": round_index, "tracking_uri": tracking_uri},
+        [prepared.path],
+        cfg,
+        ["segmentation", "selftraining", "tracking"],
+    )
 
     def body(out):
         from cosmos.selftraining.rounds import open_round
 
-        return open_round(round_index, cfg, prepared_dir=prepared.path, out_dir=out["run_info"],
-                          tracking_uri=rt.tracking(tracking_uri, out["run_info"]))
+        return open_round(
+            round_index,
+            cfg,
+            prepared_dir=prepared.path,
+            out_dir=out["run_info"],
+            tracking_uri=rt.tracking(tracking_uri, out["run_info"]),
+        )
 
-    result = rt.run(f"start_round_run{round_index}", {"run_info": run_info.path}, body, key=key,
-                    work_root=work_root)
+    result = rt.run(f"start_round_run{round_index}", {"run_info": run_info.path}, body, key=key, work_root=work_root)
     return str(result["run_id"])

@@ -42,22 +42,41 @@ def register_round(
     cfg = rt.load_cfg(profile, config, experiment, overrides)
     model_paths = sorted(m.path for m in fold_models)
     optional = [x.path if x is not None else None for x in (pseudo_labels, kept_labels, previous)]
-    key = stage_key("register_round", {"round": round_index, "final": bool(is_final), "tracking_uri": tracking_uri},
-                    [*model_paths, scores.path, val_predictions.path, round_run.path, *optional], cfg,
-                    ["tracking", "selftraining"])
+    key = stage_key(
+        "register_round",
+        {"round": round_index, "final": bool(is_final), "tracking_uri": tracking_uri},
+        [*model_paths, scores.path, val_predictions.path, round_run.path, *optional],
+        cfg,
+        ["tracking", "selftraining"],
+    )
 
     def body(out):
         from cosmos.selftraining.rounds import fold_model_dirs, register
 
-        res = register(round_index, cfg, fold_dirs=fold_model_dirs(model_paths), scores_dir=scores.path,
-                       predictions_dir=val_predictions.path, run_dir=round_run.path, is_final=bool(is_final),
-                       summary_dir=out["summary"], models_dir=out["models"],
-                       tracking_uri=rt.tracking(tracking_uri, out["summary"]), labels_dir=optional[0],
-                       kept_dir=optional[1], previous_summary_dir=optional[2])
+        res = register(
+            round_index,
+            cfg,
+            fold_dirs=fold_model_dirs(model_paths),
+            scores_dir=scores.path,
+            predictions_dir=val_predictions.path,
+            run_dir=round_run.path,
+            is_final=bool(is_final),
+            summary_dir=out["summary"],
+            models_dir=out["models"],
+            tracking_uri=rt.tracking(tracking_uri, out["summary"]),
+            labels_dir=optional[0],
+            kept_dir=optional[1],
+            previous_summary_dir=optional[2],
+        )
         return {"model_version": res["model_version"], "promoted": res["promoted"]}
 
-    result = rt.run(f"register_round{round_index}", {"summary": summary.path, "models": models.path}, body, key=key,
-                    work_root=work_root)
+    result = rt.run(
+        f"register_round{round_index}",
+        {"summary": summary.path, "models": models.path},
+        body,
+        key=key,
+        work_root=work_root,
+    )
     summary.metadata.update({"round": round_index, **result})
     return str(result["model_version"])
 
@@ -88,8 +107,14 @@ def report(
     def body(out):
         from cosmos.selftraining.rounds import report as write_run_report
 
-        dice = write_run_report(summary.path, out["bundle"], data_dir=data.path, pseudo_dir=pseudo.path,
-                                profile=cfg.profile, tracking_uri=rt.tracking(tracking_uri, out["bundle"]))
+        dice = write_run_report(
+            summary.path,
+            out["bundle"],
+            data_dir=data.path,
+            pseudo_dir=pseudo.path,
+            profile=cfg.profile,
+            tracking_uri=rt.tracking(tracking_uri, out["bundle"]),
+        )
         return {"final_mean_dice": dice}
 
     result = rt.run("report", {"bundle": bundle.path}, body, key=key, work_root=work_root)

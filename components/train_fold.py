@@ -38,15 +38,28 @@ def train_fold(
     fold = int(fold)  # kfp.local hands loop items over as they came; be strict
     cfg = rt.load_cfg(profile, config, experiment, overrides)
     teacher = teacher_models.path if teacher_models is not None else None
-    key = stage_key("train_fold", {"fold": fold, "round": round_index}, [prepared.path, round_run.path, teacher],
-                    cfg, ["segmentation", "selftraining"])
+    key = stage_key(
+        "train_fold",
+        {"fold": fold, "round": round_index},
+        [prepared.path, round_run.path, teacher],
+        cfg,
+        ["segmentation", "selftraining"],
+    )
 
     def body(out):
         from cosmos.selftraining.rounds import train
 
-        return train(round_index, fold, cfg, prepared_dir=prepared.path, run_dir=round_run.path,
-                     out_dir=out["model"], tracking_uri=rt.tracking(tracking_uri, out["model"]),
-                     teacher_models_dir=teacher, pipeline_run_id="" if work_root else pipeline_run_id)
+        return train(
+            round_index,
+            fold,
+            cfg,
+            prepared_dir=prepared.path,
+            run_dir=round_run.path,
+            out_dir=out["model"],
+            tracking_uri=rt.tracking(tracking_uri, out["model"]),
+            teacher_models_dir=teacher,
+            pipeline_run_id="" if work_root else pipeline_run_id,
+        )
 
     result = rt.run(f"train_fold{round_index}_{fold}", {"model": model.path}, body, key=key, work_root=work_root)
     model.metadata.update({"fold": fold, "round": round_index})

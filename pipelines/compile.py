@@ -27,46 +27,96 @@ DEFAULT_TOLERATION = "nvidia.com/gpu:Exists:NoSchedule"
 def add_compile_args(p: argparse.ArgumentParser) -> None:
     """Compile options (also used by ``cosmos submit``, which compiles before uploading)."""
     g = p.add_argument_group("pipeline shape (compile time)")
-    g.add_argument("--rounds", type=int, default=None,
-                   help="K self-training students after the teacher (default: the profile's selftraining.rounds)")
-    g.add_argument("--folds", default=None,
-                   help="default of the 'folds' parameter, e.g. 0,1,2,3,4 (default: the profile's folds)")
-    g.add_argument("--benchmark", action="store_true",
-                   help="compile cosmos-benchmark (the Table-1 ablation DAG) instead of cosmos-pipeline")
+    g.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="K self-training students after the teacher (default: the profile's selftraining.rounds)",
+    )
+    g.add_argument(
+        "--folds", default=None, help="default of the 'folds' parameter, e.g. 0,1,2,3,4 (default: the profile's folds)"
+    )
+    g.add_argument(
+        "--benchmark",
+        action="store_true",
+        help="compile cosmos-benchmark (the Table-1 ablation DAG) instead of cosmos-pipeline",
+    )
     g.add_argument("--parallelism", type=int, default=5, help="fold tasks of a round running at once (default 5)")
-    g.add_argument("--image", default=os.environ.get("COSMOS_IMAGE", DEFAULT_IMAGE),
-                   help=f"component image (default $COSMOS_IMAGE or {DEFAULT_IMAGE})")
-    g.add_argument("--secret", default="cosmos-credentials",
-                   help="Kubernetes Secret with S3/MLflow credentials, passed as env (default cosmos-credentials)")
+    g.add_argument(
+        "--image",
+        default=os.environ.get("COSMOS_IMAGE", DEFAULT_IMAGE),
+        help=f"component image (default $COSMOS_IMAGE or {DEFAULT_IMAGE})",
+    )
+    g.add_argument(
+        "--secret",
+        default="cosmos-credentials",
+        help="Kubernetes Secret with S3/MLflow credentials, passed as env (default cosmos-credentials)",
+    )
     g.add_argument("--no-secret", action="store_true", help="pass no Secret to the tasks")
     g.add_argument("--no-cache", action="store_true", help="disable KFP caching for every task")
-    g.add_argument("--experiment-default", dest="experiment_default", default=None,
-                   help="default of the 'experiment' parameter (default: tracking.experiment)")
-    g.add_argument("--tracking-uri", default="",
-                   help="default of the 'tracking_uri' parameter ('' = MLFLOW_TRACKING_URI from the Secret)")
+    g.add_argument(
+        "--experiment-default",
+        dest="experiment_default",
+        default=None,
+        help="default of the 'experiment' parameter (default: tracking.experiment)",
+    )
+    g.add_argument(
+        "--tracking-uri",
+        default="",
+        help="default of the 'tracking_uri' parameter ('' = MLFLOW_TRACKING_URI from the Secret)",
+    )
     res = p.add_argument_group("cluster resources (compile time; tables in pipelines/resources.py)")
-    res.add_argument("--resource-profile", default=None, choices=sorted(PROFILE_RESOURCES),
-                     help="whose CPU/memory/shm/timeout table the tasks get (default: --profile)")
-    res.add_argument("--shm-size", default=None, metavar="SIZE",
-                     help="Memory-backed /dev/shm of train_fold and the predict tasks, e.g. 16Gi (default: the table's)")
-    res.add_argument("--fold-retries", type=int, default=None, metavar="N",
-                     help="retries of a failed train_fold task (default: the table's; paper 3)")
+    res.add_argument(
+        "--resource-profile",
+        default=None,
+        choices=sorted(PROFILE_RESOURCES),
+        help="whose CPU/memory/shm/timeout table the tasks get (default: --profile)",
+    )
+    res.add_argument(
+        "--shm-size",
+        default=None,
+        metavar="SIZE",
+        help="Memory-backed /dev/shm of train_fold and the predict tasks, e.g. 16Gi (default: the table's)",
+    )
+    res.add_argument(
+        "--fold-retries",
+        type=int,
+        default=None,
+        metavar="N",
+        help="retries of a failed train_fold task (default: the table's; paper 3)",
+    )
     res.add_argument("--no-timeouts", action="store_true", help="no activeDeadlineSeconds on the tasks")
-    res.add_argument("--scratch-volume", default=None, metavar="SPEC",
-                     help="a bigger disk for the data-moving tasks: ephemeral:SIZE[:STORAGE_CLASS] (a generic "
-                          "ephemeral volume per pod) or pvc:CLAIM (an existing PersistentVolumeClaim)")
-    res.add_argument("--scratch-mount", default="/s3", metavar="PATH",
-                     help="where the scratch volume goes: KFP stages artifacts under /s3 (s3:// root), "
-                          "/minio (minio://) or /gcs (gs://) (default /s3)")
+    res.add_argument(
+        "--scratch-volume",
+        default=None,
+        metavar="SPEC",
+        help="a bigger disk for the data-moving tasks: ephemeral:SIZE[:STORAGE_CLASS] (a generic "
+        "ephemeral volume per pod) or pvc:CLAIM (an existing PersistentVolumeClaim)",
+    )
+    res.add_argument(
+        "--scratch-mount",
+        default="/s3",
+        metavar="PATH",
+        help="where the scratch volume goes: KFP stages artifacts under /s3 (s3:// root), "
+        "/minio (minio://) or /gcs (gs://) (default /s3)",
+    )
     gpu = p.add_argument_group("GPU scheduling (train_translator, translate, train_fold, predict tasks only)")
     gpu.add_argument("--gpu-type", default="nvidia.com/gpu", help="accelerator resource (default nvidia.com/gpu)")
     gpu.add_argument("--gpu-limit", type=int, default=1, help="GPUs per GPU task (default 1)")
-    gpu.add_argument("--gpu-node-selector", action="append", default=[], metavar="KEY=VALUE",
-                     help="node label the GPU tasks require (repeatable), "
-                          "e.g. cloud.google.com/gke-accelerator=nvidia-l4")
-    gpu.add_argument("--gpu-toleration", action="append", default=None, metavar="TOLERATION",
-                     help="key=value:Effect, key:Exists or key:Exists:Effect (repeatable; "
-                          f"default {DEFAULT_TOLERATION})")
+    gpu.add_argument(
+        "--gpu-node-selector",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="node label the GPU tasks require (repeatable), e.g. cloud.google.com/gke-accelerator=nvidia-l4",
+    )
+    gpu.add_argument(
+        "--gpu-toleration",
+        action="append",
+        default=None,
+        metavar="TOLERATION",
+        help=f"key=value:Effect, key:Exists or key:Exists:Effect (repeatable; default {DEFAULT_TOLERATION})",
+    )
     gpu.add_argument("--no-gpu", action="store_true", help="CPU-only cluster: no accelerator, selector or toleration")
 
 
@@ -153,8 +203,10 @@ def options_from_args(args: argparse.Namespace, cfg) -> PipelineOptions:
         raise CosmosError("--fold-retries must be >= 0")
     resource_profile = args.resource_profile or args.profile
     if resource_profile not in PROFILE_RESOURCES:
-        raise CosmosError(f"no resource table for profile {resource_profile!r}: pass --resource-profile "
-                          f"({', '.join(sorted(PROFILE_RESOURCES))})")
+        raise CosmosError(
+            f"no resource table for profile {resource_profile!r}: pass --resource-profile "
+            f"({', '.join(sorted(PROFILE_RESOURCES))})"
+        )
     if args.shm_size is not None:
         try:
             quantity(args.shm_size)

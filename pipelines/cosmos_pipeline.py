@@ -48,10 +48,20 @@ SECRET_ENV_KEYS = (
 )
 
 # Stages that talk to S3 or MLflow (get the Secret as env).
-SECRET_STAGES = frozenset({
-    "ingest_validate", "train_translator", "translate", "import_pseudo", "start_round_run", "train_fold",
-    "predict_pseudo_labels", "evaluate", "register_round", "report",
-})
+SECRET_STAGES = frozenset(
+    {
+        "ingest_validate",
+        "train_translator",
+        "translate",
+        "import_pseudo",
+        "start_round_run",
+        "train_fold",
+        "predict_pseudo_labels",
+        "evaluate",
+        "register_round",
+        "report",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -125,8 +135,9 @@ def _configure(task, stage: str, opts: PipelineOptions, display: str):
     from kfp import kubernetes
 
     task.set_display_name(display)
-    task.set_caching_options(enable_caching=opts.caching and stage not in SIDE_EFFECT_STAGES
-                             and stage not in EXTERNAL_INPUT_STAGES)
+    task.set_caching_options(
+        enable_caching=opts.caching and stage not in SIDE_EFFECT_STAGES and stage not in EXTERNAL_INPUT_STAGES
+    )
     _apply_resources(task, stage, opts)
     if opts.use_gpu and stage in GPU_STAGES:
         task.set_accelerator_type(opts.gpu_type)
@@ -136,13 +147,27 @@ def _configure(task, stage: str, opts: PipelineOptions, display: str):
         for tol in opts.gpu_tolerations:
             kubernetes.add_toleration(task, key=tol.key, operator=tol.operator, value=tol.value, effect=tol.effect)
     if opts.secret and stage in SECRET_STAGES:
-        kubernetes.use_secret_as_env(task, secret_name=opts.secret,
-                                     secret_key_to_env={k: k for k in SECRET_ENV_KEYS}, optional=True)
+        kubernetes.use_secret_as_env(
+            task, secret_name=opts.secret, secret_key_to_env={k: k for k in SECRET_ENV_KEYS}, optional=True
+        )
     return task
 
 
-def _add_rounds(ops, opts: PipelineOptions, *, rounds: int, pseudo, data, original, folds, common: dict,
-                tracking_uri, experiment, overrides: str = "", label: str = ""):
+def _add_rounds(
+    ops,
+    opts: PipelineOptions,
+    *,
+    rounds: int,
+    pseudo,
+    data,
+    original,
+    folds,
+    common: dict,
+    tracking_uri,
+    experiment,
+    overrides: str = "",
+    label: str = "",
+):
     """Teacher + ``rounds`` students on ``pseudo``: the ONE definition of a self-training round.
 
     Every pipeline (``cosmos-pipeline`` and each row of ``cosmos-benchmark``) adds its rounds here,
@@ -166,42 +191,83 @@ def _add_rounds(ops, opts: PipelineOptions, *, rounds: int, pseudo, data, origin
         prep_args = dict(pseudo=pseudo, data=data, round_index=k, **row)
         if kept is not None:
             prep_args.update(kept_labels=kept, previous_prepared=prep.outputs["prepared"])
-        prep = _configure(ops.prepare_round(**prep_args), "prepare_round", opts,
-                          f"{prefix}round {k} ({name}): prepare nnU-Net data")
-        run = _configure(ops.start_round_run(prepared=prep.outputs["prepared"], round_index=k, experiment=experiment,
-                                             **tracked),
-                         "start_round_run", opts, f"{prefix}round {k}: MLflow round run")
+        prep = _configure(
+            ops.prepare_round(**prep_args), "prepare_round", opts, f"{prefix}round {k} ({name}): prepare nnU-Net data"
+        )
+        run = _configure(
+            ops.start_round_run(prepared=prep.outputs["prepared"], round_index=k, experiment=experiment, **tracked),
+            "start_round_run",
+            opts,
+            f"{prefix}round {k}: MLflow round run",
+        )
         with dsl.ParallelFor(folds, parallelism=opts.parallelism) as fold:
             # the run id keys the fold's object-store checkpoints (segmentation.checkpoint_uri): the same
             # for every retry of the task. It costs no KFP cache hits: round_run comes from a never-cached stage.
-            fold_args = dict(prepared=prep.outputs["prepared"], fold=fold, round_index=k,
-                             round_run=run.outputs["run_info"], experiment=experiment,
-                             pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **tracked)
+            fold_args = dict(
+                prepared=prep.outputs["prepared"],
+                fold=fold,
+                round_index=k,
+                round_run=run.outputs["run_info"],
+                experiment=experiment,
+                pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                **tracked,
+            )
             if models is not None:
                 fold_args["teacher_models"] = models
             train = _configure(ops.train_fold(**fold_args), "train_fold", opts, f"{prefix}round {k}: train fold")
         # a fresh fan-in per consumer: KFP cannot compile one Collected shared by several tasks
         fold_models = functools.partial(dsl.Collected, train.outputs["model"])
 
-        pl_args = dict(fold_models=fold_models(), data=data, round_index=k, round_run=run.outputs["run_info"],
-                       **tracked)
+        pl_args = dict(
+            fold_models=fold_models(), data=data, round_index=k, round_run=run.outputs["run_info"], **tracked
+        )
         if kept is not None:
             pl_args["previous_kept"] = kept
-        pl = _configure(ops.predict_pseudo_labels(**pl_args), "predict_pseudo_labels", opts,
-                        f"{prefix}round {k}: pseudo-labels + filter")
-        val = _configure(ops.predict_validation(fold_models=fold_models(), data=data, round_index=k, **row),
-                         "predict_validation", opts, f"{prefix}round {k}: predict validation")
-        ev = _configure(ops.evaluate(predictions=val.outputs["predictions"], data=original, roi_data=data,
-                                     round_index=k, round_run=run.outputs["run_info"], **tracked),
-                        "evaluate", opts, f"{prefix}round {k}: evaluate")
-        reg_args = dict(fold_models=fold_models(), scores=ev.outputs["scores"],
-                        val_predictions=val.outputs["predictions"], round_run=run.outputs["run_info"],
-                        round_index=k, is_final=k == rounds, experiment=experiment,
-                        pseudo_labels=pl.outputs["pseudo_labels"], kept_labels=pl.outputs["kept_labels"], **tracked)
+        pl = _configure(
+            ops.predict_pseudo_labels(**pl_args),
+            "predict_pseudo_labels",
+            opts,
+            f"{prefix}round {k}: pseudo-labels + filter",
+        )
+        val = _configure(
+            ops.predict_validation(fold_models=fold_models(), data=data, round_index=k, **row),
+            "predict_validation",
+            opts,
+            f"{prefix}round {k}: predict validation",
+        )
+        ev = _configure(
+            ops.evaluate(
+                predictions=val.outputs["predictions"],
+                data=original,
+                roi_data=data,
+                round_index=k,
+                round_run=run.outputs["run_info"],
+                **tracked,
+            ),
+            "evaluate",
+            opts,
+            f"{prefix}round {k}: evaluate",
+        )
+        reg_args = dict(
+            fold_models=fold_models(),
+            scores=ev.outputs["scores"],
+            val_predictions=val.outputs["predictions"],
+            round_run=run.outputs["run_info"],
+            round_index=k,
+            is_final=k == rounds,
+            experiment=experiment,
+            pseudo_labels=pl.outputs["pseudo_labels"],
+            kept_labels=pl.outputs["kept_labels"],
+            **tracked,
+        )
         if summary is not None:
             reg_args["previous"] = summary
-        reg = _configure(ops.register_round(**reg_args), "register_round", opts,
-                         f"{prefix}round {k}: register model + promotion gate")
+        reg = _configure(
+            ops.register_round(**reg_args),
+            "register_round",
+            opts,
+            f"{prefix}round {k}: register model + promotion gate",
+        )
         summary, models, kept = reg.outputs["summary"], reg.outputs["models"], pl.outputs["kept_labels"]
     return summary
 
@@ -230,9 +296,11 @@ def build_pipeline(opts: PipelineOptions = PipelineOptions()) -> Callable:
     ops = build(opts.image)
     folds_default = [int(f) for f in opts.folds]
 
-    @dsl.pipeline(name=PIPELINE_NAME,
-                  description=f"COSMOS ceT1 -> hrT2 domain adaptation: translator, teacher + {opts.rounds} "
-                              "self-training students (nnU-Net folds in parallel), evaluation, report")
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description=f"COSMOS ceT1 -> hrT2 domain adaptation: translator, teacher + {opts.rounds} "
+        "self-training students (nnU-Net folds in parallel), evaluation, report",
+    )
     def cosmos_pipeline(
         data_uri: str = "",
         val_labels_uri: str = "",
@@ -245,30 +313,62 @@ def build_pipeline(opts: PipelineOptions = PipelineOptions()) -> Callable:
         work_root: str = opts.work_root,
     ) -> dsl.Dataset:
         common = dict(profile=profile, config=config, work_root=work_root)
-        ingest = _configure(ops.ingest_validate(data_uri=data_uri, val_labels_uri=val_labels_uri, folds=folds,
-                                                compiled_rounds=opts.rounds, require_source=opts.start == "data",
-                                                **common),
-                            "ingest_validate", opts, "ingest + validate")
+        ingest = _configure(
+            ops.ingest_validate(
+                data_uri=data_uri,
+                val_labels_uri=val_labels_uri,
+                folds=folds,
+                compiled_rounds=opts.rounds,
+                require_source=opts.start == "data",
+                **common,
+            ),
+            "ingest_validate",
+            opts,
+            "ingest + validate",
+        )
         original = ingest.outputs["data"]
         crop = _configure(ops.crop_roi(data=original, **common), "crop_roi", opts, "crop to the inner-ear region")
         data = crop.outputs["roi_data"]
         if opts.start == "pseudo":
-            imp = _configure(ops.import_pseudo(pseudo_uri=pseudo_uri, **common), "import_pseudo", opts,
-                             "import pseudo-hrT2")
+            imp = _configure(
+                ops.import_pseudo(pseudo_uri=pseudo_uri, **common), "import_pseudo", opts, "import pseudo-hrT2"
+            )
             imp.after(crop)
             pseudo = imp.outputs["pseudo"]
         else:
-            trans = _configure(ops.train_translator(data=data, tracking_uri=tracking_uri, experiment=experiment,
-                                                    overrides="", **common),
-                               "train_translator", opts, "train translator (CycleGAN)")
-            conv = _configure(ops.translate(translator=trans.outputs["translator"], data=data, overrides="",
-                                            **common),
-                              "translate", opts, "translate ceT1 -> pseudo-hrT2")
+            trans = _configure(
+                ops.train_translator(
+                    data=data, tracking_uri=tracking_uri, experiment=experiment, overrides="", **common
+                ),
+                "train_translator",
+                opts,
+                "train translator (CycleGAN)",
+            )
+            conv = _configure(
+                ops.translate(translator=trans.outputs["translator"], data=data, overrides="", **common),
+                "translate",
+                opts,
+                "translate ceT1 -> pseudo-hrT2",
+            )
             pseudo = conv.outputs["pseudo"]
-        summary = _add_rounds(ops, opts, rounds=opts.rounds, pseudo=pseudo, data=data, original=original, folds=folds,
-                              common=common, tracking_uri=tracking_uri, experiment=experiment)
-        rep = _configure(ops.report(summary=summary, data=data, pseudo=pseudo, tracking_uri=tracking_uri,
-                                    **common), "report", opts, "report")
+        summary = _add_rounds(
+            ops,
+            opts,
+            rounds=opts.rounds,
+            pseudo=pseudo,
+            data=data,
+            original=original,
+            folds=folds,
+            common=common,
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+        )
+        rep = _configure(
+            ops.report(summary=summary, data=data, pseudo=pseudo, tracking_uri=tracking_uri, **common),
+            "report",
+            opts,
+            "report",
+        )
         return rep.outputs["bundle"]
 
     return cosmos_pipeline
@@ -278,8 +378,9 @@ BENCHMARK_PIPELINE_NAME = "cosmos-benchmark"
 BENCHMARK_ROWS = ("source_only", "da_noseg", "cosmos", "oracle")
 
 
-def build_benchmark_pipeline(opts: PipelineOptions = PipelineOptions(),
-                             rows: tuple[str, ...] = BENCHMARK_ROWS) -> Callable:
+def build_benchmark_pipeline(
+    opts: PipelineOptions = PipelineOptions(), rows: tuple[str, ...] = BENCHMARK_ROWS
+) -> Callable:
     """The ``cosmos-benchmark`` function: the paper's Table-1 ablation as one DAG.
 
     Every row is the same rounds (:func:`_add_rounds`) on another labelled "pseudo" folder, so the
@@ -301,8 +402,9 @@ def build_benchmark_pipeline(opts: PipelineOptions = PipelineOptions(),
     ops = build(opts.image)
     folds_default = [int(f) for f in opts.folds]
 
-    @dsl.pipeline(name=BENCHMARK_PIPELINE_NAME,
-                  description=f"COSMOS Table-1 ablation ({', '.join(rows)}), K={opts.rounds}")
+    @dsl.pipeline(
+        name=BENCHMARK_PIPELINE_NAME, description=f"COSMOS Table-1 ablation ({', '.join(rows)}), K={opts.rounds}"
+    )
     def cosmos_benchmark(
         data_uri: str = "",
         val_labels_uri: str = "",
@@ -314,9 +416,19 @@ def build_benchmark_pipeline(opts: PipelineOptions = PipelineOptions(),
         work_root: str = opts.work_root,
     ) -> dsl.Dataset:
         common = dict(profile=profile, config=config, work_root=work_root)
-        ingest = _configure(ops.ingest_validate(data_uri=data_uri, val_labels_uri=val_labels_uri, folds=folds,
-                                                compiled_rounds=opts.rounds, require_source=True, **common),
-                            "ingest_validate", opts, "ingest + validate")
+        ingest = _configure(
+            ops.ingest_validate(
+                data_uri=data_uri,
+                val_labels_uri=val_labels_uri,
+                folds=folds,
+                compiled_rounds=opts.rounds,
+                require_source=True,
+                **common,
+            ),
+            "ingest_validate",
+            opts,
+            "ingest + validate",
+        )
         original = ingest.outputs["data"]
         crop = _configure(ops.crop_roi(data=original, **common), "crop_roi", opts, "crop to the inner-ear region")
         data = crop.outputs["roi_data"]
@@ -325,22 +437,51 @@ def build_benchmark_pipeline(opts: PipelineOptions = PipelineOptions(),
             over = row_overrides(row, opts.experiment)
             if row in ("source_only", "oracle"):
                 which = "source" if row == "source_only" else "target"
-                src = _configure(ops.labelled_as_pseudo(data=data, which=which, **common), "labelled_as_pseudo",
-                                 opts, f"{row}: labelled {which} scans as training data")
+                src = _configure(
+                    ops.labelled_as_pseudo(data=data, which=which, **common),
+                    "labelled_as_pseudo",
+                    opts,
+                    f"{row}: labelled {which} scans as training data",
+                )
                 pseudo = src.outputs["pseudo"]
             else:
-                trans = _configure(ops.train_translator(data=data, tracking_uri=tracking_uri, experiment=experiment,
-                                                        overrides=over, **common),
-                                   "train_translator", opts, f"{row}: train translator")
-                conv = _configure(ops.translate(translator=trans.outputs["translator"], data=data, overrides=over,
-                                                **common), "translate", opts, f"{row}: translate")
+                trans = _configure(
+                    ops.train_translator(
+                        data=data, tracking_uri=tracking_uri, experiment=experiment, overrides=over, **common
+                    ),
+                    "train_translator",
+                    opts,
+                    f"{row}: train translator",
+                )
+                conv = _configure(
+                    ops.translate(translator=trans.outputs["translator"], data=data, overrides=over, **common),
+                    "translate",
+                    opts,
+                    f"{row}: translate",
+                )
                 pseudo = conv.outputs["pseudo"]
-            summaries[row] = _add_rounds(ops, opts, rounds=opts.rounds if row == "cosmos" else 0, pseudo=pseudo,
-                                         data=data, original=original, folds=folds, common=common,
-                                         tracking_uri=tracking_uri, experiment=experiment, overrides=over, label=row)
-        table = _configure(ops.benchmark_table(cosmos_rows=summaries["cosmos"], **common,
-                                               **{r: s for r, s in summaries.items() if r != "cosmos"}),
-                           "benchmark_table", opts, "Table 1")
+            summaries[row] = _add_rounds(
+                ops,
+                opts,
+                rounds=opts.rounds if row == "cosmos" else 0,
+                pseudo=pseudo,
+                data=data,
+                original=original,
+                folds=folds,
+                common=common,
+                tracking_uri=tracking_uri,
+                experiment=experiment,
+                overrides=over,
+                label=row,
+            )
+        table = _configure(
+            ops.benchmark_table(
+                cosmos_rows=summaries["cosmos"], **common, **{r: s for r, s in summaries.items() if r != "cosmos"}
+            ),
+            "benchmark_table",
+            opts,
+            "Table 1",
+        )
         return table.outputs["table"]
 
     return cosmos_benchmark
@@ -367,25 +508,34 @@ def _apply_resources(task, stage: str, opts: PipelineOptions) -> None:
     """
     from kfp import kubernetes
 
-    res = stage_resources(opts.resource_profile or opts.profile, stage, dict(opts.resources), opts.shm_size,
-                          opts.retries)
+    res = stage_resources(
+        opts.resource_profile or opts.profile, stage, dict(opts.resources), opts.shm_size, opts.retries
+    )
     task.set_cpu_request(res.cpu_request)
     task.set_cpu_limit(res.cpu_limit)
     task.set_memory_request(res.memory_request)
     task.set_memory_limit(res.memory_limit)
     if res.shm is not None:  # 64 MiB otherwise: nnU-Net's worker processes die
-        kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
-                                   size_limit=res.shm)
+        kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=res.shm)
     if opts.timeouts and res.timeout_s > 0:
         kubernetes.set_timeout(task, res.timeout_s)
     if res.retries > 0:
-        task.set_retry(num_retries=res.retries, backoff_duration=opts.retry_backoff, backoff_factor=2.0,
-                       backoff_max_duration="3600s")
+        task.set_retry(
+            num_retries=res.retries,
+            backoff_duration=opts.retry_backoff,
+            backoff_factor=2.0,
+            backoff_max_duration="3600s",
+        )
     scratch = opts.scratch
     if scratch is not None and stage in scratch.stages:
         if scratch.kind == "pvc":
             kubernetes.mount_pvc(task, pvc_name=scratch.pvc_name, mount_path=scratch.mount_path)
         else:
-            kubernetes.add_ephemeral_volume(task, volume_name="scratch", mount_path=scratch.mount_path,
-                                            access_modes=["ReadWriteOnce"], size=scratch.size,
-                                            storage_class_name=scratch.storage_class)
+            kubernetes.add_ephemeral_volume(
+                task,
+                volume_name="scratch",
+                mount_path=scratch.mount_path,
+                access_modes=["ReadWriteOnce"],
+                size=scratch.size,
+                storage_class_name=scratch.storage_class,
+            )

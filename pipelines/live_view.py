@@ -141,8 +141,9 @@ def _plan_dag(spec: Any, dag: Any, args: dict[str, Any], parents: tuple[str, ...
             inner = _plan_dag(spec, component.dag, args, (*parents, name))
             n = _loop_count(task, args)
             for i in range(n):
-                plan += [PlannedTask(p.task, f"{p.label} [{i + 1}/{n}]" if n > 1 else p.label, p.parents)
-                         for p in inner]
+                plan += [
+                    PlannedTask(p.task, f"{p.label} [{i + 1}/{n}]" if n > 1 else p.label, p.parents) for p in inner
+                ]
         else:
             plan.append(PlannedTask(name, task.task_info.name or name, parents))
     return plan
@@ -203,8 +204,14 @@ class StageRouter:
     the thread that runs it, so the calling thread identifies the task even when lines interleave.
     """
 
-    def __init__(self, logs_dir: Path, view: View | None = None, plan: Iterable[PlannedTask] = (),
-                 humanize: Callable[[str], str] | None = None, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        logs_dir: Path,
+        view: View | None = None,
+        plan: Iterable[PlannedTask] = (),
+        humanize: Callable[[str], str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.logs_dir = Path(logs_dir)
         self.view = view
         self.rows = [Row(p.task, p.label, p.parents) for p in plan]
@@ -477,8 +484,10 @@ class PlainView(View):
     def finished(self, row: Row) -> None:
         secs = row.seconds(self.router._clock())
         if row.state == "failed":
-            self._print(f"{self._index(row)}{row.label}: FAILED after {fmt_seconds(secs)}: {row.problem} "
-                        f"(full log: {where(row.log_path)})")
+            self._print(
+                f"{self._index(row)}{row.label}: FAILED after {fmt_seconds(secs)}: {row.problem} "
+                f"(full log: {where(row.log_path)})"
+            )
         elif row.state == "reused":
             self._print(f"{self._index(row)}{row.label}: reused" + (f" ({fmt_seconds(secs)})" if secs else ""))
         else:
@@ -491,8 +500,14 @@ class PlainView(View):
 
 
 _BAR = 24  # characters of a progress bar
-_ICON = {"waiting": ("·", "dim"), "running": ("", "yellow"), "done": ("✓", "green"), "reused": ("↺", "cyan"),
-         "failed": ("✗", "bold red"), "skipped": ("-", "dim")}
+_ICON = {
+    "waiting": ("·", "dim"),
+    "running": ("", "yellow"),
+    "done": ("✓", "green"),
+    "reused": ("↺", "cyan"),
+    "failed": ("✗", "bold red"),
+    "skipped": ("-", "dim"),
+}
 
 
 class LiveView(View):
@@ -515,8 +530,15 @@ class LiveView(View):
         from rich.live import Live
 
         super().attach(router)
-        self._live = Live(self, console=self.console, refresh_per_second=2, transient=False,
-                          redirect_stdout=False, redirect_stderr=True, vertical_overflow="crop")
+        self._live = Live(
+            self,
+            console=self.console,
+            refresh_per_second=2,
+            transient=False,
+            redirect_stdout=False,
+            redirect_stderr=True,
+            vertical_overflow="crop",
+        )
         self._live.start()
 
     def note(self, text: str, warning: bool = False) -> None:
@@ -540,9 +562,12 @@ class LiveView(View):
         rows, now = self.router.snapshot()
         counts = {s: sum(r.state == s for r in rows) for s in STATES}
         elapsed = now - self.router.started_at
-        head = Text.assemble((self.title, "bold"), f"  {counts['done'] + counts['reused']}/{len(rows)} stages",
-                             ("  " + ", ".join(f"{counts[s]} {s}" for s in ("reused", "failed") if counts[s]), "dim"),
-                             f"  {fmt_seconds(elapsed)}")
+        head = Text.assemble(
+            (self.title, "bold"),
+            f"  {counts['done'] + counts['reused']}/{len(rows)} stages",
+            ("  " + ", ".join(f"{counts[s]} {s}" for s in ("reused", "failed") if counts[s]), "dim"),
+            f"  {fmt_seconds(elapsed)}",
+        )
         failed = [r for r in rows if r.state == "failed"]
         height = options.height or console.height
         shown = self._fold_unrun(rows) if self._final else self._fit(rows, max(6, height - 2 - 2 * len(failed)))
@@ -564,11 +589,20 @@ class LiveView(View):
             secs = "" if row.state in ("waiting", "skipped") else fmt_seconds(row.seconds(now))
             if row.state == "reused" and (row.seconds(now) or 0) < 0.05:
                 secs = ""
-            table.add_row(mark, Text(row.label, style="dim" if row.state in ("waiting", "skipped") else ""),
-                          Text(row.state, style=style), secs, self._detail(row, bar))
+            table.add_row(
+                mark,
+                Text(row.label, style="dim" if row.state in ("waiting", "skipped") else ""),
+                Text(row.state, style=style),
+                secs,
+                self._detail(row, bar),
+            )
         # the problem of a failed stage, in full, under the table (the row names the log file)
-        problems = [Text.assemble((f"✗ {r.label}: {r.problem or 'failed'}", "red"), "\n  full log: ",
-                                  (where(r.log_path), "bold")) for r in failed]
+        problems = [
+            Text.assemble(
+                (f"✗ {r.label}: {r.problem or 'failed'}", "red"), "\n  full log: ", (where(r.log_path), "bold")
+            )
+            for r in failed
+        ]
         yield Group(head, table, *problems)
 
     def _detail(self, row: Row, bar: int = _BAR) -> Any:
@@ -579,8 +613,12 @@ class LiveView(View):
         if row.state == "running" and row.progress is not None and row.progress.total > 0:
             p = row.progress
             filled = round(bar * min(p.n, p.total) / p.total)
-            return Text.assemble(("━" * filled, "green"), ("━" * (bar - filled), "grey23"),
-                                 f" {p.n}/{p.total} {p.unit}".rstrip(), (f"  {p.desc}", "dim"))
+            return Text.assemble(
+                ("━" * filled, "green"),
+                ("━" * (bar - filled), "grey23"),
+                f" {p.n}/{p.total} {p.unit}".rstrip(),
+                (f"  {p.desc}", "dim"),
+            )
         if row.state in ("done", "reused") and row.stage:
             return Text(row.stage, style="dim")
         return Text("")
@@ -611,7 +649,7 @@ class LiveView(View):
         finished = [i for i, r in enumerate(rows) if r.state in ("done", "reused", "skipped") and i not in keep]
         waiting = [i for i, r in enumerate(rows) if r.state == "waiting"]
         room = max(0, budget - len(keep) - 2)
-        keep |= set(finished[-max(1, room // 3):] if room else [])
+        keep |= set(finished[-max(1, room // 3) :] if room else [])
         room = max(0, budget - len(keep) - 2)
         keep |= set(waiting[:room])
         out: list[Row | str] = []

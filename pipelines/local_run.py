@@ -74,19 +74,22 @@ class _KfpLogFilter(io.TextIOBase):
     judged one at a time because parallel fold tasks interleave their output.
     """
 
-    _DROP = [re.compile(p) for p in (
-        r"^\s*[{}\[\]],?\s*$",  # JSON structure
-        r'^\s*"[^"]*"\s*:.*$',  # JSON members
-        r'^\s*"[^"]*",?\s*$',  # JSON list items
-        r"\[KFP Executor [^\]]*\]: (Looking for component|Loading KFP component|Got executor_input"
-        r"|Wrote executor output|Did not write)",
-        r"Streamed logs:",
-        r"INFO root: Wrote executor output file",
-        r"outputs:\s*$",  # kfp's "Task 'x' outputs:" header ...
-        r"^\s*(\w+: )?\w+\( name=",  # ... and its artifact reprs
-        r"^\s*(uri|metadata)=",
-        r"^\s*-{20,}\s*$",
-    )]
+    _DROP = [
+        re.compile(p)
+        for p in (
+            r"^\s*[{}\[\]],?\s*$",  # JSON structure
+            r'^\s*"[^"]*"\s*:.*$',  # JSON members
+            r'^\s*"[^"]*",?\s*$',  # JSON list items
+            r"\[KFP Executor [^\]]*\]: (Looking for component|Loading KFP component|Got executor_input"
+            r"|Wrote executor output|Did not write)",
+            r"Streamed logs:",
+            r"INFO root: Wrote executor output file",
+            r"outputs:\s*$",  # kfp's "Task 'x' outputs:" header ...
+            r"^\s*(\w+: )?\w+\( name=",  # ... and its artifact reprs
+            r"^\s*(uri|metadata)=",
+            r"^\s*-{20,}\s*$",
+        )
+    ]
 
     def __init__(self, stream):
         super().__init__()
@@ -172,8 +175,13 @@ def _execute(pipeline, args: dict[str, Any], out: Path, verbose: bool) -> Path:
     from cosmos.errors import CosmosError
 
     work_root = out / "work"
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(out / "pipeline_root"),
-               workspace_root=str(out / "workspace"), enable_caching=True, cache_root=str(out / "kfp_cache"))
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(out / "pipeline_root"),
+        workspace_root=str(out / "workspace"),
+        enable_caching=True,
+        cache_root=str(out / "kfp_cache"),
+    )
     stdout = sys.stdout
     redirected: list[tuple[logging.StreamHandler, Any]] = []
     if not verbose:
@@ -181,8 +189,12 @@ def _execute(pipeline, args: dict[str, Any], out: Path, verbose: bool) -> Path:
         # kfp.local's parallel tasks swap logging handlers without a lock, so some of its lines end
         # up on our own handlers: filter those too.
         for handler in logging.getLogger().handlers:
-            if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.__stderr__, sys.__stdout__,
-                                                                                 stdout, sys.stderr):
+            if isinstance(handler, logging.StreamHandler) and handler.stream in (
+                sys.__stderr__,
+                sys.__stdout__,
+                stdout,
+                sys.stderr,
+            ):
                 redirected.append((handler, handler.setStream(_KfpLogFilter(handler.stream))))
     try:
         with warnings.catch_warnings():
@@ -198,14 +210,17 @@ def _execute(pipeline, args: dict[str, Any], out: Path, verbose: bool) -> Path:
             # One line per stage on a terminal (plain stage lines in a pod or CI); --verbose: the full stream.
             view = make_view(choose_mode(stdout, verbose), stdout, title=f"COSMOS {getattr(pipeline, 'name', '')}")
             plan = plan_tasks(pipeline, args) if view is not None else None
-            with supervise(out, work_root, args.get("data_uri", ""), args.get("val_labels_uri", ""), verbose,
-                           view=view, plan=plan):
+            with supervise(
+                out, work_root, args.get("data_uri", ""), args.get("val_labels_uri", ""), verbose, view=view, plan=plan
+            ):
                 task = pipeline(**args)
     except RuntimeError as exc:
         message = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).rstrip(". ")
-        raise CosmosError(f"local pipeline run failed: {message}. The failed task's log is in {out / 'logs'} "
-                          f"(look for 'failed:'); fix the cause and re-run the same command: finished stages are "
-                          f"reused from {work_root}.") from None
+        raise CosmosError(
+            f"local pipeline run failed: {message}. The failed task's log is in {out / 'logs'} "
+            f"(look for 'failed:'); fix the cause and re-run the same command: finished stages are "
+            f"reused from {work_root}."
+        ) from None
     finally:
         if not verbose:
             sys.stdout.flush()
@@ -241,15 +256,26 @@ def _local_options(cfg, profile: str | None, **extra: Any):
     if cfg.segmentation.torch_threads == 0 and concurrent_folds > 1:
         # Folds train side by side here: give each its share of the cores (why: cosmos.cpu).
         cfg = cfg.with_overrides({"segmentation.torch_threads": share_of_cores(concurrent_folds)})
-    opts = PipelineOptions(rounds=cfg.selftraining.rounds, folds=tuple(cfg.segmentation.folds),
-                           parallelism=LOCAL_PARALLELISM, profile=profile or cfg.profile,
-                           experiment=cfg.tracking.experiment, **extra)
+    opts = PipelineOptions(
+        rounds=cfg.selftraining.rounds,
+        folds=tuple(cfg.segmentation.folds),
+        parallelism=LOCAL_PARALLELISM,
+        profile=profile or cfg.profile,
+        experiment=cfg.tracking.experiment,
+        **extra,
+    )
     return cfg, opts
 
 
 def _common_args(cfg, opts, out: Path, tracking_uri: str) -> dict[str, Any]:
-    return dict(profile=opts.profile, config=cfg.to_yaml(), folds=[int(f) for f in cfg.segmentation.folds],
-                tracking_uri=tracking_uri, experiment=cfg.tracking.experiment, work_root=str(out / "work"))
+    return dict(
+        profile=opts.profile,
+        config=cfg.to_yaml(),
+        folds=[int(f) for f in cfg.segmentation.folds],
+        tracking_uri=tracking_uri,
+        experiment=cfg.tracking.experiment,
+        work_root=str(out / "work"),
+    )
 
 
 def _check_dir(what: str, value: str | None) -> None:
@@ -261,9 +287,16 @@ def _check_dir(what: str, value: str | None) -> None:
 
 def _finish(bundle: Path, out: Path, tracking_uri: str, wall: float, started_wall: float) -> LocalRunResult:
     preds, report, metrics, summary = _publish(bundle, out)
-    return LocalRunResult(out_dir=out, predictions_dir=preds, report_dir=report, metrics_file=metrics,
-                          summary_file=summary, tracking_uri=tracking_uri, wall_seconds=wall,
-                          stage_seconds=_read_timings(out / "work", started_wall))
+    return LocalRunResult(
+        out_dir=out,
+        predictions_dir=preds,
+        report_dir=report,
+        metrics_file=metrics,
+        summary_file=summary,
+        tracking_uri=tracking_uri,
+        wall_seconds=wall,
+        stage_seconds=_read_timings(out / "work", started_wall),
+    )
 
 
 def run_local(
@@ -287,18 +320,33 @@ def run_local(
     out = _prepare_out(out_dir)
     tracking_uri = cfg.tracking.tracking_uri or default_tracking_uri(out)
     cfg, opts = _local_options(cfg, profile)
-    args = dict(data_uri=_local_path(data), val_labels_uri=_local_path(val_labels),
-                **_common_args(cfg, opts, out, tracking_uri))
-    log.info("cosmos run: profile %s, %d round(s) after the teacher, folds %s, data %s -> %s", opts.profile,
-             opts.rounds, list(cfg.segmentation.folds), data or "built-in phantom", out)
+    args = dict(
+        data_uri=_local_path(data), val_labels_uri=_local_path(val_labels), **_common_args(cfg, opts, out, tracking_uri)
+    )
+    log.info(
+        "cosmos run: profile %s, %d round(s) after the teacher, folds %s, data %s -> %s",
+        opts.profile,
+        opts.rounds,
+        list(cfg.segmentation.folds),
+        data or "built-in phantom",
+        out,
+    )
     started_wall, t0 = time.time(), time.perf_counter()
     bundle = _execute(build_pipeline(opts), args, out, verbose)
     return _finish(bundle, out, tracking_uri, time.perf_counter() - t0, started_wall)
 
 
-def run_selftrain_local(cfg, out_dir: str | Path, *, pseudo: str, target: str, val: str | None = None,
-                        val_labels: str | None = None, profile: str | None = None,
-                        verbose: bool = False) -> LocalRunResult:
+def run_selftrain_local(
+    cfg,
+    out_dir: str | Path,
+    *,
+    pseudo: str,
+    target: str,
+    val: str | None = None,
+    val_labels: str | None = None,
+    profile: str | None = None,
+    verbose: bool = False,
+) -> LocalRunResult:
     """``cosmos selftrain``: the same DAG from an existing pseudo-hrT2 folder (no translator stages).
 
     The hrT2 folders are presented to the ingest stage as a crossMoDA tree of links under
@@ -324,26 +372,44 @@ def run_selftrain_local(cfg, out_dir: str | Path, *, pseudo: str, target: str, v
     links = {layout.TARGET_DIR: target_dir}
     if val:
         val_dir = Path(val).expanduser().resolve()
-        links[layout.VALIDATION_DIR] = val_dir / layout.VALIDATION_DIR \
-            if (val_dir / layout.VALIDATION_DIR).is_dir() else val_dir
+        links[layout.VALIDATION_DIR] = (
+            val_dir / layout.VALIDATION_DIR if (val_dir / layout.VALIDATION_DIR).is_dir() else val_dir
+        )
     if val_labels:
         links[layout.VALIDATION_LABELS_DIR] = Path(val_labels).expanduser().resolve()
     for name, src in links.items():
         (data / name).symlink_to(src, target_is_directory=True)
     tracking_uri = cfg.tracking.tracking_uri or default_tracking_uri(out)
     cfg, opts = _local_options(cfg, profile, start="pseudo")
-    args = dict(data_uri=str(data), val_labels_uri="", pseudo_uri=_local_path(pseudo),
-                **_common_args(cfg, opts, out, tracking_uri))
-    log.info("cosmos selftrain: profile %s, teacher + %d student(s), folds %s, pseudo %s -> %s", opts.profile,
-             opts.rounds, list(cfg.segmentation.folds), pseudo, out)
+    args = dict(
+        data_uri=str(data),
+        val_labels_uri="",
+        pseudo_uri=_local_path(pseudo),
+        **_common_args(cfg, opts, out, tracking_uri),
+    )
+    log.info(
+        "cosmos selftrain: profile %s, teacher + %d student(s), folds %s, pseudo %s -> %s",
+        opts.profile,
+        opts.rounds,
+        list(cfg.segmentation.folds),
+        pseudo,
+        out,
+    )
     started_wall, t0 = time.time(), time.perf_counter()
     bundle = _execute(build_pipeline(opts), args, out, verbose)
     return _finish(bundle, out, tracking_uri, time.perf_counter() - t0, started_wall)
 
 
-def run_benchmark_local(cfg, out_dir: str | Path, *, data: str, val_labels: str | None = None,
-                        rows: tuple[str, ...] | None = None, profile: str | None = None,
-                        verbose: bool = False) -> dict[str, Any]:
+def run_benchmark_local(
+    cfg,
+    out_dir: str | Path,
+    *,
+    data: str,
+    val_labels: str | None = None,
+    rows: tuple[str, ...] | None = None,
+    profile: str | None = None,
+    verbose: bool = False,
+) -> dict[str, Any]:
     """``cosmos benchmark``: the ``cosmos-benchmark`` DAG locally; writes ``OUT/benchmark.{json,md,png}``.
 
     ``rows`` default: every row the data allows (the oracle only with ``target_training_labels/``).
@@ -359,18 +425,27 @@ def run_benchmark_local(cfg, out_dir: str | Path, *, data: str, val_labels: str 
         rows = tuple(r for r in BENCHMARK_ROWS if r != "oracle" or has_oracle)
     tracking_uri = cfg.tracking.tracking_uri or default_tracking_uri(out)
     cfg, opts = _local_options(cfg, profile)
-    args = dict(data_uri=_local_path(data), val_labels_uri=_local_path(val_labels),
-                **_common_args(cfg, opts, out, tracking_uri))
-    log.info("cosmos benchmark: profile %s, rows %s, K=%d, folds %s -> %s", opts.profile, ", ".join(rows),
-             opts.rounds, list(cfg.segmentation.folds), out)
+    args = dict(
+        data_uri=_local_path(data), val_labels_uri=_local_path(val_labels), **_common_args(cfg, opts, out, tracking_uri)
+    )
+    log.info(
+        "cosmos benchmark: profile %s, rows %s, K=%d, folds %s -> %s",
+        opts.profile,
+        ", ".join(rows),
+        opts.rounds,
+        list(cfg.segmentation.folds),
+        out,
+    )
     started_wall, t0 = time.time(), time.perf_counter()
     table = _execute(build_benchmark_pipeline(opts, rows=tuple(rows)), args, out, verbose).resolve()
     for name in ("benchmark.json", "benchmark.md", "benchmark.png"):
         shutil.copyfile(table / name, out / name)
     result = json.loads((out / "benchmark.json").read_text())
     timings = _read_timings(out / "work", started_wall)
-    result["seconds"] = {"wall": round(time.perf_counter() - t0, 1),
-                         "compute": round(sum(t["seconds"] for t in timings if not t.get("reused")), 1)}
+    result["seconds"] = {
+        "wall": round(time.perf_counter() - t0, 1),
+        "compute": round(sum(t["seconds"] for t in timings if not t.get("reused")), 1),
+    }
     result["tracking_uri"] = tracking_uri
     (out / "benchmark.json").write_text(json.dumps(result, indent=2))
     return result
@@ -384,8 +459,10 @@ def describe(result: LocalRunResult) -> str:
     # One line, not one per stage: the live view above (or the plain stage lines) already listed each stage.
     if ran:
         slowest = ", ".join(f"{s['stage']} {s['seconds']:.0f} s" for s in ran[:3])
-        lines.append(f"  stages      : {len(ran)} ran ({result.compute_seconds:.0f} s of compute; slowest {slowest})"
-                     + (f", {len(reused)} reused" if reused else ""))
+        lines.append(
+            f"  stages      : {len(ran)} ran ({result.compute_seconds:.0f} s of compute; slowest {slowest})"
+            + (f", {len(reused)} reused" if reused else "")
+        )
     elif reused:
         lines.append(f"  stages      : all {len(reused)} reused from an earlier run")
     lines.append(f"  stage logs  : {result.out_dir / 'logs'}/<stage>.log  (every task: tasks.log)")

@@ -47,8 +47,18 @@ SHM_STAGES = frozenset({"train_fold", "predict_pseudo_labels", "predict_validati
 RETRY_STAGES = frozenset({"train_fold"})
 
 _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
-_FACTORS = {None: 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
-            "Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40}
+_FACTORS = {
+    None: 1,
+    "m": 1e-3,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+}
 
 
 def quantity(text: str) -> float:
@@ -93,8 +103,17 @@ class ScratchVolume:
     storage_class: str | None = None  # ephemeral only; None = the cluster's default class
     pvc_name: str = ""  # pvc only
     mount_path: str = "/s3"  # match the pipeline root's scheme: s3:// -> /s3, minio:// -> /minio, gs:// -> /gcs
-    stages: tuple[str, ...] = ("ingest_validate", "crop_roi", "translate", "import_pseudo", "labelled_as_pseudo",
-                               "prepare_round", "train_fold", "predict_pseudo_labels", "predict_validation")
+    stages: tuple[str, ...] = (
+        "ingest_validate",
+        "crop_roi",
+        "translate",
+        "import_pseudo",
+        "labelled_as_pseudo",
+        "prepare_round",
+        "train_fold",
+        "predict_pseudo_labels",
+        "predict_validation",
+    )
 
     def __post_init__(self) -> None:
         if self.kind not in ("ephemeral", "pvc"):
@@ -199,14 +218,20 @@ def check(stage: str, res: StageResources) -> StageResources:
         # A Memory-backed emptyDir is charged to the container's memory: leave the process at
         # least half of the limit, or a full /dev/shm gets the pod OOM-killed.
         if quantity(res.shm) > quantity(res.memory_limit) / 2:
-            raise ValueError(f"{stage}: /dev/shm {res.shm} is RAM charged to the memory limit "
-                             f"{res.memory_limit}; keep it at most half of the limit")
+            raise ValueError(
+                f"{stage}: /dev/shm {res.shm} is RAM charged to the memory limit "
+                f"{res.memory_limit}; keep it at most half of the limit"
+            )
     return res
 
 
-def stage_resources(profile: str, stage: str,
-                    overrides: Mapping[str, StageResources] | None = None,
-                    shm: str | None = None, retries: int | None = None) -> StageResources:
+def stage_resources(
+    profile: str,
+    stage: str,
+    overrides: Mapping[str, StageResources] | None = None,
+    shm: str | None = None,
+    retries: int | None = None,
+) -> StageResources:
     """The resources of ``stage`` for a compile-time ``profile``, after overrides, checked.
 
     ``overrides`` replaces a stage's entry whole; ``shm`` (if given) replaces the /dev/shm size

@@ -54,8 +54,9 @@ class TaskOutput(io.TextIOBase):
     kfp.local prints parallel tasks' output from their own threads (one ``print`` is two writes).
     """
 
-    def __init__(self, console: TextIO, log_file: Path, hide_tracebacks: bool = True,
-                 router: StageRouter | None = None):
+    def __init__(
+        self, console: TextIO, log_file: Path, hide_tracebacks: bool = True, router: StageRouter | None = None
+    ):
         super().__init__()
         self._console = console
         self._router = router
@@ -154,8 +155,9 @@ class TaskOutput(io.TextIOBase):
                 self._file.close()
         super().close()
 
-    def failure_message(self, work_root: Path | None = None, data_uri: str = "",
-                        val_labels_uri: str = "") -> str | None:
+    def failure_message(
+        self, work_root: Path | None = None, data_uri: str = "", val_labels_uri: str = ""
+    ) -> str | None:
         """The first failed stage's problem (its continuation lines too), in the user's paths."""
         if self.failures:
             stage, lines = self.failures[0]
@@ -173,8 +175,9 @@ def user_paths(text: str, work_root: Path | None, data_uri: str, val_labels_uri:
         return text
     copy = re.escape(str(work_root)) + r"/ingest-[0-9a-f]+/data"
     if val_labels_uri:
-        text = re.sub(copy + r"/target_validation_labels(?=/|\b)", val_labels_uri.rstrip("/").replace("\\", "\\\\"),
-                      text)
+        text = re.sub(
+            copy + r"/target_validation_labels(?=/|\b)", val_labels_uri.rstrip("/").replace("\\", "\\\\"), text
+        )
     return re.sub(copy + r"(?=/|\b)", data_uri.rstrip("/").replace("\\", "\\\\"), text)
 
 
@@ -221,8 +224,12 @@ def forget_stale_cache(out: Path, data_uri: str, val_labels_uri: str = "", cache
     if cleared:
         for entry in entries:
             entry.unlink(missing_ok=True)
-        log.info("input data changed since the last run in %s: cleared kfp.local's task cache (%d entries); "
-                 "finished stages whose inputs are unchanged are still reused", out, len(entries))
+        log.info(
+            "input data changed since the last run in %s: cleared kfp.local's task cache (%d entries); "
+            "finished stages whose inputs are unchanged are still reused",
+            out,
+            len(entries),
+        )
     tmp = record.with_name(record.name + ".tmp")
     tmp.write_text(json.dumps(now))
     tmp.replace(record)
@@ -230,8 +237,15 @@ def forget_stale_cache(out: Path, data_uri: str, val_labels_uri: str = "", cache
 
 
 @contextmanager
-def supervise(out: Path, work_root: Path | None = None, data_uri: str = "", val_labels_uri: str = "",
-              verbose: bool = False, view: View | None = None, plan: list | None = None) -> Iterator[TaskOutput]:
+def supervise(
+    out: Path,
+    work_root: Path | None = None,
+    data_uri: str = "",
+    val_labels_uri: str = "",
+    verbose: bool = False,
+    view: View | None = None,
+    plan: list | None = None,
+) -> Iterator[TaskOutput]:
     """Wrap ``pipeline(**args)``: see the module docstring. A failed stage becomes one CosmosError.
 
     ``view``: a :mod:`pipelines.live_view` view (live table or plain stage lines) that replaces the
@@ -248,8 +262,9 @@ def supervise(out: Path, work_root: Path | None = None, data_uri: str = "", val_
     if view is not None:
         from pipelines.live_view import StageRouter
 
-        router = StageRouter(out / "logs", view, plan or [],
-                             humanize=lambda text: user_paths(text, work, data_uri, val_labels_uri))
+        router = StageRouter(
+            out / "logs", view, plan or [], humanize=lambda text: user_paths(text, work, data_uri, val_labels_uri)
+        )
     guard = process_guard.start()
     output = TaskOutput(sys.stdout, out / "logs" / "tasks.log", hide_tracebacks=not verbose, router=router)
     saved = sys.stdout
@@ -265,8 +280,11 @@ def supervise(out: Path, work_root: Path | None = None, data_uri: str = "", val_
         # (pytest's) would feed every line twice.
         consoles = (sys.__stderr__, sys.__stdout__, sys.stderr, saved)
         for handler in logging.getLogger().handlers:
-            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler) and (
-                    getattr(handler, "_cosmos", False) or handler.stream in consoles):
+            if (
+                isinstance(handler, logging.StreamHandler)
+                and not isinstance(handler, logging.FileHandler)
+                and (getattr(handler, "_cosmos", False) or handler.stream in consoles)
+            ):
                 stream = router.log_stream(handler.stream)
                 stream.tasks_log = output.write_log_only
                 streams.append((handler, handler.setStream(stream)))  # type: ignore[arg-type]
@@ -286,8 +304,10 @@ def supervise(out: Path, work_root: Path | None = None, data_uri: str = "", val_
         if failed:  # the view named the stage's log already
             log.info("fix the cause and re-run the same command: finished stages are reused")
         else:
-            log.info("full task log: %s. Fix the cause and re-run the same command: finished stages are reused.",
-                     output.log_file)
+            log.info(
+                "full task log: %s. Fix the cause and re-run the same command: finished stages are reused.",
+                output.log_file,
+            )
         raise CosmosError(message) from None
     finally:
         sys.stdout = saved

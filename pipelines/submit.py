@@ -109,7 +109,8 @@ def check_backend_version(tag: str | None, host: str) -> None:
             f"{host} runs Kubeflow Pipelines {tag}, but cosmos-pipeline needs a KFP backend >= {minimum}: "
             "its tasks read the credentials Secret through secretAsEnv with 'optional' and "
             "'secretNameParameter' (kfp-kubernetes 2.17), which older drivers reject as unknown fields. "
-            "Upgrade Kubeflow Pipelines, or run locally with 'cosmos run'.")
+            "Upgrade Kubeflow Pipelines, or run locally with 'cosmos run'."
+        )
 
 
 def _backend_tag(client) -> str | None:
@@ -150,17 +151,27 @@ def run_url(host: str, run_id: str, *, namespace: str | None = None, ui_host: st
     parts = urlsplit(host)
     path = parts.path.rstrip("/")
     if path.endswith("/pipeline"):
-        origin = f"{parts.scheme}://{parts.netloc}{path[:-len('/pipeline')]}"
+        origin = f"{parts.scheme}://{parts.netloc}{path[: -len('/pipeline')]}"
         query = f"?ns={quote(namespace)}" if namespace else ""
         return f"{origin}/_/pipeline/{query}#/runs/details/{run_id}"
     return f"{host.rstrip('/')}/#/runs/details/{run_id}"
 
 
-def submit(package: str | Path, host: str, params: Mapping[str, Any] | None = None, *,
-           pipeline_name: str = "cosmos-pipeline", experiment: str = "cosmos", run_name: str | None = None,
-           namespace: str | None = None, token: str | None = None, cookies: str | None = None,
-           pipeline_root: str | None = None, ui_host: str | None = None,
-           check_version: bool = True) -> SubmitResult:
+def submit(
+    package: str | Path,
+    host: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    pipeline_name: str = "cosmos-pipeline",
+    experiment: str = "cosmos",
+    run_name: str | None = None,
+    namespace: str | None = None,
+    token: str | None = None,
+    cookies: str | None = None,
+    pipeline_root: str | None = None,
+    ui_host: str | None = None,
+    check_version: bool = True,
+) -> SubmitResult:
     """Upload ``package`` (a new version if ``pipeline_name`` exists) and create a run of it.
 
     ``pipeline_root`` (e.g. ``s3://cosmos-artifacts/v2/artifacts``): this run's artifact root;
@@ -189,8 +200,9 @@ def submit(package: str | Path, host: str, params: Mapping[str, Any] | None = No
             check_backend_version(_backend_tag(client), host)
         pipeline_id = client.get_pipeline_id(pipeline_name)
         if pipeline_id is None:  # first upload: the pipeline and its first version
-            pipeline = client.upload_pipeline(str(package), pipeline_name=pipeline_name,
-                                              description="COSMOS ceT1 -> hrT2 domain adaptation")
+            pipeline = client.upload_pipeline(
+                str(package), pipeline_name=pipeline_name, description="COSMOS ceT1 -> hrT2 domain adaptation"
+            )
             pipeline_id = pipeline.pipeline_id
             versions = client.list_pipeline_versions(pipeline_id, page_size=1, sort_by="created_at desc")
             if not versions.pipeline_versions:
@@ -198,17 +210,25 @@ def submit(package: str | Path, host: str, params: Mapping[str, Any] | None = No
             version_id = versions.pipeline_versions[0].pipeline_version_id
             log.info("uploaded new pipeline %s (%s)", pipeline_name, pipeline_id)
         else:  # it exists: a new version of it
-            version = client.upload_pipeline_version(str(package), pipeline_version_name=f"{pipeline_name}-{stamp}",
-                                                     pipeline_id=pipeline_id)
+            version = client.upload_pipeline_version(
+                str(package), pipeline_version_name=f"{pipeline_name}-{stamp}", pipeline_id=pipeline_id
+            )
             version_id = version.pipeline_version_id
             log.info("uploaded version %s of pipeline %s", version.display_name, pipeline_name)
         exp = client.create_experiment(experiment, namespace=namespace)
-        run = client.run_pipeline(exp.experiment_id, run_name or f"{pipeline_name}-{stamp}", params=params,
-                                  pipeline_id=pipeline_id, version_id=version_id, pipeline_root=pipeline_root)
+        run = client.run_pipeline(
+            exp.experiment_id,
+            run_name or f"{pipeline_name}-{stamp}",
+            params=params,
+            pipeline_id=pipeline_id,
+            version_id=version_id,
+            pipeline_root=pipeline_root,
+        )
     except CosmosError:
         raise
     except Exception as exc:  # connection refused, 401, 404 ... one clear line for the CLI
         raise CosmosError(f"submitting to {host} failed: {type(exc).__name__}: {str(exc).strip()[:500]}") from None
     url = run_url(host, run.run_id, namespace=namespace, ui_host=ui_host)
-    return SubmitResult(pipeline_id=pipeline_id, version_id=version_id,
-                        experiment_id=exp.experiment_id, run_id=run.run_id, run_url=url)
+    return SubmitResult(
+        pipeline_id=pipeline_id, version_id=version_id, experiment_id=exp.experiment_id, run_id=run.run_id, run_url=url
+    )

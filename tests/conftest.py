@@ -88,34 +88,56 @@ def seaweedfs(tmp_path_factory):
     root = tmp_path_factory.mktemp("seaweedfs")
     s3, s3_grpc, master, master_grpc, volume, volume_grpc, filer, filer_grpc = _free_ports(8)
     cmd = [
-        _weed(), "server", f"-dir={root}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-        f"-master.port={master}", f"-master.port.grpc={master_grpc}", "-master.telemetry=false",
+        _weed(),
+        "server",
+        f"-dir={root}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-master.port={master}",
+        f"-master.port.grpc={master_grpc}",
+        "-master.telemetry=false",
         # every bucket is a collection that grows its own volumes: the default (at most 8 volumes
         # of 30 GB) runs out after the first bucket ("No writable volumes and no free volumes left")
-        "-master.volumeSizeLimitMB=64", "-volume.max=1000",
-        f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}",
-        f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
-        "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+        "-master.volumeSizeLimitMB=64",
+        "-volume.max=1000",
+        f"-volume.port={volume}",
+        f"-volume.port.grpc={volume_grpc}",
+        f"-filer.port={filer}",
+        f"-filer.port.grpc={filer_grpc}",
+        "-s3",
+        f"-s3.port={s3}",
+        f"-s3.port.grpc={s3_grpc}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
     ]
     log = open(root / "weed.log", "wb")
     proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{s3}"
-    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                          region_name="us-east-1",
-                          config=Config(connect_timeout=1, read_timeout=5, retries={"max_attempts": 0}))
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+        config=Config(connect_timeout=1, read_timeout=5, retries={"max_attempts": 0}),
+    )
     deadline = time.monotonic() + SEAWEEDFS_START_TIMEOUT_S
     try:
         while True:  # S3 answers only once master, volume and filer are up
             if proc.poll() is not None:
-                raise RuntimeError(f"weed server exited with {proc.returncode}: "
-                                   f"{(root / 'weed.log').read_text(errors='replace')[-2000:]}")
+                raise RuntimeError(
+                    f"weed server exited with {proc.returncode}: "
+                    f"{(root / 'weed.log').read_text(errors='replace')[-2000:]}"
+                )
             try:
                 client.create_bucket(Bucket="readiness-probe")
                 break
             except Exception:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"SeaweedFS S3 not ready after {SEAWEEDFS_START_TIMEOUT_S:.0f} s: "
-                                       f"{(root / 'weed.log').read_text(errors='replace')[-2000:]}") from None
+                    raise RuntimeError(
+                        f"SeaweedFS S3 not ready after {SEAWEEDFS_START_TIMEOUT_S:.0f} s: "
+                        f"{(root / 'weed.log').read_text(errors='replace')[-2000:]}"
+                    ) from None
                 time.sleep(0.5)
         yield endpoint
     finally:

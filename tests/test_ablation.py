@@ -18,8 +18,14 @@ def _row(name, dice):
 
 
 def test_closure_and_ordering():
-    rows = [_row(ROW_SOURCE_ONLY, 0.2), _row(ROW_DA_NO_SEG, 0.6), _row(ROW_DA_SEG, 0.7), _row(cosmos_row(1), 0.75),
-            _row(cosmos_row(2), 0.75), _row(ROW_ORACLE, 0.8)]
+    rows = [
+        _row(ROW_SOURCE_ONLY, 0.2),
+        _row(ROW_DA_NO_SEG, 0.6),
+        _row(ROW_DA_SEG, 0.7),
+        _row(cosmos_row(1), 0.75),
+        _row(cosmos_row(2), 0.75),
+        _row(ROW_ORACLE, 0.8),
+    ]
     assert abs(gap_closure(rows) - (0.75 - 0.2) / (0.8 - 0.2)) < 1e-12
     check = ordering_check(rows)
     assert check["holds"], check
@@ -48,7 +54,18 @@ def test_row_overrides_change_only_tracking_and_the_segmentor():
 def test_closure_needs_oracle_and_markdown_renders():
     rows = [_row(ROW_SOURCE_ONLY, 0.2), _row(ROW_DA_SEG, 0.7)]
     assert gap_closure(rows) is None
-    md = to_markdown({"profile": "tiny", "rounds": 0, "folds": [0], "data_dir": "/d", "machine": "m", "rows": rows,
-                      "closure": None, "ordering": ordering_check(rows), "seconds": {"x": 1.0}})
+    md = to_markdown(
+        {
+            "profile": "tiny",
+            "rounds": 0,
+            "folds": [0],
+            "data_dir": "/d",
+            "machine": "m",
+            "rows": rows,
+            "closure": None,
+            "ordering": ordering_check(rows),
+            "seconds": {"x": 1.0},
+        }
+    )
     assert "| source-only | 0.200 ± 0.010 |" in md
     assert "n/a (no oracle)" in md

@@ -32,8 +32,13 @@ REPO = Path(__file__).resolve().parents[1]
 def _bucket(endpoint: str, name: str) -> None:
     import boto3
 
-    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                          region_name="us-east-1")
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
     try:
         client.create_bucket(Bucket=name)
     except client.exceptions.BucketAlreadyOwnedByYou:
@@ -44,7 +49,7 @@ def _keys(uri: str) -> list[str]:
     from cosmos.data.storage import list_objects, split_s3
 
     _, prefix = split_s3(uri)
-    return sorted(k[len(prefix) + 1:] for k, _ in list_objects(uri))
+    return sorted(k[len(prefix) + 1 :] for k, _ in list_objects(uri))
 
 
 # ------------------------------------------------------------------------------------------ the key
@@ -109,8 +114,9 @@ def test_restore_refuses_a_checkpoint_that_differs_from_its_manifest(real_s3_env
     fold.mkdir()
     (fold / "checkpoint_latest.pth").write_bytes(b"good")
     CheckpointSync(uri, fold).push(1)
-    boto3.client("s3", endpoint_url=real_s3_env).put_object(Bucket="ckpt-unit", Key="cosmos/run-corrupt/round_0/"
-                                                            "fold_1/epoch_0001/checkpoint_latest.pth", Body=b"bad!")
+    boto3.client("s3", endpoint_url=real_s3_env).put_object(
+        Bucket="ckpt-unit", Key="cosmos/run-corrupt/round_0/fold_1/epoch_0001/checkpoint_latest.pth", Body=b"bad!"
+    )
     with pytest.raises(CosmosError, match="SHA-256"):
         CheckpointSync(uri, tmp_path / "retried").restore()
     assert not (tmp_path / "retried" / "checkpoint_latest.pth").exists()
@@ -126,8 +132,10 @@ def test_push_and_restore_to_a_mounted_directory(tmp_path):
     (fold / "checkpoint_latest.pth").unlink()
     (fold / "checkpoint_latest.pth").write_bytes(b"w2")
     sync(1, {})
-    assert sorted(p.relative_to(uri).as_posix() for p in Path(uri).rglob("*") if p.is_file()) == \
-        ["epoch_0002/checkpoint_latest.pth", MANIFEST]
+    assert sorted(p.relative_to(uri).as_posix() for p in Path(uri).rglob("*") if p.is_file()) == [
+        "epoch_0002/checkpoint_latest.pth",
+        MANIFEST,
+    ]
     assert CheckpointSync(uri, tmp_path / "fresh").restore()["epoch"] == 2
     assert (tmp_path / "fresh" / "checkpoint_latest.pth").read_bytes() == b"w2"
     sync.clear()
@@ -137,14 +145,23 @@ def test_push_and_restore_to_a_mounted_directory(tmp_path):
 # ------------------------------------------------------------------------------------------ kill and resume
 SHAPE = (32, 32, 8)
 EPOCHS = 4
-SEG = {"epochs": EPOCHS, "iterations_per_epoch": 2, "val_iterations_per_epoch": 1, "save_every": 1,
-       "torch_threads": 1, "num_processes": 1, "mirroring": False, "num_folds": 2, "folds": [0, 1]}
+SEG = {
+    "epochs": EPOCHS,
+    "iterations_per_epoch": 2,
+    "val_iterations_per_epoch": 1,
+    "save_every": 1,
+    "torch_threads": 1,
+    "num_processes": 1,
+    "mirroring": False,
+    "num_folds": 2,
+    "folds": [0, 1],
+}
 
 # The task process: the train_fold KFP component function, as a pod runs it (cluster mode:
 # work_root ""). MLflow is not under test here, so its fold run is a no-op (tracking_uri only has to
 # be non-empty for the cluster fail-fast). HOLD_S > 0 pauses after each epoch's checkpoint upload,
 # so the parent can kill the process mid-training on a loaded machine.
-CHILD = textwrap.dedent('''
+CHILD = textwrap.dedent("""
     import contextlib, json, sys, time
     from types import SimpleNamespace
 
@@ -179,14 +196,14 @@ CHILD = textwrap.dedent('''
 
     if __name__ == "__main__":
         main()
-''')
+""")
 
 
 def _case(n: int):
     rng = np.random.default_rng(n)
     img = rng.normal(0.2, 0.05, SHAPE).astype(np.float32)
     lab = np.zeros(SHAPE, np.uint8)
-    lab[8 + n % 3:16 + n % 3, 8:16, 2:6] = 1
+    lab[8 + n % 3 : 16 + n % 3, 8:16, 2:6] = 1
     lab[20:24, 20:24, 3:6] = 2
     img[lab == 1] += 0.5
     img[lab == 2] += 1.0
@@ -214,12 +231,24 @@ def _start(tmp_path: Path, prepared: Path, out: Path, config: str, hold_s: float
     script.write_text(CHILD)
     run_dir = tmp_path / "run_info"
     run_dir.mkdir(exist_ok=True)
-    args = {"prepared": str(prepared), "run_dir": str(run_dir), "out": str(out), "config": config,
-            "run_id": "kfp-run-7f3a", "hold_s": hold_s}
+    args = {
+        "prepared": str(prepared),
+        "run_dir": str(run_dir),
+        "out": str(out),
+        "config": config,
+        "run_id": "kfp-run-7f3a",
+        "hold_s": hold_s,
+    }
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
     log = open(out.parent / f"{out.name}.log", "wb")
-    return subprocess.Popen([sys.executable, str(script), json.dumps(args)], cwd=tmp_path, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, str(script), json.dumps(args)],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 @pytest.mark.slow

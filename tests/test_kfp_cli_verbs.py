@@ -63,8 +63,10 @@ def _package_file(tmp_path, monkeypatch):
 
 
 def test_the_readme_shows_each_kfp_verb_once_at_least():
-    verbs = {tuple(_parse(argv)[0]) + (argv[argv.index("run") + 1] if "run" in argv else "",)
-             for argv in _readme_kfp_commands()}
+    verbs = {
+        tuple(_parse(argv)[0]) + (argv[argv.index("run") + 1] if "run" in argv else "",)
+        for argv in _readme_kfp_commands()
+    }
     assert ("pipeline", "create", "") in verbs
     assert ("pipeline", "create-version", "") in verbs
     assert ("run", "create", "create") in verbs

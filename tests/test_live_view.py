@@ -113,9 +113,12 @@ Skipping task train-translator: upstream task(s) ['ingest-validate'] failed.
 Skipping task for-loop-1: upstream task(s) ['train-translator'] failed.
 """
 
-PLAN = [PlannedTask("ingest-validate", "ingest + validate"), PlannedTask("crop-roi", "crop to the inner-ear region"),
-        PlannedTask("train-translator", "train translator (CycleGAN)"),
-        PlannedTask("train-fold", "round 0: train fold", ("for-loop-1",))]
+PLAN = [
+    PlannedTask("ingest-validate", "ingest + validate"),
+    PlannedTask("crop-roi", "crop to the inner-ear region"),
+    PlannedTask("train-translator", "train translator (CycleGAN)"),
+    PlannedTask("train-fold", "round 0: train fold", ("for-loop-1",)),
+]
 
 
 def _section_lines(text: str) -> list[str]:
@@ -138,8 +141,7 @@ def _run(tmp_path: Path, text: str, view: live_view.View, plan=PLAN) -> tuple[St
 def _live(buf: io.StringIO) -> LiveView:
     from rich.console import Console
 
-    return LiveView(buf, console=Console(file=buf, width=120, height=40, force_terminal=False,
-                                         force_interactive=False))
+    return LiveView(buf, console=Console(file=buf, width=120, height=40, force_terminal=False, force_interactive=False))
 
 
 # ----------------------------------------------------------------------------------------- logs
@@ -247,7 +249,8 @@ def test_a_failed_stage_names_its_log_file_and_its_problem(tmp_path):
     row = next(x for x in console.splitlines() if "ingest + validate" in x)
     assert "failed" in row and "ingest.log" in row
     assert console.splitlines()[-2].startswith(
-        "✗ ingest + validate: stage ingest failed: /home/me/bad: 1 problem(s) in the dataset:")
+        "✗ ingest + validate: stage ingest failed: /home/me/bad: 1 problem(s) in the dataset:"
+    )
     assert console.splitlines()[-1].strip() == f"full log: {tmp_path / 'logs' / 'ingest.log'}"
     assert "Traceback" not in console and "Skipping task" not in console
     assert "DatasetError" in (tmp_path / "logs" / "ingest.log").read_text()
@@ -256,14 +259,22 @@ def test_a_failed_stage_names_its_log_file_and_its_problem(tmp_path):
 
 def test_plain_mode_prints_one_line_per_stage_start_and_end(tmp_path):
     buf = io.StringIO()
-    router, output = _run(tmp_path, INGEST + CROP_CACHED + TRAIN_FOLD + FAILED.replace("ingest-validate", "report"),
-                          PlainView(buf), PLAN + [PlannedTask("report", "report")])
+    router, output = _run(
+        tmp_path,
+        INGEST + CROP_CACHED + TRAIN_FOLD + FAILED.replace("ingest-validate", "report"),
+        PlainView(buf),
+        PLAN + [PlannedTask("report", "report")],
+    )
     router.close(ok=False)
     output.close()
     lines = buf.getvalue().splitlines()
     stages = [x.split(" ", 1)[1] for x in lines if x.split(" ", 1)[1].startswith("[")]
-    assert stages[:4] == ["[1/5] ingest + validate: running", "[1/5] ingest + validate: done in 0.0 s",
-                          "[2/5] crop to the inner-ear region: reused", "[4/5] round 0: train fold: running"]
+    assert stages[:4] == [
+        "[1/5] ingest + validate: running",
+        "[1/5] ingest + validate: done in 0.0 s",
+        "[2/5] crop to the inner-ear region: reused",
+        "[4/5] round 0: train fold: running",
+    ]
     assert stages[4].startswith("[4/5] round 0: train fold: done in ") and stages[5] == "[5/5] report: running"
     assert stages[6].startswith("[5/5] report: FAILED after ") and "/home/me/bad: 1 problem(s)" in stages[6]
     assert stages[6].endswith("logs/ingest-2.log)")  # its stage said "ingest": the second such log this run
@@ -278,11 +289,14 @@ def test_supervise_with_a_view_keeps_the_console_small_and_names_the_stage_log(t
     caplog.set_level(logging.INFO)
     with pytest.raises(CosmosError) as info:
         with run_guard.supervise(tmp_path, data_uri="/home/me/bad", view=PlainView(buf), plan=PLAN):
-            for line in (INGEST + FAILED.replace("ingest-validate", "crop-roi").replace("stage ingest", "stage crop_roi")
-                         ).splitlines():
+            for line in (
+                INGEST + FAILED.replace("ingest-validate", "crop-roi").replace("stage ingest", "stage crop_roi")
+            ).splitlines():
                 print(line)
             logging.getLogger("kfp").info("Skipping task train-translator: upstream task(s) ['crop-roi'] failed.")
-            raise RuntimeError("Pipeline 'cosmos-pipeline' finished with status FAILURE. Inner task failed: 'crop-roi'.")
+            raise RuntimeError(
+                "Pipeline 'cosmos-pipeline' finished with status FAILURE. Inner task failed: 'crop-roi'."
+            )
     assert str(info.value).startswith("stage crop_roi failed: /home/me/bad: 1 problem(s) in the dataset:")
     console = buf.getvalue().splitlines()
     assert len(console) == 4 and "crop_roi.log" in console[-1]
@@ -323,14 +337,17 @@ class _Tty(io.StringIO):
         return True
 
 
-@pytest.mark.parametrize(("stream", "verbose", "env", "mode"), [
-    (_Tty(), False, {}, "live"),
-    (_Tty(), True, {}, "verbose"),
-    (_Tty(), False, {"COSMOS_NO_PROGRESS": "1"}, "plain"),
-    (_Tty(), False, {"TERM": "dumb"}, "plain"),
-    (io.StringIO(), False, {}, "plain"),
-    (io.StringIO(), True, {"COSMOS_NO_PROGRESS": "1"}, "verbose"),
-])
+@pytest.mark.parametrize(
+    ("stream", "verbose", "env", "mode"),
+    [
+        (_Tty(), False, {}, "live"),
+        (_Tty(), True, {}, "verbose"),
+        (_Tty(), False, {"COSMOS_NO_PROGRESS": "1"}, "plain"),
+        (_Tty(), False, {"TERM": "dumb"}, "plain"),
+        (io.StringIO(), False, {}, "plain"),
+        (io.StringIO(), True, {"COSMOS_NO_PROGRESS": "1"}, "verbose"),
+    ],
+)
 def test_mode_follows_the_terminal_ci_and_verbose(stream, verbose, env, mode):
     assert choose_mode(stream, verbose, env) == mode
 
@@ -340,8 +357,7 @@ def test_the_plan_lists_every_task_of_the_real_pipeline_round_by_round():
     from pipelines.cosmos_pipeline import build_pipeline
     from pipelines.local_run import _local_options
 
-    cfg, opts = _local_options(load_config("tiny", None, ["segmentation.folds=[0,1]", "selftraining.rounds=1"]),
-                               "tiny")
+    cfg, opts = _local_options(load_config("tiny", None, ["segmentation.folds=[0,1]", "selftraining.rounds=1"]), "tiny")
     plan = live_view.plan_tasks(build_pipeline(opts), {"folds": [0, 1]})
     labels = [p.label for p in plan]
     assert labels[0] == "ingest + validate" and labels[-1] == "report"
@@ -357,8 +373,16 @@ def test_the_closing_summary_does_not_list_every_stage(tmp_path):
 
     stages = [{"stage": f"stage{i}", "seconds": float(i), "reused": i % 5 == 0} for i in range(30)]
     (tmp_path / "predictions").mkdir()
-    result = LocalRunResult(tmp_path, tmp_path / "predictions", tmp_path / "report", None, tmp_path / "s.json",
-                            "sqlite:///x.db", 12.0, stages)
+    result = LocalRunResult(
+        tmp_path,
+        tmp_path / "predictions",
+        tmp_path / "report",
+        None,
+        tmp_path / "s.json",
+        "sqlite:///x.db",
+        12.0,
+        stages,
+    )
     text = describe(result)
     assert len(text.splitlines()) <= 10 and "stage29 29 s" in text and "6 reused" in text
     assert f"{tmp_path / 'logs'}/<stage>.log" in text
@@ -382,7 +406,7 @@ def _screen(data: str) -> list[str]:
             elif m.group(2) == "K":
                 lines[row] = "" if m.group(1) == "2" else lines[row][:col]
         else:
-            lines[row] = lines[row][:col] + t + lines[row][col + len(t):]
+            lines[row] = lines[row][:col] + t + lines[row][col + len(t) :]
             col += len(t)
     while lines and not lines[-1].strip():
         lines.pop()
@@ -431,8 +455,9 @@ def test_a_failing_cosmos_run_prints_a_few_lines(tmp_path, terminal):
         console = _screen(text)
         assert any(x.startswith("✗ ingest + validate") and "failed" in x for x in console), "\n".join(console)
     else:
-        res = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "COSMOS_NO_PROGRESS": "1"},
-                             timeout=220)
+        res = subprocess.run(
+            argv, capture_output=True, text=True, env={**os.environ, "COSMOS_NO_PROGRESS": "1"}, timeout=220
+        )
         rc, console = res.returncode, (res.stdout + res.stderr).splitlines()
     assert rc == 2, "\n".join(console)
     assert len(console) <= 15, "\n".join(console)

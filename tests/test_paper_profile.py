@@ -34,8 +34,9 @@ def test_nnunet_rule_gives_five_downsamplings_on_the_published_patch():
     """Why the profile has 6 stages, not the paper's 7: nnU-Net's own rule refuses a 6th halving here."""
     from nnunetv2.experiment_planning.experiment_planners.network_topology import get_pool_and_conv_props
 
-    _, strides, kernels, padded, _ = get_pool_and_conv_props(PUBLISHED["spacing"], PUBLISHED["patch_size"],
-                                                             planning.FEATUREMAP_MIN_EDGE, 999999)
+    _, strides, kernels, padded, _ = get_pool_and_conv_props(
+        PUBLISHED["spacing"], PUBLISHED["patch_size"], planning.FEATUREMAP_MIN_EDGE, 999999
+    )
     assert list(padded) == PUBLISHED["patch_size"]  # nnU-Net keeps the published patch as is
     assert len(strides) - 1 == PUBLISHED["downsamplings"] - 1
     ours, our_kernels = planning.derive_topology(PUBLISHED["spacing"], PUBLISHED["patch_size"])
@@ -76,8 +77,16 @@ def test_paper_profile_plans_the_published_network_on_a_crossmoda_sized_phantom(
     cfg = load_config("paper", overrides=["segmentation.num_processes=1"])
     seg = cfg.segmentation
     root = make_phantom(tmp_path / "phantom", n_source=2, n_target=1, n_val=0, scale="full", preview=False)
-    cases = [export.ExportCase(export.nnunet_case_id(export.KIND_PSEUDO, c.case_id), export.KIND_PSEUDO, c.case_id,
-                               str(c.image), str(c.label)) for c in layout.discover(root).source]
+    cases = [
+        export.ExportCase(
+            export.nnunet_case_id(export.KIND_PSEUDO, c.case_id),
+            export.KIND_PSEUDO,
+            c.case_id,
+            str(c.image),
+            str(c.label),
+        )
+        for c in layout.discover(root).source
+    ]
     assert len(cases) == 2
     raw_root, pre_root = tmp_path / "raw", tmp_path / "pre"
     raw = export.export_raw_dataset(cases, raw_root, 790, 0)
@@ -117,9 +126,15 @@ def test_paper_profile_plans_the_published_network_on_a_crossmoda_sized_phantom(
 
     conf = PlansManager(plans).get_configuration(name)
     assert conf.patch_size == PUBLISHED["patch_size"] and conf.spacing == pytest.approx(PUBLISHED["spacing"])
-    net = get_network_from_plans(conf.network_arch_class_name, conf.network_arch_init_kwargs,
-                                 conf.network_arch_init_kwargs_req_import, 1, 3, allow_init=False,
-                                 deep_supervision=True)
+    net = get_network_from_plans(
+        conf.network_arch_class_name,
+        conf.network_arch_init_kwargs,
+        conf.network_arch_init_kwargs_req_import,
+        1,
+        3,
+        allow_init=False,
+        deep_supervision=True,
+    )
     assert net.decoder.deep_supervision and len(net.encoder.stages) == n
 
 
@@ -161,6 +176,10 @@ def test_translator_step_adds_the_kspace_term_only_when_weighted():
     out = TranslatorTrainer(report, torch.device("cpu")).step(x_s, y_s, x_t, seg_translated_on=False)
     t = report.translator
     assert out["kspace"] > 0
-    assert out["total"] == pytest.approx(t.lambda_cycle * out["cycle"] + t.lambda_adv * out["adv_G"]
-                                         + t.lambda_identity * out["identity"] + t.lambda_kspace * out["kspace"],
-                                         rel=1e-4)
+    assert out["total"] == pytest.approx(
+        t.lambda_cycle * out["cycle"]
+        + t.lambda_adv * out["adv_G"]
+        + t.lambda_identity * out["identity"]
+        + t.lambda_kspace * out["kspace"],
+        rel=1e-4,
+    )

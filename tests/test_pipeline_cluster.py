@@ -140,7 +140,8 @@ def test_retried_folds_get_the_run_id_that_keys_their_checkpoints(paper, paper_b
     assert len(folds) >= 2
     for task in folds:
         assert task["inputs"]["parameters"]["pipeline_run_id"] == {
-            "runtimeValue": {"constant": dsl.PIPELINE_JOB_ID_PLACEHOLDER}}
+            "runtimeValue": {"constant": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
+        }
 
 
 def test_side_effect_stages_are_never_cached(paper, paper_benchmark):
@@ -161,9 +162,14 @@ def test_caching_off_switch_still_disables_everything(tmp_path):
 
 def test_overrides_shm_retries_and_timeouts_switch(tmp_path):
     big = StageResources("1", "2", "1Gi", "64Gi", 60, shm="20Gi")
-    spec, platform = _compile(tmp_path, rounds=0, shm_size="4Gi", retries=5, timeouts=False,
-                              resources=(("report", StageResources("250m", "500m", "256Mi", "512Mi", 60)),
-                                         ("train_fold", big)))
+    spec, platform = _compile(
+        tmp_path,
+        rounds=0,
+        shm_size="4Gi",
+        retries=5,
+        timeouts=False,
+        resources=(("report", StageResources("250m", "500m", "256Mi", "512Mi", 60)), ("train_fold", big)),
+    )
     for stage, container, plat in _executors(spec, platform):
         assert "activeDeadlineSeconds" not in plat, stage
         if stage == "report":
@@ -206,20 +212,29 @@ def test_existing_pvc_scratch_volume(tmp_path):
     assert m["mountPath"] == "/minio" and m["pvcNameParameter"]["runtimeValue"]["constant"] == "cosmos-scratch"
 
 
-@pytest.mark.parametrize("bad", [
-    dict(kind="nfs"), dict(kind="pvc"), dict(size="lots"), dict(mount_path="s3"),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(kind="nfs"),
+        dict(kind="pvc"),
+        dict(size="lots"),
+        dict(mount_path="s3"),
+    ],
+)
 def test_scratch_volume_rejects(bad):
     with pytest.raises(ValueError):
         ScratchVolume(**bad)
 
 
-@pytest.mark.parametrize("res, match", [
-    (StageResources("4", "2", "1Gi", "2Gi"), "cpu request"),
-    (StageResources("1", "2", "4Gi", "2Gi"), "memory request"),
-    (StageResources("1", "2", "1Gi", "16GB"), "not a Kubernetes quantity"),
-    (StageResources("1", "2", "1Gi", "8Gi", shm="6Gi"), "charged to the memory limit"),
-])
+@pytest.mark.parametrize(
+    "res, match",
+    [
+        (StageResources("4", "2", "1Gi", "2Gi"), "cpu request"),
+        (StageResources("1", "2", "4Gi", "2Gi"), "memory request"),
+        (StageResources("1", "2", "1Gi", "16GB"), "not a Kubernetes quantity"),
+        (StageResources("1", "2", "1Gi", "8Gi", shm="6Gi"), "charged to the memory limit"),
+    ],
+)
 def test_stage_resources_refuse_what_the_cluster_would_reject(res, match):
     with pytest.raises(ValueError, match=match):
         stage_resources("paper", "train_fold", {"train_fold": res})
@@ -232,11 +247,12 @@ def test_unknown_resource_profile_is_a_clear_error():
 
 def test_quantity():
     assert quantity("500m") == pytest.approx(0.5)
-    assert quantity("16Gi") == 16 * 2 ** 30
+    assert quantity("16Gi") == 16 * 2**30
     assert quantity("2") == 2
 
 
 # -- fail fast on the cluster: MLflow without a tracking URI ----------------------------------
+
 
 def test_cluster_stage_without_tracking_uri_stops_naming_the_secret_key(tmp_path, monkeypatch):
     from components import _runtime as rt
@@ -267,19 +283,41 @@ def test_local_stage_still_falls_back_to_sqlite(tmp_path, monkeypatch):
     assert rt.tracking("", tmp_path).startswith("sqlite:///")  # outside any stage: local helper use
     work = tmp_path / "work"
     work.mkdir()
-    uri = rt.run("s", {"out": str(tmp_path / "out")}, lambda out: {"uri": rt.tracking("", out["out"])},
-                 key="k", work_root=str(work))["uri"]
+    uri = rt.run(
+        "s",
+        {"out": str(tmp_path / "out")},
+        lambda out: {"uri": rt.tracking("", out["out"])},
+        key="k",
+        work_root=str(work),
+    )["uri"]
     assert uri.startswith("sqlite:///")
 
 
 # -- cosmos compile: the same choices from the command line ------------------------------------
 
+
 def test_cosmos_compile_cli_cluster_flags(tmp_path, capsys):
     from cosmos.cli import main
 
     out = tmp_path / "p.yaml"
-    rc = main(["compile", "-o", str(out), "--rounds", "0", "--shm-size", "4Gi", "--fold-retries", "1",
-               "--no-timeouts", "--scratch-volume", "ephemeral:300Gi:fast-ssd", "--scratch-mount", "/minio"])
+    rc = main(
+        [
+            "compile",
+            "-o",
+            str(out),
+            "--rounds",
+            "0",
+            "--shm-size",
+            "4Gi",
+            "--fold-retries",
+            "1",
+            "--no-timeouts",
+            "--scratch-volume",
+            "ephemeral:300Gi:fast-ssd",
+            "--scratch-mount",
+            "/minio",
+        ]
+    )
     assert rc == 0
     docs = list(yaml.safe_load_all(out.read_text()))
     spec, platform = docs[0], docs[1]
@@ -297,8 +335,22 @@ def test_cosmos_compile_cli_resource_profile_and_pvc(tmp_path):
     from cosmos.cli import main
 
     out = tmp_path / "p.yaml"
-    assert main(["compile", "-o", str(out), "--rounds", "0", "--resource-profile", "tiny",
-                 "--scratch-volume", "pvc:shared-data"]) == 0
+    assert (
+        main(
+            [
+                "compile",
+                "-o",
+                str(out),
+                "--rounds",
+                "0",
+                "--resource-profile",
+                "tiny",
+                "--scratch-volume",
+                "pvc:shared-data",
+            ]
+        )
+        == 0
+    )
     spec, platform = list(yaml.safe_load_all(out.read_text()))[:2]
     fold = next(c for s, c, _ in _executors(spec, platform) if s == "train_fold")
     assert fold["resources"]["resourceMemoryLimit"] == PROFILE_RESOURCES["tiny"]["train_fold"].memory_limit
@@ -307,12 +359,15 @@ def test_cosmos_compile_cli_resource_profile_and_pvc(tmp_path):
     assert "train_fold" in pvcs and "report" not in pvcs
 
 
-@pytest.mark.parametrize("args, match", [
-    (["--scratch-volume", "nfs:x"], "ephemeral:SIZE"),
-    (["--scratch-volume", "ephemeral:lots"], "not a Kubernetes quantity"),
-    (["--shm-size", "16GB"], "--shm-size"),
-    (["--fold-retries", "-1"], "--fold-retries"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--scratch-volume", "nfs:x"], "ephemeral:SIZE"),
+        (["--scratch-volume", "ephemeral:lots"], "not a Kubernetes quantity"),
+        (["--shm-size", "16GB"], "--shm-size"),
+        (["--fold-retries", "-1"], "--fold-retries"),
+    ],
+)
 def test_cosmos_compile_cli_rejects_bad_cluster_flags(tmp_path, capsys, args, match):
     from cosmos.cli import main
 

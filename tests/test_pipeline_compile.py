@@ -43,9 +43,15 @@ def _tasks_by_component(spec: dict) -> dict[str, list[str]]:
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("compiled")
-    spec, platform = _compile(tmp, rounds=3, gpu_node_selector=(("cloud.google.com/gke-accelerator", "nvidia-l4"),),
-                              gpu_tolerations=(Toleration("nvidia.com/gpu", "Exists", None, "NoSchedule"),
-                                               Toleration("dedicated", "Equal", "gpu", "NoSchedule")))
+    spec, platform = _compile(
+        tmp,
+        rounds=3,
+        gpu_node_selector=(("cloud.google.com/gke-accelerator", "nvidia-l4"),),
+        gpu_tolerations=(
+            Toleration("nvidia.com/gpu", "Exists", None, "NoSchedule"),
+            Toleration("dedicated", "Equal", "gpu", "NoSchedule"),
+        ),
+    )
     return spec, platform, (tmp / "p.yaml").read_text()
 
 
@@ -72,8 +78,11 @@ def test_one_parallel_for_over_five_folds_per_round_and_k_plus_one_rounds(compil
 def test_rounds_chain_kept_labels_teacher_models_and_the_final_flag(compiled):
     spec, _, _ = compiled
     dag = spec["root"]["dag"]["tasks"]
-    prep = {t["inputs"]["parameters"]["round_index"]["runtimeValue"]["constant"]: (name, t)
-            for name, t in dag.items() if name.startswith("prepare-round")}
+    prep = {
+        t["inputs"]["parameters"]["round_index"]["runtimeValue"]["constant"]: (name, t)
+        for name, t in dag.items()
+        if name.startswith("prepare-round")
+    }
     assert sorted(prep) == [0, 1, 2, 3]
     assert "kept_labels" not in prep[0][1]["inputs"].get("artifacts", {})
     for k in (1, 2, 3):
@@ -81,16 +90,25 @@ def test_rounds_chain_kept_labels_teacher_models_and_the_final_flag(compiled):
         assert src["outputArtifactKey"] == "kept_labels"
         producer = dag[src["producerTask"]]
         assert producer["inputs"]["parameters"]["round_index"]["runtimeValue"]["constant"] == k - 1
-    final = {t["inputs"]["parameters"]["round_index"]["runtimeValue"]["constant"]:
-             t["inputs"]["parameters"]["is_final"]["runtimeValue"]["constant"]
-             for name, t in dag.items() if name.startswith("register-round")}
+    final = {
+        t["inputs"]["parameters"]["round_index"]["runtimeValue"]["constant"]: t["inputs"]["parameters"]["is_final"][
+            "runtimeValue"
+        ]["constant"]
+        for name, t in dag.items()
+        if name.startswith("register-round")
+    }
     assert final == {0: False, 1: False, 2: False, 3: True}
     # each student's pseudo-labelling sees the previous round's accepted labels (carry-over, label change)
-    pl = {t["inputs"]["parameters"]["round_index"]["runtimeValue"]["constant"]: t
-          for name, t in dag.items() if name.startswith("predict-pseudo-labels")}
+    pl = {
+        t["inputs"]["parameters"]["round_index"]["runtimeValue"]["constant"]: t
+        for name, t in dag.items()
+        if name.startswith("predict-pseudo-labels")
+    }
     assert "previous_kept" not in pl[0]["inputs"].get("artifacts", {})
-    assert all(pl[k]["inputs"]["artifacts"]["previous_kept"]["taskOutputArtifact"]["outputArtifactKey"]
-               == "kept_labels" for k in (1, 2, 3))
+    assert all(
+        pl[k]["inputs"]["artifacts"]["previous_kept"]["taskOutputArtifact"]["outputArtifactKey"] == "kept_labels"
+        for k in (1, 2, 3)
+    )
     # the round's MLflow run id reaches the fold tasks as an artifact (see components/prepare_round.py);
     # students' folds also get the previous round's models (warm start, selftraining.student_init)
     loops = [t for name, t in dag.items() if name.startswith("for-loop")]
@@ -113,8 +131,13 @@ def test_accelerator_node_selector_and_tolerations_on_gpu_tasks_only(compiled):
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     by_comp = _tasks_by_component(spec)
     gpu_components = {n.replace("_", "-") for n in GPU_STAGES}
-    assert gpu_components == {"train-translator", "translate", "train-fold", "predict-pseudo-labels",
-                              "predict-validation"}
+    assert gpu_components == {
+        "train-translator",
+        "translate",
+        "train-fold",
+        "predict-pseudo-labels",
+        "predict-validation",
+    }
     for comp, labels in by_comp.items():
         for label in labels:
             resources = executors[label]["container"].get("resources", {})
@@ -124,8 +147,10 @@ def test_accelerator_node_selector_and_tolerations_on_gpu_tasks_only(compiled):
                 assert int(resources["accelerator"]["resourceCount"]) == 1
                 assert plat["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
                 tols = {(t["key"], t["operator"], t.get("value"), t.get("effect")) for t in plat["tolerations"]}
-                assert tols == {("nvidia.com/gpu", "Exists", None, "NoSchedule"),
-                                ("dedicated", "Equal", "gpu", "NoSchedule")}
+                assert tols == {
+                    ("nvidia.com/gpu", "Exists", None, "NoSchedule"),
+                    ("dedicated", "Equal", "gpu", "NoSchedule"),
+                }
             else:
                 assert "accelerator" not in resources, comp
                 assert "nodeSelector" not in plat and "tolerations" not in plat, comp
@@ -138,8 +163,13 @@ def test_secret_as_env_and_no_credential_in_yaml(compiled):
         sae = k8s[label]["secretAsEnv"]
         assert len(sae) == 1 and sae[0]["secretName"] == "cosmos-credentials" and sae[0]["optional"] is True
         envs = {m["envVar"] for m in sae[0]["keyToEnv"]}
-        assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "MLFLOW_TRACKING_URI",
-                "MLFLOW_S3_ENDPOINT_URL"} <= envs
+        assert {
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_ENDPOINT_URL",
+            "MLFLOW_TRACKING_URI",
+            "MLFLOW_S3_ENDPOINT_URL",
+        } <= envs
     # pure data shuffling needs no credentials
     assert "secretAsEnv" not in k8s.get("exec-predict-validation", {})
     # no credential value anywhere: no env value for the secret keys, no key-like strings
@@ -184,8 +214,9 @@ def test_caching_switch_and_image(tmp_path):
 def test_no_gpu_and_no_secret_options(tmp_path):
     spec, platform = _compile(tmp_path, rounds=0, use_gpu=False, secret=None)
     # no node selector, toleration or Secret anywhere (timeouts and /dev/shm remain)
-    assert all("accelerator" not in ex["container"].get("resources", {})
-               for ex in spec["deploymentSpec"]["executors"].values())
+    assert all(
+        "accelerator" not in ex["container"].get("resources", {}) for ex in spec["deploymentSpec"]["executors"].values()
+    )
     k8s = (platform or {}).get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {}).get("executors", {})
     assert k8s  # the platform spec now always exists: timeouts and /dev/shm
     assert all("secretAsEnv" not in v and "tolerations" not in v and "nodeSelector" not in v for v in k8s.values())
@@ -251,12 +282,15 @@ def test_components_build_with_the_given_image_and_no_kfp_install():
         assert callable(comp.python_func)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("nvidia.com/gpu:Exists", Toleration("nvidia.com/gpu", "Exists", None, None)),
-    ("nvidia.com/gpu:Exists:NoSchedule", Toleration("nvidia.com/gpu", "Exists", None, "NoSchedule")),
-    ("dedicated=gpu:NoExecute", Toleration("dedicated", "Equal", "gpu", "NoExecute")),
-    ("dedicated=gpu", Toleration("dedicated", "Equal", "gpu", None)),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("nvidia.com/gpu:Exists", Toleration("nvidia.com/gpu", "Exists", None, None)),
+        ("nvidia.com/gpu:Exists:NoSchedule", Toleration("nvidia.com/gpu", "Exists", None, "NoSchedule")),
+        ("dedicated=gpu:NoExecute", Toleration("dedicated", "Equal", "gpu", "NoExecute")),
+        ("dedicated=gpu", Toleration("dedicated", "Equal", "gpu", None)),
+    ],
+)
 def test_toleration_parse(text, expected):
     assert Toleration.parse(text) == expected
 
@@ -273,9 +307,29 @@ def test_cosmos_compile_cli(tmp_path, capsys):
     from cosmos.cli import main
 
     out = tmp_path / "sub" / "cosmos-pipeline.yaml"
-    rc = main(["compile", "-o", str(out), "--rounds", "2", "--folds", "0,1,2", "--parallelism", "3",
-               "--image", "r.example/cosmos:2", "--gpu-node-selector", "pool=gpu", "--gpu-toleration",
-               "dedicated=gpu:NoSchedule", "--gpu-limit", "2", "--set", "segmentation.epochs=7"])
+    rc = main(
+        [
+            "compile",
+            "-o",
+            str(out),
+            "--rounds",
+            "2",
+            "--folds",
+            "0,1,2",
+            "--parallelism",
+            "3",
+            "--image",
+            "r.example/cosmos:2",
+            "--gpu-node-selector",
+            "pool=gpu",
+            "--gpu-toleration",
+            "dedicated=gpu:NoSchedule",
+            "--gpu-limit",
+            "2",
+            "--set",
+            "segmentation.epochs=7",
+        ]
+    )
     assert rc == 0
     spec, platform = list(yaml.safe_load_all(out.read_text()))
     params = spec["root"]["inputDefinitions"]["parameters"]
@@ -304,8 +358,17 @@ def test_cosmos_compile_cli_errors(tmp_path, capsys):
 def test_every_pipeline_parameter_reaches_the_components(compiled):
     spec, _, _ = compiled
     params = set(spec["root"]["inputDefinitions"]["parameters"])
-    assert params == {"data_uri", "val_labels_uri", "pseudo_uri", "profile", "config", "folds", "tracking_uri",
-                      "experiment", "work_root"}
+    assert params == {
+        "data_uri",
+        "val_labels_uri",
+        "pseudo_uri",
+        "profile",
+        "config",
+        "folds",
+        "tracking_uri",
+        "experiment",
+        "work_root",
+    }
     ingest = spec["root"]["dag"]["tasks"]["ingest-validate"]["inputs"]["parameters"]
     assert ingest["data_uri"] == {"componentInputParameter": "data_uri"}
     assert json.dumps(spec).count('"componentInputParameter": "config"') >= 10
@@ -343,8 +406,11 @@ def test_benchmark_pipeline_compiles_with_the_same_rounds_per_row(tmp_path):
     assert len(by_comp["register-round"]) == 6
     assert len(by_comp["train-translator"]) == 2 and len(by_comp["labelled-as-pseudo"]) == 2
     assert len(by_comp["benchmark-table"]) == 1
-    overrides = {t["inputs"]["parameters"]["overrides"]["runtimeValue"]["constant"]
-                 for name, t in spec["root"]["dag"]["tasks"].items() if name.startswith("train-translator")}
+    overrides = {
+        t["inputs"]["parameters"]["overrides"]["runtimeValue"]["constant"]
+        for name, t in spec["root"]["dag"]["tasks"].items()
+        if name.startswith("train-translator")
+    }
     assert any("segmentor: false" in o for o in overrides) and all("-benchmark" in o for o in overrides)
 
 

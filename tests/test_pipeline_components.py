@@ -25,8 +25,9 @@ def ops():
 def phantom(tmp_path_factory) -> Path:
     from cosmos.data.phantom import make_phantom
 
-    return make_phantom(tmp_path_factory.mktemp("phantom") / "data", n_source=2, n_target=2, n_val=2, seed=3,
-                        preview=False)
+    return make_phantom(
+        tmp_path_factory.mktemp("phantom") / "data", n_source=2, n_target=2, n_val=2, seed=3, preview=False
+    )
 
 
 SMALL_PHANTOM = "{phantom: {n_source: 2, n_target: 2, n_val: 2, seed: 3}}"
@@ -36,9 +37,17 @@ def test_ingest_validate_on_the_builtin_phantom_and_reuse(ops, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     out = Dataset(name="data", uri=str(tmp_path / "run1" / "data"))
-    res = ops.ingest_validate.python_func(data_uri="", val_labels_uri="", folds=[0], compiled_rounds=2,
-                                          require_source=True, profile="tiny", config=SMALL_PHANTOM,
-                                          work_root=str(work), data=out)
+    res = ops.ingest_validate.python_func(
+        data_uri="",
+        val_labels_uri="",
+        folds=[0],
+        compiled_rounds=2,
+        require_source=True,
+        profile="tiny",
+        config=SMALL_PHANTOM,
+        work_root=str(work),
+        data=out,
+    )
     assert (res.has_val_labels, res.n_source, res.n_target, res.n_validation) == (True, 2, 2, 2)
     root = Path(out.path)
     assert len(list((root / "source_training").glob("*_ceT1.nii.gz"))) == 2
@@ -47,9 +56,17 @@ def test_ingest_validate_on_the_builtin_phantom_and_reuse(ops, tmp_path):
     # a second local run reuses the finished stage (no regeneration)
     stamp = (next(work.glob("ingest-*")) / "DONE").stat().st_mtime
     out2 = Dataset(name="data", uri=str(tmp_path / "run2" / "data"))
-    res2 = ops.ingest_validate.python_func(data_uri="", val_labels_uri="", folds=[0], compiled_rounds=2,
-                                           require_source=True, profile="tiny", config=SMALL_PHANTOM,
-                                           work_root=str(work), data=out2)
+    res2 = ops.ingest_validate.python_func(
+        data_uri="",
+        val_labels_uri="",
+        folds=[0],
+        compiled_rounds=2,
+        require_source=True,
+        profile="tiny",
+        config=SMALL_PHANTOM,
+        work_root=str(work),
+        data=out2,
+    )
     assert tuple(res2) == tuple(res)
     assert (next(work.glob("ingest-*")) / "DONE").stat().st_mtime == stamp
     assert Path(out2.path).resolve() == root.resolve()
@@ -63,8 +80,17 @@ def test_ingest_validate_bad_data_is_a_cosmos_error(ops, tmp_path):
     (bad / "source_training" / "crossmoda_1_ceT1.nii.gz").write_bytes(b"not a nifti")
     out = Dataset(name="data", uri=str(tmp_path / "out"))
     with pytest.raises(CosmosError):
-        ops.ingest_validate.python_func(data_uri=str(bad), val_labels_uri="", folds=[0], compiled_rounds=2,
-                                        require_source=True, profile="tiny", config="", work_root="", data=out)
+        ops.ingest_validate.python_func(
+            data_uri=str(bad),
+            val_labels_uri="",
+            folds=[0],
+            compiled_rounds=2,
+            require_source=True,
+            profile="tiny",
+            config="",
+            work_root="",
+            data=out,
+        )
 
 
 def test_evaluate_scores_predictions_and_fills_the_metrics_artifact(ops, phantom, tmp_path):
@@ -75,12 +101,20 @@ def test_evaluate_scores_predictions_and_fills_the_metrics_artifact(ops, phantom
     scores = Dataset(name="scores", uri=str(tmp_path / "scores"))
     metrics = Metrics(name="metrics", uri=str(tmp_path / "metrics"))
     no_run = Dataset(name="r", uri=str(tmp_path / "no-run"))  # MLflow not configured
-    res = ops.evaluate.python_func(predictions=Dataset(name="p", uri=str(preds)),
-                                   data=Dataset(name="d", uri=str(phantom)),
-                                   roi_data=Dataset(name="d", uri=str(phantom)), round_index=0, round_run=no_run,
-                                   profile="tiny", config="", overrides="", tracking_uri=f"sqlite:///{tmp_path}/m.db", work_root="",
-                                   scores=scores,
-                                   metrics=metrics)
+    res = ops.evaluate.python_func(
+        predictions=Dataset(name="p", uri=str(preds)),
+        data=Dataset(name="d", uri=str(phantom)),
+        roi_data=Dataset(name="d", uri=str(phantom)),
+        round_index=0,
+        round_run=no_run,
+        profile="tiny",
+        config="",
+        overrides="",
+        tracking_uri=f"sqlite:///{tmp_path}/m.db",
+        work_root="",
+        scores=scores,
+        metrics=metrics,
+    )
     assert res.has_metrics is True and res.mean_dice == pytest.approx(1.0)
     result = json.loads((Path(scores.path) / "metrics.json").read_text())
     assert result["summary"]["VS"]["dice_mean"] == pytest.approx(1.0)
@@ -95,12 +129,20 @@ def test_evaluate_without_labels_records_that_and_scores_nothing(ops, phantom, t
     scores = Dataset(name="scores", uri=str(tmp_path / "scores"))
     metrics = Metrics(name="metrics", uri=str(tmp_path / "metrics"))
     no_run = Dataset(name="r", uri=str(tmp_path / "no-run"))
-    res = ops.evaluate.python_func(predictions=Dataset(name="p", uri=str(tmp_path)),
-                                   data=Dataset(name="d", uri=str(data)), roi_data=Dataset(name="d", uri=str(data)),
-                                   round_index=1, round_run=no_run,
-                                   profile="tiny", config="", overrides="", tracking_uri=f"sqlite:///{tmp_path}/m.db", work_root="",
-                                   scores=scores,
-                                   metrics=metrics)
+    res = ops.evaluate.python_func(
+        predictions=Dataset(name="p", uri=str(tmp_path)),
+        data=Dataset(name="d", uri=str(data)),
+        roi_data=Dataset(name="d", uri=str(data)),
+        round_index=1,
+        round_run=no_run,
+        profile="tiny",
+        config="",
+        overrides="",
+        tracking_uri=f"sqlite:///{tmp_path}/m.db",
+        work_root="",
+        scores=scores,
+        metrics=metrics,
+    )
     assert res.has_metrics is False
     assert not (Path(scores.path) / "metrics.json").exists() and metrics.metadata == {}
 
@@ -108,10 +150,12 @@ def test_evaluate_without_labels_records_that_and_scores_nothing(ops, phantom, t
 # ------------------------------------------------------------------------------ the whole chain
 # Every other component, called in DAG order through ``python_func`` on a cut budget (no kfp.local,
 # no subprocesses): the wiring of each one to its single library step.
-CHAIN_CONFIG = ("{phantom: {n_source: 2, n_target: 2, n_val: 2, seed: 3}, "
-                "translator: {epochs: 1, slices_per_epoch: 8, batch_size: 4}, "
-                "segmentation: {epochs: 1, iterations_per_epoch: 2, val_iterations_per_epoch: 1, mirroring: false, "
-                "num_folds: 2, folds: [0]}, selftraining: {rounds: 1, student_init: teacher}}")
+CHAIN_CONFIG = (
+    "{phantom: {n_source: 2, n_target: 2, n_val: 2, seed: 3}, "
+    "translator: {epochs: 1, slices_per_epoch: 8, batch_size: 4}, "
+    "segmentation: {epochs: 1, iterations_per_epoch: 2, val_iterations_per_epoch: 1, mirroring: false, "
+    "num_folds: 2, folds: [0]}, selftraining: {rounds: 1, student_init: teacher}}"
+)
 
 
 @pytest.fixture(scope="module")
@@ -128,56 +172,123 @@ def chain(ops, tmp_path_factory):
     out: dict = {}
     data = art(Dataset, "data")
     original = art(Dataset, "original")
-    ops.ingest_validate.python_func(data_uri="", val_labels_uri="", folds=[0], compiled_rounds=1,
-                                    require_source=True, data=original, **common)
+    ops.ingest_validate.python_func(
+        data_uri="", val_labels_uri="", folds=[0], compiled_rounds=1, require_source=True, data=original, **common
+    )
     out["n_cropped"] = ops.crop_roi.python_func(data=original, roi_data=data, **common)
     translator = art(Model, "translator")
-    out["translator"] = ops.train_translator.python_func(data=data, overrides="", tracking_uri=uri, experiment="t",
-                                                         translator=translator, **common)
+    out["translator"] = ops.train_translator.python_func(
+        data=data, overrides="", tracking_uri=uri, experiment="t", translator=translator, **common
+    )
     pseudo = art(Dataset, "pseudo")
     out["n_pseudo"] = ops.translate.python_func(translator=translator, data=data, overrides="", pseudo=pseudo, **common)
     kept = summary = models = None
     for k in (0, 1):
         prepared = art(Dataset, f"prepared{k}")
         extra = {"kept_labels": kept} if kept is not None else {}
-        out[f"n_cases{k}"] = ops.prepare_round.python_func(pseudo=pseudo, data=data, round_index=k, overrides="",
-                                                           prepared=prepared, **extra, **common)
+        out[f"n_cases{k}"] = ops.prepare_round.python_func(
+            pseudo=pseudo, data=data, round_index=k, overrides="", prepared=prepared, **extra, **common
+        )
         run_info = art(Dataset, f"run{k}")
-        out[f"run_id{k}"] = ops.start_round_run.python_func(prepared=prepared, round_index=k, overrides="",
-                                                            tracking_uri=uri, experiment="t", run_info=run_info,
-                                                            **common)
+        out[f"run_id{k}"] = ops.start_round_run.python_func(
+            prepared=prepared,
+            round_index=k,
+            overrides="",
+            tracking_uri=uri,
+            experiment="t",
+            run_info=run_info,
+            **common,
+        )
         model = art(Model, f"fold{k}")
         extra = {"teacher_models": models} if models is not None else {}
-        ops.train_fold.python_func(prepared=prepared, fold=0, round_index=k, round_run=run_info, overrides="",
-                                   tracking_uri=uri, experiment="t", model=model, **extra, **common)
+        ops.train_fold.python_func(
+            prepared=prepared,
+            fold=0,
+            round_index=k,
+            round_run=run_info,
+            overrides="",
+            tracking_uri=uri,
+            experiment="t",
+            model=model,
+            **extra,
+            **common,
+        )
         labels, kept_new = art(Dataset, f"labels{k}"), art(Dataset, f"kept{k}")
         extra = {"previous_kept": kept} if kept is not None else {}
         out[f"filter{k}"] = ops.predict_pseudo_labels.python_func(
-            fold_models=[model], data=data, round_index=k, round_run=run_info, overrides="", tracking_uri=uri,
-            pseudo_labels=labels, kept_labels=kept_new, **extra, **common)
+            fold_models=[model],
+            data=data,
+            round_index=k,
+            round_run=run_info,
+            overrides="",
+            tracking_uri=uri,
+            pseudo_labels=labels,
+            kept_labels=kept_new,
+            **extra,
+            **common,
+        )
         preds = art(Dataset, f"preds{k}")
-        out[f"n_val{k}"] = ops.predict_validation.python_func(fold_models=[model], data=data, round_index=k,
-                                                              overrides="", predictions=preds, **common)
+        out[f"n_val{k}"] = ops.predict_validation.python_func(
+            fold_models=[model], data=data, round_index=k, overrides="", predictions=preds, **common
+        )
         scores, metrics = art(Dataset, f"scores{k}"), Metrics(name="m", uri=str(tmp / f"m{k}"))
-        ops.evaluate.python_func(predictions=preds, data=original, roi_data=data, round_index=k, round_run=run_info,
-                                 overrides="",
-                                 tracking_uri=uri, scores=scores, metrics=metrics, **common)
+        ops.evaluate.python_func(
+            predictions=preds,
+            data=original,
+            roi_data=data,
+            round_index=k,
+            round_run=run_info,
+            overrides="",
+            tracking_uri=uri,
+            scores=scores,
+            metrics=metrics,
+            **common,
+        )
         new_summary, models = art(Dataset, f"summary{k}"), art(Model, f"models{k}")
         extra = {"previous": summary} if summary is not None else {}
         out[f"version{k}"] = ops.register_round.python_func(
-            fold_models=[model], scores=scores, val_predictions=preds, round_run=run_info, round_index=k,
-            is_final=k == 1, overrides="", tracking_uri=uri, experiment="t", summary=new_summary, models=models,
-            pseudo_labels=labels, kept_labels=kept_new, **extra, **common)
+            fold_models=[model],
+            scores=scores,
+            val_predictions=preds,
+            round_run=run_info,
+            round_index=k,
+            is_final=k == 1,
+            overrides="",
+            tracking_uri=uri,
+            experiment="t",
+            summary=new_summary,
+            models=models,
+            pseudo_labels=labels,
+            kept_labels=kept_new,
+            **extra,
+            **common,
+        )
         summary, kept = new_summary, kept_new
     bundle = art(Dataset, "bundle")
-    out["dice"] = ops.report.python_func(summary=summary, data=data, pseudo=pseudo, tracking_uri=uri, bundle=bundle,
-                                         report_md=Markdown(name="md", uri=str(tmp / "r.md")),
-                                         report_html=HTML(name="html", uri=str(tmp / "r.html")), **common)
+    out["dice"] = ops.report.python_func(
+        summary=summary,
+        data=data,
+        pseudo=pseudo,
+        tracking_uri=uri,
+        bundle=bundle,
+        report_md=Markdown(name="md", uri=str(tmp / "r.md")),
+        report_html=HTML(name="html", uri=str(tmp / "r.html")),
+        **common,
+    )
     table = art(Dataset, "table")
-    out["closure"] = ops.benchmark_table.python_func(cosmos_rows=summary, table=table,
-                                                     table_md=Markdown(name="t", uri=str(tmp / "t.md")), **common)
-    out.update(tmp=tmp, uri=uri, original=Path(original.path), summary=Path(summary.path), bundle=Path(bundle.path), table=Path(table.path),
-               pseudo=Path(pseudo.path), models=Path(models.path))
+    out["closure"] = ops.benchmark_table.python_func(
+        cosmos_rows=summary, table=table, table_md=Markdown(name="t", uri=str(tmp / "t.md")), **common
+    )
+    out.update(
+        tmp=tmp,
+        uri=uri,
+        original=Path(original.path),
+        summary=Path(summary.path),
+        bundle=Path(bundle.path),
+        table=Path(table.path),
+        pseudo=Path(pseudo.path),
+        models=Path(models.path),
+    )
     return out
 
 
@@ -216,8 +327,10 @@ def test_chain_final_predictions_are_on_the_original_grids(chain):
     assert len(preds) == 2
     for p in preds:
         case = p.name.removesuffix("_Label.nii.gz")
-        assert same_grid(load(p, label=True), load(chain["original"] / "target_validation" / f"{case}_hrT2.nii.gz")) \
+        assert (
+            same_grid(load(p, label=True), load(chain["original"] / "target_validation" / f"{case}_hrT2.nii.gz"))
             is None
+        )
 
 
 @pytest.mark.slow
@@ -232,17 +345,26 @@ def test_chain_report_and_benchmark_table(chain):
 
 def test_import_pseudo_and_labelled_as_pseudo(ops, phantom, tmp_path):
     src = Dataset(name="s", uri=str(tmp_path / "src"))
-    n = ops.labelled_as_pseudo.python_func(data=Dataset(name="d", uri=str(phantom)), which="source", profile="tiny",
-                                           config="", work_root="", pseudo=src)
+    n = ops.labelled_as_pseudo.python_func(
+        data=Dataset(name="d", uri=str(phantom)), which="source", profile="tiny", config="", work_root="", pseudo=src
+    )
     assert n == 2 and len(list(Path(src.path).glob("*_hrT2pseudo.nii.gz"))) == 2
     imported = Dataset(name="i", uri=str(tmp_path / "imp"))
-    assert ops.import_pseudo.python_func(pseudo_uri=src.path, profile="tiny", config="", work_root="",
-                                         pseudo=imported) == 2
+    assert (
+        ops.import_pseudo.python_func(pseudo_uri=src.path, profile="tiny", config="", work_root="", pseudo=imported)
+        == 2
+    )
     from cosmos.errors import CosmosError
 
     with pytest.raises(CosmosError, match="oracle"):
-        ops.labelled_as_pseudo.python_func(data=Dataset(name="d", uri=str(phantom)), which="target", profile="tiny",
-                                           config="", work_root="", pseudo=Dataset(name="x", uri=str(tmp_path / "x")))
+        ops.labelled_as_pseudo.python_func(
+            data=Dataset(name="d", uri=str(phantom)),
+            which="target",
+            profile="tiny",
+            config="",
+            work_root="",
+            pseudo=Dataset(name="x", uri=str(tmp_path / "x")),
+        )
 
 
 def test_ingest_refuses_a_config_that_disagrees_with_the_compiled_dag(ops, tmp_path):
@@ -250,11 +372,29 @@ def test_ingest_refuses_a_config_that_disagrees_with_the_compiled_dag(ops, tmp_p
 
     out = Dataset(name="data", uri=str(tmp_path / "d"))
     with pytest.raises(CosmosError, match="recompile"):
-        ops.ingest_validate.python_func(data_uri="", val_labels_uri="", folds=[0], compiled_rounds=3,
-                                        require_source=True, profile="tiny", config="", work_root="", data=out)
+        ops.ingest_validate.python_func(
+            data_uri="",
+            val_labels_uri="",
+            folds=[0],
+            compiled_rounds=3,
+            require_source=True,
+            profile="tiny",
+            config="",
+            work_root="",
+            data=out,
+        )
     with pytest.raises(CosmosError, match="folds"):
-        ops.ingest_validate.python_func(data_uri="", val_labels_uri="", folds=[0, 1, 2, 3, 4], compiled_rounds=2,
-                                        require_source=True, profile="tiny", config="", work_root="", data=out)
+        ops.ingest_validate.python_func(
+            data_uri="",
+            val_labels_uri="",
+            folds=[0, 1, 2, 3, 4],
+            compiled_rounds=2,
+            require_source=True,
+            profile="tiny",
+            config="",
+            work_root="",
+            data=out,
+        )
 
 
 @pytest.mark.slow

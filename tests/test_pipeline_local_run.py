@@ -17,10 +17,16 @@ import time
 import pytest
 
 FAST = [
-    "translator.epochs=1", "translator.slices_per_epoch=16",
-    "segmentation.epochs=1", "segmentation.iterations_per_epoch=2", "segmentation.val_iterations_per_epoch=1",
-    "segmentation.mirroring=false", "segmentation.tile_step_size=0.9", "segmentation.num_folds=2",
-    "segmentation.folds=[0]", "selftraining.rounds=1",
+    "translator.epochs=1",
+    "translator.slices_per_epoch=16",
+    "segmentation.epochs=1",
+    "segmentation.iterations_per_epoch=2",
+    "segmentation.val_iterations_per_epoch=1",
+    "segmentation.mirroring=false",
+    "segmentation.tile_step_size=0.9",
+    "segmentation.num_folds=2",
+    "segmentation.folds=[0]",
+    "selftraining.rounds=1",
 ]
 
 
@@ -35,8 +41,9 @@ def _argv(verb: str, out, data) -> list[str]:
 def data(tmp_path_factory):
     from cosmos.data.phantom import make_phantom
 
-    return make_phantom(tmp_path_factory.mktemp("data") / "crossmoda", n_source=4, n_target=4, n_val=2, seed=0,
-                        preview=False)
+    return make_phantom(
+        tmp_path_factory.mktemp("data") / "crossmoda", n_source=4, n_target=4, n_val=2, seed=0, preview=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +59,18 @@ def run(data, tmp_path_factory):
 def _round_runs(db) -> dict[str, dict]:
     """round run name -> {params, tags, metrics} (keys and values) from an MLflow SQLite store."""
     with sqlite3.connect(db) as con:
-        runs = con.execute("select r.run_uuid, r.name from runs r join tags t on t.run_uuid = r.run_uuid "
-                           "where t.key = 'cosmos.run_kind' and t.value = 'round'").fetchall()
+        runs = con.execute(
+            "select r.run_uuid, r.name from runs r join tags t on t.run_uuid = r.run_uuid "
+            "where t.key = 'cosmos.run_kind' and t.value = 'round'"
+        ).fetchall()
         out = {}
         for run_id, name in runs:
             params = dict(con.execute("select key, value from params where run_uuid=?", (run_id,)).fetchall())
-            tags = dict(con.execute("select key, value from tags where run_uuid=? and key not like 'mlflow.%'",
-                                    (run_id,)).fetchall())
+            tags = dict(
+                con.execute(
+                    "select key, value from tags where run_uuid=? and key not like 'mlflow.%'", (run_id,)
+                ).fetchall()
+            )
             metrics = {k for (k,) in con.execute("select distinct key from metrics where run_uuid=?", (run_id,))}
             out[name] = {"params": params, "tags": tags, "metrics": metrics}
     return out
@@ -85,8 +97,12 @@ def test_cosmos_run_end_to_end(run, data, capsys):
 
     for name in preds:
         case = name.removesuffix("_Label.nii.gz")
-        assert same_grid(load(out / "predictions" / name, label=True),
-                         load(data / "target_validation" / f"{case}_hrT2.nii.gz")) is None
+        assert (
+            same_grid(
+                load(out / "predictions" / name, label=True), load(data / "target_validation" / f"{case}_hrT2.nii.gz")
+            )
+            is None
+        )
 
     # MLflow: translator + one segmenter version per round; champion where the gate put it; folds nested
     with sqlite3.connect(out / "mlflow" / "mlflow.db") as con:

@@ -33,8 +33,9 @@ def test_load_cfg_full_resolved_yaml_round_trips():
     assert again.to_dict() == cfg.to_dict()
 
 
-@pytest.mark.parametrize("text, match", [("[1, 2]", "mapping"), ("a: [", "not valid YAML"),
-                                         ("{nosuch: {x: 1}}", "nosuch")])
+@pytest.mark.parametrize(
+    "text, match", [("[1, 2]", "mapping"), ("a: [", "not valid YAML"), ("{nosuch: {x: 1}}", "nosuch")]
+)
 def test_load_cfg_errors_are_cosmos_errors(text, match):
     from cosmos.errors import CosmosError
 
@@ -54,11 +55,13 @@ def test_stage_key_depends_on_params_inputs_and_only_named_sections(tmp_path):
     assert base == resume.stage_key("s", {"round": 0}, [a], cfg, ["segmentation"])
     assert base != resume.stage_key("s", {"round": 1}, [a], cfg, ["segmentation"])
     assert base != resume.stage_key("t", {"round": 0}, [a], cfg, ["segmentation"])
-    assert base != resume.stage_key("s", {"round": 0}, [a], cfg.with_overrides(["segmentation.epochs=9"]),
-                                ["segmentation"])
+    assert base != resume.stage_key(
+        "s", {"round": 0}, [a], cfg.with_overrides(["segmentation.epochs=9"]), ["segmentation"]
+    )
     # a section the stage does not read does not invalidate it
-    assert base == resume.stage_key("s", {"round": 0}, [a], cfg.with_overrides(["translator.epochs=9"]),
-                                ["segmentation"])
+    assert base == resume.stage_key(
+        "s", {"round": 0}, [a], cfg.with_overrides(["translator.epochs=9"]), ["segmentation"]
+    )
     (a / resume.KEY_FILE).write_text("lineage-2")  # upstream changed
     assert base != resume.stage_key("s", {"round": 0}, [a], cfg, ["segmentation"])
 
@@ -144,8 +147,11 @@ def test_model_pointer(tmp_path):
 def _round_inputs(tmp_path: Path, k: int, with_pseudo: bool):
     scores = tmp_path / f"scores{k}"
     scores.mkdir()
-    metrics = {"summary": {"mean": {"dice_mean": 0.5 + k / 10, "dice_std": 0.1, "assd_mean": 2.0, "assd_std": 0.5}},
-               "cases": {}, "errors": {}}
+    metrics = {
+        "summary": {"mean": {"dice_mean": 0.5 + k / 10, "dice_std": 0.1, "assd_mean": 2.0, "assd_std": 0.5}},
+        "cases": {},
+        "errors": {},
+    }
     (scores / "metrics.json").write_text(json.dumps(metrics))
     preds = tmp_path / f"preds{k}"
     preds.mkdir()
@@ -168,9 +174,18 @@ def test_round_summaries_accumulate_and_build_the_report_summary(tmp_path):
         out = tmp_path / f"summary{k}"
         out.mkdir()
         fs = {"kept": ["crossmoda_9"], "dropped": ["crossmoda_10"], "carried_over": []} if kept else None
-        rounds.summarize(k, out, prev, version=str(k + 1), run_id=f"run-{k}", scores_dir=scores,
-                         predictions_dir=preds, labels_dir=pseudo, filter_summary=fs,
-                         gate={"promoted": k == 1, "why": "test"})
+        rounds.summarize(
+            k,
+            out,
+            prev,
+            version=str(k + 1),
+            run_id=f"run-{k}",
+            scores_dir=scores,
+            predictions_dir=preds,
+            labels_dir=pseudo,
+            filter_summary=fs,
+            gate={"promoted": k == 1, "why": "test"},
+        )
         prev = out
     entries = json.loads((prev / rounds.ROUNDS_FILE).read_text())
     assert [r["index"] for r in entries] == [0, 1, 2]

@@ -49,8 +49,9 @@ def test_ingest_component_reads_s3_and_evaluate_logs_to_mlflow_with_s3_artifacts
 
     # ingest from s3:// through the component
     data = Dataset(name="data", uri=str(tmp_path / "ingested"))
-    res = ops.ingest_validate.python_func(data_uri="s3://cosmos-data/crossmoda", val_labels_uri="", profile="tiny",
-                                          config="", work_root="", data=data)
+    res = ops.ingest_validate.python_func(
+        data_uri="s3://cosmos-data/crossmoda", val_labels_uri="", profile="tiny", config="", work_root="", data=data
+    )
     assert (res.n_source, res.n_target, res.n_validation, res.has_val_labels) == (2, 2, 2, True)
 
     # MLflow with its artifact store in s3:// (the cluster layout, on SeaweedFS)
@@ -67,11 +68,20 @@ def test_ingest_component_reads_s3_and_evaluate_logs_to_mlflow_with_s3_artifacts
     write_run_info(run_info, run.run_id, 0)
     preds = Dataset(name="preds", uri=str(Path(data.path) / "target_validation_labels"))  # perfect predictions
     scores = Dataset(name="scores", uri=str(tmp_path / "scores"))
-    out = ops.evaluate.python_func(predictions=preds, data=data, roi_data=data, round_index=0,
-                                   round_run=Dataset(name="r", uri=str(run_info)),
-                                   profile="tiny", config="", overrides="", tracking_uri=tracking, work_root="",
-                                   scores=scores,
-                                   metrics=Metrics(name="m", uri=str(tmp_path / "m")))
+    out = ops.evaluate.python_func(
+        predictions=preds,
+        data=data,
+        roi_data=data,
+        round_index=0,
+        round_run=Dataset(name="r", uri=str(run_info)),
+        profile="tiny",
+        config="",
+        overrides="",
+        tracking_uri=tracking,
+        work_root="",
+        scores=scores,
+        metrics=Metrics(name="m", uri=str(tmp_path / "m")),
+    )
     assert out.has_metrics and out.mean_dice == pytest.approx(1.0)
     logged = client.get_run(run.run_id).data.metrics
     assert logged["val_dice_VS"] == pytest.approx(1.0) and logged["val_dice_cochlea"] == pytest.approx(1.0)

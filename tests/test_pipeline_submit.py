@@ -46,10 +46,15 @@ class FakeKfp:
             def _record(self, body: bytes = b""):
                 url = urlparse(self.path)
                 if url.path.startswith("/pipeline/"):  # the central dashboard's API route
-                    url = url._replace(path=url.path[len("/pipeline"):])
-                call = {"method": self.command, "path": url.path, "query": parse_qs(url.query),
-                        "content_type": self.headers.get("Content-Type", ""), "body": body,
-                        "auth": self.headers.get("Authorization")}
+                    url = url._replace(path=url.path[len("/pipeline") :])
+                call = {
+                    "method": self.command,
+                    "path": url.path,
+                    "query": parse_qs(url.query),
+                    "content_type": self.headers.get("Content-Type", ""),
+                    "body": body,
+                    "auth": self.headers.get("Authorization"),
+                }
                 fake.calls.append(call)
                 return call
 
@@ -65,8 +70,10 @@ class FakeKfp:
                     return self._reply(200, {"pipelines": found, "total_size": len(found)})
                 if path.startswith("/apis/v2beta1/pipelines/") and path.endswith("/versions"):
                     pid = path.split("/")[4]
-                    vs = [{"pipeline_version_id": v, "pipeline_id": pid, "display_name": v}
-                          for v in reversed(fake.versions.get(pid, []))]
+                    vs = [
+                        {"pipeline_version_id": v, "pipeline_id": pid, "display_name": v}
+                        for v in reversed(fake.versions.get(pid, []))
+                    ]
                     return self._reply(200, {"pipeline_versions": vs, "total_size": len(vs)})
                 if path == "/apis/v2beta1/experiments":
                     flt = json.loads(call["query"].get("filter", ["{}"])[0])
@@ -88,8 +95,9 @@ class FakeKfp:
                     pid = call["query"]["pipelineid"][0]
                     vid = f"v-{len(fake.versions[pid])}"
                     fake.versions[pid].append(vid)
-                    return self._reply(200, {"pipeline_version_id": vid, "pipeline_id": pid,
-                                             "display_name": call["query"]["name"][0]})
+                    return self._reply(
+                        200, {"pipeline_version_id": vid, "pipeline_id": pid, "display_name": call["query"]["name"][0]}
+                    )
                 if path == "/apis/v2beta1/experiments":
                     data = json.loads(body)
                     eid = f"e-{len(fake.experiments) + 1}"
@@ -98,8 +106,14 @@ class FakeKfp:
                 if path == "/apis/v2beta1/runs":
                     data = json.loads(body)
                     fake.runs.append(data)
-                    return self._reply(200, {"run_id": f"r-{len(fake.runs)}", "display_name": data["display_name"],
-                                             "experiment_id": data["experiment_id"]})
+                    return self._reply(
+                        200,
+                        {
+                            "run_id": f"r-{len(fake.runs)}",
+                            "display_name": data["display_name"],
+                            "experiment_id": data["experiment_id"],
+                        },
+                    )
                 return self._reply(404, {"error": f"unexpected POST {path}"})
 
         return Handler
@@ -137,8 +151,14 @@ def test_submit_new_pipeline_uploads_then_runs(kfp_server, package):
     from pipelines.submit import submit
 
     fake, host = kfp_server
-    res = submit(package, host, {"data_uri": "s3://bucket/crossmoda", "folds": [0, 1]}, experiment="cosmos-exp",
-                 run_name="demo-run", token="tok123")
+    res = submit(
+        package,
+        host,
+        {"data_uri": "s3://bucket/crossmoda", "folds": [0, 1]},
+        experiment="cosmos-exp",
+        run_name="demo-run",
+        token="tok123",
+    )
     paths = [(c["method"], c["path"]) for c in fake.calls if c["path"] != "/apis/v2beta1/healthz"]
     assert paths == [
         ("GET", "/apis/v2beta1/pipelines"),
@@ -208,8 +228,24 @@ def test_cosmos_submit_cli_compiles_and_submits(kfp_server, capsys):
     from cosmos.cli import main
 
     fake, host = kfp_server
-    rc = main(["submit", "--host", host, "--experiment", "e", "--run-name", "r", "--rounds", "1", "--folds", "0,1",
-               "data_uri=s3://b/d", "profile=tiny", "folds=[0, 1]"])
+    rc = main(
+        [
+            "submit",
+            "--host",
+            host,
+            "--experiment",
+            "e",
+            "--run-name",
+            "r",
+            "--rounds",
+            "1",
+            "--folds",
+            "0,1",
+            "data_uri=s3://b/d",
+            "profile=tiny",
+            "folds=[0, 1]",
+        ]
+    )
     assert rc == 0
     run = fake.runs[0]
     assert run["runtime_config"]["parameters"] == {"data_uri": "s3://b/d", "profile": "tiny", "folds": [0, 1]}
@@ -231,6 +267,7 @@ def test_parse_params():
 
 # -- backend version, in-cluster token, run URL, pipeline root ---------------------------------
 
+
 @pytest.fixture
 def no_sa_token(monkeypatch, tmp_path):
     """No in-cluster token unless a test writes one (the default path may exist on a CI pod)."""
@@ -251,9 +288,15 @@ def test_submit_refuses_a_backend_older_than_the_minimum_before_uploading(kfp_se
     assert [c["path"] for c in fake.calls if c["method"] == "POST"] == []  # nothing uploaded
 
 
-@pytest.mark.parametrize("kfp_server", [{"existing_pipeline": False, "version": "2.15.0"},
-                                        {"existing_pipeline": False, "version": "v2.17.0-rc.1"},
-                                        {"existing_pipeline": False, "version": "dev"}], indirect=True)
+@pytest.mark.parametrize(
+    "kfp_server",
+    [
+        {"existing_pipeline": False, "version": "2.15.0"},
+        {"existing_pipeline": False, "version": "v2.17.0-rc.1"},
+        {"existing_pipeline": False, "version": "dev"},
+    ],
+    indirect=True,
+)
 def test_submit_accepts_the_minimum_newer_and_unversioned_backends(kfp_server, package, no_sa_token):
     from pipelines.submit import submit
 
@@ -317,8 +360,10 @@ def test_run_url_forms(monkeypatch):
     monkeypatch.delenv("KF_PIPELINES_UI_ENDPOINT", raising=False)
     assert run_url("http://localhost:8080", "r") == "http://localhost:8080/#/runs/details/r"
     assert run_url("https://kf.example.com/pipeline", "r") == "https://kf.example.com/_/pipeline/#/runs/details/r"
-    assert run_url("https://kf.example.com/pipeline/", "r", namespace="a b") == \
-        "https://kf.example.com/_/pipeline/?ns=a%20b#/runs/details/r"
+    assert (
+        run_url("https://kf.example.com/pipeline/", "r", namespace="a b")
+        == "https://kf.example.com/_/pipeline/?ns=a%20b#/runs/details/r"
+    )
     assert run_url("http://api:8888", "r", ui_host="ui.example.com") == "http://ui.example.com/#/runs/details/r"
     monkeypatch.setenv("KF_PIPELINES_UI_ENDPOINT", "https://ui.example.com/")
     assert run_url("http://api:8888", "r") == "https://ui.example.com/#/runs/details/r"

@@ -45,8 +45,19 @@ def test_predict_from_champion_keeps_grid(store, calls, tmp_path, capsys):
     a = make_image(tmp_path / "val" / "crossmoda_211_hrT2.nii.gz")
     make_image(tmp_path / "val" / "crossmoda_212_hrT2.nii.gz", seed=2)
     single = make_image(tmp_path / "patient.nii.gz", seed=3)
-    rc, out, err = run(capsys, "predict", "--model", "models:/cosmos-segmenter@champion", str(tmp_path / "val"),
-                       str(single), "-o", str(tmp_path / "out"), "--tracking-uri", store["uri"], "--no-mirroring")
+    rc, out, err = run(
+        capsys,
+        "predict",
+        "--model",
+        "models:/cosmos-segmenter@champion",
+        str(tmp_path / "val"),
+        str(single),
+        "-o",
+        str(tmp_path / "out"),
+        "--tracking-uri",
+        store["uri"],
+        "--no-mirroring",
+    )
     assert rc == 0, err
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == ["crossmoda_211_Label.nii.gz", "crossmoda_212_Label.nii.gz", "patient_seg.nii.gz"]
@@ -58,11 +69,21 @@ def test_predict_from_champion_keeps_grid(store, calls, tmp_path, capsys):
 
 def test_predict_by_version_and_local_folder(store, calls, tmp_path, capsys):
     img = make_image(tmp_path / "crossmoda_300_hrT2.nii.gz")
-    rc, _, err = run(capsys, "predict", "--model", "models:/cosmos-segmenter/1", str(img), "-o",
-                     str(tmp_path / "o1"), "--tracking-uri", store["uri"])
+    rc, _, err = run(
+        capsys,
+        "predict",
+        "--model",
+        "models:/cosmos-segmenter/1",
+        str(img),
+        "-o",
+        str(tmp_path / "o1"),
+        "--tracking-uri",
+        store["uri"],
+    )
     assert rc == 0, err
-    rc, out, err = run(capsys, "predict", "--model", str(store["root"] / "round_0"), str(img), "-o",
-                       str(tmp_path / "o2"))
+    rc, out, err = run(
+        capsys, "predict", "--model", str(store["root"] / "round_0"), str(img), "-o", str(tmp_path / "o2")
+    )
     assert rc == 0, err
     assert (tmp_path / "o2" / "crossmoda_300_Label.nii.gz").is_file() and "(2 folds)" in out
 
@@ -81,16 +102,19 @@ def _bad_inputs(tmp_path):
     (tmp_path / "corrupt.nii.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
 
 
-@pytest.mark.parametrize("name, message", [
-    ("notes.txt", "not a NIfTI file"),
-    ("slice2d.nii.gz", "expected a 3D volume, got 2D"),
-    ("crossmoda_1_ceT1.nii.gz", "wrong modality: a contrast-enhanced T1"),
-    ("data/source_training", "wrong modality"),
-    ("data", "is a crossMoDA dataset root"),
-    ("empty", "no NIfTI images"),
-    ("missing.nii.gz", "no such file or folder"),
-    ("corrupt.nii.gz", "corrupt|truncated|not a readable"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("notes.txt", "not a NIfTI file"),
+        ("slice2d.nii.gz", "expected a 3D volume, got 2D"),
+        ("crossmoda_1_ceT1.nii.gz", "wrong modality: a contrast-enhanced T1"),
+        ("data/source_training", "wrong modality"),
+        ("data", "is a crossMoDA dataset root"),
+        ("empty", "no NIfTI images"),
+        ("missing.nii.gz", "no such file or folder"),
+        ("corrupt.nii.gz", "corrupt|truncated|not a readable"),
+    ],
+)
 def test_bad_inputs_give_clear_errors(tmp_path, capsys, name, message, calls):
     _bad_inputs(tmp_path)
     rc, out, err = run(capsys, "predict", "--model", str(tmp_path), str(tmp_path / name), "-o", str(tmp_path / "o"))
@@ -102,15 +126,19 @@ def test_bad_inputs_give_clear_errors(tmp_path, capsys, name, message, calls):
     assert not calls  # nothing was predicted
 
 
-@pytest.mark.parametrize("model, message", [
-    ("models:/cosmos-segmenter@staging", "has no alias @staging; versions: \\[1\\]; aliases: @champion"),
-    ("models:/cosmos-segmenter/7", "has no version 7"),
-    ("models:/segmenter-typo@champion", "no registered model 'segmenter-typo'"),
-])
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        ("models:/cosmos-segmenter@staging", "has no alias @staging; versions: \\[1\\]; aliases: @champion"),
+        ("models:/cosmos-segmenter/7", "has no version 7"),
+        ("models:/segmenter-typo@champion", "no registered model 'segmenter-typo'"),
+    ],
+)
 def test_unknown_model_or_alias(store, tmp_path, capsys, model, message):
     img = make_image(tmp_path / "crossmoda_300_hrT2.nii.gz")
-    rc, _, err = run(capsys, "predict", "--model", model, str(img), "-o", str(tmp_path / "o"),
-                     "--tracking-uri", store["uri"])
+    rc, _, err = run(
+        capsys, "predict", "--model", model, str(img), "-o", str(tmp_path / "o"), "--tracking-uri", store["uri"]
+    )
     import re
 
     assert rc == 2 and re.search(message, err), err
@@ -119,8 +147,9 @@ def test_unknown_model_or_alias(store, tmp_path, capsys, model, message):
 def test_duplicate_output_names_are_refused(tmp_path, capsys):
     make_image(tmp_path / "a" / "crossmoda_5_hrT2.nii.gz")
     make_image(tmp_path / "b" / "crossmoda_5_hrT2.nii.gz")
-    rc, _, err = run(capsys, "predict", "--model", str(tmp_path), str(tmp_path / "a"), str(tmp_path / "b"),
-                     "-o", str(tmp_path / "o"))
+    rc, _, err = run(
+        capsys, "predict", "--model", str(tmp_path), str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "o")
+    )
     assert rc == 2 and "would write crossmoda_5_Label.nii.gz" in err
 
 

@@ -127,12 +127,15 @@ def test_resolve_model_references(registered, tmp_path):
     assert single == [registered["root"] / "r0" / "fold_1"]
 
 
-@pytest.mark.parametrize("ref, message", [
-    ("models:/cosmos-segmenter@nope", "has no alias @nope; versions: \\[1, 2\\]; aliases: @champion"),
-    ("models:/cosmos-segmenter/9", "has no version 9"),
-    ("models:/no-such-model@champion", "no registered model 'no-such-model'.*registered: cosmos-segmenter"),
-    ("models:/a/b/c", "not a model URI"),
-])
+@pytest.mark.parametrize(
+    "ref, message",
+    [
+        ("models:/cosmos-segmenter@nope", "has no alias @nope; versions: \\[1, 2\\]; aliases: @champion"),
+        ("models:/cosmos-segmenter/9", "has no version 9"),
+        ("models:/no-such-model@champion", "no registered model 'no-such-model'.*registered: cosmos-segmenter"),
+        ("models:/a/b/c", "not a model URI"),
+    ],
+)
 def test_resolve_unknown_references(registered, ref, message):
     with pytest.raises(CosmosError, match=message):
         registry.resolve_model(ref, registered["uri"])

@@ -31,6 +31,11 @@ def test_describe_os_error_names_loops_and_dangling_links(tmp_path):
     os.symlink(tmp_path / "gone", dangling)
     with pytest.raises(OSError) as info:
         open(dangling)
-    assert describe_os_error(info.value) == f"{dangling}: dangling symlink (points to {tmp_path / 'gone'}, which does not exist)"
-    assert describe_os_error(OSError(errno.ENOSPC, "No space left on device", "/x")) == "/x: no space left on the device"
+    assert (
+        describe_os_error(info.value)
+        == f"{dangling}: dangling symlink (points to {tmp_path / 'gone'}, which does not exist)"
+    )
+    assert (
+        describe_os_error(OSError(errno.ENOSPC, "No space left on device", "/x")) == "/x: no space left on the device"
+    )
     assert describe_os_error(FileExistsError(errno.EEXIST, "File exists", "/a", None, "/b")).startswith("/a -> /b: ")

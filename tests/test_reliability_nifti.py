@@ -37,8 +37,9 @@ def test_every_single_bit_flip_in_the_gzip_stream_is_refused(tmp_path):
     rng = np.random.default_rng(14)
     # Bits in the compressed data and the CRC/ISIZE trailer (the 10-byte gzip header holds only
     # flags and a timestamp). Biased to the tail, where the old reader never looked.
-    positions = sorted(set(rng.integers(len(blob) - 200, len(blob), 30).tolist()
-                           + rng.integers(10, len(blob), 10).tolist()))
+    positions = sorted(
+        set(rng.integers(len(blob) - 200, len(blob), 30).tolist() + rng.integers(10, len(blob), 10).tolist())
+    )
     missed = []
     for pos in positions:
         bad = bytearray(blob)
@@ -94,7 +95,7 @@ def test_forged_header_is_refused_without_allocating(tmp_path):
         tracemalloc.stop()
     msg = str(info.value)
     assert msg.startswith(f"{path}: header claims 1200x1200x1200 voxels") and "impossible" in msg
-    assert peak < 32 * 1024 ** 2, f"allocated {peak / 1e6:.0f} MB before refusing"
+    assert peak < 32 * 1024**2, f"allocated {peak / 1e6:.0f} MB before refusing"
 
 
 def test_header_claim_above_the_cap_is_refused(tmp_path, monkeypatch):
@@ -146,13 +147,16 @@ def test_symlink_loop_and_dangling_link_are_one_line(tmp_path):
 
 
 # ---------------------------------------------------------------- row 7: unusable images
-@pytest.mark.parametrize("case,expected", [
-    ("all_nan", "every voxel is NaN or inf"),
-    ("some_inf", "1 of 120 voxel(s) are NaN or inf"),
-    ("zeros", "image is constant (every voxel is 0)"),
-    ("nan_affine", "affine holds NaN or inf"),
-    ("singular", "affine is singular"),
-])
+@pytest.mark.parametrize(
+    "case,expected",
+    [
+        ("all_nan", "every voxel is NaN or inf"),
+        ("some_inf", "1 of 120 voxel(s) are NaN or inf"),
+        ("zeros", "image is constant (every voxel is 0)"),
+        ("nan_affine", "affine holds NaN or inf"),
+        ("singular", "affine is singular"),
+    ],
+)
 def test_unusable_images_are_refused(tmp_path, case, expected):
     data = np.arange(120, dtype=np.float32).reshape(6, 5, 4)
     affine = np.eye(4)

@@ -56,8 +56,9 @@ def _wait_dead(pids: list[int], limit: float) -> list[int]:
 
 
 def _start_parent(mode: str) -> tuple[subprocess.Popen, list[int]]:
-    parent = subprocess.Popen([sys.executable, "-c", _PARENT, mode], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT, mode], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     shell = int(parent.stdout.readline())
     deadline = time.monotonic() + 10
     grandchildren: list[int] = []
@@ -101,8 +102,10 @@ def test_guard_restores_the_environment_and_finds_only_its_own_token():
     try:
         token = os.environ[process_guard.TOKEN_ENV]
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-        other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
-                                 env={**os.environ, process_guard.TOKEN_ENV: "someone-else"})
+        other = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(30)"],
+            env={**os.environ, process_guard.TOKEN_ENV: "someone-else"},
+        )
         time.sleep(0.2)
         found = process_guard.tagged_pids(token, exclude={os.getpid()})
         assert child.pid in found and other.pid not in found and guard.process.pid not in found

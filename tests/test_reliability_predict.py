@@ -17,8 +17,16 @@ from cosmos.segmentation import inference
 
 @pytest.fixture
 def stub_model(monkeypatch):
-    ensemble = inference.FoldEnsemble(fold_dirs=[], plans={}, dataset_json={}, configuration="3d_fullres",
-                                      trainer_name="stub", parameters=[], mirror_axes=None, digest="stub")
+    ensemble = inference.FoldEnsemble(
+        fold_dirs=[],
+        plans={},
+        dataset_json={},
+        configuration="3d_fullres",
+        trainer_name="stub",
+        parameters=[],
+        mirror_axes=None,
+        digest="stub",
+    )
     monkeypatch.setattr(inference, "load_folds", lambda dirs: ensemble)
     monkeypatch.setattr(inference, "build_predictor", lambda *a, **k: object())
     monkeypatch.setattr(inference.environment, "resolve_device", lambda d: "cpu")
@@ -44,7 +52,8 @@ def test_predict_refuses_unusable_scans(tmp_path, stub_model, kind, expected):
 
 def test_predict_still_segments_a_usable_scan(tmp_path, stub_model):
     scan = tmp_path / "in" / "crossmoda_301_hrT2.nii.gz"
-    nifti.save(scan, np.random.default_rng(0).random((8, 8, 4)).astype(np.float32),
-               affine=np.diag([0.5, 0.5, 1.0, 1.0]))
+    nifti.save(
+        scan, np.random.default_rng(0).random((8, 8, 4)).astype(np.float32), affine=np.diag([0.5, 0.5, 1.0, 1.0])
+    )
     written = inference.predict(["stub"], scan, tmp_path / "out", load_config("tiny"))
     assert [p.name for p in written] == ["crossmoda_301_Label.nii.gz"]

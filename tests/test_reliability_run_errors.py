@@ -87,10 +87,12 @@ def test_failure_line_is_the_stage_problem_in_the_users_path(tmp_path):
     text = _sample("/o", "/home/me/data")
     out, console = _feed(tmp_path, text)
     msg = out.failure_message(tmp_path / "work", "/home/me/data")
-    assert msg == ("stage ingest failed: /home/me/data: 1 problem(s) in the dataset:\n"
-                   "  /home/me/data/source_training/crossmoda_1_ceT1.nii.gz: corrupt or truncated gzip stream "
-                   "(it ends before its end-of-stream marker)")
-    assert "Traceback" not in console and "File \"" not in console and "Skipping task" not in console
+    assert msg == (
+        "stage ingest failed: /home/me/data: 1 problem(s) in the dataset:\n"
+        "  /home/me/data/source_training/crossmoda_1_ceT1.nii.gz: corrupt or truncated gzip stream "
+        "(it ends before its end-of-stream marker)"
+    )
+    assert "Traceback" not in console and 'File "' not in console and "Skipping task" not in console
     assert console.count("crossmoda_1_ceT1.nii.gz: corrupt") == 1  # shown once, not again from the traceback
     out.close()
     logged = (tmp_path / "logs" / "tasks.log").read_text()
@@ -104,20 +106,25 @@ def test_verbose_keeps_the_traceback_on_the_console(tmp_path):
 
 def test_a_work_dir_copy_is_named_as_the_users_file_or_s3_key(tmp_path):
     work = tmp_path / "work"
-    line = (f"    12:00:00 ERROR cosmos.stage: stage translator failed: {work}/ingest-0123abcd/data/source_training/"
-            "crossmoda_2_Label.nii.gz: label values outside 0..255\n")
+    line = (
+        f"    12:00:00 ERROR cosmos.stage: stage translator failed: {work}/ingest-0123abcd/data/source_training/"
+        "crossmoda_2_Label.nii.gz: label values outside 0..255\n"
+    )
     out, _ = _feed(tmp_path, line)
     assert out.failure_message(work, "s3://bucket/crossmoda") == (
         "stage translator failed: s3://bucket/crossmoda/source_training/crossmoda_2_Label.nii.gz: "
-        "label values outside 0..255")
+        "label values outside 0..255"
+    )
     vl = f"    x ERROR cosmos.stage: stage evaluate failed: {work}/ingest-0a/data/target_validation_labels/c.nii.gz: bad\n"
     out, _ = _feed(tmp_path, vl)
     assert out.failure_message(work, "/d", "/labels/") == "stage evaluate failed: /labels/c.nii.gz: bad"
 
 
 def test_an_unexpected_crash_still_gives_its_last_line(tmp_path):
-    text = ("    Traceback (most recent call last):\n      File \"x.py\", line 1, in <module>\n"
-            "    ZeroDivisionError: division by zero\n\n13:00 - ERROR - Task 'x' finished with status FAILURE\n")
+    text = (
+        '    Traceback (most recent call last):\n      File "x.py", line 1, in <module>\n'
+        "    ZeroDivisionError: division by zero\n\n13:00 - ERROR - Task 'x' finished with status FAILURE\n"
+    )
     out, console = _feed(tmp_path, text)
     assert out.failure_message() == "a task failed: ZeroDivisionError: division by zero"
     assert "ZeroDivisionError" not in console and "finished with status FAILURE" in console
@@ -130,8 +137,9 @@ def test_supervise_turns_a_failed_pipeline_into_one_cosmos_error(tmp_path, capsy
         with run_guard.supervise(tmp_path, data_uri=data):
             assert os.environ.get(process_guard.TOKEN_ENV)  # tasks started now are tagged
             print(_sample(str(tmp_path), data))
-            raise RuntimeError("Pipeline 'cosmos-pipeline' finished with status FAILURE. "
-                               "Inner task failed: 'ingest-validate'.")
+            raise RuntimeError(
+                "Pipeline 'cosmos-pipeline' finished with status FAILURE. Inner task failed: 'ingest-validate'."
+            )
     lines = str(info.value).splitlines()
     assert lines[0] == f"stage ingest failed: {data}: 1 problem(s) in the dataset:"
     assert lines[-1].startswith(f"  {data}/source_training/crossmoda_1_ceT1.nii.gz: corrupt")

@@ -38,15 +38,18 @@ def test_plain_uris_pass():
     assert cfg.tracking.tracking_uri == "http://mlflow.kubeflow:5000"
 
 
-@pytest.mark.parametrize("text,expected", [
-    (f"http://u:{SECRET}@h:5000/x", "http://***@h:5000/x"),
-    (f"s3://{SECRET}@bucket/key", "s3://***@bucket/key"),
-    (f"postgresql://mlflow:{SECRET}@db/mlflow", "postgresql://***@db/mlflow"),
-    (f"https://h/p?X-Amz-Signature={SECRET}&a=1", "https://h/p?X-Amz-Signature=***&a=1"),
-    (f"connect with password={SECRET} now", "connect with password=*** now"),
-    ("http://mlflow:5000 and s3://bucket/key", "http://mlflow:5000 and s3://bucket/key"),
-    ("user@example.com wrote a=1", "user@example.com wrote a=1"),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        (f"http://u:{SECRET}@h:5000/x", "http://***@h:5000/x"),
+        (f"s3://{SECRET}@bucket/key", "s3://***@bucket/key"),
+        (f"postgresql://mlflow:{SECRET}@db/mlflow", "postgresql://***@db/mlflow"),
+        (f"https://h/p?X-Amz-Signature={SECRET}&a=1", "https://h/p?X-Amz-Signature=***&a=1"),
+        (f"connect with password={SECRET} now", "connect with password=*** now"),
+        ("http://mlflow:5000 and s3://bucket/key", "http://mlflow:5000 and s3://bucket/key"),
+        ("user@example.com wrote a=1", "user@example.com wrote a=1"),
+    ],
+)
 def test_redact(text, expected):
     assert secrets.redact(text) == expected
 

@@ -91,8 +91,10 @@ def test_silent_endpoint_fails_fast_with_logged_retries(silent_endpoint, fast_s3
     assert msg.startswith("listing s3://bucket/data: gave up after 3 attempt(s): read timeout"), msg
     assert "\n" not in msg
     retries = [r.getMessage() for r in caplog.records if r.getMessage().startswith("retrying")]
-    assert retries == ["retrying listing s3://bucket/data (2/3): read timeout",
-                       "retrying listing s3://bucket/data (3/3): read timeout"]
+    assert retries == [
+        "retrying listing s3://bucket/data (2/3): read timeout",
+        "retrying listing s3://bucket/data (3/3): read timeout",
+    ]
     assert seconds < 3 * (0.5 + 0.5) + 2  # 3 bounded attempts and short backoffs
     assert not list((tmp_path).rglob("*.part"))
 
@@ -146,8 +148,10 @@ def test_transient_errors_are_retried_then_succeed(caplog):
     caplog.set_level(logging.WARNING, logger="cosmos.data.storage")
     st = S3Settings(max_attempts=5, backoff=0.01)
     assert storage.with_retry("s3://b/k", flaky, st) == "ok"
-    assert [r.getMessage() for r in caplog.records] == ["retrying s3://b/k (2/5): read timeout",
-                                                         "retrying s3://b/k (3/5): read timeout"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "retrying s3://b/k (2/5): read timeout",
+        "retrying s3://b/k (3/5): read timeout",
+    ]
 
 
 def test_permanent_errors_are_not_retried():
@@ -185,13 +189,19 @@ def test_s3_fingerprint_sees_an_object_rewritten_in_place(s3_env):
 
     client = boto3.session.Session().client("s3")
     client.create_bucket(Bucket="fingerprint-test")
-    client.put_object(Bucket="fingerprint-test", Key="data/source_training/crossmoda_1_Label.nii.gz", Body=b"label value 1")
+    client.put_object(
+        Bucket="fingerprint-test", Key="data/source_training/crossmoda_1_Label.nii.gz", Body=b"label value 1"
+    )
     client.put_object(Bucket="fingerprint-test", Key="other/x", Body=b"not under the prefix")
     before = storage.fingerprint("s3://fingerprint-test/data")
-    assert before.startswith("s3://fingerprint-test/data#") and storage.fingerprint("s3://fingerprint-test/data") == before
+    assert (
+        before.startswith("s3://fingerprint-test/data#") and storage.fingerprint("s3://fingerprint-test/data") == before
+    )
     client.put_object(Bucket="fingerprint-test", Key="other/x", Body=b"changed, but elsewhere")
     assert storage.fingerprint("s3://fingerprint-test/data") == before
-    client.put_object(Bucket="fingerprint-test", Key="data/source_training/crossmoda_1_Label.nii.gz", Body=b"label value 3")
+    client.put_object(
+        Bucket="fingerprint-test", Key="data/source_training/crossmoda_1_Label.nii.gz", Body=b"label value 3"
+    )
     assert storage.fingerprint("s3://fingerprint-test/data") != before  # same size, new ETag
 
 
@@ -253,5 +263,7 @@ def test_ingest_from_s3_names_the_object_not_the_work_copy(s3_env, tmp_path):
     with pytest.raises(DatasetError) as info:
         ingest("s3://names-test/crossmoda", work)
     problems = [str(p) for p in info.value.problems]
-    assert problems == [f"s3://names-test/crossmoda/target_training/crossmoda_2_hrT2.nii.gz: {problems[0].split(': ', 1)[1]}"]
+    assert problems == [
+        f"s3://names-test/crossmoda/target_training/crossmoda_2_hrT2.nii.gz: {problems[0].split(': ', 1)[1]}"
+    ]
     assert "corrupt gzip stream" in problems[0] and str(work) not in str(info.value)

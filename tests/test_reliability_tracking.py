@@ -61,8 +61,13 @@ def _use_store_here(uri: str) -> str:
 
 
 def _python(code: str, *args: str, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=240,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_killed_first_build_then_rerun_recovers(tmp_path, cache_dir):

@@ -91,8 +91,7 @@ def test_uncompressed_dataset_validates_and_ingests_with_labels(data, tmp_path):
     assert not list((tmp_path / "run").rglob("*.nii"))  # one ending downstream
     assert list(data.rglob("*.nii")) and not list(data.rglob("*.nii.gz"))  # user's folder untouched
     # The working copy reads the same voxels the user's .nii holds.
-    assert np.array_equal(nifti.load(ds.source[0].image).data,
-                          nifti.load(data / SRC / "crossmoda_1_ceT1.nii").data)
+    assert np.array_equal(nifti.load(ds.source[0].image).data, nifti.load(data / SRC / "crossmoda_1_ceT1.nii").data)
     again = ingest(str(data), tmp_path / "run")  # a re-run in the same folder is clean too
     assert len(again.source) == 2
 
@@ -125,16 +124,20 @@ def test_forged_header_in_a_dataset_is_one_line(data, capsys):
 
 
 # ---------------------------------------------------------------- row 7
-@pytest.mark.parametrize("kind,fn,expected", [
-    ("nan", lambda a: np.full_like(a, np.nan), "every voxel is NaN or inf"),
-    ("zeros", lambda a: np.zeros_like(a), "image is constant"),
-])
+@pytest.mark.parametrize(
+    "kind,fn,expected",
+    [
+        ("nan", lambda a: np.full_like(a, np.nan), "every voxel is NaN or inf"),
+        ("zeros", lambda a: np.zeros_like(a), "image is constant"),
+    ],
+)
 def test_validate_refuses_unusable_images(data, kind, fn, expected):
     bad = data / VAL / "crossmoda_5_hrT2.nii.gz"
     _rewrite(bad, fn)
     problems = validate_dataset(data)
-    assert [str(p) for p in problems if p.path == str(bad)] == [f"{bad}: {expected}"] or \
-        any(p.path == str(bad) and expected in p.message for p in problems), problems
+    assert [str(p) for p in problems if p.path == str(bad)] == [f"{bad}: {expected}"] or any(
+        p.path == str(bad) and expected in p.message for p in problems
+    ), problems
 
 
 def test_validate_refuses_a_nan_affine(data):
@@ -157,7 +160,8 @@ def test_empty_source_label_is_a_warning_not_an_error(data, capsys, tmp_path):
     report = check_dataset(data)
     assert report.errors == []
     assert [str(w) for w in report.warnings] == [
-        f"{lab}: source label has no foreground at all (no VS, no cochlea): this case teaches the segmenter nothing"]
+        f"{lab}: source label has no foreground at all (no VS, no cochlea): this case teaches the segmenter nothing"
+    ]
     assert main(["validate", str(data)]) == 0
     err = capsys.readouterr().err
     assert f"warning: {lab}: source label has no foreground" in err

@@ -36,8 +36,12 @@ pytestmark = pytest.mark.slow
 SHAPE = (48, 40, 12)
 N_PSEUDO, REAL = 6, (106, 107, 108)
 OVERRIDES = [
-    "segmentation.epochs=1", "segmentation.iterations_per_epoch=2", "segmentation.val_iterations_per_epoch=1",
-    "segmentation.torch_threads=1", "segmentation.num_processes=1", "segmentation.mirroring=false",
+    "segmentation.epochs=1",
+    "segmentation.iterations_per_epoch=2",
+    "segmentation.val_iterations_per_epoch=1",
+    "segmentation.torch_threads=1",
+    "segmentation.num_processes=1",
+    "segmentation.mirroring=false",
     "selftraining.filter=pixel",
 ]
 
@@ -47,7 +51,7 @@ def _case(n: int):
     img = rng.normal(0.2, 0.05, SHAPE).astype(np.float32)
     lab = np.zeros(SHAPE, np.uint8)
     x0, y0 = 10 + n % 5, 8 + n % 4
-    lab[x0:x0 + 10, y0:y0 + 8, 3:8] = 1
+    lab[x0 : x0 + 10, y0 : y0 + 8, 3:8] = 1
     lab[32:37, 26:31, 4:7] = 2
     img[lab == 1] += 0.5
     img[lab == 2] += 1.0
@@ -72,8 +76,15 @@ def rounds(tmp_path_factory):
     cfg = load_config("tiny", overrides=OVERRIDES)
     teacher = prepare_round(pseudo, root / "teacher", cfg, round_index=0)
     # the teacher's plans, so that the student can be warm-started from the teacher's network
-    student = prepare_round(pseudo, root / "student", cfg, round_index=1, target_images_dir=target,
-                            pseudo_labels_dir=kept, plans_from=teacher)
+    student = prepare_round(
+        pseudo,
+        root / "student",
+        cfg,
+        round_index=1,
+        target_images_dir=target,
+        pseudo_labels_dir=kept,
+        plans_from=teacher,
+    )
     fold0 = train_fold(teacher, 0, root / "t_fold0", cfg)
     return {"root": root, "cfg": cfg, "teacher": teacher, "student": student, "fold0": fold0, "pseudo": pseudo}
 
@@ -86,8 +97,7 @@ def _trainer(prepared, cfg, out: Path, fold: int = 0, **kw):
     """An initialised trainer of ``prepared`` (inside the nnU-Net env it needs)."""
     p = load_prepared(prepared)
     with environment.nnunet_env(preprocessed=p.preprocessed_root, results=out / "results", n_proc_da=0):
-        trainer = build_trainer(p, fold, out / f"fold_{fold}", cfg, torch.device("cpu"), continue_training=False,
-                                **kw)
+        trainer = build_trainer(p, fold, out / f"fold_{fold}", cfg, torch.device("cpu"), continue_training=False, **kw)
         trainer.initialize()
     return trainer, p
 
@@ -112,11 +122,18 @@ def test_student_reuses_the_teacher_plans(rounds):
     assert sp["dataset_name"] == student.dataset_name != teacher.dataset_name
     assert sp["configurations"] == tp["configurations"] and student.configuration == teacher.configuration
     nn = json.loads((student.preprocessed_dataset / "nnUNetPlans.json").read_text())
-    assert nn["configurations"][student.base_configuration]["spacing"] == \
-        tp["configurations"][teacher.base_configuration]["spacing"]
+    assert (
+        nn["configurations"][student.base_configuration]["spacing"]
+        == tp["configurations"][teacher.base_configuration]["spacing"]
+    )
     # preprocessed at the teacher's spacing: every case is there, fingerprint included
-    ids = sorted(p.name.split(".")[0] for p in (student.preprocessed_dataset / nn["configurations"][
-        student.base_configuration]["data_identifier"]).glob("*.b2nd") if not p.name.endswith("_seg.b2nd"))
+    ids = sorted(
+        p.name.split(".")[0]
+        for p in (
+            student.preprocessed_dataset / nn["configurations"][student.base_configuration]["data_identifier"]
+        ).glob("*.b2nd")
+        if not p.name.endswith("_seg.b2nd")
+    )
     assert len(ids) == N_PSEUDO + len(REAL) and (student.preprocessed_dataset / "dataset_fingerprint.json").is_file()
 
 
@@ -132,8 +149,7 @@ def test_student_dataset_declares_the_ignore_label(rounds):
     pl = rounds["root"] / "kept_image_mode"
     pl.mkdir()
     for n in REAL:
-        nifti.save(pl / f"crossmoda_{n}_Label.nii.gz", _case(n)[1], affine=np.diag([0.5, 0.5, 1.5, 1.0]),
-                   label=True)
+        nifti.save(pl / f"crossmoda_{n}_Label.nii.gz", _case(n)[1], affine=np.diag([0.5, 0.5, 1.5, 1.0]), label=True)
     from cosmos.segmentation import export
 
     cases = export.collect_pseudo_cases(rounds["pseudo"]) + export.collect_real_cases(rounds["root"] / "target", pl)
@@ -225,8 +241,11 @@ def test_warm_start_refuses_another_network(rounds, tmp_path):
 
 def _forced_fraction(dataloader, draws: int = 4000) -> float:
     np.random.seed(0)
-    hits = [dataloader.get_do_oversample(j) for _ in range(draws // dataloader.batch_size)
-            for j in range(dataloader.batch_size)]
+    hits = [
+        dataloader.get_do_oversample(j)
+        for _ in range(draws // dataloader.batch_size)
+        for j in range(dataloader.batch_size)
+    ]
     return float(np.mean(hits))
 
 
@@ -236,8 +255,9 @@ def test_probabilistic_oversampling_takes_effect_at_batch_size_2(rounds, tmp_pat
     fractions = {}
     for p in (0.33, 0.66):
         for prob in (False, True):
-            cfg = rounds["cfg"].with_overrides({"segmentation.oversample_foreground": p,
-                                                "segmentation.probabilistic_oversampling": prob})
+            cfg = rounds["cfg"].with_overrides(
+                {"segmentation.oversample_foreground": p, "segmentation.probabilistic_oversampling": prob}
+            )
             trainer, pr = _trainer(rounds["teacher"], cfg, tmp_path / f"{p}_{prob}")
             with environment.nnunet_env(preprocessed=pr.preprocessed_root, n_proc_da=0):
                 dl_tr, _ = trainer.get_dataloaders()

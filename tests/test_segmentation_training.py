@@ -26,8 +26,12 @@ pytestmark = pytest.mark.slow
 SHAPE = (48, 40, 12)  # NIfTI voxel order; the slice axis third, as in crossMoDA
 
 OVERRIDES = [
-    "segmentation.epochs=1", "segmentation.iterations_per_epoch=3", "segmentation.val_iterations_per_epoch=1",
-    "segmentation.torch_threads=1", "segmentation.num_processes=1", "segmentation.mirroring=false",
+    "segmentation.epochs=1",
+    "segmentation.iterations_per_epoch=3",
+    "segmentation.val_iterations_per_epoch=1",
+    "segmentation.torch_threads=1",
+    "segmentation.num_processes=1",
+    "segmentation.mirroring=false",
 ]
 
 
@@ -46,7 +50,7 @@ def _case(n: int):
     img = rng.normal(0.2, 0.05, SHAPE).astype(np.float32)
     lab = np.zeros(SHAPE, np.uint8)
     x0, y0 = 10 + n % 5, 8 + n % 4
-    lab[x0:x0 + 10, y0:y0 + 8, 3:8] = 1
+    lab[x0 : x0 + 10, y0 : y0 + 8, 3:8] = 1
     lab[32:37, 26:31, 4:7] = 2
     img[lab == 1] += 0.5
     img[lab == 2] += 1.0
@@ -81,8 +85,15 @@ def trained(tmp_path_factory):
 
     @contextlib.contextmanager
     def fake_fold_run(parent_run_id, fold, round_index=None, tracking_uri=None, *, fold_dir=None, cfg=None):
-        opened.append({"parent_run_id": parent_run_id, "fold": fold, "round_index": round_index,
-                       "tracking_uri": tracking_uri, "fold_dir": fold_dir})
+        opened.append(
+            {
+                "parent_run_id": parent_run_id,
+                "fold": fold,
+                "round_index": round_index,
+                "tracking_uri": tracking_uri,
+                "fold_dir": fold_dir,
+            }
+        )
         yield lambda epoch, metrics: calls.append((epoch, metrics))
 
     import cosmos.segmentation.mlflow_logging as ml
@@ -90,13 +101,25 @@ def trained(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setattr(ml, "fold_run", fake_fold_run, raising=False)
     try:
-        folds = [train_fold(prepared, f, root / "folds" / f"fold_{f}", cfg, parent_run_id="parent123",
-                            tracking_uri="sqlite:///x.db") for f in (0, 1)]
+        folds = [
+            train_fold(
+                prepared, f, root / "folds" / f"fold_{f}", cfg, parent_run_id="parent123", tracking_uri="sqlite:///x.db"
+            )
+            for f in (0, 1)
+        ]
     finally:
         mp.undo()
-    return {"root": root, "cfg": cfg, "prepared": prepared, "folds": folds, "target": target, "calls": calls,
-            "opened": opened, "prepare_s": prepare_s,
-            "untouched": _tree(prepared) == snapshot}
+    return {
+        "root": root,
+        "cfg": cfg,
+        "prepared": prepared,
+        "folds": folds,
+        "target": target,
+        "calls": calls,
+        "opened": opened,
+        "prepare_s": prepare_s,
+        "untouched": _tree(prepared) == snapshot,
+    }
 
 
 def test_prepare_round_is_self_contained_and_resumable(trained):
@@ -118,8 +141,14 @@ def test_prepare_round_is_self_contained_and_resumable(trained):
 
 def test_fold_trains_on_cpu_and_holds_what_predict_needs(trained):
     for f, fold_dir in enumerate(trained["folds"]):
-        for name in ("checkpoint_final.pth", "plans.json", "dataset.json", "dataset_fingerprint.json",
-                     "progress.png", "cosmos_fold.json"):
+        for name in (
+            "checkpoint_final.pth",
+            "plans.json",
+            "dataset.json",
+            "dataset_fingerprint.json",
+            "progress.png",
+            "cosmos_fold.json",
+        ):
             assert (fold_dir / name).is_file(), (fold_dir, name)
         assert not list(fold_dir.glob(".nnunet_results_*"))
         meta = json.loads((fold_dir / "cosmos_fold.json").read_text())
@@ -137,8 +166,7 @@ def test_epoch_callbacks_reach_the_mlflow_hook(trained):
     epochs = [e for e, _ in trained["calls"]]
     assert epochs == [0, 0]  # one epoch per fold
     metrics = trained["calls"][0][1]
-    for key in ("train_loss", "val_loss", "pseudo_dice", "pseudo_dice_VS", "pseudo_dice_cochlea", "lr",
-                "epoch_time_s"):
+    for key in ("train_loss", "val_loss", "pseudo_dice", "pseudo_dice_VS", "pseudo_dice_cochlea", "lr", "epoch_time_s"):
         assert key in metrics and isinstance(metrics[key], float), key
     assert metrics["lr"] == pytest.approx(1e-2)
 
@@ -244,8 +272,9 @@ def test_ce_class_weights_reach_the_loss(trained, tmp_path):
         cfg = copy.deepcopy(trained["cfg"])
         cfg.segmentation.ce_class_weights = weights
         with environment.nnunet_env(preprocessed=prepared.preprocessed_root, results=tmp_path / "results", n_proc_da=0):
-            trainer = build_trainer(prepared, 0, tmp_path / f"fold_{weights is None}", cfg, torch.device("cpu"),
-                                    continue_training=False)
+            trainer = build_trainer(
+                prepared, 0, tmp_path / f"fold_{weights is None}", cfg, torch.device("cpu"), continue_training=False
+            )
             trainer.initialize()
         ce = trainer.loss.loss.ce  # DeepSupervisionWrapper -> DC_and_CE_loss -> RobustCrossEntropyLoss
         assert (None if ce.weight is None else ce.weight.tolist()) == weights

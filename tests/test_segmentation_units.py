@@ -66,7 +66,10 @@ def test_export_names_cases_by_kind_and_keeps_provenance(tmp_path):
     folder = export.export_raw_dataset(cases, tmp_path / "raw", 700, 1)
     assert folder.name == "Dataset700_CosmosRound1"
     assert sorted(p.name for p in (folder / "imagesTr").iterdir()) == [
-        "pseudo_crossmoda_1_0000.nii.gz", "pseudo_crossmoda_2_0000.nii.gz", "real_crossmoda_106_0000.nii.gz"]
+        "pseudo_crossmoda_1_0000.nii.gz",
+        "pseudo_crossmoda_2_0000.nii.gz",
+        "real_crossmoda_106_0000.nii.gz",
+    ]
     ds = json.loads((folder / "dataset.json").read_text())
     assert ds["channel_names"] == {"0": "hrT2"}
     assert ds["labels"] == {"background": 0, "VS": 1, "cochlea": 2}
@@ -76,8 +79,9 @@ def test_export_names_cases_by_kind_and_keeps_provenance(tmp_path):
     assert meta["real_crossmoda_106"]["label"] == str(tmp_path / "pl" / "crossmoda_106_Label.nii.gz")
     assert meta["pseudo_crossmoda_2"]["image"].endswith("crossmoda_2_hrT2pseudo.nii.gz")
     # byte copies: the header (sform/qform) is exactly the source's
-    assert (folder / "imagesTr" / "pseudo_crossmoda_1_0000.nii.gz").read_bytes() == \
-        (pseudo / "crossmoda_1_hrT2pseudo.nii.gz").read_bytes()
+    assert (folder / "imagesTr" / "pseudo_crossmoda_1_0000.nii.gz").read_bytes() == (
+        pseudo / "crossmoda_1_hrT2pseudo.nii.gz"
+    ).read_bytes()
 
 
 def test_export_errors_name_the_problem(tmp_path):
@@ -131,13 +135,21 @@ def _fake_plans() -> dict:
         "configurations": {
             "3d_fullres": {
                 # what nnU-Net's planner derives for this patch at this spacing (planning.derive_topology)
-                "data_identifier": "nnUNetPlans_3d_fullres", "batch_size": 5, "patch_size": [24, 64, 64],
+                "data_identifier": "nnUNetPlans_3d_fullres",
+                "batch_size": 5,
+                "patch_size": [24, 64, 64],
                 "spacing": [1.5, 0.5, 0.5],
-                "architecture": {"network_class_name": "x.PlainConvUNet", "arch_kwargs": {
-                    "n_stages": 5, "features_per_stage": [32, 64, 128, 256, 320],
-                    "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]],
-                    "kernel_sizes": [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]],
-                    "n_conv_per_stage": [2, 2, 2, 2, 2], "n_conv_per_stage_decoder": [2, 2, 2, 2]}},
+                "architecture": {
+                    "network_class_name": "x.PlainConvUNet",
+                    "arch_kwargs": {
+                        "n_stages": 5,
+                        "features_per_stage": [32, 64, 128, 256, 320],
+                        "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]],
+                        "kernel_sizes": [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]],
+                        "n_conv_per_stage": [2, 2, 2, 2, 2],
+                        "n_conv_per_stage_decoder": [2, 2, 2, 2],
+                    },
+                },
             },
             "2d": {"data_identifier": "nnUNetPlans_2d"},
         },
@@ -170,9 +182,15 @@ def test_cosmos_plans_patch_size_must_fit_the_network_strides():
     assert plans["configurations"][name]["patch_size"] == [16, 32, 32]
     # the smaller patch gets nnU-Net's topology for it (one stage fewer), not the planned one
     assert plans["configurations"][name]["architecture"]["arch_kwargs"]["strides"] == [
-        [1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]]
-    assert planning.derive_topology([1.5, 0.5, 0.5], [24, 64, 64])[0] == \
-        _fake_plans()["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["strides"]
+        [1, 1, 1],
+        [1, 2, 2],
+        [2, 2, 2],
+        [2, 2, 2],
+    ]
+    assert (
+        planning.derive_topology([1.5, 0.5, 0.5], [24, 64, 64])[0]
+        == _fake_plans()["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["strides"]
+    )
     bad = load_config("tiny", overrides=["segmentation.patch_size=[16,30,32]"]).segmentation
     with pytest.raises(CosmosError, match="divisible"):
         planning.cosmos_plans(_fake_plans(), bad)
@@ -208,8 +226,13 @@ def test_output_names_and_input_collection(tmp_path):
     assert output_name("scan.nii") == "scan_seg.nii.gz"
     d = tmp_path / "val"
     d.mkdir()
-    for name in ("crossmoda_212_hrT2.nii.gz", "crossmoda_211_hrT2.nii.gz", "crossmoda_3_ceT1.nii.gz",
-                 "crossmoda_211_Label.nii.gz", "notes.txt"):
+    for name in (
+        "crossmoda_212_hrT2.nii.gz",
+        "crossmoda_211_hrT2.nii.gz",
+        "crossmoda_3_ceT1.nii.gz",
+        "crossmoda_211_Label.nii.gz",
+        "notes.txt",
+    ):
         (d / name).write_bytes(b"")
     assert [p.name for p in collect_inputs(d)] == ["crossmoda_211_hrT2.nii.gz", "crossmoda_212_hrT2.nii.gz"]
     with pytest.raises(CosmosError, match="no hrT2"):
@@ -269,15 +292,24 @@ def test_selftraining_config_validation():
     st, seg = cfg.selftraining, cfg.segmentation
     assert (st.filter, st.student_init, st.balance_domains, st.min_component_voxels) == ("image", "scratch", False, [])
     assert not seg.probabilistic_oversampling and not seg.scale_iterations_with_cases
-    ok = load_config("tiny", overrides=["selftraining.min_component_voxels=[20,5]", "selftraining.filter=pixel",
-                                        "selftraining.student_init=teacher", "selftraining.student_lr_scale=0.1"])
+    ok = load_config(
+        "tiny",
+        overrides=[
+            "selftraining.min_component_voxels=[20,5]",
+            "selftraining.filter=pixel",
+            "selftraining.student_init=teacher",
+            "selftraining.student_lr_scale=0.1",
+        ],
+    )
     assert ok.selftraining.min_component_voxels == [20, 5]
-    for bad, match in (("selftraining.min_component_voxels=[5]", "one entry per"),
-                       ("selftraining.min_component_voxels=[0,5]", ">= 1"),
-                       ("selftraining.filter=voxel", "image or pixel"),
-                       ("selftraining.confidence_threshold=1.5", "0..1"),
-                       ("selftraining.student_init=copy", "scratch or teacher"),
-                       ("selftraining.student_lr_scale=0", "> 0"),
-                       ("segmentation.oversample_foreground=1.2", "0..1")):
+    for bad, match in (
+        ("selftraining.min_component_voxels=[5]", "one entry per"),
+        ("selftraining.min_component_voxels=[0,5]", ">= 1"),
+        ("selftraining.filter=voxel", "image or pixel"),
+        ("selftraining.confidence_threshold=1.5", "0..1"),
+        ("selftraining.student_init=copy", "scratch or teacher"),
+        ("selftraining.student_lr_scale=0", "> 0"),
+        ("segmentation.oversample_foreground=1.2", "0..1"),
+    ):
         with pytest.raises(ConfigError, match=match):
             load_config("tiny", overrides=[bad])

@@ -25,9 +25,17 @@ pytestmark = pytest.mark.slow
 
 
 # Wiring, not accuracy: a tiny patch and budget so the two rounds fit a busy 2-core CI box.
-BUDGET = ["segmentation.epochs=2", "segmentation.iterations_per_epoch=6", "segmentation.val_iterations_per_epoch=1",
-          "segmentation.patch_size_max=[32,64,64]", "segmentation.torch_threads=1", "segmentation.mirroring=false",
-          "segmentation.tile_step_size=0.9", "segmentation.num_folds=2", "tracking.experiment=e2e"]
+BUDGET = [
+    "segmentation.epochs=2",
+    "segmentation.iterations_per_epoch=6",
+    "segmentation.val_iterations_per_epoch=1",
+    "segmentation.patch_size_max=[32,64,64]",
+    "segmentation.torch_threads=1",
+    "segmentation.mirroring=false",
+    "segmentation.tile_step_size=0.9",
+    "segmentation.num_folds=2",
+    "tracking.experiment=e2e",
+]
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +50,25 @@ def run(tmp_path_factory):
         save(pseudo / layout.image_name(f"crossmoda_{i}", "hrT2pseudo"), case.image, affine=case.affine)
         save(pseudo / layout.label_name(f"crossmoda_{i}"), case.label, affine=case.affine, label=True)
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    argv = ["selftrain", "--pseudo", str(pseudo), "--target", str(data / layout.TARGET_DIR),
-            "--val", str(data / layout.VALIDATION_DIR), "--val-labels", str(data / layout.VALIDATION_LABELS_DIR),
-            "--out", str(root / "out"), "--rounds", "1", "--folds", "0,1", "--tracking-uri", uri]
+    argv = [
+        "selftrain",
+        "--pseudo",
+        str(pseudo),
+        "--target",
+        str(data / layout.TARGET_DIR),
+        "--val",
+        str(data / layout.VALIDATION_DIR),
+        "--val-labels",
+        str(data / layout.VALIDATION_LABELS_DIR),
+        "--out",
+        str(root / "out"),
+        "--rounds",
+        "1",
+        "--folds",
+        "0,1",
+        "--tracking-uri",
+        uri,
+    ]
     for o in BUDGET:
         argv += ["--set", o]
     t0 = time.perf_counter()
@@ -67,16 +91,19 @@ def test_selftrain_cli_runs_teacher_and_student(run, capsys):
         assert len(r["kept"]) + len(r["dropped"]) == 2
         m = r["metrics"]["summary"]
         assert m["VS"]["dice_mean"] is not None and 0.0 <= m["VS"]["dice_mean"] <= 1.0
-        print(f"round {k}: kept {len(r['kept'])}, Dice VS {m['VS']['dice_mean']:.3f} cochlea "
-              f"{m['cochlea']['dice_mean']:.3f}, ASSD VS {m['VS']['assd_mean']:.2f}")
+        print(
+            f"round {k}: kept {len(r['kept'])}, Dice VS {m['VS']['dice_mean']:.3f} cochlea "
+            f"{m['cochlea']['dice_mean']:.3f}, ASSD VS {m['VS']['assd_mean']:.2f}"
+        )
     # the student trained on the pseudo data plus the teacher's accepted pseudo-labels
     prepared = json.loads(next(work.glob("prepare_round1-*")).joinpath("result.json").read_text())
     assert prepared["n_real"] == len(rounds[0]["kept"]) + len(rounds[0].get("carried") or [])
     client = mlflow.MlflowClient(run["uri"])
     champion = client.get_model_version_by_alias("cosmos-segmenter", "champion")
     assert str(champion.version) == [r for r in rounds if r["champion"]][-1]["model_version"]
-    fold_runs = client.search_runs([client.get_experiment_by_name("e2e").experiment_id],
-                                   filter_string="tags.`cosmos.run_kind` = 'fold'")
+    fold_runs = client.search_runs(
+        [client.get_experiment_by_name("e2e").experiment_id], filter_string="tags.`cosmos.run_kind` = 'fold'"
+    )
     assert len(fold_runs) == 4
     for fr in fold_runs:  # per-epoch curves + progress.png from nnU-Net's real trainer
         assert len(client.get_metric_history(fr.info.run_id, "train_loss")) == 2
@@ -93,11 +120,23 @@ def test_champion_pyfunc_and_predict_cli(run, tmp_path, capsys):
     pred = load(res["output"][0], label=True)
     assert same_grid(load(img), pred) is None and set(np.unique(pred.data)) <= {0, 1, 2}
 
-    rc = main(["predict", "--model", "models:/cosmos-segmenter/1", str(run["data"] / layout.VALIDATION_DIR),
-               "-o", str(tmp_path / "cli"), "--tracking-uri", run["uri"], "--no-mirroring"])
+    rc = main(
+        [
+            "predict",
+            "--model",
+            "models:/cosmos-segmenter/1",
+            str(run["data"] / layout.VALIDATION_DIR),
+            "-o",
+            str(tmp_path / "cli"),
+            "--tracking-uri",
+            run["uri"],
+            "--no-mirroring",
+        ]
+    )
     assert rc == 0
-    assert {p.name for p in (tmp_path / "cli").glob("*.nii.gz")} == \
-        {layout.label_name(c.case_id) for c in layout.list_cases(run["data"] / layout.VALIDATION_DIR, "hrT2")}
+    assert {p.name for p in (tmp_path / "cli").glob("*.nii.gz")} == {
+        layout.label_name(c.case_id) for c in layout.list_cases(run["data"] / layout.VALIDATION_DIR, "hrT2")
+    }
 
 
 def test_rerun_resumes_without_training(run, capsys):

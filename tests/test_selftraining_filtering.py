@@ -28,8 +28,8 @@ def _label(path, vs: bool, cochlea: bool):
 def preds(tmp_path):
     d = tmp_path / "pred"
     _label(d / "crossmoda_106_Label.nii.gz", True, True)
-    _label(d / "crossmoda_107_Label.nii.gz", True, False)   # lacks cochlea
-    _label(d / "crossmoda_108_Label.nii.gz", False, True)   # lacks VS
+    _label(d / "crossmoda_107_Label.nii.gz", True, False)  # lacks cochlea
+    _label(d / "crossmoda_108_Label.nii.gz", False, True)  # lacks VS
     _label(d / "crossmoda_110_Label.nii.gz", False, False)  # lacks both
     _label(d / "crossmoda_109_Label.nii.gz", True, True)
     (d / "notes.txt").write_text("ignored")
@@ -113,11 +113,15 @@ def test_rejected_case_keeps_its_last_accepted_label(preds, tmp_path):
     assert res.dropped == ["crossmoda_107", "crossmoda_108", "crossmoda_110"]
     assert res.carried_over == ["crossmoda_107"]
     assert res.training_cases == ["crossmoda_106", "crossmoda_107", "crossmoda_109"]
-    assert (load(out / "crossmoda_107_Label.nii.gz", label=True).data ==
-            load(prev / "crossmoda_107_Label.nii.gz", label=True).data).all()
+    assert (
+        load(out / "crossmoda_107_Label.nii.gz", label=True).data
+        == load(prev / "crossmoda_107_Label.nii.gz", label=True).data
+    ).all()
     # an accepted case takes this round's prediction, not the older label
-    assert (load(out / "crossmoda_106_Label.nii.gz", label=True).data ==
-            load(preds / "crossmoda_106_Label.nii.gz", label=True).data).all()
+    assert (
+        load(out / "crossmoda_106_Label.nii.gz", label=True).data
+        == load(preds / "crossmoda_106_Label.nii.gz", label=True).data
+    ).all()
     assert read_filter_summary(out).carried_over == ["crossmoda_107"]
     # without the previous folder the case is gone again (re-run removes the stale copy)
     res = filter_pseudo_labels(preds, out)
@@ -149,7 +153,14 @@ def test_pixel_filter_marks_unsure_voxels_with_the_ignore_label(tmp_path):
     probs[:, 0, 0, 0] = [0.5, 0.3, 0.2]  # unsure background voxel
     probs[:, 3, 3, 1] = [0.3, 0.6, 0.1]  # unsure VS voxel
     np.savez_compressed(d / "crossmoda_106_Label.npz", probabilities=probs, labels=np.arange(3))
-    cfg = load_config("tiny", overrides=["selftraining.filter=pixel", "selftraining.confidence_threshold=0.8"])
+    cfg = load_config(
+        "tiny",
+        overrides=[
+            "selftraining.filter=pixel",
+            "selftraining.confidence_threshold=0.8",
+            "selftraining.min_component_voxels=[]",
+        ],
+    )
     res = filter_from_config(d, tmp_path / "kept", cfg)
     out = load(tmp_path / "kept" / "crossmoda_106_Label.nii.gz", label=True).data
     assert res.kept == ["crossmoda_106"] and res.ignore_label == IGNORE_LABEL == 3

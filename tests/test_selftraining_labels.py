@@ -19,7 +19,7 @@ SHAPE = (12, 10, 6)
 
 def _write(path, vs_rows=(2, 5), cochlea=True, ignore_at=None):
     arr = np.zeros(SHAPE, np.uint8)
-    arr[vs_rows[0]:vs_rows[1], 2:5, 1:3] = 1
+    arr[vs_rows[0] : vs_rows[1], 2:5, 1:3] = 1
     if cochlea:
         arr[8:10, 6:8, 3:5] = 2
     if ignore_at is not None:
@@ -86,10 +86,12 @@ def test_training_set_identity(tmp_path):
     cmp = compare_training_sets(r2, r1)
     assert cmp.identical and same_training_set(r2, r1)
     assert "identical" in cmp.message and "stop self-training" in cmp.message
-    r3 = _fake_prepared(tmp_path / "r3", {"pseudo_crossmoda_1": a, "real_crossmoda_106": a,
-                                          "real_crossmoda_107": b})
+    r3 = _fake_prepared(tmp_path / "r3", {"pseudo_crossmoda_1": a, "real_crossmoda_106": a, "real_crossmoda_107": b})
     cmp = compare_training_sets(r3, r1)
     assert not cmp.identical and cmp.added == ["real_crossmoda_107"] and cmp.changed == ["real_crossmoda_106"]
-    r4 = _fake_prepared(tmp_path / "r4", {"pseudo_crossmoda_1": a, "real_crossmoda_106": b},
-                        labels={"background": 0, "VS": 1, "cochlea": 2, "ignore": 3})
+    r4 = _fake_prepared(
+        tmp_path / "r4",
+        {"pseudo_crossmoda_1": a, "real_crossmoda_106": b},
+        labels={"background": 0, "VS": 1, "cochlea": 2, "ignore": 3},
+    )
     assert compare_training_sets(r4, r1).labels_changed and not same_training_set(r4, r1)

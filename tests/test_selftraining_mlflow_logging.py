@@ -36,17 +36,33 @@ def _history(client, run_id, key):
 
 
 def test_epoch_metrics_from_fold_dict_and_scalars():
-    fold_dict = {"train_losses": [0.5, 0.3], "val_losses": [0.6, 0.4], "lrs": [0.01, 0.009],
-                 "mean_fg_dice": [0.2, 0.5], "ema_fg_dice": [0.1, 0.3],
-                 "dice_per_class_or_region": [[0.3, 0.1], [0.7, 0.3]],
-                 "epoch_start_timestamps": [10.0, 20.0], "epoch_end_timestamps": [15.0, 27.5]}
+    fold_dict = {
+        "train_losses": [0.5, 0.3],
+        "val_losses": [0.6, 0.4],
+        "lrs": [0.01, 0.009],
+        "mean_fg_dice": [0.2, 0.5],
+        "ema_fg_dice": [0.1, 0.3],
+        "dice_per_class_or_region": [[0.3, 0.1], [0.7, 0.3]],
+        "epoch_start_timestamps": [10.0, 20.0],
+        "epoch_end_timestamps": [15.0, 27.5],
+    }
     m = ml.epoch_metrics(fold_dict, epoch=0)
-    assert m == {"train_loss": 0.5, "val_loss": 0.6, "lr": 0.01, "pseudo_dice": 0.2, "ema_pseudo_dice": 0.1,
-                 "pseudo_dice_VS": 0.3, "pseudo_dice_cochlea": 0.1, "epoch_time_s": 5.0}
+    assert m == {
+        "train_loss": 0.5,
+        "val_loss": 0.6,
+        "lr": 0.01,
+        "pseudo_dice": 0.2,
+        "ema_pseudo_dice": 0.1,
+        "pseudo_dice_VS": 0.3,
+        "pseudo_dice_cochlea": 0.1,
+        "epoch_time_s": 5.0,
+    }
     assert ml.epoch_metrics(fold_dict)["pseudo_dice_cochlea"] == 0.3  # no epoch -> last
     # the trainer hook's own form (one epoch's scalars) passes through; junk is ignored
-    assert ml.epoch_metrics({"train_loss": 1.0, "pseudo_dice_VS": 0.4, "note": "x"}) == \
-        {"train_loss": 1.0, "pseudo_dice_VS": 0.4}
+    assert ml.epoch_metrics({"train_loss": 1.0, "pseudo_dice_VS": 0.4, "note": "x"}) == {
+        "train_loss": 1.0,
+        "pseudo_dice_VS": 0.4,
+    }
 
 
 def test_fold_run_nested_under_round_run(uri, tmp_path):
@@ -55,8 +71,9 @@ def test_fold_run_nested_under_round_run(uri, tmp_path):
     (tmp_path / "progress.png").write_bytes(b"\x89PNG fake")
     with ml.fold_run(round_run.run_id, 1, tracking_uri=uri, fold_dir=tmp_path) as on_epoch_end:
         for epoch in range(3):
-            on_epoch_end(epoch, {"train_loss": 1.0 - 0.1 * epoch, "val_loss": 1.1, "lr": 0.01,
-                                 "pseudo_dice_VS": 0.1 * epoch})
+            on_epoch_end(
+                epoch, {"train_loss": 1.0 - 0.1 * epoch, "val_loss": 1.1, "lr": 0.01, "pseudo_dice_VS": 0.1 * epoch}
+            )
         fold_id = on_epoch_end.run_id
     run = client.get_run(fold_id)
     assert run.data.tags["mlflow.parentRunId"] == round_run.run_id
@@ -136,8 +153,9 @@ def test_two_fold_processes_share_a_sqlite_store(uri):
                 cb(e, {{"train_loss": float(e), "lr": 0.01, "val_loss": 2.0, "pseudo_dice_VS": 0.5}})
             print(cb.run_id, cb.failures)
     """)
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(f)], stdout=subprocess.PIPE, text=True)
-             for f in (0, 1)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(f)], stdout=subprocess.PIPE, text=True) for f in (0, 1)
+    ]
     outs = [p.communicate(timeout=120)[0].split() for p in procs]
     assert all(p.returncode == 0 for p in procs)
     client = MlflowClient(uri)

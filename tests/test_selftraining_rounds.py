@@ -35,17 +35,20 @@ def test_compiled_shape_check():
         rounds.check_compiled_shape(cfg, compiled_rounds=2, folds=[0, 1, 2, 3, 4])
 
 
-@pytest.mark.parametrize("policy, final, figure, champion, moved", [
-    ("always", False, ("val_dice_mean", 0.9), None, False),  # the paper: only the final round
-    ("always", True, ("val_dice_mean", 0.1), ("val_dice_mean", 0.9), True),
-    ("better", False, ("val_dice_mean", 0.5), None, True),  # first candidate
-    ("better", False, ("val_dice_mean", 0.5), ("val_dice_mean", 0.6), False),  # worse: the alias stays
-    ("better", True, ("val_dice_mean", 0.6), ("val_dice_mean", 0.6), True),  # ties promote the later round
-    ("better", True, ("pseudo_label_stability", 0.9), ("val_dice_mean", 0.6), False),  # incomparable figures
-    ("better", True, ("val_dice_mean", 0.2), ("pseudo_label_stability", 0.9), True),  # labels beat label-free
-    ("better", False, None, None, False),
-    ("better", True, None, None, True),  # nothing to compare, nothing promoted yet: the final round
-])
+@pytest.mark.parametrize(
+    "policy, final, figure, champion, moved",
+    [
+        ("always", False, ("val_dice_mean", 0.9), None, False),  # the paper: only the final round
+        ("always", True, ("val_dice_mean", 0.1), ("val_dice_mean", 0.9), True),
+        ("better", False, ("val_dice_mean", 0.5), None, True),  # first candidate
+        ("better", False, ("val_dice_mean", 0.5), ("val_dice_mean", 0.6), False),  # worse: the alias stays
+        ("better", True, ("val_dice_mean", 0.6), ("val_dice_mean", 0.6), True),  # ties promote the later round
+        ("better", True, ("pseudo_label_stability", 0.9), ("val_dice_mean", 0.6), False),  # incomparable figures
+        ("better", True, ("val_dice_mean", 0.2), ("pseudo_label_stability", 0.9), True),  # labels beat label-free
+        ("better", False, None, None, False),
+        ("better", True, None, None, True),  # nothing to compare, nothing promoted yet: the final round
+    ],
+)
 def test_promotion_decision(policy, final, figure, champion, moved):
     got, why = rounds.promotion_decision(policy, final, figure, champion)
     assert got is moved and why
@@ -59,8 +62,13 @@ def test_gate_figure_prefers_validation_dice_then_label_stability(tmp_path):
 
 
 def test_metric_values_names():
-    metrics = {"summary": {s: {"dice_mean": 0.5, "dice_std": 0.1, "assd_mean": 1.0, "assd_std": 0.2}
-                           for s in ("VS", "cochlea", "mean")}, "n_cases": 3, "errors": {}}
+    metrics = {
+        "summary": {
+            s: {"dice_mean": 0.5, "dice_std": 0.1, "assd_mean": 1.0, "assd_std": 0.2} for s in ("VS", "cochlea", "mean")
+        },
+        "n_cases": 3,
+        "errors": {},
+    }
     names = set(rounds.metric_values(metrics))
     assert {"val_dice_VS", "val_dice_cochlea_std", "val_assd_mean", "val_cases_scored"} <= names
     assert rounds.metric_values(None) == {}
@@ -81,8 +89,7 @@ def test_there_is_one_orchestration():
     from pathlib import Path
 
     src = Path(rounds.__file__).resolve().parents[1]
-    offenders = [str(p) for p in src.rglob("*.py")
-                 if re.search(r"def _run_round|class \w*Loop\b", p.read_text())]
+    offenders = [str(p) for p in src.rglob("*.py") if re.search(r"def _run_round|class \w*Loop\b", p.read_text())]
     assert offenders == []
 
 
@@ -98,8 +105,9 @@ def _fake_round(tmp_path, k: int, dice: float):
     scores = tmp_path / f"scores{k}"
     scores.mkdir()
     block = {"dice_mean": dice, "dice_std": 0.0, "assd_mean": 1.0, "assd_std": 0.0}
-    (scores / "metrics.json").write_text(json.dumps({"summary": {s: block for s in ("VS", "cochlea", "mean")},
-                                                     "cases": {}, "errors": {}, "n_cases": 1}))
+    (scores / "metrics.json").write_text(
+        json.dumps({"summary": {s: block for s in ("VS", "cochlea", "mean")}, "cases": {}, "errors": {}, "n_cases": 1})
+    )
     preds = tmp_path / f"preds{k}"
     preds.mkdir()
     return fold, scores, preds
@@ -118,9 +126,19 @@ def test_promotion_gate_holds_the_alias_when_a_round_gets_worse(tmp_path, policy
         summary, models = tmp_path / f"summary{k}", tmp_path / f"models{k}"
         summary.mkdir()
         models.mkdir()
-        res = rounds.register(k, cfg, fold_dirs=[fold], scores_dir=scores, predictions_dir=preds, run_dir=None,
-                              is_final=k == 1, summary_dir=summary, models_dir=models, tracking_uri=uri,
-                              previous_summary_dir=previous)
+        res = rounds.register(
+            k,
+            cfg,
+            fold_dirs=[fold],
+            scores_dir=scores,
+            predictions_dir=preds,
+            run_dir=None,
+            is_final=k == 1,
+            summary_dir=summary,
+            models_dir=models,
+            tracking_uri=uri,
+            previous_summary_dir=previous,
+        )
         entries.append(res["entry"])
         previous = summary
     alias = MlflowClient(uri).get_model_version_by_alias("cosmos-segmenter", "champion")

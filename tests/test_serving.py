@@ -41,12 +41,21 @@ def _plans() -> dict:
     arch = {
         "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
         "arch_kwargs": {
-            "n_stages": 3, "features_per_stage": [4, 8, 16], "conv_op": "torch.nn.modules.conv.Conv3d",
-            "kernel_sizes": [[1, 3, 3], [3, 3, 3], [3, 3, 3]], "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2]],
-            "n_conv_per_stage": [1, 1, 1], "n_conv_per_stage_decoder": [1, 1], "conv_bias": True,
-            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d", "norm_op_kwargs": {"eps": 1e-5, "affine": True},
-            "dropout_op": None, "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
-            "nonlin_kwargs": {"inplace": True}},
+            "n_stages": 3,
+            "features_per_stage": [4, 8, 16],
+            "conv_op": "torch.nn.modules.conv.Conv3d",
+            "kernel_sizes": [[1, 3, 3], [3, 3, 3], [3, 3, 3]],
+            "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2]],
+            "n_conv_per_stage": [1, 1, 1],
+            "n_conv_per_stage_decoder": [1, 1],
+            "conv_bias": True,
+            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+            "norm_op_kwargs": {"eps": 1e-5, "affine": True},
+            "dropout_op": None,
+            "dropout_op_kwargs": None,
+            "nonlin": "torch.nn.LeakyReLU",
+            "nonlin_kwargs": {"inplace": True},
+        },
         "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
     }
 
@@ -54,23 +63,45 @@ def _plans() -> dict:
         return {"is_seg": is_seg, "order": order, "order_z": 0, "force_separate_z": None}
 
     config = {
-        "data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
-        "patch_size": [16, 32, 32], "median_image_size_in_voxels": [28, 80, 80], "spacing": SPACING,
-        "normalization_schemes": ["ZScoreNormalization"], "use_mask_for_norm": [False],
-        "resampling_fn_data": "resample_data_or_seg_to_shape", "resampling_fn_seg": "resample_data_or_seg_to_shape",
+        "data_identifier": "nnUNetPlans_3d_fullres",
+        "preprocessor_name": "DefaultPreprocessor",
+        "batch_size": 2,
+        "patch_size": [16, 32, 32],
+        "median_image_size_in_voxels": [28, 80, 80],
+        "spacing": SPACING,
+        "normalization_schemes": ["ZScoreNormalization"],
+        "use_mask_for_norm": [False],
+        "resampling_fn_data": "resample_data_or_seg_to_shape",
+        "resampling_fn_seg": "resample_data_or_seg_to_shape",
         "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-        "resampling_fn_data_kwargs": resampling(False, 3), "resampling_fn_seg_kwargs": resampling(True, 1),
-        "resampling_fn_probabilities_kwargs": resampling(False, 1), "architecture": arch, "batch_dice": False,
+        "resampling_fn_data_kwargs": resampling(False, 3),
+        "resampling_fn_seg_kwargs": resampling(True, 1),
+        "resampling_fn_probabilities_kwargs": resampling(False, 1),
+        "architecture": arch,
+        "batch_dice": False,
     }
     return {
-        "dataset_name": "Dataset700_CosmosRound0", "plans_name": "CosmosPlans",
-        "original_median_spacing_after_transp": SPACING, "original_median_shape_after_transp": [28, 80, 80],
-        "image_reader_writer": "SimpleITKIO", "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
-        "configurations": {"3d_fullres": config}, "experiment_planner_used": "ExperimentPlanner",
+        "dataset_name": "Dataset700_CosmosRound0",
+        "plans_name": "CosmosPlans",
+        "original_median_spacing_after_transp": SPACING,
+        "original_median_shape_after_transp": [28, 80, 80],
+        "image_reader_writer": "SimpleITKIO",
+        "transpose_forward": [0, 1, 2],
+        "transpose_backward": [0, 1, 2],
+        "configurations": {"3d_fullres": config},
+        "experiment_planner_used": "ExperimentPlanner",
         "label_manager": "LabelManager",
-        "foreground_intensity_properties_per_channel": {"0": {
-            "max": 3000.0, "mean": 1000.0, "median": 800.0, "min": 0.0, "percentile_00_5": 50.0,
-            "percentile_99_5": 2500.0, "std": 700.0}},
+        "foreground_intensity_properties_per_channel": {
+            "0": {
+                "max": 3000.0,
+                "mean": 1000.0,
+                "median": 800.0,
+                "min": 0.0,
+                "percentile_00_5": 50.0,
+                "percentile_99_5": 2500.0,
+                "std": 700.0,
+            }
+        },
     }
 
 
@@ -82,17 +113,29 @@ def build_fold(d: Path, seed: int = 0) -> Path:
 
     d.mkdir(parents=True)
     plans = _plans()
-    dataset = {"channel_names": {"0": "hrT2"}, "labels": {"background": 0, "VS": 1, "cochlea": 2},
-               "numTraining": 6, "file_ending": ".nii.gz", "overwrite_image_reader_writer": "SimpleITKIO"}
+    dataset = {
+        "channel_names": {"0": "hrT2"},
+        "labels": {"background": 0, "VS": 1, "cochlea": 2},
+        "numTraining": 6,
+        "file_ending": ".nii.gz",
+        "overwrite_image_reader_writer": "SimpleITKIO",
+    }
     (d / "plans.json").write_text(json.dumps(plans))
     (d / "dataset.json").write_text(json.dumps(dataset))
     pm = PlansManager(plans)
     torch.manual_seed(seed)
-    net = nnUNetTrainer.build_network_architecture(pm, pm.get_configuration("3d_fullres"), 1, 3,
-                                                   enable_deep_supervision=False)
-    torch.save({"network_weights": net.state_dict(), "init_args": {"configuration": "3d_fullres"},
-                "trainer_name": "nnUNetTrainer", "inference_allowed_mirroring_axes": (0, 1, 2)},
-               str(d / "checkpoint_final.pth"))
+    net = nnUNetTrainer.build_network_architecture(
+        pm, pm.get_configuration("3d_fullres"), 1, 3, enable_deep_supervision=False
+    )
+    torch.save(
+        {
+            "network_weights": net.state_dict(),
+            "init_args": {"configuration": "3d_fullres"},
+            "trainer_name": "nnUNetTrainer",
+            "inference_allowed_mirroring_axes": (0, 1, 2),
+        },
+        str(d / "checkpoint_final.pth"),
+    )
     return d
 
 
@@ -134,15 +177,31 @@ def store(tmp_path_factory):
 def expected(store, server):
     """`cosmos predict`'s labels for the scans (computed while the server loads its copy)."""
     out = store["root"] / "predicted"
-    assert main(["predict", "--model", "models:/cosmos-segmenter@champion", "--tracking-uri", store["uri"],
-                 *map(str, store["scans"]), "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                "models:/cosmos-segmenter@champion",
+                "--tracking-uri",
+                store["uri"],
+                *map(str, store["scans"]),
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return [out / registry.output_name(s) for s in store["scans"]]
 
 
 def _cosmos() -> list[str]:
     exe = Path(sys.executable).with_name("cosmos")
-    return [str(exe)] if exe.is_file() else [sys.executable, "-c", "import sys; from cosmos.cli import main; "
-                                                                   "sys.exit(main())"]
+    return (
+        [str(exe)]
+        if exe.is_file()
+        else [sys.executable, "-c", "import sys; from cosmos.cli import main; sys.exit(main())"]
+    )
 
 
 def _get(url: str) -> int:
@@ -170,9 +229,25 @@ def server(store):
     log = open(store["root"] / "serve.log", "wb")
     env = dict(os.environ, COSMOS_NO_PROGRESS="1")
     proc = subprocess.Popen(
-        _cosmos() + ["serve", "--model", "models:/cosmos-segmenter@champion", "--tracking-uri", store["uri"],
-                     "--port", str(port), "--max-mb", str(MAX_MB), "--set", "segmentation.torch_threads=1"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        _cosmos()
+        + [
+            "serve",
+            "--model",
+            "models:/cosmos-segmenter@champion",
+            "--tracking-uri",
+            store["uri"],
+            "--port",
+            str(port),
+            "--max-mb",
+            str(MAX_MB),
+            "--set",
+            "segmentation.torch_threads=1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
     readiness: list[int] = []
     state = {"base": base, "proc": proc, "readiness": readiness, "log": store["root"] / "serve.log"}
     try:
@@ -245,8 +320,9 @@ def test_v2_and_v1_labels_equal_cosmos_predict(ready, store, expected, capsys):
     assert len(np.unique(_labels(expected[0])[0])) > 1  # the comparison is not all-background
 
     t0 = time.perf_counter()
-    status, body = post(f"{server['base']}/v1/models/cosmos-segmenter:predict",
-                        {"instances": [{"b64": b64(store["scans"][1])}]})
+    status, body = post(
+        f"{server['base']}/v1/models/cosmos-segmenter:predict", {"instances": [{"b64": b64(store["scans"][1])}]}
+    )
     v1_s = time.perf_counter() - t0
     assert status == 200, body
     got, _ = _labels(base64.b64decode(body["predictions"][0]["b64"]))
@@ -274,17 +350,20 @@ def _nifti_2d(tmp_path) -> str:
     return b64(tmp_path / "slice.nii.gz")
 
 
-@pytest.mark.parametrize("case, status, message", [
-    ("text", 400, "not a NIfTI file"),
-    ("not-base64", 400, "neither base64"),
-    ("2d", 400, "2D"),
-    ("fp32", 400, "datatype FP32"),
-    ("too-large", 413, "exceeds the server's cap"),
-    ("malformed", 422, "malformed request"),
-    ("v1-no-instances", 400, "instances"),
-    ("v1-local-path", 400, "s3://"),
-    ("binary-extension", 415, "binary tensor extension"),
-])
+@pytest.mark.parametrize(
+    "case, status, message",
+    [
+        ("text", 400, "not a NIfTI file"),
+        ("not-base64", 400, "neither base64"),
+        ("2d", 400, "2D"),
+        ("fp32", 400, "datatype FP32"),
+        ("too-large", 413, "exceeds the server's cap"),
+        ("malformed", 422, "malformed request"),
+        ("v1-no-instances", 400, "instances"),
+        ("v1-local-path", 400, "s3://"),
+        ("binary-extension", 415, "binary tensor extension"),
+    ],
+)
 def test_bad_requests_get_4xx_with_one_line(ready, tmp_path, case, status, message):
     server = ready
     base = server["base"]
@@ -306,10 +385,23 @@ def test_bad_requests_get_4xx_with_one_line(ready, tmp_path, case, status, messa
         import struct
 
         raw = b"\x1f\x8b" + bytes(range(256)) * 4  # gzip magic, then bytes that are not UTF-8
-        head = json.dumps({"inputs": [{"name": "scan", "shape": [1], "datatype": "BYTES",
-                                       "parameters": {"binary_data_size": len(raw) + 4}}]}).encode()
-        req = urllib.request.Request(url, data=head + struct.pack("<I", len(raw)) + raw, headers={
-            "content-type": "application/octet-stream", "inference-header-content-length": str(len(head))})
+        head = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "scan",
+                        "shape": [1],
+                        "datatype": "BYTES",
+                        "parameters": {"binary_data_size": len(raw) + 4},
+                    }
+                ]
+            }
+        ).encode()
+        req = urllib.request.Request(
+            url,
+            data=head + struct.pack("<I", len(raw)) + raw,
+            headers={"content-type": "application/octet-stream", "inference-header-content-length": str(len(head))},
+        )
         try:
             urllib.request.urlopen(req, timeout=60)
             raise AssertionError("accepted")
@@ -337,9 +429,22 @@ def test_server_stops_on_sigterm(ready):
 
 
 def test_unknown_model_version_fails_start_with_one_line(store):
-    res = subprocess.run(_cosmos() + ["serve", "--model", "models:/cosmos-segmenter/9", "--tracking-uri",
-                                      store["uri"], "--port", str(_free_port())],
-                         capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    res = subprocess.run(
+        _cosmos()
+        + [
+            "serve",
+            "--model",
+            "models:/cosmos-segmenter/9",
+            "--tracking-uri",
+            store["uri"],
+            "--port",
+            str(_free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     assert res.returncode == 2, res.stderr[-2000:]
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith("cosmos: error:") and "has no version 9" in last, res.stderr[-2000:]
@@ -355,8 +460,9 @@ def test_s3_scans_on_a_real_s3_server(store, expected, real_s3_env):
     s3 = boto3.client("s3", endpoint_url=real_s3_env)
     s3.create_bucket(Bucket="serving-scans")
     s3.upload_file(str(store["scans"][0]), "serving-scans", "in/scan.nii.gz")
-    model = CosmosSegmenterModel("cosmos-segmenter", "models:/cosmos-segmenter@champion", tracking_uri=store["uri"],
-                                 max_bytes=int(MAX_MB * 1e6))
+    model = CosmosSegmenterModel(
+        "cosmos-segmenter", "models:/cosmos-segmenter@champion", tracking_uri=store["uri"], max_bytes=int(MAX_MB * 1e6)
+    )
     model.load()
     request_folder = model._home
     (label,) = model.segment(scans_from_v1({"instances": [{"uri": "s3://serving-scans/in/scan.nii.gz"}]}))
@@ -419,17 +525,26 @@ def test_registered_model_environment_exists_and_ships_its_code(store, expected,
 
     from packaging.requirements import Requirement
 
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri="models:/cosmos-segmenter@champion",
-                                                     tracking_uri=store["uri"], dst_path=str(tmp_path)))
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri="models:/cosmos-segmenter@champion", tracking_uri=store["uri"], dst_path=str(tmp_path)
+        )
+    )
     reqs = [Requirement(line) for line in (local / "requirements.txt").read_text().splitlines() if line.strip()]
     names = {r.name.lower() for r in reqs}
     assert "cosmos-kubeflow" not in names and {"mlflow", "nnunetv2", "torch", "nibabel", "pandas"} <= names
     for r in reqs:  # every pin is what this environment has: it installs wherever the project installs
         assert version(r.name).split("+")[0] in r.specifier, (r, version(r.name))
     assert (local / "code" / "cosmos" / "segmentation" / "registry.py").is_file()
-    res = subprocess.run([sys.executable, "-c", _LOAD_WITHOUT_INSTALLED_COSMOS, store["uri"], str(store["scans"][0])],
-                         capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL, cwd=tmp_path,
-                         env=dict(os.environ, COSMOS_NO_PROGRESS="1"))
+    res = subprocess.run(
+        [sys.executable, "-c", _LOAD_WITHOUT_INSTALLED_COSMOS, store["uri"], str(store["scans"][0])],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+        cwd=tmp_path,
+        env=dict(os.environ, COSMOS_NO_PROGRESS="1"),
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     lines = dict(line.split(" ", 1) for line in res.stdout.splitlines() if line.startswith(("COSMOS_FROM", "LABEL")))
     assert "/code/cosmos/" in lines["COSMOS_FROM"]
@@ -462,8 +577,12 @@ def _validate(docs: list[dict], tmp_path: Path) -> None:
 
     path = tmp_path / "docs.yaml"
     path.write_text(yaml.safe_dump_all(docs))
-    res = subprocess.run([_tool("kubernetes-validate"), "--strict", "--quiet", "-k", K8S_VERSION, str(path)],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [_tool("kubernetes-validate"), "--strict", "--quiet", "-k", K8S_VERSION, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
 
 
@@ -479,8 +598,12 @@ def test_inference_service_renders_and_validates_offline(variant, tmp_path):
     assert set(isvc["spec"]) <= set(kserve.V1beta1InferenceServiceSpec.attribute_map.values())
     assert set(predictor) <= set(kserve.V1beta1PredictorSpec.attribute_map.values()), predictor.keys()
     pod_fields = {"containers", "volumes", "securityContext", "tolerations"}
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "predictor"},
-           "spec": {k: v for k, v in predictor.items() if k in pod_fields}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "predictor"},
+        "spec": {k: v for k, v in predictor.items() if k in pod_fields},
+    }
     _validate([pod], tmp_path)  # the predictor's containers, volumes and security as a strict PodSpec
     (c,) = predictor["containers"]
     assert c["command"] == ["cosmos"] and c["args"][0] == "serve"

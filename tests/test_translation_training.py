@@ -22,10 +22,19 @@ from cosmos.translation.conversion import convert_source
 from cosmos.translation.training import train_translator
 
 MICRO = [
-    "translator.base_channels=4", "translator.disc_channels=4", "translator.image_size=32",
-    "translator.inplane_spacing=1.6", "translator.batch_size=4", "translator.slices_per_epoch=24",
-    "translator.lr=0.002", "translator.seg_translated_start_epoch=1", "translator.seg_loss=dice_ce",
-    "translator.fg_oversample=0.5", "translator.sample_every=1", "translator.device=cpu", "translator.num_threads=1",
+    "translator.base_channels=4",
+    "translator.disc_channels=4",
+    "translator.image_size=32",
+    "translator.inplane_spacing=1.6",
+    "translator.batch_size=4",
+    "translator.slices_per_epoch=24",
+    "translator.lr=0.002",
+    "translator.seg_translated_start_epoch=1",
+    "translator.seg_loss=dice_ce",
+    "translator.fg_oversample=0.5",
+    "translator.sample_every=1",
+    "translator.device=cpu",
+    "translator.num_threads=1",
     "translator.loss_preset=paper",  # the paper's weights (identity term on), not tiny's tuned ones
 ]
 
@@ -34,8 +43,9 @@ MICRO = [
 def phantom(tmp_path_factory):
     from cosmos.data.phantom import make_phantom
 
-    return make_phantom(tmp_path_factory.mktemp("phantom"), n_source=2, n_target=2, n_val=0, seed=3,
-                        scale="small", preview=False)
+    return make_phantom(
+        tmp_path_factory.mktemp("phantom"), n_source=2, n_target=2, n_val=0, seed=3, scale="small", preview=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +60,16 @@ def trained(phantom, tmp_path_factory):
     second = train_translator(phantom, out / "run", cfg3, tracking_uri=uri)
     t0 = time.time()
     third = train_translator(phantom, out / "run", cfg3, tracking_uri=uri)
-    return {"out": out / "run", "uri": uri, "first": first, "second": second, "third": third,
-            "third_seconds": time.time() - t0, "ckpt_after_1": ckpt_after_1, "cfg": cfg3}
+    return {
+        "out": out / "run",
+        "uri": uri,
+        "first": first,
+        "second": second,
+        "third": third,
+        "third_seconds": time.time() - t0,
+        "ckpt_after_1": ckpt_after_1,
+        "cfg": cfg3,
+    }
 
 
 def test_training_lowers_the_losses_and_logs_everything(trained):
@@ -110,7 +128,9 @@ def test_resume_refuses_another_architecture(trained, phantom):
 
 
 def _non_identity(affine: np.ndarray) -> bool:
-    return nib.aff2axcodes(affine) != ("R", "A", "S") or not np.allclose(affine[:3, :3], np.diag(np.diag(affine[:3, :3])))
+    return nib.aff2axcodes(affine) != ("R", "A", "S") or not np.allclose(
+        affine[:3, :3], np.diag(np.diag(affine[:3, :3]))
+    )
 
 
 def test_conversion_keeps_the_source_grid_and_labels(trained, phantom, tmp_path):
@@ -150,28 +170,46 @@ def test_registered_model_loads_from_models_uri_and_converts(trained, phantom, t
         (flat / name).write_bytes((phantom / SOURCE_DIR / name).read_bytes())
     local = convert_source(trained["second"].model_dir, flat, tmp_path / "local", trained["cfg"])
     assert not (tmp_path / "local" / "fidelity.json").exists()  # a flat folder has no real hrT2 to compare with
-    by_version = convert_source("models:/cosmos-translator/2", flat, tmp_path / "v2", trained["cfg"],
-                                tracking_uri=trained["uri"])
-    by_alias = convert_source("models:/cosmos-translator@champion", flat, tmp_path / "alias", trained["cfg"],
-                              tracking_uri=trained["uri"])
+    by_version = convert_source(
+        "models:/cosmos-translator/2", flat, tmp_path / "v2", trained["cfg"], tracking_uri=trained["uri"]
+    )
+    by_alias = convert_source(
+        "models:/cosmos-translator@champion", flat, tmp_path / "alias", trained["cfg"], tracking_uri=trained["uri"]
+    )
     ref = nifti.load(local[0]).data
     np.testing.assert_allclose(nifti.load(by_version[0]).data, ref, atol=1e-6)
     np.testing.assert_allclose(nifti.load(by_alias[0]).data, ref, atol=1e-6)
-    old = convert_source("models:/cosmos-translator/1", flat, tmp_path / "v1", trained["cfg"],
-                         tracking_uri=trained["uri"])
+    old = convert_source(
+        "models:/cosmos-translator/1", flat, tmp_path / "v1", trained["cfg"], tracking_uri=trained["uri"]
+    )
     assert not np.allclose(nifti.load(old[0]).data, ref)  # version 1 is the 1-epoch model
     with pytest.raises(CosmosError, match="cannot load"):
-        convert_source("models:/cosmos-translator/99", flat, tmp_path / "bad", trained["cfg"],
-                       tracking_uri=trained["uri"])
+        convert_source(
+            "models:/cosmos-translator/99", flat, tmp_path / "bad", trained["cfg"], tracking_uri=trained["uri"]
+        )
 
 
 def test_cli_convert_and_errors(trained, phantom, tmp_path, capsys):
     from cosmos.cli import main
 
-    rc = main(["translator", "convert", "--model", str(trained["second"].model_dir), "--input", str(phantom),
-               "--out", str(tmp_path / "cli"), "--set", "translator.device=cpu"])
+    rc = main(
+        [
+            "translator",
+            "convert",
+            "--model",
+            str(trained["second"].model_dir),
+            "--input",
+            str(phantom),
+            "--out",
+            str(tmp_path / "cli"),
+            "--set",
+            "translator.device=cpu",
+        ]
+    )
     assert rc == 0 and len(list((tmp_path / "cli").glob("*_hrT2pseudo.nii.gz"))) == 2
-    rc = main(["translator", "convert", "--model", str(tmp_path), "--input", str(phantom), "--out", str(tmp_path / "x")])
+    rc = main(
+        ["translator", "convert", "--model", str(tmp_path), "--input", str(phantom), "--out", str(tmp_path / "x")]
+    )
     assert rc == 2 and "not a translator model directory" in capsys.readouterr().err
     rc = main(["translator", "train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "t")])
     assert rc == 2 and "data directory not found" in capsys.readouterr().err
@@ -181,8 +219,17 @@ def test_cli_convert_and_errors(trained, phantom, tmp_path, capsys):
 def test_cli_train_pure_cyclegan(phantom, tmp_path):
     from cosmos.cli import main
 
-    args = ["translator", "train", "--data", str(phantom), "--out", str(tmp_path / "noseg"), "--no-segmentor",
-            "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]
+    args = [
+        "translator",
+        "train",
+        "--data",
+        str(phantom),
+        "--out",
+        str(tmp_path / "noseg"),
+        "--no-segmentor",
+        "--tracking-uri",
+        f"sqlite:///{tmp_path / 'm.db'}",
+    ]
     for o in MICRO + ["translator.epochs=1"]:
         args += ["--set", o]
     assert main(args) == 0

@@ -53,9 +53,13 @@ def row_overrides(row: str, experiment: str = "cosmos") -> str:
     exactly what ``cosmos run`` trains."""
     import yaml
 
-    data: dict[str, Any] = {"tracking": {"experiment": f"{experiment}-benchmark",
-                                         "segmenter_model_name": f"cosmos-segmenter-benchmark-{row}",
-                                         "translator_model_name": f"cosmos-translator-benchmark-{row}"}}
+    data: dict[str, Any] = {
+        "tracking": {
+            "experiment": f"{experiment}-benchmark",
+            "segmenter_model_name": f"cosmos-segmenter-benchmark-{row}",
+            "translator_model_name": f"cosmos-translator-benchmark-{row}",
+        }
+    }
     if row == "da_noseg":
         data["translator"] = {"segmentor": False}
     return yaml.safe_dump(data, default_flow_style=True, width=1 << 20).strip()
@@ -85,16 +89,20 @@ def labelled_as_pseudo(data_dir: str | Path, which: str, out_dir: str | Path) ->
     elif which == "target":
         labels_dir = data / TARGET_LABELS_DIR
         if not labels_dir.is_dir():
-            raise CosmosError(f"{labels_dir}: the oracle row needs labels of target_training "
-                              f"({TARGET_LABELS_DIR}/ in the data)")
+            raise CosmosError(
+                f"{labels_dir}: the oracle row needs labels of target_training ({TARGET_LABELS_DIR}/ in the data)"
+            )
         cases = layout.list_cases(data / layout.TARGET_DIR, "hrT2")
     else:
         raise CosmosError(f"labelled_as_pseudo: which must be source or target, got {which!r}")
     if not cases:
         raise CosmosError(f"{data}: no {which} cases to train on")
     for case in cases:
-        label = case.label if case.label is not None else (labels_dir / layout.label_name(case.case_id)
-                                                           if labels_dir else None)
+        label = (
+            case.label
+            if case.label is not None
+            else (labels_dir / layout.label_name(case.case_id) if labels_dir else None)
+        )
         if label is None or not Path(label).is_file():
             raise CosmosError(f"{case.image}: no label for case {case.case_id} (needed for this benchmark row)")
         _place(Path(case.image), out / layout.image_name(case.case_id, "hrT2pseudo"))
@@ -137,15 +145,32 @@ def benchmark_table(summaries: Mapping[str, str | Path], out_dir: str | Path, cf
         rows.append({"name": ROW_DA_NO_SEG, "metrics": r["metrics"]})
     cosmos = load_summary(summaries["cosmos"])
     for entry in cosmos:
-        rows.append({"name": ROW_DA_SEG if entry["index"] == 0 else cosmos_row(entry["index"]),
-                     "metrics": entry["metrics"], "kept": len(entry.get("kept") or []),
-                     "dropped": len(entry.get("dropped") or [])})
+        rows.append(
+            {
+                "name": ROW_DA_SEG if entry["index"] == 0 else cosmos_row(entry["index"]),
+                "metrics": entry["metrics"],
+                "kept": len(entry.get("kept") or []),
+                "dropped": len(entry.get("dropped") or []),
+            }
+        )
     if (r := first("oracle")) is not None:
         rows.append({"name": ROW_ORACLE, "metrics": r["metrics"]})
-    result = {"profile": cfg.profile, "rounds": len(cosmos) - 1, "folds": cfg.segmentation.folds,
-              "rows": [{"name": r["name"], "summary": _summary_metrics(r["metrics"]),
-                        **{k: v for k, v in r.items() if k in ("kept", "dropped")}} for r in rows],
-              "closure": gap_closure(rows), "ordering": ordering_check(rows), "machine": machine_description()}
+    result = {
+        "profile": cfg.profile,
+        "rounds": len(cosmos) - 1,
+        "folds": cfg.segmentation.folds,
+        "rows": [
+            {
+                "name": r["name"],
+                "summary": _summary_metrics(r["metrics"]),
+                **{k: v for k, v in r.items() if k in ("kept", "dropped")},
+            }
+            for r in rows
+        ],
+        "closure": gap_closure(rows),
+        "ordering": ordering_check(rows),
+        "machine": machine_description(),
+    }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_outputs(result, out)
@@ -212,13 +237,18 @@ def to_markdown(result: dict[str, Any]) -> str:
         "",
         f"Machine: {result['machine']}",
         "",
-        format_table1([(r["name"], r["summary"], [f"{r['kept']}/{r['dropped']}" if "kept" in r else ""])
-                       for r in result["rows"]], extra_header=["kept/dropped"]),
+        format_table1(
+            [(r["name"], r["summary"], [f"{r['kept']}/{r['dropped']}" if "kept" in r else ""]) for r in result["rows"]],
+            extra_header=["kept/dropped"],
+        ),
     ]
     c = result["closure"]
-    lines += ["", f"Gap closure (mean Dice): {'n/a (no oracle)' if c is None else f'{100 * c:.1f}%'}  ",
-              f"Paper ordering holds: {'yes' if result['ordering']['holds'] else 'no'} "
-              f"(ST ties within {result['ordering'].get('tie_tolerance', TIE_TOLERANCE)} Dice allowed)"]
+    lines += [
+        "",
+        f"Gap closure (mean Dice): {'n/a (no oracle)' if c is None else f'{100 * c:.1f}%'}  ",
+        f"Paper ordering holds: {'yes' if result['ordering']['holds'] else 'no'} "
+        f"(ST ties within {result['ordering'].get('tie_tolerance', TIE_TOLERANCE)} Dice allowed)",
+    ]
     for p in result["ordering"]["pairs"]:
         if not p["holds"]:
             lines.append(f"- violated: {p['lower']} {p['relation']} {p['higher']}")

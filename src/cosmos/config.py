@@ -30,13 +30,17 @@ PROFILES = ("tiny", "small", "paper")
 LOSS_PRESETS: dict[str, dict[str, float]] = {
     # The paper, section 4.2, as written: cycle, adversarial, identity, segmentation.
     # No k-space term: the paper has none.
-    "paper": {"lambda_cycle": 0.01, "lambda_adv": 0.1, "lambda_identity": 0.5, "lambda_seg": 1.0,
-               "lambda_kspace": 0.0},
+    "paper": {"lambda_cycle": 0.01, "lambda_adv": 0.1, "lambda_identity": 0.5, "lambda_seg": 1.0, "lambda_kspace": 0.0},
     # The team's crossMoDA 2021 technical report: adv:cycle:identity:seg = 1:10:5:100, plus a k-space cycle
     # term. The report's k-space weight is not available to us: 0.1 (= its image-domain cycle weight) is OUR
     # choice (README, profiles).
-    "report": {"lambda_cycle": 0.1, "lambda_adv": 0.01, "lambda_identity": 0.05, "lambda_seg": 1.0,
-               "lambda_kspace": 0.1},
+    "report": {
+        "lambda_cycle": 0.1,
+        "lambda_adv": 0.01,
+        "lambda_identity": 0.05,
+        "lambda_seg": 1.0,
+        "lambda_kspace": 0.1,
+    },
 }
 
 
@@ -389,8 +393,8 @@ def validate(cfg: CosmosConfig) -> None:
         raise ConfigError(f"translator.fg_oversample must be within 0..1, got {t.fg_oversample}")
     if not 0.0 <= t.norm_low_percentile < t.norm_high_percentile <= 100.0:
         raise ConfigError("translator.norm_low_percentile must be below norm_high_percentile, both within 0..100")
-    if t.levels < 1 or t.image_size % (2 ** t.levels):
-        raise ConfigError(f"translator.image_size ({t.image_size}) must be divisible by 2**levels ({2 ** t.levels})")
+    if t.levels < 1 or t.image_size % (2**t.levels):
+        raise ConfigError(f"translator.image_size ({t.image_size}) must be divisible by 2**levels ({2**t.levels})")
     for name in ("device",):
         for sec, obj in (("translator", t), ("segmentation", s)):
             if getattr(obj, name) not in ("auto", "cpu", "cuda") and not str(getattr(obj, name)).startswith("cuda:"):
@@ -401,14 +405,18 @@ def validate(cfg: CosmosConfig) -> None:
         raise ConfigError(f"segmentation.folds {s.folds} has duplicates")
     uri = s.checkpoint_uri.strip()
     if uri and not (uri.startswith("s3://") and len(uri) > len("s3://")) and not uri.startswith("/"):
-        raise ConfigError(f"segmentation.checkpoint_uri must be empty, s3://bucket[/prefix] or an absolute "
-                          f"directory, got {s.checkpoint_uri!r}")
+        raise ConfigError(
+            f"segmentation.checkpoint_uri must be empty, s3://bucket[/prefix] or an absolute "
+            f"directory, got {s.checkpoint_uri!r}"
+        )
     _validate_geometry(s)
     _validate_selftraining(cfg.selftraining)
     if not 0.0 <= s.oversample_foreground <= 1.0:
         raise ConfigError(f"segmentation.oversample_foreground must be within 0..1, got {s.oversample_foreground}")
     if s.mirror_axes is not None and (not s.mirror_axes or any(a not in (0, 1, 2) for a in s.mirror_axes)):
-        raise ConfigError(f"segmentation.mirror_axes must be null or a non-empty subset of [0, 1, 2], got {s.mirror_axes}")
+        raise ConfigError(
+            f"segmentation.mirror_axes must be null or a non-empty subset of [0, 1, 2], got {s.mirror_axes}"
+        )
     if cfg.tracking.promote not in ("better", "always"):
         raise ConfigError(f"tracking.promote must be better or always, got {cfg.tracking.promote!r}")
     if cfg.phantom.scale not in ("small", "full"):
@@ -419,8 +427,10 @@ def _validate_selftraining(st: SelfTrainingConfig) -> None:
     if st.rounds < 0:
         raise ConfigError("selftraining.rounds must be >= 0")
     if st.min_component_voxels and len(st.min_component_voxels) != len(st.required_labels):
-        raise ConfigError(f"selftraining.min_component_voxels {st.min_component_voxels} needs one entry per "
-                          f"required label {st.required_labels} (or [] for none)")
+        raise ConfigError(
+            f"selftraining.min_component_voxels {st.min_component_voxels} needs one entry per "
+            f"required label {st.required_labels} (or [] for none)"
+        )
     if any(int(v) < 1 for v in st.min_component_voxels):
         raise ConfigError(f"selftraining.min_component_voxels {st.min_component_voxels} must be >= 1")
     if st.filter not in ("image", "pixel"):
@@ -439,10 +449,14 @@ def _validate_geometry(s: SegmentationConfig) -> None:
         value = getattr(s, name)
         if value is None:
             continue
-        if not isinstance(value, (list, tuple)) or len(value) not in (2, 3) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value):
-            raise ConfigError(f"segmentation.{name} must be three (z, y, x; two for 2d) positive numbers, "
-                              f"got {value!r}")
+        if (
+            not isinstance(value, (list, tuple))
+            or len(value) not in (2, 3)
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value)
+        ):
+            raise ConfigError(
+                f"segmentation.{name} must be three (z, y, x; two for 2d) positive numbers, got {value!r}"
+            )
         if name != "target_spacing" and not all(float(v).is_integer() for v in value):
             raise ConfigError(f"segmentation.{name} must be whole voxel counts, got {value!r}")
     if s.target_spacing is not None:
@@ -450,8 +464,9 @@ def _validate_geometry(s: SegmentationConfig) -> None:
     for name in ("patch_size", "patch_size_max"):
         if getattr(s, name) is not None:
             setattr(s, name, [int(v) for v in getattr(s, name)])
-    if s.num_stages is not None and (isinstance(s.num_stages, bool) or not isinstance(s.num_stages, int)
-                                     or s.num_stages < 1):
+    if s.num_stages is not None and (
+        isinstance(s.num_stages, bool) or not isinstance(s.num_stages, int) or s.num_stages < 1
+    ):
         raise ConfigError(f"segmentation.num_stages must be a positive integer or null, got {s.num_stages!r}")
 
 
@@ -467,11 +482,25 @@ def _profile_dict(name: str) -> dict[str, Any]:
                 # cosmos.translation.fidelity): batch 2 (4x the updates for ~1.2x the time), LSGAN, no identity
                 # term and the adversarial term on par with the cycle term (adv 1, cycle 5; the paper preset's
                 # identity 0.5 vs adv 0.1 holds the generator at a blurred ceT1 with a bright VS).
-                "base_channels": 16, "disc_channels": 16, "image_size": 64, "inplane_spacing": 0.8, "epochs": 6,
-                "batch_size": 2, "slices_per_epoch": 128, "seg_translated_start_epoch": 2,
-                "lr": 5e-4, "lr_decay": 0.9, "seg_loss": "dice_ce", "fg_oversample": 0.5, "convert_batch_size": 16,
-                "gan_loss": "lsgan", "loss_preset": "custom", "lambda_adv": 1.0, "lambda_cycle": 5.0,
-                "lambda_identity": 0.0, "lambda_seg": 1.0,
+                "base_channels": 16,
+                "disc_channels": 16,
+                "image_size": 64,
+                "inplane_spacing": 0.8,
+                "epochs": 6,
+                "batch_size": 2,
+                "slices_per_epoch": 128,
+                "seg_translated_start_epoch": 2,
+                "lr": 5e-4,
+                "lr_decay": 0.9,
+                "seg_loss": "dice_ce",
+                "fg_oversample": 0.5,
+                "convert_batch_size": 16,
+                "gan_loss": "lsgan",
+                "loss_preset": "custom",
+                "lambda_adv": 1.0,
+                "lambda_cycle": 5.0,
+                "lambda_identity": 0.0,
+                "lambda_seg": 1.0,
                 "num_threads": 0,  # auto: every core (the translator runs alone; see cosmos.cpu)
             },
             "segmentation": {
@@ -479,12 +508,19 @@ def _profile_dict(name: str) -> dict[str, Any]:
                 # Measured on labelled phantom hrT2 (patch-level Dice on held-out cases): the cochlea appears
                 # at ~100 iterations with CE weight 10 and by ~60-80 with weight 20 (0.59 at 80, 0.60 at 120;
                 # VS 0.84-0.86). Features 8 (instead of 16) learned neither structure in 200 iterations.
-                "folds": [0], "epochs": 4, "iterations_per_epoch": 30, "val_iterations_per_epoch": 4,
-                "features_base": 16, "features_max": 128, "patch_size_max": [32, 48, 48], "torch_threads": 0,
+                "folds": [0],
+                "epochs": 4,
+                "iterations_per_epoch": 30,
+                "val_iterations_per_epoch": 4,
+                "features_base": 16,
+                "features_max": 128,
+                "patch_size_max": [32, 48, 48],
+                "torch_threads": 0,
                 "ce_class_weights": [1.0, 1.0, 20.0],
                 # nnU-Net's rule forces one sample of a batch of 2 whatever the fraction; probabilistic
                 # oversampling makes 0.66 mean 0.66 (the few-mm cochlea is in most patches)
-                "oversample_foreground": 0.66, "probabilistic_oversampling": True,
+                "oversample_foreground": 0.66,
+                "probabilistic_oversampling": True,
                 "mirroring": False,  # validation predictions without test-time flips (8x the time)...
                 "mirror_axes": [2],  # ... pseudo-labels always flip, here along one in-plane axis only (2x)
             },
@@ -492,7 +528,10 @@ def _profile_dict(name: str) -> dict[str, Any]:
                 # students start from their teacher's weights (at half its learning rate) and keep its plan:
                 # 120 iterations from scratch on twice the data lose a barely learnt cochlea, a warm start
                 # refines it; a stray voxel is no structure
-                "rounds": 2, "student_init": "teacher", "student_lr_scale": 0.5, "min_component_voxels": [20, 5],
+                "rounds": 2,
+                "student_init": "teacher",
+                "student_lr_scale": 0.5,
+                "min_component_voxels": [20, 5],
             },
         }
     if name == "small":
@@ -502,24 +541,50 @@ def _profile_dict(name: str) -> dict[str, Any]:
             "translator": {
                 # 24 x 112 = 2688 steps of batch 2 (~8 min on 2 free cores; a batch-2 step costs ~1.2x per slice);
                 # loss weights, LSGAN and batch size as in `tiny` (see there)
-                "base_channels": 16, "disc_channels": 16, "image_size": 64, "inplane_spacing": 0.8, "epochs": 24,
-                "batch_size": 2, "slices_per_epoch": 224, "seg_translated_start_epoch": 3,
-                "lr": 5e-4, "lr_decay": 0.93, "seg_loss": "dice_ce", "fg_oversample": 0.5, "convert_batch_size": 16,
-                "gan_loss": "lsgan", "loss_preset": "custom", "lambda_adv": 1.0, "lambda_cycle": 5.0,
-                "lambda_identity": 0.0, "lambda_seg": 1.0,
+                "base_channels": 16,
+                "disc_channels": 16,
+                "image_size": 64,
+                "inplane_spacing": 0.8,
+                "epochs": 24,
+                "batch_size": 2,
+                "slices_per_epoch": 224,
+                "seg_translated_start_epoch": 3,
+                "lr": 5e-4,
+                "lr_decay": 0.93,
+                "seg_loss": "dice_ce",
+                "fg_oversample": 0.5,
+                "convert_batch_size": 16,
+                "gan_loss": "lsgan",
+                "loss_preset": "custom",
+                "lambda_adv": 1.0,
+                "lambda_cycle": 5.0,
+                "lambda_identity": 0.0,
+                "lambda_seg": 1.0,
                 "num_threads": 0,
             },
             "segmentation": {
                 # two folds x 8 x 25 = 200 iterations (cochlea learned by ~110 with CE weight 10, measured);
                 # no test-time mirroring: 8x the prediction time for every one of the 7 trained models
-                "folds": [0, 1], "epochs": 8, "iterations_per_epoch": 25,
-                "val_iterations_per_epoch": 4, "features_base": 16, "features_max": 128,
-                "patch_size_max": [32, 48, 48], "torch_threads": 0, "ce_class_weights": [1.0, 1.0, 10.0],
-                "oversample_foreground": 0.66, "probabilistic_oversampling": True,
-                "mirroring": False, "mirror_axes": [2],
+                "folds": [0, 1],
+                "epochs": 8,
+                "iterations_per_epoch": 25,
+                "val_iterations_per_epoch": 4,
+                "features_base": 16,
+                "features_max": 128,
+                "patch_size_max": [32, 48, 48],
+                "torch_threads": 0,
+                "ce_class_weights": [1.0, 1.0, 10.0],
+                "oversample_foreground": 0.66,
+                "probabilistic_oversampling": True,
+                "mirroring": False,
+                "mirror_axes": [2],
             },
-            "selftraining": {"rounds": 3, "student_init": "teacher", "student_lr_scale": 0.5,
-                             "min_component_voxels": [20, 5]},
+            "selftraining": {
+                "rounds": 3,
+                "student_init": "teacher",
+                "student_lr_scale": 0.5,
+                "min_component_voxels": [20, 5],
+            },
         }
     if name == "paper":
         return {
@@ -529,23 +594,48 @@ def _profile_dict(name: str) -> dict[str, Any]:
             "translator": {
                 # 3-level U-Net generators, PatchGAN discriminators, 50 epochs, Adam 1e-4 with multiplicative
                 # decay, lambda 0.01/0.1/0.5/1, segmentor loss on fake hrT2 from epoch 5 (paper 4.2); no k-space term
-                "levels": 3, "disc_layers": 3, "loss_preset": "paper", "segmentor": True, "gan_loss": "bce",
-                "base_channels": 64, "disc_channels": 64, "image_size": 256, "inplane_spacing": 0.8,
-                "epochs": 50, "batch_size": 8, "slices_per_epoch": 0, "seg_translated_start_epoch": 5,
-                "lr": 1e-4, "lr_decay": 0.98, "sample_every": 5, "convert_batch_size": 4,
-                "seg_loss": "dice", "fg_oversample": 0.0,
+                "levels": 3,
+                "disc_layers": 3,
+                "loss_preset": "paper",
+                "segmentor": True,
+                "gan_loss": "bce",
+                "base_channels": 64,
+                "disc_channels": 64,
+                "image_size": 256,
+                "inplane_spacing": 0.8,
+                "epochs": 50,
+                "batch_size": 8,
+                "slices_per_epoch": 0,
+                "seg_translated_start_epoch": 5,
+                "lr": 1e-4,
+                "lr_decay": 0.98,
+                "sample_every": 5,
+                "convert_batch_size": 4,
+                "seg_loss": "dice",
+                "fg_oversample": 0.0,
             },
             "segmentation": {
                 # 3d_fullres, 32 initial kernels, SGD 1e-2, batch 2, 200 epochs, 5 folds (paper 4.2); the paper's
                 # patch (40, 224, 224) and spacing (1.5, 0.410, 0.410) mm, z first. Depth: the paper says 6
                 # downsamplings, but nnU-Net's rule allows 5 on this patch and spacing (224 = 7 * 2^5; a 6th
                 # halving needs 224 divisible by 64): 6 stages, README "profiles" says why we keep the patch.
-                "folds": [0, 1, 2, 3, 4], "epochs": 200, "iterations_per_epoch": 250,
-                "val_iterations_per_epoch": 50, "features_base": 32, "features_max": 320,
-                "batch_size": 2, "initial_lr": 1e-2, "patch_size": [40, 224, 224],
-                "target_spacing": [1.5, 0.41, 0.41], "num_stages": 6, "patch_size_max": None,
-                "ce_class_weights": None, "mirroring": True,
-                "oversample_foreground": 0.33, "run_validation": True, "save_every": 10,
+                "folds": [0, 1, 2, 3, 4],
+                "epochs": 200,
+                "iterations_per_epoch": 250,
+                "val_iterations_per_epoch": 50,
+                "features_base": 32,
+                "features_max": 320,
+                "batch_size": 2,
+                "initial_lr": 1e-2,
+                "patch_size": [40, 224, 224],
+                "target_spacing": [1.5, 0.41, 0.41],
+                "num_stages": 6,
+                "patch_size_max": None,
+                "ce_class_weights": None,
+                "mirroring": True,
+                "oversample_foreground": 0.33,
+                "run_validation": True,
+                "save_every": 10,
             },
             "selftraining": {"rounds": 3},
         }

@@ -47,5 +47,13 @@ def progress(iterable: Iterable[T], desc: str, total: int | None = None, unit: s
 
     disable = os.environ.get("COSMOS_NO_PROGRESS") == "1"
     mininterval = 0.5 if sys.stderr.isatty() else 10.0
-    yield from tqdm(iterable, desc=desc, total=total, unit=unit, file=sys.stderr, disable=disable,
-                    mininterval=mininterval, dynamic_ncols=True)
+    yield from tqdm(
+        iterable,
+        desc=desc,
+        total=total,
+        unit=unit,
+        file=sys.stderr,
+        disable=disable,
+        mininterval=mininterval,
+        dynamic_ncols=True,
+    )

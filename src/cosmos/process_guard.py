@@ -55,8 +55,9 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def kill_tagged(token: str, exclude: frozenset[int] | set[int] = frozenset(),
-                grace: float = GRACE_SECONDS) -> list[int]:
+def kill_tagged(
+    token: str, exclude: frozenset[int] | set[int] = frozenset(), grace: float = GRACE_SECONDS
+) -> list[int]:
     """SIGTERM every tagged process, SIGKILL those alive after ``grace`` seconds; returns the PIDs."""
     pids = tagged_pids(token, exclude)
     for pid in pids:
@@ -108,10 +109,19 @@ def start() -> Guard:
     previous = os.environ.get(TOKEN_ENV)
     env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from cosmos.process_guard import _reaper_main; _reaper_main()", token,
-         str(os.getpid())],
-        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env=env, start_new_session=True, close_fds=True,
+        [
+            sys.executable,
+            "-c",
+            "from cosmos.process_guard import _reaper_main; _reaper_main()",
+            token,
+            str(os.getpid()),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+        close_fds=True,
     )
     os.environ[TOKEN_ENV] = token  # after the reaper started: it must not carry the token itself
     return Guard(token=token, process=proc, _previous=previous)

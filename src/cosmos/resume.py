@@ -73,8 +73,13 @@ def local_fingerprint(uri: str) -> str:
     return f"{uri}#{h.hexdigest()[:16]}"
 
 
-def stage_key(stage: str, params: Mapping[str, Any], inputs: Iterable[PathLike | None],
-              cfg: Any = None, sections: Iterable[str] = ()) -> str:
+def stage_key(
+    stage: str,
+    params: Mapping[str, Any],
+    inputs: Iterable[PathLike | None],
+    cfg: Any = None,
+    sections: Iterable[str] = (),
+) -> str:
     """sha256 over the stage name, its parameters, the config sections it reads and input keys."""
     payload: dict[str, Any] = {"stage": stage, "params": dict(params), "inputs": [input_key(i) for i in inputs]}
     if cfg is not None:
@@ -96,8 +101,7 @@ def _link(target: Path, artifact_path: str) -> None:
 
 
 def _record_timing(work_root: str, stage: str, key: str, seconds: float, reused: bool) -> None:
-    line = json.dumps({"stage": stage, "key": key, "seconds": round(seconds, 3), "reused": reused,
-                       "end": time.time()})
+    line = json.dumps({"stage": stage, "key": key, "seconds": round(seconds, 3), "reused": reused, "end": time.time()})
     with open(Path(work_root) / TIMINGS_FILE, "a") as fh:
         fh.write(line + "\n")
 
@@ -111,8 +115,9 @@ def _call(stage: str, body: Callable[[dict[str, Path]], Any], dirs: dict[str, Pa
         raise
 
 
-def run_stage(stage: str, outputs: Mapping[str, str], body: Callable[[dict[str, Path]], Any], *, key: str,
-              work_root: str = "") -> Any:
+def run_stage(
+    stage: str, outputs: Mapping[str, str], body: Callable[[dict[str, Path]], Any], *, key: str, work_root: str = ""
+) -> Any:
     """Run ``body(output_dirs)`` once per key; return its JSON-serialisable result.
 
     ``outputs`` maps output names to artifact paths (each used as a directory). See the module

@@ -18,16 +18,20 @@ import re
 from typing import Any, Iterator, Mapping
 
 MASK = "***"
-SECRET_HINT = ("put credentials in the Kubernetes Secret instead (cosmos compile --secret NAME; keys "
-               "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD for MLflow, AWS_ACCESS_KEY_ID / "
-               "AWS_SECRET_ACCESS_KEY for S3), or export them as those environment variables locally")
+SECRET_HINT = (
+    "put credentials in the Kubernetes Secret instead (cosmos compile --secret NAME; keys "
+    "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD for MLflow, AWS_ACCESS_KEY_ID / "
+    "AWS_SECRET_ACCESS_KEY for S3), or export them as those environment variables locally"
+)
 
 # scheme://userinfo@host : userinfo is "user:password" or a bare token.
 _USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s:'\"]+(?::[^/@\s'\"]*)?)@")
 # ?password=... &token=... X-Amz-Signature=... in a query string or a "key=value" text.
-_QUERY = re.compile(r"(?i)(?P<key>\b(?:password|passwd|pwd|secret|token|access[_-]?token|api[_-]?key|"
-                    r"secret[_-]?access[_-]?key|x-amz-signature|x-amz-credential|x-amz-security-token|sig)=)"
-                    r"(?P<value>[^&\s'\"]+)")
+_QUERY = re.compile(
+    r"(?i)(?P<key>\b(?:password|passwd|pwd|secret|token|access[_-]?token|api[_-]?key|"
+    r"secret[_-]?access[_-]?key|x-amz-signature|x-amz-credential|x-amz-security-token|sig)=)"
+    r"(?P<value>[^&\s'\"]+)"
+)
 
 
 def redact(text: str) -> str:
@@ -55,9 +59,12 @@ def _walk(obj: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
 
 def credential_problems(data: Mapping[str, Any]) -> list[str]:
     """One line per config value holding a credential (the value shown masked, never in clear)."""
-    return [f"{key}: a credential inside a URI ({redact(value)}) would be written into the compiled "
-            f"pipeline, logs and MLflow; {SECRET_HINT}"
-            for key, value in _walk(data) if has_credential(value)]
+    return [
+        f"{key}: a credential inside a URI ({redact(value)}) would be written into the compiled "
+        f"pipeline, logs and MLflow; {SECRET_HINT}"
+        for key, value in _walk(data)
+        if has_credential(value)
+    ]
 
 
 def redact_params(params: Mapping[str, Any]) -> dict[str, Any]:

@@ -49,7 +49,7 @@ def sqlite_path(tracking_uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` URI (None for servers, in-memory or other stores)."""
     if not tracking_uri or not tracking_uri.startswith("sqlite:///"):
         return None
-    rest = tracking_uri[len("sqlite:///"):].split("?", 1)[0]
+    rest = tracking_uri[len("sqlite:///") :].split("?", 1)[0]
     if not rest or rest == ":memory:":
         return None
     return Path(rest)
@@ -139,17 +139,24 @@ def ensure_sqlite_store(tracking_uri: str) -> None:
                     _build(tmp, upgrade_only=True)
                 except Exception as exc:
                     tmp.unlink(missing_ok=True)
-                    raise CosmosError(f"{db}: MLflow store at schema {rev} with {rows} record(s) could not be "
-                                      f"migrated to {head} ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
-                                      f"it is left unchanged: back it up and run 'mlflow db upgrade "
-                                      f"sqlite:///{db}'") from None
+                    raise CosmosError(
+                        f"{db}: MLflow store at schema {rev} with {rows} record(s) could not be "
+                        f"migrated to {head} ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+                        f"it is left unchanged: back it up and run 'mlflow db upgrade "
+                        f"sqlite:///{db}'"
+                    ) from None
                 os.replace(tmp, db)
                 log.info("migrated the MLflow store %s from schema %s to %s", db, rev, head)
                 return
             aside = db.with_name(f"{db.name}.broken-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
             os.replace(db, aside)
-            log.warning("%s was a half-built MLflow store (schema %s, no runs; a killed first run?): "
-                        "moved it to %s and building a fresh one", db, rev or "none", aside.name)
+            log.warning(
+                "%s was a half-built MLflow store (schema %s, no runs; a killed first run?): "
+                "moved it to %s and building a fresh one",
+                db,
+                rev or "none",
+                aside.name,
+            )
         tmp = db.with_name(f".{db.name}.tmp-{os.getpid()}")
         tmp.unlink(missing_ok=True)
         try:
@@ -214,7 +221,7 @@ def setup(tracking_uri: str, experiment: str, artifact_root: str | None = None) 
     mlflow.set_tracking_uri(tracking_uri)
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     if artifact_root is None and tracking_uri.startswith("sqlite:///"):
-        artifact_root = (Path(tracking_uri[len("sqlite:///"):]).parent / "artifacts").resolve().as_uri()
+        artifact_root = (Path(tracking_uri[len("sqlite:///") :]).parent / "artifacts").resolve().as_uri()
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
         try:
@@ -236,8 +243,9 @@ def git_commit(default: str = "unknown") -> str:
     if env:
         return env
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
         return out.stdout.strip() or default
     except Exception:
         return default
@@ -254,8 +262,9 @@ def dataset_digest(paths: Iterable[str | Path]) -> str:
     return h.hexdigest()[:16]
 
 
-def register(run_id: str, artifact_name: str, model_name: str, tags: dict[str, str] | None = None,
-             alias: str | None = None) -> str:
+def register(
+    run_id: str, artifact_name: str, model_name: str, tags: dict[str, str] | None = None, alias: str | None = None
+) -> str:
     """Register ``runs:/run_id/artifact_name`` as a new version of ``model_name``; returns the version."""
     import mlflow
     from mlflow import MlflowClient

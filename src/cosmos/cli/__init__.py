@@ -18,8 +18,14 @@ def add_config_args(p: argparse.ArgumentParser, default_profile: str = "tiny") -
     """The shared --profile / --config / --set options."""
     p.add_argument("--profile", default=default_profile, help="named profile: tiny | small | paper")
     p.add_argument("--config", default=None, help="YAML file merged over the profile")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="dotted override, e.g. --set translator.epochs=3 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted override, e.g. --set translator.epochs=3 (repeatable)",
+    )
 
 
 def config_from_args(args: argparse.Namespace):
@@ -29,7 +35,9 @@ def config_from_args(args: argparse.Namespace):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cosmos", description="COSMOS cross-modality domain adaptation (ceT1 -> hrT2)")
+    parser = argparse.ArgumentParser(
+        prog="cosmos", description="COSMOS cross-modality domain adaptation (ceT1 -> hrT2)"
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -46,8 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
         translator_cmds,
     )
 
-    for mod in (data_cmds, evaluate_cmd, translator_cmds, selftrain_cmd, predict_cmd, serve_cmd, pipeline_cmds,
-                benchmark_cmd, config_cmd):
+    for mod in (
+        data_cmds,
+        evaluate_cmd,
+        translator_cmds,
+        selftrain_cmd,
+        predict_cmd,
+        serve_cmd,
+        pipeline_cmds,
+        benchmark_cmd,
+        config_cmd,
+    ):
         mod.register(sub)
     return parser
 
@@ -81,8 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         logging.getLogger("cosmos").debug("unexpected error", exc_info=True)
-        print(f"cosmos: unexpected error: {type(exc).__name__}: {exc} (re-run with --debug for a traceback)",
-              file=sys.stderr)
+        print(
+            f"cosmos: unexpected error: {type(exc).__name__}: {exc} (re-run with --debug for a traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -18,24 +18,37 @@ log = logging.getLogger(__name__)
 
 
 def register(sub) -> None:
-    p = sub.add_parser("phantom", help="write the built-in synthetic crossMoDA dataset (ceT1 source, hrT2 target)",
-                       description="Write a crossMoDA 2021 tree with validation labels and preview.png. "
-                                   "Counts default to the profile's phantom section.")
+    p = sub.add_parser(
+        "phantom",
+        help="write the built-in synthetic crossMoDA dataset (ceT1 source, hrT2 target)",
+        description="Write a crossMoDA 2021 tree with validation labels and preview.png. "
+        "Counts default to the profile's phantom section.",
+    )
     p.add_argument("out", help="output folder")
     p.add_argument("--n-source", type=int, default=None, help="annotated ceT1 cases")
     p.add_argument("--n-target", type=int, default=None, help="unannotated hrT2 training cases")
     p.add_argument("--n-val", type=int, default=None, help="hrT2 validation cases (labels written too)")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--scale", choices=("small", "full"), default=None,
-                   help="small: ~50 mm field of view, ~80-110 voxels in-plane x 25-42 slices (CPU); full: life-sized whole heads, crossMoDA-sized grids")
-    p.add_argument("--target-labels", action="store_true",
-                   help="also write hrT2 training labels to target_training_labels/ (for pseudo-label QA only)")
+    p.add_argument(
+        "--scale",
+        choices=("small", "full"),
+        default=None,
+        help="small: ~50 mm field of view, ~80-110 voxels in-plane x 25-42 slices (CPU); full: life-sized whole heads, crossMoDA-sized grids",
+    )
+    p.add_argument(
+        "--target-labels",
+        action="store_true",
+        help="also write hrT2 training labels to target_training_labels/ (for pseudo-label QA only)",
+    )
     p.add_argument("--no-preview", action="store_true", help="skip preview.png")
     add_config_args(p)
     p.set_defaults(func=_phantom)
 
-    v = sub.add_parser("validate", help="check a crossMoDA dataset (local folder or s3://bucket/prefix)",
-                       description="Print one line per problem (naming the file); exit 0 when clean, 1 otherwise.")
+    v = sub.add_parser(
+        "validate",
+        help="check a crossMoDA dataset (local folder or s3://bucket/prefix)",
+        description="Print one line per problem (naming the file); exit 0 when clean, 1 otherwise.",
+    )
     v.add_argument("data", help="dataset root (crossMoDA 2021 layout) or s3://bucket/prefix")
     v.add_argument("--val-labels", default=None, help="folder (or s3:// URI) of validation labels")
     v.set_defaults(func=_validate)

@@ -13,12 +13,13 @@ def register(sub) -> None:
         "evaluate",
         help="Dice and ASSD (mm) of VS and cochlea predictions against ground-truth labels",
         description="Score crossmoda_{k}_Label.nii.gz (or crossmoda_{k}.nii.gz) predictions against "
-                    "crossmoda_{k}_Label.nii.gz ground truth, with the crossMoDA conventions "
-                    "(empty prediction: ASSD 350 mm).",
+        "crossmoda_{k}_Label.nii.gz ground truth, with the crossMoDA conventions "
+        "(empty prediction: ASSD 350 mm).",
     )
     p.add_argument("pred_dir", help="folder of predictions")
-    p.add_argument("label_dir",
-                   help="folder of ground-truth labels (or a crossMoDA root with target_validation_labels/)")
+    p.add_argument(
+        "label_dir", help="folder of ground-truth labels (or a crossMoDA root with target_validation_labels/)"
+    )
     p.add_argument("--json", dest="json_path", default=None, metavar="FILE", help="write the full result as JSON")
     p.add_argument("--per-case", action="store_true", help="also print one row per case")
     p.set_defaults(func=_run)

@@ -21,15 +21,21 @@ def register(sub) -> None:
         "run",
         help="run the whole COSMOS pipeline locally (kfp.local; phantom data when --data is omitted)",
         description="Runs the cosmos-pipeline (translator, teacher + K students, evaluation, report) on this "
-                    "machine through kfp.local. Re-running with the same --out resumes and redoes no finished work.",
+        "machine through kfp.local. Re-running with the same --out resumes and redoes no finished work.",
     )
     p.add_argument("--data", default=None, help="crossMoDA folder or s3://bucket/prefix (default: built-in phantom)")
-    p.add_argument("--val-labels", default=None,
-                   help="validation labels (folder or s3://); default: DATA/target_validation_labels if present")
+    p.add_argument(
+        "--val-labels",
+        default=None,
+        help="validation labels (folder or s3://); default: DATA/target_validation_labels if present",
+    )
     p.add_argument("--out", default="cosmos-out", help="output folder (default ./cosmos-out)")
-    p.add_argument("--verbose", action="store_true",
-                   help="stream every task's full output (nnU-Net, kfp.local's executor echo) instead of the "
-                        "one-line-per-stage view; each stage's full log is in OUT/logs/<stage>.log either way")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="stream every task's full output (nnU-Net, kfp.local's executor echo) instead of the "
+        "one-line-per-stage view; each stage's full log is in OUT/logs/<stage>.log either way",
+    )
     add_config_args(p)
     p.set_defaults(func=_run)
 
@@ -38,7 +44,7 @@ def register(sub) -> None:
         "compile",
         help="compile cosmos-pipeline to a KFP package (YAML) for a Kubeflow cluster",
         description="Writes the KFP v2 package: K rounds unrolled, a ParallelFor over the folds per round, GPU "
-                    "scheduling on the GPU tasks and credentials from a Kubernetes Secret.",
+        "scheduling on the GPU tasks and credentials from a Kubernetes Secret.",
     )
     p.add_argument("-o", "--output", default="cosmos-pipeline.yaml", help="package path (default cosmos-pipeline.yaml)")
     _add_compile_args(p)
@@ -49,21 +55,32 @@ def register(sub) -> None:
         "submit",
         help="upload cosmos-pipeline to Kubeflow Pipelines (new version if it exists) and start a run",
     )
-    p.add_argument("--host", required=True,
-                   help="KFP API endpoint, e.g. http://localhost:8080 (port-forward) or https://DASHBOARD/pipeline "
-                        "(behind the Kubeflow central dashboard)")
+    p.add_argument(
+        "--host",
+        required=True,
+        help="KFP API endpoint, e.g. http://localhost:8080 (port-forward) or https://DASHBOARD/pipeline "
+        "(behind the Kubeflow central dashboard)",
+    )
     p.add_argument("--experiment", default="cosmos", help="KFP experiment (default cosmos)")
     p.add_argument("--run-name", default=None, help="run name (default cosmos-pipeline-<timestamp>)")
     p.add_argument("--package", default=None, help="an already compiled package (default: compile now)")
     p.add_argument("--namespace", default=None, help="Kubeflow profile namespace (multi-user installs)")
     p.add_argument("--token", default=None, help="bearer token (default $KFP_TOKEN)")
     p.add_argument("--cookies", default=None, help="cookie header for an auth proxy")
-    p.add_argument("--pipeline-root", default=None,
-                   help="this run's artifact root, e.g. s3://cosmos-artifacts/v2/artifacts (default: the server's)")
-    p.add_argument("--ui-host", default=None,
-                   help="KFP UI address for the printed run link (default: derived from --host)")
-    p.add_argument("params", nargs="*", metavar="key=value",
-                   help="pipeline parameters, e.g. data_uri=s3://bucket/crossmoda profile=paper folds=[0,1,2,3,4]")
+    p.add_argument(
+        "--pipeline-root",
+        default=None,
+        help="this run's artifact root, e.g. s3://cosmos-artifacts/v2/artifacts (default: the server's)",
+    )
+    p.add_argument(
+        "--ui-host", default=None, help="KFP UI address for the printed run link (default: derived from --host)"
+    )
+    p.add_argument(
+        "params",
+        nargs="*",
+        metavar="key=value",
+        help="pipeline parameters, e.g. data_uri=s3://bucket/crossmoda profile=paper folds=[0,1,2,3,4]",
+    )
     _add_compile_args(p)
     p.set_defaults(func=_submit)
 
@@ -79,8 +96,9 @@ def _run(args) -> int:
     from pipelines.local_run import describe, run_local
 
     cfg = config_from_args(args)
-    result = run_local(cfg, args.out, data=args.data, val_labels=args.val_labels, profile=args.profile,
-                       verbose=args.verbose)
+    result = run_local(
+        cfg, args.out, data=args.data, val_labels=args.val_labels, profile=args.profile, verbose=args.verbose
+    )
     print(describe(result))
     return 0
 
@@ -94,11 +112,15 @@ def _compile(args) -> int:
     if args.benchmark and output == "cosmos-pipeline.yaml":
         output = "cosmos-benchmark.yaml"
     path = compile_to(output, opts, benchmark=args.benchmark)
-    print(f"wrote {path}: {opts.rounds + 1} round(s) (teacher + {opts.rounds} students), folds {list(opts.folds)} "
-          f"(parallelism {opts.parallelism}), image {opts.image}, "
-          f"secret {opts.secret or '-'}, caching {'on' if opts.caching else 'off'}")
+    print(
+        f"wrote {path}: {opts.rounds + 1} round(s) (teacher + {opts.rounds} students), folds {list(opts.folds)} "
+        f"(parallelism {opts.parallelism}), image {opts.image}, "
+        f"secret {opts.secret or '-'}, caching {'on' if opts.caching else 'off'}"
+    )
     name = "cosmos-benchmark" if args.benchmark else "cosmos-pipeline"
-    print(f"upload: cosmos submit --host URL [key=value ...]   or   kfp --endpoint URL pipeline create -p {name} {path}")
+    print(
+        f"upload: cosmos submit --host URL [key=value ...]   or   kfp --endpoint URL pipeline create -p {name} {path}"
+    )
     return 0
 
 
@@ -114,12 +136,23 @@ def _submit(args) -> int:
     if package is None:
         cfg = config_from_args(args)
         tmp = tempfile.TemporaryDirectory(prefix="cosmos-submit-")
-        package = str(compile_to(Path(tmp.name) / "cosmos-pipeline.yaml", options_from_args(args, cfg),
-                                 benchmark=args.benchmark))
+        package = str(
+            compile_to(Path(tmp.name) / "cosmos-pipeline.yaml", options_from_args(args, cfg), benchmark=args.benchmark)
+        )
     try:
-        res = submit(package, args.host, params, experiment=args.experiment, run_name=args.run_name,
-                     namespace=args.namespace, token=args.token or os.environ.get("KFP_TOKEN"), cookies=args.cookies,
-                     pipeline_root=args.pipeline_root, ui_host=args.ui_host)
+        res = submit(
+            package,
+            args.host,
+            params,
+            experiment=args.experiment,
+            run_name=args.run_name,
+            pipeline_name="cosmos-benchmark" if args.benchmark else "cosmos-pipeline",
+            namespace=args.namespace,
+            token=args.token or os.environ.get("KFP_TOKEN"),
+            cookies=args.cookies,
+            pipeline_root=args.pipeline_root,
+            ui_host=args.ui_host,
+        )
     finally:
         if tmp is not None:
             tmp.cleanup()

@@ -24,15 +24,25 @@ def _folds(text: str) -> list[int]:
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "selftrain", help="teacher + K self-training students (nnU-Net) on pseudo-hrT2 and real hrT2",
+        "selftrain",
+        help="teacher + K self-training students (nnU-Net) on pseudo-hrT2 and real hrT2",
         description="Round 0 (teacher) trains nnU-Net on labelled pseudo-hrT2; each later round (student) trains "
-                    "on pseudo-hrT2 plus the real hrT2 scans whose pseudo-label passed the filter. Every round is an "
-                    "MLflow run (folds nested) and a cosmos-segmenter version; the promotion gate moves @champion. "
-                    "Runs the cosmos-pipeline DAG through kfp.local; re-running with the same --out resumes.")
-    p.add_argument("--pseudo", required=True, metavar="DIR",
-                   help="labelled pseudo-hrT2 (crossmoda_*_hrT2pseudo + _Label), as written by `cosmos translator convert`")
-    p.add_argument("--target", required=True, metavar="DIR",
-                   help="real unlabelled hrT2 images, e.g. DATA/target_training (or the crossMoDA root)")
+        "on pseudo-hrT2 plus the real hrT2 scans whose pseudo-label passed the filter. Every round is an "
+        "MLflow run (folds nested) and a cosmos-segmenter version; the promotion gate moves @champion. "
+        "Runs the cosmos-pipeline DAG through kfp.local; re-running with the same --out resumes.",
+    )
+    p.add_argument(
+        "--pseudo",
+        required=True,
+        metavar="DIR",
+        help="labelled pseudo-hrT2 (crossmoda_*_hrT2pseudo + _Label), as written by `cosmos translator convert`",
+    )
+    p.add_argument(
+        "--target",
+        required=True,
+        metavar="DIR",
+        help="real unlabelled hrT2 images, e.g. DATA/target_training (or the crossMoDA root)",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (report/, summary.json, mlflow/, work/)")
     p.add_argument("--val", default=None, metavar="DIR", help="validation hrT2 images, e.g. DATA/target_validation")
     p.add_argument("--val-labels", default=None, metavar="DIR", help="validation labels (scores every round)")
@@ -59,13 +69,32 @@ def _run(args) -> int:
     if args.tracking_uri:
         args.overrides.append(f"tracking.tracking_uri={args.tracking_uri}")
     cfg = config_from_args(args)
-    result = run_selftrain_local(cfg, args.out, pseudo=args.pseudo, target=args.target, val=args.val,
-                                 val_labels=args.val_labels, profile=args.profile, verbose=args.verbose)
+    result = run_selftrain_local(
+        cfg,
+        args.out,
+        pseudo=args.pseudo,
+        target=args.target,
+        val=args.val,
+        val_labels=args.val_labels,
+        profile=args.profile,
+        verbose=args.verbose,
+    )
     rounds = json.loads(result.summary_file.read_text())["rounds"]
-    print(format_table1([(r["name"] + (" *" if r.get("champion") else ""),
-                          (r.get("metrics") or {}).get("summary"),
-                          [len(r.get("kept") or []), r.get("model_version") or "-"]) for r in rounds],
-                        extra_header=["kept", "version"], style="text", first="round"))
+    print(
+        format_table1(
+            [
+                (
+                    r["name"] + (" *" if r.get("champion") else ""),
+                    (r.get("metrics") or {}).get("summary"),
+                    [len(r.get("kept") or []), r.get("model_version") or "-"],
+                )
+                for r in rounds
+            ],
+            extra_header=["kept", "version"],
+            style="text",
+            first="round",
+        )
+    )
     for r in rounds:
         if r.get("filter_alert"):
             print(f"WARNING {r['name']}: {r['filter_alert']}")

@@ -7,21 +7,34 @@ from cosmos.cli import add_config_args, config_from_args
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "serve", help="serve a registered segmenter over HTTP (KServe; v1 and v2 inference protocols)",
+        "serve",
+        help="serve a registered segmenter over HTTP (KServe; v1 and v2 inference protocols)",
         description="POST a base64 NIfTI scan (or an s3:// URI) to /v2/models/NAME/infer or "
-                    "/v1/models/NAME:predict; the answer holds the label NIfTI (base64) on the scan's grid, "
-                    "the same numbers as `cosmos predict`. /v2/health/ready answers 503 until the model is "
-                    "loaded. Stop with Ctrl-C or SIGTERM.")
-    p.add_argument("--model", default="models:/cosmos-segmenter@champion",
-                   help="models:/cosmos-segmenter@champion (default), models:/cosmos-segmenter/3, or a folder")
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI holding the registry (default: $MLFLOW_TRACKING_URI)")
+        "/v1/models/NAME:predict; the answer holds the label NIfTI (base64) on the scan's grid, "
+        "the same numbers as `cosmos predict`. /v2/health/ready answers 503 until the model is "
+        "loaded. Stop with Ctrl-C or SIGTERM.",
+    )
+    p.add_argument(
+        "--model",
+        default="models:/cosmos-segmenter@champion",
+        help="models:/cosmos-segmenter@champion (default), models:/cosmos-segmenter/3, or a folder",
+    )
+    p.add_argument(
+        "--tracking-uri", default=None, help="MLflow tracking URI holding the registry (default: $MLFLOW_TRACKING_URI)"
+    )
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; 0.0.0.0 in a pod)")
     p.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080, KServe's)")
-    p.add_argument("--name", default=None,
-                   help="model name in the URLs (default: the registered model's name, else cosmos-segmenter)")
-    p.add_argument("--max-mb", type=float, default=256.0,
-                   help="largest request body or s3:// object in MB (default 256); larger ones get HTTP 413")
+    p.add_argument(
+        "--name",
+        default=None,
+        help="model name in the URLs (default: the registered model's name, else cosmos-segmenter)",
+    )
+    p.add_argument(
+        "--max-mb",
+        type=float,
+        default=256.0,
+        help="largest request body or s3:// object in MB (default 256); larger ones get HTTP 413",
+    )
     p.add_argument("--no-mirroring", action="store_true", help="skip flip test-time augmentation (8x faster in 3D)")
     add_config_args(p)  # for a local model folder without a saved config, and for --set overrides
     p.set_defaults(func=_run)
@@ -29,14 +42,22 @@ def register(sub) -> None:
 
 def _default_name(reference: str) -> str:
     if reference.startswith("models:/"):
-        return reference[len("models:/"):].split("/")[0].split("@")[0] or "cosmos-segmenter"
+        return reference[len("models:/") :].split("/")[0].split("@")[0] or "cosmos-segmenter"
     return "cosmos-segmenter"
 
 
 def _run(args) -> int:
     from cosmos.serving import serve
 
-    serve(args.model, name=args.name or _default_name(args.model), tracking_uri=args.tracking_uri,
-          host=args.host, port=args.port, max_mb=args.max_mb, mirroring=False if args.no_mirroring else None,
-          fallback_cfg=config_from_args(args), overrides=args.overrides)
+    serve(
+        args.model,
+        name=args.name or _default_name(args.model),
+        tracking_uri=args.tracking_uri,
+        host=args.host,
+        port=args.port,
+        max_mb=args.max_mb,
+        mirroring=False if args.no_mirroring else None,
+        fallback_cfg=config_from_args(args),
+        overrides=args.overrides,
+    )
     return 0

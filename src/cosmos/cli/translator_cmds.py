@@ -21,8 +21,9 @@ def register(sub) -> None:
     tr.set_defaults(func=_train)
 
     cv = tsub.add_parser("convert", help="convert source ceT1 to pseudo-hrT2 (+ copies of the labels)")
-    cv.add_argument("--model", required=True,
-                    help="model dir, models:/cosmos-translator/VERSION or models:/cosmos-translator@ALIAS")
+    cv.add_argument(
+        "--model", required=True, help="model dir, models:/cosmos-translator/VERSION or models:/cosmos-translator@ALIAS"
+    )
     cv.add_argument("--input", required=True, help="crossMoDA root (uses source_training/) or a flat *_ceT1 folder")
     cv.add_argument("--out", required=True, help="writes crossmoda_{i}_hrT2pseudo.nii.gz + crossmoda_{i}_Label.nii.gz")
     cv.add_argument("--tracking-uri", default=None, help="MLflow URI for models:/ (default: $MLFLOW_TRACKING_URI)")
@@ -38,8 +39,13 @@ def _train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + (["translator.segmentor=false"] if args.no_segmentor else [])
     args.overrides = overrides
     cfg = config_from_args(args)
-    res = train_translator(args.data, args.out, cfg, tracking_uri=args.tracking_uri or cfg.tracking.tracking_uri or None,
-                           register=not args.no_register)
+    res = train_translator(
+        args.data,
+        args.out,
+        cfg,
+        tracking_uri=args.tracking_uri or cfg.tracking.tracking_uri or None,
+        register=not args.no_register,
+    )
     print(f"model: {res.model_dir}")
     print(f"mlflow run: {res.run_id}")
     if res.model_version:
@@ -51,7 +57,8 @@ def _convert(args: argparse.Namespace) -> int:
     from cosmos.translation.conversion import convert_source
 
     cfg = config_from_args(args)
-    paths = convert_source(args.model, args.input, args.out, cfg,
-                           tracking_uri=args.tracking_uri or cfg.tracking.tracking_uri or None)
+    paths = convert_source(
+        args.model, args.input, args.out, cfg, tracking_uri=args.tracking_uri or cfg.tracking.tracking_uri or None
+    )
     print(f"wrote {len(paths)} pseudo-hrT2 volume(s) to {args.out}")
     return 0

@@ -38,8 +38,13 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 _SOURCE_MARKER = ".cosmos_ingest_source"
 _COMPRESSED = ".cosmos_compressed.json"  # .nii.gz files we made from the user's .nii
-_LAYOUT_FOLDERS = (layout.SOURCE_DIR, layout.TARGET_DIR, layout.VALIDATION_DIR, layout.VALIDATION_LABELS_DIR,
-                   "target_training_labels")  # the last: only benchmarks read it (the oracle row)
+_LAYOUT_FOLDERS = (
+    layout.SOURCE_DIR,
+    layout.TARGET_DIR,
+    layout.VALIDATION_DIR,
+    layout.VALIDATION_LABELS_DIR,
+    "target_training_labels",
+)  # the last: only benchmarks read it (the oracle row)
 
 
 class DatasetError(CosmosError):
@@ -51,8 +56,9 @@ class DatasetError(CosmosError):
         super().__init__(f"{where}: {len(self.problems)} problem(s) in the dataset:\n{lines}")
 
 
-def ingest(data_uri: str, out_dir: str | Path, val_labels_uri: str | None = None, cfg=None,
-           require_source: bool = True) -> CrossModaDataset:
+def ingest(
+    data_uri: str, out_dir: str | Path, val_labels_uri: str | None = None, cfg=None, require_source: bool = True
+) -> CrossModaDataset:
     """Fetch (phantom / s3 / local), validate and index a crossMoDA dataset in ``out_dir``.
 
     ``require_source=False``: a run that starts from existing pseudo-hrT2 (``cosmos selftrain``)
@@ -61,8 +67,9 @@ def ingest(data_uri: str, out_dir: str | Path, val_labels_uri: str | None = None
     out.mkdir(parents=True, exist_ok=True)
     s3_cfg = getattr(cfg, "storage", None)  # optional config section: connect/read timeouts, attempts
     if s3_cfg is not None:
-        storage.configure(**{k: getattr(s3_cfg, k) for k in ("connect_timeout", "read_timeout", "max_attempts")
-                             if hasattr(s3_cfg, k)})
+        storage.configure(
+            **{k: getattr(s3_cfg, k) for k in ("connect_timeout", "read_timeout", "max_attempts") if hasattr(s3_cfg, k)}
+        )
     data_uri = "" if data_uri is None else str(data_uri).strip()
     in_place = data_uri != "" and not storage.is_s3(data_uri) and Path(data_uri).resolve() == out.resolve()
     if not in_place:  # never clear or mark the user's own folder
@@ -75,8 +82,14 @@ def ingest(data_uri: str, out_dir: str | Path, val_labels_uri: str | None = None
         from cosmos.data.phantom import make_phantom
 
         p = cfg.phantom
-        log.info("no data given: using the built-in phantom (%d source, %d target, %d validation, scale %s, seed %d)",
-                 p.n_source, p.n_target, p.n_val, p.scale, p.seed)
+        log.info(
+            "no data given: using the built-in phantom (%d source, %d target, %d validation, scale %s, seed %d)",
+            p.n_source,
+            p.n_target,
+            p.n_val,
+            p.scale,
+            p.seed,
+        )
         make_phantom(out, n_source=p.n_source, n_target=p.n_target, n_val=p.n_val, seed=p.seed, scale=p.scale)
     elif storage.is_s3(data_uri):
         storage.download(data_uri, out)
@@ -112,8 +125,15 @@ def ingest(data_uri: str, out_dir: str | Path, val_labels_uri: str | None = None
     if not in_place:
         write_manifest(ds, out / MANIFEST, source_uri=data_uri or "phantom")
     empty = f", {len(ds.no_foreground)} source label(s) with no foreground" if ds.no_foreground else ""
-    log.info("dataset ready in %s: %d source%s, %d target, %d validation case(s)%s", out, len(ds.source), empty,
-             len(ds.target), len(ds.validation), " (labelled)" if ds.has_validation_labels else "")
+    log.info(
+        "dataset ready in %s: %d source%s, %d target, %d validation case(s)%s",
+        out,
+        len(ds.source),
+        empty,
+        len(ds.target),
+        len(ds.validation),
+        " (labelled)" if ds.has_validation_labels else "",
+    )
     return ds
 
 
@@ -161,9 +181,9 @@ def _user_paths(out: Path, data_uri: str, val_labels_uri: str | None, renamed: d
         if in_place or not data_uri and not val_labels_uri:
             return Problem(path, problem.message, problem.warning)
         if val_labels_uri and (path == val_dir or path.startswith(val_dir + "/")):
-            path = val_labels_uri.rstrip("/") + path[len(val_dir):]
+            path = val_labels_uri.rstrip("/") + path[len(val_dir) :]
         elif data_uri and (path == out_s or path.startswith(out_s + "/")):
-            path = data_uri.rstrip("/") + path[len(out_s):]
+            path = data_uri.rstrip("/") + path[len(out_s) :]
         message = problem.message.replace(out_s + "/", data_uri.rstrip("/") + "/") if data_uri else problem.message
         return Problem(path, message, problem.warning)
 
@@ -200,14 +220,18 @@ def write_manifest(ds: CrossModaDataset, path: str | Path, source_uri: str = "")
                 if p is None:
                     continue
                 img = cast(nib.Nifti1Image, nib.load(str(p)))  # .nii(.gz): Nifti1Image or its subclass Nifti2Image
-                entries.append({
-                    "case": c.case_id, "domain": domain, "kind": kind,
-                    "path": str(Path(p).relative_to(ds.root)) if Path(p).is_relative_to(ds.root) else str(p),
-                    "shape": [int(v) for v in img.shape[:3]],
-                    "spacing": [round(float(v), 6) for v in np.linalg.norm(img.affine[:3, :3], axis=0)],
-                    "affine": np.round(img.affine, 6).tolist(),
-                    "sha256": _sha256(Path(p)),
-                })
+                entries.append(
+                    {
+                        "case": c.case_id,
+                        "domain": domain,
+                        "kind": kind,
+                        "path": str(Path(p).relative_to(ds.root)) if Path(p).is_relative_to(ds.root) else str(p),
+                        "shape": [int(v) for v in img.shape[:3]],
+                        "spacing": [round(float(v), 6) for v in np.linalg.norm(img.affine[:3, :3], axis=0)],
+                        "affine": np.round(img.affine, 6).tolist(),
+                        "sha256": _sha256(Path(p)),
+                    }
+                )
     path = Path(path)
     path.write_text(json.dumps({"source": source_uri, "files": entries}, indent=1))
     return path

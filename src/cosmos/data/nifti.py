@@ -28,9 +28,9 @@ from cosmos.errors import CosmosError
 
 LABEL_DTYPE = np.uint8
 MAX_BYTES_ENV = "COSMOS_MAX_NIFTI_BYTES"
-DEFAULT_MAX_BYTES = 4 * 1024 ** 3
+DEFAULT_MAX_BYTES = 4 * 1024**3
 _MAX_DEFLATE_RATIO = 1032  # deflate cannot compress better than ~1032:1
-_READ_SLACK = 64 * 1024 ** 2  # trailing bytes tolerated after the voxel data
+_READ_SLACK = 64 * 1024**2  # trailing bytes tolerated after the voxel data
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -177,14 +177,20 @@ def read_bytes(path: str | Path, cap: int | None = None) -> tuple[bytes, type[ni
             claimed = offset + n_vox * itemsize
             shown = "x".join(str(v) for v in shape)
             if n_vox * itemsize > cap:
-                raise NiftiError(f"{path}: header claims {shown} voxels ({_human(n_vox * itemsize)}), above the "
-                                 f"{_human(cap)} limit (${MAX_BYTES_ENV}); refusing to read it")
+                raise NiftiError(
+                    f"{path}: header claims {shown} voxels ({_human(n_vox * itemsize)}), above the "
+                    f"{_human(cap)} limit (${MAX_BYTES_ENV}); refusing to read it"
+                )
             if gz and claimed > file_size * _MAX_DEFLATE_RATIO + 4096:
-                raise NiftiError(f"{path}: header claims {shown} voxels ({_human(claimed)}), impossible for a "
-                                 f"{_human(file_size)} gzip file: corrupt or forged header")
+                raise NiftiError(
+                    f"{path}: header claims {shown} voxels ({_human(claimed)}), impossible for a "
+                    f"{_human(file_size)} gzip file: corrupt or forged header"
+                )
             if not gz and claimed > file_size:
-                raise NiftiError(f"{path}: truncated NIfTI: header claims {_human(claimed)} ({shown} voxels), "
-                                 f"the file holds {_human(file_size)}")
+                raise NiftiError(
+                    f"{path}: truncated NIfTI: header claims {_human(claimed)} ({shown} voxels), "
+                    f"the file holds {_human(file_size)}"
+                )
             # Read to the end of the stream (bounded): gzip checks CRC-32 and ISIZE at EOF.
             limit = min(cap + offset, 2 * claimed + _READ_SLACK)
             rest = raw.read(limit + 1 - len(head))
@@ -193,19 +199,24 @@ def read_bytes(path: str | Path, cap: int | None = None) -> tuple[bytes, type[ni
     except (gzip.BadGzipFile, zlib.error) as exc:
         raise NiftiError(f"{path}: corrupt gzip stream ({exc})") from None
     except EOFError:
-        raise NiftiError(f"{path}: corrupt or truncated gzip stream "
-                         "(it ends before its end-of-stream marker)") from None
+        raise NiftiError(
+            f"{path}: corrupt or truncated gzip stream (it ends before its end-of-stream marker)"
+        ) from None
     except MemoryError:
         raise NiftiError(f"{path}: out of memory while reading it ({_human(claimed)} claimed)") from None
     except OSError as exc:
         raise NiftiError(f"{path}: cannot read ({exc.strerror or exc})") from None
     data = head + rest
     if len(data) > limit:
-        raise NiftiError(f"{path}: decompresses to more than {_human(limit)} although its header describes "
-                         f"{_human(claimed)}: corrupt or a decompression bomb")
+        raise NiftiError(
+            f"{path}: decompresses to more than {_human(limit)} although its header describes "
+            f"{_human(claimed)}: corrupt or a decompression bomb"
+        )
     if len(data) < claimed:
-        raise NiftiError(f"{path}: truncated NIfTI: header claims {_human(claimed)} ({shown} voxels), "
-                         f"the data holds {_human(len(data))}")
+        raise NiftiError(
+            f"{path}: truncated NIfTI: header claims {_human(claimed)} ({shown} voxels), "
+            f"the data holds {_human(len(data))}"
+        )
     return data, klass
 
 
@@ -285,8 +296,15 @@ def load_image(path: str | Path, *, dtype=np.float32, cap: int | None = None) ->
     return check_usable(path, load(path, dtype=dtype, cap=cap))
 
 
-def save(path: str | Path, data: np.ndarray, like: Volume | None = None, *, affine: np.ndarray | None = None,
-         label: bool = False, dtype=None) -> Path:
+def save(
+    path: str | Path,
+    data: np.ndarray,
+    like: Volume | None = None,
+    *,
+    affine: np.ndarray | None = None,
+    label: bool = False,
+    dtype=None,
+) -> Path:
     """Write a 3D array on the grid of ``like`` (header kept: sform, qform, zooms, units).
 
     Labels are written as uint8; images as float32 unless ``dtype`` asks otherwise (an integer

@@ -90,20 +90,77 @@ class Site:
 # cochlea black. Why the hrT2 cochlea is a notch below the vestibule: partial volume with the modiolus
 # and spiral lamina, as on many CISS scans (a tiny-profile nnU-Net never predicted a cochlea voxel at CSF
 # brightness). The vestibule and canals are the same fluid, as bright as the canal CSF.
-_CET1_MPRAGE = {AIR: 0.0, SCALP: 0.80, SKULL: 0.04, BRAIN: 0.45, CSF: 0.22, BRAINSTEM: 0.50, PETROUS: 0.03,
-                CANAL: 0.22, COCHLEA: 0.22, VS: 0.92, VESTIBULE: 0.22, SCC: 0.22, VESSEL: 0.85}
-_CET1_SPGR = {AIR: 0.0, SCALP: 0.72, SKULL: 0.05, BRAIN: 0.52, CSF: 0.22, BRAINSTEM: 0.58, PETROUS: 0.04,
-              CANAL: 0.22, COCHLEA: 0.22, VS: 0.88, VESTIBULE: 0.22, SCC: 0.22, VESSEL: 0.95}
-_T2_CISS = {AIR: 0.0, SCALP: 0.32, SKULL: 0.04, BRAIN: 0.30, CSF: 0.95, BRAINSTEM: 0.26, PETROUS: 0.04,
-            CANAL: 0.90, COCHLEA: 0.74, VS: 0.45, VESTIBULE: 0.88, SCC: 0.88, VESSEL: 0.05}
-_T2_FIESTA = {AIR: 0.0, SCALP: 0.50, SKULL: 0.03, BRAIN: 0.20, CSF: 0.92, BRAINSTEM: 0.17, PETROUS: 0.03,
-              CANAL: 0.88, COCHLEA: 0.76, VS: 0.35, VESTIBULE: 0.92, SCC: 0.92, VESSEL: 0.07}
-SITES = {
-    "ceT1": (Site("MPRAGE", _CET1_MPRAGE, 1.0, (0.02, 0.035), 0.09, 0.40, (600, 900), "int16"),
-             Site("SPGR", _CET1_SPGR, 1.15, (0.02, 0.032), 0.14, 0.45, (1800, 3000), "int16")),
-    "hrT2": (Site("CISS", _T2_CISS, 1.0, (0.02, 0.035), 0.09, 0.40, (900, 1400), "int16"),
-             Site("FIESTA", _T2_FIESTA, 1.15, (0.035, 0.05), 0.16, 0.50, (180.0, 320.0), "float32")),
+_CET1_MPRAGE = {
+    AIR: 0.0,
+    SCALP: 0.80,
+    SKULL: 0.04,
+    BRAIN: 0.45,
+    CSF: 0.22,
+    BRAINSTEM: 0.50,
+    PETROUS: 0.03,
+    CANAL: 0.22,
+    COCHLEA: 0.22,
+    VS: 0.92,
+    VESTIBULE: 0.22,
+    SCC: 0.22,
+    VESSEL: 0.85,
 }
+_CET1_SPGR = {
+    AIR: 0.0,
+    SCALP: 0.72,
+    SKULL: 0.05,
+    BRAIN: 0.52,
+    CSF: 0.22,
+    BRAINSTEM: 0.58,
+    PETROUS: 0.04,
+    CANAL: 0.22,
+    COCHLEA: 0.22,
+    VS: 0.88,
+    VESTIBULE: 0.22,
+    SCC: 0.22,
+    VESSEL: 0.95,
+}
+_T2_CISS = {
+    AIR: 0.0,
+    SCALP: 0.32,
+    SKULL: 0.04,
+    BRAIN: 0.30,
+    CSF: 0.95,
+    BRAINSTEM: 0.26,
+    PETROUS: 0.04,
+    CANAL: 0.90,
+    COCHLEA: 0.74,
+    VS: 0.45,
+    VESTIBULE: 0.88,
+    SCC: 0.88,
+    VESSEL: 0.05,
+}
+_T2_FIESTA = {
+    AIR: 0.0,
+    SCALP: 0.50,
+    SKULL: 0.03,
+    BRAIN: 0.20,
+    CSF: 0.92,
+    BRAINSTEM: 0.17,
+    PETROUS: 0.03,
+    CANAL: 0.88,
+    COCHLEA: 0.76,
+    VS: 0.35,
+    VESTIBULE: 0.92,
+    SCC: 0.92,
+    VESSEL: 0.07,
+}
+SITES = {
+    "ceT1": (
+        Site("MPRAGE", _CET1_MPRAGE, 1.0, (0.02, 0.035), 0.09, 0.40, (600, 900), "int16"),
+        Site("SPGR", _CET1_SPGR, 1.15, (0.02, 0.032), 0.14, 0.45, (1800, 3000), "int16"),
+    ),
+    "hrT2": (
+        Site("CISS", _T2_CISS, 1.0, (0.02, 0.035), 0.09, 0.40, (900, 1400), "int16"),
+        Site("FIESTA", _T2_FIESTA, 1.15, (0.035, 0.05), 0.16, 0.50, (180.0, 320.0), "float32"),
+    ),
+}
+
 
 # Grids per (scale, modality): in-plane spacing range, slice spacing range, in-plane size (a range of
 # field of view in mm at "small", fixed matrix sizes at "full"), slab thickness range (mm).
@@ -213,22 +270,58 @@ class _AnatomyRanges(TypedDict):
 # to life size (learnable on a CPU); "full": life-sized (VS 4-30 mm, cochlea a few mm).
 _ANATOMY: dict[str, _AnatomyRanges] = {
     "small": {
-        "head": ((21.5, 23.5), (22.5, 24.5), (60.0, 60.0)), "centre": 0.8, "scalp": 1.4, "skull": 1.7,
-        "z0": (-2.0, 2.0), "bs": 1.0, "ear": 1.0, "canal_r": (1.2, 1.5), "porus": ((7.6, 8.4), (2.5, 3.5)),
-        "iac": ((3.0, 3.8), (0.2, 0.8)), "co_r": (2.4, 2.7), "co_tube": (1.15, 1.3), "co_h": (1.8, 2.2),
-        "co_off": ((1.0, 1.4), (3.6, 4.0)), "vest": ((1.3, 1.5), (2.0, 2.3), (1.4, 1.6)),
-        "scc_r": ((1.5, 1.8), (1.8, 2.1), (1.7, 2.0)), "scc_tube": (0.5, 0.6), "gap": (0.9, 1.4),
-        "vs_d": None, "vs_r": (4.6, 6.5), "vs_scale": 1.0, "basilar": (0.6, 0.75), "aica": (0.45, 0.55),
-        "petrous": (1.0, 1.0), "column_top": None,
+        "head": ((21.5, 23.5), (22.5, 24.5), (60.0, 60.0)),
+        "centre": 0.8,
+        "scalp": 1.4,
+        "skull": 1.7,
+        "z0": (-2.0, 2.0),
+        "bs": 1.0,
+        "ear": 1.0,
+        "canal_r": (1.2, 1.5),
+        "porus": ((7.6, 8.4), (2.5, 3.5)),
+        "iac": ((3.0, 3.8), (0.2, 0.8)),
+        "co_r": (2.4, 2.7),
+        "co_tube": (1.15, 1.3),
+        "co_h": (1.8, 2.2),
+        "co_off": ((1.0, 1.4), (3.6, 4.0)),
+        "vest": ((1.3, 1.5), (2.0, 2.3), (1.4, 1.6)),
+        "scc_r": ((1.5, 1.8), (1.8, 2.1), (1.7, 2.0)),
+        "scc_tube": (0.5, 0.6),
+        "gap": (0.9, 1.4),
+        "vs_d": None,
+        "vs_r": (4.6, 6.5),
+        "vs_scale": 1.0,
+        "basilar": (0.6, 0.75),
+        "aica": (0.45, 0.55),
+        "petrous": (1.0, 1.0),
+        "column_top": None,
     },
     "full": {
-        "head": ((68.0, 76.0), (86.0, 96.0), (100.0, 112.0)), "centre": 2.0, "scalp": (4.0, 6.0),
-        "skull": (5.0, 7.0), "z0": (-22.0, -12.0), "bs": 3.0, "ear": 2.0, "canal_r": (1.8, 2.4),
-        "porus": ((19.0, 21.0), (5.0, 7.0)), "iac": ((8.0, 10.0), (0.5, 1.5)), "co_r": (2.6, 3.0),
-        "co_tube": (0.8, 0.95), "co_h": (3.0, 3.6), "co_off": ((1.3, 1.8), (3.0, 3.6)),
-        "vest": ((1.4, 1.7), (2.2, 2.6), (1.5, 1.8)), "scc_r": ((2.2, 2.6), (2.9, 3.3), (2.7, 3.1)),
-        "scc_tube": (0.4, 0.5), "gap": (0.6, 1.2), "vs_d": (4.0, 30.0), "vs_r": None, "vs_scale": 1.6,
-        "basilar": (1.3, 1.7), "aica": (0.5, 0.7), "petrous": (2.8, 1.8), "column_top": (28.0, 36.0),
+        "head": ((68.0, 76.0), (86.0, 96.0), (100.0, 112.0)),
+        "centre": 2.0,
+        "scalp": (4.0, 6.0),
+        "skull": (5.0, 7.0),
+        "z0": (-22.0, -12.0),
+        "bs": 3.0,
+        "ear": 2.0,
+        "canal_r": (1.8, 2.4),
+        "porus": ((19.0, 21.0), (5.0, 7.0)),
+        "iac": ((8.0, 10.0), (0.5, 1.5)),
+        "co_r": (2.6, 3.0),
+        "co_tube": (0.8, 0.95),
+        "co_h": (3.0, 3.6),
+        "co_off": ((1.3, 1.8), (3.0, 3.6)),
+        "vest": ((1.4, 1.7), (2.2, 2.6), (1.5, 1.8)),
+        "scc_r": ((2.2, 2.6), (2.9, 3.3), (2.7, 3.1)),
+        "scc_tube": (0.4, 0.5),
+        "gap": (0.6, 1.2),
+        "vs_d": (4.0, 30.0),
+        "vs_r": None,
+        "vs_scale": 1.6,
+        "basilar": (1.3, 1.7),
+        "aica": (0.5, 0.7),
+        "petrous": (2.8, 1.8),
+        "column_top": (28.0, 36.0),
     },
 }
 
@@ -264,7 +357,8 @@ def _sample_subject(rng: np.random.Generator, scale: str) -> Subject:
         side=side,
         head_axes=(hx, hy, hz),
         head_centre=(u(-c, c), u(-c, c), 0.0),
-        scalp=_range(A["scalp"], u), skull=_range(A["skull"], u),
+        scalp=_range(A["scalp"], u),
+        skull=_range(A["skull"], u),
         brainstem_centre=(u(-0.4, 0.4) * bs, u(3.0, 4.5) * bs),
         brainstem_axes=(u(4.0, 4.8) * bs, u(3.4, 4.2) * bs),
         petrous_angle=u(0.45, 0.65),
@@ -387,15 +481,17 @@ def _vessels(sub: Subject) -> list[tuple[np.ndarray, float]]:
     for s, loop in zip((1, -1), sub.aica_loop):
         px, py = sub.porus
         az = 0.45 * ey
-        ctrl = np.array([
-            [bx + 0.3 * s * sub.basilar_radius, yb, z0 - az],
-            [bx + s * 0.75 * ex, by + 1.05 * ey, z0 - 0.8 * az],
-            [bx + s * 1.12 * ex, by + 0.35 * ey, z0 - 0.5 * az],
-            [s * (px - 1.2), py - 0.2, z0 - 0.5],
-            [s * (px + loop), py + 0.1, z0 + 0.1],
-            [s * (px - 1.4), py - 1.4, z0 + 0.7],
-            [s * (px - 2.6), py - 3.5, z0 + 0.6],
-        ])
+        ctrl = np.array(
+            [
+                [bx + 0.3 * s * sub.basilar_radius, yb, z0 - az],
+                [bx + s * 0.75 * ex, by + 1.05 * ey, z0 - 0.8 * az],
+                [bx + s * 1.12 * ex, by + 0.35 * ey, z0 - 0.5 * az],
+                [s * (px - 1.2), py - 0.2, z0 - 0.5],
+                [s * (px + loop), py + 0.1, z0 + 0.1],
+                [s * (px - 1.4), py - 1.4, z0 + 0.7],
+                [s * (px - 2.6), py - 3.5, z0 + 0.6],
+            ]
+        )
         out.append((_smooth_curve(ctrl, 70), sub.aica_radius))
     return out
 
@@ -416,8 +512,10 @@ def _geometry(sub: Subject) -> dict:
     co, co_r = lab["cochlea"]
     vax = np.array(sub.vestibule_axes)
     # Every third sample is enough for a >= 2 mm thick bone envelope (and three times cheaper).
-    capsule = (np.concatenate([co[::3], lab["scc"][::3], lab["vestibule"][None]]),
-               np.concatenate([co_r[::3], np.full(len(lab["scc"][::3]), sub.scc_tube), [vax.max()]]) + 1.6)
+    capsule = (
+        np.concatenate([co[::3], lab["scc"][::3], lab["vestibule"][None]]),
+        np.concatenate([co_r[::3], np.full(len(lab["scc"][::3]), sub.scc_tube), [vax.max()]]) + 1.6,
+    )
     cistern = {}
     boxes = []
     for s in (-1, 1):
@@ -438,8 +536,15 @@ def _geometry(sub: Subject) -> dict:
     boxes.append((np.minimum(porus, fundus) - 4 * sub.canal_radius, np.maximum(porus, fundus) + 4 * sub.canal_radius))
     lo = np.min([b[0] for b in boxes], axis=0) - 0.5
     hi = np.max([b[1] for b in boxes], axis=0) + 0.5
-    geo = {"labyrinth": lab, "vessels": vessels, "capsule": capsule, "cistern": cistern, "vs_body": vs_body,
-           "vs_tip": porus + (fundus - porus) * sub.vs_reach, "detail_box": (lo, hi)}
+    geo = {
+        "labyrinth": lab,
+        "vessels": vessels,
+        "capsule": capsule,
+        "cistern": cistern,
+        "vs_body": vs_body,
+        "vs_tip": porus + (fundus - porus) * sub.vs_reach,
+        "detail_box": (lo, hi),
+    }
     sub.__dict__["_geo"] = geo
     return geo
 
@@ -490,12 +595,14 @@ def _paint(sub: Subject, x: np.ndarray, y: np.ndarray, z: np.ndarray, margin: No
 
 
 @overload
-def _paint(sub: Subject, x: np.ndarray, y: np.ndarray, z: np.ndarray,
-           margin: float) -> tuple[np.ndarray, np.ndarray]: ...
+def _paint(
+    sub: Subject, x: np.ndarray, y: np.ndarray, z: np.ndarray, margin: float
+) -> tuple[np.ndarray, np.ndarray]: ...
 
 
-def _paint(sub: Subject, x: np.ndarray, y: np.ndarray, z: np.ndarray,
-           margin: float | None = None) -> tuple[np.ndarray, np.ndarray] | np.ndarray:
+def _paint(
+    sub: Subject, x: np.ndarray, y: np.ndarray, z: np.ndarray, margin: float | None = None
+) -> tuple[np.ndarray, np.ndarray] | np.ndarray:
     """Tissue class at world points (any equal shapes); with ``margin`` also a mask of points within
     ``margin`` mm of a thin structure (vessels, canals, cochlea), which a voxel-centre sample can miss."""
     geo = _geometry(sub)
@@ -527,16 +634,26 @@ def _paint(sub: Subject, x: np.ndarray, y: np.ndarray, z: np.ndarray,
     if len(sel):
         t = tissue.flat[sel]
         nr = None if near is None else np.zeros(len(sel), bool)
-        _paint_detail(sub, geo, x.flat[sel], y.flat[sel], z.flat[sel], t, brain.flat[sel], nr,
-                      0.0 if margin is None else margin)
+        _paint_detail(
+            sub, geo, x.flat[sel], y.flat[sel], z.flat[sel], t, brain.flat[sel], nr, 0.0 if margin is None else margin
+        )
         tissue.flat[sel] = t
         if near is not None:
             near.flat[sel] = nr
     return tissue if near is None else (tissue, near)
 
 
-def _paint_detail(sub: Subject, geo: dict, x: np.ndarray, y: np.ndarray, z: np.ndarray, tissue: np.ndarray,
-                  brain: np.ndarray, near: np.ndarray | None, reach: float) -> None:
+def _paint_detail(
+    sub: Subject,
+    geo: dict,
+    x: np.ndarray,
+    y: np.ndarray,
+    z: np.ndarray,
+    tissue: np.ndarray,
+    brain: np.ndarray,
+    near: np.ndarray | None,
+    reach: float,
+) -> None:
     """Cisterns, petrous bones, canals, labyrinths, vessels and the VS, painted in place on 1D point arrays."""
     z0 = sub.z0
     vs_body = geo["vs_body"]
@@ -577,7 +694,7 @@ def _paint_detail(sub: Subject, geo: dict, x: np.ndarray, y: np.ndarray, z: np.n
         bi = np.flatnonzero(_box(x, y, z, np.minimum(a0, b) - pad, np.maximum(a0, b) + pad))
         if len(bi):
             p = np.stack([x[bi], y[bi], z[bi]], axis=1)
-            tissue[bi[_segment_distance2(p, a0, b) <= sub.canal_radius ** 2]] = CANAL
+            tissue[bi[_segment_distance2(p, a0, b) <= sub.canal_radius**2]] = CANAL
         # Vestibule (ellipsoid) and semicircular canals (tubes): bright labyrinth fluid, never labelled.
         bi = np.flatnonzero(_box(x, y, z, vest - vax - 0.1, vest + vax + 0.1))
         if len(bi):
@@ -603,11 +720,18 @@ def _paint_detail(sub: Subject, geo: dict, x: np.ndarray, y: np.ndarray, z: np.n
     # CSF, vessels, brain and brainstem but not the petrous bone outside the canal nor the labyrinth.
     tip = geo["vs_tip"]
     reach_vs = sub.vs_radius * 1.45 + 0.5
-    bi = np.flatnonzero(_box(x, y, z, np.minimum(vs_body - reach_vs, tip - sub.canal_radius),
-                             np.maximum(vs_body + reach_vs, tip + sub.canal_radius)))
+    bi = np.flatnonzero(
+        _box(
+            x,
+            y,
+            z,
+            np.minimum(vs_body - reach_vs, tip - sub.canal_radius),
+            np.maximum(vs_body + reach_vs, tip + sub.canal_radius),
+        )
+    )
     if len(bi):
         p = np.stack([x[bi], y[bi], z[bi]], axis=1)
-        m = _dist2(p, vs_body) <= sub.vs_radius ** 2
+        m = _dist2(p, vs_body) <= sub.vs_radius**2
         for lx, ly, lz, r in sub.vs_lobes:  # a lobe's offset from the body (dx, dy above are arrays)
             m |= _dist2(p, vs_body + np.array([lx, ly, lz])) <= r * r
         m |= _segment_distance2(p, vs_body, tip) <= (sub.canal_radius * 0.95) ** 2
@@ -682,8 +806,7 @@ def _world(a: np.ndarray, i, j, k):
     return tuple(a[r, 0] * i + a[r, 1] * j + a[r, 2] * k + a[r, 3] for r in range(3))
 
 
-def _tissue_and_coverage(sub: Subject, grid: Grid, means: np.ndarray
-                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _tissue_and_coverage(sub: Subject, grid: Grid, means: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Majority tissue, partial-volume mean intensity and label (coverage >= 0.5) per voxel.
 
     Voxel centres first (slab by slab to bound memory); then every voxel whose 3x3x3 neighbourhood mixes
@@ -704,8 +827,8 @@ def _tissue_and_coverage(sub: Subject, grid: Grid, means: np.ndarray
         shape = (nx, ny, len(ks))
         bx, by, bz = (np.broadcast_to(c, shape) for c in (x, y, z))
         t, nr = _paint(sub, bx, by, bz, margin=margin)
-        tissue[..., k0:k0 + len(ks)] = t
-        near[..., k0:k0 + len(ks)] = nr
+        tissue[..., k0 : k0 + len(ks)] = t
+        near[..., k0 : k0 + len(ks)] = nr
     # Only boundaries that touch fluid, the VS or a vessel: the shells (air, scalp, skull) and bone-brain
     # edges are left to the PSF blur (supersampling them would triple the cost for nothing segmented).
     edge = ndimage.maximum_filter(tissue, size=3) != ndimage.minimum_filter(tissue, size=3)
@@ -717,7 +840,7 @@ def _tissue_and_coverage(sub: Subject, grid: Grid, means: np.ndarray
     ns = len(off)
     chunk = max(1, 1_500_000 // ns)
     for c0 in range(0, len(flagged), chunk):
-        fl = flagged[c0:c0 + chunk]
+        fl = flagged[c0 : c0 + chunk]
         ijk = np.stack(np.unravel_index(fl, grid.shape), 1).astype(np.float32)
         pts = ijk[:, None, :] + off[None]
         t = _paint(sub, *_world(a, pts[..., 0], pts[..., 1], pts[..., 2]))
@@ -730,7 +853,9 @@ def _tissue_and_coverage(sub: Subject, grid: Grid, means: np.ndarray
     return tissue, image, label
 
 
-def _render(sub: Subject, grid: Grid, site: Site, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _render(
+    sub: Subject, grid: Grid, site: Site, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Image (float32), label (uint8) and tissue map of ``sub`` on ``grid`` as ``site`` would acquire it."""
     nx, ny, nz = grid.shape
     means = np.array([site.table[c] for c in range(N_TISSUES)], np.float32)
@@ -751,14 +876,16 @@ def _render(sub: Subject, grid: Grid, site: Site, rng: np.random.Generator) -> t
     gi = np.linspace(-1, 1, nx, dtype=np.float32)[:, None, None]
     gj = np.linspace(-1, 1, ny, dtype=np.float32)[None, :, None]
     gk = np.linspace(-1, 1, nz, dtype=np.float32)[None, None, :]
-    bias = np.exp(site.bias * (coef[0] * gi + coef[1] * gj + coef[2] * gk)
-                  + 0.55 * site.bias * (coef[3] * gi * gj + coef[4] * gi ** 2 + coef[5] * gj ** 2))
+    bias = np.exp(
+        site.bias * (coef[0] * gi + coef[1] * gj + coef[2] * gk)
+        + 0.55 * site.bias * (coef[3] * gi * gj + coef[4] * gi**2 + coef[5] * gj**2)
+    )
     img = img * bias
     # Rician noise: magnitude of a complex signal with Gaussian noise in both channels.
     sigma = float(rng.uniform(*site.noise))
     n1 = rng.standard_normal(grid.shape, dtype=np.float32) * sigma
     n2 = rng.standard_normal(grid.shape, dtype=np.float32) * sigma
-    img = np.sqrt((img + n1) ** 2 + n2 ** 2)
+    img = np.sqrt((img + n1) ** 2 + n2**2)
     img *= float(rng.uniform(*site.scale))
     img = img.astype(np.float32)
     if site.dtype == "int16":
@@ -766,8 +893,9 @@ def _render(sub: Subject, grid: Grid, site: Site, rng: np.random.Generator) -> t
     return img, label, tissue
 
 
-def make_case(seed: int, case_number: int, modality: str, scale: str = "small",
-              orientation_index: int | None = None) -> PhantomCase:
+def make_case(
+    seed: int, case_number: int, modality: str, scale: str = "small", orientation_index: int | None = None
+) -> PhantomCase:
     """One phantom case (image, label, affine, tissue, site, dtype); the same arguments give byte-identical arrays."""
     if scale not in SCALES:
         raise CosmosError(f"phantom scale must be one of {SCALES}, got {scale!r}")
@@ -788,12 +916,15 @@ def vestibule_centres(seed: int, case_number: int, modality: str, scale: str = "
     return [np.array([s * (sub.fundus[0] + v[0]), sub.fundus[1] + v[1], sub.z0 + v[2]]) for s in (sub.side, -sub.side)]
 
 
-def case_subject(seed: int, case_number: int, modality: str, scale: str = "small",
-                 orientation_index: int | None = None) -> tuple[Subject, Grid]:
+def case_subject(
+    seed: int, case_number: int, modality: str, scale: str = "small", orientation_index: int | None = None
+) -> tuple[Subject, Grid]:
     """The anatomy and grid ``make_case`` renders (for tests and QA: e.g. exact sub-voxel coverage)."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(case_number), 1 if modality == "ceT1" else 2]))
     sub = _sample_subject(rng, scale)
-    return sub, _sample_grid(rng, scale, modality, sub, case_number - 1 if orientation_index is None else orientation_index)
+    return sub, _sample_grid(
+        rng, scale, modality, sub, case_number - 1 if orientation_index is None else orientation_index
+    )
 
 
 def _plan(n_source: int, n_target: int, n_val: int) -> list[tuple[str, int, str, str]]:
@@ -801,21 +932,47 @@ def _plan(n_source: int, n_target: int, n_val: int) -> list[tuple[str, int, str,
     plan = []
     for i in range(1, n_source + 1):
         cid = f"crossmoda_{i}"
-        plan.append((cid, i, f"{layout.SOURCE_DIR}/{layout.image_name(cid, 'ceT1')}",
-                     f"{layout.SOURCE_DIR}/{layout.label_name(cid)}"))
+        plan.append(
+            (
+                cid,
+                i,
+                f"{layout.SOURCE_DIR}/{layout.image_name(cid, 'ceT1')}",
+                f"{layout.SOURCE_DIR}/{layout.label_name(cid)}",
+            )
+        )
     for j in range(n_source + 1, n_source + n_target + 1):
         cid = f"crossmoda_{j}"
-        plan.append((cid, j, f"{layout.TARGET_DIR}/{layout.image_name(cid, 'hrT2')}",
-                     f"{TARGET_LABELS_DIR}/{layout.label_name(cid)}"))
+        plan.append(
+            (
+                cid,
+                j,
+                f"{layout.TARGET_DIR}/{layout.image_name(cid, 'hrT2')}",
+                f"{TARGET_LABELS_DIR}/{layout.label_name(cid)}",
+            )
+        )
     for k in range(n_source + n_target + 1, n_source + n_target + n_val + 1):
         cid = f"crossmoda_{k}"
-        plan.append((cid, k, f"{layout.VALIDATION_DIR}/{layout.image_name(cid, 'hrT2')}",
-                     f"{layout.VALIDATION_LABELS_DIR}/{layout.label_name(cid)}"))
+        plan.append(
+            (
+                cid,
+                k,
+                f"{layout.VALIDATION_DIR}/{layout.image_name(cid, 'hrT2')}",
+                f"{layout.VALIDATION_LABELS_DIR}/{layout.label_name(cid)}",
+            )
+        )
     return plan
 
 
-def make_phantom(out_dir: str | Path, n_source: int = 8, n_target: int = 8, n_val: int = 4, seed: int = 0,
-                 scale: str = "small", preview: bool = True, target_labels: bool = False) -> Path:
+def make_phantom(
+    out_dir: str | Path,
+    n_source: int = 8,
+    n_target: int = 8,
+    n_val: int = 4,
+    seed: int = 0,
+    scale: str = "small",
+    preview: bool = True,
+    target_labels: bool = False,
+) -> Path:
     """Write a crossMoDA 2021 tree (with validation labels) and ``preview.png``; return the root.
 
     ``target_labels=True`` also writes the (normally hidden) hrT2 training labels to
@@ -831,8 +988,15 @@ def make_phantom(out_dir: str | Path, n_source: int = 8, n_target: int = 8, n_va
         raise CosmosError(f"phantom scale must be one of {SCALES}, got {scale!r}")
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    params = {"n_source": int(n_source), "n_target": int(n_target), "n_val": int(n_val), "seed": int(seed),
-              "scale": scale, "target_labels": bool(target_labels), "version": 2}
+    params = {
+        "n_source": int(n_source),
+        "n_target": int(n_target),
+        "n_val": int(n_val),
+        "seed": int(seed),
+        "scale": scale,
+        "target_labels": bool(target_labels),
+        "version": 2,
+    }
     manifest_path = root / MANIFEST
     old = _read_manifest(manifest_path)
     if old is not None and old.get("params") != params:
@@ -854,7 +1018,9 @@ def make_phantom(out_dir: str | Path, n_source: int = 8, n_target: int = 8, n_va
         if not done:
             todo.append((cid, num, img_rel, lab_rel if want_label else None))
     if todo:
-        log.info("phantom: generating %d of %d cases (scale=%s, seed=%d) in %s", len(todo), len(plan), scale, seed, root)
+        log.info(
+            "phantom: generating %d of %d cases (scale=%s, seed=%d) in %s", len(todo), len(plan), scale, seed, root
+        )
     cases = dict((old or {}).get("cases", {}))
     for cid, num, img_rel, label_rel in progress(todo, desc="phantom", unit="case"):
         modality = "ceT1" if img_rel.startswith(layout.SOURCE_DIR + "/") else "hrT2"
@@ -864,13 +1030,18 @@ def make_phantom(out_dir: str | Path, n_source: int = 8, n_target: int = 8, n_va
             nifti.save(root / label_rel, case.label, affine=case.affine, label=True)
         # Site and ground-truth sizes, also for unlabelled target cases (QA: is the cochlea big enough?).
         lab, tissue = case.label, case.tissue
-        cases[cid] = {"modality": modality, "site": case.site, "dtype": case.dtype, "shape": list(lab.shape),
-                      "spacing": [round(float(v), 4) for v in np.linalg.norm(case.affine[:3, :3], axis=0)],
-                      "vs_voxels": int((lab == 1).sum()), "cochlea_voxels": int((lab == 2).sum()),
-                      "labyrinth_voxels": int(np.isin(tissue, (VESTIBULE, SCC)).sum()),
-                      "vessel_voxels": int((tissue == VESSEL).sum()),
-                      "vestibule_mm": [[round(float(v), 2) for v in c]
-                                       for c in vestibule_centres(seed, num, modality, scale)]}
+        cases[cid] = {
+            "modality": modality,
+            "site": case.site,
+            "dtype": case.dtype,
+            "shape": list(lab.shape),
+            "spacing": [round(float(v), 4) for v in np.linalg.norm(case.affine[:3, :3], axis=0)],
+            "vs_voxels": int((lab == 1).sum()),
+            "cochlea_voxels": int((lab == 2).sum()),
+            "labyrinth_voxels": int(np.isin(tissue, (VESTIBULE, SCC)).sum()),
+            "vessel_voxels": int((tissue == VESSEL).sum()),
+            "vestibule_mm": [[round(float(v), 2) for v in c] for c in vestibule_centres(seed, num, modality, scale)],
+        }
     manifest = {"params": params, "files": files, "cases": {c: cases[c] for c, *_ in plan if c in cases}}
     manifest_path.write_text(json.dumps(manifest, indent=1))
     if preview and (todo or not (root / PREVIEW).exists()):
@@ -910,8 +1081,9 @@ def write_preview(root: str | Path, out_png: str | Path) -> Path:
             seen.add(site)
             rows.append((f"{case.case_id} hrT2 {site} target", case))
     if ds.validation:
-        rows.append((f"{ds.validation[0].case_id} hrT2 {sites.get(ds.validation[0].case_id, '')} validation",
-                     ds.validation[0]))
+        rows.append(
+            (f"{ds.validation[0].case_id} hrT2 {sites.get(ds.validation[0].case_id, '')} validation", ds.validation[0])
+        )
     if not rows:
         raise CosmosError(f"{root}: no cases to preview")
     fig, axes = plt.subplots(len(rows), 4, figsize=(9.6, 2.5 * len(rows)), squeeze=False)
@@ -945,14 +1117,20 @@ def write_preview(root: str | Path, out_png: str | Path) -> Path:
             ijk = np.clip(np.rint(ijk).astype(int), 0, np.array(img.shape) - 1)
             centre, k_lab = (int(ijk[0]), int(ijk[1])), int(ijk[2])
         half = [max(4, round(9.0 / zooms[a])) for a in (0, 1)]
-        crop = (slice(max(0, centre[0] - half[0]), centre[0] + half[0]),
-                slice(max(0, centre[1] - half[1]), centre[1] + half[1]))
+        crop = (
+            slice(max(0, centre[0] - half[0]), centre[0] + half[0]),
+            slice(max(0, centre[1] - half[1]), centre[1] + half[1]),
+        )
         lo, hi = np.percentile(img, [0.5, 99.5])
         views = (
             ("axial (VS)", img[:, :, k_vs].T, None if lab is None else lab[:, :, k_vs].T, zooms[1] / zooms[0]),
             ("axial (cochlea)", img[:, :, k_co].T, None if lab is None else lab[:, :, k_co].T, zooms[1] / zooms[0]),
-            ("labyrinth close-up", img[crop + (k_lab,)].T, None if lab is None else lab[crop + (k_lab,)].T,
-             zooms[1] / zooms[0]),
+            (
+                "labyrinth close-up",
+                img[crop + (k_lab,)].T,
+                None if lab is None else lab[crop + (k_lab,)].T,
+                zooms[1] / zooms[0],
+            ),
             ("coronal (VS)", img[:, j_vs, :].T, None if lab is None else lab[:, j_vs, :].T, zooms[2] / zooms[0]),
         )
         for c, (what, sl, lsl, aspect) in enumerate(views):

@@ -66,7 +66,9 @@ class CropRecord:
 
 
 # ------------------------------------------------------------------------------------ geometry
-def _world_corners(affine: np.ndarray, lo: Sequence[float] | np.ndarray, hi: Sequence[float] | np.ndarray) -> np.ndarray:
+def _world_corners(
+    affine: np.ndarray, lo: Sequence[float] | np.ndarray, hi: Sequence[float] | np.ndarray
+) -> np.ndarray:
     """The 8 world-space corners of a voxel-index box (voxel centres at lo and hi)."""
     corners = np.array([[a, b, c, 1.0] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])])
     return (affine @ corners.T).T[:, :3]
@@ -96,7 +98,7 @@ def head_box(vol: nifti.Volume, coarse_mm: float = 2.0) -> tuple[tuple[np.ndarra
     """
     spacing = np.asarray(vol.spacing, float)
     stride = np.maximum(1, np.floor(coarse_mm / np.maximum(spacing, 1e-6))).astype(int)
-    small = vol.data[::stride[0], ::stride[1], ::stride[2]]
+    small = vol.data[:: stride[0], :: stride[1], :: stride[2]]
     mask = head_mask(small)
     box = _voxel_box(mask)
     truncated = _truncated_world_axes(vol.affine, mask)
@@ -154,11 +156,24 @@ def fit(source_cases: Iterable[layout.Case], margin_mm: float = 12.0, min_size_m
         highs.append((f_hi - h_lo) / extent)
     if not lows:
         raise CosmosError("ROI: no source case with both a head and a labelled structure to learn the region from")
-    model = RoiModel(low=[float(v) for v in np.min(lows, axis=0)], high=[float(v) for v in np.max(highs, axis=0)],
-                     margin_mm=float(margin_mm), min_size_mm=float(min_size_mm), n_cases=len(lows))
-    log.info("ROI from %d source case(s): head-normalised x %.2f-%.2f, y %.2f-%.2f, z %.2f-%.2f, margin %.0f mm",
-             model.n_cases, model.low[0], model.high[0], model.low[1], model.high[1], model.low[2], model.high[2],
-             margin_mm)
+    model = RoiModel(
+        low=[float(v) for v in np.min(lows, axis=0)],
+        high=[float(v) for v in np.max(highs, axis=0)],
+        margin_mm=float(margin_mm),
+        min_size_mm=float(min_size_mm),
+        n_cases=len(lows),
+    )
+    log.info(
+        "ROI from %d source case(s): head-normalised x %.2f-%.2f, y %.2f-%.2f, z %.2f-%.2f, margin %.0f mm",
+        model.n_cases,
+        model.low[0],
+        model.high[0],
+        model.low[1],
+        model.high[1],
+        model.low[2],
+        model.high[2],
+        margin_mm,
+    )
     return model
 
 
@@ -179,8 +194,9 @@ def box_for(vol: nifti.Volume, model: RoiModel) -> Box:
     w_lo, w_hi = centre - half, centre + half
     # world box -> voxel window: the voxel-index hull of the world box's corners
     inv = np.linalg.inv(vol.affine)
-    corners = np.array([[a, b, c, 1.0] for a in (w_lo[0], w_hi[0]) for b in (w_lo[1], w_hi[1])
-                        for c in (w_lo[2], w_hi[2])])
+    corners = np.array(
+        [[a, b, c, 1.0] for a in (w_lo[0], w_hi[0]) for b in (w_lo[1], w_hi[1]) for c in (w_lo[2], w_hi[2])]
+    )
     vox = (inv @ corners.T).T[:, :3]
     v_lo = np.floor(vox.min(axis=0)).astype(int)
     v_hi = np.ceil(vox.max(axis=0)).astype(int) + 1
@@ -199,7 +215,7 @@ def box_for(vol: nifti.Volume, model: RoiModel) -> Box:
 def crop_volume(vol: nifti.Volume, box: Box) -> nifti.Volume:
     """The window ``box`` of ``vol`` with its header and an affine shifted to the window's origin."""
     img = nib.Nifti1Image(vol.data, vol.affine, header=vol.header)
-    sub = img.slicer[box[0][0]:box[0][1], box[1][0]:box[1][1], box[2][0]:box[2][1]]
+    sub = img.slicer[box[0][0] : box[0][1], box[1][0] : box[1][1], box[2][0] : box[2][1]]
     header = sub.header.copy()
     return nifti.Volume(data=np.asarray(sub.dataobj), affine=sub.affine, header=header)
 
@@ -225,8 +241,14 @@ def _scans(root: Path) -> list[tuple[Path, bool]]:
     return sorted(found, key=lambda t: t[1])
 
 
-def crop_dataset(data_dir: str | Path, out_dir: str | Path, *, enabled: bool = True, margin_mm: float = 12.0,
-                 min_size_mm: float = 40.0) -> dict[str, Any]:
+def crop_dataset(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    enabled: bool = True,
+    margin_mm: float = 12.0,
+    min_size_mm: float = 40.0,
+) -> dict[str, Any]:
     """Crop every scan of a crossMoDA tree into ``out_dir`` (same layout) and write ``roi.json``.
 
     A label is cropped with the window of its image (same case id: the source image, a
@@ -256,15 +278,22 @@ def crop_dataset(data_dir: str | Path, out_dir: str | Path, *, enabled: bool = T
         box = boxes_by_case[key]
         cropped = crop_volume(vol, box)
         disk_dtype = np.dtype(vol.header.get_data_dtype())
-        nifti.save(out / rel, cropped.data, like=cropped, label=is_label,
-                   dtype=None if is_label else disk_dtype)
+        nifti.save(out / rel, cropped.data, like=cropped, label=is_label, dtype=None if is_label else disk_dtype)
         if is_label:
             lost = int(np.count_nonzero(vol.data)) - int(np.count_nonzero(cropped.data))
             if lost:
-                log.warning("ROI crop of %s leaves out %d labelled voxel(s): the region may be too small "
-                            "(roi.margin_mm)", f, lost)
-        records[str(rel)] = asdict(CropRecord(box=[list(b) for b in box], shape=list(vol.shape),
-                                              cropped=any(tuple(b) != (0, n) for b, n in zip(box, vol.shape))))
+                log.warning(
+                    "ROI crop of %s leaves out %d labelled voxel(s): the region may be too small (roi.margin_mm)",
+                    f,
+                    lost,
+                )
+        records[str(rel)] = asdict(
+            CropRecord(
+                box=[list(b) for b in box],
+                shape=list(vol.shape),
+                cropped=any(tuple(b) != (0, n) for b, n in zip(box, vol.shape)),
+            )
+        )
     for extra in sorted(src.glob("*.json")):  # manifests travel along
         (out / extra.name).write_bytes(extra.read_bytes())
     result = {"model": model.to_dict(), "files": records}
@@ -272,8 +301,12 @@ def crop_dataset(data_dir: str | Path, out_dir: str | Path, *, enabled: bool = T
     n_cropped = sum(1 for r in records.values() if r["cropped"])
     voxels_before = sum(int(np.prod(r["shape"])) for r in records.values())
     voxels_after = sum(int(np.prod([b - a for a, b in r["box"]])) for r in records.values())
-    log.info("ROI crop: %d of %d file(s) cropped; %.1f%% of the voxels kept", n_cropped, len(records),
-             100.0 * voxels_after / max(voxels_before, 1))
+    log.info(
+        "ROI crop: %d of %d file(s) cropped; %.1f%% of the voxels kept",
+        n_cropped,
+        len(records),
+        100.0 * voxels_after / max(voxels_before, 1),
+    )
     return result
 
 
@@ -282,8 +315,13 @@ def read_records(data_dir: str | Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def uncrop_predictions(pred_dir: str | Path, out_dir: str | Path, roi_data_dir: str | Path,
-                       original_data_dir: str | Path, folder: str = layout.VALIDATION_DIR) -> list[Path]:
+def uncrop_predictions(
+    pred_dir: str | Path,
+    out_dir: str | Path,
+    roi_data_dir: str | Path,
+    original_data_dir: str | Path,
+    folder: str = layout.VALIDATION_DIR,
+) -> list[Path]:
     """Predictions made on the cropped scans of ``folder``, written back on the original grids."""
     records = (read_records(roi_data_dir) or {}).get("files", {})
     out = Path(out_dir)

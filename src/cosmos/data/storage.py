@@ -68,8 +68,11 @@ class S3Settings:
         return self.max_attempts * (self.connect_timeout + self.read_timeout) + waits
 
 
-_ENV = {"connect_timeout": "COSMOS_S3_CONNECT_TIMEOUT", "read_timeout": "COSMOS_S3_READ_TIMEOUT",
-        "max_attempts": "COSMOS_S3_MAX_ATTEMPTS"}
+_ENV = {
+    "connect_timeout": "COSMOS_S3_CONNECT_TIMEOUT",
+    "read_timeout": "COSMOS_S3_READ_TIMEOUT",
+    "max_attempts": "COSMOS_S3_MAX_ATTEMPTS",
+}
 _configured: dict[str, Any] = {}
 
 
@@ -111,7 +114,7 @@ def split_s3(uri: str) -> tuple[str, str]:
     """``s3://bucket/a/b/`` -> ("bucket", "a/b") (prefix without surrounding slashes)."""
     if not is_s3(uri):
         raise StorageError(f"{uri!r} is not an s3:// URI")
-    rest = uri[len("s3://"):]
+    rest = uri[len("s3://") :]
     bucket, _, prefix = rest.partition("/")
     if not bucket:
         raise StorageError(f"{uri!r}: missing bucket name (expected s3://bucket/prefix)")
@@ -129,8 +132,9 @@ def s3_client(settings: S3Settings | None = None):
     from botocore.config import Config
 
     st = settings or s3_settings()
-    kwargs: dict[str, Any] = dict(connect_timeout=st.connect_timeout, read_timeout=st.read_timeout,
-                                  retries={"total_max_attempts": 1})  # retries are ours (logged, bounded)
+    kwargs: dict[str, Any] = dict(
+        connect_timeout=st.connect_timeout, read_timeout=st.read_timeout, retries={"total_max_attempts": 1}
+    )  # retries are ours (logged, bounded)
     if endpoint_url():
         kwargs["s3"] = {"addressing_style": "path"}
     # No endpoint_url argument on purpose: boto3 reads AWS_ENDPOINT_URL(_S3) itself. A fresh session
@@ -138,8 +142,19 @@ def s3_client(settings: S3Settings | None = None):
     return boto3.session.Session().client("s3", config=Config(**kwargs))
 
 
-_RETRY_CODES = {"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown", "Throttling",
-                "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed"}
+_RETRY_CODES = {
+    "500",
+    "502",
+    "503",
+    "504",
+    "InternalError",
+    "ServiceUnavailable",
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+}
 
 
 def _transient(exc: BaseException) -> str | None:
@@ -188,9 +203,11 @@ def with_retry(what: str, fn: Callable[[], T], settings: S3Settings | None = Non
             if reason is None:
                 raise _wrap(exc, what) from None
             if attempt >= st.max_attempts:
-                raise StorageError(f"{what}: gave up after {st.max_attempts} attempt(s): {reason} "
-                                   f"(endpoint {endpoint_url() or 'AWS default'}; timeouts: connect "
-                                   f"{st.connect_timeout:g} s, read {st.read_timeout:g} s)") from None
+                raise StorageError(
+                    f"{what}: gave up after {st.max_attempts} attempt(s): {reason} "
+                    f"(endpoint {endpoint_url() or 'AWS default'}; timeouts: connect "
+                    f"{st.connect_timeout:g} s, read {st.read_timeout:g} s)"
+                ) from None
             delay = st.delay(attempt)
             log.warning("retrying %s (%d/%d): %s", what, attempt + 1, st.max_attempts, reason)
             time.sleep(delay)
@@ -199,11 +216,17 @@ def with_retry(what: str, fn: Callable[[], T], settings: S3Settings | None = Non
 
 def safe_relative_key(key: str, prefix: str) -> PurePosixPath:
     """The part of ``key`` below ``prefix`` as a relative path; refuses keys that escape the folder."""
-    rel = key[len(prefix):] if prefix and key.startswith(prefix) else key
+    rel = key[len(prefix) :] if prefix and key.startswith(prefix) else key
     rel = rel.lstrip("/") if prefix else rel
     path = PurePosixPath(rel)
-    if not rel or rel.startswith("/") or path.is_absolute() or ".." in path.parts or "\\" in rel \
-            or (len(rel) > 1 and rel[1] == ":"):
+    if (
+        not rel
+        or rel.startswith("/")
+        or path.is_absolute()
+        or ".." in path.parts
+        or "\\" in rel
+        or (len(rel) > 1 and rel[1] == ":")
+    ):
         raise StorageError(f"refusing S3 key {key!r}: it would be written outside the download folder")
     return path
 
@@ -318,7 +341,7 @@ def upload(local_dir: str | Path, uri: str) -> None:
 
 def _put_file(client, path: Path, bucket: str, key: str) -> None:
     """PUT one file: a single request below 64 MB, else boto3's multipart transfer (no threads)."""
-    if path.stat().st_size < 64 * 1024 ** 2:
+    if path.stat().st_size < 64 * 1024**2:
         with open(path, "rb") as fh:
             client.put_object(Bucket=bucket, Key=key, Body=fh)
         return
@@ -422,7 +445,7 @@ def fingerprint(uri: str | os.PathLike | None) -> str:
     if is_s3(text):
         _, prefix = split_s3(text)
         for e in sorted(list_entries(text), key=lambda e: e["key"]):
-            rel = e["key"][len(prefix):].lstrip("/") if prefix else e["key"]
+            rel = e["key"][len(prefix) :].lstrip("/") if prefix else e["key"]
             h.update(f"{rel}\0{e['size']}\0{e['etag']}\n".encode())
         return f"{text}#{h.hexdigest()[:16]}"
     root = Path(text)

@@ -79,8 +79,11 @@ def _is_ignorable(p: Path) -> bool:
     return p.name.startswith(".") or p.suffix in (".md5", ".sha256", ".json", ".txt", ".md")
 
 
-def validate_dataset(root: str | Path, val_labels: str | Path | None = None,
-                     required: tuple[str, ...] = (layout.SOURCE_DIR, layout.TARGET_DIR)) -> list[Problem]:
+def validate_dataset(
+    root: str | Path,
+    val_labels: str | Path | None = None,
+    required: tuple[str, ...] = (layout.SOURCE_DIR, layout.TARGET_DIR),
+) -> list[Problem]:
     """Every problem found in the crossMoDA tree at ``root`` (empty list = clean); warnings are logged.
 
     ``val_labels``: a folder of validation labels (default ``root/target_validation_labels`` when it
@@ -113,8 +116,11 @@ def path_problem(path: Path, want_dir: bool = True) -> str | None:
     return None
 
 
-def check_dataset(root: str | Path, val_labels: str | Path | None = None,
-                  required: tuple[str, ...] = (layout.SOURCE_DIR, layout.TARGET_DIR)) -> Report:
+def check_dataset(
+    root: str | Path,
+    val_labels: str | Path | None = None,
+    required: tuple[str, ...] = (layout.SOURCE_DIR, layout.TARGET_DIR),
+) -> Report:
     """Errors and warnings for the crossMoDA tree at ``root`` (see ``validate_dataset``)."""
     if isinstance(root, str) and root.startswith("s3://"):
         return Report([Problem(root, "is an s3:// URI; download it first (cosmos validate does this for you)")])
@@ -131,13 +137,21 @@ def check_dataset(root: str | Path, val_labels: str | Path | None = None,
     present = sorted(p.name for p in root.iterdir() if not _is_ignorable(p))
     for required_folder in required:
         if not (root / required_folder).is_dir():
-            problems.append(Problem(str(root / required_folder), f"missing folder (crossMoDA 2021 layout); {root} holds {present}"))
+            problems.append(
+                Problem(str(root / required_folder), f"missing folder (crossMoDA 2021 layout); {root} holds {present}")
+            )
 
     vl_dir = Path(val_labels) if val_labels is not None else root / layout.VALIDATION_LABELS_DIR
     if val_labels is not None and not vl_dir.is_dir():
         why = path_problem(vl_dir)
-        problems.append(Problem(str(vl_dir), "validation-label folder does not exist" if why == "does not exist"
-                                else f"validation-label folder: {why}"))
+        problems.append(
+            Problem(
+                str(vl_dir),
+                "validation-label folder does not exist"
+                if why == "does not exist"
+                else f"validation-label folder: {why}",
+            )
+        )
     for name in _FOLDERS:  # a domain folder that is a broken link must not look merely "missing"
         folder = root / name
         if folder.is_symlink() and not folder.is_dir():
@@ -157,14 +171,23 @@ def check_dataset(root: str | Path, val_labels: str | Path | None = None,
                 continue
             parsed = layout.parse_name(p.name)
             if parsed is None:
-                problems.append(Problem(str(p), "file name follows no crossMoDA naming "
-                                                "(expected crossmoda_<N>_{ceT1,hrT2,Label}.nii.gz)"))
+                problems.append(
+                    Problem(
+                        str(p),
+                        "file name follows no crossMoDA naming (expected crossmoda_<N>_{ceT1,hrT2,Label}.nii.gz)",
+                    )
+                )
                 continue
             case, kind = parsed
             if kind == "Label":
                 if not labelled:
-                    problems.append(Problem(str(p), f"label in {name}: this domain is unannotated "
-                                                    f"(validation labels go in {layout.VALIDATION_LABELS_DIR}/)"))
+                    problems.append(
+                        Problem(
+                            str(p),
+                            f"label in {name}: this domain is unannotated "
+                            f"(validation labels go in {layout.VALIDATION_LABELS_DIR}/)",
+                        )
+                    )
                     continue
                 _add(labels[name], case, p, problems)
                 continue
@@ -212,15 +235,24 @@ def check_dataset(root: str | Path, val_labels: str | Path | None = None,
     beside, separate = labels.get(layout.VALIDATION_DIR, {}), labels.get(layout.VALIDATION_LABELS_DIR, {})
     if beside and vl_dir.is_dir():
         for lab in beside.values():
-            problems.append(Problem(str(lab), f"validation label beside the images while {vl_dir} also exists; "
-                                              "keep validation labels in one place"))
+            problems.append(
+                Problem(
+                    str(lab),
+                    f"validation label beside the images while {vl_dir} also exists; "
+                    "keep validation labels in one place",
+                )
+            )
     val_lab = separate if vl_dir.is_dir() else beside
     for case, img in val_img.items():
         pairs.append((img, val_lab.get(case)))
     for case, lab in val_lab.items():
         if case not in val_img:
-            problems.append(Problem(str(lab), f"validation label without its image "
-                                              f"({layout.VALIDATION_DIR}/{layout.image_name(case, 'hrT2')})"))
+            problems.append(
+                Problem(
+                    str(lab),
+                    f"validation label without its image ({layout.VALIDATION_DIR}/{layout.image_name(case, 'hrT2')})",
+                )
+            )
             pairs.append((lab, None))
     if val_lab and val_img and len(val_lab) < len(val_img):
         missing = sorted(set(val_img) - set(val_lab), key=layout.case_sort_key)
@@ -243,8 +275,12 @@ def _case_of(path: Path) -> str | None:
 def _add(table: dict[str, Path], case: str, p: Path, problems: list[Problem]) -> bool:
     """Register ``p`` for ``case``; a second file for the same case and kind is a duplicate."""
     if case in table:
-        problems.append(Problem(str(p), f"duplicate case id {case!r} in this folder (also {table[case].name}); "
-                                        "keep one of .nii / .nii.gz"))
+        problems.append(
+            Problem(
+                str(p),
+                f"duplicate case id {case!r} in this folder (also {table[case].name}); keep one of .nii / .nii.gz",
+            )
+        )
         return False
     table[case] = p
     return True
@@ -274,8 +310,13 @@ def check_pair(image_path: Path, label_path: Path | None = None, source: bool = 
     if not np.all(np.isfinite(label.affine)):
         problems.append(Problem(str(label_path), "affine holds NaN or inf (no usable voxel-to-world geometry)"))
     elif source and not values and not np.any(label.data):
-        problems.append(Problem(str(label_path), "source label has no foreground at all (no VS, no cochlea): "
-                                                 "this case teaches the segmenter nothing", warning=True))
+        problems.append(
+            Problem(
+                str(label_path),
+                "source label has no foreground at all (no VS, no cochlea): this case teaches the segmenter nothing",
+                warning=True,
+            )
+        )
     if image is not None:
         diff = nifti.same_grid(label, image, atol=AFFINE_TOLERANCE_MM)
         if diff:
@@ -290,7 +331,7 @@ def _load(path: Path, label: bool, problems: list[Problem]) -> nifti.Volume | No
     except nifti.NiftiError as exc:
         msg = str(exc)
         prefix = f"{path}: "
-        problems.append(Problem(str(path), msg[len(prefix):] if msg.startswith(prefix) else msg))
+        problems.append(Problem(str(path), msg[len(prefix) :] if msg.startswith(prefix) else msg))
     except Exception as exc:  # any other reader failure is still one line about this file
         problems.append(Problem(str(path), f"unreadable ({type(exc).__name__}: {exc})"))
     return None

@@ -141,8 +141,9 @@ def assd(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | None = Non
     return float(distances.mean())
 
 
-def score_structures(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | None = None,
-                     structures: dict[str, int] | None = None) -> dict[str, dict[str, float]]:
+def score_structures(
+    pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | None = None, structures: dict[str, int] | None = None
+) -> dict[str, dict[str, float]]:
     """Dice and ASSD of each structure of two label maps: ``{"VS": {"dice", "assd"}, "cochlea": ...}``.
 
     Both maps are first cropped to the bounding box of all their foreground, so the per-label
@@ -272,8 +273,9 @@ def evaluate_folder(pred_dir: str | Path, label_dir: str | Path) -> dict[str, An
             errors[case] = str(exc)
     unmatched = sorted(set(preds) - set(labels), key=layout.case_sort_key)
     if unmatched:
-        log.warning("%d prediction(s) have no ground truth and are not scored: %s", len(unmatched),
-                    ", ".join(unmatched))
+        log.warning(
+            "%d prediction(s) have no ground truth and are not scored: %s", len(unmatched), ", ".join(unmatched)
+        )
     for case, message in sorted(errors.items(), key=lambda kv: layout.case_sort_key(kv[0])):
         log.error("%s: %s", case, message)
     log.info("scored %d of %d labelled cases (%d errors)", len(cases), len(labels), len(errors))
@@ -297,8 +299,14 @@ def format_pm(mean: float | None, std: float | None, digits: int = 3) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-TABLE_COLUMNS = (("dice", "mean"), ("dice", "VS"), ("dice", "cochlea"),
-                 ("assd", "mean"), ("assd", "VS"), ("assd", "cochlea"))
+TABLE_COLUMNS = (
+    ("dice", "mean"),
+    ("dice", "VS"),
+    ("dice", "cochlea"),
+    ("assd", "mean"),
+    ("assd", "VS"),
+    ("assd", "cochlea"),
+)
 
 
 def summary_row(summary: dict[str, dict[str, float | None]]) -> list[str]:
@@ -309,8 +317,12 @@ def summary_row(summary: dict[str, dict[str, float | None]]) -> list[str]:
 TABLE1_HEADER = ["Dice mean", "Dice VS", "Dice cochlea", "ASSD mean (mm)", "ASSD VS (mm)", "ASSD cochlea (mm)"]
 
 
-def format_table1(rows: list[tuple[str, dict[str, Any] | None, Sequence[object]]], extra_header: list[str] | None = None,
-                  style: str = "markdown", first: str = "Method") -> str:
+def format_table1(
+    rows: list[tuple[str, dict[str, Any] | None, Sequence[object]]],
+    extra_header: list[str] | None = None,
+    style: str = "markdown",
+    first: str = "Method",
+) -> str:
     """THE Table-1 formatter: one row per (name, ``evaluate_folder`` summary or None, extra cells (``str()``-ed)).
 
     ``style``: ``markdown`` (README, report, benchmark.md) or ``text`` (aligned columns for a terminal).
@@ -339,10 +351,13 @@ def format_summary(result: dict[str, Any], per_case: bool = False) -> str:
     rows: list[list[str]] = []
     if per_case:
         for case, scores in result["cases"].items():
-            rows.append([case] + [
-                f"{np.mean([scores[s][m] for s in STRUCTURES]) if s == 'mean' else scores[s][m]:.3f}"
-                for m, s in TABLE_COLUMNS
-            ])
+            rows.append(
+                [case]
+                + [
+                    f"{np.mean([scores[s][m] for s in STRUCTURES]) if s == 'mean' else scores[s][m]:.3f}"
+                    for m, s in TABLE_COLUMNS
+                ]
+            )
     rows.append([f"all ({result['n_cases']} cases)"] + summary_row(result["summary"]))
     table = [["case"] + header] + rows
     widths = [max(len(r[i]) for r in table) for i in range(len(header) + 1)]

@@ -55,8 +55,13 @@ def slice_with_most_foreground(label3d: np.ndarray, labels: Sequence[int] | None
     return int(np.argmax(counts))
 
 
-def foreground_box(masks: Sequence[np.ndarray | None], shape: tuple[int, int], spacing: Sequence[float] = (1.0, 1.0),
-                   margin_mm: float = 15.0, min_size_mm: float = 40.0) -> tuple[slice, slice] | None:
+def foreground_box(
+    masks: Sequence[np.ndarray | None],
+    shape: tuple[int, int],
+    spacing: Sequence[float] = (1.0, 1.0),
+    margin_mm: float = 15.0,
+    min_size_mm: float = 40.0,
+) -> tuple[slice, slice] | None:
     """A square-in-mm zoom box (array-order slices) around the foreground of 2D ``masks``.
 
     None when every mask is empty (a None mask counts as empty). The box keeps ``margin_mm`` around the structures and spans at
@@ -69,8 +74,9 @@ def foreground_box(masks: Sequence[np.ndarray | None], shape: tuple[int, int], s
     if not union.any():
         return None
     hits_per_axis = [np.flatnonzero(union.any(axis=1 - axis)) for axis in range(2)]
-    side_mm = max(max((h[-1] + 1 - h[0]) * spacing[a] + 2 * margin_mm, min_size_mm)
-                  for a, h in enumerate(hits_per_axis))
+    side_mm = max(
+        max((h[-1] + 1 - h[0]) * spacing[a] + 2 * margin_mm, min_size_mm) for a, h in enumerate(hits_per_axis)
+    )
     slices = []
     for axis, hits in enumerate(hits_per_axis):
         centre = (hits[0] + hits[-1] + 1) / 2.0
@@ -104,8 +110,16 @@ def _window(image2d: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi if hi > lo else lo + 1.0)
 
 
-def draw_overlay(ax, image2d: np.ndarray | None, label2d: np.ndarray | None = None, *, aspect: float = 1.0,
-                 mode: str = "fill", title: str | None = None, caption: str | None = None) -> None:
+def draw_overlay(
+    ax,
+    image2d: np.ndarray | None,
+    label2d: np.ndarray | None = None,
+    *,
+    aspect: float = 1.0,
+    mode: str = "fill",
+    title: str | None = None,
+    caption: str | None = None,
+) -> None:
     """Draw a grey slice with its labels on ``ax`` (array-order inputs, see the module docstring).
 
     ``mode``: "fill" = translucent fill plus outline; "contour" = outline only (keeps the anatomy
@@ -170,8 +184,15 @@ def save_figure(fig, path: str | Path) -> Path:
     return path
 
 
-def overlay_png(image2d: np.ndarray | None, label2d: np.ndarray | None, path: str | Path, *, title: str | None = None,
-                aspect: float = 1.0, mode: str = "fill") -> Path:
+def overlay_png(
+    image2d: np.ndarray | None,
+    label2d: np.ndarray | None,
+    path: str | Path,
+    *,
+    title: str | None = None,
+    aspect: float = 1.0,
+    mode: str = "fill",
+) -> Path:
     """Write one slice with its label overlay as a PNG; returns ``path``.
 
     Inputs are array-order slices ``vol[:, :, k]`` (take volumes through ``canonical`` first for a

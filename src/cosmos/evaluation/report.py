@@ -58,8 +58,7 @@ FIGURES = {
     "predictions": "fig4_predictions.png",
     "metrics": "fig5_metrics.png",
 }
-TABLE_HEADER = ["Model", "Dice mean", "Dice VS", "Dice cochlea", "ASSD mean (mm)", "ASSD VS (mm)",
-                "ASSD cochlea (mm)"]
+TABLE_HEADER = ["Model", "Dice mean", "Dice VS", "Dice cochlea", "ASSD mean (mm)", "ASSD VS (mm)", "ASSD cochlea (mm)"]
 
 
 # --------------------------------------------------------------------------- document blocks
@@ -128,8 +127,9 @@ def _to_html(blocks: Iterable[_Block], title: str, embed: bool = True) -> str:
                 out.append("<ul>" + "".join(f"<li>{_inline_html(i)}</li>" for i in b.items or []) + "</ul>")
             elif b.kind == "table":
                 head = "".join(f"<th>{html.escape(h)}</th>" for h in b.header or [])
-                body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>"
-                               for r in b.rows or [])
+                body = "".join(
+                    "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in b.rows or []
+                )
                 out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
             elif b.kind == "img":
                 assert b.items, "an img block holds its file path in items"
@@ -138,8 +138,10 @@ def _to_html(blocks: Iterable[_Block], title: str, embed: bool = True) -> str:
                     src = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
                 else:
                     src = html.escape(path.name)
-                out.append(f'<figure><img src="{src}" alt="{html.escape(b.text)}">'
-                           f"<figcaption>{html.escape(b.text)}</figcaption></figure>")
+                out.append(
+                    f'<figure><img src="{src}" alt="{html.escape(b.text)}">'
+                    f"<figcaption>{html.escape(b.text)}</figcaption></figure>"
+                )
             elif b.kind == "details":
                 out.append(f"<details><summary>{html.escape(b.text)}</summary>")
                 out.extend(render(b.children or []))
@@ -147,8 +149,10 @@ def _to_html(blocks: Iterable[_Block], title: str, embed: bool = True) -> str:
         return out
 
     body = "\n".join(render(blocks))
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{_CSS}</style></head>\n<body>\n{body}\n</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_CSS}</style></head>\n<body>\n{body}\n</body></html>\n"
+    )
 
 
 def _inline_html(text: str) -> str:
@@ -206,11 +210,22 @@ def _per_case_block(rnd: dict) -> _Block | None:
         return None
     rows = []
     for case, scores in metrics["cases"].items():
-        rows.append([case, f"{scores['VS']['dice']:.3f}", f"{scores['cochlea']['dice']:.3f}",
-                     f"{_case_mean(scores, 'dice'):.3f}", f"{scores['VS']['assd']:.3f}",
-                     f"{scores['cochlea']['assd']:.3f}", f"{_case_mean(scores, 'assd'):.3f}"])
-    table = _Block("table", header=["case", "Dice VS", "Dice cochlea", "Dice mean", "ASSD VS", "ASSD cochlea",
-                                    "ASSD mean"], rows=rows)
+        rows.append(
+            [
+                case,
+                f"{scores['VS']['dice']:.3f}",
+                f"{scores['cochlea']['dice']:.3f}",
+                f"{_case_mean(scores, 'dice'):.3f}",
+                f"{scores['VS']['assd']:.3f}",
+                f"{scores['cochlea']['assd']:.3f}",
+                f"{_case_mean(scores, 'assd'):.3f}",
+            ]
+        )
+    table = _Block(
+        "table",
+        header=["case", "Dice VS", "Dice cochlea", "Dice mean", "ASSD VS", "ASSD cochlea", "ASSD mean"],
+        rows=rows,
+    )
     return _Block("details", text=f"Per-case results: {_round_name(rnd)} ({len(rows)} cases)", children=[table])
 
 
@@ -253,8 +268,17 @@ def _draw_box(ax, box, shape) -> None:
 
     (i0, i1), (j0, j1) = (box[0].start, box[0].stop), (box[1].start, box[1].stop)
     ni, nj = shape
-    ax.add_patch(Rectangle((i0 - 0.5, nj - j1 - 0.5), i1 - i0, j1 - j0, fill=False, edgecolor="deepskyblue",
-                           linewidth=0.8, linestyle="--"))
+    ax.add_patch(
+        Rectangle(
+            (i0 - 0.5, nj - j1 - 0.5),
+            i1 - i0,
+            j1 - j0,
+            fill=False,
+            edgecolor="deepskyblue",
+            linewidth=0.8,
+            linestyle="--",
+        )
+    )
 
 
 def _box_fraction(box, shape) -> float:
@@ -297,8 +321,9 @@ def _figure_translation(data_dir: Path, pseudo_dir: Path, out: Path, max_cases: 
         k = plots.slice_with_most_foreground(lab[0]) if lab else ref[0].shape[2] // 2
         spacing = ref[1]
 
-        t1p, psp, labp = [v[0][:, :, k] if v is not None and v[0].shape == ref[0].shape else None
-                          for v in (t1, ps, lab)]
+        t1p, psp, labp = [
+            v[0][:, :, k] if v is not None and v[0].shape == ref[0].shape else None for v in (t1, ps, lab)
+        ]
         box = plots.foreground_box([labp], ref[0].shape[:2], spacing) if labp is not None else None
         asp = _aspect(spacing)
         plots.draw_overlay(axes[r, 0], t1p, None, aspect=asp)
@@ -317,8 +342,15 @@ def _figure_translation(data_dir: Path, pseudo_dir: Path, out: Path, max_cases: 
     return plots.save_figure(fig, out), ""
 
 
-def _figure_rounds(images: dict[str, Path], rounds: list[dict], key: str, gt: dict[str, Path], out: Path,
-                   max_cases: int, captions: bool) -> tuple[Path | None, str]:
+def _figure_rounds(
+    images: dict[str, Path],
+    rounds: list[dict],
+    key: str,
+    gt: dict[str, Path],
+    out: Path,
+    max_cases: int,
+    captions: bool,
+) -> tuple[Path | None, str]:
     """Fig.-4 style grid: rows = cases, columns = [ground truth +] rounds, filled overlays, zoomed."""
     per_round = [(rnd, _label_files(_path(rnd.get(key)))) for rnd in rounds]
     per_round = [(rnd, files) for rnd, files in per_round if files]
@@ -370,8 +402,13 @@ def _figure_rounds(images: dict[str, Path], rounds: list[dict], key: str, gt: di
             if case not in files:
                 plots.draw_overlay(axes[r, c], None, None, caption="no prediction")
                 continue
-            plots.draw_overlay(axes[r, c], _crop(img_plane, box) if box else img_plane,
-                               _crop(plane, box) if box else plane, aspect=_aspect(spacing), caption=caption)
+            plots.draw_overlay(
+                axes[r, c],
+                _crop(img_plane, box) if box else img_plane,
+                _crop(plane, box) if box else plane,
+                aspect=_aspect(spacing),
+                caption=caption,
+            )
         _row_label(axes[r, 0], f"{case}  z={k}")
     for c, (name, _, _) in enumerate(columns):
         axes[0, c].set_title(name, fontsize=9)
@@ -393,8 +430,7 @@ def _figure_metrics(rounds: list[dict], out: Path) -> Path | None:
         for name, (colour, marker) in styles.items():
             m = np.array([r["metrics"]["summary"][name][f"{metric}_mean"] for r in scored], dtype=float)
             s = np.array([r["metrics"]["summary"][name][f"{metric}_std"] for r in scored], dtype=float)
-            ax.errorbar(x, m, yerr=s, marker=marker, color=colour, label=name, linewidth=1.5, capsize=3,
-                        elinewidth=0.8)
+            ax.errorbar(x, m, yerr=s, marker=marker, color=colour, label=name, linewidth=1.5, capsize=3, elinewidth=0.8)
         ax.set_xticks(x)
         ax.set_xticklabels(names, rotation=20, fontsize=8)
         ax.set_xlabel("self-training iteration")
@@ -429,20 +465,28 @@ def _check(summary: Any) -> dict:
 
 def _fidelity_blocks(fid: dict) -> list[_Block]:
     """A short table of the translator's label-free fidelity figures (``translator_fidelity`` entry)."""
+
     def num(key: str, fmt: str) -> str:
         v = fid.get(key)
         return fmt.format(v) if isinstance(v, (int, float)) else "n/a"
 
-    rows = [["intensity distance W1 to real hrT2 (pseudo-hrT2)", num("w1", "{:.3f}")],
-            ["same for the untranslated ceT1", num("w1_untranslated", "{:.3f}")],
-            ["cases with the VS darker than the brightest fluid", num("vs_darker_than_fluid", "{:.0%}")],
-            ["cases with a bright cochlea", num("cochlea_bright", "{:.0%}")]]
-    return [_Block("h2", "Translation fidelity"),
-            _Block("table", header=["figure", "value"], rows=rows),
-            _Block("p", f"Over {fid.get('n_source', '?')} source case(s) against {fid.get('n_target', '?')} real "
-                        "hrT2 volume(s), no target labels. W1 on the per-volume [-1, 1] normalised intensities "
-                        "inside the head (0 = same histogram); a translated hrT2 has a grey VS below the bright "
-                        "CSF and a bright cochlea, an untranslated ceT1 neither.")]
+    rows = [
+        ["intensity distance W1 to real hrT2 (pseudo-hrT2)", num("w1", "{:.3f}")],
+        ["same for the untranslated ceT1", num("w1_untranslated", "{:.3f}")],
+        ["cases with the VS darker than the brightest fluid", num("vs_darker_than_fluid", "{:.0%}")],
+        ["cases with a bright cochlea", num("cochlea_bright", "{:.0%}")],
+    ]
+    return [
+        _Block("h2", "Translation fidelity"),
+        _Block("table", header=["figure", "value"], rows=rows),
+        _Block(
+            "p",
+            f"Over {fid.get('n_source', '?')} source case(s) against {fid.get('n_target', '?')} real "
+            "hrT2 volume(s), no target labels. W1 on the per-volume [-1, 1] normalised intensities "
+            "inside the head (0 = same histogram); a translated hrT2 has a grey VS below the bright "
+            "CSF and a bright cochlea, an untranslated ceT1 neither.",
+        ),
+    ]
 
 
 def write_report(out_dir: str | Path, summary: dict, max_cases: int = 3, embed_images: bool = True) -> Path:
@@ -462,13 +506,18 @@ def write_report(out_dir: str | Path, summary: dict, max_cases: int = 3, embed_i
     data_dir, pseudo_dir = _path(summary.get("data_dir")), _path(summary.get("pseudo_dir"))
 
     blocks: list[_Block] = [_Block("h1", title)]
-    blocks.append(_Block("list", items=[
-        f"profile: `{summary.get('profile', 'unknown')}`",
-        f"data: `{data_dir}`" if data_dir else "data: not given",
-        f"translator output (pseudo-hrT2): `{pseudo_dir}`" if pseudo_dir else "translator output: not given",
-        f"rounds: {len(rounds)} ({', '.join(_round_name(r) for r in rounds) or 'none'})",
-        f"generated: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-    ]))
+    blocks.append(
+        _Block(
+            "list",
+            items=[
+                f"profile: `{summary.get('profile', 'unknown')}`",
+                f"data: `{data_dir}`" if data_dir else "data: not given",
+                f"translator output (pseudo-hrT2): `{pseudo_dir}`" if pseudo_dir else "translator output: not given",
+                f"rounds: {len(rounds)} ({', '.join(_round_name(r) for r in rounds) or 'none'})",
+                f"generated: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+            ],
+        )
+    )
 
     # Table 1
     blocks.append(_Block("h2", "Segmentation on target_validation (Table 1 style)"))
@@ -478,11 +527,21 @@ def write_report(out_dir: str | Path, summary: dict, max_cases: int = 3, embed_i
         table, notes = _metrics_table(rounds, extra)
         blocks.append(table)
         if not any(_has_scores(r.get("metrics")) for r in rounds + extra):
-            blocks.append(_Block("p", "No validation labels: Dice and ASSD could not be computed "
-                                      "(give target_validation_labels/ to score the rounds)."))
-        blocks.append(_Block("p", "Mean ± standard deviation over validation cases; \"mean\" averages VS and "
-                                  "cochlea per case first. ASSD in mm (an empty structure scores 350 mm, the "
-                                  "crossMoDA convention)."))
+            blocks.append(
+                _Block(
+                    "p",
+                    "No validation labels: Dice and ASSD could not be computed "
+                    "(give target_validation_labels/ to score the rounds).",
+                )
+            )
+        blocks.append(
+            _Block(
+                "p",
+                'Mean ± standard deviation over validation cases; "mean" averages VS and '
+                "cochlea per case first. ASSD in mm (an empty structure scores 350 mm, the "
+                "crossMoDA convention).",
+            )
+        )
         if notes:
             blocks.append(_Block("list", items=notes))
         for rnd in rounds + extra:
@@ -509,25 +568,51 @@ def write_report(out_dir: str | Path, summary: dict, max_cases: int = 3, embed_i
             kept, dropped = list(rnd.get("kept") or []), list(rnd.get("dropped") or [])
             carried = list(rnd.get("carried") or [])
             change = rnd.get("label_change") or {}
-            moved = "-" if not change else (f"{change.get('n_changed', 0)} of {change.get('n_compared', 0)}, "
-                                            + (f"Dice {change['mean_dice']:.3f}"
-                                               if change.get("mean_dice") is not None else "Dice n/a"))
+            moved = (
+                "-"
+                if not change
+                else (
+                    f"{change.get('n_changed', 0)} of {change.get('n_compared', 0)}, "
+                    + (f"Dice {change['mean_dice']:.3f}" if change.get("mean_dice") is not None else "Dice n/a")
+                )
+            )
             if not kept and not dropped:
                 rows.append([_round_name(rnd), "-", "-", "-", moved, "no pseudo-labels"])
                 continue
             shown = ", ".join(dropped[:10]) + (f" (+{len(dropped) - 10} more)" if len(dropped) > 10 else "")
-            rows.append([_round_name(rnd), str(len(kept)), str(len(dropped)), str(len(carried)), moved,
-                         shown or "none"])
-        blocks.append(_Block("table", header=["round", "kept", "dropped", "carried over", "changed vs previous round",
-                                              "dropped cases"], rows=rows))
-        blocks.append(_Block("p", "A rejected case keeps its last accepted pseudo-label (carried over). 'Changed' "
-                                  "counts accepted labels that differ from the previous round's, with their mean "
-                                  "Dice to them (1.000 = identical)."))
-        blocks.append(_Block("p", "A case is kept when its pseudo-label contains every required structure "
-                                  "(VS and cochlea); kept cases join the next student's training set."))
+            rows.append(
+                [_round_name(rnd), str(len(kept)), str(len(dropped)), str(len(carried)), moved, shown or "none"]
+            )
+        blocks.append(
+            _Block(
+                "table",
+                header=["round", "kept", "dropped", "carried over", "changed vs previous round", "dropped cases"],
+                rows=rows,
+            )
+        )
+        blocks.append(
+            _Block(
+                "p",
+                "A rejected case keeps its last accepted pseudo-label (carried over). 'Changed' "
+                "counts accepted labels that differ from the previous round's, with their mean "
+                "Dice to them (1.000 = identical).",
+            )
+        )
+        blocks.append(
+            _Block(
+                "p",
+                "A case is kept when its pseudo-label contains every required structure "
+                "(VS and cochlea); kept cases join the next student's training set.",
+            )
+        )
         if any((r.get("dropped") and not r.get("kept")) for r in rounds):
-            blocks.append(_Block("p", "WARNING: a round kept no pseudo-label, so the next student trained "
-                                      "on pseudo-hrT2 only (self-training degenerated to the teacher)."))
+            blocks.append(
+                _Block(
+                    "p",
+                    "WARNING: a round kept no pseudo-label, so the next student trained "
+                    "on pseudo-hrT2 only (self-training degenerated to the teacher).",
+                )
+            )
 
     # Promotion gate
     if any(r.get("gate") for r in rounds):
@@ -536,14 +621,26 @@ def write_report(out_dir: str | Path, summary: dict, max_cases: int = 3, embed_i
         for rnd in rounds:
             g = rnd.get("gate") or {}
             value = g.get("value")
-            rows.append([_round_name(rnd), str(rnd.get("model_version") or "-"), g.get("figure") or "-",
-                         f"{value:.4f}" if isinstance(value, (int, float)) else "-",
-                         "yes" if g.get("promoted") else "no", g.get("why") or ""])
+            rows.append(
+                [
+                    _round_name(rnd),
+                    str(rnd.get("model_version") or "-"),
+                    g.get("figure") or "-",
+                    f"{value:.4f}" if isinstance(value, (int, float)) else "-",
+                    "yes" if g.get("promoted") else "no",
+                    g.get("why") or "",
+                ]
+            )
         blocks.append(_Block("table", header=["round", "version", "figure", "value", "promoted", "why"], rows=rows))
         final = [r for r in rounds if r.get("champion")]
         if final:
-            blocks.append(_Block("p", f"The champion alias ends on {_round_name(final[-1])} "
-                                      f"(version {final[-1].get('model_version')}); its predictions are the run's."))
+            blocks.append(
+                _Block(
+                    "p",
+                    f"The champion alias ends on {_round_name(final[-1])} "
+                    f"(version {final[-1].get('model_version')}); its predictions are the run's.",
+                )
+            )
 
     # Translation fidelity (label-free; the translator's fidelity.json, cosmos.translation.fidelity)
     if isinstance(summary.get("translator_fidelity"), dict):
@@ -558,10 +655,15 @@ def write_report(out_dir: str | Path, summary: dict, max_cases: int = 3, embed_i
         if fig is None:
             blocks.append(_Block("p", f"No translation samples: {why}"))
         else:
-            blocks.append(_Block("p", "Source ceT1, its translation to pseudo-hrT2 and the source label's "
-                                      "contour on both (zoomed to the dashed box), on the axial slice with "
-                                      "the most foreground. Neurological view: anterior up, subject's right "
-                                      "on the right."))
+            blocks.append(
+                _Block(
+                    "p",
+                    "Source ceT1, its translation to pseudo-hrT2 and the source label's "
+                    "contour on both (zoomed to the dashed box), on the axial slice with "
+                    "the most foreground. Neurological view: anterior up, subject's right "
+                    "on the right.",
+                )
+            )
             blocks.append(_Block("img", "ceT1 | pseudo-hrT2 | label contours", items=[str(fig)]))
 
     # Fig 4
@@ -573,16 +675,25 @@ def write_report(out_dir: str | Path, summary: dict, max_cases: int = 3, embed_i
         target_images = {c.case_id: c.image for c in ds.target}
         val_images = {c.case_id: c.image for c in ds.validation}
         val_gt = {c.case_id: c.label for c in ds.validation if c.label is not None}
-        fig, why = _figure_rounds(target_images, rounds, "pseudo_labels_dir", {}, out_dir / FIGURES["pseudo_labels"],
-                                  max_cases, captions=False)
+        fig, why = _figure_rounds(
+            target_images,
+            rounds,
+            "pseudo_labels_dir",
+            {},
+            out_dir / FIGURES["pseudo_labels"],
+            max_cases,
+            captions=False,
+        )
         blocks.append(_Block("h3", "Pseudo-labels on target_training (a, b)"))
         if fig is None:
             blocks.append(_Block("p", f"No pseudo-label figure: {why}"))
         else:
-            blocks.append(_Block("img", "pseudo-labels on real hrT2, columns = rounds (kept/dropped below)",
-                                 items=[str(fig)]))
-        fig, why = _figure_rounds(val_images, rounds, "predictions_dir", val_gt, out_dir / FIGURES["predictions"],
-                                  max_cases, captions=True)
+            blocks.append(
+                _Block("img", "pseudo-labels on real hrT2, columns = rounds (kept/dropped below)", items=[str(fig)])
+            )
+        fig, why = _figure_rounds(
+            val_images, rounds, "predictions_dir", val_gt, out_dir / FIGURES["predictions"], max_cases, captions=True
+        )
         blocks.append(_Block("h3", "Predictions on target_validation (c, d)"))
         if fig is None:
             blocks.append(_Block("p", f"No prediction figure: {why}"))

@@ -69,8 +69,10 @@ def fold_checkpoint_uri(base: str, run_id: str, round_index: int, fold: int) -> 
         log.info("fold checkpoints stay local: no pipeline run id (a local run resumes from its keyed work dir)")
         return None
     if not _RUN_ID.fullmatch(run_id):
-        raise CosmosError(f"pipeline run id {run_id!r} cannot key fold checkpoints (expected letters, digits, "
-                          "'.', '_' or '-'; is the KFP placeholder unresolved?)")
+        raise CosmosError(
+            f"pipeline run id {run_id!r} cannot key fold checkpoints (expected letters, digits, "
+            "'.', '_' or '-'; is the KFP placeholder unresolved?)"
+        )
     return f"{base.rstrip('/')}/{run_id}/round_{int(round_index)}/fold_{int(fold)}"
 
 
@@ -102,8 +104,9 @@ class _Store:
 
     def put_file(self, path: Path, rel: str) -> None:
         if self.s3:
-            storage.with_retry(self.where(rel), functools.partial(storage._put_file, self.client, path, self.bucket,
-                                                                  self._key(rel)))
+            storage.with_retry(
+                self.where(rel), functools.partial(storage._put_file, self.client, path, self.bucket, self._key(rel))
+            )
             return
         target = self.root / rel
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -113,8 +116,10 @@ class _Store:
 
     def put_bytes(self, data: bytes, rel: str) -> None:
         if self.s3:
-            storage.with_retry(self.where(rel), functools.partial(self.client.put_object, Bucket=self.bucket,
-                                                                  Key=self._key(rel), Body=data))
+            storage.with_retry(
+                self.where(rel),
+                functools.partial(self.client.put_object, Bucket=self.bucket, Key=self._key(rel), Body=data),
+            )
             return
         target = self.root / rel
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -149,8 +154,10 @@ class _Store:
         tmp = target.with_name(f".{target.name}.part")
         try:
             if self.s3:
-                storage.with_retry(self.where(rel), functools.partial(storage._get_object, self.client, self.bucket,
-                                                                      self._key(rel), tmp))
+                storage.with_retry(
+                    self.where(rel),
+                    functools.partial(storage._get_object, self.client, self.bucket, self._key(rel), tmp),
+                )
             else:
                 shutil.copyfile(self.root / rel, tmp)
         except BaseException:
@@ -177,8 +184,9 @@ class _Store:
                     folder.rmdir()
             return
         for rel in rels:  # one DELETE per object: few objects, and SeaweedFS/MinIO/AWS all take it
-            storage.with_retry(self.where(rel), functools.partial(self.client.delete_object, Bucket=self.bucket,
-                                                                  Key=self._key(rel)))
+            storage.with_retry(
+                self.where(rel), functools.partial(self.client.delete_object, Bucket=self.bucket, Key=self._key(rel))
+            )
 
 
 class CheckpointSync:
@@ -210,8 +218,9 @@ class CheckpointSync:
         try:
             manifest = json.loads(raw)
         except ValueError:
-            raise CosmosError(f"{self.store.where(MANIFEST)}: not JSON; delete the prefix to start the fold "
-                              "afresh") from None
+            raise CosmosError(
+                f"{self.store.where(MANIFEST)}: not JSON; delete the prefix to start the fold afresh"
+            ) from None
         if manifest.get("format") != FORMAT or CHECKPOINT not in manifest.get("files", {}):
             raise CosmosError(f"{self.store.where(MANIFEST)}: unknown manifest (format {manifest.get('format')!r})")
         return manifest
@@ -240,12 +249,19 @@ class CheckpointSync:
             digest = _sha256(target)
             if digest != entry["sha256"]:
                 target.unlink(missing_ok=True)
-                raise CosmosError(f"{self.store.where(entry['key'])}: SHA-256 {digest[:12]}... differs from the "
-                                  f"manifest's {entry['sha256'][:12]}...; refusing to resume from it (delete "
-                                  f"{self.uri} to start the fold afresh)")
+                raise CosmosError(
+                    f"{self.store.where(entry['key'])}: SHA-256 {digest[:12]}... differs from the "
+                    f"manifest's {entry['sha256'][:12]}...; refusing to resume from it (delete "
+                    f"{self.uri} to start the fold afresh)"
+                )
         self._pushed = self._signature()
-        log.info("restored fold checkpoint of epoch %d from %s (%.1f MB in %.1f s)", manifest["epoch"], self.uri,
-                 sum(e["size"] for e in manifest["files"].values()) / 1e6, time.perf_counter() - t0)
+        log.info(
+            "restored fold checkpoint of epoch %d from %s (%.1f MB in %.1f s)",
+            manifest["epoch"],
+            self.uri,
+            sum(e["size"] for e in manifest["files"].values()) / 1e6,
+            time.perf_counter() - t0,
+        )
         return manifest
 
     def push(self, epoch: int) -> dict[str, Any] | None:
@@ -268,16 +284,26 @@ class CheckpointSync:
             entry = {"key": rel, "size": path.stat().st_size, "sha256": _sha256(path)}
             self.store.put_file(path, rel)
             files[name] = entry
-        manifest = {"format": FORMAT, "epoch": int(epoch), "files": files, "host": socket.gethostname(),
-                    "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        manifest = {
+            "format": FORMAT,
+            "epoch": int(epoch),
+            "files": files,
+            "host": socket.gethostname(),
+            "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
         self.store.put_bytes(json.dumps(manifest, indent=2).encode(), MANIFEST)
         self._pushed = signature
         keep = {MANIFEST} | {e["key"] for e in files.values()}
         stale = [rel for rel in self.store.names() if rel not in keep]
         if stale:
             self.store.delete(stale)
-        log.info("fold checkpoint of epoch %d -> %s (%.1f MB in %.1f s)", epoch, self.store.where(folder),
-                 sum(e["size"] for e in files.values()) / 1e6, time.perf_counter() - t0)
+        log.info(
+            "fold checkpoint of epoch %d -> %s (%.1f MB in %.1f s)",
+            epoch,
+            self.store.where(folder),
+            sum(e["size"] for e in files.values()) / 1e6,
+            time.perf_counter() - t0,
+        )
         return manifest
 
     def __call__(self, epoch: int, metrics: dict) -> None:

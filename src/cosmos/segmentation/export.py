@@ -68,9 +68,13 @@ def collect_pseudo_cases(pseudo_dir: str | Path) -> list[ExportCase]:
         )
     missing = [c.image.name for c in cases if c.label is None]
     if missing:
-        raise CosmosError(f"{pseudo_dir}: pseudo-hrT2 image(s) without a crossmoda_*_Label.nii.gz: {', '.join(missing)}")
-    return [ExportCase(nnunet_case_id(KIND_PSEUDO, c.case_id), KIND_PSEUDO, c.case_id, str(c.image), str(c.label))
-            for c in cases]
+        raise CosmosError(
+            f"{pseudo_dir}: pseudo-hrT2 image(s) without a crossmoda_*_Label.nii.gz: {', '.join(missing)}"
+        )
+    return [
+        ExportCase(nnunet_case_id(KIND_PSEUDO, c.case_id), KIND_PSEUDO, c.case_id, str(c.image), str(c.label))
+        for c in cases
+    ]
 
 
 def _target_folder(target_images_dir: Path) -> Path:
@@ -97,9 +101,13 @@ def collect_real_cases(target_images_dir: str | Path, pseudo_labels_dir: str | P
             labels[case] = p
     orphans = sorted(set(labels) - set(images), key=layout.case_sort_key)
     if orphans:
-        raise CosmosError(f"{pseudo_labels_dir}: pseudo-label(s) without an hrT2 image in {folder}: {', '.join(orphans)}")
-    return [ExportCase(nnunet_case_id(KIND_REAL, cid), KIND_REAL, cid, str(images[cid]), str(labels[cid]))
-            for cid in sorted(labels, key=layout.case_sort_key)]
+        raise CosmosError(
+            f"{pseudo_labels_dir}: pseudo-label(s) without an hrT2 image in {folder}: {', '.join(orphans)}"
+        )
+    return [
+        ExportCase(nnunet_case_id(KIND_REAL, cid), KIND_REAL, cid, str(images[cid]), str(labels[cid]))
+        for cid in sorted(labels, key=layout.case_sort_key)
+    ]
 
 
 def _copy_nifti(src: Path, dst: Path) -> None:
@@ -115,8 +123,9 @@ def _copy_nifti(src: Path, dst: Path) -> None:
     tmp.replace(dst)
 
 
-def export_raw_dataset(cases: list[ExportCase], raw_root: str | Path, dataset_id: int, round_index: int,
-                       ignore_label: int | None = None) -> Path:
+def export_raw_dataset(
+    cases: list[ExportCase], raw_root: str | Path, dataset_id: int, round_index: int, ignore_label: int | None = None
+) -> Path:
     """Write ``raw_root/DatasetXXX_CosmosRoundK`` in nnU-Net v2 raw format; returns that folder.
 
     ``ignore_label`` (the pixel filter's value, 3): declared in dataset.json as ``"ignore"`` so that
@@ -142,7 +151,7 @@ def export_raw_dataset(cases: list[ExportCase], raw_root: str | Path, dataset_id
     dataset_json = {
         "name": dataset_name(dataset_id, round_index),
         "description": f"COSMOS round {round_index}: {n_pseudo} pseudo-hrT2 (+source labels), "
-                       f"{len(cases) - n_pseudo} real hrT2 (+teacher pseudo-labels)",
+        f"{len(cases) - n_pseudo} real hrT2 (+teacher pseudo-labels)",
         "channel_names": CHANNEL_NAMES,
         "labels": labels_with_ignore(ignore_label),
         "numTraining": len(cases),

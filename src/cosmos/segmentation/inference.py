@@ -75,8 +75,9 @@ def collect_inputs(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
         else:
             files = [p for p in niftis if layout.parse_name(p.name) is None]
         if not files:
-            raise CosmosError(f"{folder}: no hrT2 NIfTI images to segment (expected crossmoda_*_hrT2.nii.gz "
-                              f"or *.nii.gz)")
+            raise CosmosError(
+                f"{folder}: no hrT2 NIfTI images to segment (expected crossmoda_*_hrT2.nii.gz or *.nii.gz)"
+            )
         return sorted(files, key=lambda p: layout.case_sort_key(p.name))
     files = [Path(p) for p in inputs]
     if not files:
@@ -136,8 +137,10 @@ def load_folds(fold_model_dirs: Iterable[str | Path], checkpoint: str = "checkpo
             configuration, trainer_name = fold_cfg, ckpt.get("trainer_name", "nnUNetTrainer")
             mirror = ckpt.get("inference_allowed_mirroring_axes")
         elif fold_plans != plans or fold_cfg != configuration:
-            raise CosmosError(f"{d}: trained with a different plan/configuration than {dirs[0]}; "
-                              "only folds of the same round can be ensembled")
+            raise CosmosError(
+                f"{d}: trained with a different plan/configuration than {dirs[0]}; "
+                "only folds of the same round can be ensembled"
+            )
         if configuration not in plans.get("configurations", {}):
             raise CosmosError(f"{d}: configuration {configuration!r} not in its plans.json")
         params.append(ckpt["network_weights"])
@@ -145,12 +148,25 @@ def load_folds(fold_model_dirs: Iterable[str | Path], checkpoint: str = "checkpo
         h.update(f"{ckpt_path.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     # set by the first fold (dirs is non-empty); configuration is a key of plans["configurations"]
     assert plans is not None and dataset_json is not None and configuration is not None and trainer_name is not None
-    return FoldEnsemble(dirs, plans, dataset_json, configuration, trainer_name, params,
-                        tuple(mirror) if mirror is not None else None, h.hexdigest()[:16])
+    return FoldEnsemble(
+        dirs,
+        plans,
+        dataset_json,
+        configuration,
+        trainer_name,
+        params,
+        tuple(mirror) if mirror is not None else None,
+        h.hexdigest()[:16],
+    )
 
 
-def build_predictor(ensemble: FoldEnsemble, device, mirroring: bool, tile_step_size: float = 0.5,
-                    mirror_axes: tuple[int, ...] | None = None):
+def build_predictor(
+    ensemble: FoldEnsemble,
+    device,
+    mirroring: bool,
+    tile_step_size: float = 0.5,
+    mirror_axes: tuple[int, ...] | None = None,
+):
     """nnUNetPredictor initialised by hand (no trainer name lookup). ``mirror_axes``: the flips of the
     test-time augmentation (None = the trained model's, every axis for nnU-Net's 3D: 8 passes)."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
@@ -163,15 +179,29 @@ def build_predictor(ensemble: FoldEnsemble, device, mirroring: bool, tile_step_s
     n_in = determine_num_input_channels(plans_manager, configuration_manager, ensemble.dataset_json)
     n_out = plans_manager.get_label_manager(ensemble.dataset_json).num_segmentation_heads
     # Our trainer subclass does not change the architecture, so nnUNetTrainer's builder is the one.
-    network = nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager, n_in, n_out,
-                                                       enable_deep_supervision=False)
+    network = nnUNetTrainer.build_network_architecture(
+        plans_manager, configuration_manager, n_in, n_out, enable_deep_supervision=False
+    )
     network.load_state_dict(ensemble.parameters[0])
-    predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=mirroring,
-                                perform_everything_on_device=device.type == "cuda", device=device,
-                                verbose=False, verbose_preprocessing=False, allow_tqdm=False)
-    predictor.manual_initialization(network, plans_manager, configuration_manager, ensemble.parameters,
-                                    ensemble.dataset_json, ensemble.trainer_name,
-                                    mirror_axes if mirror_axes is not None else ensemble.mirror_axes)
+    predictor = nnUNetPredictor(
+        tile_step_size=tile_step_size,
+        use_gaussian=True,
+        use_mirroring=mirroring,
+        perform_everything_on_device=device.type == "cuda",
+        device=device,
+        verbose=False,
+        verbose_preprocessing=False,
+        allow_tqdm=False,
+    )
+    predictor.manual_initialization(
+        network,
+        plans_manager,
+        configuration_manager,
+        ensemble.parameters,
+        ensemble.dataset_json,
+        ensemble.trainer_name,
+        mirror_axes if mirror_axes is not None else ensemble.mirror_axes,
+    )
     return predictor
 
 
@@ -194,20 +224,34 @@ def _predict_case(predictor, image: Path, want_probabilities: bool):
 
     preprocessor = predictor.configuration_manager.preprocessor_class(verbose=False)
     try:
-        data, _, props = preprocessor.run_case([str(image)], None, predictor.plans_manager,
-                                               predictor.configuration_manager, predictor.dataset_json)
+        data, _, props = preprocessor.run_case(
+            [str(image)], None, predictor.plans_manager, predictor.configuration_manager, predictor.dataset_json
+        )
     except Exception as exc:  # SimpleITK read errors, bad dimensionality, ...
-        raise CosmosError(f"{image}: nnU-Net could not read/preprocess the image ({type(exc).__name__}: {exc})") \
-            from None
+        raise CosmosError(
+            f"{image}: nnU-Net could not read/preprocess the image ({type(exc).__name__}: {exc})"
+        ) from None
     logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(np.ascontiguousarray(data))).cpu()
     out = convert_predicted_logits_to_segmentation_with_correct_shape(
-        logits, predictor.plans_manager, predictor.configuration_manager, predictor.label_manager, props,
-        return_probabilities=want_probabilities, num_threads_torch=max(1, torch.get_num_threads()))
+        logits,
+        predictor.plans_manager,
+        predictor.configuration_manager,
+        predictor.label_manager,
+        props,
+        return_probabilities=want_probabilities,
+        num_threads_torch=max(1, torch.get_num_threads()),
+    )
     return out if want_probabilities else (out, None)
 
 
-def predict(fold_model_dirs: list, inputs, out_dir, cfg: CosmosConfig, mirroring: bool | None = None,
-            save_probabilities: bool | None = None) -> list[Path]:
+def predict(
+    fold_model_dirs: list,
+    inputs,
+    out_dir,
+    cfg: CosmosConfig,
+    mirroring: bool | None = None,
+    save_probabilities: bool | None = None,
+) -> list[Path]:
     """Segment ``inputs`` with the ensemble of ``fold_model_dirs``; returns the label files written.
 
     ``inputs``: a folder of ``*_hrT2`` images (or any ``*.nii.gz`` when none is crossMoDA-named), a
@@ -221,9 +265,13 @@ def predict(fold_model_dirs: list, inputs, out_dir, cfg: CosmosConfig, mirroring
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ensemble = load_folds(fold_model_dirs)
-    run_key = {"model": ensemble.digest, "mirroring": mirroring, "probabilities": save_probabilities,
-               "tile_step_size": seg_cfg.tile_step_size,
-               "mirror_axes": seg_cfg.mirror_axes}
+    run_key = {
+        "model": ensemble.digest,
+        "mirroring": mirroring,
+        "probabilities": save_probabilities,
+        "tile_step_size": seg_cfg.tile_step_size,
+        "mirror_axes": seg_cfg.mirror_axes,
+    }
     manifest_path = out / PREDICT_MANIFEST
     done: dict[str, str] = {}
     if manifest_path.is_file():
@@ -243,14 +291,27 @@ def predict(fold_model_dirs: list, inputs, out_dir, cfg: CosmosConfig, mirroring
         else:
             todo.append(f)
     if len(todo) < len(files):
-        log.info("%d of %d predictions already in %s; predicting the other %d", len(files) - len(todo), len(files),
-                 out, len(todo))
+        log.info(
+            "%d of %d predictions already in %s; predicting the other %d",
+            len(files) - len(todo),
+            len(files),
+            out,
+            len(todo),
+        )
     if not todo:
         return [out / output_name(f) for f in files]
-    log.info("predicting %d case(s) with %d fold(s) on %s (mirroring %s)", len(todo), len(ensemble.fold_dirs), device,
-             "on" if mirroring else "off")
-    with environment.nnunet_env(num_processes=seg_cfg.num_processes, compile=seg_cfg.compile,
-                                torch_threads=resolve_threads(seg_cfg.torch_threads)):
+    log.info(
+        "predicting %d case(s) with %d fold(s) on %s (mirroring %s)",
+        len(todo),
+        len(ensemble.fold_dirs),
+        device,
+        "on" if mirroring else "off",
+    )
+    with environment.nnunet_env(
+        num_processes=seg_cfg.num_processes,
+        compile=seg_cfg.compile,
+        torch_threads=resolve_threads(seg_cfg.torch_threads),
+    ):
         axes = tuple(int(a) for a in seg_cfg.mirror_axes) if seg_cfg.mirror_axes is not None else None
         predictor = build_predictor(ensemble, device, mirroring, seg_cfg.tile_step_size, axes)
         for f in progress(todo, desc="predict", unit="case"):
@@ -258,15 +319,18 @@ def predict(fold_model_dirs: list, inputs, out_dir, cfg: CosmosConfig, mirroring
             seg, probs = _predict_case(predictor, f, save_probabilities)
             seg = np.asarray(seg).transpose(2, 1, 0)  # SimpleITK (z,y,x) -> NIfTI voxel order (i,j,k)
             if seg.shape != vol.shape:
-                raise CosmosError(f"{f}: prediction shape {seg.shape} differs from the image {vol.shape} "
-                                  "(the image's header may be inconsistent)")
+                raise CosmosError(
+                    f"{f}: prediction shape {seg.shape} differs from the image {vol.shape} "
+                    "(the image's header may be inconsistent)"
+                )
             seg = keep_largest_vs_component(seg.astype(np.uint8))
             target = out / output_name(f)
             nifti.save(target, seg, like=vol, label=True)
             if probs is not None:
                 p = np.asarray(probs, dtype=np.float16).transpose(0, 3, 2, 1)
-                np.savez_compressed(out / f"{target.name[: -len('.nii.gz')]}.npz", probabilities=p,
-                                    labels=np.arange(p.shape[0]))
+                np.savez_compressed(
+                    out / f"{target.name[: -len('.nii.gz')]}.npz", probabilities=p, labels=np.arange(p.shape[0])
+                )
             done[target.name] = str(f.resolve())
             manifest_path.write_text(json.dumps({"run": run_key, "done": done}, indent=2))
             written.append(target)

@@ -63,8 +63,14 @@ class LoggingUnavailable(Exception):
     """Internal: an MLflow call failed after every retry."""
 
 
-def with_retry(fn: Callable[..., T], *args: Any, what: str, attempts: int | None = None,
-               base_delay: float | None = None, **kwargs: Any) -> T:
+def with_retry(
+    fn: Callable[..., T],
+    *args: Any,
+    what: str,
+    attempts: int | None = None,
+    base_delay: float | None = None,
+    **kwargs: Any,
+) -> T:
     """Call ``fn`` with exponential backoff (plus jitter) on any exception, e.g. SQLite's
     ``OperationalError: database is locked`` wrapped in an ``MlflowException``.
 
@@ -79,7 +85,7 @@ def with_retry(fn: Callable[..., T], *args: Any, what: str, attempts: int | None
         except Exception as exc:  # noqa: BLE001 - any backend error is retried, then reported
             last = exc
             if attempt + 1 < attempts:
-                delay = base_delay * (2 ** attempt) * (1 + random.random())
+                delay = base_delay * (2**attempt) * (1 + random.random())
                 log.debug("MLflow %s failed (%s); retry %d in %.2f s", what, exc, attempt + 1, delay)
                 time.sleep(delay)
     raise LoggingUnavailable(f"MLflow {what} failed after {attempts} attempts: {type(last).__name__}: {last}")
@@ -152,10 +158,15 @@ def _number(value: Any) -> float | None:
 
 
 _NAMES = {
-    "train_losses": "train_loss", "train_loss": "train_loss",
-    "val_losses": "val_loss", "val_loss": "val_loss",
-    "lrs": "lr", "lr": "lr", "learning_rate": "lr",
-    "mean_fg_dice": "pseudo_dice", "ema_fg_dice": "ema_pseudo_dice",
+    "train_losses": "train_loss",
+    "train_loss": "train_loss",
+    "val_losses": "val_loss",
+    "val_loss": "val_loss",
+    "lrs": "lr",
+    "lr": "lr",
+    "learning_rate": "lr",
+    "mean_fg_dice": "pseudo_dice",
+    "ema_fg_dice": "ema_pseudo_dice",
 }
 
 
@@ -239,8 +250,11 @@ class RunLogger:
         if self.disabled or not values:
             return
         ts = int(time.time() * 1000)
-        batch = [Metric(k, float(v), ts, int(step or 0)) for k, v in values.items()
-                 if v is not None and not (isinstance(v, float) and math.isinf(v))]
+        batch = [
+            Metric(k, float(v), ts, int(step or 0))
+            for k, v in values.items()
+            if v is not None and not (isinstance(v, float) and math.isinf(v))
+        ]
         self._call("log_batch", self.client.log_batch, self.run_id, metrics=batch, synchronous=True)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -252,8 +266,14 @@ class RunLogger:
 
         items = [Param(str(k), str(v)[:6000]) for k, v in redact_params(params).items()]
         for i in range(0, len(items), 100):  # MLflow's per-batch param limit
-            self._call("log params", self.client.log_batch, self.run_id, params=items[i:i + 100], synchronous=True,
-                       fatal=False)
+            self._call(
+                "log params",
+                self.client.log_batch,
+                self.run_id,
+                params=items[i : i + 100],
+                synchronous=True,
+                fatal=False,
+            )
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if self.disabled:
@@ -263,8 +283,9 @@ class RunLogger:
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if not self.disabled and Path(path).exists():
-            self._call(f"log artifact {Path(path).name}", self.client.log_artifact, self.run_id, str(path),
-                       artifact_path)
+            self._call(
+                f"log artifact {Path(path).name}", self.client.log_artifact, self.run_id, str(path), artifact_path
+            )
 
     def log_dict(self, data: Any, artifact_file: str) -> None:
         if self.disabled:
@@ -282,10 +303,16 @@ def _noop_logger(label: str) -> RunLogger:
 
 
 # ------------------------------------------------------------------------------------------ runs
-def start_round_run(round_index: int, experiment: str = "cosmos", tracking_uri: str | None = None,
-                    parent_run_id: str | None = None, run_name: str | None = None,
-                    params: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None,
-                    resume_run_id: str | None = None) -> RunLogger:
+def start_round_run(
+    round_index: int,
+    experiment: str = "cosmos",
+    tracking_uri: str | None = None,
+    parent_run_id: str | None = None,
+    run_name: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, Any] | None = None,
+    resume_run_id: str | None = None,
+) -> RunLogger:
     """Open (or, with ``resume_run_id``, re-open) the parent run of one self-training round.
 
     Returns a :class:`RunLogger` whose ``run_id`` is what fold tasks get as ``parent_run_id``
@@ -298,7 +325,9 @@ def start_round_run(round_index: int, experiment: str = "cosmos", tracking_uri: 
         log.info("MLflow tracking not configured; %s is not tracked", label)
         return _noop_logger(label)
     client = _client(uri)
-    name = run_name or (f"round_{round_index}-teacher" if round_index == 0 else f"round_{round_index}-student_{round_index}")
+    name = run_name or (
+        f"round_{round_index}-teacher" if round_index == 0 else f"round_{round_index}-student_{round_index}"
+    )
     all_tags = {TAG_ROUND: str(round_index), TAG_KIND: "round", **{k: str(v) for k, v in (tags or {}).items()}}
     if parent_run_id:
         all_tags[TAG_PARENT] = parent_run_id
@@ -330,8 +359,9 @@ def _find_fold_run(client, experiment_id: str, parent_run_id: str, fold: int):
     return runs[0] if runs else None
 
 
-def _open_fold_run(client, parent_run_id: str | None, fold: int, round_index: int | None,
-                   experiment: str | None) -> tuple[str, int | None, bool]:
+def _open_fold_run(
+    client, parent_run_id: str | None, fold: int, round_index: int | None, experiment: str | None
+) -> tuple[str, int | None, bool]:
     if parent_run_id:
         parent = client.get_run(parent_run_id)
         exp_id = parent.info.experiment_id
@@ -354,10 +384,17 @@ def _open_fold_run(client, parent_run_id: str | None, fold: int, round_index: in
 
 
 @contextmanager
-def fold_run(parent_run_id: str | None, fold: int, round_index: int | None = None,
-             tracking_uri: str | None = None, *, experiment: str | None = None,
-             fold_dir: str | Path | None = None, params: Mapping[str, Any] | None = None,
-             cfg: Any = None) -> Iterator[RunLogger]:
+def fold_run(
+    parent_run_id: str | None,
+    fold: int,
+    round_index: int | None = None,
+    tracking_uri: str | None = None,
+    *,
+    experiment: str | None = None,
+    fold_dir: str | Path | None = None,
+    params: Mapping[str, Any] | None = None,
+    cfg: Any = None,
+) -> Iterator[RunLogger]:
     """A fold's MLflow run, nested under ``parent_run_id`` via the ``mlflow.parentRunId`` tag.
 
     Yields a :class:`RunLogger`; use it as the trainer's epoch-end callback ``(epoch, metrics)``.
@@ -372,8 +409,7 @@ def fold_run(parent_run_id: str | None, fold: int, round_index: int | None = Non
     """
     if cfg is not None:
         experiment = experiment or cfg.tracking.experiment
-        params = {**cfg.flat("segmentation"), "seed": cfg.seed, "profile": cfg.profile, "fold": fold,
-                  **(params or {})}
+        params = {**cfg.flat("segmentation"), "seed": cfg.seed, "profile": cfg.profile, "fold": fold, **(params or {})}
     label = f"fold {fold}" + (f" of round {round_index}" if round_index is not None else "")
     uri = active_tracking_uri(tracking_uri)
     if uri is None:
@@ -382,8 +418,9 @@ def fold_run(parent_run_id: str | None, fold: int, round_index: int | None = Non
     else:
         client = _client(uri)
         try:
-            run_id, round_index, resumed = with_retry(_open_fold_run, client, parent_run_id, fold, round_index,
-                                                      experiment, what="open fold run")
+            run_id, round_index, resumed = with_retry(
+                _open_fold_run, client, parent_run_id, fold, round_index, experiment, what="open fold run"
+            )
             if resumed:  # params were logged by the first attempt (re-logging a changed value fails)
                 params = None
             label = f"fold {fold}" + (f" of round {round_index}" if round_index is not None else "")

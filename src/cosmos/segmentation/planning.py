@@ -59,8 +59,11 @@ def precheck_raw_dataset(raw_folder: Path, cases_meta: dict) -> None:
     from cosmos.data import nifti
 
     labels = {0: "background", 1: "VS", 2: "cochlea"}
-    declared = json.loads((raw_folder / "dataset.json").read_text()).get("labels", {}) \
-        if (raw_folder / "dataset.json").is_file() else {}
+    declared = (
+        json.loads((raw_folder / "dataset.json").read_text()).get("labels", {})
+        if (raw_folder / "dataset.json").is_file()
+        else {}
+    )
     ignore = declared.get("ignore")
     problems = []
     for nn_id, meta in cases_meta.items():
@@ -78,9 +81,12 @@ def precheck_raw_dataset(raw_folder: Path, cases_meta: dict) -> None:
         allowed = set(labels) | ({int(ignore)} if ignore is not None and meta.get("kind") == "real" else set())
         extra = sorted(set(np.unique(lab.data).tolist()) - allowed)
         if extra:
-            problems.append(f"{meta['label']}: unexpected label values {extra} (allowed: "
-                            + ", ".join(f"{v}={n}" if v else "0" for v, n in labels.items())
-                            + (f", {ignore}=ignore" if int(ignore or 0) in allowed else "") + ")")
+            problems.append(
+                f"{meta['label']}: unexpected label values {extra} (allowed: "
+                + ", ".join(f"{v}={n}" if v else "0" for v, n in labels.items())
+                + (f", {ignore}=ignore" if int(ignore or 0) in allowed else "")
+                + ")"
+            )
     if problems:
         raise CosmosError("dataset export has problems:\n  " + "\n  ".join(problems))
 
@@ -95,8 +101,7 @@ def verify_integrity(raw_folder: Path, num_processes: int) -> None:
         raise CosmosError(f"{raw_folder}: nnU-Net dataset integrity check failed: {exc}") from None
 
 
-def plan_and_preprocess(dataset_id: int, raw_folder: Path, preprocessed_folder: Path,
-                        seg: SegmentationConfig) -> dict:
+def plan_and_preprocess(dataset_id: int, raw_folder: Path, preprocessed_folder: Path, seg: SegmentationConfig) -> dict:
     """Fingerprint, plan (nnU-Net's ExperimentPlanner) and preprocess the base configuration.
 
     Must run inside ``environment.nnunet_env(raw=..., preprocessed=..., n_proc_da=None)``.
@@ -121,8 +126,14 @@ def plan_dataset(dataset_id: int, raw_folder: Path, preprocessed_folder: Path, s
     n = max(1, seg.num_processes)
     verify_integrity(raw_folder, n)
     with _stdout_to_debug_log():  # nnU-Net prints whole plans dicts; keep them out of the console
-        extract_fingerprint_dataset(dataset_id, num_processes=n, check_dataset_integrity=False, clean=True,
-                                    verbose=False, show_progress_bar=False)
+        extract_fingerprint_dataset(
+            dataset_id,
+            num_processes=n,
+            check_dataset_integrity=False,
+            clean=True,
+            verbose=False,
+            show_progress_bar=False,
+        )
     overwrite = None
     if seg.target_spacing is not None:
         fingerprint = json.loads((preprocessed_folder / "dataset_fingerprint.json").read_text())
@@ -132,15 +143,18 @@ def plan_dataset(dataset_id: int, raw_folder: Path, preprocessed_folder: Path, s
     plans_file = preprocessed_folder / f"{NNUNET_PLANS}.json"
     plans = json.loads(plans_file.read_text())
     if seg.configuration not in plans["configurations"]:
-        raise CosmosError(f"segmentation.configuration={seg.configuration!r} was not planned by nnU-Net for "
-                          f"this dataset; available: {sorted(plans['configurations'])}")
+        raise CosmosError(
+            f"segmentation.configuration={seg.configuration!r} was not planned by nnU-Net for "
+            f"this dataset; available: {sorted(plans['configurations'])}"
+        )
     if seg.target_spacing is not None:
         planned = [float(v) for v in plans["configurations"][seg.configuration]["spacing"]]
         if not np.allclose(planned, seg.target_spacing, rtol=SPACING_RTOL, atol=0):
             raise CosmosError(
                 f"segmentation.target_spacing {seg.target_spacing} became {planned} in nnU-Net's "
                 f"{seg.configuration} plan (transpose {plans.get('transpose_forward')}): give it in the plan's axis "
-                "order with the coarsest axis first (z, y, x); nnU-Net applies it to 3d_fullres only")
+                "order with the coarsest axis first (z, y, x); nnU-Net applies it to 3d_fullres only"
+            )
     return plans
 
 
@@ -150,8 +164,7 @@ def preprocess(dataset_id: int, seg: SegmentationConfig) -> None:
 
     n = max(1, seg.num_processes)
     with _stdout_to_debug_log():
-        preprocess_dataset(dataset_id, NNUNET_PLANS, [seg.configuration], [n], verbose=False,
-                           show_progress_bar=False)
+        preprocess_dataset(dataset_id, NNUNET_PLANS, [seg.configuration], [n], verbose=False, show_progress_bar=False)
 
 
 def planner_target_spacing(target: list[float], spacings: list[list[float]]) -> list[float]:
@@ -184,11 +197,12 @@ def _stdout_to_debug_log():
 
 
 def _features(n_stages: int, base: int, maximum: int) -> list[int]:
-    return [int(min(base * 2 ** i, maximum)) for i in range(n_stages)]
+    return [int(min(base * 2**i, maximum)) for i in range(n_stages)]
 
 
-def derive_topology(spacing: list[float], patch_size: list[int],
-                    num_stages: int | None = None) -> tuple[list[list[int]], list[list[int]]]:
+def derive_topology(
+    spacing: list[float], patch_size: list[int], num_stages: int | None = None
+) -> tuple[list[list[int]], list[list[int]]]:
     """(strides, kernel_sizes) per stage for ``patch_size`` at ``spacing``, by nnU-Net's planner rule.
 
     nnU-Net's ``get_pool_and_conv_props`` with its bottleneck floor (4 voxels): pool the axes within
@@ -204,17 +218,20 @@ def derive_topology(spacing: list[float], patch_size: list[int],
     if len(patch) != len(spacing):
         raise CosmosError(f"segmentation.patch_size {patch} must have {len(spacing)} entries")
     _, strides, kernels, padded, divisible = get_pool_and_conv_props(
-        [float(s) for s in spacing], patch, FEATUREMAP_MIN_EDGE, 999999)
+        [float(s) for s in spacing], patch, FEATUREMAP_MIN_EDGE, 999999
+    )
     strides = [list(map(int, s)) for s in strides]
     kernels = [list(map(int, k)) for k in kernels]
     if [int(p) for p in padded] != patch:
-        raise CosmosError(f"segmentation.patch_size {patch} must be divisible by the network's total stride "
-                          f"{[int(d) for d in divisible]} per axis (nnU-Net's rule at spacing {list(spacing)}); "
-                          f"the nearest larger patch is {[int(p) for p in padded]}")
+        raise CosmosError(
+            f"segmentation.patch_size {patch} must be divisible by the network's total stride "
+            f"{[int(d) for d in divisible]} per axis (nnU-Net's rule at spacing {list(spacing)}); "
+            f"the nearest larger patch is {[int(p) for p in padded]}"
+        )
     if num_stages is None or num_stages == len(strides):
         return strides, kernels
     if num_stages < len(strides):
-        return strides[:num_stages], kernels[:num_stages - 1] + [[3] * len(patch)]
+        return strides[:num_stages], kernels[: num_stages - 1] + [[3] * len(patch)]
     need = None
     for edge in range(FEATUREMAP_MIN_EDGE - 1, 0, -1):  # what a smaller bottleneck would need
         _, deeper, _, _, _ = get_pool_and_conv_props([float(s) for s in spacing], patch, edge, 999999)
@@ -225,7 +242,8 @@ def derive_topology(spacing: list[float], patch_size: list[int],
     raise CosmosError(
         f"segmentation.num_stages={num_stages}: nnU-Net's rule allows {len(strides)} stages "
         f"({len(strides) - 1} downsamplings) on patch {patch} at spacing {list(spacing)} (bottleneck edge >= "
-        f"{FEATUREMAP_MIN_EDGE} voxels)" + (f"; {num_stages} stages need a patch of at least {need}" if need else ""))
+        f"{FEATUREMAP_MIN_EDGE} voxels)" + (f"; {num_stages} stages need a patch of at least {need}" if need else "")
+    )
 
 
 def cosmos_plans(nnunet_plans: dict, seg: SegmentationConfig) -> tuple[dict, str]:
@@ -261,9 +279,15 @@ def cosmos_plans(nnunet_plans: dict, seg: SegmentationConfig) -> tuple[dict, str
         stage_strides, kernel_sizes = derive_topology(base["spacing"], patch, seg.num_stages)
         n = len(stage_strides)
         enc, dec = list(kwargs["n_conv_per_stage"]), list(kwargs["n_conv_per_stage_decoder"])
-        kwargs.update({"n_stages": n, "strides": stage_strides, "kernel_sizes": kernel_sizes,
-                       "n_conv_per_stage": [enc[min(i, len(enc) - 1)] for i in range(n)],
-                       "n_conv_per_stage_decoder": [dec[min(i, len(dec) - 1)] for i in range(n - 1)]})
+        kwargs.update(
+            {
+                "n_stages": n,
+                "strides": stage_strides,
+                "kernel_sizes": kernel_sizes,
+                "n_conv_per_stage": [enc[min(i, len(enc) - 1)] for i in range(n)],
+                "n_conv_per_stage_decoder": [dec[min(i, len(dec) - 1)] for i in range(n - 1)],
+            }
+        )
     kwargs["features_per_stage"] = _features(len(kwargs["strides"]), seg.features_base, seg.features_max)
     if patch != planned_patch or seg.patch_size is not None:
         ours["patch_size"] = patch
@@ -279,8 +303,10 @@ def write_splits(preprocessed_folder: Path, case_ids: list[str], num_folds: int)
 
     keys = sorted(case_ids)
     if len(keys) < num_folds:
-        raise CosmosError(f"{len(keys)} training cases cannot make {num_folds} cross-validation folds; "
-                          f"lower segmentation.num_folds or add cases")
+        raise CosmosError(
+            f"{len(keys)} training cases cannot make {num_folds} cross-validation folds; "
+            f"lower segmentation.num_folds or add cases"
+        )
     splits = generate_crossval_split(keys, seed=SPLIT_SEED, n_splits=num_folds)
     path = preprocessed_folder / "splits_final.json"
     path.write_text(json.dumps(splits, indent=2))

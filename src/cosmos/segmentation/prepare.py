@@ -158,8 +158,9 @@ def _has_foreground(label: Path) -> bool:
     return bool(np.any(load(label, label=True).data))
 
 
-def _inputs_digest(cases: list[export.ExportCase], cfg: CosmosConfig, ignore_label: int | None = None,
-                   plans_from: str | None = None) -> str:
+def _inputs_digest(
+    cases: list[export.ExportCase], cfg: CosmosConfig, ignore_label: int | None = None, plans_from: str | None = None
+) -> str:
     """Changes when any input file, the case list or a planning-relevant setting changes."""
     h = hashlib.sha256()
     if ignore_label is not None:
@@ -171,13 +172,27 @@ def _inputs_digest(cases: list[export.ExportCase], cfg: CosmosConfig, ignore_lab
             st = p.stat()
             h.update(f"{c.nnunet_id}|{p.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     s = cfg.segmentation
-    h.update(json.dumps([s.configuration, s.num_folds, s.features_base, s.features_max, s.batch_size,
-                         s.patch_size, s.patch_size_max, s.target_spacing, s.num_stages]).encode())
+    h.update(
+        json.dumps(
+            [
+                s.configuration,
+                s.num_folds,
+                s.features_base,
+                s.features_max,
+                s.batch_size,
+                s.patch_size,
+                s.patch_size_max,
+                s.target_spacing,
+                s.num_stages,
+            ]
+        ).encode()
+    )
     return h.hexdigest()[:16]
 
 
-def _preprocess_with_plans(dataset_id: int, raw_folder: Path, pre_folder: Path, name: str, source: PreparedRound,
-                           num_processes: int) -> tuple[dict, str]:
+def _preprocess_with_plans(
+    dataset_id: int, raw_folder: Path, pre_folder: Path, name: str, source: PreparedRound, num_processes: int
+) -> tuple[dict, str]:
     """Fingerprint + preprocess this dataset with ``source``'s nnU-Net plans (no planning); returns
     (CosmosPlans, configuration) -- the source's, retargeted to this dataset.
 
@@ -195,20 +210,33 @@ def _preprocess_with_plans(dataset_id: int, raw_folder: Path, pre_folder: Path, 
     nn_plans = json.loads((source.preprocessed_dataset / f"{planning.NNUNET_PLANS}.json").read_text())
     nn_plans["dataset_name"] = name
     with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net prints whole plans dicts
-        extract_fingerprint_dataset(dataset_id, num_processes=n, check_dataset_integrity=False, clean=True,
-                                    verbose=False, show_progress_bar=False)
+        extract_fingerprint_dataset(
+            dataset_id,
+            num_processes=n,
+            check_dataset_integrity=False,
+            clean=True,
+            verbose=False,
+            show_progress_bar=False,
+        )
         (pre_folder / f"{planning.NNUNET_PLANS}.json").write_text(json.dumps(nn_plans, indent=2))
         shutil.copyfile(raw_folder / "dataset.json", pre_folder / "dataset.json")  # as nnU-Net's planner does
-        preprocess_dataset(dataset_id, planning.NNUNET_PLANS, [source.base_configuration], [n], verbose=False,
-                           show_progress_bar=False)
+        preprocess_dataset(
+            dataset_id, planning.NNUNET_PLANS, [source.base_configuration], [n], verbose=False, show_progress_bar=False
+        )
     plans = source.plans()
     plans["dataset_name"] = name
     return plans, source.configuration
 
 
-def prepare_round(pseudo_dir: str | Path, out_dir: str | Path, cfg: CosmosConfig, round_index: int = 0,
-                  target_images_dir: str | Path | None = None, pseudo_labels_dir: str | Path | None = None,
-                  plans_from: str | Path | None = None) -> Path:
+def prepare_round(
+    pseudo_dir: str | Path,
+    out_dir: str | Path,
+    cfg: CosmosConfig,
+    round_index: int = 0,
+    target_images_dir: str | Path | None = None,
+    pseudo_labels_dir: str | Path | None = None,
+    plans_from: str | Path | None = None,
+) -> Path:
     """nnU-Net raw export + plan + preprocess for one COSMOS round; returns ``out_dir``.
 
     Round 0 (teacher): labelled pseudo-hrT2 only. Round k > 0 (student): pseudo-hrT2 plus the real
@@ -235,15 +263,21 @@ def prepare_round(pseudo_dir: str | Path, out_dir: str | Path, cfg: CosmosConfig
             assert pseudo_labels_dir is not None  # both or neither, checked just above
             real = export.collect_real_cases(target_images_dir, pseudo_labels_dir)
             if not real:
-                log.warning("round %d: no pseudo-labelled real hrT2 cases in %s; the student trains on pseudo-hrT2 "
-                            "alone (same data as the teacher)", round_index, pseudo_labels_dir)
+                log.warning(
+                    "round %d: no pseudo-labelled real hrT2 cases in %s; the student trains on pseudo-hrT2 "
+                    "alone (same data as the teacher)",
+                    round_index,
+                    pseudo_labels_dir,
+                )
             cases += real
     has_real = any(c.kind == export.KIND_REAL for c in cases)
     ignore_label = IGNORE_LABEL if cfg.selftraining.filter == "pixel" and has_real else None
     source = load_prepared(plans_from) if plans_from is not None else None
     if source is not None and source.base_configuration != cfg.segmentation.configuration:
-        raise CosmosError(f"{plans_from}: planned for {source.base_configuration}, not segmentation.configuration="
-                          f"{cfg.segmentation.configuration}")
+        raise CosmosError(
+            f"{plans_from}: planned for {source.base_configuration}, not segmentation.configuration="
+            f"{cfg.segmentation.configuration}"
+        )
     digest = _inputs_digest(cases, cfg, ignore_label, f"{source.plan_digest}" if source is not None else None)
     if (out / MANIFEST).is_file():
         try:
@@ -272,13 +306,15 @@ def prepare_round(pseudo_dir: str | Path, out_dir: str | Path, cfg: CosmosConfig
     name = export.dataset_name(dataset_id, round_index)
     pre_folder = out / PREPROCESSED_DIR / name
     pre_folder.mkdir(parents=True, exist_ok=True)
-    with environment.nnunet_env(raw=out / RAW_DIR, preprocessed=out / PREPROCESSED_DIR, n_proc_da=None,
-                                num_processes=seg.num_processes):
+    with environment.nnunet_env(
+        raw=out / RAW_DIR, preprocessed=out / PREPROCESSED_DIR, n_proc_da=None, num_processes=seg.num_processes
+    ):
         if source is None:
             nn_plans = planning.plan_and_preprocess(dataset_id, raw_folder, pre_folder, seg)
         else:
-            plans, configuration = _preprocess_with_plans(dataset_id, raw_folder, pre_folder, name, source,
-                                                          seg.num_processes)
+            plans, configuration = _preprocess_with_plans(
+                dataset_id, raw_folder, pre_folder, name, source, seg.num_processes
+            )
     if source is None:
         plans, configuration = planning.cosmos_plans(nn_plans, seg)
     else:
@@ -288,19 +324,36 @@ def prepare_round(pseudo_dir: str | Path, out_dir: str | Path, cfg: CosmosConfig
     planning.write_splits(pre_folder, list(cases_meta), seg.num_folds)
     n_pseudo = sum(c.kind == export.KIND_PSEUDO for c in cases)
     prepared = PreparedRound(
-        root=out, round_index=round_index, dataset_id=dataset_id, dataset_name=name,
-        plans_identifier=planning.COSMOS_PLANS, configuration=configuration, base_configuration=seg.configuration,
-        num_cases=len(cases), num_pseudo=n_pseudo, num_real=len(cases) - n_pseudo, inputs_digest=digest,
-        plan_digest=hashlib.sha256(plans_text.encode()).hexdigest()[:16], ignore_label=ignore_label,
+        root=out,
+        round_index=round_index,
+        dataset_id=dataset_id,
+        dataset_name=name,
+        plans_identifier=planning.COSMOS_PLANS,
+        configuration=configuration,
+        base_configuration=seg.configuration,
+        num_cases=len(cases),
+        num_pseudo=n_pseudo,
+        num_real=len(cases) - n_pseudo,
+        inputs_digest=digest,
+        plan_digest=hashlib.sha256(plans_text.encode()).hexdigest()[:16],
+        ignore_label=ignore_label,
         training_digest=_summary_digest(training_set),
     )
     (out / MANIFEST).write_text(prepared.to_json())  # written last: its presence means "complete"
     cfgm = plans["configurations"][configuration]
     base = plans["configurations"][seg.configuration]
     empty = [c.case_id for c in cases if not _has_foreground(Path(c.label))]
-    log.info("round %d prepared in %s: %d cases (%d pseudo, %d real%s); %s patch %s, batch %d, features %s",
-             round_index, out, len(cases), n_pseudo, len(cases) - n_pseudo,
-             f"; {len(empty)} with an empty label: {', '.join(empty)}" if empty else "", configuration,
-             cfgm.get("patch_size", base["patch_size"]), cfgm["batch_size"],
-             cfgm["architecture"]["arch_kwargs"]["features_per_stage"])
+    log.info(
+        "round %d prepared in %s: %d cases (%d pseudo, %d real%s); %s patch %s, batch %d, features %s",
+        round_index,
+        out,
+        len(cases),
+        n_pseudo,
+        len(cases) - n_pseudo,
+        f"; {len(empty)} with an empty label: {', '.join(empty)}" if empty else "",
+        configuration,
+        cfgm.get("patch_size", base["patch_size"]),
+        cfgm["batch_size"],
+        cfgm["architecture"]["arch_kwargs"]["features_per_stage"],
+    )
     return out

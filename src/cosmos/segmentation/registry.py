@@ -150,8 +150,13 @@ def collect_nifti_inputs(inputs: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def segment_files(fold_dirs: Sequence[str | Path], files: Sequence[str | Path], out_dir: str | Path,
-                  cfg: CosmosConfig, mirroring: bool | None = None) -> list[Path]:
+def segment_files(
+    fold_dirs: Sequence[str | Path],
+    files: Sequence[str | Path],
+    out_dir: str | Path,
+    cfg: CosmosConfig,
+    mirroring: bool | None = None,
+) -> list[Path]:
     """Segment ``files`` with the ensemble of ``fold_dirs`` into ``out_dir``; returns the output
     paths in input order, named by :func:`output_name` (nnU-Net via ``inference.predict``)."""
     from cosmos.data import nifti, roi
@@ -163,8 +168,13 @@ def segment_files(fold_dirs: Sequence[str | Path], files: Sequence[str | Path], 
         # trained on ROI crops: crop each scan the same way, predict, put the labels back on its grid
         with tempfile.TemporaryDirectory(prefix="cosmos-roi-") as tmp:
             crops = roi.crop_inputs(files, model, Path(tmp) / "in")
-            inner = predict([Path(d) for d in fold_dirs], [c for c, _ in crops.values()], Path(tmp) / "out", cfg,
-                            mirroring=mirroring)
+            inner = predict(
+                [Path(d) for d in fold_dirs],
+                [c for c, _ in crops.values()],
+                Path(tmp) / "out",
+                cfg,
+                mirroring=mirroring,
+            )
             by_crop = {Path(w).name: Path(w) for w in inner}
             written = []
             Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -276,9 +286,13 @@ class CosmosSegmenter(_PythonModel):
             files = write_scans(scans, Path(tmp), max_bytes=nifti_max_bytes())
             collect_nifti_inputs(files)
             outputs = segment_files(self.fold_dirs, files, out_dir, cfg, mirroring=mirroring)
-        return pd.DataFrame({"input": [f"nifti[{i}]" for i in range(len(files))],
-                             "output": [str(o) for o in outputs],
-                             "label": [base64.b64encode(o.read_bytes()).decode("ascii") for o in outputs]})
+        return pd.DataFrame(
+            {
+                "input": [f"nifti[{i}]" for i in range(len(files))],
+                "output": [str(o) for o in outputs],
+                "label": [base64.b64encode(o.read_bytes()).decode("ascii") for o in outputs],
+            }
+        )
 
 
 def nifti_max_bytes() -> int:
@@ -319,15 +333,27 @@ def _signature(mirroring_default: bool):
 
     return ModelSignature(
         inputs=Schema([ColSpec("string", "path", required=False), ColSpec("string", "nifti", required=False)]),
-        outputs=Schema([ColSpec("string", "input"), ColSpec("string", "output"),
-                        ColSpec("string", "label", required=False)]),
-        params=ParamSchema([ParamSpec("output_dir", "string", ""),
-                            ParamSpec("mirroring", "boolean", bool(mirroring_default))]),
+        outputs=Schema(
+            [ColSpec("string", "input"), ColSpec("string", "output"), ColSpec("string", "label", required=False)]
+        ),
+        params=ParamSchema(
+            [ParamSpec("output_dir", "string", ""), ParamSpec("mirroring", "boolean", bool(mirroring_default))]
+        ),
     )
 
 
-_FALLBACK_REQUIREMENTS = ("mlflow", "nnunetv2", "torch", "boto3", "nibabel", "SimpleITK", "numpy", "scipy",
-                          "pyyaml", "tqdm")
+_FALLBACK_REQUIREMENTS = (
+    "mlflow",
+    "nnunetv2",
+    "torch",
+    "boto3",
+    "nibabel",
+    "SimpleITK",
+    "numpy",
+    "scipy",
+    "pyyaml",
+    "tqdm",
+)
 
 
 def _pip_requirements() -> list[str]:
@@ -388,9 +414,15 @@ def _stage_fold(src: Path, dst: Path) -> Path:
     return dst
 
 
-def register_round(fold_model_dirs: Sequence[str | Path], round_index: int, cfg: CosmosConfig,
-                   tags: Mapping[str, Any] | None = None, alias: str | None = None,
-                   tracking_uri: str | None = None, run_id: str | None = None) -> str:
+def register_round(
+    fold_model_dirs: Sequence[str | Path],
+    round_index: int,
+    cfg: CosmosConfig,
+    tags: Mapping[str, Any] | None = None,
+    alias: str | None = None,
+    tracking_uri: str | None = None,
+    run_id: str | None = None,
+) -> str:
     """Log the round's fold ensemble as a pyfunc model and register it as a new version of
     ``cfg.tracking.segmenter_model_name``; returns the version (a string).
 
@@ -437,8 +469,11 @@ def register_round(fold_model_dirs: Sequence[str | Path], round_index: int, cfg:
 
         def _log():
             return mlflow.pyfunc.log_model(
-                name=MODEL_ARTIFACT, python_model=CosmosSegmenter(), artifacts=artifacts,
-                signature=_signature(cfg.segmentation.mirroring), pip_requirements=_pip_requirements(),
+                name=MODEL_ARTIFACT,
+                python_model=CosmosSegmenter(),
+                artifacts=artifacts,
+                signature=_signature(cfg.segmentation.mirroring),
+                pip_requirements=_pip_requirements(),
                 code_paths=_code_paths(),
                 tags={"round": str(round_index)},
             )
@@ -450,20 +485,33 @@ def register_round(fold_model_dirs: Sequence[str | Path], round_index: int, cfg:
             with mlflow.start_run(run_id=run_id, nested=active is not None):
                 info = with_retry(_log, what="log segmenter model")
         else:
-            with mlflow.start_run(run_name=f"round_{round_index}-register", nested=active is not None,
-                                  tags={"cosmos.round": str(round_index)}):
+            with mlflow.start_run(
+                run_name=f"round_{round_index}-register",
+                nested=active is not None,
+                tags={"cosmos.round": str(round_index)},
+            ):
                 info = with_retry(_log, what="log segmenter model")
 
     mv = with_retry(mlflow.register_model, info.model_uri, name, tags=all_tags, what="register model")
     client = MlflowClient()
-    with_retry(client.update_model_version, name, mv.version,
-               description=f"COSMOS round {round_index} ({'teacher' if round_index == 0 else f'student {round_index}'}), "
-                           f"folds {all_tags['folds']}, profile {cfg.profile}",
-               what="describe model version")
+    with_retry(
+        client.update_model_version,
+        name,
+        mv.version,
+        description=f"COSMOS round {round_index} ({'teacher' if round_index == 0 else f'student {round_index}'}), "
+        f"folds {all_tags['folds']}, profile {cfg.profile}",
+        what="describe model version",
+    )
     if alias:
         with_retry(client.set_registered_model_alias, name, alias, mv.version, what="set alias")
-    log.info("registered %s version %s (round %d, folds %s)%s", name, mv.version, round_index, all_tags["folds"],
-             f" @{alias}" if alias else "")
+    log.info(
+        "registered %s version %s (round %d, folds %s)%s",
+        name,
+        mv.version,
+        round_index,
+        all_tags["folds"],
+        f" @{alias}" if alias else "",
+    )
     return str(mv.version)
 
 
@@ -495,8 +543,9 @@ def _find_config(root: Path) -> CosmosConfig | None:
     return None
 
 
-def resolve_model(reference: str | Path, tracking_uri: str | None = None,
-                  dst_dir: str | Path | None = None) -> ResolvedModel:
+def resolve_model(
+    reference: str | Path, tracking_uri: str | None = None, dst_dir: str | Path | None = None
+) -> ResolvedModel:
     """``models:/NAME/VERSION``, ``models:/NAME@ALIAS``, ``models:/NAME`` (latest version) or a
     local folder (a fold dir, a folder of fold dirs, a round dir, a downloaded model) -> fold dirs.
 
@@ -507,8 +556,10 @@ def resolve_model(reference: str | Path, tracking_uri: str | None = None,
     if not ref.startswith("models:/"):
         root = Path(ref)
         if not root.exists():
-            raise CosmosError(f"{ref}: model not found (expected models:/NAME@ALIAS, models:/NAME/VERSION "
-                              "or a folder of trained folds)")
+            raise CosmosError(
+                f"{ref}: model not found (expected models:/NAME@ALIAS, models:/NAME/VERSION "
+                "or a folder of trained folds)"
+            )
         folds = _find_fold_dirs(root)
         if not folds:
             raise CosmosError(f"{ref}: no trained fold ({CHECKPOINT}) under this folder")
@@ -525,7 +576,9 @@ def resolve_model(reference: str | Path, tracking_uri: str | None = None,
 
     uri = active_tracking_uri(tracking_uri)
     if uri is None:
-        raise CosmosError(f"{ref}: no MLflow tracking URI to resolve it (pass --tracking-uri or set MLFLOW_TRACKING_URI)")
+        raise CosmosError(
+            f"{ref}: no MLflow tracking URI to resolve it (pass --tracking-uri or set MLFLOW_TRACKING_URI)"
+        )
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(tracking_uri=uri)
     name, version, alias = m.group("name"), m.group("version"), m.group("alias")
@@ -536,8 +589,10 @@ def resolve_model(reference: str | Path, tracking_uri: str | None = None,
             known = sorted(rm.name for rm in client.search_registered_models())
         except MlflowException:
             known = []
-        raise CosmosError(f"{ref}: no registered model {name!r} in {uri}"
-                          + (f"; registered: {', '.join(known)}" if known else "; the registry is empty")) from None
+        raise CosmosError(
+            f"{ref}: no registered model {name!r} in {uri}"
+            + (f"; registered: {', '.join(known)}" if known else "; the registry is empty")
+        ) from None
     try:
         if alias:
             mv = client.get_model_version_by_alias(name, alias)
@@ -554,8 +609,10 @@ def resolve_model(reference: str | Path, tracking_uri: str | None = None,
         numbers = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
         aliases = sorted(getattr(rm, "aliases", {}) or {})
         what = f"alias @{alias}" if alias else f"version {version}"
-        raise CosmosError(f"{ref}: model {name!r} has no {what}; versions: {numbers or 'none'}; "
-                          f"aliases: {', '.join('@' + a for a in aliases) or 'none'}") from None
+        raise CosmosError(
+            f"{ref}: model {name!r} has no {what}; versions: {numbers or 'none'}; "
+            f"aliases: {', '.join('@' + a for a in aliases) or 'none'}"
+        ) from None
     dst = Path(dst_dir) if dst_dir is not None else Path(tempfile.mkdtemp(prefix="cosmos-model-"))
     dst.mkdir(parents=True, exist_ok=True)
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref, dst_path=str(dst)))
@@ -566,7 +623,8 @@ def resolve_model(reference: str | Path, tracking_uri: str | None = None,
     return ResolvedModel(folds, _find_config(local), str(reference), str(mv.version))
 
 
-def resolve_fold_dirs(reference: str | Path, tracking_uri: str | None = None,
-                      dst_dir: str | Path | None = None) -> list[Path]:
+def resolve_fold_dirs(
+    reference: str | Path, tracking_uri: str | None = None, dst_dir: str | Path | None = None
+) -> list[Path]:
     """Shortcut: the fold dirs of :func:`resolve_model`."""
     return resolve_model(reference, tracking_uri, dst_dir).fold_dirs

@@ -104,12 +104,16 @@ class TrainerBudget:
         iterations = int(seg.iterations_per_epoch)
         if getattr(seg, "scale_iterations_with_cases", False) and prepared is not None:
             iterations = scaled_iterations(iterations, prepared.num_cases, prepared.num_pseudo)
-        return cls(epochs=seg.epochs, iterations_per_epoch=iterations,
-                   val_iterations_per_epoch=seg.val_iterations_per_epoch, initial_lr=seg.initial_lr * float(lr_scale),
-                   oversample_foreground=seg.oversample_foreground,
-                   probabilistic_oversampling=bool(getattr(seg, "probabilistic_oversampling", False)),
-                   save_every=seg.save_every,
-                   ce_class_weights=None if seg.ce_class_weights is None else [float(w) for w in seg.ce_class_weights])
+        return cls(
+            epochs=seg.epochs,
+            iterations_per_epoch=iterations,
+            val_iterations_per_epoch=seg.val_iterations_per_epoch,
+            initial_lr=seg.initial_lr * float(lr_scale),
+            oversample_foreground=seg.oversample_foreground,
+            probabilistic_oversampling=bool(getattr(seg, "probabilistic_oversampling", False)),
+            save_every=seg.save_every,
+            ce_class_weights=None if seg.ce_class_weights is None else [float(w) for w in seg.ce_class_weights],
+        )
 
 
 class nnUNetTrainerCosmosBudget(nnUNetTrainer):
@@ -121,8 +125,14 @@ class nnUNetTrainerCosmosBudget(nnUNetTrainer):
     #: Set by ``nnUNetTrainer.__init__`` (untyped there): the path of its text log.
     log_file: str
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = torch.device("cuda"),
+    ):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.epoch_end_callbacks: list[EpochCallback] = []
         self.ce_class_weights: list[float] | None = None
@@ -153,8 +163,10 @@ class nnUNetTrainerCosmosBudget(nnUNetTrainer):
             raise RuntimeError("ce_class_weights needs label (not region) training")
         n = len(self.label_manager.all_labels)
         if len(self.ce_class_weights) != n:
-            raise RuntimeError(f"ce_class_weights has {len(self.ce_class_weights)} entries; the dataset has {n} labels "
-                               f"({self.label_manager.all_labels})")
+            raise RuntimeError(
+                f"ce_class_weights has {len(self.ce_class_weights)} entries; the dataset has {n} labels "
+                f"({self.label_manager.all_labels})"
+            )
         inner = getattr(loss, "loss", loss)  # DeepSupervisionWrapper -> DC_and_CE_loss
         inner.ce.weight = torch.tensor(self.ce_class_weights, dtype=torch.float32, device=self.device)
         log.info("cross-entropy class weights %s", self.ce_class_weights)
@@ -207,7 +219,9 @@ class nnUNetTrainerCosmosBudget(nnUNetTrainer):
         put("ema_fg_dice", "ema_pseudo_dice")
         put("lrs", "lr")
         try:
-            out["epoch_time_s"] = float(get("epoch_end_timestamps", step=step) - get("epoch_start_timestamps", step=step))
+            out["epoch_time_s"] = float(
+                get("epoch_end_timestamps", step=step) - get("epoch_start_timestamps", step=step)
+            )
         except (IndexError, KeyError, TypeError):
             pass
         try:
@@ -236,8 +250,14 @@ class nnUNetTrainerCosmosBudget(nnUNetTrainer):
 
 
 # ---------------------------------------------------------------------------------- warm start
-def network_plan_differences(trained_plans: dict, trained_configuration: str, plans: dict, configuration: str,
-                             trained_dataset_json: dict, dataset_json: dict) -> list[str]:
+def network_plan_differences(
+    trained_plans: dict,
+    trained_configuration: str,
+    plans: dict,
+    configuration: str,
+    trained_dataset_json: dict,
+    dataset_json: dict,
+) -> list[str]:
     """What makes a trained fold's network unusable as the start of a new fold ([] = compatible).
 
     Compared: network class and all its constructor arguments (stages, features, kernels, strides,
@@ -301,13 +321,20 @@ def warm_start(trainer: nnUNetTrainer, fold_dir: str | Path, checkpoint: str = "
     except Exception as exc:
         raise CosmosError(f"{ckpt_path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
     trained_cfg = ckpt.get("init_args", {}).get("configuration", trainer.configuration_name)
-    diffs = network_plan_differences(json.loads(plans_path.read_text()), trained_cfg, trainer.plans_manager.plans,
-                                     trainer.configuration_name, json.loads(ds_path.read_text()),
-                                     trainer.dataset_json)
+    diffs = network_plan_differences(
+        json.loads(plans_path.read_text()),
+        trained_cfg,
+        trainer.plans_manager.plans,
+        trainer.configuration_name,
+        json.loads(ds_path.read_text()),
+        trainer.dataset_json,
+    )
     if diffs:
-        raise CosmosError(f"{fold_dir}: its network plan differs from this round's ({'; '.join(diffs)}); a student "
-                          "can only warm-start from a teacher planned identically (use selftraining.student_init="
-                          "scratch, or prepare the student with prepare_round(..., plans_from=<teacher prepared dir>))")
+        raise CosmosError(
+            f"{fold_dir}: its network plan differs from this round's ({'; '.join(diffs)}); a student "
+            "can only warm-start from a teacher planned identically (use selftraining.student_init="
+            "scratch, or prepare the student with prepare_round(..., plans_from=<teacher prepared dir>))"
+        )
     if not trainer.was_initialized:
         trainer.initialize()
     net = trainer.network
@@ -318,13 +345,24 @@ def warm_start(trainer: nnUNetTrainer, fold_dir: str | Path, checkpoint: str = "
     missing, extra = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
     bad_shape = [k for k in own if k in weights and tuple(own[k].shape) != tuple(weights[k].shape)]
     if missing or extra or bad_shape:
-        raise CosmosError(f"{ckpt_path}: weights do not fit this round's network (missing {missing[:3]}, "
-                          f"unexpected {extra[:3]}, other shape {bad_shape[:3]})")
+        raise CosmosError(
+            f"{ckpt_path}: weights do not fit this round's network (missing {missing[:3]}, "
+            f"unexpected {extra[:3]}, other shape {bad_shape[:3]})"
+        )
     net.load_state_dict(weights)  # copies into the same Parameters the optimizer already holds
-    log.info("warm start: network weights from %s (epoch %s of its round); fresh optimizer, initial lr %g",
-             ckpt_path, ckpt.get("current_epoch"), trainer.initial_lr)
-    return {"from": str(fold_dir.resolve()), "checkpoint": checkpoint, "source_epoch": ckpt.get("current_epoch"),
-            "source_configuration": trained_cfg, "tensors": len(weights)}
+    log.info(
+        "warm start: network weights from %s (epoch %s of its round); fresh optimizer, initial lr %g",
+        ckpt_path,
+        ckpt.get("current_epoch"),
+        trainer.initial_lr,
+    )
+    return {
+        "from": str(fold_dir.resolve()),
+        "checkpoint": checkpoint,
+        "source_epoch": ckpt.get("current_epoch"),
+        "source_configuration": trained_cfg,
+        "tensors": len(weights),
+    }
 
 
 # ---------------------------------------------------------------------------------- domain balance
@@ -371,6 +409,9 @@ class nnUNetTrainerCosmosBalancedDomains(nnUNetTrainerCosmosBudget):
         ids = list(dataset_tr.identifiers)
         dataset_tr.identifiers = balanced_identifiers(ids)
         kinds = [domain_of(i) for i in ids]
-        log.info("balanced domains: %d pseudo + %d real training cases, each domain drawn with p=0.5",
-                 kinds.count("pseudo"), kinds.count("real"))
+        log.info(
+            "balanced domains: %d pseudo + %d real training cases, each domain drawn with p=0.5",
+            kinds.count("pseudo"),
+            kinds.count("real"),
+        )
         return dataset_tr, dataset_val

@@ -46,8 +46,14 @@ def is_fold_done(fold_dir: str | Path) -> bool:
 
 
 @contextlib.contextmanager
-def _mlflow_fold_hook(fold: int, prepared: PreparedRound, out_dir: Path, cfg: CosmosConfig,
-                      parent_run_id: str | None, tracking_uri: str | None) -> Iterator[Callable | None]:
+def _mlflow_fold_hook(
+    fold: int,
+    prepared: PreparedRound,
+    out_dir: Path,
+    cfg: CosmosConfig,
+    parent_run_id: str | None,
+    tracking_uri: str | None,
+) -> Iterator[Callable | None]:
     """The fold's nested MLflow run (:func:`cosmos.segmentation.mlflow_logging.fold_run`).
 
     Yields the epoch callback, or None when the run cannot be opened: tracking must never block
@@ -56,8 +62,9 @@ def _mlflow_fold_hook(fold: int, prepared: PreparedRound, out_dir: Path, cfg: Co
     from cosmos.segmentation.mlflow_logging import fold_run
 
     try:
-        cm = fold_run(parent_run_id, fold, round_index=prepared.round_index, tracking_uri=tracking_uri,
-                      fold_dir=out_dir, cfg=cfg)
+        cm = fold_run(
+            parent_run_id, fold, round_index=prepared.round_index, tracking_uri=tracking_uri, fold_dir=out_dir, cfg=cfg
+        )
         callback = cm.__enter__()
     except Exception as exc:
         log.warning("could not open the MLflow fold run (%s); training without MLflow", exc)
@@ -96,8 +103,15 @@ def trainer_class(cfg: CosmosConfig, prepared: PreparedRound):
     return nnUNetTrainerCosmosBudget
 
 
-def build_trainer(prepared: PreparedRound, fold: int, out_dir: Path, cfg: CosmosConfig, device,
-                  continue_training: bool, lr_scale: float = 1.0):
+def build_trainer(
+    prepared: PreparedRound,
+    fold: int,
+    out_dir: Path,
+    cfg: CosmosConfig,
+    device,
+    continue_training: bool,
+    lr_scale: float = 1.0,
+):
     """Construct the COSMOS trainer exactly as nnunetv2.run.run_training would (no name lookup).
 
     Must run inside ``environment.nnunet_env(preprocessed=prepared.preprocessed_root, results=...)``.
@@ -107,8 +121,13 @@ def build_trainer(prepared: PreparedRound, fold: int, out_dir: Path, cfg: Cosmos
     plans = prepared.plans()
     plans["continue_training"] = continue_training
     cls = trainer_class(cfg, prepared)
-    trainer = cls(plans=plans, configuration=prepared.configuration, fold=fold,
-                  dataset_json=prepared.dataset_json(), device=device)
+    trainer = cls(
+        plans=plans,
+        configuration=prepared.configuration,
+        fold=fold,
+        dataset_json=prepared.dataset_json(),
+        device=device,
+    )
     trainer.use_output_folder(out_dir)
     trainer.apply_budget(TrainerBudget.from_config(cfg.segmentation, prepared, lr_scale=lr_scale))
     return trainer
@@ -120,9 +139,16 @@ def _previous_init(out: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def train_fold(prepared_dir: str | Path, fold: int, out_dir: str | Path, cfg: CosmosConfig,
-               parent_run_id: str | None = None, tracking_uri: str | None = None,
-               init_from: str | Path | None = None, checkpoint_uri: str | None = None) -> Path:
+def train_fold(
+    prepared_dir: str | Path,
+    fold: int,
+    out_dir: str | Path,
+    cfg: CosmosConfig,
+    parent_run_id: str | None = None,
+    tracking_uri: str | None = None,
+    init_from: str | Path | None = None,
+    checkpoint_uri: str | None = None,
+) -> Path:
     """Train one nnU-Net fold on a prepared round; returns the fold model directory (``out_dir``).
 
     Seeds random/numpy/torch with :func:`fold_seed` (``cfg.seed + 1000 * round + fold``). On CPU,
@@ -169,18 +195,30 @@ def train_fold(prepared_dir: str | Path, fold: int, out_dir: str | Path, cfg: Co
     started = _previous_init(out) if resume else None
     if started is not None:  # a killed warm-started fold resumes with the LR it started with
         lr_scale = float(started.get("lr_scale", lr_scale))
-    log.info("training fold %d of round %d on %s (%s, %d epochs, DA workers %d, seed %d)%s%s",
-             fold, prepared.round_index, device, prepared.configuration, seg.epochs, n_da, seed,
-             " - resuming from checkpoint_latest.pth" if resume else "",
-             f" - warm start from {init_from}" if init_from is not None and not resume else "")
+    log.info(
+        "training fold %d of round %d on %s (%s, %d epochs, DA workers %d, seed %d)%s%s",
+        fold,
+        prepared.round_index,
+        device,
+        prepared.configuration,
+        seg.epochs,
+        n_da,
+        seed,
+        " - resuming from checkpoint_latest.pth" if resume else "",
+        f" - warm start from {init_from}" if init_from is not None and not resume else "",
+    )
     init_record: dict[str, Any] | None = None
     scratch = Path(tempfile.mkdtemp(prefix=".nnunet_results_", dir=out))  # nnU-Net's __init__ writes here
     t0 = time.perf_counter()
     try:
-        with environment.nnunet_env(preprocessed=prepared.preprocessed_root, results=scratch, n_proc_da=n_da,
-                                    num_processes=seg.num_processes, compile=seg.compile,
-                                    torch_threads=1 if device.type == "cuda" and not seg.torch_threads
-                                    else resolve_threads(seg.torch_threads)):
+        with environment.nnunet_env(
+            preprocessed=prepared.preprocessed_root,
+            results=scratch,
+            n_proc_da=n_da,
+            num_processes=seg.num_processes,
+            compile=seg.compile,
+            torch_threads=1 if device.type == "cuda" and not seg.torch_threads else resolve_threads(seg.torch_threads),
+        ):
             environment.seed_everything(seed)
             if device.type == "cuda":  # as nnunetv2.run.run_training does
                 torch.backends.cudnn.deterministic = False
@@ -206,16 +244,28 @@ def train_fold(prepared_dir: str | Path, fold: int, out_dir: str | Path, cfg: Co
     seconds = time.perf_counter() - t0
     final = trainer.epoch_metrics() if trainer.current_epoch > 0 else {}
     manifest = {
-        "fold": fold, "round_index": prepared.round_index, "dataset_name": prepared.dataset_name,
-        "plans_identifier": prepared.plans_identifier, "configuration": prepared.configuration,
-        "plan_digest": prepared.plan_digest, "inputs_digest": prepared.inputs_digest,
-        "trainer": type(trainer).__name__, "device": str(device), "seed": seed,
-        "epochs": trainer.num_epochs, "iterations_per_epoch": trainer.num_iterations_per_epoch,
-        "initial_lr": trainer.initial_lr, "oversample_foreground": trainer.oversample_foreground_percent,
+        "fold": fold,
+        "round_index": prepared.round_index,
+        "dataset_name": prepared.dataset_name,
+        "plans_identifier": prepared.plans_identifier,
+        "configuration": prepared.configuration,
+        "plan_digest": prepared.plan_digest,
+        "inputs_digest": prepared.inputs_digest,
+        "trainer": type(trainer).__name__,
+        "device": str(device),
+        "seed": seed,
+        "epochs": trainer.num_epochs,
+        "iterations_per_epoch": trainer.num_iterations_per_epoch,
+        "initial_lr": trainer.initial_lr,
+        "oversample_foreground": trainer.oversample_foreground_percent,
         "probabilistic_oversampling": bool(trainer.probabilistic_oversampling),
-        "num_cases": prepared.num_cases, "num_pseudo": prepared.num_pseudo, "num_real": prepared.num_real,
+        "num_cases": prepared.num_cases,
+        "num_pseudo": prepared.num_pseudo,
+        "num_real": prepared.num_real,
         "init": init_record or {"from": None},
-        "train_seconds": round(seconds, 2), "resumed": resume, "final_metrics": final,
+        "train_seconds": round(seconds, 2),
+        "resumed": resume,
+        "final_metrics": final,
         "checkpoint_uri": checkpoint_uri or None,
         "restored_from_store": None if restored is None else {"epoch": restored["epoch"], "host": restored.get("host")},
     }
@@ -225,6 +275,10 @@ def train_fold(prepared_dir: str | Path, fold: int, out_dir: str | Path, cfg: Co
             sync.clear()
         except CosmosError as exc:  # the fold is trained; stale objects cost storage, not correctness
             log.warning("could not delete the fold's checkpoints under %s: %s", checkpoint_uri, exc)
-    log.info("fold %d done in %.1f s: %s", fold, seconds,
-             ", ".join(f"{k}={v:.3f}" for k, v in final.items() if k.startswith(("pseudo_dice", "val_loss"))))
+    log.info(
+        "fold %d done in %.1f s: %s",
+        fold,
+        seconds,
+        ", ".join(f"{k}={v:.3f}" for k, v in final.items() if k.startswith(("pseudo_dice", "val_loss"))),
+    )
     return out

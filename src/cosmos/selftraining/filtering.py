@@ -146,8 +146,9 @@ def _probabilities_file(prediction: Path) -> Path:
     return prediction.with_name(f"{stem}.npz")
 
 
-def confident_label(data: np.ndarray, probabilities: np.ndarray, threshold: float,
-                    ignore_label: int = IGNORE_LABEL) -> np.ndarray:
+def confident_label(
+    data: np.ndarray, probabilities: np.ndarray, threshold: float, ignore_label: int = IGNORE_LABEL
+) -> np.ndarray:
     """``data`` with every voxel whose max class probability is below ``threshold`` set to ``ignore_label``."""
     if probabilities.shape[1:] != data.shape:
         raise ValueError(f"probabilities {probabilities.shape[1:]} and label {data.shape} differ in shape")
@@ -169,11 +170,16 @@ def _pixel_filtered(prediction: Path, threshold: float) -> tuple[np.ndarray, Vol
     return out, vol, float((out == IGNORE_LABEL).mean())
 
 
-def filter_pseudo_labels(pred_dir: str | Path, out_dir: str | Path,
-                         required_labels: Iterable[int] | SelfTrainingConfig = (1, 2), *,
-                         min_component_voxels: Sequence[int] | None = None,
-                         previous_kept_dir: str | Path | None = None,
-                         mode: str = "image", confidence_threshold: float = 0.9) -> FilterResult:
+def filter_pseudo_labels(
+    pred_dir: str | Path,
+    out_dir: str | Path,
+    required_labels: Iterable[int] | SelfTrainingConfig = (1, 2),
+    *,
+    min_component_voxels: Sequence[int] | None = None,
+    previous_kept_dir: str | Path | None = None,
+    mode: str = "image",
+    confidence_threshold: float = 0.9,
+) -> FilterResult:
     """Copy the predictions of ``pred_dir`` that contain every label in ``required_labels`` to
     ``out_dir`` (as ``crossmoda_{k}_Label.nii.gz``) and report kept/dropped/carried-over case ids.
 
@@ -232,30 +238,48 @@ def filter_pseudo_labels(pred_dir: str | Path, out_dir: str | Path,
     for case in result.carried_over:
         shutil.copy2(prev / label_name(case), out_dir / label_name(case))  # type: ignore[operator]
 
-    log.info("pseudo-label filter (%s): kept %d of %d cases: %s", mode, len(result.kept), len(files),
-             ", ".join(result.kept) or "-")
+    log.info(
+        "pseudo-label filter (%s): kept %d of %d cases: %s",
+        mode,
+        len(result.kept),
+        len(files),
+        ", ".join(result.kept) or "-",
+    )
     if result.dropped:
-        log.info("pseudo-label filter: dropped %d: %s", len(result.dropped),
-                 ", ".join(f"{c} ({result.reasons[c]})" for c in result.dropped))
+        log.info(
+            "pseudo-label filter: dropped %d: %s",
+            len(result.dropped),
+            ", ".join(f"{c} ({result.reasons[c]})" for c in result.dropped),
+        )
     if result.carried_over:
-        log.info("pseudo-label filter: %d dropped case(s) keep their last accepted label from %s: %s",
-                 len(result.carried_over), prev, ", ".join(result.carried_over))
+        log.info(
+            "pseudo-label filter: %d dropped case(s) keep their last accepted label from %s: %s",
+            len(result.carried_over),
+            prev,
+            ", ".join(result.carried_over),
+        )
     if result.ignored_fraction:
-        log.info("pixel filter: %.2f%% of kept voxels below confidence %.2f -> ignore label %d",
-                 100 * float(np.mean(list(result.ignored_fraction.values()))), confidence_threshold, IGNORE_LABEL)
+        log.info(
+            "pixel filter: %.2f%% of kept voxels below confidence %.2f -> ignore label %d",
+            100 * float(np.mean(list(result.ignored_fraction.values()))),
+            confidence_threshold,
+            IGNORE_LABEL,
+        )
     if result.degenerate:
         names = "/".join(LABELS.get(v, str(v)) for v in required)
         result.alert = NONE_KEPT_ALERT.format(labels=names)
         log.error("%s (predictions in %s)", result.alert, pred_dir)
     elif not result.kept:
-        log.warning("pseudo-label filter accepted no new label; the student's real cases are all carried over "
-                    "from %s", prev)
+        log.warning(
+            "pseudo-label filter accepted no new label; the student's real cases are all carried over from %s", prev
+        )
     (out_dir / SUMMARY_FILE).write_text(json.dumps(result.to_dict(), indent=2))
     return result
 
 
-def filter_from_config(pred_dir: str | Path, out_dir: str | Path, cfg,
-                       previous_kept_dir: str | Path | None = None) -> FilterResult:
+def filter_from_config(
+    pred_dir: str | Path, out_dir: str | Path, cfg, previous_kept_dir: str | Path | None = None
+) -> FilterResult:
     """:func:`filter_pseudo_labels` with the ``selftraining`` section's settings."""
     return filter_pseudo_labels(pred_dir, out_dir, cfg.selftraining, previous_kept_dir=previous_kept_dir)
 
@@ -273,8 +297,15 @@ def read_filter_summary(out_dir: str | Path) -> FilterResult | None:
     if not path.is_file():
         return None
     d = json.loads(path.read_text())
-    return FilterResult(kept=list(d.get("kept", [])), dropped=list(d.get("dropped", [])),
-                        reasons=dict(d.get("reasons", {})), out_dir=Path(out_dir), alert=d.get("alert"),
-                        carried_over=list(d.get("carried_over", [])), mode=d.get("mode", "image"),
-                        ignore_label=d.get("ignore_label"), ignored_fraction=dict(d.get("ignored_fraction", {})),
-                        largest_component=dict(d.get("largest_component", {})))
+    return FilterResult(
+        kept=list(d.get("kept", [])),
+        dropped=list(d.get("dropped", [])),
+        reasons=dict(d.get("reasons", {})),
+        out_dir=Path(out_dir),
+        alert=d.get("alert"),
+        carried_over=list(d.get("carried_over", [])),
+        mode=d.get("mode", "image"),
+        ignore_label=d.get("ignore_label"),
+        ignored_fraction=dict(d.get("ignored_fraction", {})),
+        largest_component=dict(d.get("largest_component", {})),
+    )

@@ -121,17 +121,20 @@ def compare_training_sets(current_prepared: str | Path, previous_prepared: str |
     identical = not (added or removed or changed or labels_changed)
     if identical:
         n_real = sum(k.startswith("real_") for k in cc)
-        message = (f"{current_prepared}: the training set is identical to {previous_prepared} ({len(cc)} cases, "
-                   f"{n_real} pseudo-labelled real hrT2): this student would only retrain its teacher's data; "
-                   "stop self-training here")
+        message = (
+            f"{current_prepared}: the training set is identical to {previous_prepared} ({len(cc)} cases, "
+            f"{n_real} pseudo-labelled real hrT2): this student would only retrain its teacher's data; "
+            "stop self-training here"
+        )
     else:
-        message = (f"{current_prepared}: training set differs from {previous_prepared}: {len(added)} added, "
-                   f"{len(removed)} removed, {len(changed)} changed case(s)"
-                   + (", label declaration changed" if labels_changed else ""))
+        message = (
+            f"{current_prepared}: training set differs from {previous_prepared}: {len(added)} added, "
+            f"{len(removed)} removed, {len(changed)} changed case(s)"
+            + (", label declaration changed" if labels_changed else "")
+        )
     return TrainingSetComparison(identical, added, removed, changed, labels_changed, message)
 
 
 def same_training_set(current_prepared: str | Path, previous_prepared: str | Path) -> bool:
     """True when the two prepared rounds train on exactly the same data (see :func:`compare_training_sets`)."""
     return compare_training_sets(current_prepared, previous_prepared).identical
-

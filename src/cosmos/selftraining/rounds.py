@@ -73,8 +73,13 @@ def round_run_name(index: int) -> str:
 
 def round_params(index: int, cfg: CosmosConfig) -> dict[str, Any]:
     """The params of a round's MLflow run (the same whichever command ran the round)."""
-    return {"round": index, "profile": cfg.profile, "seed": cfg.seed, **cfg.flat("segmentation"),
-            **cfg.flat("selftraining")}
+    return {
+        "round": index,
+        "profile": cfg.profile,
+        "seed": cfg.seed,
+        **cfg.flat("segmentation"),
+        **cfg.flat("selftraining"),
+    }
 
 
 def round_tags(index: int, cfg: CosmosConfig) -> dict[str, str]:
@@ -110,16 +115,20 @@ def check_compiled_shape(cfg: CosmosConfig, *, compiled_rounds: int, folds: Sequ
     """
     k = cfg.selftraining.rounds
     if int(compiled_rounds) != k:
-        raise CosmosError(f"the pipeline was compiled with K={compiled_rounds} self-training rounds but the run's "
-                          f"config (profile {cfg.profile}) asks for selftraining.rounds={k}: recompile with "
-                          f"`cosmos compile --profile {cfg.profile}` (or --rounds {k}), or set "
-                          f"selftraining.rounds={compiled_rounds}")
+        raise CosmosError(
+            f"the pipeline was compiled with K={compiled_rounds} self-training rounds but the run's "
+            f"config (profile {cfg.profile}) asks for selftraining.rounds={k}: recompile with "
+            f"`cosmos compile --profile {cfg.profile}` (or --rounds {k}), or set "
+            f"selftraining.rounds={compiled_rounds}"
+        )
     given = sorted(int(float(f)) for f in folds)  # kfp.local hands list items over as floats
     wanted = sorted(int(f) for f in cfg.segmentation.folds)
     if given != wanted:
-        raise CosmosError(f"the 'folds' parameter {given} differs from the config's segmentation.folds {wanted} "
-                          f"(profile {cfg.profile}): pass folds={wanted} or recompile with "
-                          f"`cosmos compile --profile {cfg.profile}`")
+        raise CosmosError(
+            f"the 'folds' parameter {given} differs from the config's segmentation.folds {wanted} "
+            f"(profile {cfg.profile}): pass folds={wanted} or recompile with "
+            f"`cosmos compile --profile {cfg.profile}`"
+        )
 
 
 # ------------------------------------------------------------------------------------ run handle
@@ -148,14 +157,23 @@ def _round_run(index: int, run_dir: str | Path | None, tracking_uri: str):
 
 
 def replay_message(index: int) -> str:
-    return (f"round {index} ({round_name(index)}): no pseudo-labelled hrT2 was accepted, so this student trains "
-            "on its teacher's exact cases (only its seed differs); see the previous round's filter summary")
+    return (
+        f"round {index} ({round_name(index)}): no pseudo-labelled hrT2 was accepted, so this student trains "
+        "on its teacher's exact cases (only its seed differs); see the previous round's filter summary"
+    )
 
 
 # ------------------------------------------------------------------------------------ steps
-def prepare(index: int, cfg: CosmosConfig, *, pseudo_dir: str | Path, data_dir: str | Path,
-            kept_dir: str | Path | None, out_dir: str | Path,
-            previous_prepared_dir: str | Path | None = None) -> dict[str, Any]:
+def prepare(
+    index: int,
+    cfg: CosmosConfig,
+    *,
+    pseudo_dir: str | Path,
+    data_dir: str | Path,
+    kept_dir: str | Path | None,
+    out_dir: str | Path,
+    previous_prepared_dir: str | Path | None = None,
+) -> dict[str, Any]:
     """The round's nnU-Net dataset: pseudo-hrT2 (+ the accepted pseudo-labelled real hrT2 for a student).
 
     A warm-started student (``selftraining.student_init: teacher``) keeps its teacher's nnU-Net plan,
@@ -168,8 +186,15 @@ def prepare(index: int, cfg: CosmosConfig, *, pseudo_dir: str | Path, data_dir: 
 
     target = Path(data_dir) / layout.TARGET_DIR if (index > 0 and kept_dir is not None) else None
     plans_from = previous_prepared_dir if (index > 0 and cfg.selftraining.student_init == "teacher") else None
-    prepare_round(pseudo_dir, out_dir, cfg, round_index=index, target_images_dir=target,
-                  pseudo_labels_dir=kept_dir if index > 0 else None, plans_from=plans_from)
+    prepare_round(
+        pseudo_dir,
+        out_dir,
+        cfg,
+        round_index=index,
+        target_images_dir=target,
+        pseudo_labels_dir=kept_dir if index > 0 else None,
+        plans_from=plans_from,
+    )
     manifest = load_prepared(out_dir)
     roi.write_model(roi.model_of(data_dir), out_dir)  # travels with the fold models into the registry
     replay = None
@@ -182,12 +207,17 @@ def prepare(index: int, cfg: CosmosConfig, *, pseudo_dir: str | Path, data_dir: 
     if replay:
         log.error(replay)
         write_json(Path(out_dir) / REPLAY_FILE, {"alert": replay})
-    return {"n_cases": manifest.num_cases, "n_pseudo": manifest.num_pseudo, "n_real": manifest.num_real,
-            "replay_alert": replay}
+    return {
+        "n_cases": manifest.num_cases,
+        "n_pseudo": manifest.num_pseudo,
+        "n_real": manifest.num_real,
+        "replay_alert": replay,
+    }
 
 
-def open_round(index: int, cfg: CosmosConfig, *, prepared_dir: str | Path, out_dir: str | Path,
-               tracking_uri: str) -> dict[str, Any]:
+def open_round(
+    index: int, cfg: CosmosConfig, *, prepared_dir: str | Path, out_dir: str | Path, tracking_uri: str
+) -> dict[str, Any]:
     """Open the round's MLflow run (folds nest under it through ``mlflow.parentRunId``)."""
     from cosmos.segmentation.mlflow_logging import start_round_run
     from cosmos.segmentation.prepare import load_prepared
@@ -196,10 +226,22 @@ def open_round(index: int, cfg: CosmosConfig, *, prepared_dir: str | Path, out_d
     tags = round_tags(index, cfg)
     if (Path(prepared_dir) / REPLAY_FILE).is_file():
         tags[TAG_REPLAY] = json.loads((Path(prepared_dir) / REPLAY_FILE).read_text())["alert"]
-    run = start_round_run(index, experiment=cfg.tracking.experiment, tracking_uri=tracking_uri,
-                          run_name=round_run_name(index), params=round_params(index, cfg), tags=tags)
-    run.log_metrics({"train_cases": manifest.num_cases, "train_cases_pseudo": manifest.num_pseudo,
-                     "train_cases_real": manifest.num_real}, step=index)
+    run = start_round_run(
+        index,
+        experiment=cfg.tracking.experiment,
+        tracking_uri=tracking_uri,
+        run_name=round_run_name(index),
+        params=round_params(index, cfg),
+        tags=tags,
+    )
+    run.log_metrics(
+        {
+            "train_cases": manifest.num_cases,
+            "train_cases_pseudo": manifest.num_pseudo,
+            "train_cases_real": manifest.num_real,
+        },
+        step=index,
+    )
     write_run_info(out_dir, run.run_id or "", index)
     return {"run_id": run.run_id or ""}
 
@@ -216,9 +258,18 @@ def teacher_fold(models_dir: str | Path | None, fold: int) -> Path | None:
     return hits[0].parent if hits else None
 
 
-def train(index: int, fold: int, cfg: CosmosConfig, *, prepared_dir: str | Path, run_dir: str | Path | None,
-          out_dir: str | Path, tracking_uri: str, teacher_models_dir: str | Path | None = None,
-          pipeline_run_id: str = "") -> dict[str, Any]:
+def train(
+    index: int,
+    fold: int,
+    cfg: CosmosConfig,
+    *,
+    prepared_dir: str | Path,
+    run_dir: str | Path | None,
+    out_dir: str | Path,
+    tracking_uri: str,
+    teacher_models_dir: str | Path | None = None,
+    pipeline_run_id: str = "",
+) -> dict[str, Any]:
     """Train one nnU-Net fold of the round (resumable); ``out_dir`` points at the fold model.
 
     ``pipeline_run_id`` (cluster runs; "" locally): with ``segmentation.checkpoint_uri`` set, the
@@ -232,11 +283,21 @@ def train(index: int, fold: int, cfg: CosmosConfig, *, prepared_dir: str | Path,
     if index > 0 and cfg.selftraining.student_init == "teacher":
         init = teacher_fold(teacher_models_dir, fold)
         if init is None:
-            raise CosmosError(f"round {index} fold {fold}: selftraining.student_init=teacher but the previous "
-                              f"round's models are missing in {teacher_models_dir}")
+            raise CosmosError(
+                f"round {index} fold {fold}: selftraining.student_init=teacher but the previous "
+                f"round's models are missing in {teacher_models_dir}"
+            )
     checkpoint_uri = fold_checkpoint_uri(cfg.segmentation.checkpoint_uri, pipeline_run_id, index, fold)
-    fold_dir = train_fold(prepared_dir, fold, out_dir, cfg, parent_run_id=read_run_id(run_dir),
-                          tracking_uri=tracking_uri, init_from=init, checkpoint_uri=checkpoint_uri)
+    fold_dir = train_fold(
+        prepared_dir,
+        fold,
+        out_dir,
+        cfg,
+        parent_run_id=read_run_id(run_dir),
+        tracking_uri=tracking_uri,
+        init_from=init,
+        checkpoint_uri=checkpoint_uri,
+    )
     roi.write_model(roi.model_of(prepared_dir), fold_dir)
     write_pointer(out_dir, fold_dir)
     return {"fold": fold, "init": str(init) if init else "scratch"}
@@ -248,9 +309,18 @@ def fold_model_dirs(model_artifacts: Sequence[str | Path]) -> list[Path]:
     return sorted(dirs, key=lambda d: str(d))
 
 
-def pseudo_label(index: int, cfg: CosmosConfig, *, fold_dirs: Sequence[str | Path], data_dir: str | Path,
-                 previous_kept_dir: str | Path | None, run_dir: str | Path | None, labels_dir: str | Path,
-                 kept_dir: str | Path, tracking_uri: str) -> dict[str, Any]:
+def pseudo_label(
+    index: int,
+    cfg: CosmosConfig,
+    *,
+    fold_dirs: Sequence[str | Path],
+    data_dir: str | Path,
+    previous_kept_dir: str | Path | None,
+    run_dir: str | Path | None,
+    labels_dir: str | Path,
+    kept_dir: str | Path,
+    tracking_uri: str,
+) -> dict[str, Any]:
     """Pseudo-label the real target-training hrT2 (mirroring TTA always on) and filter them.
 
     A case whose new pseudo-label is rejected keeps its last accepted one (from
@@ -267,8 +337,11 @@ def pseudo_label(index: int, cfg: CosmosConfig, *, fold_dirs: Sequence[str | Pat
     change = label_change(previous_kept_dir, kept_dir) if previous_kept_dir is not None else None
     write_json(Path(kept_dir) / CHANGE_FILE, change)
     run = _round_run(index, run_dir, tracking_uri)
-    values: dict[str, float] = {"pseudo_labels_kept": len(filt.kept), "pseudo_labels_dropped": len(filt.dropped),
-              "pseudo_labels_carried": len(filt.carried_over)}
+    values: dict[str, float] = {
+        "pseudo_labels_kept": len(filt.kept),
+        "pseudo_labels_dropped": len(filt.dropped),
+        "pseudo_labels_carried": len(filt.carried_over),
+    }
     if change is not None:
         values["pseudo_labels_changed"] = float(change["n_changed"])
         if change.get("mean_dice") is not None and math.isfinite(change["mean_dice"]):
@@ -277,8 +350,13 @@ def pseudo_label(index: int, cfg: CosmosConfig, *, fold_dirs: Sequence[str | Pat
     run.set_tags({TAG_KEPT: ",".join(filt.kept) or "-", TAG_DROPPED: ",".join(filt.dropped) or "-"})
     if filt.alert:
         run.set_tags({TAG_ALERT: filt.alert})
-    return {"kept": list(filt.kept), "dropped": list(filt.dropped), "carried": list(filt.carried_over),
-            "alert": filt.alert, "change": _brief_change(change)}
+    return {
+        "kept": list(filt.kept),
+        "dropped": list(filt.dropped),
+        "carried": list(filt.carried_over),
+        "alert": filt.alert,
+        "change": _brief_change(change),
+    }
 
 
 def _brief_change(change: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -286,9 +364,12 @@ def _brief_change(change: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if change is None:
         return None
     mean = change.get("mean_dice")
-    return {"n_compared": change.get("n_compared"), "n_changed": change.get("n_changed"),
-            "mean_dice": mean if mean is not None and math.isfinite(mean) else None,
-            "mean_dice_per_structure": change.get("mean_dice_per_structure")}
+    return {
+        "n_compared": change.get("n_compared"),
+        "n_changed": change.get("n_changed"),
+        "mean_dice": mean if mean is not None and math.isfinite(mean) else None,
+        "mean_dice_per_structure": change.get("mean_dice_per_structure"),
+    }
 
 
 def read_label_change(kept_dir: str | Path | None) -> dict[str, Any] | None:
@@ -297,8 +378,9 @@ def read_label_change(kept_dir: str | Path | None) -> dict[str, Any] | None:
     return _brief_change(json.loads((Path(kept_dir) / CHANGE_FILE).read_text()))
 
 
-def predict_validation(index: int, cfg: CosmosConfig, *, fold_dirs: Sequence[str | Path], data_dir: str | Path,
-                       out_dir: str | Path) -> dict[str, Any]:
+def predict_validation(
+    index: int, cfg: CosmosConfig, *, fold_dirs: Sequence[str | Path], data_dir: str | Path, out_dir: str | Path
+) -> dict[str, Any]:
     """Predict target_validation (what the round is scored on); 0 cases when the data has none."""
     from cosmos.segmentation.inference import predict
 
@@ -310,9 +392,17 @@ def predict_validation(index: int, cfg: CosmosConfig, *, fold_dirs: Sequence[str
     return {"n_cases": len(written)}
 
 
-def score(index: int, cfg: CosmosConfig, *, predictions_dir: str | Path, data_dir: str | Path,
-          run_dir: str | Path | None, out_dir: str | Path, tracking_uri: str,
-          roi_data_dir: str | Path | None = None) -> dict[str, Any]:
+def score(
+    index: int,
+    cfg: CosmosConfig,
+    *,
+    predictions_dir: str | Path,
+    data_dir: str | Path,
+    run_dir: str | Path | None,
+    out_dir: str | Path,
+    tracking_uri: str,
+    roi_data_dir: str | Path | None = None,
+) -> dict[str, Any]:
     """Dice/ASSD of the round on target_validation, logged with step = round.
 
     Predictions made on ROI-cropped scans (``roi_data_dir``) are first put back on the original
@@ -360,8 +450,9 @@ def gate_figure(scores_dir: str | Path, filter_summary: Mapping[str, Any] | None
     return None
 
 
-def promotion_decision(policy: str, is_final: bool, figure: tuple[str, float] | None,
-                       champion: tuple[str, float] | None) -> tuple[bool, str]:
+def promotion_decision(
+    policy: str, is_final: bool, figure: tuple[str, float] | None, champion: tuple[str, float] | None
+) -> tuple[bool, str]:
     """Whether the champion alias moves to this round, and why (a sentence for the report/MLflow).
 
     ``always`` (the paper): the final round becomes champion. ``better``: a round becomes champion
@@ -400,10 +491,22 @@ def _champion_figure(model_name: str, alias: str) -> tuple[str, float] | None:
     return None
 
 
-def register(index: int, cfg: CosmosConfig, *, fold_dirs: Sequence[str | Path], scores_dir: str | Path,
-             predictions_dir: str | Path, run_dir: str | Path | None, is_final: bool, summary_dir: str | Path,
-             models_dir: str | Path, tracking_uri: str, labels_dir: str | Path | None = None,
-             kept_dir: str | Path | None = None, previous_summary_dir: str | Path | None = None) -> dict[str, Any]:
+def register(
+    index: int,
+    cfg: CosmosConfig,
+    *,
+    fold_dirs: Sequence[str | Path],
+    scores_dir: str | Path,
+    predictions_dir: str | Path,
+    run_dir: str | Path | None,
+    is_final: bool,
+    summary_dir: str | Path,
+    models_dir: str | Path,
+    tracking_uri: str,
+    labels_dir: str | Path | None = None,
+    kept_dir: str | Path | None = None,
+    previous_summary_dir: str | Path | None = None,
+) -> dict[str, Any]:
     """Register the round's ensemble, apply the promotion gate, close the round run, add the summary entry.
 
     ``models_dir`` receives the fold models (``fold_<f>/``) when the next student warm-starts from
@@ -429,26 +532,56 @@ def register(index: int, cfg: CosmosConfig, *, fold_dirs: Sequence[str | Path], 
     moved, why = promotion_decision(cfg.tracking.promote, is_final, figure, _champion_figure(name, alias))
     if moved:
         with_retry(MlflowClient().set_registered_model_alias, name, alias, version, what="set alias")
-    log.info("round %d: %s version %s %s @%s (%s)", index, name, version, "becomes" if moved else "does not become",
-             alias, why)
+    log.info(
+        "round %d: %s version %s %s @%s (%s)",
+        index,
+        name,
+        version,
+        "becomes" if moved else "does not become",
+        alias,
+        why,
+    )
     run = _round_run(index, run_dir, tracking_uri)
     run.set_tags({TAG_GATE: ("promoted: " if moved else "held: ") + why})
     if cfg.selftraining.student_init == "teacher":
         for d in folds:
             copy_tree(d, Path(models_dir) / d.name if d.name.startswith("fold_") else Path(models_dir) / "fold_0")
-    gate = {"policy": cfg.tracking.promote, "figure": figure[0] if figure else None,
-            "value": figure[1] if figure else None, "promoted": moved, "why": why}
-    entry = summarize(index, summary_dir, previous_summary_dir, version=version, run_id=run_id,
-                      scores_dir=scores_dir, predictions_dir=predictions_dir, labels_dir=labels_dir,
-                      filter_summary=filt_dict, gate=gate)
+    gate = {
+        "policy": cfg.tracking.promote,
+        "figure": figure[0] if figure else None,
+        "value": figure[1] if figure else None,
+        "promoted": moved,
+        "why": why,
+    }
+    entry = summarize(
+        index,
+        summary_dir,
+        previous_summary_dir,
+        version=version,
+        run_id=run_id,
+        scores_dir=scores_dir,
+        predictions_dir=predictions_dir,
+        labels_dir=labels_dir,
+        filter_summary=filt_dict,
+        gate=gate,
+    )
     run.end("FINISHED")
     return {"model_version": version, "promoted": moved, "entry": entry}
 
 
-def summarize(index: int, summary_dir: str | Path, previous_summary_dir: str | Path | None, *, version: str,
-              run_id: str | None, scores_dir: str | Path, predictions_dir: str | Path,
-              labels_dir: str | Path | None, filter_summary: Mapping[str, Any] | None,
-              gate: Mapping[str, Any]) -> dict[str, Any]:
+def summarize(
+    index: int,
+    summary_dir: str | Path,
+    previous_summary_dir: str | Path | None,
+    *,
+    version: str,
+    run_id: str | None,
+    scores_dir: str | Path,
+    predictions_dir: str | Path,
+    labels_dir: str | Path | None,
+    filter_summary: Mapping[str, Any] | None,
+    gate: Mapping[str, Any],
+) -> dict[str, Any]:
     """The cumulative summary artifact: the previous rounds plus this one.
 
     Layout: ``rounds.json`` (the report's ``rounds`` entries, paths relative to the artifact) and
@@ -467,10 +600,19 @@ def summarize(index: int, summary_dir: str | Path, previous_summary_dir: str | P
     rdir.mkdir(parents=True, exist_ok=True)
     fs = dict(filter_summary or {})
     entry: dict[str, Any] = {
-        "index": index, "name": round_name(index), "metrics": None, "kept": fs.get("kept", []),
-        "dropped": fs.get("dropped", []), "carried": fs.get("carried_over", []), "filter_alert": fs.get("alert"),
-        "label_change": fs.get("change"), "pseudo_labels_dir": None, "predictions_dir": None,
-        "model_version": version or None, "run_id": run_id or None, "champion": bool(gate.get("promoted")),
+        "index": index,
+        "name": round_name(index),
+        "metrics": None,
+        "kept": fs.get("kept", []),
+        "dropped": fs.get("dropped", []),
+        "carried": fs.get("carried_over", []),
+        "filter_alert": fs.get("alert"),
+        "label_change": fs.get("change"),
+        "pseudo_labels_dir": None,
+        "predictions_dir": None,
+        "model_version": version or None,
+        "run_id": run_id or None,
+        "champion": bool(gate.get("promoted")),
         "gate": dict(gate),
     }
     scores = Path(scores_dir) / "metrics.json"
@@ -511,9 +653,15 @@ def champion_entry(rounds: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
     return promoted[-1] if promoted else rounds[-1]
 
 
-def build_bundle(summary_dir: str | Path, bundle_dir: str | Path, *, data_dir: str, pseudo_dir: str | None,
-                 profile: str, translator_fidelity: Mapping[str, Any] | None = None
-                 ) -> tuple[dict[str, Any], str, str | None]:
+def build_bundle(
+    summary_dir: str | Path,
+    bundle_dir: str | Path,
+    *,
+    data_dir: str,
+    pseudo_dir: str | None,
+    profile: str,
+    translator_fidelity: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, Any], str, str | None]:
     """The run's final outputs and the report's summary dict.
 
     Fills ``bundle_dir`` with ``predictions/`` (the champion round's, on the original grids), ``metrics.json`` (its scores,
@@ -529,9 +677,15 @@ def build_bundle(summary_dir: str | Path, bundle_dir: str | Path, *, data_dir: s
         (bundle / "metrics.json").write_text(json.dumps(final["metrics"], indent=2))
         value = ((final["metrics"].get("summary") or {}).get("mean") or {}).get("dice_mean")
         dice = f"{value:.3f}" if isinstance(value, (int, float)) else "n/a"
-    summary = {"title": f"COSMOS run ({profile} profile)", "profile": profile, "data_dir": str(data_dir),
-               "pseudo_dir": str(pseudo_dir) if pseudo_dir else None, "rounds": entries,
-               "champion_round": final["index"], "translator_fidelity": translator_fidelity}
+    summary = {
+        "title": f"COSMOS run ({profile} profile)",
+        "profile": profile,
+        "data_dir": str(data_dir),
+        "pseudo_dir": str(pseudo_dir) if pseudo_dir else None,
+        "rounds": entries,
+        "champion_round": final["index"],
+        "translator_fidelity": translator_fidelity,
+    }
     (bundle / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary, dice, entries[-1].get("run_id")
 
@@ -547,8 +701,15 @@ def attach_report(run_id: str, index: int, report_dir: str | Path, tracking_uri:
     run.end("FINISHED")
 
 
-def report(summary_dir: str | Path, bundle_dir: str | Path, *, data_dir: str | Path, pseudo_dir: str | Path | None,
-           profile: str, tracking_uri: str) -> str:
+def report(
+    summary_dir: str | Path,
+    bundle_dir: str | Path,
+    *,
+    data_dir: str | Path,
+    pseudo_dir: str | Path | None,
+    profile: str,
+    tracking_uri: str,
+) -> str:
     """The run's bundle and report (attached to the final round's MLflow run); returns the champion
     round's mean Dice as text ("n/a" without validation labels)."""
     from cosmos.evaluation.report import write_report
@@ -556,9 +717,14 @@ def report(summary_dir: str | Path, bundle_dir: str | Path, *, data_dir: str | P
     fidelity = None
     if pseudo_dir is not None and (Path(pseudo_dir) / "fidelity.json").is_file():
         fidelity = json.loads((Path(pseudo_dir) / "fidelity.json").read_text())
-    summary, dice, run_id = build_bundle(summary_dir, bundle_dir, data_dir=str(data_dir),
-                                         pseudo_dir=str(pseudo_dir) if pseudo_dir else None, profile=profile,
-                                         translator_fidelity=fidelity)
+    summary, dice, run_id = build_bundle(
+        summary_dir,
+        bundle_dir,
+        data_dir=str(data_dir),
+        pseudo_dir=str(pseudo_dir) if pseudo_dir else None,
+        profile=profile,
+        translator_fidelity=fidelity,
+    )
     write_report(Path(bundle_dir) / "report", summary)
     if run_id:
         attach_report(run_id, summary["rounds"][-1]["index"], Path(bundle_dir) / "report", tracking_uri)

@@ -18,8 +18,10 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the install
     from cosmos.errors import CosmosError
 
-    raise CosmosError(f"cosmos serve needs the KServe SDK ({exc}); install it with "
-                      "pip install -e '.[serve]' in the repository (the [serve] extra)") from None
+    raise CosmosError(
+        f"cosmos serve needs the KServe SDK ({exc}); install it with "
+        "pip install -e '.[serve]' in the repository (the [serve] extra)"
+    ) from None
 finally:
     sys.argv = _argv
 

@@ -56,8 +56,10 @@ class Scan:
 def _looks_like_nifti(raw: bytes) -> bool:
     if raw[:2] == _GZIP_MAGIC:
         return True
-    return len(raw) >= 4 and (int.from_bytes(raw[:4], "little") in _NIFTI_HEADER_SIZES
-                              or int.from_bytes(raw[:4], "big") in _NIFTI_HEADER_SIZES)
+    return len(raw) >= 4 and (
+        int.from_bytes(raw[:4], "little") in _NIFTI_HEADER_SIZES
+        or int.from_bytes(raw[:4], "big") in _NIFTI_HEADER_SIZES
+    )
 
 
 def _b64(text: str, where: str) -> bytes:
@@ -77,8 +79,9 @@ def scan_from_value(value: Any, where: str) -> Scan:
             if not (isinstance(value, str) and value.startswith("s3://")):
                 raise RequestError(f"{where}: uri must be an s3:// URI (the server reads no local paths)")
         else:
-            raise RequestError(f"{where}: expected {{\"b64\": <base64 NIfTI>}} or {{\"uri\": \"s3://...\"}}, "
-                               f"got keys {sorted(value)}")
+            raise RequestError(
+                f'{where}: expected {{"b64": <base64 NIfTI>}} or {{"uri": "s3://..."}}, got keys {sorted(value)}'
+            )
     if isinstance(value, (bytes, bytearray)):
         raw = bytes(value)
         if _looks_like_nifti(raw):  # the v2 binary extension delivers the file's bytes as they are
@@ -109,8 +112,10 @@ def scans_from_v2(request: Any) -> list[Scan]:
     scans: list[Scan] = []
     for tensor in request.inputs:
         if tensor.datatype != "BYTES":
-            raise RequestError(f"input {tensor.name!r}: datatype {tensor.datatype}; send the NIfTI file as BYTES "
-                               "(base64) or an s3:// URI")
+            raise RequestError(
+                f"input {tensor.name!r}: datatype {tensor.datatype}; send the NIfTI file as BYTES "
+                "(base64) or an s3:// URI"
+            )
         for i, value in enumerate(_flatten(tensor.data)):
             scans.append(scan_from_value(value, f"input {tensor.name!r}[{i}]"))
     if not scans:
@@ -121,10 +126,10 @@ def scans_from_v2(request: Any) -> list[Scan]:
 def scans_from_v1(body: Any) -> list[Scan]:
     """``{"instances": [...]}`` -> scans (``inputs`` is accepted as KServe's v1 alias)."""
     if not isinstance(body, dict):
-        raise RequestError("expected a JSON object with \"instances\"")
+        raise RequestError('expected a JSON object with "instances"')
     items = body.get("instances", body.get("inputs"))
     if not isinstance(items, list) or not items:
-        raise RequestError("expected \"instances\": a non-empty list of {\"b64\": <base64 NIfTI>} or s3:// URIs")
+        raise RequestError('expected "instances": a non-empty list of {"b64": <base64 NIfTI>} or s3:// URIs')
     return [scan_from_value(v, f"instances[{i}]") for i, v in enumerate(items)]
 
 
@@ -142,8 +147,9 @@ def _fetch_s3(uri: str, target: Path, max_bytes: int) -> bytes:
     try:
         size = int(client.head_object(Bucket=bucket, Key=key)["ContentLength"])
         if size > max_bytes:
-            raise RequestError(f"{uri}: {size / 1e6:.1f} MB exceeds the server's cap of {max_bytes / 1e6:.1f} MB",
-                               status=413)
+            raise RequestError(
+                f"{uri}: {size / 1e6:.1f} MB exceeds the server's cap of {max_bytes / 1e6:.1f} MB", status=413
+            )
         client.download_file(bucket, key, str(target))
     except RequestError:
         raise
@@ -190,10 +196,15 @@ def v2_response(model_name: str, model_version: str | None, labels: Sequence[byt
     """The v2 ``InferResponse``: one BYTES output ``label`` with a base64 label file per scan."""
     from cosmos.serving._kserve import kserve
 
-    out = kserve.InferOutput(name="label", shape=[len(labels)], datatype="BYTES",
-                             data=[encode_label(b) for b in labels])
-    return kserve.InferResponse(response_id=request_id or str(uuid.uuid4()), model_name=model_name,
-                                model_version=model_version, infer_outputs=[out])
+    out = kserve.InferOutput(
+        name="label", shape=[len(labels)], datatype="BYTES", data=[encode_label(b) for b in labels]
+    )
+    return kserve.InferResponse(
+        response_id=request_id or str(uuid.uuid4()),
+        model_name=model_name,
+        model_version=model_version,
+        infer_outputs=[out],
+    )
 
 
 def v1_response(labels: Sequence[bytes]) -> dict:

@@ -34,9 +34,16 @@ class CosmosSegmenterModel(kserve.Model):
     Kubernetes readiness probe hold traffic back while the registry download runs.
     """
 
-    def __init__(self, name: str, reference: str, tracking_uri: str | None = None,
-                 fallback_cfg: CosmosConfig | None = None,
-                 overrides: Sequence[str] = (), mirroring: bool | None = None, max_bytes: int = 256 * 2 ** 20):
+    def __init__(
+        self,
+        name: str,
+        reference: str,
+        tracking_uri: str | None = None,
+        fallback_cfg: CosmosConfig | None = None,
+        overrides: Sequence[str] = (),
+        mirroring: bool | None = None,
+        max_bytes: int = 256 * 2**20,
+    ):
         super().__init__(name)
         self.reference = reference
         self.tracking_uri = tracking_uri
@@ -63,9 +70,15 @@ class CosmosSegmenterModel(kserve.Model):
             cfg = cfg.with_overrides(self.overrides)
         load_folds(resolved.fold_dirs)  # every checkpoint readable, all folds from one plan
         import nnunetv2.inference.predict_from_raw_data  # noqa: F401  (imported now, not by the first request)
+
         self.fold_dirs, self.cfg, self.version = resolved.fold_dirs, cfg, resolved.version
-        log.info("serving %s as %r%s (%d folds)", self.reference, self.name,
-                 f" version {self.version}" if self.version else "", len(self.fold_dirs))
+        log.info(
+            "serving %s as %r%s (%d folds)",
+            self.reference,
+            self.name,
+            f" version {self.version}" if self.version else "",
+            len(self.fold_dirs),
+        )
         self.ready = True
         return True
 
@@ -76,17 +89,31 @@ class CosmosSegmenterModel(kserve.Model):
 
     # ------------------------------------------------------------------ metadata
     def get_input_types(self) -> list[dict]:
-        return [{"name": "scan", "datatype": "BYTES", "shape": [-1],
-                 "parameters": {"content": "base64 of a 3D hrT2 .nii/.nii.gz file, or an s3:// URI"}}]
+        return [
+            {
+                "name": "scan",
+                "datatype": "BYTES",
+                "shape": [-1],
+                "parameters": {"content": "base64 of a 3D hrT2 .nii/.nii.gz file, or an s3:// URI"},
+            }
+        ]
 
     def get_output_types(self) -> list[dict]:
-        return [{"name": "label", "datatype": "BYTES", "shape": [-1],
-                 "parameters": {"content": "base64 of a uint8 .nii.gz label (0 background, 1 VS, 2 cochlea) "
-                                           "on the scan's grid"}}]
+        return [
+            {
+                "name": "label",
+                "datatype": "BYTES",
+                "shape": [-1],
+                "parameters": {
+                    "content": "base64 of a uint8 .nii.gz label (0 background, 1 VS, 2 cochlea) on the scan's grid"
+                },
+            }
+        ]
 
     # ------------------------------------------------------------------ inference
-    async def predict(self, payload: Any, headers: dict[str, str] | None = None,
-                      response_headers: dict[str, str] | None = None):
+    async def predict(
+        self, payload: Any, headers: dict[str, str] | None = None, response_headers: dict[str, str] | None = None
+    ):
         is_v2 = isinstance(payload, kserve.InferRequest)
         scans = scans_from_v2(payload) if is_v2 else scans_from_v1(payload)
         # nnU-Net blocks for seconds: run it off the event loop so health checks keep answering
@@ -109,8 +136,9 @@ class CosmosSegmenterModel(kserve.Model):
                 raise RequestError(_client_message(str(exc), files)) from None
             with self._lock:
                 try:
-                    outputs = segment_files(self.fold_dirs, files, Path(tmp) / "out", self.cfg,
-                                            mirroring=self.mirroring)
+                    outputs = segment_files(
+                        self.fold_dirs, files, Path(tmp) / "out", self.cfg, mirroring=self.mirroring
+                    )
                 except CosmosError as exc:
                     raise kserve.errors.InferenceError(_client_message(str(exc), files)) from None
             return [p.read_bytes() for p in outputs]

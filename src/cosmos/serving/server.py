@@ -66,8 +66,13 @@ async def _send_json(send, status: int, reason: str) -> None:
     import json
 
     body = json.dumps({"error": reason}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -86,15 +91,20 @@ class _RequestGuard:
             wanted, served = m.group("version"), self.model.version
             if self.model.ready and wanted != served:
                 have = f"version {served}" if served else "a local model folder (no registry version)"
-                return await _send_json(send, 404, f"model {self.model.name} has no version {wanted} here; "
-                                                   f"this server serves {have}")
+                return await _send_json(
+                    send, 404, f"model {self.model.name} has no version {wanted} here; this server serves {have}"
+                )
             path = m.group("head") + (m.group("tail") or "")
             scope = dict(scope, path=path, raw_path=path.encode())
         headers = dict(scope.get("headers") or [])
         if b"inference-header-content-length" in headers:
             # KServe 0.21 turns binary BYTES elements into text and fails with a 500 on a NIfTI
-            return await _send_json(send, 415, "the v2 binary tensor extension is not supported here: send the "
-                                               "scan as base64 in JSON (datatype BYTES)")
+            return await _send_json(
+                send,
+                415,
+                "the v2 binary tensor extension is not supported here: send the "
+                "scan as base64 in JSON (datatype BYTES)",
+            )
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             await self._drain(receive, int(length))
@@ -122,8 +132,10 @@ class _RequestGuard:
                 return
 
     def _too_large(self, size: int, at_least: bool = False) -> str:
-        return (f"request body {'over ' if at_least else ''}{size / 1e6:.1f} MB exceeds the server's cap of "
-                f"{self.max_bytes / 1e6:.1f} MB (cosmos serve --max-mb)")
+        return (
+            f"request body {'over ' if at_least else ''}{size / 1e6:.1f} MB exceeds the server's cap of "
+            f"{self.max_bytes / 1e6:.1f} MB (cosmos serve --max-mb)"
+        )
 
 
 async def _request_error(_request, exc: RequestError):
@@ -133,8 +145,9 @@ async def _request_error(_request, exc: RequestError):
 
 async def _validation_error(_request, exc):
     errors = exc.errors() if hasattr(exc, "errors") else []
-    parts = [f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg', '')}"
-             for e in errors[:3]]
+    parts = [
+        f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg', '')}" for e in errors[:3]
+    ]
     reason = "malformed request: " + ("; ".join(parts) or str(exc))
     log.warning("refused a request (422): %s", reason)
     return _json(422, " ".join(reason.split()))
@@ -151,8 +164,9 @@ class _OneLineClientErrors(logging.Filter):
         quiet = (errors.ServerNotReady, errors.ModelNotReady)
         if isinstance(exc, quiet + (errors.ModelNotFound, errors.InvalidInput)):
             record.msg, record.args, record.exc_info, record.exc_text = f"{type(exc).__name__}: {exc}", (), None, None
-            record.levelno, record.levelname = (logging.INFO, "INFO") if isinstance(exc, quiet) else \
-                (logging.WARNING, "WARNING")
+            record.levelno, record.levelname = (
+                (logging.INFO, "INFO") if isinstance(exc, quiet) else (logging.WARNING, "WARNING")
+            )
         return True
 
 
@@ -189,9 +203,18 @@ def _load_or_stop(model: CosmosSegmenterModel) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def serve(reference: str, *, name: str = "cosmos-segmenter", tracking_uri: str | None = None,
-          host: str = "127.0.0.1", port: int = 8080, max_mb: float = 256.0, mirroring: bool | None = None,
-          fallback_cfg=None, overrides: Sequence[str] = ()) -> None:
+def serve(
+    reference: str,
+    *,
+    name: str = "cosmos-segmenter",
+    tracking_uri: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    max_mb: float = 256.0,
+    mirroring: bool | None = None,
+    fallback_cfg=None,
+    overrides: Sequence[str] = (),
+) -> None:
     """Serve ``reference`` (``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or a folder) until
     SIGTERM/SIGINT; raises :class:`CosmosError` when the model cannot be loaded."""
     if not 0 < port < 65536:
@@ -199,15 +222,28 @@ def serve(reference: str, *, name: str = "cosmos-segmenter", tracking_uri: str |
     if max_mb <= 0:
         raise CosmosError(f"--max-mb {max_mb}: must be positive")
     max_bytes = int(max_mb * 1e6)
-    model = CosmosSegmenterModel(name, reference, tracking_uri=tracking_uri, fallback_cfg=fallback_cfg,
-                                 overrides=overrides, mirroring=mirroring, max_bytes=max_bytes)
+    model = CosmosSegmenterModel(
+        name,
+        reference,
+        tracking_uri=tracking_uri,
+        fallback_cfg=fallback_cfg,
+        overrides=overrides,
+        mirroring=mirroring,
+        max_bytes=max_bytes,
+    )
     server = _ModelServer(host, http_port=port, enable_grpc=False, workers=1, enable_docs_url=False)
     server.register_model(model)  # registered before it is ready: readiness answers "not yet"
     model.enable_latency_logging = True
     _install(model_server.app, model, max_bytes)
     threading.Thread(target=_load_or_stop, args=(model,), name="cosmos-model-load", daemon=True).start()
-    log.info("cosmos serve: http://%s:%d/v2/models/%s/infer (v1: /v1/models/%s:predict); loading %s",
-             host, port, name, name, reference)
+    log.info(
+        "cosmos serve: http://%s:%d/v2/models/%s/infer (v1: /v1/models/%s:predict); loading %s",
+        host,
+        port,
+        name,
+        name,
+        reference,
+    )
     try:
         server.start([])
     finally:

@@ -64,8 +64,14 @@ def pick_device(name: str) -> torch.device:
 
 
 @torch.no_grad()
-def convert_volume(generator: Generator, data: np.ndarray, affine: np.ndarray, grid: SliceGrid,
-                   batch_size: int = 16, device: str | torch.device | None = None) -> np.ndarray:
+def convert_volume(
+    generator: Generator,
+    data: np.ndarray,
+    affine: np.ndarray,
+    grid: SliceGrid,
+    batch_size: int = 16,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
     """Translate every axial slice of ``data`` and return a float32 array of the SAME shape in [0, 1].
 
     ``affine`` only decides which array axis is the slice axis and the in-plane spacings.
@@ -99,16 +105,23 @@ def _source_cases(input_dir: Path) -> list[Case]:
         raise CosmosError(f"{input_dir}: input directory not found")
     cases = list_cases(folder, "ceT1")
     if not cases:
-        raise CosmosError(f"{folder}: no crossmoda_*_ceT1.nii.gz images found (expected a crossMoDA root with "
-                          f"{SOURCE_DIR}/ or a flat folder of *_ceT1 + *_Label files)")
+        raise CosmosError(
+            f"{folder}: no crossmoda_*_ceT1.nii.gz images found (expected a crossMoDA root with "
+            f"{SOURCE_DIR}/ or a flat folder of *_ceT1 + *_Label files)"
+        )
     missing = [c.image.name for c in cases if c.label is None]
     if missing:
         raise CosmosError(f"{folder}: no label (crossmoda_*_Label.nii.gz) for {', '.join(missing)}")
     return cases
 
 
-def convert_source(model: str | Path | LoadedTranslator, input_dir: str | Path, out_dir: str | Path,
-                   cfg: CosmosConfig | None = None, tracking_uri: str | None = None) -> list[Path]:
+def convert_source(
+    model: str | Path | LoadedTranslator,
+    input_dir: str | Path,
+    out_dir: str | Path,
+    cfg: CosmosConfig | None = None,
+    tracking_uri: str | None = None,
+) -> list[Path]:
     """Convert every source ceT1 case; returns the pseudo-hrT2 paths (one per case, sorted by case).
 
     ``model``: a local model dir, ``models:/cosmos-translator/VERSION``, ``models:/cosmos-translator@ALIAS``
@@ -136,8 +149,11 @@ def convert_source(model: str | Path | LoadedTranslator, input_dir: str | Path, 
             written.append(img_out)
             skipped += 1
             if src is not None and ref_q is not None:  # src is loaded here only for the fidelity figures
-                rows.append(_case_fidelity(nifti.load(img_out).data, nifti.load(lab_out, label=True).data, src,
-                                           ref_q, translator.grid))
+                rows.append(
+                    _case_fidelity(
+                        nifti.load(img_out).data, nifti.load(lab_out, label=True).data, src, ref_q, translator.grid
+                    )
+                )
             continue
         # an output is missing, so src was loaded above; _source_cases refuses a case without its label
         assert src is not None and case.label is not None
@@ -145,8 +161,14 @@ def convert_source(model: str | Path | LoadedTranslator, input_dir: str | Path, 
         problem = nifti.same_grid(src, lab)
         if problem:
             raise CosmosError(f"{case.label}: label is not on the grid of {case.image.name} ({problem})")
-        pseudo = convert_volume(translator.generator, src.data, src.affine, translator.grid,
-                                batch_size=tcfg.convert_batch_size, device=device)
+        pseudo = convert_volume(
+            translator.generator,
+            src.data,
+            src.affine,
+            translator.grid,
+            batch_size=tcfg.convert_batch_size,
+            device=device,
+        )
         if ref_q is not None:
             rows.append(_case_fidelity(pseudo, lab.data, src, ref_q, translator.grid))
         tmp_lab = lab_out.with_name(f".{lab_out.name}.tmp")
@@ -160,9 +182,14 @@ def convert_source(model: str | Path | LoadedTranslator, input_dir: str | Path, 
         tmp = out / f".{FIDELITY_JSON}.tmp"
         tmp.write_text(json.dumps(fid.to_dict(), indent=2, sort_keys=True))
         tmp.replace(out / FIDELITY_JSON)
-        log.info("translation fidelity: W1 %.3f (untranslated %.3f), VS darker than fluid in %.0f%% of cases, "
-                 "cochlea bright in %.0f%%", fid.w1, fid.w1_untranslated, 100 * fid.vs_darker_than_fluid,
-                 100 * fid.cochlea_bright)
+        log.info(
+            "translation fidelity: W1 %.3f (untranslated %.3f), VS darker than fluid in %.0f%% of cases, "
+            "cochlea bright in %.0f%%",
+            fid.w1,
+            fid.w1_untranslated,
+            100 * fid.vs_darker_than_fluid,
+            100 * fid.cochlea_bright,
+        )
     return written
 
 
@@ -182,7 +209,13 @@ def _reference(input_dir: Path, tcfg: TranslatorConfig, grid: SliceGrid) -> tupl
 
 
 def _case_fidelity(pseudo: np.ndarray, label: np.ndarray, src, ref_q: np.ndarray, grid: SliceGrid) -> dict[str, float]:
-    row = fidelity.case_figures(to_slices_last(pseudo, src.affine)[0], to_slices_last(label, src.affine)[0], ref_q,
-                                source=to_slices_last(src.data, src.affine)[0], slice_axis=-1,
-                                low=grid.low_percentile, high=grid.high_percentile)
+    row = fidelity.case_figures(
+        to_slices_last(pseudo, src.affine)[0],
+        to_slices_last(label, src.affine)[0],
+        ref_q,
+        source=to_slices_last(src.data, src.affine)[0],
+        slice_axis=-1,
+        low=grid.low_percentile,
+        high=grid.high_percentile,
+    )
     return row

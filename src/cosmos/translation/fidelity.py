@@ -98,8 +98,13 @@ def _structure_slices(label: np.ndarray, cls: int, slice_axis: int) -> np.ndarra
     return lab.reshape(-1, lab.shape[-1]).any(axis=0)
 
 
-def contrast_figures(norm: np.ndarray, label: np.ndarray, slice_axis: int = -1,
-                     fluid_percentile: float = FLUID_PERCENTILE, threshold: float = HEAD_THRESHOLD) -> dict[str, float]:
+def contrast_figures(
+    norm: np.ndarray,
+    label: np.ndarray,
+    slice_axis: int = -1,
+    fluid_percentile: float = FLUID_PERCENTILE,
+    threshold: float = HEAD_THRESHOLD,
+) -> dict[str, float]:
     """VS-to-fluid and cochlea-to-head contrast of one normalised volume with its source label.
 
     Only the slices holding the structure count (the fluid that surrounds it on hrT2 is there).
@@ -135,8 +140,9 @@ def _nanmean(values: Iterable[float]) -> float:
     return float(arr.mean()) if arr.size else math.nan
 
 
-def reference_quantiles(real: Sequence[np.ndarray], slice_axis: int = -1, low: float = 0.5,
-                        high: float = 99.5) -> np.ndarray:
+def reference_quantiles(
+    real: Sequence[np.ndarray], slice_axis: int = -1, low: float = 0.5, high: float = 99.5
+) -> np.ndarray:
     """Quantile function of the pooled in-head intensities of real hrT2 volumes (each normalised)."""
     if not real:
         raise ValueError("fidelity needs at least one real hrT2 volume")
@@ -147,9 +153,17 @@ def reference_quantiles(real: Sequence[np.ndarray], slice_axis: int = -1, low: f
     return quantile_function(np.concatenate(ref))
 
 
-def case_figures(pseudo: np.ndarray, label: np.ndarray, ref_q: np.ndarray, source: np.ndarray | None = None,
-                 slice_axis: int = -1, low: float = 0.5, high: float = 99.5) -> dict[str, float]:
+def case_figures(
+    pseudo: np.ndarray,
+    label: np.ndarray,
+    ref_q: np.ndarray,
+    source: np.ndarray | None = None,
+    slice_axis: int = -1,
+    low: float = 0.5,
+    high: float = 99.5,
+) -> dict[str, float]:
     """The figures of one pseudo-hrT2 volume (any scale) with its source label (+ its ceT1 input)."""
+
     def w1(vol: np.ndarray) -> tuple[np.ndarray, float]:
         norm = normalised(vol, low, high)
         q = quantile_function(norm[head_mask(norm, slice_axis=slice_axis)], len(ref_q))
@@ -165,29 +179,46 @@ def case_figures(pseudo: np.ndarray, label: np.ndarray, ref_q: np.ndarray, sourc
 
 def summarise(per_case: list[dict[str, float]], n_target: int) -> Fidelity:
     """Mean of the per-case figures (fractions for the sign tests), ignoring NaNs."""
+
     def agg(key: str) -> float:
         return _nanmean(r.get(key, math.nan) for r in per_case)
 
-    return Fidelity(w1=agg("w1"), w1_untranslated=agg("w1_untranslated"),
-                    vs_darker_than_fluid=agg("vs_darker_than_fluid"), vs_fluid_contrast=agg("vs_fluid_contrast"),
-                    cochlea_bright=agg("cochlea_bright"), n_source=len(per_case), n_target=n_target,
-                    per_case=per_case)
+    return Fidelity(
+        w1=agg("w1"),
+        w1_untranslated=agg("w1_untranslated"),
+        vs_darker_than_fluid=agg("vs_darker_than_fluid"),
+        vs_fluid_contrast=agg("vs_fluid_contrast"),
+        cochlea_bright=agg("cochlea_bright"),
+        n_source=len(per_case),
+        n_target=n_target,
+        per_case=per_case,
+    )
 
 
-def evaluate(pseudo: Sequence[np.ndarray], labels: Sequence[np.ndarray], real: Sequence[np.ndarray],
-             source: Sequence[np.ndarray] | None = None, slice_axis: int = -1,
-             low: float = 0.5, high: float = 99.5) -> Fidelity:
+def evaluate(
+    pseudo: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    real: Sequence[np.ndarray],
+    source: Sequence[np.ndarray] | None = None,
+    slice_axis: int = -1,
+    low: float = 0.5,
+    high: float = 99.5,
+) -> Fidelity:
     """Fidelity of pseudo-hrT2 volumes (any intensity scale) against real hrT2 volumes.
 
     ``labels``: the source labels of ``pseudo`` (same shapes). ``source``: the ceT1 inputs, for the
     untranslated baseline. All volumes are re-normalised here with the translator's percentiles.
     """
     if len(pseudo) != len(labels) or (source is not None and len(source) != len(pseudo)):
-        raise ValueError(f"{len(pseudo)} pseudo volumes but {len(labels)} labels"
-                         + ("" if source is None else f" and {len(source)} source volumes"))
+        raise ValueError(
+            f"{len(pseudo)} pseudo volumes but {len(labels)} labels"
+            + ("" if source is None else f" and {len(source)} source volumes")
+        )
     if not pseudo:
         raise ValueError("fidelity needs at least one pseudo-hrT2 volume")
     ref_q = reference_quantiles(real, slice_axis, low, high)
-    rows = [case_figures(vol, lab, ref_q, None if source is None else source[i], slice_axis, low, high)
-            for i, (vol, lab) in enumerate(zip(pseudo, labels))]
+    rows = [
+        case_figures(vol, lab, ref_q, None if source is None else source[i], slice_axis, low, high)
+        for i, (vol, lab) in enumerate(zip(pseudo, labels))
+    ]
     return summarise(rows, len(real))

@@ -56,8 +56,9 @@ def kspace_log_magnitude(x: torch.Tensor) -> torch.Tensor:
 
 def kspace_cycle_loss(x_s: torch.Tensor, rec_s: torch.Tensor, x_t: torch.Tensor, rec_t: torch.Tensor) -> torch.Tensor:
     """Eq. (2) in k-space: L1 of the FFT log-magnitudes of each input and its cycle reconstruction."""
-    return (l1(kspace_log_magnitude(x_s), kspace_log_magnitude(rec_s))
-            + l1(kspace_log_magnitude(x_t), kspace_log_magnitude(rec_t)))
+    return l1(kspace_log_magnitude(x_s), kspace_log_magnitude(rec_s)) + l1(
+        kspace_log_magnitude(x_t), kspace_log_magnitude(rec_t)
+    )
 
 
 def identity_loss(x_t: torch.Tensor, idt_t: torch.Tensor, x_s: torch.Tensor, idt_s: torch.Tensor) -> torch.Tensor:
@@ -94,8 +95,9 @@ def foreground_slices(labels: torch.Tensor) -> torch.Tensor:
     return (labels.reshape(labels.shape[0], -1) > 0).any(dim=1)
 
 
-def soft_dice_loss(logits: torch.Tensor, labels: torch.Tensor,
-                   classes: tuple[int, ...] = FOREGROUND_CLASSES) -> torch.Tensor:
+def soft_dice_loss(
+    logits: torch.Tensor, labels: torch.Tensor, classes: tuple[int, ...] = FOREGROUND_CLASSES
+) -> torch.Tensor:
     """1 - mean soft Dice over ``classes`` present in ``labels``, pooled over the batch.
 
     ``logits``: (N, C, H, W); ``labels``: (N, H, W) integer. Callers pass only foreground slices.
@@ -115,7 +117,9 @@ def soft_dice_loss(logits: torch.Tensor, labels: torch.Tensor,
     return 1.0 - torch.stack(dices).mean()
 
 
-def segmentation_loss_term(logits: torch.Tensor | None, labels: torch.Tensor, kind: str = "dice") -> torch.Tensor | None:
+def segmentation_loss_term(
+    logits: torch.Tensor | None, labels: torch.Tensor, kind: str = "dice"
+) -> torch.Tensor | None:
     """One line of eq. (5) on the foreground slices only; None when the batch has none.
 
     ``kind="dice"``: 1 - soft Dice, as eq. (5). ``kind="dice_ce"``: plus pixel-wise cross-entropy

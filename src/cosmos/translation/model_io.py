@@ -45,8 +45,9 @@ class LoadedTranslator:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def save_model_dir(generator: Generator, grid: SliceGrid, out_dir: str | Path,
-                   extra: dict[str, Any] | None = None) -> Path:
+def save_model_dir(
+    generator: Generator, grid: SliceGrid, out_dir: str | Path, extra: dict[str, Any] | None = None
+) -> Path:
     """Write weights + JSON (each atomically: temp file then rename)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -59,8 +60,7 @@ def save_model_dir(generator: Generator, grid: SliceGrid, out_dir: str | Path,
         "direction": "ceT1->hrT2",
         "generator": generator.spec.to_dict(),
         "grid": grid.to_dict(),
-        "intensity": {"input": "per-volume percentile clip + min-max to [-1, 1]",
-                      "output": "(tanh + 1) / 2 in [0, 1]"},
+        "intensity": {"input": "per-volume percentile clip + min-max to [-1, 1]", "output": "(tanh + 1) / 2 in [0, 1]"},
         **(extra or {}),
     }
     tmp = out / f".{META_FILE}.tmp"
@@ -83,8 +83,9 @@ def load_model_dir(model_dir: str | Path, device: str | torch.device = "cpu") ->
     meta_path, weights_path = d / META_FILE, d / WEIGHTS_FILE
     for p in (meta_path, weights_path):
         if not p.is_file():
-            raise CosmosError(f"{p}: missing; {d} is not a translator model directory "
-                              f"(expected {WEIGHTS_FILE} + {META_FILE})")
+            raise CosmosError(
+                f"{p}: missing; {d} is not a translator model directory (expected {WEIGHTS_FILE} + {META_FILE})"
+            )
     try:
         meta = json.loads(meta_path.read_text())
         spec = GeneratorSpec(**meta["generator"])
@@ -123,8 +124,9 @@ def register_model(model_uri: str, model_name: str, tags: dict[str, str] | None 
     return str(mv.version)
 
 
-def resolve_model(model: str | Path, tracking_uri: str | None = None,
-                  device: str | torch.device = "cpu") -> LoadedTranslator:
+def resolve_model(
+    model: str | Path, tracking_uri: str | None = None, device: str | torch.device = "cpu"
+) -> LoadedTranslator:
     """A local model dir, ``models:/NAME/VERSION``, ``models:/NAME@ALIAS`` or ``runs:/ID/translator``."""
     text = str(model)
     if not (text.startswith("models:/") or text.startswith("runs:/")):
@@ -134,8 +136,9 @@ def resolve_model(model: str | Path, tracking_uri: str | None = None,
 
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
-        raise CosmosError(f"{text}: a registry URI needs a tracking server; pass --tracking-uri or set "
-                          "MLFLOW_TRACKING_URI")
+        raise CosmosError(
+            f"{text}: a registry URI needs a tracking server; pass --tracking-uri or set MLFLOW_TRACKING_URI"
+        )
     mlflow.set_tracking_uri(uri)
     try:
         pyfunc = mlflow.pyfunc.load_model(text)

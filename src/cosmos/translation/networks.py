@@ -85,8 +85,12 @@ class Decoder(nn.Module):
         for i in range(len(widths) - 1, 0, -1):
             # bilinear upsampling + 1x1 conv instead of a transposed conv: no checkerboard artefacts,
             # which matter in a translator whose output is an image
-            self.ups.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                                          nn.Conv2d(widths[i], widths[i - 1], 1)))
+            self.ups.append(
+                nn.Sequential(
+                    nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                    nn.Conv2d(widths[i], widths[i - 1], 1),
+                )
+            )
             self.blocks.append(_conv_block(2 * widths[i - 1], widths[i - 1]))
         self.head = nn.Conv2d(widths[0], out_channels, 1)
 
@@ -138,12 +142,19 @@ class PatchDiscriminator(nn.Module):
         c = base
         for i in range(1, layers):
             nc = base * min(2**i, 8)
-            mods += [nn.Conv2d(c, nc, 4, stride=2, padding=1, bias=False), nn.InstanceNorm2d(nc, affine=True),
-                     nn.LeakyReLU(0.2, True)]
+            mods += [
+                nn.Conv2d(c, nc, 4, stride=2, padding=1, bias=False),
+                nn.InstanceNorm2d(nc, affine=True),
+                nn.LeakyReLU(0.2, True),
+            ]
             c = nc
         nc = base * min(2**layers, 8)
-        mods += [nn.Conv2d(c, nc, 4, stride=1, padding=1, bias=False), nn.InstanceNorm2d(nc, affine=True),
-                 nn.LeakyReLU(0.2, True), nn.Conv2d(nc, 1, 4, stride=1, padding=1)]
+        mods += [
+            nn.Conv2d(c, nc, 4, stride=1, padding=1, bias=False),
+            nn.InstanceNorm2d(nc, affine=True),
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(nc, 1, 4, stride=1, padding=1),
+        ]
         self.net = nn.Sequential(*mods)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -20,15 +20,24 @@ def _overlay(ax, image: np.ndarray, label: np.ndarray | None) -> None:
         ax.imshow(rgba, interpolation="nearest")
 
 
-def save_sample_grid(path: str | Path, real_s: np.ndarray, fake_t: np.ndarray, seg: np.ndarray | None,
-                     label: np.ndarray, real_t: np.ndarray | None = None, title: str = "") -> Path:
+def save_sample_grid(
+    path: str | Path,
+    real_s: np.ndarray,
+    fake_t: np.ndarray,
+    seg: np.ndarray | None,
+    label: np.ndarray,
+    real_t: np.ndarray | None = None,
+    title: str = "",
+) -> Path:
     """All arrays (N, H, W); images in [-1, 1]; ``seg``/``label`` integer maps. Writes a PNG."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    cols = ["real ceT1", "pseudo-hrT2", "segmentor (on ceT1)", "label"] + (["real hrT2 (ref.)"] if real_t is not None else [])
+    cols = ["real ceT1", "pseudo-hrT2", "segmentor (on ceT1)", "label"] + (
+        ["real hrT2 (ref.)"] if real_t is not None else []
+    )
     n = real_s.shape[0]
     fig, axes = plt.subplots(n, len(cols), figsize=(2.2 * len(cols), 2.2 * n + 0.4), squeeze=False)
     for i in range(n):

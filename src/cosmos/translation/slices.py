@@ -140,11 +140,12 @@ def centre_crop_or_pad(batch: torch.Tensor, size: tuple[int, int], value: float 
         batch = F.pad(batch, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), value=value)
         h, w = batch.shape[-2:]
     top, left = (h - th) // 2, (w - tw) // 2
-    return batch[..., top: top + th, left: left + tw]
+    return batch[..., top : top + th, left : left + tw]
 
 
-def pad_to_multiple(batch: torch.Tensor, divisor: int, minimum: int = 0,
-                    value: float = PAD_VALUE) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+def pad_to_multiple(
+    batch: torch.Tensor, divisor: int, minimum: int = 0, value: float = PAD_VALUE
+) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
     """Pad (…, H, W) at the end so both are multiples of ``divisor`` (and >= ``minimum``).
     Returns the padded batch and the (top, bottom, left, right) pad to undo with :func:`unpad`."""
     h, w = batch.shape[-2:]
@@ -162,11 +163,12 @@ def pad_to_multiple(batch: torch.Tensor, divisor: int, minimum: int = 0,
 def unpad(batch: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
     top, bottom, left, right = pads
     h, w = batch.shape[-2:]
-    return batch[..., top: h - bottom, left: w - right]
+    return batch[..., top : h - bottom, left : w - right]
 
 
-def volume_to_training_slices(data: np.ndarray, affine: np.ndarray, grid: SliceGrid,
-                              label: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def volume_to_training_slices(
+    data: np.ndarray, affine: np.ndarray, grid: SliceGrid, label: np.ndarray | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """All axial slices of one volume on the training grid: images (Z, 1, S, S) in [-1, 1]
     (+ labels (Z, S, S) uint8). Constant (empty) slices are dropped: they teach nothing."""
     lo, hi = normalisation_range(data, grid.low_percentile, grid.high_percentile)

@@ -66,8 +66,19 @@ FIDELITY_JSON = "fidelity.json"
 LOSS_TERMS = ("cycle", "kspace", "adv_G", "adv_D", "identity", "seg_src", "seg_translated", "total")
 # Changing these between a checkpoint and a re-run would load weights into another architecture
 # or silently change the experiment: refuse and ask for a new --out.
-_RESUME_MUST_MATCH = ("base_channels", "levels", "disc_channels", "disc_layers", "image_size", "inplane_spacing",
-                      "segmentor", "gan_loss", "seg_loss", "norm_low_percentile", "norm_high_percentile")
+_RESUME_MUST_MATCH = (
+    "base_channels",
+    "levels",
+    "disc_channels",
+    "disc_layers",
+    "image_size",
+    "inplane_spacing",
+    "segmentor",
+    "gan_loss",
+    "seg_loss",
+    "norm_low_percentile",
+    "norm_high_percentile",
+)
 
 
 @dataclass
@@ -97,8 +108,13 @@ class SliceData:
 
 def grid_from_config(cfg: CosmosConfig) -> SliceGrid:
     t = cfg.translator
-    return SliceGrid(inplane_spacing=t.inplane_spacing, image_size=t.image_size, divisor=2**t.levels,
-                     low_percentile=t.norm_low_percentile, high_percentile=t.norm_high_percentile)
+    return SliceGrid(
+        inplane_spacing=t.inplane_spacing,
+        image_size=t.image_size,
+        divisor=2**t.levels,
+        low_percentile=t.norm_low_percentile,
+        high_percentile=t.norm_high_percentile,
+    )
 
 
 def load_slices(data_dir: str | Path, grid: SliceGrid) -> SliceData:
@@ -138,15 +154,23 @@ def load_slices(data_dir: str | Path, grid: SliceGrid) -> SliceData:
         tgt.append(t.half())
         tgt_idx.append(np.full(len(t), j))
         files.append(case.image)
-    data = SliceData(torch.cat(src), torch.cat(labs), torch.cat(tgt), np.concatenate(vol_idx),
-                     np.concatenate(tgt_idx), files)
+    data = SliceData(
+        torch.cat(src), torch.cat(labs), torch.cat(tgt), np.concatenate(vol_idx), np.concatenate(tgt_idx), files
+    )
     if len(data.source) == 0 or len(data.target) == 0:
         raise CosmosError(f"{root}: every slice is empty (constant) in the source or target images")
-    log.info("training slices on a %dx%d grid at %.2f mm: %d ceT1 (%d with foreground), %d hrT2%s",
-             grid.image_size, grid.image_size, grid.inplane_spacing, len(data.source), int(data.foreground.sum()),
-             len(data.target),
-             f"; {len(empty_labels)} source label(s) with no foreground at all: {', '.join(empty_labels)}"
-             if empty_labels else "")
+    log.info(
+        "training slices on a %dx%d grid at %.2f mm: %d ceT1 (%d with foreground), %d hrT2%s",
+        grid.image_size,
+        grid.image_size,
+        grid.inplane_spacing,
+        len(data.source),
+        int(data.foreground.sum()),
+        len(data.target),
+        f"; {len(empty_labels)} source label(s) with no foreground at all: {', '.join(empty_labels)}"
+        if empty_labels
+        else "",
+    )
     return data
 
 
@@ -173,10 +197,14 @@ class TranslatorTrainer:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         return {
-            "g_st": self.g_st.state_dict(), "g_ts": self.g_ts.state_dict(),
-            "d_s": self.d_s.state_dict(), "d_t": self.d_t.state_dict(),
-            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-            "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict(),
+            "g_st": self.g_st.state_dict(),
+            "g_ts": self.g_ts.state_dict(),
+            "d_s": self.d_s.state_dict(),
+            "d_t": self.d_t.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "sched_g": self.sched_g.state_dict(),
+            "sched_d": self.sched_d.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -184,7 +212,9 @@ class TranslatorTrainer:
             getattr(self, name).load_state_dict(state[name])
 
     # ------------------------------------------------------------------ one step
-    def step(self, x_s: torch.Tensor, y_s: torch.Tensor, x_t: torch.Tensor, seg_translated_on: bool) -> dict[str, float]:
+    def step(
+        self, x_s: torch.Tensor, y_s: torch.Tensor, x_t: torch.Tensor, seg_translated_on: bool
+    ) -> dict[str, float]:
         t, kind = self.t, self.t.gan_loss
         for d in (self.d_s, self.d_t):
             d.requires_grad_(False)
@@ -194,8 +224,11 @@ class TranslatorTrainer:
         fake_s = self.g_ts(x_t)
         rec_t = self.g_st(fake_s)
         cycle = losses.cycle_loss(x_s, rec_s, x_t, rec_t)
-        identity = losses.identity_loss(x_t, self.g_st(x_t), x_s, self.g_ts(x_s)) if t.lambda_identity > 0 \
+        identity = (
+            losses.identity_loss(x_t, self.g_st(x_t), x_s, self.g_ts(x_s))
+            if t.lambda_identity > 0
             else x_s.new_zeros(())
+        )
         adv_g = losses.generator_adversarial_loss(self.d_t(fake_t), self.d_s(fake_s), kind)
         total = t.lambda_cycle * cycle + t.lambda_adv * adv_g + t.lambda_identity * identity
         kspace = losses.kspace_cycle_loss(x_s, rec_s, x_t, rec_t) if t.lambda_kspace > 0 else None
@@ -213,12 +246,18 @@ class TranslatorTrainer:
         for d in (self.d_s, self.d_t):
             d.requires_grad_(True)
         self.opt_d.zero_grad(set_to_none=True)
-        adv_d = (losses.discriminator_loss(self.d_t(x_t), self.d_t(fake_t.detach()), kind)
-                 + losses.discriminator_loss(self.d_s(x_s), self.d_s(fake_s.detach()), kind))
+        adv_d = losses.discriminator_loss(self.d_t(x_t), self.d_t(fake_t.detach()), kind) + losses.discriminator_loss(
+            self.d_s(x_s), self.d_s(fake_s.detach()), kind
+        )
         adv_d.backward()
         self.opt_d.step()
-        out = {"cycle": cycle.item(), "adv_G": adv_g.item(), "adv_D": adv_d.item(), "identity": identity.item(),
-               "total": total.item()}
+        out = {
+            "cycle": cycle.item(),
+            "adv_G": adv_g.item(),
+            "adv_D": adv_d.item(),
+            "identity": identity.item(),
+            "total": total.item(),
+        }
         if kspace is not None:
             out["kspace"] = kspace.item()
         if seg_src is not None:
@@ -231,8 +270,10 @@ class TranslatorTrainer:
     def translate(self, x: torch.Tensor, batch_size: int = 32) -> np.ndarray:
         """S->T translation of (N, 1, S, S) slices in [-1, 1] (eval mode, in chunks): (N, S, S)."""
         self.g_st.eval()
-        out = [self.g_st(x[i:i + batch_size].float().to(self.device))[:, 0].cpu().numpy()
-               for i in range(0, len(x), batch_size)]
+        out = [
+            self.g_st(x[i : i + batch_size].float().to(self.device))[:, 0].cpu().numpy()
+            for i in range(0, len(x), batch_size)
+        ]
         self.g_st.train()
         return np.concatenate(out) if out else np.zeros((0,) + tuple(x.shape[-2:]), np.float32)
 
@@ -246,8 +287,9 @@ class TranslatorTrainer:
 
 
 # ---------------------------------------------------------------------------- sampling
-def epoch_indices(rng: np.random.Generator, n: int, count: int, preferred: np.ndarray | None = None,
-                  preferred_fraction: float = 0.0) -> np.ndarray:
+def epoch_indices(
+    rng: np.random.Generator, n: int, count: int, preferred: np.ndarray | None = None, preferred_fraction: float = 0.0
+) -> np.ndarray:
     """``count`` slice indices: shuffled passes over all ``n`` slices, with ``preferred_fraction`` of
     them drawn from ``preferred`` (foreground slices) instead."""
     reps = int(math.ceil(count / n))
@@ -311,8 +353,10 @@ class FidelitySample:
     n_target: int
 
     def score(self, trainer: TranslatorTrainer) -> fidelity.Fidelity:
-        rows = [fidelity.case_figures(trainer.translate(x), lab, self.ref_q, source=x[:, 0].float().numpy(),
-                                      slice_axis=0) for x, lab in zip(self.source, self.labels)]
+        rows = [
+            fidelity.case_figures(trainer.translate(x), lab, self.ref_q, source=x[:, 0].float().numpy(), slice_axis=0)
+            for x, lab in zip(self.source, self.labels)
+        ]
         return fidelity.summarise(rows, self.n_target)
 
 
@@ -331,10 +375,15 @@ def fidelity_sample(data: SliceData, count: int) -> FidelitySample | None:
         return ids[np.unique(np.linspace(0, len(ids) - 1, min(count, len(ids))).round().astype(int))]
 
     src = [np.nonzero(data.source_volume == v)[0] for v in spread(data.source_volume)]
-    tgt = [data.target[np.nonzero(data.target_volume == v)[0]][:, 0].float().numpy()
-           for v in spread(data.target_volume)]
-    return FidelitySample([data.source[i] for i in src], [data.labels[i].numpy() for i in src],
-                          fidelity.reference_quantiles(tgt, slice_axis=0), len(tgt))
+    tgt = [
+        data.target[np.nonzero(data.target_volume == v)[0]][:, 0].float().numpy() for v in spread(data.target_volume)
+    ]
+    return FidelitySample(
+        [data.source[i] for i in src],
+        [data.labels[i].numpy() for i in src],
+        fidelity.reference_quantiles(tgt, slice_axis=0),
+        len(tgt),
+    )
 
 
 # ---------------------------------------------------------------------------- resume
@@ -370,8 +419,10 @@ def _check_resume_compatible(saved: dict[str, Any], cfg: CosmosConfig, out: Path
     diff = [k for k in _RESUME_MUST_MATCH if saved.get(f"translator.{k}") != now.get(f"translator.{k}")]
     if diff:
         pairs = ", ".join(f"{k}: {saved.get('translator.' + k)!r} -> {now.get('translator.' + k)!r}" for k in diff)
-        raise CosmosError(f"{out}: holds a translator training with a different setup ({pairs}); "
-                          "use a new --out to train this configuration")
+        raise CosmosError(
+            f"{out}: holds a translator training with a different setup ({pairs}); "
+            "use a new --out to train this configuration"
+        )
 
 
 def _seed_everything(seed: int) -> None:
@@ -404,15 +455,23 @@ def _start_or_resume_run(run_json: Path, cfg: CosmosConfig, digest: str):
             log.warning("cannot re-open MLflow run %s (%s); starting a new run", run_id, exc.message)
     run = mlflow.start_run(run_name=f"translator-{cfg.profile}{'' if cfg.translator.segmentor else '-noseg'}")
     mlflow.log_params(redact_params(params))
-    mlflow.set_tags({"cosmos.stage": "translator", "dataset_digest": digest, "git_commit": tracking.git_commit(),
-                     "profile": cfg.profile, "segmentor": str(cfg.translator.segmentor)})
+    mlflow.set_tags(
+        {
+            "cosmos.stage": "translator",
+            "dataset_digest": digest,
+            "git_commit": tracking.git_commit(),
+            "profile": cfg.profile,
+            "segmentor": str(cfg.translator.segmentor),
+        }
+    )
     _atomic_json({"run_id": run.info.run_id}, run_json)
     return run
 
 
 # ---------------------------------------------------------------------------- entry point
-def train_translator(data_dir: str | Path, out_dir: str | Path, cfg: CosmosConfig, tracking_uri: str | None = None,
-                     register: bool = True) -> TranslatorResult:
+def train_translator(
+    data_dir: str | Path, out_dir: str | Path, cfg: CosmosConfig, tracking_uri: str | None = None, register: bool = True
+) -> TranslatorResult:
     """Train the target-aware CycleGAN on a crossMoDA root; log to MLflow; register the S->T generator.
 
     Resumable (see module docstring). ``register=False`` still logs the model to the run but creates
@@ -429,10 +488,15 @@ def train_translator(data_dir: str | Path, out_dir: str | Path, cfg: CosmosConfi
     if result_json.exists():
         done = json.loads(result_json.read_text())
         if done.get("epochs", -1) >= t.epochs and (model_dir / "translator.json").exists():
-            log.info("translator already trained in %s (%d epochs, run %s); nothing to do", out, done["epochs"],
-                     done.get("run_id"))
-            return TranslatorResult(model_dir, done.get("run_id"), done.get("model_version"), done["epochs"],
-                                    done.get("history", []))
+            log.info(
+                "translator already trained in %s (%d epochs, run %s); nothing to do",
+                out,
+                done["epochs"],
+                done.get("run_id"),
+            )
+            return TranslatorResult(
+                model_dir, done.get("run_id"), done.get("model_version"), done["epochs"], done.get("history", [])
+            )
 
     device = pick_device(t.device)
     if device.type == "cpu":  # 0 = auto: this process's share of the cores (cosmos.cpu)
@@ -445,7 +509,9 @@ def train_translator(data_dir: str | Path, out_dir: str | Path, cfg: CosmosConfi
         try:
             ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
         except Exception as exc:
-            raise CosmosError(f"{ckpt_path}: unreadable checkpoint ({type(exc).__name__}); delete it to start over") from None
+            raise CosmosError(
+                f"{ckpt_path}: unreadable checkpoint ({type(exc).__name__}); delete it to start over"
+            ) from None
         _check_resume_compatible(ckpt["config"], cfg, out)
         trainer.load_state_dict(ckpt["state"])
         _set_rng_state(ckpt["rng"])
@@ -471,8 +537,15 @@ def train_translator(data_dir: str | Path, out_dir: str | Path, cfg: CosmosConfi
 
         def write_samples(name: str, epoch: int) -> None:
             fake, seg = trainer.preview(sample_src)
-            png = save_sample_grid(samples_dir / f"{name}.png", sample_src[:, 0].numpy(), fake, seg, sample_lab,
-                                   sample_tgt[:, 0].numpy(), title=f"{cfg.profile} translator, epoch {epoch}")
+            png = save_sample_grid(
+                samples_dir / f"{name}.png",
+                sample_src[:, 0].numpy(),
+                fake,
+                seg,
+                sample_lab,
+                sample_tgt[:, 0].numpy(),
+                title=f"{cfg.profile} translator, epoch {epoch}",
+            )
             mlflow.log_artifact(str(png), artifact_path="samples")
 
         for epoch in range(start_epoch, t.epochs):
@@ -501,25 +574,58 @@ def train_translator(data_dir: str | Path, out_dir: str | Path, cfg: CosmosConfi
             secs = time.time() - t0
             fid = fid_sample.score(trainer).metrics() if fid_sample is not None else {}
             history.append({"epoch": epoch + 1, **means, **fid, "seconds": secs})
-            mlflow.log_metrics({**means, **fid, "lr": trainer.opt_g.param_groups[0]["lr"],
-                                "slices_per_s": steps * t.batch_size / max(secs, 1e-9)}, step=epoch + 1)
-            log.info("translator epoch %d/%d (%.1fs): %s%s%s", epoch + 1, t.epochs, secs,
-                     " ".join(f"{k}={v:.4f}" for k, v in means.items()),
-                     "" if seg_trans_on or not t.segmentor else " (seg_translated not yet in the loss)",
-                     "".join(f" {k}={v:.3f}" for k, v in fid.items()))
+            mlflow.log_metrics(
+                {
+                    **means,
+                    **fid,
+                    "lr": trainer.opt_g.param_groups[0]["lr"],
+                    "slices_per_s": steps * t.batch_size / max(secs, 1e-9),
+                },
+                step=epoch + 1,
+            )
+            log.info(
+                "translator epoch %d/%d (%.1fs): %s%s%s",
+                epoch + 1,
+                t.epochs,
+                secs,
+                " ".join(f"{k}={v:.4f}" for k, v in means.items()),
+                "" if seg_trans_on or not t.segmentor else " (seg_translated not yet in the loss)",
+                "".join(f" {k}={v:.3f}" for k, v in fid.items()),
+            )
             if t.sample_every > 0 and (epoch + 1) % t.sample_every == 0:
                 write_samples(f"epoch_{epoch + 1:03d}", epoch + 1)
-            _atomic_torch_save({"epoch": epoch + 1, "state": trainer.state_dict(), "rng": _rng_state(),
-                                "history": history, "run_id": run_id, "config": cfg.flat("translator")}, ckpt_path)
+            _atomic_torch_save(
+                {
+                    "epoch": epoch + 1,
+                    "state": trainer.state_dict(),
+                    "rng": _rng_state(),
+                    "history": history,
+                    "run_id": run_id,
+                    "config": cfg.flat("translator"),
+                },
+                ckpt_path,
+            )
 
         final_epoch = max(start_epoch, t.epochs)
         write_samples("final", final_epoch)
-        save_model_dir(trainer.g_st, grid, model_dir, extra={
-            "trained_epochs": final_epoch, "profile": cfg.profile, "seed": cfg.seed, "mlflow_run_id": run_id,
-            "dataset_digest": digest, "segmentor": t.segmentor, "gan_loss": t.gan_loss,
-            "loss_weights": {k: getattr(t, k) for k in ("lambda_cycle", "lambda_adv", "lambda_identity", "lambda_seg",
-                                                      "lambda_kspace")},
-        })
+        save_model_dir(
+            trainer.g_st,
+            grid,
+            model_dir,
+            extra={
+                "trained_epochs": final_epoch,
+                "profile": cfg.profile,
+                "seed": cfg.seed,
+                "mlflow_run_id": run_id,
+                "dataset_digest": digest,
+                "segmentor": t.segmentor,
+                "gan_loss": t.gan_loss,
+                "loss_weights": {
+                    k: getattr(t, k)
+                    for k in ("lambda_cycle", "lambda_adv", "lambda_identity", "lambda_seg", "lambda_kspace")
+                },
+            },
+        )
         if fid_sample is not None:  # the final figures next to the model (and in the run)
             final_fid = fid_sample.score(trainer)
             _atomic_json({"epochs": final_epoch, **final_fid.to_dict()}, out / FIDELITY_JSON)
@@ -527,13 +633,23 @@ def train_translator(data_dir: str | Path, out_dir: str | Path, cfg: CosmosConfi
         info = log_model(model_dir)
         version = None
         if register:
-            version = register_model(info.model_uri, cfg.tracking.translator_model_name,
-                                     tags={"run_id": run_id, "dataset_digest": digest, "profile": cfg.profile,
-                                           "epochs": str(final_epoch)})
+            version = register_model(
+                info.model_uri,
+                cfg.tracking.translator_model_name,
+                tags={"run_id": run_id, "dataset_digest": digest, "profile": cfg.profile, "epochs": str(final_epoch)},
+            )
             mlflow.set_tag("registered_version", version)
         mlflow.set_tag("model_uri", info.model_uri)
-        _atomic_json({"epochs": final_epoch, "run_id": run_id, "model_version": version, "model_dir": str(model_dir),
-                      "history": history}, result_json)
+        _atomic_json(
+            {
+                "epochs": final_epoch,
+                "run_id": run_id,
+                "model_version": version,
+                "model_dir": str(model_dir),
+                "history": history,
+            },
+            result_json,
+        )
     except BaseException:
         mlflow.end_run(status="KILLED")
         raise
