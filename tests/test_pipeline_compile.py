@@ -201,14 +201,16 @@ def test_caching_switch_and_image(tmp_path):
     images = {ex["container"]["image"] for ex in spec["deploymentSpec"]["executors"].values()}
     assert images == {"registry.example.com/cosmos:9.9"}
     spec2, _ = _compile(tmp_path, rounds=0, caching=True)
-    # caching on: every task but those with side effects (tests/test_pipeline_cluster.py)
+    # caching on: every task but those with side effects or external inputs (tests/test_pipeline_cluster.py)
+    from pipelines.cosmos_pipeline import EXTERNAL_INPUT_STAGES
     from pipelines.resources import SIDE_EFFECT_STAGES
 
+    never = SIDE_EFFECT_STAGES | EXTERNAL_INPUT_STAGES
     for t in spec2["root"]["dag"]["tasks"].values():
         if t["taskInfo"]["name"].startswith("for-loop"):
             continue
         stage = re.sub(r"-\d+$", "", t["componentRef"]["name"].removeprefix("comp-")).replace("-", "_")
-        assert bool(t.get("cachingOptions", {}).get("enableCache")) is (stage not in SIDE_EFFECT_STAGES), stage
+        assert bool(t.get("cachingOptions", {}).get("enableCache")) is (stage not in never), stage
 
 
 def test_no_gpu_and_no_secret_options(tmp_path):
