@@ -50,7 +50,15 @@ def test_ingest_component_reads_s3_and_evaluate_logs_to_mlflow_with_s3_artifacts
     # ingest from s3:// through the component
     data = Dataset(name="data", uri=str(tmp_path / "ingested"))
     res = ops.ingest_validate.python_func(
-        data_uri="s3://cosmos-data/crossmoda", val_labels_uri="", profile="tiny", config="", work_root="", data=data
+        data_uri="s3://cosmos-data/crossmoda",
+        val_labels_uri="",
+        folds=[0],
+        compiled_rounds=2,
+        require_source=True,
+        profile="tiny",
+        config="",
+        work_root="",
+        data=data,
     )
     assert (res.n_source, res.n_target, res.n_validation, res.has_val_labels) == (2, 2, 2, True)
 

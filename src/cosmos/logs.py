@@ -16,11 +16,16 @@ def setup_logging(level: str | int | None = None) -> None:
     """Configure the root logger once (idempotent). ``COSMOS_LOG_LEVEL`` overrides the default INFO."""
     level = level or os.environ.get("COSMOS_LOG_LEVEL", "INFO")
     root = logging.getLogger()
-    if not any(getattr(h, "_cosmos", False) for h in root.handlers):
+    ours = [h for h in root.handlers if getattr(h, "_cosmos", False)]
+    if not ours:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
         handler._cosmos = True  # type: ignore[attr-defined]
         root.addHandler(handler)
+    for h in ours:
+        # a second command in one process (tests, notebooks) may find the stderr of the first one closed
+        if isinstance(h, logging.StreamHandler) and h.stream is not sys.stderr:
+            h.setStream(sys.stderr)
     install_redaction(root)
     root.setLevel(level)
     for noisy in ("urllib3", "botocore", "boto3", "s3transfer", "alembic", "matplotlib", "PIL", "git"):
