@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -25,7 +26,8 @@ def setup_logging(level: str | int | None = None) -> None:
     for h in ours:
         # a second command in one process (tests, notebooks) may find the stderr of the first one closed
         if isinstance(h, logging.StreamHandler) and h.stream is not sys.stderr:
-            h.setStream(sys.stderr)
+            with h.lock or contextlib.nullcontext():  # not setStream: it flushes the old, maybe closed, stream
+                h.stream = sys.stderr
     install_redaction(root)
     root.setLevel(level)
     for noisy in ("urllib3", "botocore", "boto3", "s3transfer", "alembic", "matplotlib", "PIL", "git"):
