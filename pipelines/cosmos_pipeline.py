@@ -272,6 +272,27 @@ def _add_rounds(
     return summary
 
 
+def _add_inputs(ops, opts: PipelineOptions, common: dict, data_uri, val_labels_uri, folds, require_source: bool):
+    """The first two tasks of every DAG: ingest + validate (which also checks the compiled K and folds
+    against the run's config), then the ROI crop. Returns (crop task, ingested data, cropped data)."""
+    ingest = _configure(
+        ops.ingest_validate(
+            data_uri=data_uri,
+            val_labels_uri=val_labels_uri,
+            folds=folds,
+            compiled_rounds=opts.rounds,
+            require_source=require_source,
+            **common,
+        ),
+        "ingest_validate",
+        opts,
+        "ingest + validate",
+    )
+    original = ingest.outputs["data"]
+    crop = _configure(ops.crop_roi(data=original, **common), "crop_roi", opts, "crop to the inner-ear region")
+    return crop, original, crop.outputs["roi_data"]
+
+
 def build_pipeline(opts: PipelineOptions = PipelineOptions()) -> Callable:
     """The ``cosmos-pipeline`` function for these compile-time options.
 
@@ -313,22 +334,9 @@ def build_pipeline(opts: PipelineOptions = PipelineOptions()) -> Callable:
         work_root: str = opts.work_root,
     ) -> dsl.Dataset:
         common = dict(profile=profile, config=config, work_root=work_root)
-        ingest = _configure(
-            ops.ingest_validate(
-                data_uri=data_uri,
-                val_labels_uri=val_labels_uri,
-                folds=folds,
-                compiled_rounds=opts.rounds,
-                require_source=opts.start == "data",
-                **common,
-            ),
-            "ingest_validate",
-            opts,
-            "ingest + validate",
+        crop, original, data = _add_inputs(
+            ops, opts, common, data_uri, val_labels_uri, folds, require_source=opts.start == "data"
         )
-        original = ingest.outputs["data"]
-        crop = _configure(ops.crop_roi(data=original, **common), "crop_roi", opts, "crop to the inner-ear region")
-        data = crop.outputs["roi_data"]
         if opts.start == "pseudo":
             imp = _configure(
                 ops.import_pseudo(pseudo_uri=pseudo_uri, **common), "import_pseudo", opts, "import pseudo-hrT2"
@@ -416,22 +424,7 @@ def build_benchmark_pipeline(
         work_root: str = opts.work_root,
     ) -> dsl.Dataset:
         common = dict(profile=profile, config=config, work_root=work_root)
-        ingest = _configure(
-            ops.ingest_validate(
-                data_uri=data_uri,
-                val_labels_uri=val_labels_uri,
-                folds=folds,
-                compiled_rounds=opts.rounds,
-                require_source=True,
-                **common,
-            ),
-            "ingest_validate",
-            opts,
-            "ingest + validate",
-        )
-        original = ingest.outputs["data"]
-        crop = _configure(ops.crop_roi(data=original, **common), "crop_roi", opts, "crop to the inner-ear region")
-        data = crop.outputs["roi_data"]
+        _, original, data = _add_inputs(ops, opts, common, data_uri, val_labels_uri, folds, require_source=True)
         summaries = {}
         for row in rows:
             over = row_overrides(row, opts.experiment)
