@@ -173,6 +173,7 @@ def _execute(pipeline, args: dict[str, Any], out: Path, verbose: bool) -> Path:
     from kfp import local
 
     from cosmos.errors import CosmosError
+    from cosmos.logs import swap_stream
 
     work_root = out / "work"
     local.init(
@@ -195,7 +196,7 @@ def _execute(pipeline, args: dict[str, Any], out: Path, verbose: bool) -> Path:
                 stdout,
                 sys.stderr,
             ):
-                redirected.append((handler, handler.setStream(_KfpLogFilter(handler.stream))))
+                redirected.append((handler, swap_stream(handler, _KfpLogFilter(handler.stream))))
     try:
         with warnings.catch_warnings():
             # kfp.local ignores accelerator/resource settings and says so per task; we know.
@@ -226,8 +227,11 @@ def _execute(pipeline, args: dict[str, Any], out: Path, verbose: bool) -> Path:
             sys.stdout.flush()
         sys.stdout = stdout
         for handler, original in redirected:
-            handler.flush()
-            handler.setStream(original)
+            try:
+                handler.flush()
+            except ValueError:  # its stream was closed under it (an earlier command's capture)
+                pass
+            swap_stream(handler, original)
     return Path(task.output.path if hasattr(task, "output") else task.outputs["Output"].path)
 
 

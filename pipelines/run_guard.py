@@ -31,6 +31,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, TextIO
 
+from cosmos.logs import swap_stream
+
 if TYPE_CHECKING:
     from pipelines.live_view import StageRouter, View
 
@@ -287,7 +289,7 @@ def supervise(
             ):
                 stream = router.log_stream(handler.stream)
                 stream.tasks_log = output.write_log_only
-                streams.append((handler, handler.setStream(stream)))  # type: ignore[arg-type]
+                streams.append((handler, swap_stream(handler, stream)))
     ok: bool | None = None
     try:
         yield output
@@ -317,6 +319,6 @@ def supervise(
         if router is not None:
             router.close(ok=ok)
         for handler, original in streams:
-            handler.setStream(original)  # type: ignore[arg-type]
+            swap_stream(handler, original)
         output.close()
         guard.stop()

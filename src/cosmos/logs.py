@@ -6,7 +6,7 @@ import contextlib
 import logging
 import os
 import sys
-from typing import Iterable, Iterator, TypeVar
+from typing import Any, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -26,12 +26,23 @@ def setup_logging(level: str | int | None = None) -> None:
     for h in ours:
         # a second command in one process (tests, notebooks) may find the stderr of the first one closed
         if isinstance(h, logging.StreamHandler) and h.stream is not sys.stderr:
-            with h.lock or contextlib.nullcontext():  # not setStream: it flushes the old, maybe closed, stream
-                h.stream = sys.stderr
+            swap_stream(h, sys.stderr)
     install_redaction(root)
     root.setLevel(level)
     for noisy in ("urllib3", "botocore", "boto3", "s3transfer", "alembic", "matplotlib", "PIL", "git"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def swap_stream(handler: logging.StreamHandler, stream: Any) -> Any:
+    """Point ``handler`` at ``stream`` and return the old stream, without flushing the old one.
+
+    Why not ``setStream``: it flushes the old stream first, and a stream left behind by an earlier
+    command in the same process (pytest's capture of a finished test, a notebook cell) may be closed.
+    """
+    with handler.lock or contextlib.nullcontext():
+        old = handler.stream
+        handler.stream = stream
+    return old
 
 
 def install_redaction(logger: logging.Logger | None = None) -> None:
