@@ -46,7 +46,7 @@ def mlflow_server(real_s3_env, tmp_path):
     """A real MLflow tracking + registry server whose artifact store is a SeaweedFS bucket."""
     import boto3
 
-    boto3.client("s3", endpoint_url=real_s3_env).create_bucket(Bucket="cosmos-mlflow")
+    boto3.client("s3", endpoint_url=real_s3_env).create_bucket(Bucket="cosmos-topology-mlflow")
     port = _free_port()
     env = dict(os.environ, MLFLOW_S3_ENDPOINT_URL=real_s3_env, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     mlflow_bin = str(Path(sys.executable).parent / "mlflow")
@@ -61,7 +61,7 @@ def mlflow_server(real_s3_env, tmp_path):
             "--backend-store-uri",
             f"sqlite:///{tmp_path / 'server.db'}",
             "--artifacts-destination",
-            "s3://cosmos-mlflow/artifacts",
+            "s3://cosmos-topology-mlflow/artifacts",
             "--workers",
             "1",
         ],
@@ -102,9 +102,9 @@ def test_cosmos_run_against_mlflow_server_and_s3_data(real_s3_env, mlflow_server
     monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", real_s3_env)
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     s3 = boto3.client("s3", endpoint_url=real_s3_env)
-    s3.create_bucket(Bucket="cosmos-data")
+    s3.create_bucket(Bucket="cosmos-topology-data")
     data = make_phantom(tmp_path / "phantom", n_source=4, n_target=4, n_val=2, seed=0, preview=False)
-    storage.upload(data, "s3://cosmos-data/crossmoda")
+    storage.upload(data, "s3://cosmos-topology-data/crossmoda")
 
     args = [
         "run",
@@ -113,7 +113,7 @@ def test_cosmos_run_against_mlflow_server_and_s3_data(real_s3_env, mlflow_server
         "--profile",
         "tiny",
         "--data",
-        "s3://cosmos-data/crossmoda",
+        "s3://cosmos-topology-data/crossmoda",
         "--set",
         f"tracking.tracking_uri={mlflow_server}",
     ]
@@ -127,7 +127,7 @@ def test_cosmos_run_against_mlflow_server_and_s3_data(real_s3_env, mlflow_server
     translator = client.search_model_versions("name='cosmos-translator'")
     assert len(translator) == 1
     # the registered models' files went through the server into the SeaweedFS bucket
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="cosmos-mlflow").get("Contents", [])]
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="cosmos-topology-mlflow").get("Contents", [])]
     assert any(k.endswith("checkpoint_final.pth") for k in keys), keys[:20]
     assert any("MLmodel" in k for k in keys)
     # nothing fell back to a local SQLite store
