@@ -42,7 +42,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +303,30 @@ def _finish(bundle: Path, out: Path, tracking_uri: str, wall: float, started_wal
     )
 
 
+def _run_dag(
+    cfg, out: Path, *, build: Callable, args: dict[str, Any], command: str, what: str, profile, verbose, **opt_extra
+) -> tuple[Path, str, float, float]:
+    """The one local sequence of every entry point: options from the resolved config, the common
+    pipeline arguments, one kfp.local execution. Returns (bundle, tracking URI, wall s, start time)."""
+    from cosmos.tracking import default_tracking_uri
+
+    tracking_uri = cfg.tracking.tracking_uri or default_tracking_uri(out)
+    cfg, opts = _local_options(cfg, profile, **opt_extra)
+    full = dict(args, **_common_args(cfg, opts, out, tracking_uri))
+    log.info(
+        "%s: profile %s, teacher + %d student round(s), folds %s, %s -> %s",
+        command,
+        opts.profile,
+        opts.rounds,
+        list(cfg.segmentation.folds),
+        what,
+        out,
+    )
+    started_wall, t0 = time.time(), time.perf_counter()
+    bundle = _execute(build(opts), full, out, verbose)
+    return bundle, tracking_uri, time.perf_counter() - t0, started_wall
+
+
 def run_local(
     cfg,
     out_dir: str | Path,
@@ -316,28 +340,23 @@ def run_local(
     ``cfg`` is the resolved config (profile + file + overrides); it reaches every task as the
     ``config`` pipeline parameter. ``data``: a crossMoDA folder or ``s3://`` URI; None = phantom.
     """
-    from cosmos.tracking import default_tracking_uri
     from pipelines.cosmos_pipeline import build_pipeline
 
     for what, value in (("--data", data), ("--val-labels", val_labels)):
         _check_dir(what, value)
     out = _prepare_out(out_dir)
-    tracking_uri = cfg.tracking.tracking_uri or default_tracking_uri(out)
-    cfg, opts = _local_options(cfg, profile)
-    args = dict(
-        data_uri=_local_path(data), val_labels_uri=_local_path(val_labels), **_common_args(cfg, opts, out, tracking_uri)
-    )
-    log.info(
-        "cosmos run: profile %s, %d round(s) after the teacher, folds %s, data %s -> %s",
-        opts.profile,
-        opts.rounds,
-        list(cfg.segmentation.folds),
-        data or "built-in phantom",
+    args = dict(data_uri=_local_path(data), val_labels_uri=_local_path(val_labels))
+    done = _run_dag(
+        cfg,
         out,
+        build=build_pipeline,
+        args=args,
+        command="cosmos run",
+        what=f"data {data or 'built-in phantom'}",
+        profile=profile,
+        verbose=verbose,
     )
-    started_wall, t0 = time.time(), time.perf_counter()
-    bundle = _execute(build_pipeline(opts), args, out, verbose)
-    return _finish(bundle, out, tracking_uri, time.perf_counter() - t0, started_wall)
+    return _finish(done[0], out, *done[1:])
 
 
 def run_selftrain_local(
@@ -358,7 +377,6 @@ def run_selftrain_local(
     """
     from cosmos.data import layout
     from cosmos.errors import CosmosError
-    from cosmos.tracking import default_tracking_uri
     from pipelines.cosmos_pipeline import build_pipeline
 
     for what, value in (("--pseudo", pseudo), ("--target", target), ("--val", val), ("--val-labels", val_labels)):
@@ -383,25 +401,19 @@ def run_selftrain_local(
         links[layout.VALIDATION_LABELS_DIR] = Path(val_labels).expanduser().resolve()
     for name, src in links.items():
         (data / name).symlink_to(src, target_is_directory=True)
-    tracking_uri = cfg.tracking.tracking_uri or default_tracking_uri(out)
-    cfg, opts = _local_options(cfg, profile, start="pseudo")
-    args = dict(
-        data_uri=str(data),
-        val_labels_uri="",
-        pseudo_uri=_local_path(pseudo),
-        **_common_args(cfg, opts, out, tracking_uri),
-    )
-    log.info(
-        "cosmos selftrain: profile %s, teacher + %d student(s), folds %s, pseudo %s -> %s",
-        opts.profile,
-        opts.rounds,
-        list(cfg.segmentation.folds),
-        pseudo,
+    args = dict(data_uri=str(data), val_labels_uri="", pseudo_uri=_local_path(pseudo))
+    done = _run_dag(
+        cfg,
         out,
+        build=build_pipeline,
+        args=args,
+        command="cosmos selftrain",
+        what=f"pseudo {pseudo}",
+        profile=profile,
+        verbose=verbose,
+        start="pseudo",
     )
-    started_wall, t0 = time.time(), time.perf_counter()
-    bundle = _execute(build_pipeline(opts), args, out, verbose)
-    return _finish(bundle, out, tracking_uri, time.perf_counter() - t0, started_wall)
+    return _finish(done[0], out, *done[1:])
 
 
 def run_benchmark_local(
@@ -418,7 +430,6 @@ def run_benchmark_local(
 
     ``rows`` default: every row the data allows (the oracle only with ``target_training_labels/``).
     """
-    from cosmos.tracking import default_tracking_uri
     from pipelines.cosmos_pipeline import BENCHMARK_ROWS, build_benchmark_pipeline
 
     _check_dir("--data", data)
@@ -427,27 +438,24 @@ def run_benchmark_local(
     if rows is None:
         has_oracle = "://" in data or (Path(data) / "target_training_labels").is_dir()
         rows = tuple(r for r in BENCHMARK_ROWS if r != "oracle" or has_oracle)
-    tracking_uri = cfg.tracking.tracking_uri or default_tracking_uri(out)
-    cfg, opts = _local_options(cfg, profile)
-    args = dict(
-        data_uri=_local_path(data), val_labels_uri=_local_path(val_labels), **_common_args(cfg, opts, out, tracking_uri)
-    )
-    log.info(
-        "cosmos benchmark: profile %s, rows %s, K=%d, folds %s -> %s",
-        opts.profile,
-        ", ".join(rows),
-        opts.rounds,
-        list(cfg.segmentation.folds),
+    chosen = tuple(rows)
+    bundle, tracking_uri, wall, started_wall = _run_dag(
+        cfg,
         out,
+        build=lambda opts: build_benchmark_pipeline(opts, rows=chosen),
+        args=dict(data_uri=_local_path(data), val_labels_uri=_local_path(val_labels)),
+        command="cosmos benchmark",
+        what=f"rows {', '.join(chosen)}",
+        profile=profile,
+        verbose=verbose,
     )
-    started_wall, t0 = time.time(), time.perf_counter()
-    table = _execute(build_benchmark_pipeline(opts, rows=tuple(rows)), args, out, verbose).resolve()
+    table = bundle.resolve()
     for name in ("benchmark.json", "benchmark.md", "benchmark.png"):
         shutil.copyfile(table / name, out / name)
     result = json.loads((out / "benchmark.json").read_text())
     timings = _read_timings(out / "work", started_wall)
     result["seconds"] = {
-        "wall": round(time.perf_counter() - t0, 1),
+        "wall": round(wall, 1),
         "compute": round(sum(t["seconds"] for t in timings if not t.get("reused")), 1),
     }
     result["tracking_uri"] = tracking_uri

@@ -181,3 +181,25 @@ def _isolated_tracking_env():
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         yield
+
+
+# The cut budget of the kfp.local end-to-end tests: every stage runs, on the least work that still
+# exercises it (one translator epoch, two nnU-Net iterations, one fold of a 2-fold split, one student).
+CUT_BUDGET = (
+    "translator.epochs=1",
+    "translator.slices_per_epoch=16",
+    "segmentation.epochs=1",
+    "segmentation.iterations_per_epoch=2",
+    "segmentation.val_iterations_per_epoch=1",
+    "segmentation.mirroring=false",
+    "segmentation.tile_step_size=0.9",
+    "segmentation.num_folds=2",
+    "segmentation.folds=[0]",
+    "selftraining.rounds=1",
+)
+
+
+@pytest.fixture(scope="session")
+def cut_budget() -> list[str]:
+    """``--set`` overrides of the end-to-end tests (see CUT_BUDGET)."""
+    return list(CUT_BUDGET)

@@ -18,20 +18,6 @@ from pathlib import Path
 
 import pytest
 
-# the same cut budget as tests/test_pipeline_local_run.py
-FAST = [
-    "translator.epochs=1",
-    "translator.slices_per_epoch=16",
-    "segmentation.epochs=1",
-    "segmentation.iterations_per_epoch=2",
-    "segmentation.val_iterations_per_epoch=1",
-    "segmentation.mirroring=false",
-    "segmentation.tile_step_size=0.9",
-    "segmentation.num_folds=2",
-    "segmentation.folds=[0]",
-    "selftraining.rounds=1",
-]
-
 pytestmark = pytest.mark.slow
 
 
@@ -91,7 +77,7 @@ def mlflow_server(real_s3_env, tmp_path):
 
 
 @pytest.mark.timeout(1800)
-def test_cosmos_run_against_mlflow_server_and_s3_data(real_s3_env, mlflow_server, tmp_path, monkeypatch):
+def test_cosmos_run_against_mlflow_server_and_s3_data(real_s3_env, mlflow_server, tmp_path, monkeypatch, cut_budget):
     import boto3
     from mlflow import MlflowClient
 
@@ -117,7 +103,7 @@ def test_cosmos_run_against_mlflow_server_and_s3_data(real_s3_env, mlflow_server
         "--set",
         f"tracking.tracking_uri={mlflow_server}",
     ]
-    for o in FAST:
+    for o in cut_budget:
         args += ["--set", o]
     assert main(args) == 0
 

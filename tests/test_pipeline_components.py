@@ -14,6 +14,9 @@ import pytest
 from kfp.dsl import Dataset, Metrics
 
 from components import build
+from cosmos.config import load_config
+
+TINY_K = load_config("tiny").selftraining.rounds  # the K a tiny run's ingest checks against
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +44,7 @@ def test_ingest_validate_on_the_builtin_phantom_and_reuse(ops, tmp_path):
         data_uri="",
         val_labels_uri="",
         folds=[0],
-        compiled_rounds=2,
+        compiled_rounds=TINY_K,
         require_source=True,
         profile="tiny",
         config=SMALL_PHANTOM,
@@ -60,7 +63,7 @@ def test_ingest_validate_on_the_builtin_phantom_and_reuse(ops, tmp_path):
         data_uri="",
         val_labels_uri="",
         folds=[0],
-        compiled_rounds=2,
+        compiled_rounds=TINY_K,
         require_source=True,
         profile="tiny",
         config=SMALL_PHANTOM,
@@ -84,7 +87,7 @@ def test_ingest_validate_bad_data_is_a_cosmos_error(ops, tmp_path):
             data_uri=str(bad),
             val_labels_uri="",
             folds=[0],
-            compiled_rounds=2,
+            compiled_rounds=TINY_K,
             require_source=True,
             profile="tiny",
             config="",
@@ -388,7 +391,7 @@ def test_ingest_refuses_a_config_that_disagrees_with_the_compiled_dag(ops, tmp_p
             data_uri="",
             val_labels_uri="",
             folds=[0, 1, 2, 3, 4],
-            compiled_rounds=2,
+            compiled_rounds=TINY_K,
             require_source=True,
             profile="tiny",
             config="",

@@ -15,24 +15,12 @@ import sqlite3
 import time
 
 import pytest
-
-FAST = [
-    "translator.epochs=1",
-    "translator.slices_per_epoch=16",
-    "segmentation.epochs=1",
-    "segmentation.iterations_per_epoch=2",
-    "segmentation.val_iterations_per_epoch=1",
-    "segmentation.mirroring=false",
-    "segmentation.tile_step_size=0.9",
-    "segmentation.num_folds=2",
-    "segmentation.folds=[0]",
-    "selftraining.rounds=1",
-]
+from conftest import CUT_BUDGET
 
 
 def _argv(verb: str, out, data) -> list[str]:
     args = [verb, "--out", str(out), "--profile", "tiny", "--data", str(data)]
-    for o in FAST:
+    for o in CUT_BUDGET:
         args += ["--set", o]
     return args
 

@@ -15,6 +15,9 @@ import pytest
 from kfp.dsl import Dataset, Metrics
 
 from components import build
+from cosmos.config import load_config
+
+TINY_K = load_config("tiny").selftraining.rounds  # the K a tiny run's ingest checks against
 
 
 @pytest.fixture
@@ -53,7 +56,7 @@ def test_ingest_component_reads_s3_and_evaluate_logs_to_mlflow_with_s3_artifacts
         data_uri="s3://cosmos-data/crossmoda",
         val_labels_uri="",
         folds=[0],
-        compiled_rounds=2,
+        compiled_rounds=TINY_K,
         require_source=True,
         profile="tiny",
         config="",

@@ -27,12 +27,12 @@ def test_round_params_and_tags_carry_the_round_and_its_config():
 
 
 def test_compiled_shape_check():
-    cfg = load_config("tiny")  # K = 2, folds [0]
+    cfg = load_config("tiny")  # folds [0]
     rounds.check_compiled_shape(cfg, compiled_rounds=cfg.selftraining.rounds, folds=[0.0])  # kfp.local floats
     with pytest.raises(CosmosError, match="recompile"):
         rounds.check_compiled_shape(cfg, compiled_rounds=3, folds=[0])
     with pytest.raises(CosmosError, match=r"folds=\[0\]"):
-        rounds.check_compiled_shape(cfg, compiled_rounds=2, folds=[0, 1, 2, 3, 4])
+        rounds.check_compiled_shape(cfg, compiled_rounds=cfg.selftraining.rounds, folds=[0, 1, 2, 3, 4])
 
 
 @pytest.mark.parametrize(

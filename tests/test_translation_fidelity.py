@@ -97,3 +97,16 @@ def test_report_shows_the_fidelity_table(tmp_path):
     assert "## Translation fidelity" in md and f"{fid.w1:.3f}" in md and "| cases with a bright cochlea | 0% |" in md
     write_report(tmp_path / "none", {"title": "t"})
     assert "Translation fidelity" not in (tmp_path / "none" / "report.md").read_text()
+
+
+def test_score_rewards_signs_and_penalises_distance():
+    from cosmos.translation.fidelity import Fidelity
+
+    def fid(w1, vs, coch):
+        return Fidelity(w1, 0.4, vs, 0.0, coch, 4, 4)
+
+    assert fid(0.04, 1.0, 1.0).score() == pytest.approx(0.9)
+    assert fid(0.04, 0.0, 0.0).score() < fid(0.2, 1.0, 1.0).score()  # histogram alone does not win
+    assert fid(0.6, 1.0, 1.0).score() < fid(0.1, 0.5, 0.5).score()  # signs alone do not win
+    assert fid(0.1, float("nan"), 1.0).score() == pytest.approx(0.25)  # a missing structure counts as failed
+    assert "fidelity_score" in fid(0.1, 1.0, 1.0).metrics()

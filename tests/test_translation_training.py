@@ -235,3 +235,17 @@ def test_cli_train_pure_cyclegan(phantom, tmp_path):
     assert main(args) == 0
     meta = json.loads((tmp_path / "noseg" / "model" / "translator.json").read_text())
     assert meta["generator"]["with_seg"] is False and meta["segmentor"] is False
+
+
+def test_select_epoch_fidelity_keeps_the_best_scored_generator(phantom, tmp_path):
+    """select_epoch=fidelity: the saved generator is the best-scored epoch's, not the last one's."""
+    cfg = load_config("tiny", overrides=MICRO + ["translator.epochs=3", "translator.select_epoch=fidelity"])
+    res = train_translator(phantom, tmp_path / "run", cfg, tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
+    scores = [e["fidelity_score"] for e in res.history]
+    best = int(np.argmax(scores)) + 1  # first maximum, as the trainer keeps the first of equal scores
+    fid = json.loads((tmp_path / "run" / "fidelity.json").read_text())
+    assert fid["selected_epoch"] == best and fid["epochs"] == 3
+    # the final figures are re-scored with the kept weights: they equal that epoch's figures
+    assert fid["w1"] == pytest.approx(res.history[best - 1]["fidelity_w1"], abs=1e-6)
+    meta = json.loads((res.model_dir / "translator.json").read_text())
+    assert meta["selected_epoch"] == best

@@ -97,6 +97,10 @@ class TranslatorConfig:
     norm_low_percentile: float = 0.5  # per-volume robust min-max: clip to these percentiles, map to [-1, 1]
     norm_high_percentile: float = 99.5
     fidelity_cases: int = 4  # source/target volumes scored per epoch (translation fidelity); 0 = off
+    # Which generator to keep: last = the final epoch's (the paper); fidelity = the epoch with the best
+    # label-free fidelity score (cosmos.translation.fidelity.Fidelity.score). Why: a short GAN run
+    # oscillates between hrT2-like and ceT1-like epochs, and the last one is a coin toss.
+    select_epoch: str = "last"
 
 
 @dataclass
@@ -387,6 +391,10 @@ def validate(cfg: CosmosConfig) -> None:
     t, s = cfg.translator, cfg.segmentation
     if t.gan_loss not in ("bce", "lsgan"):
         raise ConfigError(f"translator.gan_loss must be bce or lsgan, got {t.gan_loss!r}")
+    if t.select_epoch not in ("last", "fidelity"):
+        raise ConfigError(f"translator.select_epoch must be last or fidelity, got {t.select_epoch!r}")
+    if t.select_epoch == "fidelity" and t.fidelity_cases <= 0:
+        raise ConfigError("translator.select_epoch=fidelity needs translator.fidelity_cases > 0")
     if t.seg_loss not in ("dice", "dice_ce"):
         raise ConfigError(f"translator.seg_loss must be dice or dice_ce, got {t.seg_loss!r}")
     if not 0.0 <= t.fg_oversample <= 1.0:
@@ -476,17 +484,27 @@ def _profile_dict(name: str) -> dict[str, Any]:
             "profile": "tiny",
             "phantom": {"n_source": 8, "n_target": 8, "n_val": 4},
             "translator": {
-                # phantom FOV ~50 mm = 64 px at 0.8 mm; 6 x 128 slices (~2 min on 2 free cores). CE next to Dice
-                # and foreground oversampling let the segmentor learn the VS in that budget (losses.py).
+                # 8 x 128 slices of the ROI crop (~1.5 min on 2 free cores). CE next to Dice and foreground
+                # oversampling let the segmentor learn the VS in that budget (losses.py).
                 # The GAN learns the hrT2 contrast in that budget only with (measured, translation fidelity of
                 # cosmos.translation.fidelity): batch 2 (4x the updates for ~1.2x the time), LSGAN, no identity
-                # term and the adversarial term on par with the cycle term (adv 1, cycle 5; the paper preset's
-                # identity 0.5 vs adv 0.1 holds the generator at a blurred ceT1 with a bright VS).
+                # term and a strong adversarial term (adv 3, cycle 5; the paper preset's identity 0.5 vs adv 0.1
+                # holds the generator at a blurred ceT1 with a bright VS; adv 1 maps the bright VS onto the bright
+                # CSF: histogram matched, VS darker than fluid in 0/4 cases after 6 and after 16 epochs). Such a
+                # short GAN run oscillates from epoch to epoch, so the most hrT2-like epoch is kept (select_epoch).
+                # One U-Net level (receptive field ~10 px): ceT1 -> hrT2 is mostly a local, non-monotone intensity
+                # map, and a 3-level generator spends this budget hallucinating structure (measured: best
+                # fidelity score over 6 epochs 0.49 with 3 levels, 0.53 with 2, 0.86 / 0.85 with 1 on two seeds;
+                # garbled VS and no cochlea in the 3-level pseudo-hrT2, a grey VS in a bright CSF rim with 1).
+                # 0.6 mm in-plane (80 px = 48 mm of the ROI crop): at 0.8 mm the few-mm cochlea blurs to the grey
+                # of the bone around it and the teacher learns a cochlea that real hrT2 does not show (cochlea
+                # Dice 0.20 on real hrT2); at 0.5 mm one level sees too little of the VS (score 0.37 after 8).
+                "levels": 1,
                 "base_channels": 16,
                 "disc_channels": 16,
-                "image_size": 64,
-                "inplane_spacing": 0.8,
-                "epochs": 6,
+                "image_size": 80,
+                "inplane_spacing": 0.6,
+                "epochs": 8,
                 "batch_size": 2,
                 "slices_per_epoch": 128,
                 "seg_translated_start_epoch": 2,
@@ -497,21 +515,24 @@ def _profile_dict(name: str) -> dict[str, Any]:
                 "convert_batch_size": 16,
                 "gan_loss": "lsgan",
                 "loss_preset": "custom",
-                "lambda_adv": 1.0,
+                "lambda_adv": 3.0,
                 "lambda_cycle": 5.0,
                 "lambda_identity": 0.0,
                 "lambda_seg": 1.0,
+                "select_epoch": "fidelity",
+                "fidelity_cases": 6,
                 "num_threads": 0,  # auto: every core (the translator runs alone; see cosmos.cpu)
             },
             "segmentation": {
-                # One fold, 4 x 30 = 120 iterations on a 32x48x48 patch (~0.5 s each on 2 free cores).
-                # Measured on labelled phantom hrT2 (patch-level Dice on held-out cases): the cochlea appears
-                # at ~100 iterations with CE weight 10 and by ~60-80 with weight 20 (0.59 at 80, 0.60 at 120;
-                # VS 0.84-0.86). Features 8 (instead of 16) learned neither structure in 200 iterations.
+                # One fold, 8 x 30 = 240 iterations on a <=32x48x48 patch (~0.5 s each on 2 free cores).
+                # Measured (patch-level pseudo-Dice on held-out cases, VS / cochlea): on labelled REAL hrT2
+                # 0.70 / 0.49 after 90 iterations, 0.90 / 0.74 after 240 (full-volume Dice 0.91 / 0.71); on
+                # labelled pseudo-hrT2 (ceT1 geometry: 1.5 mm slices, so a thinner VS) the VS appears only
+                # after ~150 (0.00 / 0.19 at 120, 0.82 / 0.48 at 240). Features 8 learned neither in 200.
                 "folds": [0],
-                "epochs": 4,
+                "epochs": 8,
                 "iterations_per_epoch": 30,
-                "val_iterations_per_epoch": 4,
+                "val_iterations_per_epoch": 3,
                 "features_base": 16,
                 "features_max": 128,
                 "patch_size_max": [32, 48, 48],
@@ -525,10 +546,12 @@ def _profile_dict(name: str) -> dict[str, Any]:
                 "mirror_axes": [2],  # ... pseudo-labels always flip, here along one in-plane axis only (2x)
             },
             "selftraining": {
-                # students start from their teacher's weights (at half its learning rate) and keep its plan:
-                # 120 iterations from scratch on twice the data lose a barely learnt cochlea, a warm start
-                # refines it; a stray voxel is no structure
-                "rounds": 2,
+                # One student (the demo's 10 minutes buy a teacher and one student at 240 iterations each, not
+                # three rounds at 120, where the teacher learns no VS: every round costs ~80 s besides training).
+                # Students start from their teacher's weights (at half its learning rate) and keep its plan:
+                # from scratch on twice the data they lose a barely learnt cochlea, a warm start refines it;
+                # a stray voxel is no structure.
+                "rounds": 1,
                 "student_init": "teacher",
                 "student_lr_scale": 0.5,
                 "min_component_voxels": [20, 5],
@@ -540,11 +563,12 @@ def _profile_dict(name: str) -> dict[str, Any]:
             "phantom": {"n_source": 16, "n_target": 16, "n_val": 8},
             "translator": {
                 # 24 x 112 = 2688 steps of batch 2 (~8 min on 2 free cores; a batch-2 step costs ~1.2x per slice);
-                # loss weights, LSGAN and batch size as in `tiny` (see there)
+                # loss weights, LSGAN, batch size, depth, grid and epoch selection as in `tiny` (see there)
+                "levels": 1,
                 "base_channels": 16,
                 "disc_channels": 16,
-                "image_size": 64,
-                "inplane_spacing": 0.8,
+                "image_size": 80,
+                "inplane_spacing": 0.6,
                 "epochs": 24,
                 "batch_size": 2,
                 "slices_per_epoch": 224,
@@ -556,17 +580,20 @@ def _profile_dict(name: str) -> dict[str, Any]:
                 "convert_batch_size": 16,
                 "gan_loss": "lsgan",
                 "loss_preset": "custom",
-                "lambda_adv": 1.0,
+                "lambda_adv": 3.0,
                 "lambda_cycle": 5.0,
                 "lambda_identity": 0.0,
                 "lambda_seg": 1.0,
+                "select_epoch": "fidelity",
+                "fidelity_cases": 8,
                 "num_threads": 0,
             },
             "segmentation": {
-                # two folds x 8 x 25 = 200 iterations (cochlea learned by ~110 with CE weight 10, measured);
-                # no test-time mirroring: 8x the prediction time for every one of the 7 trained models
+                # two folds x 10 x 25 = 250 iterations (cochlea learned by ~110 with CE weight 10 on real hrT2;
+                # on pseudo-hrT2 the VS appears only after ~150, see `tiny`); no test-time mirroring: 8x the
+                # prediction time for every one of the 7 trained models
                 "folds": [0, 1],
-                "epochs": 8,
+                "epochs": 10,
                 "iterations_per_epoch": 25,
                 "val_iterations_per_epoch": 4,
                 "features_base": 16,

@@ -58,10 +58,29 @@ class Fidelity:
     def to_dict(self) -> dict:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
 
+    def score(self) -> float:
+        """One label-free figure to pick a translator epoch by (higher = more hrT2-like).
+
+        The mean pass rate of the two contrast-sign tests (0..1) minus the intensity distance as a
+        fraction of the untranslated one (0 = same histogram as real hrT2, 1 = no closer than ceT1).
+        Why both: the histogram alone is matched by a GAN that maps the bright VS onto the bright CSF
+        (w1 small, signs failed); the signs alone are passed by a garbled early epoch (w1 above the
+        untranslated distance). A NaN part (no VS or cochlea in the sample) counts as failed.
+        """
+        signs = [v if not math.isnan(v) else 0.0 for v in (self.vs_darker_than_fluid, self.cochlea_bright)]
+        ratio = self.w1 / self.w1_untranslated if self.w1_untranslated > 0 else math.inf
+        if math.isnan(ratio):
+            ratio = math.inf
+        return float(sum(signs) / len(signs) - ratio)
+
     def metrics(self, prefix: str = "fidelity_") -> dict[str, float]:
         """Scalar figures for ``mlflow.log_metrics`` (NaNs left out: MLflow cannot plot them)."""
         keys = ("w1", "w1_untranslated", "vs_darker_than_fluid", "vs_fluid_contrast", "cochlea_bright")
-        return {prefix + k: float(getattr(self, k)) for k in keys if not math.isnan(float(getattr(self, k)))}
+        out = {prefix + k: float(getattr(self, k)) for k in keys if not math.isnan(float(getattr(self, k)))}
+        score = self.score()
+        if math.isfinite(score):
+            out[prefix + "score"] = score
+        return out
 
 
 def normalised(volume: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:

@@ -505,6 +505,7 @@ def train_translator(
     grid = grid_from_config(cfg)
     trainer = TranslatorTrainer(cfg, device)
     start_epoch, history = 0, []
+    best: dict[str, Any] | None = None  # select_epoch=fidelity: {"epoch", "score", "g_st"} of the best epoch
     if ckpt_path.exists():
         try:
             ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
@@ -516,6 +517,7 @@ def train_translator(
         trainer.load_state_dict(ckpt["state"])
         _set_rng_state(ckpt["rng"])
         start_epoch, history = int(ckpt["epoch"]), list(ckpt["history"])
+        best = ckpt.get("best")
         for sched in (trainer.sched_g, trainer.sched_d):  # keep the decay going, at the configured rate
             sched.gamma = t.lr_decay
         log.info("resuming translator training from %s after epoch %d", ckpt_path, start_epoch)
@@ -572,7 +574,13 @@ def train_translator(
             trainer.sched_d.step()
             means = {k: sums[k] / counts[k] for k in LOSS_TERMS if k in sums}
             secs = time.time() - t0
-            fid = fid_sample.score(trainer).metrics() if fid_sample is not None else {}
+            scored = fid_sample.score(trainer) if fid_sample is not None else None
+            fid = scored.metrics() if scored is not None else {}
+            if t.select_epoch == "fidelity" and scored is not None:
+                score = scored.score()
+                if best is None or score > best["score"]:
+                    state = {k: v.detach().cpu().clone() for k, v in trainer.g_st.state_dict().items()}
+                    best = {"epoch": epoch + 1, "score": score, "g_st": state}
             history.append({"epoch": epoch + 1, **means, **fid, "seconds": secs})
             mlflow.log_metrics(
                 {
@@ -602,18 +610,26 @@ def train_translator(
                     "history": history,
                     "run_id": run_id,
                     "config": cfg.flat("translator"),
+                    "best": best,
                 },
                 ckpt_path,
             )
 
         final_epoch = max(start_epoch, t.epochs)
-        write_samples("final", final_epoch)
+        selected_epoch = final_epoch
+        if best is not None:  # select_epoch=fidelity: keep the most hrT2-like generator, not the last
+            trainer.g_st.load_state_dict(best["g_st"])
+            selected_epoch = int(best["epoch"])
+            log.info("translator: keeping epoch %d (fidelity score %.3f)", selected_epoch, best["score"])
+            mlflow.set_tag("selected_epoch", str(selected_epoch))
+        write_samples("final", selected_epoch)
         save_model_dir(
             trainer.g_st,
             grid,
             model_dir,
             extra={
                 "trained_epochs": final_epoch,
+                "selected_epoch": selected_epoch,
                 "profile": cfg.profile,
                 "seed": cfg.seed,
                 "mlflow_run_id": run_id,
@@ -628,7 +644,9 @@ def train_translator(
         )
         if fid_sample is not None:  # the final figures next to the model (and in the run)
             final_fid = fid_sample.score(trainer)
-            _atomic_json({"epochs": final_epoch, **final_fid.to_dict()}, out / FIDELITY_JSON)
+            _atomic_json(
+                {"epochs": final_epoch, "selected_epoch": selected_epoch, **final_fid.to_dict()}, out / FIDELITY_JSON
+            )
             mlflow.log_artifact(str(out / FIDELITY_JSON))
         info = log_model(model_dir)
         version = None
