@@ -36,6 +36,7 @@ MICRO = [
     "translator.device=cpu",
     "translator.num_threads=1",
     "translator.loss_preset=paper",  # the paper's weights (identity term on), not tiny's tuned ones
+    "translator.select_epoch=last",  # the final epoch is the model (the paper); tiny keeps the best-scored one
 ]
 
 
