@@ -261,3 +261,25 @@ def test_resume_refuses_a_different_architecture(tmp_path):
     _check_resume_compatible(saved, cfg.with_overrides(["translator.epochs=9"]), tmp_path)  # fine
     with pytest.raises(CosmosError, match="base_channels"):
         _check_resume_compatible(saved, cfg.with_overrides(["translator.base_channels=32"]), tmp_path)
+
+
+def test_random_crop_keeps_whole_slices_that_a_centre_crop_cuts(tmp_path):
+    """A wide ROI: the centre crop loses labelled voxels at the edges, the random-crop canvas keeps them all."""
+    from cosmos.data.phantom import make_phantom
+    from cosmos.translation.slices import canvas_size, random_window
+    from cosmos.translation.training import load_slices
+
+    root = make_phantom(tmp_path / "d", n_source=1, n_target=1, n_val=0, seed=2, scale="small", preview=False)
+    grid = SliceGrid(inplane_spacing=0.8, image_size=32, divisor=2)
+    centre = load_slices(root, grid)
+    whole = load_slices(root, grid, random_crop=True)
+    side = whole.source.shape[-1]
+    assert centre.source.shape[-1] == 32 and 32 < side <= 64 and side % 2 == 0
+    assert whole.target.shape[-1] == side and whole.labels.shape[-1] == side
+    kept_centre = int((centre.labels > 0).sum())
+    kept_whole = int((whole.labels > 0).sum())
+    assert kept_whole > kept_centre  # the phantom's cochleae lie outside the central 25.6 mm
+    assert canvas_size([(10, 12)], grid) == 32 and canvas_size([(200, 90)], grid) == 64
+    rng = np.random.default_rng(0)
+    corners = {random_window(rng, side, 32) for _ in range(50)}
+    assert all(0 <= t <= side - 32 and 0 <= left <= side - 32 for t, left in corners) and len(corners) > 1

@@ -167,20 +167,46 @@ def unpad(batch: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
 
 
 def volume_to_training_slices(
-    data: np.ndarray, affine: np.ndarray, grid: SliceGrid, label: np.ndarray | None = None
+    data: np.ndarray, affine: np.ndarray, grid: SliceGrid, label: np.ndarray | None = None, canvas: int | None = 0
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """All axial slices of one volume on the training grid: images (Z, 1, S, S) in [-1, 1]
-    (+ labels (Z, S, S) uint8). Constant (empty) slices are dropped: they teach nothing."""
+    (+ labels (Z, S, S) uint8). Constant (empty) slices are dropped: they teach nothing.
+
+    ``canvas``: the square size slices are centre-cropped / padded to; 0 = ``grid.image_size``;
+    None = no crop or pad (the resampled extent, for :func:`canvas_size`)."""
     lo, hi = normalisation_range(data, grid.low_percentile, grid.high_percentile)
     arr, spacing, axis = to_slices_last(normalise(data, lo, hi), affine)
     size = resampled_shape(arr.shape[:2], spacing, grid.inplane_spacing)
+    side = grid.image_size if canvas == 0 else canvas
     imgs = torch.from_numpy(np.ascontiguousarray(np.moveaxis(arr, -1, 0)))[:, None]  # (Z, 1, H, W)
-    imgs = centre_crop_or_pad(resample(imgs, size), (grid.image_size, grid.image_size))
+    imgs = resample(imgs, size)
+    if side is not None:
+        imgs = centre_crop_or_pad(imgs, (side, side))
     keep = (imgs.amax(dim=(1, 2, 3)) - imgs.amin(dim=(1, 2, 3))) > 1e-3
     labs = None
     if label is not None:
         lab = np.moveaxis(np.moveaxis(label, axis, -1), -1, 0)
         labs = resample_labels(torch.from_numpy(np.ascontiguousarray(lab)).long(), size)
-        labs = centre_crop_or_pad(labs[:, None].float(), (grid.image_size, grid.image_size), value=0)[:, 0]
+        if side is not None:
+            labs = centre_crop_or_pad(labs[:, None].float(), (side, side), value=0)[:, 0]
         labs = labs.round().to(torch.uint8)[keep]
     return imgs[keep].contiguous(), (labs.contiguous() if labs is not None else None)
+
+
+def canvas_size(extents: list[tuple[int, int]], grid: SliceGrid, cap_factor: int = 2) -> int:
+    """The square canvas that holds every resampled slice: the largest extent rounded up to the
+    network's divisor, at least ``image_size`` and at most ``cap_factor * image_size``.
+
+    Why: training on random ``image_size`` windows of this canvas (``translator.random_crop``) shows
+    the translator the whole region of interest. A fixed centre crop of a wide ROI (both cochleae
+    of a life-sized head are ~65 mm apart) never shows it the cochleae at all.
+    """
+    largest = max((max(h, w) for h, w in extents), default=grid.image_size)
+    side = int(math.ceil(largest / grid.divisor) * grid.divisor)
+    return int(min(max(side, grid.image_size), cap_factor * grid.image_size))
+
+
+def random_window(rng: np.random.Generator, canvas: int, size: int) -> tuple[int, int]:
+    """Top-left corner of a random ``size`` x ``size`` window inside a ``canvas`` x ``canvas`` slice."""
+    top, left = rng.integers(0, canvas - size + 1, size=2)
+    return int(top), int(left)

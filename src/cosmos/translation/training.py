@@ -58,7 +58,13 @@ from cosmos.translation.conversion import pick_device
 from cosmos.translation.model_io import log_model, register_model, save_model_dir
 from cosmos.translation.networks import Generator, GeneratorSpec, PatchDiscriminator, init_weights
 from cosmos.translation.samples import save_sample_grid
-from cosmos.translation.slices import SliceGrid, volume_to_training_slices
+from cosmos.translation.slices import (
+    SliceGrid,
+    canvas_size,
+    centre_crop_or_pad,
+    random_window,
+    volume_to_training_slices,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +123,13 @@ def grid_from_config(cfg: CosmosConfig) -> SliceGrid:
     )
 
 
-def load_slices(data_dir: str | Path, grid: SliceGrid) -> SliceData:
-    """Read source (ceT1 + Label) and target (hrT2) volumes of a crossMoDA root onto the slice grid."""
+def load_slices(data_dir: str | Path, grid: SliceGrid, random_crop: bool = False) -> SliceData:
+    """Read source (ceT1 + Label) and target (hrT2) volumes of a crossMoDA root onto the slice grid.
+
+    ``random_crop``: keep each slice whole on a common canvas (:func:`slices.canvas_size`) for random
+    ``image_size`` windows at training time; otherwise every slice is centre-cropped to ``image_size``.
+    """
+    canvas: int | None = None if random_crop else 0
     root = Path(data_dir)
     if not root.is_dir():
         raise CosmosError(f"{root}: data directory not found")
@@ -142,7 +153,7 @@ def load_slices(data_dir: str | Path, grid: SliceGrid) -> SliceData:
             raise CosmosError(f"{label_path}: label is not on the grid of {case.image.name} ({problem})")
         if not np.any(lab.data):
             empty_labels.append(case.case_id)
-        s, l_ = volume_to_training_slices(img.data, img.affine, grid, lab.data)
+        s, l_ = volume_to_training_slices(img.data, img.affine, grid, lab.data, canvas=canvas)
         assert l_ is not None  # labels in, labels out
         src.append(s.half())
         labs.append(l_)
@@ -150,10 +161,15 @@ def load_slices(data_dir: str | Path, grid: SliceGrid) -> SliceData:
         files += [case.image, label_path]
     for j, case in enumerate(progress(ds.target, desc="load hrT2", unit="vol")):
         img = nifti.load(case.image)
-        t, _ = volume_to_training_slices(img.data, img.affine, grid)
+        t, _ = volume_to_training_slices(img.data, img.affine, grid, canvas=canvas)
         tgt.append(t.half())
         tgt_idx.append(np.full(len(t), j))
         files.append(case.image)
+    if random_crop:  # whole slices of varying extent: onto one canvas
+        side = canvas_size([(int(x.shape[-2]), int(x.shape[-1])) for x in src + tgt], grid)
+        src = [centre_crop_or_pad(x, (side, side)) for x in src]
+        labs = [centre_crop_or_pad(x[:, None].float(), (side, side), value=0)[:, 0].to(torch.uint8) for x in labs]
+        tgt = [centre_crop_or_pad(x, (side, side)) for x in tgt]
     data = SliceData(
         torch.cat(src), torch.cat(labs), torch.cat(tgt), np.concatenate(vol_idx), np.concatenate(tgt_idx), files
     )
@@ -161,8 +177,8 @@ def load_slices(data_dir: str | Path, grid: SliceGrid) -> SliceData:
         raise CosmosError(f"{root}: every slice is empty (constant) in the source or target images")
     log.info(
         "training slices on a %dx%d grid at %.2f mm: %d ceT1 (%d with foreground), %d hrT2%s",
-        grid.image_size,
-        grid.image_size,
+        data.source.shape[-1],
+        data.source.shape[-1],
         grid.inplane_spacing,
         len(data.source),
         int(data.foreground.sum()),
@@ -522,7 +538,7 @@ def train_translator(
             sched.gamma = t.lr_decay
         log.info("resuming translator training from %s after epoch %d", ckpt_path, start_epoch)
 
-    data = load_slices(data_dir, grid)
+    data = load_slices(data_dir, grid, random_crop=t.random_crop)
     digest = tracking.dataset_digest(data.files)
     tracking.setup(tracking.resolve_tracking_uri(tracking_uri, out), cfg.tracking.experiment)
     run = _start_or_resume_run(run_json, cfg, digest)
@@ -563,6 +579,13 @@ def train_translator(
                 x_s = data.source[src_idx[sl]].float()
                 y_s = data.labels[src_idx[sl]].long()
                 x_t = data.target[tgt_idx[sl]].float()
+                side = data.source.shape[-1]
+                if side > t.image_size:  # random_crop: a random window of each batch's canvas
+                    top, left = random_window(rng, side, t.image_size)
+                    win = (..., slice(top, top + t.image_size), slice(left, left + t.image_size))
+                    x_s, y_s = x_s[win], y_s[win]
+                    top, left = random_window(rng, side, t.image_size)
+                    x_t = x_t[(..., slice(top, top + t.image_size), slice(left, left + t.image_size))]
                 if t.flip_augment:
                     x_s, y_s = random_flips(rng, x_s, y_s)
                     (x_t,) = random_flips(rng, x_t)
