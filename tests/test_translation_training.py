@@ -246,7 +246,15 @@ def test_select_epoch_fidelity_keeps_the_best_scored_generator(phantom, tmp_path
     best = int(np.argmax(scores)) + 1  # first maximum, as the trainer keeps the first of equal scores
     fid = json.loads((tmp_path / "run" / "fidelity.json").read_text())
     assert fid["selected_epoch"] == best and fid["epochs"] == 3
-    # the final figures are re-scored with the kept weights: they equal that epoch's figures
+    # the final figures are that epoch's figures
     assert fid["w1"] == pytest.approx(res.history[best - 1]["fidelity_w1"], abs=1e-6)
     meta = json.loads((res.model_dir / "translator.json").read_text())
     assert meta["selected_epoch"] == best
+    # and the saved generator holds exactly that epoch's weights
+    import torch
+
+    from cosmos.translation.model_io import load_model_dir
+
+    kept = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["best"]["g_st"]
+    saved = load_model_dir(res.model_dir).generator.state_dict()
+    assert all(torch.equal(saved[k].cpu(), v) for k, v in kept.items())

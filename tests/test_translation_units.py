@@ -281,5 +281,7 @@ def test_random_crop_keeps_whole_slices_that_a_centre_crop_cuts(tmp_path):
     assert kept_whole > kept_centre  # the phantom's cochleae lie outside the central 25.6 mm
     assert canvas_size([(10, 12)], grid) == 32 and canvas_size([(200, 90)], grid) == 64
     rng = np.random.default_rng(0)
-    corners = {random_window(rng, side, 32) for _ in range(50)}
+    windows = [random_window(rng, side, 32) for _ in range(50)]
+    corners = {(w[1].start, w[2].start) for w in windows}
     assert all(0 <= t <= side - 32 and 0 <= left <= side - 32 for t, left in corners) and len(corners) > 1
+    assert all(whole.source[w].shape[-2:] == (32, 32) for w in windows)

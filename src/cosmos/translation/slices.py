@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -167,30 +168,34 @@ def unpad(batch: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
 
 
 def volume_to_training_slices(
-    data: np.ndarray, affine: np.ndarray, grid: SliceGrid, label: np.ndarray | None = None, canvas: int | None = 0
+    data: np.ndarray, affine: np.ndarray, grid: SliceGrid, label: np.ndarray | None = None, crop: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """All axial slices of one volume on the training grid: images (Z, 1, S, S) in [-1, 1]
     (+ labels (Z, S, S) uint8). Constant (empty) slices are dropped: they teach nothing.
 
-    ``canvas``: the square size slices are centre-cropped / padded to; 0 = ``grid.image_size``;
-    None = no crop or pad (the resampled extent, for :func:`canvas_size`)."""
+    ``crop=False`` keeps the resampled extent (no centre crop or pad to ``image_size``): the caller
+    puts slices of several volumes onto one canvas (:func:`canvas_size`, ``translator.random_crop``)."""
     lo, hi = normalisation_range(data, grid.low_percentile, grid.high_percentile)
     arr, spacing, axis = to_slices_last(normalise(data, lo, hi), affine)
     size = resampled_shape(arr.shape[:2], spacing, grid.inplane_spacing)
-    side = grid.image_size if canvas == 0 else canvas
     imgs = torch.from_numpy(np.ascontiguousarray(np.moveaxis(arr, -1, 0)))[:, None]  # (Z, 1, H, W)
     imgs = resample(imgs, size)
-    if side is not None:
-        imgs = centre_crop_or_pad(imgs, (side, side))
+    if crop:
+        imgs = centre_crop_or_pad(imgs, (grid.image_size, grid.image_size))
     keep = (imgs.amax(dim=(1, 2, 3)) - imgs.amin(dim=(1, 2, 3))) > 1e-3
     labs = None
     if label is not None:
         lab = np.moveaxis(np.moveaxis(label, axis, -1), -1, 0)
         labs = resample_labels(torch.from_numpy(np.ascontiguousarray(lab)).long(), size)
-        if side is not None:
-            labs = centre_crop_or_pad(labs[:, None].float(), (side, side), value=0)[:, 0]
+        if crop:
+            labs = centre_crop_or_pad_labels(labs, grid.image_size)
         labs = labs.round().to(torch.uint8)[keep]
     return imgs[keep].contiguous(), (labs.contiguous() if labs is not None else None)
+
+
+def centre_crop_or_pad_labels(labels: torch.Tensor, side: int) -> torch.Tensor:
+    """:func:`centre_crop_or_pad` for label slices (Z, H, W): padded with background, same dtype."""
+    return centre_crop_or_pad(labels[:, None].float(), (side, side), value=0)[:, 0].to(labels.dtype)
 
 
 def canvas_size(extents: list[tuple[int, int]], grid: SliceGrid, cap_factor: int = 2) -> int:
@@ -206,7 +211,7 @@ def canvas_size(extents: list[tuple[int, int]], grid: SliceGrid, cap_factor: int
     return int(min(max(side, grid.image_size), cap_factor * grid.image_size))
 
 
-def random_window(rng: np.random.Generator, canvas: int, size: int) -> tuple[int, int]:
-    """Top-left corner of a random ``size`` x ``size`` window inside a ``canvas`` x ``canvas`` slice."""
-    top, left = rng.integers(0, canvas - size + 1, size=2)
-    return int(top), int(left)
+def random_window(rng: np.random.Generator, canvas: int, size: int) -> tuple[Any, slice, slice]:
+    """The index of a random ``size`` x ``size`` window of ``canvas`` x ``canvas`` slices (last two dims)."""
+    top, left = (int(v) for v in rng.integers(0, canvas - size + 1, size=2))
+    return (..., slice(top, top + size), slice(left, left + size))

@@ -62,6 +62,7 @@ from cosmos.translation.slices import (
     SliceGrid,
     canvas_size,
     centre_crop_or_pad,
+    centre_crop_or_pad_labels,
     random_window,
     volume_to_training_slices,
 )
@@ -129,7 +130,6 @@ def load_slices(data_dir: str | Path, grid: SliceGrid, random_crop: bool = False
     ``random_crop``: keep each slice whole on a common canvas (:func:`slices.canvas_size`) for random
     ``image_size`` windows at training time; otherwise every slice is centre-cropped to ``image_size``.
     """
-    canvas: int | None = None if random_crop else 0
     root = Path(data_dir)
     if not root.is_dir():
         raise CosmosError(f"{root}: data directory not found")
@@ -153,7 +153,7 @@ def load_slices(data_dir: str | Path, grid: SliceGrid, random_crop: bool = False
             raise CosmosError(f"{label_path}: label is not on the grid of {case.image.name} ({problem})")
         if not np.any(lab.data):
             empty_labels.append(case.case_id)
-        s, l_ = volume_to_training_slices(img.data, img.affine, grid, lab.data, canvas=canvas)
+        s, l_ = volume_to_training_slices(img.data, img.affine, grid, lab.data, crop=not random_crop)
         assert l_ is not None  # labels in, labels out
         src.append(s.half())
         labs.append(l_)
@@ -161,14 +161,14 @@ def load_slices(data_dir: str | Path, grid: SliceGrid, random_crop: bool = False
         files += [case.image, label_path]
     for j, case in enumerate(progress(ds.target, desc="load hrT2", unit="vol")):
         img = nifti.load(case.image)
-        t, _ = volume_to_training_slices(img.data, img.affine, grid, canvas=canvas)
+        t, _ = volume_to_training_slices(img.data, img.affine, grid, crop=not random_crop)
         tgt.append(t.half())
         tgt_idx.append(np.full(len(t), j))
         files.append(case.image)
     if random_crop:  # whole slices of varying extent: onto one canvas
         side = canvas_size([(int(x.shape[-2]), int(x.shape[-1])) for x in src + tgt], grid)
         src = [centre_crop_or_pad(x, (side, side)) for x in src]
-        labs = [centre_crop_or_pad(x[:, None].float(), (side, side), value=0)[:, 0].to(torch.uint8) for x in labs]
+        labs = [centre_crop_or_pad_labels(x, side) for x in labs]
         tgt = [centre_crop_or_pad(x, (side, side)) for x in tgt]
     data = SliceData(
         torch.cat(src), torch.cat(labs), torch.cat(tgt), np.concatenate(vol_idx), np.concatenate(tgt_idx), files
@@ -521,7 +521,8 @@ def train_translator(
     grid = grid_from_config(cfg)
     trainer = TranslatorTrainer(cfg, device)
     start_epoch, history = 0, []
-    best: dict[str, Any] | None = None  # select_epoch=fidelity: {"epoch", "score", "g_st"} of the best epoch
+    best: dict[str, Any] | None = None  # select_epoch=fidelity: {"epoch", "score", "g_st", "fidelity"} of the best
+    kept_fid: fidelity.Fidelity | None = None  # figures of the generator to save, as scored during training
     if ckpt_path.exists():
         try:
             ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
@@ -581,11 +582,9 @@ def train_translator(
                 x_t = data.target[tgt_idx[sl]].float()
                 side = data.source.shape[-1]
                 if side > t.image_size:  # random_crop: a random window of each batch's canvas
-                    top, left = random_window(rng, side, t.image_size)
-                    win = (..., slice(top, top + t.image_size), slice(left, left + t.image_size))
+                    win = random_window(rng, side, t.image_size)
                     x_s, y_s = x_s[win], y_s[win]
-                    top, left = random_window(rng, side, t.image_size)
-                    x_t = x_t[(..., slice(top, top + t.image_size), slice(left, left + t.image_size))]
+                    x_t = x_t[random_window(rng, side, t.image_size)]
                 if t.flip_augment:
                     x_s, y_s = random_flips(rng, x_s, y_s)
                     (x_t,) = random_flips(rng, x_t)
@@ -599,11 +598,13 @@ def train_translator(
             secs = time.time() - t0
             scored = fid_sample.score(trainer) if fid_sample is not None else None
             fid = scored.metrics() if scored is not None else {}
+            kept_fid = scored  # the figures of the generator that will be saved (last epoch so far)
             if t.select_epoch == "fidelity" and scored is not None:
                 score = scored.score()
                 if best is None or score > best["score"]:
                     state = {k: v.detach().cpu().clone() for k, v in trainer.g_st.state_dict().items()}
-                    best = {"epoch": epoch + 1, "score": score, "g_st": state}
+                    best = {"epoch": epoch + 1, "score": score, "g_st": state, "fidelity": scored}
+                kept_fid = best.get("fidelity")
             history.append({"epoch": epoch + 1, **means, **fid, "seconds": secs})
             mlflow.log_metrics(
                 {
@@ -666,7 +667,8 @@ def train_translator(
             },
         )
         if fid_sample is not None:  # the final figures next to the model (and in the run)
-            final_fid = fid_sample.score(trainer)
+            # the kept generator was scored in its epoch; score again only after a resume that trained nothing
+            final_fid = kept_fid if kept_fid is not None else fid_sample.score(trainer)
             _atomic_json(
                 {"epochs": final_epoch, "selected_epoch": selected_epoch, **final_fid.to_dict()}, out / FIDELITY_JSON
             )
