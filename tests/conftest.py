@@ -203,3 +203,20 @@ CUT_BUDGET = (
 def cut_budget() -> list[str]:
     """``--set`` overrides of the end-to-end tests (see CUT_BUDGET)."""
     return list(CUT_BUDGET)
+
+
+def run_ingest(ops, data, **given):
+    """``ingest_validate``'s python_func with a tiny run's arguments; ``given`` overrides any of them."""
+    from cosmos.config import load_config
+
+    args = dict(
+        data_uri="",
+        val_labels_uri="",
+        folds=[0],
+        compiled_rounds=load_config("tiny").selftraining.rounds,  # the K a tiny run's ingest checks against
+        require_source=True,
+        profile="tiny",
+        config="",
+        work_root="",
+    )
+    return ops.ingest_validate.python_func(data=data, **dict(args, **given))

@@ -11,12 +11,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import run_ingest
 from kfp.dsl import Dataset, Metrics
 
 from components import build
-from cosmos.config import load_config
-
-TINY_K = load_config("tiny").selftraining.rounds  # the K a tiny run's ingest checks against
 
 
 @pytest.fixture(scope="module")
@@ -40,17 +38,7 @@ def test_ingest_validate_on_the_builtin_phantom_and_reuse(ops, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     out = Dataset(name="data", uri=str(tmp_path / "run1" / "data"))
-    res = ops.ingest_validate.python_func(
-        data_uri="",
-        val_labels_uri="",
-        folds=[0],
-        compiled_rounds=TINY_K,
-        require_source=True,
-        profile="tiny",
-        config=SMALL_PHANTOM,
-        work_root=str(work),
-        data=out,
-    )
+    res = run_ingest(ops, out, config=SMALL_PHANTOM, work_root=str(work))
     assert (res.has_val_labels, res.n_source, res.n_target, res.n_validation) == (True, 2, 2, 2)
     root = Path(out.path)
     assert len(list((root / "source_training").glob("*_ceT1.nii.gz"))) == 2
@@ -59,17 +47,7 @@ def test_ingest_validate_on_the_builtin_phantom_and_reuse(ops, tmp_path):
     # a second local run reuses the finished stage (no regeneration)
     stamp = (next(work.glob("ingest-*")) / "DONE").stat().st_mtime
     out2 = Dataset(name="data", uri=str(tmp_path / "run2" / "data"))
-    res2 = ops.ingest_validate.python_func(
-        data_uri="",
-        val_labels_uri="",
-        folds=[0],
-        compiled_rounds=TINY_K,
-        require_source=True,
-        profile="tiny",
-        config=SMALL_PHANTOM,
-        work_root=str(work),
-        data=out2,
-    )
+    res2 = run_ingest(ops, out2, config=SMALL_PHANTOM, work_root=str(work))
     assert tuple(res2) == tuple(res)
     assert (next(work.glob("ingest-*")) / "DONE").stat().st_mtime == stamp
     assert Path(out2.path).resolve() == root.resolve()
@@ -83,17 +61,7 @@ def test_ingest_validate_bad_data_is_a_cosmos_error(ops, tmp_path):
     (bad / "source_training" / "crossmoda_1_ceT1.nii.gz").write_bytes(b"not a nifti")
     out = Dataset(name="data", uri=str(tmp_path / "out"))
     with pytest.raises(CosmosError):
-        ops.ingest_validate.python_func(
-            data_uri=str(bad),
-            val_labels_uri="",
-            folds=[0],
-            compiled_rounds=TINY_K,
-            require_source=True,
-            profile="tiny",
-            config="",
-            work_root="",
-            data=out,
-        )
+        run_ingest(ops, out, data_uri=str(bad))
 
 
 def test_evaluate_scores_predictions_and_fills_the_metrics_artifact(ops, phantom, tmp_path):
@@ -375,29 +343,9 @@ def test_ingest_refuses_a_config_that_disagrees_with_the_compiled_dag(ops, tmp_p
 
     out = Dataset(name="data", uri=str(tmp_path / "d"))
     with pytest.raises(CosmosError, match="recompile"):
-        ops.ingest_validate.python_func(
-            data_uri="",
-            val_labels_uri="",
-            folds=[0],
-            compiled_rounds=3,
-            require_source=True,
-            profile="tiny",
-            config="",
-            work_root="",
-            data=out,
-        )
+        run_ingest(ops, out, compiled_rounds=3)
     with pytest.raises(CosmosError, match="folds"):
-        ops.ingest_validate.python_func(
-            data_uri="",
-            val_labels_uri="",
-            folds=[0, 1, 2, 3, 4],
-            compiled_rounds=TINY_K,
-            require_source=True,
-            profile="tiny",
-            config="",
-            work_root="",
-            data=out,
-        )
+        run_ingest(ops, out, folds=[0, 1, 2, 3, 4])
 
 
 @pytest.mark.slow

@@ -12,12 +12,10 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import run_ingest
 from kfp.dsl import Dataset, Metrics
 
 from components import build
-from cosmos.config import load_config
-
-TINY_K = load_config("tiny").selftraining.rounds  # the K a tiny run's ingest checks against
 
 
 @pytest.fixture
@@ -52,17 +50,7 @@ def test_ingest_component_reads_s3_and_evaluate_logs_to_mlflow_with_s3_artifacts
 
     # ingest from s3:// through the component
     data = Dataset(name="data", uri=str(tmp_path / "ingested"))
-    res = ops.ingest_validate.python_func(
-        data_uri="s3://cosmos-data/crossmoda",
-        val_labels_uri="",
-        folds=[0],
-        compiled_rounds=TINY_K,
-        require_source=True,
-        profile="tiny",
-        config="",
-        work_root="",
-        data=data,
-    )
+    res = run_ingest(ops, data, data_uri="s3://cosmos-data/crossmoda")
     assert (res.n_source, res.n_target, res.n_validation, res.has_val_labels) == (2, 2, 2, True)
 
     # MLflow with its artifact store in s3:// (the cluster layout, on SeaweedFS)
