@@ -83,6 +83,8 @@ def test_overrides_are_typed_and_checked():
         load_config("tiny", overrides=["translator.lr=fast"])
     with pytest.raises(ConfigError, match="folds"):
         load_config("tiny", overrides=["segmentation.folds=[0,7]"])
+    with pytest.raises(ConfigError, match="num_processes"):
+        load_config("tiny", overrides=["segmentation.num_processes=-1"])
     with pytest.raises(ConfigError, match="unknown profile"):
         load_config("huge")
 

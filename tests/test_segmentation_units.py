@@ -11,7 +11,7 @@ import pytest
 from cosmos.config import load_config
 from cosmos.data import nifti
 from cosmos.errors import CosmosError
-from cosmos.segmentation import export, planning
+from cosmos.segmentation import environment, export, planning
 from cosmos.segmentation.inference import collect_inputs, keep_largest_vs_component, output_name, predict
 from cosmos.segmentation.prepare import load_prepared
 from cosmos.segmentation.training import train_fold
@@ -114,6 +114,15 @@ def test_precheck_rejects_misaligned_label_and_bad_values(tmp_path):
     assert "crossmoda_2_Label.nii.gz: unexpected label values [5]" in str(err.value)
 
 
+def test_precheck_names_cases_whose_label_holds_no_structure(tmp_path):
+    pseudo = _write_pseudo(tmp_path / "p", [1, 2])
+    nifti.save(pseudo / "crossmoda_2_Label.nii.gz", np.zeros(SHAPE, np.uint8), affine=_affine(2), label=True)
+    folder = export.export_raw_dataset(export.collect_pseudo_cases(pseudo), tmp_path / "raw", 700, 0)
+    assert planning.precheck_raw_dataset(folder, json.loads((folder / "cases.json").read_text())) == [
+        "pseudo_crossmoda_2"
+    ]
+
+
 def test_export_passes_nnunet_integrity_check(tmp_path):
     """nnU-Net's own verify_dataset_integrity on a student-round export (pseudo + real, oblique affines)."""
     pseudo = _write_pseudo(tmp_path / "pseudo", [1, 2, 3])
@@ -122,10 +131,29 @@ def test_export_passes_nnunet_integrity_check(tmp_path):
     cases = export.collect_pseudo_cases(pseudo) + export.collect_real_cases(tmp_path / "t", tmp_path / "pl")
     folder = export.export_raw_dataset(cases, tmp_path / "raw", 701, 1)
     planning.verify_integrity(folder, num_processes=1)  # raises CosmosError on any problem
-    # and the check really checks: a missing label makes it fail
+    with environment.dataset_pools_in_process():  # segmentation.num_processes=0: the same check, no processes
+        planning.verify_integrity(folder, num_processes=1)
+    # and the check really checks: a missing label makes it fail, in worker processes or in threads
     (folder / "labelsTr" / "real_crossmoda_107.nii.gz").unlink()
     with pytest.raises(CosmosError, match="integrity"):
         planning.verify_integrity(folder, num_processes=1)
+    with pytest.raises(CosmosError, match="integrity"), environment.dataset_pools_in_process():
+        planning.verify_integrity(folder, num_processes=1)
+
+
+def test_dataset_pools_in_process_swaps_nnunet_pools_for_threads_and_restores_them():
+    import multiprocessing
+    from multiprocessing.pool import ThreadPool
+
+    from nnunetv2.preprocessing.preprocessors import default_preprocessor
+
+    with environment.dataset_pools_in_process():
+        assert default_preprocessor.multiprocessing.get_context("spawn").Pool is ThreadPool
+        assert multiprocessing.get_context("spawn").Pool is not ThreadPool  # only nnU-Net's name is replaced
+    assert default_preprocessor.multiprocessing is multiprocessing
+    with pytest.raises(ValueError), environment.dataset_pools_in_process():
+        raise ValueError("restored on errors too")
+    assert default_preprocessor.multiprocessing is multiprocessing
 
 
 # ------------------------------------------------------------------------------ plans
@@ -313,3 +341,33 @@ def test_selftraining_config_validation():
     ):
         with pytest.raises(ConfigError, match=match):
             load_config("tiny", overrides=[bad])
+
+
+def test_progress_plot_is_throttled_but_forced_plots_always_draw(tmp_path):
+    from nnunetv2.training.logging.nnunet_logger import MetaLogger
+
+    from cosmos.segmentation.trainer import ProgressPlotThrottledLogger
+
+    inner = MetaLogger(str(tmp_path), False)
+    logger = ProgressPlotThrottledLogger.adopt(inner)
+    for epoch in range(2):
+        for key, value in (
+            ("mean_fg_dice", 0.5),
+            ("train_losses", -0.3),
+            ("val_losses", -0.2),
+            ("lrs", 0.01),
+            ("epoch_start_timestamps", float(epoch)),
+            ("epoch_end_timestamps", epoch + 0.9),
+            ("dice_per_class_or_region", [0.5, 0.4]),
+        ):
+            logger.log(key, value, epoch)
+    assert logger.get_value("ema_fg_dice", step=-1) == pytest.approx(0.5)  # nnU-Net's own state, adopted
+    png = tmp_path / "progress.png"
+    logger.plot_progress_png(str(tmp_path))  # within a minute of the start: skipped
+    assert not png.exists()
+    logger.plot_progress_png(str(tmp_path), force=True)
+    assert png.is_file()
+    png.unlink()
+    logger.min_interval_s = 0.0  # instance override: every call draws
+    logger.plot_progress_png(str(tmp_path))
+    assert png.is_file()

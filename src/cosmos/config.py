@@ -154,7 +154,9 @@ class SegmentationConfig:
     # or a mounted directory) so a retried (preempted) fold pod resumes from it; "" = off (see
     # cosmos.segmentation.checkpoint_sync). Local runs resume from their keyed work dir instead.
     checkpoint_uri: str = ""
-    num_processes: int = 2  # nnU-Net worker pools (integrity check, fingerprint, preprocess, validation)
+    # nnU-Net worker pools (integrity check, fingerprint, preprocess, validation); 0 = none: those run
+    # in the calling process (a few small cases: spawned workers cost more than the work)
+    num_processes: int = 2
     da_workers: int = -1  # augmentation processes: -1 = auto (0 on CPU: in-process, bit-identical; a few on GPU)
     compile: bool = False  # torch.compile the network (GPU only; warm-up dominates short runs)
     tile_step_size: float = 0.5  # sliding-window overlap at inference (nnU-Net default)
@@ -425,6 +427,8 @@ def validate(cfg: CosmosConfig) -> None:
     _validate_selftraining(cfg.selftraining)
     if not 0.0 <= s.oversample_foreground <= 1.0:
         raise ConfigError(f"segmentation.oversample_foreground must be within 0..1, got {s.oversample_foreground}")
+    if s.num_processes < 0:
+        raise ConfigError(f"segmentation.num_processes must be >= 0 (0 = no worker processes), got {s.num_processes}")
     if s.mirror_axes is not None and (not s.mirror_axes or any(a not in (0, 1, 2) for a in s.mirror_axes)):
         raise ConfigError(
             f"segmentation.mirror_axes must be null or a non-empty subset of [0, 1, 2], got {s.mirror_axes}"
@@ -549,6 +553,9 @@ def _profile_dict(name: str) -> dict[str, Any]:
                 "probabilistic_oversampling": True,
                 "mirroring": False,  # validation predictions without test-time flips (8x the time)...
                 "mirror_axes": [2],  # ... pseudo-labels always flip, here along one in-plane axis only (2x)
+                # nnU-Net's dataset pools in-process: spawned workers each import torch (~3 s), which cost a
+                # prepare of 16 small cases more than the work (see segmentation.environment)
+                "num_processes": 0,
             },
             "selftraining": {
                 # One student (the demo's 10 minutes buy a teacher and one student at 240 iterations each, not
@@ -611,6 +618,7 @@ def _profile_dict(name: str) -> dict[str, Any]:
                 "probabilistic_oversampling": True,
                 "mirroring": False,
                 "mirror_axes": [2],
+                "num_processes": 0,  # as `tiny`: 16-32 small cases
             },
             "selftraining": {
                 "rounds": 3,

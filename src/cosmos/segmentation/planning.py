@@ -49,12 +49,12 @@ def cosmos_configuration_name(base: str) -> str:
     return f"{base}{CONFIGURATION_SUFFIX}"
 
 
-def precheck_raw_dataset(raw_folder: Path, cases_meta: dict) -> None:
+def precheck_raw_dataset(raw_folder: Path, cases_meta: dict) -> list[str]:
     """Our own readable checks before nnU-Net's (whose messages come from worker processes).
 
     Image and label on the same grid (shape + affine), labels only 0/1/2 -- plus the ignore label
     dataset.json declares, in pseudo-labels (kind ``real``) only. Raises CosmosError naming the
-    source files.
+    source files. Returns the nnU-Net ids whose label holds no structure (legal, worth a mention).
     """
     from cosmos.data import nifti
 
@@ -66,6 +66,7 @@ def precheck_raw_dataset(raw_folder: Path, cases_meta: dict) -> None:
     )
     ignore = declared.get("ignore")
     problems = []
+    empty = []
     for nn_id, meta in cases_meta.items():
         img_p = raw_folder / "imagesTr" / f"{nn_id}_0000.nii.gz"
         lab_p = raw_folder / "labelsTr" / f"{nn_id}.nii.gz"
@@ -79,7 +80,10 @@ def precheck_raw_dataset(raw_folder: Path, cases_meta: dict) -> None:
         if diff:
             problems.append(f"{meta['label']}: not on the grid of {meta['image']} ({diff})")
         allowed = set(labels) | ({int(ignore)} if ignore is not None and meta.get("kind") == "real" else set())
-        extra = sorted(set(np.unique(lab.data).tolist()) - allowed)
+        values = set(np.unique(lab.data).tolist())
+        if not values & {1, 2}:
+            empty.append(nn_id)
+        extra = sorted(values - allowed)
         if extra:
             problems.append(
                 f"{meta['label']}: unexpected label values {extra} (allowed: "
@@ -89,6 +93,7 @@ def precheck_raw_dataset(raw_folder: Path, cases_meta: dict) -> None:
             )
     if problems:
         raise CosmosError("dataset export has problems:\n  " + "\n  ".join(problems))
+    return empty
 
 
 def verify_integrity(raw_folder: Path, num_processes: int) -> None:

@@ -17,6 +17,7 @@ Every fold task gets the same prepared directory read-only; ``train_fold`` point
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -114,7 +115,6 @@ def _file_digest(path: Path) -> str:
 def _label_digest(path: Path) -> str:
     """Digest of a label's voxels and grid, not of its gzip bytes (a re-written identical label keeps it)."""
     import nibabel as nib
-    import numpy as np
 
     img = cast(nib.Nifti1Image, nib.load(str(path)))  # .nii(.gz): Nifti1Image or its subclass Nifti2Image
     arr = np.ascontiguousarray(np.asanyarray(img.dataobj).astype(np.uint8))
@@ -149,13 +149,6 @@ def _compute_training_set(raw_folder: Path) -> dict:
 
 def _summary_digest(training_set: dict) -> str:
     return hashlib.sha256(json.dumps(training_set, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _has_foreground(label: Path) -> bool:
-    """Whether a training label holds any structure (an empty one is legal but worth a mention)."""
-    from cosmos.data.nifti import load
-
-    return bool(np.any(load(label, label=True).data))
 
 
 def _inputs_digest(
@@ -300,14 +293,18 @@ def prepare_round(
     seg = cfg.segmentation
     raw_folder = export.export_raw_dataset(cases, out / RAW_DIR, dataset_id, round_index, ignore_label=ignore_label)
     cases_meta = json.loads((raw_folder / "cases.json").read_text())
-    planning.precheck_raw_dataset(raw_folder, cases_meta)
+    empty = [cases_meta[nn_id]["case_id"] for nn_id in planning.precheck_raw_dataset(raw_folder, cases_meta)]
     training_set = _compute_training_set(raw_folder)
     (out / TRAINING_SET_FILE).write_text(json.dumps(training_set, indent=2))
     name = export.dataset_name(dataset_id, round_index)
     pre_folder = out / PREPROCESSED_DIR / name
     pre_folder.mkdir(parents=True, exist_ok=True)
-    with environment.nnunet_env(
-        raw=out / RAW_DIR, preprocessed=out / PREPROCESSED_DIR, n_proc_da=None, num_processes=seg.num_processes
+    in_process = environment.dataset_pools_in_process() if seg.num_processes == 0 else contextlib.nullcontext()
+    with (
+        environment.nnunet_env(
+            raw=out / RAW_DIR, preprocessed=out / PREPROCESSED_DIR, n_proc_da=None, num_processes=seg.num_processes
+        ),
+        in_process,
     ):
         if source is None:
             nn_plans = planning.plan_and_preprocess(dataset_id, raw_folder, pre_folder, seg)
@@ -342,7 +339,6 @@ def prepare_round(
     (out / MANIFEST).write_text(prepared.to_json())  # written last: its presence means "complete"
     cfgm = plans["configurations"][configuration]
     base = plans["configurations"][seg.configuration]
-    empty = [c.case_id for c in cases if not _has_foreground(Path(c.label))]
     log.info(
         "round %d prepared in %s: %d cases (%d pseudo, %d real%s); %s patch %s, batch %d, features %s",
         round_index,
