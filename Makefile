@@ -10,6 +10,8 @@ STAMP := $(VENV)/.cosmos-installed
 OUT ?= cosmos-out
 ARGS ?=
 PYTEST_ARGS ?=
+# test files run on this many pytest-xdist workers (a file's tests stay on one worker: module fixtures run once)
+TEST_WORKERS ?= 2
 
 .PHONY: install run test lint clean
 
@@ -30,7 +32,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -220,3 +220,11 @@ def run_ingest(ops, data, **given):
         work_root="",
     )
     return ops.ingest_validate.python_func(data=data, **dict(args, **given))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files holding slow (end-to-end) tests first, so that with ``make test``'s two xdist workers
+    (``--dist loadfile``) the minutes-long files start at once and the quick ones fill in around
+    them, instead of one long file starting last. Order within a file is kept."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: keeps file and test order
