@@ -6,7 +6,7 @@
     round k = 0..K (unrolled here, at compile time; KFP v2 has no dynamic loops):
         prepare_round(pseudo, data, kept[k-1]) ──► start_round_run (MLflow round run)
         ParallelFor fold in folds (parallelism N): train_fold(teacher models[k-1]) ──► fold model  [GPU]
-        predict_pseudo_labels(Collected(fold models), kept[k-1]) ──► kept[k]                        [GPU]
+        predict_pseudo_labels(Collected(fold models), kept[k-1]) ──► kept[k]    (not when K=0)     [GPU]
         predict_validation(Collected(fold models)) ──► evaluate ──► register_round (gate, summary)   [GPU]
     report(summary of every round) ──► bundle (report/, predictions/, metrics.json)
 
@@ -218,17 +218,23 @@ def _add_rounds(
         # a fresh fan-in per consumer: KFP cannot compile one Collected shared by several tasks
         fold_models = functools.partial(dsl.Collected, train.outputs["model"])
 
-        pl_args = dict(
-            fold_models=fold_models(), data=data, round_index=k, round_run=run.outputs["run_info"], **tracked
-        )
-        if kept is not None:
-            pl_args["previous_kept"] = kept
-        pl = _configure(
-            ops.predict_pseudo_labels(**pl_args),
-            "predict_pseudo_labels",
-            opts,
-            f"{prefix}round {k}: pseudo-labels + filter",
-        )
+        # Pseudo-labels feed the next student, and the last round's give the label-change figure (against the
+        # previous round's) and the label-free gate figure. With no student at all (K=0: the teacher-only
+        # rows of the benchmark) they would feed nothing: no next round, no earlier labels, and the gate has
+        # validation Dice or no figure either way.
+        pl = None
+        if rounds > 0:
+            pl_args = dict(
+                fold_models=fold_models(), data=data, round_index=k, round_run=run.outputs["run_info"], **tracked
+            )
+            if kept is not None:
+                pl_args["previous_kept"] = kept
+            pl = _configure(
+                ops.predict_pseudo_labels(**pl_args),
+                "predict_pseudo_labels",
+                opts,
+                f"{prefix}round {k}: pseudo-labels + filter",
+            )
         val = _configure(
             ops.predict_validation(fold_models=fold_models(), data=data, round_index=k, **row),
             "predict_validation",
@@ -256,10 +262,10 @@ def _add_rounds(
             round_index=k,
             is_final=k == rounds,
             experiment=experiment,
-            pseudo_labels=pl.outputs["pseudo_labels"],
-            kept_labels=pl.outputs["kept_labels"],
             **tracked,
         )
+        if pl is not None:
+            reg_args.update(pseudo_labels=pl.outputs["pseudo_labels"], kept_labels=pl.outputs["kept_labels"])
         if summary is not None:
             reg_args["previous"] = summary
         reg = _configure(
@@ -268,7 +274,8 @@ def _add_rounds(
             opts,
             f"{prefix}round {k}: register model + promotion gate",
         )
-        summary, models, kept = reg.outputs["summary"], reg.outputs["models"], pl.outputs["kept_labels"]
+        summary, models = reg.outputs["summary"], reg.outputs["models"]
+        kept = pl.outputs["kept_labels"] if pl is not None else None
     return summary
 
 

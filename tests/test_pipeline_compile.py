@@ -75,6 +75,16 @@ def test_one_parallel_for_over_five_folds_per_round_and_k_plus_one_rounds(compil
     assert len(by_comp["train-translator"]) == 1 and len(by_comp["report"]) == 1
 
 
+def test_a_teacher_only_dag_predicts_no_pseudo_labels(tmp_path):
+    """K=0 (the benchmark's teacher-only rows): no student to feed, no earlier labels to compare."""
+    spec, _ = _compile(tmp_path, rounds=0)
+    by_comp = _tasks_by_component(spec)
+    assert "predict-pseudo-labels" not in by_comp
+    assert len(by_comp["register-round"]) == 1 and len(by_comp["predict-validation"]) == 1
+    (reg,) = [t for name, t in spec["root"]["dag"]["tasks"].items() if name.startswith("register-round")]
+    assert not {"pseudo_labels", "kept_labels"} & set(reg["inputs"].get("artifacts", {}))
+
+
 def test_rounds_chain_kept_labels_teacher_models_and_the_final_flag(compiled):
     spec, _, _ = compiled
     dag = spec["root"]["dag"]["tasks"]
