@@ -439,12 +439,16 @@ def _run_in_a_terminal(argv: list[str], env: dict[str, str], rows: int = 40, col
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("terminal", [False, True])
-def test_a_failing_cosmos_run_prints_a_few_lines(tmp_path, terminal):
+def test_a_failing_cosmos_run_prints_a_few_lines(tmp_path_factory, terminal):
     """A real ``cosmos run`` through kfp.local whose first stage fails (no dataset): a handful of lines.
 
     ``terminal``: under a pseudo-terminal (the live view), counting the lines the screen keeps; else a pipe
-    (plain stage lines).
+    (plain stage lines). The folder is a short one at pytest's base temp: the error names its paths, and a
+    deeper folder (pytest-xdist adds ``popen-gwN/``) would wrap one more line on the 80-column screen.
     """
+    base = tmp_path_factory.getbasetemp()
+    base = base.parent if base.name.startswith("popen-") else base  # the run's base temp, with or without xdist
+    tmp_path = base / f"lv{int(terminal)}-{os.getpid()}"
     bad = tmp_path / "bad"
     (bad / "source_training").mkdir(parents=True)
     cli = "import sys; from cosmos.cli import main; sys.exit(main())"
