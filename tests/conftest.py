@@ -240,11 +240,13 @@ def pytest_configure(config):
     exactly its share."""
     import os
 
+    from cosmos.cpu import share_of_cores
+
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     n_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
     if not worker.startswith("gw") or n_workers < 2 or not hasattr(os, "sched_setaffinity"):
         return
     cores = sorted(os.sched_getaffinity(0))
-    share = max(1, len(cores) // n_workers)
+    share = share_of_cores(n_workers)
     index = int(worker[2:]) % max(1, len(cores) // share)
     os.sched_setaffinity(0, set(cores[index * share : (index + 1) * share]))

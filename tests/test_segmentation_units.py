@@ -151,6 +151,10 @@ def test_dataset_pools_in_process_swaps_nnunet_pools_for_threads_and_restores_th
         assert default_preprocessor.multiprocessing.get_context("spawn").Pool is ThreadPool
         assert multiprocessing.get_context("spawn").Pool is not ThreadPool  # only nnU-Net's name is replaced
     assert default_preprocessor.multiprocessing is multiprocessing
+    with environment.nnunet_env(num_processes=0):  # segmentation.num_processes=0 means exactly this
+        assert default_preprocessor.multiprocessing.get_context("spawn").Pool is ThreadPool
+    with environment.nnunet_env(num_processes=2):
+        assert default_preprocessor.multiprocessing is multiprocessing
     with pytest.raises(ValueError), environment.dataset_pools_in_process():
         raise ValueError("restored on errors too")
     assert default_preprocessor.multiprocessing is multiprocessing

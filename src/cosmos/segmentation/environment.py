@@ -79,6 +79,8 @@ def nnunet_env(
     ``n_proc_da``: an int sets ``nnUNet_n_proc_DA``; None UNSETS it (planning); omitted leaves it.
     ``torch_threads`` > 0 sets torch's intra-op threads for the block (restored after); callers
     resolve the config's ``0`` = auto with :func:`cosmos.cpu.resolve_threads` (why: cosmos.cpu).
+    ``num_processes`` 0 (``segmentation.num_processes: 0``): nnU-Net's dataset pools run in this
+    process for the block (:func:`dataset_pools_in_process`); its other pools get one worker.
     """
     wanted: dict[str, str | None] = {}
     for var, value in zip(_PATH_VARS, (raw, preprocessed, results)):
@@ -101,7 +103,8 @@ def nnunet_env(
             else:
                 os.environ[k] = v
         set_process_defaults(num_processes)
-        yield
+        with dataset_pools_in_process() if num_processes == 0 else contextlib.nullcontext():
+            yield
     finally:
         if saved_threads is not None:
             import torch

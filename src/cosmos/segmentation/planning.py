@@ -81,7 +81,7 @@ def precheck_raw_dataset(raw_folder: Path, cases_meta: dict) -> list[str]:
             problems.append(f"{meta['label']}: not on the grid of {meta['image']} ({diff})")
         allowed = set(labels) | ({int(ignore)} if ignore is not None and meta.get("kind") == "real" else set())
         values = set(np.unique(lab.data).tolist())
-        if not values & {1, 2}:
+        if not values & (set(labels) - {0}):
             empty.append(nn_id)
         extra = sorted(values - allowed)
         if extra:

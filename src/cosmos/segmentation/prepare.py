@@ -17,7 +17,6 @@ Every fold task gets the same prepared directory read-only; ``train_fold`` point
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -299,12 +298,8 @@ def prepare_round(
     name = export.dataset_name(dataset_id, round_index)
     pre_folder = out / PREPROCESSED_DIR / name
     pre_folder.mkdir(parents=True, exist_ok=True)
-    in_process = environment.dataset_pools_in_process() if seg.num_processes == 0 else contextlib.nullcontext()
-    with (
-        environment.nnunet_env(
-            raw=out / RAW_DIR, preprocessed=out / PREPROCESSED_DIR, n_proc_da=None, num_processes=seg.num_processes
-        ),
-        in_process,
+    with environment.nnunet_env(
+        raw=out / RAW_DIR, preprocessed=out / PREPROCESSED_DIR, n_proc_da=None, num_processes=seg.num_processes
     ):
         if source is None:
             nn_plans = planning.plan_and_preprocess(dataset_id, raw_folder, pre_folder, seg)
