@@ -110,3 +110,36 @@ def test_score_rewards_signs_and_penalises_distance():
     assert fid(0.6, 1.0, 1.0).score() < fid(0.1, 0.5, 0.5).score()  # signs alone do not win
     assert fid(0.1, float("nan"), 1.0).score() == pytest.approx(0.25)  # a missing structure counts as failed
     assert "fidelity_score" in fid(0.1, 1.0, 1.0).metrics()
+
+
+def _choose(scores: list[float], n_source: int) -> int:
+    choice = fidelity.EpochChoice(fidelity.tie_margin(n_source))
+    for epoch, score in enumerate(scores, start=1):
+        choice.offer(epoch, score)
+    return choice.epoch
+
+
+def test_epoch_choice_takes_the_latest_near_best_epoch():
+    """Ties (within one case's sign flip) go to the latest epoch; a collapsed epoch never wins."""
+    assert fidelity.tie_margin(8) == pytest.approx(0.0625)
+    # an early best, then a plateau within the margin: the plateau's last epoch
+    assert _choose([0.1, 0.85, 0.82, 0.80, 0.81], 8) == 5
+    # the run collapses at its end (a sign test fails for most cases): the last epoch before it
+    assert _choose([0.1, 0.80, 0.83, 0.82, 0.24], 8) == 4
+    # a later, clearly better epoch raises the bar: the earlier plateau no longer counts
+    assert _choose([0.70, 0.72, 0.95, 0.71], 8) == 3
+    # a wider margin for fewer cases
+    assert _choose([0.9, 0.8], 4) == 2 and _choose([0.9, 0.8], 8) == 1
+    # non-finite scores are never chosen
+    assert _choose([float("-inf"), 0.5, float("nan")], 8) == 2
+    assert _choose([float("nan")], 8) == 0
+
+
+def test_epoch_choice_on_the_small_profiles_measured_scores():
+    """The two translators of a `small` benchmark (per-epoch scores as logged): late epochs, not 6 and 9."""
+    seg = [0.134, 0.236, 0.829, 0.832, 0.774, 0.853, 0.821, 0.847, 0.838, 0.824, 0.747, 0.844]
+    seg += [0.802, 0.778, 0.811, 0.239, 0.819, 0.690, 0.779, 0.743, 0.810, 0.817, 0.806, 0.808]
+    plain = [0.089, 0.108, 0.176, 0.740, 0.814, 0.788, 0.573, 0.837, 0.837, 0.561, 0.832, 0.675]
+    plain += [0.797, 0.824, 0.800, 0.782, 0.827, 0.772, 0.837, 0.775, 0.823, 0.817, 0.820, 0.742]
+    assert _choose(seg, 8) == 24
+    assert _choose(plain, 8) == 23

@@ -101,9 +101,10 @@ class TranslatorConfig:
     norm_low_percentile: float = 0.5  # per-volume robust min-max: clip to these percentiles, map to [-1, 1]
     norm_high_percentile: float = 99.5
     fidelity_cases: int = 4  # source/target volumes scored per epoch (translation fidelity); 0 = off
-    # Which generator to keep: last = the final epoch's (the paper); fidelity = the epoch with the best
-    # label-free fidelity score (cosmos.translation.fidelity.Fidelity.score). Why: a short GAN run
-    # oscillates between hrT2-like and ceT1-like epochs, and the last one is a coin toss.
+    # Which generator to keep: last = the final epoch's (the paper); fidelity = the latest epoch whose
+    # label-free fidelity score (cosmos.translation.fidelity.Fidelity.score) is within one case of the
+    # best (fidelity.EpochChoice). Why: a short GAN run can collapse into a ceT1-like epoch at its end,
+    # and among near-tied epochs the later one has had more of the segmentation terms.
     select_epoch: str = "last"
 
 

@@ -521,7 +521,8 @@ def train_translator(
     grid = grid_from_config(cfg)
     trainer = TranslatorTrainer(cfg, device)
     start_epoch, history = 0, []
-    best: dict[str, Any] | None = None  # select_epoch=fidelity: {"epoch", "score", "g_st", "fidelity"} of the best
+    # select_epoch=fidelity: {"epoch", "score", "top", "g_st", "fidelity"} of the chosen epoch (fidelity.EpochChoice)
+    best: dict[str, Any] | None = None
     kept_fid: fidelity.Fidelity | None = None  # figures of the generator to save, as scored during training
     if ckpt_path.exists():
         try:
@@ -551,6 +552,10 @@ def train_translator(
         sample_lab = data.labels[sample_idx].numpy()
         sample_tgt = data.target[pick_reference_targets(data, len(sample_idx))].float()
         fid_sample = fidelity_sample(data, t.fidelity_cases)
+        choice = fidelity.EpochChoice(fidelity.tie_margin(len(fid_sample.source) if fid_sample else 1))
+        if best is not None:  # resumed: the chosen epoch so far and the top score it was measured against
+            choice.epoch, choice.score = int(best["epoch"]), float(best["score"])
+            choice.top = float(best.get("top", best["score"]))
         per_epoch = t.slices_per_epoch or max(len(data.source), len(data.target))
         steps = max(1, int(math.ceil(per_epoch / t.batch_size)))
 
@@ -600,11 +605,12 @@ def train_translator(
             fid = scored.metrics() if scored is not None else {}
             kept_fid = scored  # the figures of the generator that will be saved (last epoch so far)
             if t.select_epoch == "fidelity" and scored is not None:
-                score = scored.score()
-                if best is None or score > best["score"]:
+                if choice.offer(epoch + 1, scored.score()):
                     state = {k: v.detach().cpu().clone() for k, v in trainer.g_st.state_dict().items()}
-                    best = {"epoch": epoch + 1, "score": score, "g_st": state, "fidelity": scored}
-                kept_fid = best.get("fidelity")
+                    best = {"epoch": epoch + 1, "score": choice.score, "g_st": state, "fidelity": scored}
+                if best is not None:
+                    best["top"] = choice.top
+                    kept_fid = best.get("fidelity")
             history.append({"epoch": epoch + 1, **means, **fid, "seconds": secs})
             mlflow.log_metrics(
                 {
@@ -641,10 +647,16 @@ def train_translator(
 
         final_epoch = max(start_epoch, t.epochs)
         selected_epoch = final_epoch
-        if best is not None:  # select_epoch=fidelity: keep the most hrT2-like generator, not the last
+        if best is not None:  # select_epoch=fidelity: the latest near-best generator, not a collapsed last one
             trainer.g_st.load_state_dict(best["g_st"])
             selected_epoch = int(best["epoch"])
-            log.info("translator: keeping epoch %d (fidelity score %.3f)", selected_epoch, best["score"])
+            log.info(
+                "translator: keeping epoch %d (fidelity score %.3f; best %.3f, ties within %.3f)",
+                selected_epoch,
+                best["score"],
+                best.get("top", best["score"]),
+                choice.margin,
+            )
             mlflow.set_tag("selected_epoch", str(selected_epoch))
         write_samples("final", selected_epoch)
         save_model_dir(
