@@ -5,7 +5,10 @@ folder. Prints one line per pipeline stage (its own compute seconds, as the comp
 them in ``OUT/work/timings.jsonl``), the stages grouped as the paper's phases, and the total wall
 time against the target. Not a test.
 
-    python benchmarks/demo_time.py [--out DIR] [--profile tiny] [--set KEY=VALUE ...]
+    python benchmarks/demo_time.py [--out DIR] [--data DIR] [--profile tiny] [--set KEY=VALUE ...]
+
+``--data``: a crossMoDA folder instead of the built-in phantom (with ``target_validation_labels/``
+for the accuracy lines), e.g. ``cosmos phantom DIR --scale full`` for life-sized heads.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ PHASES = (
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None, help="output folder (default: a fresh temporary folder, removed)")
+    parser.add_argument("--data", default=None, help="crossMoDA folder (default: the built-in phantom)")
     parser.add_argument("--profile", default="tiny")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
@@ -38,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from local_overhead import run_fresh
 
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="cosmos-demo-"))
-    run = run_fresh(out, args.profile, args.overrides)
+    run = run_fresh(out, args.profile, args.overrides, data=args.data)
     if run is None:
         return 2
     _cfg, wall, rows = run

@@ -43,8 +43,9 @@ def critical_path_seconds(rows: list[dict]) -> float:
     return total + sum(max(v) for v in folds.values())
 
 
-def run_fresh(out: Path, profile: str, overrides: list[str]):
-    """Run ``cosmos run``'s pipeline into a fresh ``out``; (cfg, wall seconds, stage rows) or None if not fresh."""
+def run_fresh(out: Path, profile: str, overrides: list[str], data: str | None = None):
+    """Run ``cosmos run``'s pipeline into a fresh ``out`` (on ``data``; None = the built-in phantom);
+    (cfg, wall seconds, stage rows) or None if not fresh."""
     from cosmos.config import load_config
     from cosmos.logs import setup_logging
     from pipelines.local_run import run_local
@@ -55,7 +56,7 @@ def run_fresh(out: Path, profile: str, overrides: list[str]):
         print(f"{out} already holds a run; stages would be reused. Use a fresh --out.", file=sys.stderr)
         return None
     t0 = time.perf_counter()
-    result = run_local(cfg, out, profile=profile)
+    result = run_local(cfg, out, data=data, profile=profile)
     wall = time.perf_counter() - t0
     return cfg, wall, [r for r in result.stage_seconds if not r.get("reused")]
 
