@@ -500,7 +500,7 @@ def _profile_dict(name: str) -> dict[str, Any]:
                 # term and a strong adversarial term (adv 3, cycle 5; the paper preset's identity 0.5 vs adv 0.1
                 # holds the generator at a blurred ceT1 with a bright VS; adv 1 maps the bright VS onto the bright
                 # CSF: histogram matched, VS darker than fluid in 0/4 cases after 6 and after 16 epochs). Such a
-                # short GAN run oscillates from epoch to epoch, so the most hrT2-like epoch is kept (select_epoch).
+                # short GAN run oscillates from epoch to epoch, so the latest near-best epoch is kept (select_epoch).
                 # One U-Net level (receptive field ~10 px): ceT1 -> hrT2 is mostly a local, non-monotone intensity
                 # map, and a 3-level generator spends this budget hallucinating structure (measured: best
                 # fidelity score over 6 epochs 0.49 with 3 levels, 0.53 with 2, 0.86 / 0.85 with 1 on two seeds;
