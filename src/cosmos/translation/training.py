@@ -654,7 +654,7 @@ def train_translator(
                 "translator: keeping epoch %d (fidelity score %.3f; best %.3f, ties within %.3f)",
                 selected_epoch,
                 best["score"],
-                best.get("top", best["score"]),
+                choice.top,
                 choice.margin,
             )
             mlflow.set_tag("selected_epoch", str(selected_epoch))
