@@ -81,7 +81,12 @@ def crop_roi(
 
         r = cfg.roi
         result = crop_dataset(
-            data.path, out["roi_data"], enabled=r.enabled, margin_mm=r.margin_mm, min_size_mm=r.min_size_mm
+            data.path,
+            out["roi_data"],
+            enabled=r.enabled,
+            margin_mm=r.margin_mm,
+            min_size_mm=r.min_size_mm,
+            source_extent_ratio=r.source_extent_ratio,
         )
         return {"n_cropped": sum(1 for f in result["files"].values() if f["cropped"])}
 

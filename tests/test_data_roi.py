@@ -112,3 +112,41 @@ def test_no_source_scans_means_no_crop(heads, tmp_path):
     shutil.rmtree(heads / layout.SOURCE_DIR)  # e.g. cosmos selftrain: only hrT2 folders
     result = roi.crop_dataset(heads, tmp_path / "roi")
     assert result["model"]["enabled"] is False and not any(r["cropped"] for r in result["files"].values())
+
+
+def _slab_dataset(root, source_z: int, target_z: int):
+    """Whole-head-height source scans (the head fills the field of view in z) and hrT2-like slabs."""
+    for i in (1, 2):
+        img, lab, aff = _head((80, 90, source_z), (2.0, 2.0, 2.5), shift=(0, 0, 3.0 * i))
+        _write(root, layout.SOURCE_DIR, f"crossmoda_{i}", "ceT1", img, aff, lab)
+    img, lab, aff = _head((80, 90, target_z), (2.0, 2.0, 2.0))
+    _write(root, layout.TARGET_DIR, "crossmoda_3", "hrT2", img, aff)
+    _write(root, layout.VALIDATION_DIR, "crossmoda_4", "hrT2", img, aff, lab)
+    return root
+
+
+def test_a_source_axis_the_region_cannot_place_is_cut_to_the_target_slab(tmp_path):
+    # source: 48 slices x 2.5 mm = 120 mm, all head; target: a 20 x 2 mm = 40 mm slab around the ears
+    data = _slab_dataset(tmp_path / "data", source_z=48, target_z=20)
+    result = roi.crop_dataset(data, tmp_path / "roi")
+    assert result["n_source_matched"] == 2 and result["target_extent_mm"][2] == pytest.approx(40.0)
+    for i in (1, 2):
+        rec = result["files"][f"{layout.SOURCE_DIR}/crossmoda_{i}_ceT1.nii.gz"]
+        z0, z1 = rec["box"][2]
+        assert z1 - z0 == 16 and rec["box"][2] != [0, 48]  # 40 mm / 2.5 mm
+        full = nifti.load(data / layout.SOURCE_DIR / f"crossmoda_{i}_Label.nii.gz", label=True)
+        crop = nifti.load(tmp_path / "roi" / layout.SOURCE_DIR / f"crossmoda_{i}_Label.nii.gz", label=True)
+        assert np.count_nonzero(crop.data) == np.count_nonzero(full.data) > 0  # centred on the structures
+    # the target scans keep their whole slab; and ratio 0 switches the cut off
+    assert result["files"][f"{layout.TARGET_DIR}/crossmoda_3_hrT2.nii.gz"]["box"][2] == [0, 20]
+    off = roi.crop_dataset(data, tmp_path / "roi0", source_extent_ratio=0)
+    assert off["n_source_matched"] == 0
+    assert off["files"][f"{layout.SOURCE_DIR}/crossmoda_1_ceT1.nii.gz"]["box"][2] == [0, 48]
+
+
+def test_a_source_only_somewhat_longer_than_the_target_is_left_whole(tmp_path):
+    # 48 x 2.5 = 120 mm against a 40 x 2 = 80 mm slab: 1.5x, not over it
+    data = _slab_dataset(tmp_path / "data", source_z=48, target_z=40)
+    result = roi.crop_dataset(data, tmp_path / "roi")
+    assert result["n_source_matched"] == 0
+    assert result["files"][f"{layout.SOURCE_DIR}/crossmoda_1_ceT1.nii.gz"]["box"][2] == [0, 48]

@@ -110,6 +110,32 @@ def test_score_rewards_signs_and_penalises_distance():
     assert fid(0.6, 1.0, 1.0).score() < fid(0.1, 0.5, 0.5).score()  # signs alone do not win
     assert fid(0.1, float("nan"), 1.0).score() == pytest.approx(0.25)  # a missing structure counts as failed
     assert "fidelity_score" in fid(0.1, 1.0, 1.0).metrics()
+    bright_bone = Fidelity(0.04, 0.4, 1.0, 0.0, 1.0, 4, 4, cochlea_in_dark_bone=0.0)
+    assert bright_bone.score() == pytest.approx(fid(0.04, 1.0, 1.0).score() - 1.0)  # bone painted bright: out
+
+
+def _bony_cochlea(shift: int) -> tuple[np.ndarray, np.ndarray]:
+    """The toy anatomy with the cochlea set in a ring of bone (the otic capsule), as in a real head."""
+    tissue, label = _anatomy(shift)
+    yy, xx = np.mgrid[: tissue.shape[0], : tissue.shape[1]] - tissue.shape[0] / 2
+    capsule = (np.hypot(yy + 8, xx - 9 + shift) < 4)[..., None] & (tissue == 1)
+    tissue[capsule] = 5
+    return tissue, label
+
+
+def test_cochlea_in_dark_bone_passes_real_contrasts_and_fails_bright_bone():
+    real = [_render(_bony_cochlea(s)[0], "hrT2", 10 + s) for s in (0, 2)]
+    src_vols, labels = zip(*[_bony_cochlea(s) for s in (1, 3)])
+    ceT1 = [_render(t, "ceT1", 20 + i) for i, t in enumerate(src_vols)]
+    hrT2_like = [_render(t, "hrT2", 30 + i) for i, t in enumerate(src_vols)]
+    # what a translator that inverts the dark tissue does: the bone as bright as fluid
+    bright = [np.where(t == 5, 0.95 * 1000.0, v) for t, v in zip(src_vols, hrT2_like)]
+    good = fidelity.evaluate(hrT2_like, labels, real, source=ceT1, inplane_mm=0.5)
+    bad = fidelity.evaluate(bright, labels, real, source=ceT1, inplane_mm=0.5)
+    assert good.cochlea_in_dark_bone == 1.0 and bad.cochlea_in_dark_bone == 0.0
+    assert fidelity.evaluate(ceT1, labels, real).cochlea_in_dark_bone == 1.0  # not a domain test: ceT1 passes
+    assert bad.score() < good.score() - 0.9
+    assert "fidelity_cochlea_in_dark_bone" in good.metrics()
 
 
 def _choose(scores: list[float], n_source: int) -> int:

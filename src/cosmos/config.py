@@ -191,6 +191,10 @@ class RoiConfig:
     enabled: bool = True
     margin_mm: float = 12.0  # widening of the learnt box on every side
     min_size_mm: float = 40.0  # smallest crop edge (mm)
+    # along an axis the region cannot place (the head fills the field of view), a labelled source scan
+    # longer than this many times the target scans' median window is cut to that window, centred on its
+    # labels (a whole-head ceT1 against an hrT2 slab); 0 = never
+    source_extent_ratio: float = 1.5
 
 
 @dataclass

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -179,13 +180,20 @@ def fit(source_cases: Iterable[layout.Case], margin_mm: float = 12.0, min_size_m
 
 def box_for(vol: nifti.Volume, model: RoiModel) -> Box:
     """The voxel window of ``vol`` that holds the ROI (the whole grid along axes it cannot place)."""
+    return placed_box(vol, model)[0]
+
+
+def placed_box(vol: nifti.Volume, model: RoiModel) -> tuple[Box, np.ndarray]:
+    """:func:`box_for` plus, per voxel axis, whether the ROI could not place it (the whole axis kept
+    because the head fills the field of view there)."""
     shape = np.array(vol.shape)
     full: Box = tuple((0, int(n)) for n in shape)  # type: ignore[assignment]
+    unplaced = np.ones(3, dtype=bool)
     if not model.enabled:
-        return full
+        return full, unplaced
     hb, unknown = head_box(vol)
     if hb is None:
-        return full
+        return full, unplaced
     h_lo, h_hi = _world_box(vol.affine, *hb)
     extent = h_hi - h_lo
     w_lo = h_lo + np.array(model.low) * extent - model.margin_mm
@@ -202,13 +210,65 @@ def box_for(vol: nifti.Volume, model: RoiModel) -> Box:
     v_hi = np.ceil(vox.max(axis=0)).astype(int) + 1
     box = []
     for axis in range(3):
-        world_axis = int(np.argmax(np.abs(vol.affine[:3, axis])))
+        world_axis = _world_axis(vol.affine, axis)
         if unknown[world_axis]:
             box.append((0, int(shape[axis])))
         else:
             lo, hi = max(0, int(v_lo[axis])), min(int(shape[axis]), int(v_hi[axis]))
             box.append((lo, hi) if hi - lo >= 2 else (0, int(shape[axis])))
-    return tuple(box)  # type: ignore[return-value]
+            unplaced[axis] = hi - lo < 2
+    return tuple(box), unplaced  # type: ignore[return-value]
+
+
+def _world_axis(affine: np.ndarray, vox_axis: int) -> int:
+    """The world axis (0 = x, 1 = y, 2 = z) a voxel axis mostly runs along."""
+    return int(np.argmax(np.abs(affine[:3, vox_axis])))
+
+
+def window_extent_mm(vol: nifti.Volume, box: Box) -> np.ndarray:
+    """The physical length of a voxel window per WORLD axis (mm)."""
+    out = np.zeros(3)
+    for axis, (lo, hi) in enumerate(box):
+        out[_world_axis(vol.affine, axis)] = (hi - lo) * float(vol.spacing[axis])
+    return out
+
+
+def match_source_extent(
+    box: Box,
+    vol: nifti.Volume,
+    unplaced: np.ndarray,
+    label: np.ndarray,
+    target_extent_mm: np.ndarray,
+    ratio: float,
+    margin_mm: float,
+) -> Box:
+    """A source window cut, along the axes the ROI could not place, to the target scans' extent.
+
+    Why: where the head fills the field of view the ROI keeps the whole axis, and the two domains
+    are often acquired differently there: a whole-head ceT1 (~170 mm head to neck) against an hrT2
+    slab of ~65 mm around the inner ears. The translator then learns to map ceT1 slices of brain
+    and neck, which real hrT2 never shows, onto hrT2 slices of the ear region, and invents contrast
+    (measured on life-sized phantom heads: bone painted bright, the tumour black). A source scan is
+    labelled, so its window can be centred on its own structures and cut to the length a target
+    scan has; along an axis the source covers less than ``ratio`` times that length, nothing changes.
+    """
+    out = list(box)
+    fg = _voxel_box(label > 0)
+    if ratio <= 0 or fg is None:
+        return box
+    for axis in np.flatnonzero(unplaced):
+        n = int(vol.shape[axis])
+        spacing = float(vol.spacing[axis])
+        want_mm = float(target_extent_mm[_world_axis(vol.affine, int(axis))])
+        if not np.isfinite(want_mm) or want_mm <= 0 or n * spacing <= ratio * want_mm:
+            continue
+        lo_f, hi_f = int(fg[0][axis]), int(fg[1][axis])
+        pad = int(math.ceil(margin_mm / spacing))
+        length = min(n, max(int(round(want_mm / spacing)), hi_f - lo_f + 1 + 2 * pad))
+        start = int(round((lo_f + hi_f + 1) / 2 - length / 2))
+        start = min(max(start, 0), n - length)
+        out[axis] = (start, start + length)
+    return tuple(out)  # type: ignore[return-value]
 
 
 # ------------------------------------------------------------------------------------ crop / uncrop
@@ -248,12 +308,15 @@ def crop_dataset(
     enabled: bool = True,
     margin_mm: float = 12.0,
     min_size_mm: float = 40.0,
+    source_extent_ratio: float = 1.5,
 ) -> dict[str, Any]:
     """Crop every scan of a crossMoDA tree into ``out_dir`` (same layout) and write ``roi.json``.
 
     A label is cropped with the window of its image (same case id: the source image, a
-    validation image, or a target image for ``target_training_labels``). Returns the roi.json
-    content: the model and, per relative path, the window and the original shape.
+    validation image, or a target image for ``target_training_labels``). Target scans are cropped
+    first: their median window length per world axis is what a source scan is cut to along the
+    axes the ROI cannot place (:func:`match_source_extent`; ``source_extent_ratio`` 0 = never).
+    Returns the roi.json content: the model and, per relative path, the window and the original shape.
     """
     src, out = Path(data_dir), Path(out_dir)
     ds = layout.discover(src)
@@ -268,13 +331,37 @@ def crop_dataset(
     records: dict[str, Any] = {}
     boxes_by_case: dict[tuple[str, str], Box] = {}
     domain_of = {layout.VALIDATION_LABELS_DIR: layout.VALIDATION_DIR, "target_training_labels": layout.TARGET_DIR}
-    for f, is_label in _scans(src):
+    label_of = {c.image.resolve(): c.label for c in ds.source if c.label is not None}
+    target_extents: list[np.ndarray] = []
+    target_extent = np.full(3, np.nan)
+    n_matched = 0
+    # images before labels, and target images before source images (the source needs their extent)
+    order = sorted(_scans(src), key=lambda t: (t[1], t[0].resolve() in label_of))
+    for f, is_label in order:
         rel = f.relative_to(src)
         vol = nifti.load(f, label=is_label)
         case_id = layout.parse_name(f.name)[0]  # type: ignore[index]
         key = (domain_of.get(rel.parts[0], rel.parts[0]), case_id)
         if key not in boxes_by_case:  # an image first; its label reuses the image's window
-            boxes_by_case[key] = box_for(vol, model)
+            box, unplaced = placed_box(vol, model)
+            source_label = label_of.get(f.resolve())
+            if source_label is None:
+                target_extents.append(window_extent_mm(vol, box))
+            elif enabled:
+                if target_extents and np.isnan(target_extent).all():
+                    target_extent = np.median(np.array(target_extents), axis=0)
+                matched = match_source_extent(
+                    box,
+                    vol,
+                    unplaced,
+                    nifti.load(source_label, label=True).data,
+                    target_extent,
+                    source_extent_ratio,
+                    model.margin_mm,
+                )
+                n_matched += matched != box
+                box = matched
+            boxes_by_case[key] = box
         box = boxes_by_case[key]
         cropped = crop_volume(vol, box)
         disk_dtype = np.dtype(vol.header.get_data_dtype())
@@ -294,9 +381,21 @@ def crop_dataset(
                 cropped=any(tuple(b) != (0, n) for b, n in zip(box, vol.shape)),
             )
         )
+    if n_matched:
+        log.info(
+            "ROI crop: %d source scan(s) cut to the target scans' extent along the axes the region cannot place "
+            "(median target window %s mm per world axis)",
+            n_matched,
+            " x ".join(f"{v:.0f}" for v in target_extent),
+        )
     for extra in sorted(src.glob("*.json")):  # manifests travel along
         (out / extra.name).write_bytes(extra.read_bytes())
-    result = {"model": model.to_dict(), "files": records}
+    result = {
+        "model": model.to_dict(),
+        "files": records,
+        "target_extent_mm": [None if np.isnan(v) else float(v) for v in target_extent],
+        "n_source_matched": int(n_matched),
+    }
     (out / ROI_FILE).write_text(json.dumps(result, indent=2))
     n_cropped = sum(1 for r in records.values() if r["cropped"])
     voxels_before = sum(int(np.prod(r["shape"])) for r in records.values())

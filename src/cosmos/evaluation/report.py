@@ -475,6 +475,7 @@ def _fidelity_blocks(fid: dict) -> list[_Block]:
         ["same for the untranslated ceT1", num("w1_untranslated", "{:.3f}")],
         ["cases with the VS darker than the brightest fluid", num("vs_darker_than_fluid", "{:.0%}")],
         ["cases with a bright cochlea", num("cochlea_bright", "{:.0%}")],
+        ["cases with the cochlea brighter than the bone around it", num("cochlea_in_dark_bone", "{:.0%}")],
     ]
     return [
         _Block("h2", "Translation fidelity"),

@@ -184,11 +184,12 @@ def convert_source(
         tmp.replace(out / FIDELITY_JSON)
         log.info(
             "translation fidelity: W1 %.3f (untranslated %.3f), VS darker than fluid in %.0f%% of cases, "
-            "cochlea bright in %.0f%%",
+            "cochlea bright in %.0f%%, cochlea brighter than the bone around it in %.0f%%",
             fid.w1,
             fid.w1_untranslated,
             100 * fid.vs_darker_than_fluid,
             100 * fid.cochlea_bright,
+            100 * fid.cochlea_in_dark_bone,
         )
     return written
 
@@ -209,13 +210,15 @@ def _reference(input_dir: Path, tcfg: TranslatorConfig, grid: SliceGrid) -> tupl
 
 
 def _case_fidelity(pseudo: np.ndarray, label: np.ndarray, src, ref_q: np.ndarray, grid: SliceGrid) -> dict[str, float]:
+    slices, spacing, _ = to_slices_last(pseudo, src.affine)
     row = fidelity.case_figures(
-        to_slices_last(pseudo, src.affine)[0],
+        slices,
         to_slices_last(label, src.affine)[0],
         ref_q,
         source=to_slices_last(src.data, src.affine)[0],
         slice_axis=-1,
         low=grid.low_percentile,
         high=grid.high_percentile,
+        inplane_mm=float(np.mean(spacing)),
     )
     return row

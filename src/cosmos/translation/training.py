@@ -370,7 +370,14 @@ class FidelitySample:
 
     def score(self, trainer: TranslatorTrainer) -> fidelity.Fidelity:
         rows = [
-            fidelity.case_figures(trainer.translate(x), lab, self.ref_q, source=x[:, 0].float().numpy(), slice_axis=0)
+            fidelity.case_figures(
+                trainer.translate(x),
+                lab,
+                self.ref_q,
+                source=x[:, 0].float().numpy(),
+                slice_axis=0,
+                inplane_mm=trainer.t.inplane_spacing,
+            )
             for x, lab in zip(self.source, self.labels)
         ]
         return fidelity.summarise(rows, self.n_target)
