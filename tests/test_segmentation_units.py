@@ -286,14 +286,61 @@ def test_missing_artifacts_raise_cosmos_errors(tmp_path):
         predict([tmp_path / "nofold"], img.parent, tmp_path / "out", cfg)
 
 
-def test_patch_size_max_caps_the_planned_patch_to_the_stride_grid():
+def test_patch_size_max_caps_the_planned_patch_and_rederives_a_topology_that_does_not_fit():
+    seg = load_config("tiny", overrides=["segmentation.patch_size_max=[32,48,100]"]).segmentation
+    plans, name = planning.cosmos_plans(_fake_plans(), seg)
+    # planned [24, 64, 64], total stride [4, 16, 16]: 48 is on the stride grid, the planned topology is kept
+    ours = plans["configurations"][name]
+    assert ours["patch_size"] == [24, 48, 64]
+    planned = _fake_plans()["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["strides"]
+    assert ours["architecture"]["arch_kwargs"]["strides"] == planned
+    # 40 is not: the patch is NOT rounded down to 32; nnU-Net's rule plans the network for 40
     seg = load_config("tiny", overrides=["segmentation.patch_size_max=[32,40,100]"]).segmentation
     plans, name = planning.cosmos_plans(_fake_plans(), seg)
-    # planned [24, 64, 64], total stride [4, 16, 16]: z untouched, y 40 -> 32, x untouched
-    assert plans["configurations"][name]["patch_size"] == [24, 32, 64]
+    ours = plans["configurations"][name]
+    assert ours["patch_size"] == [24, 40, 64]
+    strides = ours["architecture"]["arch_kwargs"]["strides"]
+    assert (strides, ours["architecture"]["arch_kwargs"]["n_stages"]) == (
+        planning.derive_topology([1.5, 0.5, 0.5], [24, 40, 64])[0],
+        len(strides),
+    )
     seg = load_config("tiny", overrides=["segmentation.patch_size_max=[64,64,64]"]).segmentation
     plans, name = planning.cosmos_plans(_fake_plans(), seg)
     assert "patch_size" not in plans["configurations"][name]
+
+
+def test_a_fine_scan_keeps_the_capped_patch_instead_of_a_third_of_it():
+    # measured on life-sized heads: nnU-Net plans 6 stages (in-plane stride 32) at 0.43 mm, and rounding the
+    # tiny cap 48 down to that stride left a 32 x 32 x 32 patch, 14 mm in-plane
+    fine = _fake_plans()
+    base = fine["configurations"]["3d_fullres"]
+    base.update({"patch_size": [56, 128, 256], "spacing": [1.32, 0.43, 0.43]})
+    base["architecture"]["arch_kwargs"].update(
+        {
+            "n_stages": 6,
+            "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]],
+            "kernel_sizes": [[1, 3, 3]] + [[3, 3, 3]] * 5,
+            "n_conv_per_stage": [2] * 6,
+            "n_conv_per_stage_decoder": [2] * 5,
+        }
+    )
+    plans, name = planning.cosmos_plans(fine, load_config("tiny").segmentation)
+    ours = plans["configurations"][name]
+    assert ours["patch_size"] == [32, 48, 48]
+    total = np.prod(np.array(ours["architecture"]["arch_kwargs"]["strides"]), axis=0)
+    assert all(p % t == 0 for p, t in zip([32, 48, 48], total))
+
+
+def test_min_patch_mm_coarsens_only_the_axes_that_fall_short():
+    # life-sized heads: 48 voxels x 0.43 mm = 21 mm in-plane < 23 -> 23 / 48 mm; z (32 x 1.32 = 42 mm) stays
+    out = planning.spacing_for_field_of_view([1.32, 0.43, 0.43], [32, 48, 48], [35.0, 23.0, 23.0])
+    assert out == pytest.approx([1.32, 23 / 48, 23 / 48])
+    # the built-in phantom's grids already cover it: nothing changes (pseudo-hrT2 and real hrT2)
+    assert planning.spacing_for_field_of_view([1.47, 0.588, 0.588], [32, 48, 48], [35.0, 23.0, 23.0]) is None
+    assert planning.spacing_for_field_of_view([1.0955, 0.488, 0.488], [32, 48, 48], [35.0, 23.0, 23.0]) is None
+    assert planning.spacing_for_field_of_view([1.0, 0.4, 0.4], None, [35.0, 23.0, 23.0]) is None
+    with pytest.raises(CosmosError, match="min_patch_mm"):
+        planning.spacing_for_field_of_view([1.0, 0.4, 0.4], [32, 48, 48], [23.0, 23.0])
 
 
 # ------------------------------------------------------------------------------ budget / config

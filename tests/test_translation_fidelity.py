@@ -138,6 +138,20 @@ def test_cochlea_in_dark_bone_passes_real_contrasts_and_fails_bright_bone():
     assert "fidelity_cochlea_in_dark_bone" in good.metrics()
 
 
+def test_vs_above_median_passes_real_contrasts_and_fails_a_black_tumour():
+    real = [_render(_anatomy(s)[0], "hrT2", 10 + s) for s in (0, 2)]
+    src_vols, labels = zip(*[_anatomy(s) for s in (1, 3)])
+    ceT1 = [_render(t, "ceT1", 20 + i) for i, t in enumerate(src_vols)]
+    hrT2_like = [_render(t, "hrT2", 30 + i) for i, t in enumerate(src_vols)]
+    black = [np.where(t == 3, 0.02 * 1000.0, v) for t, v in zip(src_vols, hrT2_like)]  # the VS inverted
+    good = fidelity.evaluate(hrT2_like, labels, real, source=ceT1)
+    bad = fidelity.evaluate(black, labels, real, source=ceT1)
+    assert good.vs_above_median == 1.0 and bad.vs_above_median == 0.0
+    assert bad.vs_darker_than_fluid == 1.0  # the sign test alone is passed by a black tumour
+    assert fidelity.evaluate(ceT1, labels, real).vs_above_median == 1.0
+    assert bad.score() < good.score() - 0.9 and "fidelity_vs_above_median" in good.metrics()
+
+
 def _choose(scores: list[float], n_source: int) -> int:
     choice = fidelity.EpochChoice(fidelity.tie_margin(n_source))
     for epoch, score in enumerate(scores, start=1):

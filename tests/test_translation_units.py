@@ -285,3 +285,11 @@ def test_random_crop_keeps_whole_slices_that_a_centre_crop_cuts(tmp_path):
     corners = {(w[1].start, w[2].start) for w in windows}
     assert all(0 <= t <= side - 32 and 0 <= left <= side - 32 for t, left in corners) and len(corners) > 1
     assert all(whole.source[w].shape[-2:] == (32, 32) for w in windows)
+
+
+def test_an_epoch_shows_every_slice_the_same_share_whatever_the_crop():
+    from cosmos.translation.training import windows_per_slice
+
+    assert windows_per_slice(160, 80) == 4  # life-sized heads: a canvas of 2 x 2 windows
+    assert windows_per_slice(86, 80) == 1  # the built-in phantom keeps its budget
+    assert windows_per_slice(80, 80) == 1 and windows_per_slice(120, 80) == 2

@@ -476,6 +476,7 @@ def _fidelity_blocks(fid: dict) -> list[_Block]:
         ["cases with the VS darker than the brightest fluid", num("vs_darker_than_fluid", "{:.0%}")],
         ["cases with a bright cochlea", num("cochlea_bright", "{:.0%}")],
         ["cases with the cochlea brighter than the bone around it", num("cochlea_in_dark_bone", "{:.0%}")],
+        ["cases with the VS above the head's median", num("vs_above_median", "{:.0%}")],
     ]
     return [
         _Block("h2", "Translation fidelity"),

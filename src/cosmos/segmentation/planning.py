@@ -152,15 +152,52 @@ def plan_dataset(dataset_id: int, raw_folder: Path, preprocessed_folder: Path, s
             f"segmentation.configuration={seg.configuration!r} was not planned by nnU-Net for "
             f"this dataset; available: {sorted(plans['configurations'])}"
         )
-    if seg.target_spacing is not None:
+    target = seg.target_spacing
+    if target is None and seg.min_patch_mm is not None:
         planned = [float(v) for v in plans["configurations"][seg.configuration]["spacing"]]
-        if not np.allclose(planned, seg.target_spacing, rtol=SPACING_RTOL, atol=0):
+        target = spacing_for_field_of_view(planned, seg.patch_size or seg.patch_size_max, seg.min_patch_mm)
+        if target is not None:
+            log.info(
+                "nnU-Net target spacing %s mm coarsened to %s mm: a %s-voxel patch then covers the %s mm of "
+                "segmentation.min_patch_mm",
+                [round(v, 3) for v in planned],
+                [round(v, 3) for v in target],
+                seg.patch_size or seg.patch_size_max,
+                seg.min_patch_mm,
+            )
+            fingerprint = json.loads((preprocessed_folder / "dataset_fingerprint.json").read_text())
+            with _stdout_to_debug_log():
+                plan_experiment_dataset(
+                    dataset_id, overwrite_target_spacing=planner_target_spacing(target, fingerprint["spacings"])
+                )
+            plans = json.loads(plans_file.read_text())
+    if target is not None:
+        planned = [float(v) for v in plans["configurations"][seg.configuration]["spacing"]]
+        if not np.allclose(planned, target, rtol=SPACING_RTOL, atol=0):
             raise CosmosError(
-                f"segmentation.target_spacing {seg.target_spacing} became {planned} in nnU-Net's "
+                f"segmentation.target_spacing {target} became {planned} in nnU-Net's "
                 f"{seg.configuration} plan (transpose {plans.get('transpose_forward')}): give it in the plan's axis "
                 "order with the coarsest axis first (z, y, x); nnU-Net applies it to 3d_fullres only"
             )
     return plans
+
+
+def spacing_for_field_of_view(spacing: list[float], patch: list[int] | None, min_mm: list[float]) -> list[float] | None:
+    """The planned ``spacing`` coarsened where ``patch`` voxels cover less than ``min_mm``; None = no change.
+
+    Why: a patch capped in voxels is a different piece of anatomy on every scanner; what the network
+    needs to tell a cochlea from the other bright fluid is a field of view in millimetres.
+    """
+    if patch is None:
+        return None
+    if len(patch) != len(spacing) or len(min_mm) != len(spacing):
+        raise CosmosError(
+            f"segmentation.min_patch_mm {list(min_mm)} and the patch {list(patch)} need {len(spacing)} entries"
+        )
+    need = [max(float(s), float(m) / int(p)) for s, p, m in zip(spacing, patch, min_mm)]
+    if all(n <= s * (1 + SPACING_RTOL) for n, s in zip(need, spacing)):
+        return None
+    return [n if n > s * (1 + SPACING_RTOL) else float(s) for n, s in zip(need, spacing)]
 
 
 def preprocess(dataset_id: int, seg: SegmentationConfig) -> None:
@@ -279,8 +316,22 @@ def cosmos_plans(nnunet_plans: dict, seg: SegmentationConfig) -> tuple[dict, str
         if len(cap) != len(planned_patch):
             raise CosmosError(f"segmentation.patch_size_max {cap} must have {len(planned_patch)} entries")
         stride = np.prod(np.array(kwargs["strides"], dtype=int), axis=0).tolist()
-        patch = [p if p <= c else max(s, (c // s) * s) for p, c, s in zip(planned_patch, cap, stride)]
-    if seg.patch_size is not None or seg.num_stages is not None:
+        capped = [min(p, c) for p, c in zip(planned_patch, cap)]
+        rederive = False
+        if any(c % s for c, s in zip(capped, stride)):
+            # the planned network pools more than the cap allows (a fine spacing plans a deep net): rounding
+            # the patch down to its stride would shrink it well below the cap (48 -> 32 at stride 32), so the
+            # topology is re-derived for the capped patch instead, as nnU-Net plans it for that patch
+            try:
+                derive_topology(base["spacing"], capped, seg.num_stages)
+                patch, rederive = capped, True
+            except CosmosError:
+                patch = [p if p <= c else max(s, (c // s) * s) for p, c, s in zip(planned_patch, cap, stride)]
+        else:
+            patch = capped
+    else:
+        rederive = False
+    if seg.patch_size is not None or seg.num_stages is not None or rederive:
         stage_strides, kernel_sizes = derive_topology(base["spacing"], patch, seg.num_stages)
         n = len(stage_strides)
         enc, dec = list(kwargs["n_conv_per_stage"]), list(kwargs["n_conv_per_stage_decoder"])

@@ -177,6 +177,7 @@ def _inputs_digest(
                 s.target_spacing,
                 s.num_stages,
             ]
+            + ([s.min_patch_mm] if s.min_patch_mm is not None else [])
         ).encode()
     )
     return h.hexdigest()[:16]

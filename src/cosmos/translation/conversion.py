@@ -184,12 +184,14 @@ def convert_source(
         tmp.replace(out / FIDELITY_JSON)
         log.info(
             "translation fidelity: W1 %.3f (untranslated %.3f), VS darker than fluid in %.0f%% of cases, "
-            "cochlea bright in %.0f%%, cochlea brighter than the bone around it in %.0f%%",
+            "cochlea bright in %.0f%%, cochlea brighter than the bone around it in %.0f%%, VS above the head's "
+            "median in %.0f%%",
             fid.w1,
             fid.w1_untranslated,
             100 * fid.vs_darker_than_fluid,
             100 * fid.cochlea_bright,
             100 * fid.cochlea_in_dark_bone,
+            100 * fid.vs_above_median,
         )
     return written
 

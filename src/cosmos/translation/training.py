@@ -358,6 +358,19 @@ def pick_reference_targets(data: SliceData, count: int = 4) -> np.ndarray:
     return np.asarray(chosen)
 
 
+def windows_per_slice(canvas: int, window: int) -> int:
+    """How many ``window`` x ``window`` training windows show a ``canvas`` x ``canvas`` slice once
+    (``translator.random_crop``): ``slices_per_epoch`` counts slices, so an epoch shows the same share
+    of every slice whatever the size of the region of interest.
+
+    Why: on life-sized heads the crop fills a 160 px canvas against an 80 px window (4 windows per
+    slice) and the ``tiny`` budget, 8 epochs of 128 windows, never learned the hrT2 contrast (best
+    fidelity score 0.05; with 4x the windows: 0.85). Rounded, so the built-in phantom's 86 px canvas
+    (1.16 windows) keeps its budget.
+    """
+    return max(1, int(round((canvas / max(window, 1)) ** 2)))
+
+
 # ---------------------------------------------------------------------------- fidelity
 @dataclass
 class FidelitySample:
@@ -564,7 +577,18 @@ def train_translator(
             choice.epoch, choice.score = int(best["epoch"]), float(best["score"])
             choice.top = float(best.get("top", best["score"]))
         per_epoch = t.slices_per_epoch or max(len(data.source), len(data.target))
+        windows = windows_per_slice(data.source.shape[-1], t.image_size) if t.random_crop else 1
+        per_epoch *= windows
         steps = max(1, int(math.ceil(per_epoch / t.batch_size)))
+        if windows > 1:
+            log.info(
+                "a %d px canvas holds %d windows of %d px: %d steps per epoch (translator.slices_per_epoch x %d)",
+                data.source.shape[-1],
+                windows,
+                t.image_size,
+                steps,
+                windows,
+            )
 
         def write_samples(name: str, epoch: int) -> None:
             fake, seg = trainer.preview(sample_src)
