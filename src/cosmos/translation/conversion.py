@@ -204,20 +204,32 @@ def _reference(input_dir: Path, tcfg: TranslatorConfig, grid: SliceGrid) -> tupl
     if not cases:
         return None, 0
     pick = np.unique(np.linspace(0, len(cases) - 1, min(len(cases), max(4, tcfg.fidelity_cases))).round().astype(int))
+    return reference_of([cases[i].image for i in pick], grid), len(pick)
+
+
+def reference_of(images: list[Path], grid: SliceGrid) -> np.ndarray:
+    """Quantile function of the in-head intensities of real hrT2 files (each normalised, native grid)."""
     vols = []
-    for i in pick:
-        img = nifti.load(cases[i].image)
+    for path in images:
+        img = nifti.load(path)
         vols.append(to_slices_last(img.data, img.affine)[0])
-    return fidelity.reference_quantiles(vols, -1, grid.low_percentile, grid.high_percentile), len(vols)
+    return fidelity.reference_quantiles(vols, -1, grid.low_percentile, grid.high_percentile)
 
 
 def _case_fidelity(pseudo: np.ndarray, label: np.ndarray, src, ref_q: np.ndarray, grid: SliceGrid) -> dict[str, float]:
-    slices, spacing, _ = to_slices_last(pseudo, src.affine)
+    return case_fidelity(pseudo, label, src.data, src.affine, ref_q, grid)
+
+
+def case_fidelity(
+    pseudo: np.ndarray, label: np.ndarray, source: np.ndarray, affine: np.ndarray, ref_q: np.ndarray, grid: SliceGrid
+) -> dict[str, float]:
+    """The fidelity figures of one converted volume on its own grid (what the teacher will train on)."""
+    slices, spacing, _ = to_slices_last(pseudo, affine)
     row = fidelity.case_figures(
         slices,
-        to_slices_last(label, src.affine)[0],
+        to_slices_last(label, affine)[0],
         ref_q,
-        source=to_slices_last(src.data, src.affine)[0],
+        source=to_slices_last(source, affine)[0],
         slice_axis=-1,
         low=grid.low_percentile,
         high=grid.high_percentile,
