@@ -307,6 +307,7 @@ def cosmos_plans(nnunet_plans: dict, seg: SegmentationConfig) -> tuple[dict, str
     ours: dict = {"inherits_from": base_name, "batch_size": int(seg.batch_size), "architecture": arch}
     planned_patch = [int(p) for p in base["patch_size"]]
     patch = planned_patch
+    rederive = False  # a capped patch that the planned topology does not fit gets nnU-Net's topology for it
     if seg.patch_size is not None:
         patch = [int(p) for p in seg.patch_size]
         if len(patch) != len(planned_patch):
@@ -317,7 +318,6 @@ def cosmos_plans(nnunet_plans: dict, seg: SegmentationConfig) -> tuple[dict, str
             raise CosmosError(f"segmentation.patch_size_max {cap} must have {len(planned_patch)} entries")
         stride = np.prod(np.array(kwargs["strides"], dtype=int), axis=0).tolist()
         capped = [min(p, c) for p, c in zip(planned_patch, cap)]
-        rederive = False
         if any(c % s for c, s in zip(capped, stride)):
             # the planned network pools more than the cap allows (a fine spacing plans a deep net): rounding
             # the patch down to its stride would shrink it well below the cap (48 -> 32 at stride 32), so the
@@ -329,8 +329,6 @@ def cosmos_plans(nnunet_plans: dict, seg: SegmentationConfig) -> tuple[dict, str
                 patch = [p if p <= c else max(s, (c // s) * s) for p, c, s in zip(planned_patch, cap, stride)]
         else:
             patch = capped
-    else:
-        rederive = False
     if seg.patch_size is not None or seg.num_stages is not None or rederive:
         stage_strides, kernel_sizes = derive_topology(base["spacing"], patch, seg.num_stages)
         n = len(stage_strides)

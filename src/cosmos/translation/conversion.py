@@ -150,8 +150,13 @@ def convert_source(
             skipped += 1
             if src is not None and ref_q is not None:  # src is loaded here only for the fidelity figures
                 rows.append(
-                    _case_fidelity(
-                        nifti.load(img_out).data, nifti.load(lab_out, label=True).data, src, ref_q, translator.grid
+                    case_fidelity(
+                        nifti.load(img_out).data,
+                        nifti.load(lab_out, label=True).data,
+                        src.data,
+                        src.affine,
+                        ref_q,
+                        translator.grid,
                     )
                 )
             continue
@@ -170,7 +175,7 @@ def convert_source(
             device=device,
         )
         if ref_q is not None:
-            rows.append(_case_fidelity(pseudo, lab.data, src, ref_q, translator.grid))
+            rows.append(case_fidelity(pseudo, lab.data, src.data, src.affine, ref_q, translator.grid))
         tmp_lab = lab_out.with_name(f".{lab_out.name}.tmp")
         shutil.copyfile(case.label, tmp_lab)
         tmp_lab.replace(lab_out)
@@ -203,8 +208,13 @@ def _reference(input_dir: Path, tcfg: TranslatorConfig, grid: SliceGrid) -> tupl
     cases = list_cases(input_dir / TARGET_DIR, "hrT2")
     if not cases:
         return None, 0
-    pick = np.unique(np.linspace(0, len(cases) - 1, min(len(cases), max(4, tcfg.fidelity_cases))).round().astype(int))
+    pick = spread_indices(len(cases), max(4, tcfg.fidelity_cases))
     return reference_of([cases[i].image for i in pick], grid), len(pick)
+
+
+def spread_indices(n: int, count: int) -> list[int]:
+    """Up to ``count`` indices evenly spread over ``range(n)`` (4 of 8 is not the first 4)."""
+    return [int(i) for i in np.unique(np.linspace(0, n - 1, min(count, n)).round().astype(int))] if n > 0 else []
 
 
 def reference_of(images: list[Path], grid: SliceGrid) -> np.ndarray:
@@ -214,10 +224,6 @@ def reference_of(images: list[Path], grid: SliceGrid) -> np.ndarray:
         img = nifti.load(path)
         vols.append(to_slices_last(img.data, img.affine)[0])
     return fidelity.reference_quantiles(vols, -1, grid.low_percentile, grid.high_percentile)
-
-
-def _case_fidelity(pseudo: np.ndarray, label: np.ndarray, src, ref_q: np.ndarray, grid: SliceGrid) -> dict[str, float]:
-    return case_fidelity(pseudo, label, src.data, src.affine, ref_q, grid)
 
 
 def case_fidelity(

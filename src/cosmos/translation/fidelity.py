@@ -110,9 +110,9 @@ class Fidelity:
 def tie_margin(n_source: int) -> float:
     """How far apart two :meth:`Fidelity.score` values must be to count as different.
 
-    One source case flipping one of the two sign tests moves the score by ``1 / (2 n)`` (the bone
-    test, by ``1 / n``, is the coarser of the two steps): a smaller
-    difference is within what one case decides, not a better translator.
+    One source case flipping one of the two sign tests moves the score by ``1 / (2 n)`` (flipping an
+    anatomy check moves it by ``1 / n``, the coarser step): a smaller difference is within what one
+    case decides, not a better translator.
     """
     return 0.5 / max(int(n_source), 1)
 

@@ -54,7 +54,7 @@ from cosmos.errors import CosmosError
 from cosmos.logs import progress
 from cosmos.secrets import redact_params
 from cosmos.translation import fidelity, losses
-from cosmos.translation.conversion import case_fidelity, convert_volume, pick_device, reference_of
+from cosmos.translation.conversion import case_fidelity, convert_volume, pick_device, reference_of, spread_indices
 from cosmos.translation.model_io import log_model, register_model, save_model_dir
 from cosmos.translation.networks import Generator, GeneratorSpec, PatchDiscriminator, init_weights
 from cosmos.translation.samples import save_sample_grid
@@ -283,17 +283,6 @@ class TranslatorTrainer:
         return out
 
     @torch.no_grad()
-    def translate(self, x: torch.Tensor, batch_size: int = 32) -> np.ndarray:
-        """S->T translation of (N, 1, S, S) slices in [-1, 1] (eval mode, in chunks): (N, S, S)."""
-        self.g_st.eval()
-        out = [
-            self.g_st(x[i : i + batch_size].float().to(self.device))[:, 0].cpu().numpy()
-            for i in range(0, len(x), batch_size)
-        ]
-        self.g_st.train()
-        return np.concatenate(out) if out else np.zeros((0,) + tuple(x.shape[-2:]), np.float32)
-
-    @torch.no_grad()
     def preview(self, x_s: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         """(pseudo-hrT2, segmentor argmax) for the sample grid."""
         self.g_st.eval()
@@ -413,11 +402,7 @@ def fidelity_sample(data_dir: str | Path, count: int, grid: SliceGrid, batch_siz
     if count <= 0:
         return None
     ds = discover(Path(data_dir))
-
-    def spread(n: int) -> list[int]:
-        return [int(i) for i in np.unique(np.linspace(0, n - 1, min(count, n)).round().astype(int))] if n else []
-
-    sources = [ds.source[i] for i in spread(len(ds.source)) if ds.source[i].label is not None]
+    sources = [ds.source[i] for i in spread_indices(len(ds.source), count) if ds.source[i].label is not None]
     if not sources or not ds.target:
         return None
     vols, affines, labels = [], [], []
@@ -427,7 +412,7 @@ def fidelity_sample(data_dir: str | Path, count: int, grid: SliceGrid, batch_siz
         vols.append(img.data)
         affines.append(img.affine)
         labels.append(nifti.load(case.label, label=True).data)
-    targets = [ds.target[i].image for i in spread(len(ds.target))]
+    targets = [ds.target[i].image for i in spread_indices(len(ds.target), count)]
     return FidelitySample(vols, affines, labels, reference_of(targets, grid), len(targets), grid, batch_size)
 
 
