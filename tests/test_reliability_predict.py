@@ -32,8 +32,9 @@ def stub_model(monkeypatch):
     monkeypatch.setattr(inference.environment, "resolve_device", lambda d: "cpu")
 
     def empty_mask(predictor, image, want_probabilities):
-        shape = nib.load(str(image)).shape
-        return np.zeros(shape[::-1], np.uint8), None
+        shape = nib.load(str(image)).shape[::-1]
+        probs = np.stack([np.ones(shape), np.zeros(shape), np.zeros(shape)]).astype(np.float32)
+        return np.zeros(shape, np.uint8), (probs if want_probabilities else None)
 
     monkeypatch.setattr(inference, "_predict_case", empty_mask)
 

@@ -12,7 +12,14 @@ from cosmos.config import load_config
 from cosmos.data import nifti
 from cosmos.errors import CosmosError
 from cosmos.segmentation import environment, export, planning
-from cosmos.segmentation.inference import collect_inputs, keep_largest_vs_component, output_name, predict
+from cosmos.segmentation.inference import (
+    collect_inputs,
+    keep_confident_vs_component,
+    keep_largest_vs_component,
+    one_vs_component,
+    output_name,
+    predict,
+)
 from cosmos.segmentation.prepare import load_prepared
 from cosmos.segmentation.training import train_fold
 
@@ -250,6 +257,42 @@ def test_vs_largest_component_keeps_a_separate_cochlea():
     assert (out == 2).sum() == (seg == 2).sum()
     assert out is not seg and (seg[20:22, 20:22, 2:3] == 1).all()  # input untouched
     assert (keep_largest_vs_component(np.zeros((4, 4, 4), np.uint8)) == 0).all()
+
+
+def test_confident_vs_component_keeps_a_small_sure_tumour_over_larger_unsure_blobs():
+    """The life-sized failure: a 4-7 mm tumour among larger false VS blobs. ``largest`` keeps a false blob,
+    ``confident`` the tumour; too-small specks never win, whatever their probability; cochlea untouched."""
+    seg = np.zeros((40, 40, 12), np.uint8)
+    prob = np.zeros(seg.shape, np.float32)
+    seg[2:14, 2:14, 2:8] = 1  # a large false blob (864 voxels), p ~ 0.8
+    prob[2:14, 2:14, 2:8] = 0.8
+    seg[30:35, 30:35, 4:8] = 1  # the tumour (100 voxels), p ~ 0.95
+    prob[30:35, 30:35, 4:8] = 0.95
+    seg[20, 20, 5] = 1  # a sure one-voxel speck: 1 mm3 < 20 mm3
+    prob[20, 20, 5] = 1.0
+    seg[18:21, 2:5, 2:4] = 2  # cochlea
+    out = keep_confident_vs_component(seg, prob, voxel_mm3=1.0, min_mm3=20.0)
+    assert (out[30:35, 30:35, 4:8] == 1).all() and (out == 1).sum() == 100
+    assert (out == 2).sum() == (seg == 2).sum()
+    assert (keep_largest_vs_component(seg)[2:14, 2:14, 2:8] == 1).all()  # the paper's rule keeps the blob
+    # no component reaches the floor: the largest one, as the paper
+    out = keep_confident_vs_component(seg, prob, voxel_mm3=0.01, min_mm3=20.0)
+    assert (out[2:14, 2:14, 2:8] == 1).all() and (out == 1).sum() == 864
+    # one component: untouched; the config picks the rule; confident needs probabilities
+    single = (seg == 2).astype(np.uint8) * 2
+    single[2:14, 2:14, 2:8] = 1
+    assert (keep_confident_vs_component(single, prob, 1.0) == single).all()
+    cfg = load_config(profile="tiny")
+    assert (
+        cfg.segmentation.vs_component == "confident"
+        and load_config(profile="paper").segmentation.vs_component == "largest"
+    )
+    three = np.stack([1 - prob, prob, np.zeros_like(prob)])
+    assert (one_vs_component(seg, three, 1.0, cfg.segmentation)[30:35, 30:35, 4:8] == 1).all()
+    with pytest.raises(ValueError, match="probabilities"):
+        one_vs_component(seg, None, 1.0, cfg.segmentation)
+    with pytest.raises(CosmosError, match="vs_component"):
+        load_config(profile="tiny", overrides=["segmentation.vs_component=smallest"])
 
 
 # ------------------------------------------------------------------------------ inputs / errors

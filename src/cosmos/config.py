@@ -152,6 +152,11 @@ class SegmentationConfig:
     # the flipped axes of that augmentation (nnU-Net's array axes z, y, x = 0, 1, 2); None = every axis (the
     # paper's 8 passes); CPU profiles flip fewer axes: each axis doubles the prediction time
     mirror_axes: list[int] | None = None
+    # Which VS component a prediction keeps (cosmos.segmentation.inference): largest (the paper) | confident
+    # (the highest mean VS probability among components of >= vs_min_component_mm3). Why: at CPU budgets the
+    # network marks many VS-like blobs on whole-head crops, and a 4-7 mm tumour is smaller than most of them.
+    vs_component: str = "largest"
+    vs_min_component_mm3: float = 20.0  # a 3.4 mm sphere: below the smallest tumour reported (4 mm)
     save_probabilities: bool = False
     run_validation: bool = False  # nnU-Net's full-case validation after training
     device: str = "auto"
@@ -439,6 +444,10 @@ def validate(cfg: CosmosConfig) -> None:
         raise ConfigError(f"segmentation.oversample_foreground must be within 0..1, got {s.oversample_foreground}")
     if s.num_processes < 0:
         raise ConfigError(f"segmentation.num_processes must be >= 0 (0 = no worker processes), got {s.num_processes}")
+    if s.vs_component not in ("largest", "confident"):
+        raise ConfigError(f"segmentation.vs_component must be largest or confident, got {s.vs_component!r}")
+    if not (isinstance(s.vs_min_component_mm3, (int, float)) and s.vs_min_component_mm3 >= 0):
+        raise ConfigError(f"segmentation.vs_min_component_mm3 must be >= 0, got {s.vs_min_component_mm3!r}")
     if s.mirror_axes is not None and (not s.mirror_axes or any(a not in (0, 1, 2) for a in s.mirror_axes)):
         raise ConfigError(
             f"segmentation.mirror_axes must be null or a non-empty subset of [0, 1, 2], got {s.mirror_axes}"
@@ -572,6 +581,9 @@ def _profile_dict(name: str) -> dict[str, Any]:
                 # oversampling makes 0.66 mean 0.66 (the few-mm cochlea is in most patches)
                 "oversample_foreground": 0.66,
                 "probabilistic_oversampling": True,
+                # the most confident VS component, not the largest (a small tumour among larger false blobs on
+                # whole-head crops: cosmos.segmentation.inference); the same voxels where only one is marked
+                "vs_component": "confident",
                 "mirroring": False,  # validation predictions without test-time flips (8x the time)...
                 "mirror_axes": [2],  # ... pseudo-labels always flip, here along one in-plane axis only (2x)
                 # nnU-Net's dataset pools in-process: spawned workers each import torch (~3 s), which cost a
@@ -638,6 +650,7 @@ def _profile_dict(name: str) -> dict[str, Any]:
                 "ce_class_weights": [1.0, 3.0, 20.0],  # see `tiny`
                 "oversample_foreground": 0.66,
                 "probabilistic_oversampling": True,
+                "vs_component": "confident",  # see `tiny`
                 "mirroring": False,
                 "mirror_axes": [2],
                 "num_processes": 0,  # as `tiny`: 16-32 small cases
