@@ -43,9 +43,11 @@ from cosmos.translation.slices import (
     pad_to_multiple,
     resample,
     resampled_shape,
+    sliding_windows,
     to_output_intensity,
     to_slices_last,
     unpad,
+    windows_per_slice,
 )
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,9 @@ def convert_volume(
 ) -> np.ndarray:
     """Translate every axial slice of ``data`` and return a float32 array of the SAME shape in [0, 1].
 
-    ``affine`` only decides which array axis is the slice axis and the in-plane spacings.
+    ``affine`` only decides which array axis is the slice axis and the in-plane spacings. A generator
+    trained on windows (``grid.windowed``) translates slices that hold several of its windows window by
+    window (:func:`cosmos.translation.slices.sliding_windows`); other slices go through whole.
     """
     device = torch.device(device) if device is not None else next(generator.parameters()).device
     generator.eval()
@@ -84,13 +88,18 @@ def convert_volume(
     out = np.empty(norm_last.shape, dtype=np.float32)
     src_size = tuple(norm_last.shape[:2])
     work_size = resampled_shape(src_size, spacing, grid.inplane_spacing)
+    windowed = grid.windowed and windows_per_slice(max(work_size), grid.image_size) > 1
     n = norm_last.shape[-1]
     for z0 in range(0, n, max(1, batch_size)):
         z1 = min(n, z0 + max(1, batch_size))
         chunk = torch.from_numpy(np.ascontiguousarray(np.moveaxis(norm_last[..., z0:z1], -1, 0)))[:, None]
         x = resample(chunk.to(device), work_size)
-        x, pads = pad_to_multiple(x, generator.divisor)
-        y = unpad(generator(x), pads)
+        if windowed:  # padded (background) to at least one window, as training put slices on its canvas
+            x, pads = pad_to_multiple(x, generator.divisor, minimum=grid.image_size)
+            y = unpad(sliding_windows(generator, x, grid.image_size), pads)
+        else:
+            x, pads = pad_to_multiple(x, generator.divisor)
+            y = unpad(generator(x), pads)
         y = resample(y, src_size)[:, 0].clamp_(-1.0, 1.0)
         out[..., z0:z1] = np.moveaxis(to_output_intensity(y).float().cpu().numpy(), 0, -1)
         del chunk, x, y

@@ -15,7 +15,10 @@ Geometry choice (documented here because conversion must undo it exactly):
   whole resampled slice to a multiple of ``2**levels`` (the network is fully convolutional), so the
   full field of view is translated, then crops the pad and resamples back to the source in-plane
   shape: the pseudo-hrT2 has the source shape and affine, and the source label stays aligned voxel
-  for voxel.
+  for voxel. A generator trained on ``image_size`` windows of larger slices (``translator.random_crop``,
+  ``SliceGrid.windowed``) converts a slice that holds several such windows (:func:`windows_per_slice`)
+  window by window instead, overlapping by half and blended (:func:`sliding_windows`): its instance
+  norm then sees the statistics it was trained on (see :func:`sliding_windows`).
 * **Orientation / flips.** Images are NOT flipped to a canonical orientation: conversion must return
   the source array layout and the network does not need one. The two domains may however be stored
   with different in-plane flips; a discriminator could then tell real hrT2 from translated ceT1 by
@@ -54,6 +57,9 @@ class SliceGrid:
     divisor: int = 8
     low_percentile: float = 0.5
     high_percentile: float = 99.5
+    # trained on random image_size windows of larger slices (translator.random_crop): conversion then
+    # translates such slices window by window (slices.sliding_windows); False in models saved before
+    windowed: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -215,3 +221,54 @@ def random_window(rng: np.random.Generator, canvas: int, size: int) -> tuple[Any
     """The index of a random ``size`` x ``size`` window of ``canvas`` x ``canvas`` slices (last two dims)."""
     top, left = (int(v) for v in rng.integers(0, canvas - size + 1, size=2))
     return (..., slice(top, top + size), slice(left, left + size))
+
+
+def windows_per_slice(extent: int, window: int) -> int:
+    """How many ``window`` x ``window`` windows show an ``extent`` x ``extent`` slice once, rounded.
+
+    Used twice, with one meaning: translator training shows ``slices_per_epoch`` x this many windows
+    per epoch (``translator.random_crop``), and conversion of a windowed-trained generator goes window
+    by window where a slice holds more than one (:func:`sliding_windows`).
+
+    Why: on life-sized heads the crop fills a 160 px canvas against an 80 px window (4 windows per
+    slice) and the ``tiny`` budget, 8 epochs of 128 windows, never learned the hrT2 contrast (best
+    fidelity score 0.05; with 4x the windows: 0.85). Rounded, so the built-in phantom's 86 px canvas
+    (1.16 windows) keeps its budget and its whole-slice conversion.
+    """
+    return max(1, int(round((extent / max(window, 1)) ** 2)))
+
+
+def _window_starts(length: int, window: int, step: int) -> list[int]:
+    starts = list(range(0, max(1, length - window + 1), step))
+    if starts[-1] != length - window:
+        starts.append(length - window)
+    return starts
+
+
+def sliding_windows(net, batch: torch.Tensor, window: int) -> torch.Tensor:
+    """``net`` applied to ``window`` x ``window`` windows of ``batch`` (N, C, H, W; H, W >= ``window``),
+    overlapping by half, each output weighted by a separable Hann window and normalised by the summed
+    weights (every pixel is covered; the weights are > 0 up to the window's edge).
+
+    Why: an instance-normalised generator's output depends on the statistics of the whole image it is
+    given. One trained on 80 px windows of life-sized heads translated the same heads differently as
+    whole slices: cochlea brighter than the head's median in 1 of 8 cases whole, 4 of 8 window by window
+    (label-free fidelity score 0.43 -> 0.63, the in-head histogram distance 0.100 -> 0.086).
+    """
+    h, w = batch.shape[-2:]
+    if h < window or w < window:
+        raise ValueError(f"sliding_windows needs slices of at least {window} px, got {h} x {w}")
+    hann = torch.hann_window(window + 2, periodic=False, dtype=batch.dtype, device=batch.device)[1:-1]
+    weight = hann[:, None] * hann[None, :]
+    out: torch.Tensor | None = None
+    total = torch.zeros((h, w), dtype=batch.dtype, device=batch.device)
+    step = max(1, window // 2)
+    for top in _window_starts(h, window, step):
+        for left in _window_starts(w, window, step):
+            y = net(batch[..., top : top + window, left : left + window]) * weight
+            if out is None:
+                out = torch.zeros((*y.shape[:-2], h, w), dtype=y.dtype, device=y.device)
+            out[..., top : top + window, left : left + window] += y
+            total[top : top + window, left : left + window] += weight
+    assert out is not None
+    return out / total

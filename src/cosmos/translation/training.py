@@ -65,6 +65,7 @@ from cosmos.translation.slices import (
     centre_crop_or_pad_labels,
     random_window,
     volume_to_training_slices,
+    windows_per_slice,
 )
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,7 @@ def grid_from_config(cfg: CosmosConfig) -> SliceGrid:
         divisor=2**t.levels,
         low_percentile=t.norm_low_percentile,
         high_percentile=t.norm_high_percentile,
+        windowed=t.random_crop,
     )
 
 
@@ -345,19 +347,6 @@ def pick_reference_targets(data: SliceData, count: int = 4) -> np.ndarray:
         idx = np.nonzero(data.target_volume == v)[0]
         chosen.append(idx[np.argmax(bright[idx])])
     return np.asarray(chosen)
-
-
-def windows_per_slice(canvas: int, window: int) -> int:
-    """How many ``window`` x ``window`` training windows show a ``canvas`` x ``canvas`` slice once
-    (``translator.random_crop``): ``slices_per_epoch`` counts slices, so an epoch shows the same share
-    of every slice whatever the size of the region of interest.
-
-    Why: on life-sized heads the crop fills a 160 px canvas against an 80 px window (4 windows per
-    slice) and the ``tiny`` budget, 8 epochs of 128 windows, never learned the hrT2 contrast (best
-    fidelity score 0.05; with 4x the windows: 0.85). Rounded, so the built-in phantom's 86 px canvas
-    (1.16 windows) keeps its budget.
-    """
-    return max(1, int(round((canvas / max(window, 1)) ** 2)))
 
 
 # ---------------------------------------------------------------------------- fidelity
