@@ -36,7 +36,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from cosmos.config import CosmosConfig
+from cosmos.config import CosmosConfig, SegmentationConfig
 from cosmos.cpu import resolve_threads
 from cosmos.data import layout, nifti
 from cosmos.errors import CosmosError
@@ -213,9 +213,6 @@ def build_predictor(
 
 
 # ------------------------------------------------------------------------------ post-processing
-VS_COMPONENT_RULES = ("largest", "confident")
-
-
 def keep_largest_vs_component(seg: np.ndarray) -> np.ndarray:
     """All-but-largest 3D connected component removed for VS (label 1) only; cochlea untouched."""
     from nnunetv2.postprocessing.remove_connected_components import remove_all_but_largest_component_from_segmentation
@@ -248,10 +245,11 @@ def keep_confident_vs_component(
     return out
 
 
-def one_vs_component(seg: np.ndarray, probabilities: np.ndarray | None, voxel_mm3: float, seg_cfg) -> np.ndarray:
+def one_vs_component(
+    seg: np.ndarray, probabilities: np.ndarray | None, voxel_mm3: float, seg_cfg: SegmentationConfig
+) -> np.ndarray:
     """The configured VS post-processing (``segmentation.vs_component``) of one label array."""
-    rule = getattr(seg_cfg, "vs_component", "largest")
-    if rule == "confident":
+    if seg_cfg.vs_component == "confident":
         if probabilities is None:
             raise ValueError("vs_component=confident needs the ensemble's probabilities")
         return keep_confident_vs_component(seg, probabilities[VS_LABEL], voxel_mm3, seg_cfg.vs_min_component_mm3)
