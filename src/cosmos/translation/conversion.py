@@ -94,12 +94,9 @@ def convert_volume(
         z1 = min(n, z0 + max(1, batch_size))
         chunk = torch.from_numpy(np.ascontiguousarray(np.moveaxis(norm_last[..., z0:z1], -1, 0)))[:, None]
         x = resample(chunk.to(device), work_size)
-        if windowed:  # padded (background) to at least one window, as training put slices on its canvas
-            x, pads = pad_to_multiple(x, generator.divisor, minimum=grid.image_size)
-            y = unpad(sliding_windows(generator, x, grid.image_size), pads)
-        else:
-            x, pads = pad_to_multiple(x, generator.divisor)
-            y = unpad(generator(x), pads)
+        # windowed: padded (background) to at least one window, as training put slices on its canvas
+        x, pads = pad_to_multiple(x, generator.divisor, minimum=grid.image_size if windowed else 0)
+        y = unpad(sliding_windows(generator, x, grid.image_size) if windowed else generator(x), pads)
         y = resample(y, src_size)[:, 0].clamp_(-1.0, 1.0)
         out[..., z0:z1] = np.moveaxis(to_output_intensity(y).float().cpu().numpy(), 0, -1)
         del chunk, x, y
