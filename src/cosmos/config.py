@@ -148,6 +148,11 @@ class SegmentationConfig:
     # Dice gradient vanishes (p(1-p)); nnU-Net escapes that only after ~1000s of iterations. Measured on
     # labelled phantom hrT2, 160 iterations: cochlea Dice 0.00 unweighted, ~0.8 with weight 10.
     ce_class_weights: list[float] | None = None
+    # Label-aware intensity augmentation (cosmos.segmentation.augmentation): per training patch and labelled
+    # structure, the probability of re-rendering that structure at a random brightness inside its label. Why: the
+    # teacher learns from pseudo-hrT2, and where the translator gets a structure's contrast wrong the network
+    # learns that wrong appearance; 0 = off (nnU-Net's augmentation only; the paper).
+    structure_intensity_p: float = 0.0
     mirroring: bool = True  # test-time augmentation (8x flips in 3D)
     # the flipped axes of that augmentation (nnU-Net's array axes z, y, x = 0, 1, 2); None = every axis (the
     # paper's 8 passes); CPU profiles flip fewer axes: each axis doubles the prediction time
@@ -448,6 +453,8 @@ def validate(cfg: CosmosConfig) -> None:
         raise ConfigError(f"segmentation.vs_component must be largest or confident, got {s.vs_component!r}")
     if not (isinstance(s.vs_min_component_mm3, (int, float)) and s.vs_min_component_mm3 >= 0):
         raise ConfigError(f"segmentation.vs_min_component_mm3 must be >= 0, got {s.vs_min_component_mm3!r}")
+    if not (isinstance(s.structure_intensity_p, (int, float)) and 0.0 <= s.structure_intensity_p <= 1.0):
+        raise ConfigError(f"segmentation.structure_intensity_p must be in [0, 1], got {s.structure_intensity_p!r}")
     if s.mirror_axes is not None and (not s.mirror_axes or any(a not in (0, 1, 2) for a in s.mirror_axes)):
         raise ConfigError(
             f"segmentation.mirror_axes must be null or a non-empty subset of [0, 1, 2], got {s.mirror_axes}"

@@ -123,6 +123,7 @@ class TrainerBudget:
     probabilistic_oversampling: bool = False  # nnU-Net's per-sample coin flip (see module docstring)
     save_every: int = 50
     ce_class_weights: list[float] | None = None  # one per label (background first); None = unweighted
+    structure_intensity_p: float = 0.0  # label-aware intensity augmentation per structure (0 = off, nnU-Net's)
 
     @classmethod
     def from_config(cls, seg, prepared=None, lr_scale: float = 1.0) -> TrainerBudget:
@@ -145,6 +146,7 @@ class TrainerBudget:
             probabilistic_oversampling=bool(getattr(seg, "probabilistic_oversampling", False)),
             save_every=seg.save_every,
             ce_class_weights=None if seg.ce_class_weights is None else [float(w) for w in seg.ce_class_weights],
+            structure_intensity_p=float(seg.structure_intensity_p),
         )
 
 
@@ -171,6 +173,7 @@ class nnUNetTrainerCosmosBudget(nnUNetTrainer):
         self.logger = ProgressPlotThrottledLogger.adopt(self.logger)
         self.epoch_end_callbacks: list[EpochCallback] = []
         self.ce_class_weights: list[float] | None = None
+        self.structure_intensity_p = 0.0
         budget = type(self).default_budget
         if budget is not None:
             self.apply_budget(budget)
@@ -188,6 +191,22 @@ class nnUNetTrainerCosmosBudget(nnUNetTrainer):
         self.probabilistic_oversampling = bool(budget.probabilistic_oversampling)  # read by get_dataloaders
         self.save_every = max(1, int(budget.save_every))
         self.ce_class_weights = None if budget.ce_class_weights is None else [float(w) for w in budget.ce_class_weights]
+        self.structure_intensity_p = float(budget.structure_intensity_p)
+
+    def get_training_transforms(self, *args, **kwargs):  # type: ignore[override]
+        """nnU-Net's training augmentation, plus the label-aware structure intensity edit when
+        ``structure_intensity_p`` > 0 (:mod:`cosmos.segmentation.augmentation`). nnU-Net calls this
+        through ``self`` in ``get_dataloaders``; its own definition is a staticmethod."""
+        transforms = nnUNetTrainer.get_training_transforms(*args, **kwargs)
+        if self.structure_intensity_p <= 0.0:
+            return transforms
+        from cosmos.segmentation.augmentation import StructureIntensityTransform, with_structure_intensity
+
+        labels = tuple(int(v) for v in self.label_manager.foreground_labels)
+        log.info("structure intensity augmentation: labels %s, p %.2f per label", labels, self.structure_intensity_p)
+        return with_structure_intensity(
+            transforms, StructureIntensityTransform(labels=labels, p_per_label=self.structure_intensity_p)
+        )
 
     def _build_loss(self):
         """nnU-Net's Dice + CE (deep supervision), with ``ce_class_weights`` put on the CE term."""
