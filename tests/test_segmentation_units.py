@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cosmos.config import load_config
+from cosmos.config import ConfigError, load_config
 from cosmos.data import nifti
 from cosmos.errors import CosmosError
 from cosmos.segmentation import environment, export, planning
@@ -405,6 +405,49 @@ def test_iterations_scale_with_the_student_case_count():
     assert scaled_iterations(25, 7, 4) == 44 and scaled_iterations(1, 1, 100) == 1
     assert TrainerBudget.from_config(seg, lr_scale=0.1).initial_lr == pytest.approx(seg.initial_lr * 0.1)
     assert fold_seed(0, 0, 1) == 1 and fold_seed(7, 2, 1) == 2008
+
+
+def test_iterations_scale_with_the_field_of_view_within_bounds():
+    from types import SimpleNamespace
+
+    from cosmos.segmentation.trainer import TrainerBudget, field_of_view_factor, patches_per_case
+
+    def plans(median):
+        base = {"median_image_size_in_voxels": median, "patch_size": [56, 128, 256], "spacing": [1.3, 0.5, 0.5]}
+        return {
+            "configurations": {
+                "3d_fullres": base,
+                "3d_fullres_cosmos": {"inherits_from": "3d_fullres", "patch_size": [32, 48, 48]},
+            }
+        }
+
+    def round_with(median):
+        p = plans(median)
+        return SimpleNamespace(
+            num_cases=8, num_pseudo=8, num_real=0, configuration="3d_fullres_cosmos", plans=lambda: p
+        )
+
+    # the patch comes from the COSMOS configuration, the median case from the base it inherits
+    assert patches_per_case(plans([32, 96, 96]), "3d_fullres_cosmos") == pytest.approx(4.0)
+    assert patches_per_case(plans([32, 96, 96]), "3d_fullres") == pytest.approx(32 * 96 * 96 / (56 * 128 * 256))
+    assert field_of_view_factor(3.0, 4.0, 3.0) == 1.0  # never fewer iterations than the profile's
+    assert field_of_view_factor(8.0, 4.0, 3.0) == 2.0
+    assert field_of_view_factor(40.0, 4.0, 3.0) == 3.0  # bounded
+    assert field_of_view_factor(40.0, 0.0, 3.0) == 1.0  # off
+    off = load_config("tiny", overrides=["segmentation.fov_reference_patches=0"]).segmentation
+    on = load_config(
+        "tiny", overrides=["segmentation.fov_reference_patches=4", "segmentation.fov_max_factor=3"]
+    ).segmentation
+    base = on.iterations_per_epoch
+    small_crop, whole_head = round_with([28, 83, 83]), round_with([51, 128, 230])  # 3.0 and 20.4 patches
+    assert TrainerBudget.from_config(off, whole_head).iterations_per_epoch == base
+    assert TrainerBudget.from_config(on, small_crop).iterations_per_epoch == base
+    assert TrainerBudget.from_config(on, whole_head).iterations_per_epoch == 3 * base
+    assert TrainerBudget.from_config(on).iterations_per_epoch == base  # no round given: unchanged
+    with pytest.raises(ConfigError, match="fov_max_factor"):
+        load_config("tiny", overrides=["segmentation.fov_max_factor=0.5"])
+    with pytest.raises(ConfigError, match="fov_reference_patches"):
+        load_config("tiny", overrides=["segmentation.fov_reference_patches=-1"])
 
 
 def test_selftraining_config_validation():

@@ -85,6 +85,38 @@ def scaled_iterations(base: int, n_train_cases: int, n_pseudo_cases: int) -> int
     return max(1, int(round(base * n_train_cases / n_pseudo_cases)))
 
 
+def patches_per_case(plans: dict, configuration: str) -> float:
+    """How many patches the median case holds: prod(median image size) / prod(patch size), in voxels.
+
+    Both at the configuration's spacing (the base configuration is planned at the spacing the COSMOS
+    configuration trains at; the latter only changes patch and topology, and inherits the median).
+    """
+    configurations = plans["configurations"]
+    resolved: dict = {}
+    name: str | None = configuration
+    while name is not None:  # nnU-Net's inheritance: a child's keys win over its parent's
+        if name not in configurations:
+            raise KeyError(f"configuration {name!r} is not in the plans")
+        entry = configurations[name]
+        resolved = {**entry, **resolved}
+        name = entry.get("inherits_from")
+    return float(np.prod(resolved["median_image_size_in_voxels"])) / float(np.prod(resolved["patch_size"]))
+
+
+def field_of_view_factor(n_patches: float, reference: float, max_factor: float) -> float:
+    """``clip(n_patches / reference, 1, max_factor)``; 1 when ``reference`` <= 0 (off).
+
+    Why: one training iteration sees a patch; where a case holds many patches (a whole-head crop
+    around two ears) each iteration covers a smaller part of it, and at CPU budgets the network
+    meets too little of the background it must learn to leave unmarked (VS-like blobs, the other
+    bright fluid) and too few views of a structure a few mm wide. nnU-Net's fixed 250,000
+    iterations make this moot on a GPU; a CPU budget measured on small crops does not carry over.
+    """
+    if reference <= 0:
+        return 1.0
+    return float(min(max(n_patches / reference, 1.0), max(1.0, max_factor)))
+
+
 class ProgressPlotThrottledLogger(MetaLogger):
     """nnU-Net's logger, drawing ``progress.png`` at most every ``min_interval_s`` seconds.
 
@@ -131,12 +163,25 @@ class TrainerBudget:
 
         ``prepared`` (a ``PreparedRound``): with ``seg.scale_iterations_with_cases`` the iterations
         per epoch follow :func:`scaled_iterations` with the round's ``num_cases`` / ``num_pseudo``
-        (a teacher has no real cases, so its budget is unchanged). ``lr_scale`` multiplies the
-        initial learning rate (``selftraining.student_lr_scale`` for warm-started students).
+        (a teacher has no real cases, so its budget is unchanged); with ``seg.fov_reference_patches``
+        > 0 they are also multiplied by :func:`field_of_view_factor` of the round's plan. ``lr_scale``
+        multiplies the initial learning rate (``selftraining.student_lr_scale`` for warm-started
+        students).
         """
         iterations = int(seg.iterations_per_epoch)
         if getattr(seg, "scale_iterations_with_cases", False) and prepared is not None:
             iterations = scaled_iterations(iterations, prepared.num_cases, prepared.num_pseudo)
+        if seg.fov_reference_patches > 0 and prepared is not None:
+            n_patches = patches_per_case(prepared.plans(), prepared.configuration)
+            factor = field_of_view_factor(n_patches, seg.fov_reference_patches, seg.fov_max_factor)
+            if factor > 1.0:
+                log.info(
+                    "field of view: the median case holds %.1f patches (reference %.1f): iterations x %.2f",
+                    n_patches,
+                    seg.fov_reference_patches,
+                    factor,
+                )
+            iterations = max(1, int(round(iterations * factor)))
         return cls(
             epochs=seg.epochs,
             iterations_per_epoch=iterations,
