@@ -277,3 +277,40 @@ def test_ce_class_weights_reach_the_loss(trained, tmp_path):
             trainer.initialize()
         ce = trainer.loss.loss.ce  # DeepSupervisionWrapper -> DC_and_CE_loss -> RobustCrossEntropyLoss
         assert (None if ce.weight is None else ce.weight.tolist()) == weights
+
+
+def test_structure_intensity_augmentation_reaches_the_training_loader(trained, tmp_path):
+    """`segmentation.structure_intensity_p` > 0 puts the structure re-rendering into the loader nnU-Net
+    trains from (right after its spatial transform); 0 leaves nnU-Net's pipeline as it is."""
+    import copy
+
+    from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+    from batchgeneratorsv2.transforms.utils.random import RandomTransform
+
+    from cosmos.segmentation import environment
+    from cosmos.segmentation.augmentation import StructureIntensityTransform
+    from cosmos.segmentation.training import build_trainer
+
+    prepared = load_prepared(trained["prepared"])
+    found = {}
+    for p in (1.0, 0.0):
+        cfg = copy.deepcopy(trained["cfg"])
+        cfg.segmentation.structure_intensity_p = p
+        with environment.nnunet_env(preprocessed=prepared.preprocessed_root, results=tmp_path / "results", n_proc_da=0):
+            trainer = build_trainer(
+                prepared, 0, tmp_path / f"fold_{p}", cfg, torch.device("cpu"), continue_training=False
+            )
+            trainer.initialize()
+            loader, _ = trainer.get_dataloaders()
+        steps = loader.data_loader.transforms.transforms  # SingleThreadedAugmenter -> nnUNetDataLoader -> Compose
+        edits = [t for t in steps if isinstance(t, StructureIntensityTransform)]
+        found[p] = edits
+        if edits:
+            at = steps.index(edits[0])
+            spatial = [i for i, t in enumerate(steps) if isinstance(t, SpatialTransform)]
+            assert spatial and spatial[0] < at  # after the spatial transform (and nnU-Net's 2D<->3D wrapping)...
+            assert not any(isinstance(t, RandomTransform) for t in steps[:at])  # ...before every intensity transform
+            assert edits[0].labels == (1, 2) and edits[0].p_per_label == 1.0
+            batch = next(loader)  # the pipeline runs end to end with the edit in it
+            assert tuple(batch["data"].shape[:2]) == (2, 1)
+    assert len(found[1.0]) == 1 and found[0.0] == []
