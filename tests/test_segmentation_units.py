@@ -393,12 +393,13 @@ def test_iterations_scale_with_the_student_case_count():
     from cosmos.segmentation.trainer import TrainerBudget, scaled_iterations
     from cosmos.segmentation.training import fold_seed
 
-    seg = load_config("tiny").segmentation
+    fov_off = "segmentation.fov_reference_patches=0"  # the field-of-view factor has its own test
+    seg = load_config("tiny", overrides=[fov_off]).segmentation
     base = seg.iterations_per_epoch
     student = SimpleNamespace(num_cases=16 + 11, num_pseudo=16, num_real=11)
     teacher = SimpleNamespace(num_cases=16, num_pseudo=16, num_real=0)
     assert TrainerBudget.from_config(seg, student).iterations_per_epoch == base  # off by default (paper)
-    on = load_config("tiny", overrides=["segmentation.scale_iterations_with_cases=true"]).segmentation
+    on = load_config("tiny", overrides=["segmentation.scale_iterations_with_cases=true", fov_off]).segmentation
     assert TrainerBudget.from_config(on, student).iterations_per_epoch == round(base * 27 / 16)
     assert TrainerBudget.from_config(on, teacher).iterations_per_epoch == base
     assert TrainerBudget.from_config(on).iterations_per_epoch == base  # no round given: unchanged
