@@ -256,25 +256,35 @@ def test_cpu_training_is_bit_identical_for_the_same_seed(trained, tmp_path):
     assert a["logging"]["train_losses"] == b["logging"]["train_losses"]
 
 
-def test_ce_class_weights_reach_the_loss(trained, tmp_path):
-    """CPU profiles weight the cochlea's cross-entropy (unweighted, a 160-iteration fold never learns it);
-    the paper profile keeps nnU-Net's unweighted loss."""
+@contextlib.contextmanager
+def _initialized_trainer(trained, fold_dir: Path, **segmentation):
+    """Fold 0's trainer on the fixture's prepared round, built as training builds it and initialised,
+    with ``segmentation`` fields set on a copy of the fixture's config; inside nnU-Net's environment."""
     import copy
 
     from cosmos.segmentation import environment
     from cosmos.segmentation.training import build_trainer
 
+    prepared = load_prepared(trained["prepared"])
+    cfg = copy.deepcopy(trained["cfg"])
+    for key, value in segmentation.items():
+        setattr(cfg.segmentation, key, value)
+    with environment.nnunet_env(
+        preprocessed=prepared.preprocessed_root, results=fold_dir.parent / "results", n_proc_da=0
+    ):
+        trainer = build_trainer(prepared, 0, fold_dir, cfg, torch.device("cpu"), continue_training=False)
+        trainer.initialize()
+        yield trainer
+
+
+def test_ce_class_weights_reach_the_loss(trained, tmp_path):
+    """CPU profiles weight the cochlea's cross-entropy (unweighted, a 160-iteration fold never learns it);
+    the paper profile keeps nnU-Net's unweighted loss."""
     assert load_config("paper").segmentation.ce_class_weights is None
     assert load_config("tiny").segmentation.ce_class_weights == load_config("small").segmentation.ce_class_weights
-    prepared = load_prepared(trained["prepared"])
     for weights in ([1.0, 3.0, 20.0], None):
-        cfg = copy.deepcopy(trained["cfg"])
-        cfg.segmentation.ce_class_weights = weights
-        with environment.nnunet_env(preprocessed=prepared.preprocessed_root, results=tmp_path / "results", n_proc_da=0):
-            trainer = build_trainer(
-                prepared, 0, tmp_path / f"fold_{weights is None}", cfg, torch.device("cpu"), continue_training=False
-            )
-            trainer.initialize()
+        with _initialized_trainer(trained, tmp_path / f"fold_{weights is None}", ce_class_weights=weights) as trainer:
+            pass
         ce = trainer.loss.loss.ce  # DeepSupervisionWrapper -> DC_and_CE_loss -> RobustCrossEntropyLoss
         assert (None if ce.weight is None else ce.weight.tolist()) == weights
 
@@ -282,25 +292,14 @@ def test_ce_class_weights_reach_the_loss(trained, tmp_path):
 def test_structure_intensity_augmentation_reaches_the_training_loader(trained, tmp_path):
     """`segmentation.structure_intensity_p` > 0 puts the structure re-rendering into the loader nnU-Net
     trains from (right after its spatial transform); 0 leaves nnU-Net's pipeline as it is."""
-    import copy
-
     from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
     from batchgeneratorsv2.transforms.utils.random import RandomTransform
 
-    from cosmos.segmentation import environment
     from cosmos.segmentation.augmentation import StructureIntensityTransform
-    from cosmos.segmentation.training import build_trainer
 
-    prepared = load_prepared(trained["prepared"])
     found = {}
     for p in (1.0, 0.0):
-        cfg = copy.deepcopy(trained["cfg"])
-        cfg.segmentation.structure_intensity_p = p
-        with environment.nnunet_env(preprocessed=prepared.preprocessed_root, results=tmp_path / "results", n_proc_da=0):
-            trainer = build_trainer(
-                prepared, 0, tmp_path / f"fold_{p}", cfg, torch.device("cpu"), continue_training=False
-            )
-            trainer.initialize()
+        with _initialized_trainer(trained, tmp_path / f"fold_{p}", structure_intensity_p=p) as trainer:
             loader, _ = trainer.get_dataloaders()
         steps = loader.data_loader.transforms.transforms  # SingleThreadedAugmenter -> nnUNetDataLoader -> Compose
         edits = [t for t in steps if isinstance(t, StructureIntensityTransform)]

@@ -413,14 +413,10 @@ def test_iterations_scale_with_the_field_of_view_within_bounds():
 
     from cosmos.segmentation.trainer import TrainerBudget, field_of_view_factor, patches_per_case
 
-    def plans(median):
-        base = {"median_image_size_in_voxels": median, "patch_size": [56, 128, 256], "spacing": [1.3, 0.5, 0.5]}
-        return {
-            "configurations": {
-                "3d_fullres": base,
-                "3d_fullres_cosmos": {"inherits_from": "3d_fullres", "patch_size": [32, 48, 48]},
-            }
-        }
+    def plans(median):  # our plans as cosmos_plans writes them: tiny caps the planned 24x64x64 patch at 24x48x48
+        nn = _fake_plans()
+        nn["configurations"]["3d_fullres"]["median_image_size_in_voxels"] = median
+        return planning.cosmos_plans(nn, load_config("tiny").segmentation)[0]
 
     def round_with(median):
         p = plans(median)
@@ -429,8 +425,8 @@ def test_iterations_scale_with_the_field_of_view_within_bounds():
         )
 
     # the patch comes from the COSMOS configuration, the median case from the base it inherits
-    assert patches_per_case(plans([32, 96, 96]), "3d_fullres_cosmos") == pytest.approx(4.0)
-    assert patches_per_case(plans([32, 96, 96]), "3d_fullres") == pytest.approx(32 * 96 * 96 / (56 * 128 * 256))
+    assert patches_per_case(plans([24, 96, 96]), "3d_fullres_cosmos") == pytest.approx(4.0)
+    assert patches_per_case(plans([24, 96, 96]), "3d_fullres") == pytest.approx(96 * 96 / (64 * 64))
     assert field_of_view_factor(3.0, 4.0, 3.0) == 1.0  # never fewer iterations than the profile's
     assert field_of_view_factor(8.0, 4.0, 3.0) == 2.0
     assert field_of_view_factor(40.0, 4.0, 3.0) == 3.0  # bounded
@@ -440,7 +436,7 @@ def test_iterations_scale_with_the_field_of_view_within_bounds():
         "tiny", overrides=["segmentation.fov_reference_patches=4", "segmentation.fov_max_factor=3"]
     ).segmentation
     base = on.iterations_per_epoch
-    small_crop, whole_head = round_with([28, 83, 83]), round_with([51, 128, 230])  # 3.0 and 20.4 patches
+    small_crop, whole_head = round_with([18, 96, 96]), round_with([24, 240, 192])  # 3.0 and 20.0 patches
     assert TrainerBudget.from_config(off, whole_head).iterations_per_epoch == base
     assert TrainerBudget.from_config(on, small_crop).iterations_per_epoch == base
     assert TrainerBudget.from_config(on, whole_head).iterations_per_epoch == 3 * base

@@ -80,9 +80,9 @@ class StructureIntensityTransform(BasicTransform):
     def _apply_to_image(self, img: torch.Tensor, **params) -> torch.Tensor:
         for soft, box, targets, scale in params["edits"]:
             m = torch.from_numpy(soft).to(img.dtype)
+            w = m.sum()
             for c, target in enumerate(targets):
                 region = img[c][box]
-                w = m.sum()
                 mu = (region * m).sum() / w if w > 0 else region.mean()
                 rendered = (region - mu) * scale + target
                 img[c][box] = region + m * (rendered - region)

@@ -91,16 +91,10 @@ def patches_per_case(plans: dict, configuration: str) -> float:
     Both at the configuration's spacing (the base configuration is planned at the spacing the COSMOS
     configuration trains at; the latter only changes patch and topology, and inherits the median).
     """
-    configurations = plans["configurations"]
-    resolved: dict = {}
-    name: str | None = configuration
-    while name is not None:  # nnU-Net's inheritance: a child's keys win over its parent's
-        if name not in configurations:
-            raise KeyError(f"configuration {name!r} is not in the plans")
-        entry = configurations[name]
-        resolved = {**entry, **resolved}
-        name = entry.get("inherits_from")
-    return float(np.prod(resolved["median_image_size_in_voxels"])) / float(np.prod(resolved["patch_size"]))
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    cm = PlansManager(plans).get_configuration(configuration)  # nnU-Net resolves ``inherits_from``
+    return float(np.prod(cm.median_image_size_in_voxels)) / float(np.prod(cm.patch_size))
 
 
 def field_of_view_factor(n_patches: float, reference: float, max_factor: float) -> float:
