@@ -29,6 +29,7 @@ def predict_pseudo_labels(
     from collections import namedtuple
 
     from components import _runtime as rt
+    from cosmos.config import ROUND_COUNT
     from cosmos.resume import stage_key
 
     rt.setup()
@@ -41,6 +42,7 @@ def predict_pseudo_labels(
         [*model_paths, data.path, round_run.path, previous],
         cfg,
         ["segmentation", "selftraining"],
+        exclude=ROUND_COUNT,
     )
 
     def body(out):

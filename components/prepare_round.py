@@ -29,6 +29,7 @@ def prepare_round(
     previous_prepared: the previous round's dataset (its plan, for warm-started students, and the
     replay check). Returns the number of training cases."""
     from components import _runtime as rt
+    from cosmos.config import PREDICTION_ONLY, ROUND_COUNT
     from cosmos.resume import stage_key
 
     rt.setup()
@@ -41,6 +42,7 @@ def prepare_round(
         [pseudo.path, data.path, kept_path, previous],
         cfg,
         ["segmentation", "selftraining"],
+        exclude=(*PREDICTION_ONLY, *ROUND_COUNT),
     )
 
     def body(out):
@@ -74,6 +76,7 @@ def start_round_run(
 ) -> str:
     """Returns the MLflow run id of the round ("" when tracking is unavailable)."""
     from components import _runtime as rt
+    from cosmos.config import PREDICTION_ONLY, ROUND_COUNT
     from cosmos.resume import stage_key
 
     rt.setup()
@@ -84,6 +87,7 @@ def start_round_run(
         [prepared.path],
         cfg,
         ["segmentation", "selftraining", "tracking"],
+        exclude=(*PREDICTION_ONLY, *ROUND_COUNT),
     )
 
     def body(out):

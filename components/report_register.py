@@ -36,6 +36,7 @@ def register_round(
 ) -> str:
     """Returns the registered cosmos-segmenter version."""
     from components import _runtime as rt
+    from cosmos.config import ROUND_COUNT
     from cosmos.resume import stage_key
 
     rt.setup()
@@ -48,6 +49,7 @@ def register_round(
         [*model_paths, scores.path, val_predictions.path, round_run.path, *optional],
         cfg,
         ["tracking", "selftraining"],
+        exclude=ROUND_COUNT,
     )
 
     def body(out):

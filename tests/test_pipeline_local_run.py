@@ -143,3 +143,26 @@ def test_benchmark_cosmos_rows_equal_cosmos_run_rounds(run, data, tmp_path):
         assert ours[name]["params"] == theirs[name]["params"], name
         assert set(ours[name]["tags"]) == set(theirs[name]["tags"]), name
         assert ours[name]["metrics"] == theirs[name]["metrics"], name
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_changing_the_round_count_or_the_post_processing_retrains_nothing(run, data):
+    """A finished K=1 run asked for K=0 with another cochlea rule: the teacher's preparation, MLflow run and
+    training are reused; only its prediction, scoring and registration run again. (Last in this module: it
+    rewrites the run's summary.)"""
+    from cosmos.cli import main
+
+    out = run["out"]
+    timings = out / "work" / "timings.jsonl"
+    n_before = len(timings.read_text().splitlines())
+    argv = _argv("run", out, data) + ["--set", "selftraining.rounds=0", "--set", "segmentation.cochlea_components=all"]
+    assert main(argv) == 0
+    rows = {r["stage"]: r["reused"] for r in map(json.loads, timings.read_text().splitlines()[n_before:])}
+    for stage in ("prepare_round0", "start_round_run0", "train_fold0_0"):
+        assert rows.get(stage) is True, (stage, rows)
+    for stage in ("predict_validation0", "evaluate0"):
+        assert rows.get(stage) is False, (stage, rows)
+    assert not any(name.endswith("1") or "_fold1_" in name for name in rows), rows
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["index"] for r in summary["rounds"]] == [0]

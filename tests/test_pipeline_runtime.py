@@ -66,6 +66,32 @@ def test_stage_key_depends_on_params_inputs_and_only_named_sections(tmp_path):
     assert base != resume.stage_key("s", {"round": 0}, [a], cfg, ["segmentation"])
 
 
+def test_training_keys_leave_out_prediction_only_fields_and_the_round_count(tmp_path):
+    """Changing how a model predicts, or how many rounds run, must not re-train a finished round."""
+    from cosmos.config import PREDICTION_ONLY, ROUND_COUNT, load_config
+
+    cfg = load_config("tiny")
+    sections = ["segmentation", "selftraining"]
+    exclude = (*PREDICTION_ONLY, *ROUND_COUNT)
+    train = resume.stage_key("train_fold", {"round": 0}, [], cfg, sections, exclude=exclude)
+    for change in (
+        "segmentation.cochlea_components=all",
+        "segmentation.mirroring=true",
+        "segmentation.vs_component=largest",
+        "selftraining.rounds=3",
+    ):
+        other = cfg.with_overrides([change])
+        assert resume.stage_key("train_fold", {"round": 0}, [], other, sections, exclude=exclude) == train, change
+        # a stage that predicts still sees it
+        assert resume.stage_key("predict", {}, [], other, sections) != resume.stage_key(
+            "predict", {}, [], cfg, sections
+        )
+    for change in ("segmentation.epochs=9", "selftraining.student_init=scratch"):
+        other = cfg.with_overrides([change])
+        assert resume.stage_key("train_fold", {"round": 0}, [], other, sections, exclude=exclude) != train, change
+    assert cfg.to_dict()["segmentation"]["cochlea_components"] == "per_side"  # the config itself is not edited
+
+
 def test_local_fingerprint_sees_changed_files(tmp_path):
     assert resume.local_fingerprint("") == ""
     assert resume.local_fingerprint("s3://b/p") == "s3://b/p"

@@ -16,6 +16,7 @@ from cosmos.segmentation.inference import (
     collect_inputs,
     keep_confident_vs_component,
     keep_largest_vs_component,
+    keep_one_cochlea_per_side,
     one_vs_component,
     output_name,
     predict,
@@ -293,6 +294,59 @@ def test_confident_vs_component_keeps_a_small_sure_tumour_over_larger_unsure_blo
         one_vs_component(seg, None, 1.0, cfg.segmentation)
     with pytest.raises(CosmosError, match="vs_component"):
         load_config(profile="tiny", overrides=["segmentation.vs_component=smallest"])
+
+
+def test_one_cochlea_per_side_keeps_the_largest_on_each_side_in_world_coordinates():
+    """Two cochleae (one per inner ear) among bright-fluid false positives next to each and far away: the largest
+    component on each side of the midline stays, everything else goes; the VS is untouched; sides are world sides,
+    so a flipped x axis (LPS-like storage) gives the same anatomy."""
+    seg = np.zeros((40, 20, 10), np.uint8)
+    seg[4:9, 8:12, 4:7] = 2  # left cochlea (60 voxels)
+    seg[10:12, 8:10, 4:6] = 2  # left vestibule, marked as cochlea (8)
+    seg[30:35, 8:12, 4:7] = 2  # right cochlea (60)
+    seg[27:29, 8:10, 4:6] = 2  # right vestibule (8)
+    seg[33:35, 1:3, 0:2] = 2  # a far CSF speck, right (8)
+    seg[25:29, 14:18, 2:6] = 1  # the VS, right
+    seg[2:4, 1:3, 8:10] = 1  # a second VS blob: not this rule's business
+    for sign in (1.0, -1.0):
+        affine = np.diag([sign * 0.5, 0.5, 1.0, 1.0])
+        affine[0, 3] = -sign * 10.0  # voxel 20 sits at world x = 0
+        out = keep_one_cochlea_per_side(seg, affine, midline_x=0.0)
+        assert (out[4:9, 8:12, 4:7] == 2).all() and (out[30:35, 8:12, 4:7] == 2).all()
+        assert (out == 2).sum() == 120
+        assert ((out == 1) == (seg == 1)).all()
+    assert (seg == 2).sum() == 144  # input untouched
+    # the midline matters: past every component, they are all on one side and only one cochlea stays
+    out = keep_one_cochlea_per_side(seg, np.diag([0.5, 0.5, 1.0, 1.0]), midline_x=100.0)
+    assert (out == 2).sum() == 60
+    single = np.zeros_like(seg)
+    single[4:9, 8:12, 4:7] = 2
+    assert (keep_one_cochlea_per_side(single, np.eye(4), 0.0) == single).all()
+
+
+def test_head_midline_is_the_head_centre_in_world_x_and_the_config_picks_the_rule(tmp_path):
+    from cosmos.data import nifti
+    from cosmos.segmentation.inference import head_midline_x, postprocess
+
+    data = np.zeros((80, 40, 20), np.float32)
+    data[30:70, 5:35, 3:17] = 100.0  # a head off the centre of the field of view: voxels 30-69
+    affine = np.diag([-1.0, 1.0, 1.0, 1.0])  # x flipped
+    affine[0, 3] = 40.0
+    vol = nifti.Volume(data=data, affine=affine, header=None)
+    assert abs(head_midline_x(vol) - (40.0 - 49.5)) < 2.0  # the head's centre, not the field of view's (40 - 39.5)
+    seg = np.zeros(data.shape, np.uint8)
+    seg[35:40, 10:14, 8:11] = 2  # one cochlea per side of voxel 49.5
+    seg[60:65, 10:14, 8:11] = 2
+    seg[55:57, 10:12, 8:10] = 2  # a vestibule on the second side
+    paper = load_config(profile="paper").segmentation
+    tiny = load_config(profile="tiny").segmentation
+    assert paper.cochlea_components == "all" and tiny.cochlea_components == "per_side"
+    assert load_config(profile="small").segmentation.cochlea_components == "per_side"
+    assert (postprocess(seg, None, vol, paper) == 2).sum() == 128
+    probs = np.zeros((3, *seg.shape), np.float32)
+    assert (postprocess(seg, probs, vol, tiny) == 2).sum() == 120
+    with pytest.raises(CosmosError, match="cochlea_components"):
+        load_config(profile="tiny", overrides=["segmentation.cochlea_components=two"])
 
 
 # ------------------------------------------------------------------------------ inputs / errors

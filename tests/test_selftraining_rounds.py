@@ -21,7 +21,9 @@ def test_round_params_and_tags_carry_the_round_and_its_config():
     cfg = load_config("tiny")
     params = rounds.round_params(1, cfg)
     assert params["round"] == 1 and params["profile"] == "tiny"
-    assert "segmentation.epochs" in params and "selftraining.rounds" in params
+    assert "segmentation.epochs" in params and "selftraining.min_component_voxels" in params
+    # what the round's training does not depend on stays out: a reused run would show a stale value
+    assert "selftraining.rounds" not in params and "segmentation.cochlea_components" not in params
     tags = rounds.round_tags(1, cfg)
     assert tags[rounds.TAG_ROUND_NAME] == "student 1" and tags[rounds.TAG_PROFILE] == "tiny"
 

@@ -79,12 +79,21 @@ def stage_key(
     inputs: Iterable[PathLike | None],
     cfg: Any = None,
     sections: Iterable[str] = (),
+    exclude: Iterable[str] = (),
 ) -> str:
-    """sha256 over the stage name, its parameters, the config sections it reads and input keys."""
+    """sha256 over the stage name, its parameters, the config sections it reads and input keys.
+
+    ``exclude``: dotted fields of those sections that the stage's work does not depend on
+    (``cosmos.config.PREDICTION_ONLY``, ``ROUND_COUNT``), so that changing one does not redo it."""
     payload: dict[str, Any] = {"stage": stage, "params": dict(params), "inputs": [input_key(i) for i in inputs]}
     if cfg is not None:
         data = cfg.to_dict()
-        payload["config"] = {"seed": data.get("seed"), **{s: data[s] for s in sections}}
+        config = {"seed": data.get("seed"), **{s: dict(data[s]) for s in sections}}
+        for dotted in exclude:
+            section, _, name = dotted.partition(".")
+            if isinstance(config.get(section), dict):
+                config[section].pop(name, None)
+        payload["config"] = config
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

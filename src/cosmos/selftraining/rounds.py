@@ -34,7 +34,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from cosmos.config import CosmosConfig
+from cosmos.config import PREDICTION_ONLY, ROUND_COUNT, CosmosConfig
 from cosmos.data import layout, roi
 from cosmos.errors import CosmosError
 from cosmos.resume import KEY_FILE, copy_tree, read_pointer, write_json, write_pointer
@@ -72,14 +72,13 @@ def round_run_name(index: int) -> str:
 
 
 def round_params(index: int, cfg: CosmosConfig) -> dict[str, Any]:
-    """The params of a round's MLflow run (the same whichever command ran the round)."""
-    return {
-        "round": index,
-        "profile": cfg.profile,
-        "seed": cfg.seed,
-        **cfg.flat("segmentation"),
-        **cfg.flat("selftraining"),
-    }
+    """The params of a round's MLflow run (the same whichever command ran the round). Without the fields its
+    work does not depend on (``PREDICTION_ONLY``, ``ROUND_COUNT``): a run reused after one of them changed
+    would otherwise show a stale value, and MLflow refuses to change a logged param."""
+    flat = {**cfg.flat("segmentation"), **cfg.flat("selftraining")}
+    for name in (*PREDICTION_ONLY, *ROUND_COUNT):
+        flat.pop(name, None)
+    return {"round": index, "profile": cfg.profile, "seed": cfg.seed, **flat}
 
 
 def round_tags(index: int, cfg: CosmosConfig) -> dict[str, str]:
