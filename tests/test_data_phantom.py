@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cosmos.cli import main
-from cosmos.data import layout, nifti
+from cosmos.data import layout, nifti, storage
 from cosmos.data import phantom as P
 from cosmos.data.validate import validate_dataset
 
@@ -167,8 +167,14 @@ def test_rerun_does_no_work_and_param_change_regenerates(tmp_path):
     root = P.make_phantom(tmp_path, n_source=1, n_target=1, n_val=1, seed=0, preview=False)
     f = root / "source_training" / "crossmoda_1_ceT1.nii.gz"
     mtime = f.stat().st_mtime_ns
+    manifest = root / P.MANIFEST
+    manifest_mtime = manifest.stat().st_mtime_ns
+    fingerprint = storage.fingerprint(str(root))
     P.make_phantom(root, n_source=1, n_target=1, n_val=1, seed=0, preview=False)
     assert f.stat().st_mtime_ns == mtime
+    # not even the manifest is rewritten: the folder's fingerprint (which keys every stage of a resumed
+    # `cosmos benchmark` on it) stays the same
+    assert manifest.stat().st_mtime_ns == manifest_mtime and storage.fingerprint(str(root)) == fingerprint
     before = nifti.load(f).data
     P.make_phantom(root, n_source=1, n_target=2, n_val=0, seed=1, preview=False)
     assert not np.array_equal(before, nifti.load(f).data) or before.shape != nifti.load(f).shape

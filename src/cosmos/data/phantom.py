@@ -1043,10 +1043,21 @@ def make_phantom(
             "vestibule_mm": [[round(float(v), 2) for v in c] for c in vestibule_centres(seed, num, modality, scale)],
         }
     manifest = {"params": params, "files": files, "cases": {c: cases[c] for c, *_ in plan if c in cases}}
-    manifest_path.write_text(json.dumps(manifest, indent=1))
+    text = json.dumps(manifest, indent=1)
+    # Rewritten only when it changes: its mtime is part of the folder's fingerprint (cosmos.data.storage), and a
+    # rewrite would make every keyed stage of a resumed `cosmos benchmark` on this folder run again.
+    if old is None or todo or _read_text(manifest_path) != text:
+        manifest_path.write_text(text)
     if preview and (todo or not (root / PREVIEW).exists()):
         write_preview(root, root / PREVIEW)
     return root
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
 
 
 def _read_manifest(path: Path) -> dict | None:
