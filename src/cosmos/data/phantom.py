@@ -1061,9 +1061,10 @@ def _read_text(path: Path) -> str | None:
 
 
 def _read_manifest(path: Path) -> dict | None:
+    text = _read_text(path)
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return None if text is None else json.loads(text)
+    except ValueError:
         return None
 
 

@@ -277,7 +277,7 @@ def keep_one_cochlea_per_side(seg: np.ndarray, affine: np.ndarray, midline_x: fl
 
     Why: a head has two cochleae, one per inner ear, and crossMoDA labels both. Real hrT2 shows other bright
     fluid next to each (vestibule, semicircular canals) and elsewhere (CSF pockets), which a network trained on
-    pseudo-hrT2 at CPU budgets marks as cochlea too: on life-sized phantom heads the student marked 9-46 cochlea
+    pseudo-hrT2 at CPU budgets marks as cochlea too: on life-sized phantom heads the student marked 7-41 cochlea
     components per scan, both true cochleae among them (cochlea Dice 0.48, ASSD up to 13 mm); this rule
     kept exactly the true pair in 4 of 4 scans (cochlea Dice 0.75). Sides are taken in world coordinates,
     so flipped or oblique affines are handled; ``affine`` maps ``seg``'s voxel indices to world mm.
