@@ -385,3 +385,178 @@ def test_oblique_and_flipped_affines_keep_labels_on_the_anatomy():
         assert np.sign(vs[0]) == sub.side
         co = _world(case, case.label == 2)
         assert (np.sign(co[:, 0]) == 1).sum() > 50 and (np.sign(co[:, 0]) == -1).sum() > 50
+
+
+# --- random style: a dataset style drawn from the seed, so a recipe cannot overfit to one rendering -----
+
+
+def _manifest(root):
+    import json
+
+    return json.loads((root / P.MANIFEST).read_text())
+
+
+def test_builtin_style_is_the_default_and_leaves_the_manifest_alone(tmp_path):
+    a, b = P.make_case(4, 2, "hrT2"), P.make_case(4, 2, "hrT2", style="builtin")
+    assert a.image.tobytes() == b.image.tobytes() and a.label.tobytes() == b.label.tobytes()
+    assert np.array_equal(a.affine, b.affine) and (a.site, a.dtype) == (b.site, b.dtype)
+    P.make_phantom(tmp_path / "a", n_source=1, n_target=1, n_val=0, seed=4, preview=False)
+    P.make_phantom(tmp_path / "b", n_source=1, n_target=1, n_val=0, seed=4, preview=False, style="builtin")
+    text = (tmp_path / "a" / P.MANIFEST).read_text()
+    assert (tmp_path / "b" / P.MANIFEST).read_text() == text
+    assert "style" not in _manifest(tmp_path / "a") and "style" not in _manifest(tmp_path / "a")["params"]
+    for rel in ("source_training/crossmoda_1_ceT1.nii.gz", "target_training/crossmoda_2_hrT2.nii.gz"):
+        assert nifti.load(tmp_path / "a" / rel).data.tobytes() == nifti.load(tmp_path / "b" / rel).data.tobytes()
+
+
+def test_random_style_is_deterministic_and_differs_between_seeds():
+    s3 = P.dataset_style(3)
+    assert s3 == P.dataset_style(3, "small") and s3["seed"] == 3 and s3["name"] == "random"
+    a = P.make_case(3, 1, "hrT2", style="random")
+    b = P.make_case(3, 1, "hrT2", style="random")
+    assert a.image.tobytes() == b.image.tobytes() and a.label.tobytes() == b.label.tobytes()
+    assert np.array_equal(a.affine, b.affine) and a.dtype == b.dtype
+    # The recorded style is complete: rendering from the dict gives the same arrays.
+    c = P.make_case(3, 1, "hrT2", style=s3)
+    assert c.image.tobytes() == a.image.tobytes() and c.site == a.site
+    builtin = P.make_case(3, 1, "hrT2")
+    assert a.image.shape != builtin.image.shape or not np.array_equal(a.image, builtin.image)
+    # Other seeds: other grids and contrast curves.
+    others = [P.dataset_style(s) for s in range(4, 8)]
+    for m in ("ceT1", "hrT2"):
+        assert len({tuple(st["grids"][m]["sp"]) for st in [s3, *others]}) == 5
+        assert len({tuple(st["sites"][m][0]["table"].values()) for st in [s3, *others]}) == 5
+    spacings = {
+        tuple(np.round(np.linalg.norm(P.make_case(s, 1, "hrT2", style="random").affine[:3, :3], axis=0), 3))
+        for s in (3, 4, 5)
+    }
+    assert len(spacings) == 3
+
+
+def test_random_style_keeps_the_physics_and_its_ranges():
+    """Drawn tables keep the contrast ordering of each modality; every drawn value stays in its range."""
+    names = {name: k for k, name in enumerate(P.TISSUE_NAMES)}
+    modes = set()
+    for seed in range(10):
+        for scale in ("small", "full"):
+            st = P.dataset_style(seed, scale)
+            for key, (lo, hi) in {"head": (0.9, 1.12), "cochlea": (0.85, 1.15), "vs": (0.75, 1.15)}.items():
+                assert lo <= st["anatomy"][key] <= hi
+            assert 0.85 <= st["anatomy"]["canal"] <= 1.2
+            for m, (dz_lo, dz_hi) in (("ceT1", (0.8, 2.0)), ("hrT2", (0.5, 1.5))):
+                g = st["grids"][m]
+                modes.add((scale, g["fov_mode"]))
+                assert 0.4 <= g["sp"][0] <= g["sp"][1] <= 1.0
+                assert dz_lo <= g["dz"][0] <= g["dz"][1] <= dz_hi
+                assert g["max_matrix"] <= (320 if scale == "small" else 512)
+                assert g["max_matrix"] >= int(g["fov"][1] // g["sp"][0])
+                if scale == "small":
+                    assert g["max_voxels"] <= 500_000
+                    assert g["min_cochlea_voxels"] >= (150 if m == "hrT2" else 60)
+                for site in st["sites"][m]:
+                    t = {k: site["table"][name] for name, k in names.items()}
+                    assert all(0.0 <= v <= 1.0 for v in t.values()) and t[P.AIR] == 0.0
+                    assert 0.8 <= site["gamma"] <= 1.4 and site["dtype"] in ("int16", "float32", "uint16")
+                    assert 0.0 < site["noise"][0] < site["noise"][1] <= 0.06 and 0.0 < site["bias"] <= 0.2
+                    assert 0.0 < site["scale"][0] < site["scale"][1]
+                    parenchyma = max(t[P.BRAIN], t[P.BRAINSTEM])
+                    fluid = [t[P.CSF], t[P.CANAL], t[P.VESTIBULE], t[P.SCC]]
+                    assert max(fluid) <= 1.3 * min(fluid)  # one fluid (CSF, canal, labyrinth)
+                    if m == "hrT2":
+                        # CSF and labyrinth fluid the brightest; the VS between brain and CSF; bone and vessels dark.
+                        assert min(fluid) > max(parenchyma, t[P.VS], t[P.SCALP])
+                        assert min(fluid) >= 0.9 * t[P.COCHLEA]  # no fluid clearly darker than the cochlea
+                        assert t[P.COCHLEA] <= t[P.CSF] and t[P.COCHLEA] > t[P.VS]
+                        assert parenchyma < t[P.VS] < t[P.CSF]
+                        assert max(t[P.SKULL], t[P.PETROUS], t[P.VESSEL]) < 0.5 * min(t[P.BRAIN], t[P.BRAINSTEM])
+                    else:
+                        # The enhancing VS the brightest structure near the ear; fluid darker than brain; bone darkest.
+                        near_ear = [t[k] for k in (P.BRAIN, P.BRAINSTEM, P.CSF, P.CANAL, P.COCHLEA, P.VESTIBULE)]
+                        assert t[P.VS] > max(near_ear + [t[P.SCC], t[P.PETROUS]])
+                        assert max(fluid + [t[P.COCHLEA]]) < min(t[P.BRAIN], t[P.BRAINSTEM])
+                        others = [t[k] for k in range(P.N_TISSUES) if k not in (P.AIR, P.SKULL, P.PETROUS)]
+                        assert max(t[P.SKULL], t[P.PETROUS]) < min(others)
+                        assert t[P.VESSEL] > t[P.BRAIN]
+                    assert P.contrast_ok(m, t)
+    assert {mode for _, mode in modes} == {"whole_head", "ear"}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_random_style_labels_stay_consistent_and_learnable(seed):
+    from scipy import ndimage
+
+    st = P.dataset_style(seed)
+    for modality, floor in (("hrT2", 150), ("ceT1", 60)):
+        g = st["grids"][modality]
+        for n in (1, 2):
+            case = P.make_case(seed, n, modality, style="random")
+            assert (
+                case.site == st["sites"][modality][n % 2]["name"]
+                and case.dtype == st["sites"][modality][n % 2]["dtype"]
+            )
+            sp = np.linalg.norm(case.affine[:3, :3], axis=0)
+            assert g["sp"][0] - 1e-6 <= sp[0] <= g["sp"][1] + 1e-6 and g["dz"][0] - 1e-6 <= sp[2] <= g["dz"][1] + 1e-6
+            assert max(case.image.shape[:2]) <= g["max_matrix"] and case.image.size <= g["max_voxels"]
+            assert ndimage.label(case.label == 1)[1] == 1  # one VS
+            comps, k = ndimage.label(case.label == 2)
+            assert k == 2 and min((comps == c).sum() for c in (1, 2)) >= floor  # both cochleas, learnable
+            assert np.isfinite(case.image).all() and float(case.image.min()) >= 0.0
+            # The rendered contrast follows the drawn table (after jitter, gamma, blur and noise).
+            if modality == "hrT2":
+                assert _mean(case, P.CSF) > _mean(case, P.VS) > _mean(case, P.BRAIN) > _mean(case, P.PETROUS)
+                assert _mean(case, P.COCHLEA) > _mean(case, P.VS)
+            else:
+                assert _mean(case, P.VS) > _mean(case, P.BRAIN) > _mean(case, P.CSF) > _mean(case, P.PETROUS)
+
+
+def test_random_style_is_recorded_in_the_manifest(tmp_path):
+    root = P.make_phantom(tmp_path, n_source=1, n_target=2, n_val=1, seed=3, preview=False, style="random")
+    m = _manifest(root)
+    assert m["params"]["style"] == "random" and m["style"] == P.dataset_style(3, "small")
+    sites = {m: {s["name"]: s["dtype"] for s in v} for m, v in m["style"]["sites"].items()}
+    for cid, info in m["cases"].items():
+        assert sites[info["modality"]][info["site"]] == info["dtype"]
+        img = nib.load(str(next(root.glob(f"*/{cid}_{info['modality']}.nii.gz"))))
+        assert str(img.get_data_dtype()) == info["dtype"]
+        assert info["vs_voxels"] > 0 and info["cochlea_voxels"] > 0
+    assert validate_dataset(root) == []
+    # Resumed: no work; the builtin style on the same folder regenerates it.
+    f = root / "source_training" / "crossmoda_1_ceT1.nii.gz"
+    mtime, manifest_mtime = f.stat().st_mtime_ns, (root / P.MANIFEST).stat().st_mtime_ns
+    P.make_phantom(root, n_source=1, n_target=2, n_val=1, seed=3, preview=False, style="random")
+    assert f.stat().st_mtime_ns == mtime and (root / P.MANIFEST).stat().st_mtime_ns == manifest_mtime
+    P.make_phantom(root, n_source=1, n_target=2, n_val=1, seed=3, preview=False)
+    assert "style" not in _manifest(root) and _manifest(root)["cases"]["crossmoda_1"]["site"] == "SPGR"
+
+
+def test_bad_style_is_a_cosmos_error(tmp_path):
+    from cosmos.errors import CosmosError
+
+    with pytest.raises(CosmosError, match="style"):
+        P.make_phantom(tmp_path, style="fancy")
+    with pytest.raises(CosmosError, match="style"):
+        P.make_case(0, 1, "hrT2", style="fancy")
+
+
+def test_cli_phantom_random_style(tmp_path, capsys):
+    out = tmp_path / "cli"
+    args = [
+        "phantom",
+        str(out),
+        "--style",
+        "random",
+        "--seed",
+        "3",
+        "--n-source",
+        "1",
+        "--n-target",
+        "1",
+        "--n-val",
+        "1",
+    ]
+    assert main(args) == 0
+    assert str(out) in capsys.readouterr().out
+    m = _manifest(out)
+    assert m["params"]["style"] == "random" and m["style"]["seed"] == 3
+    assert (out / "preview.png").exists() and len(layout.discover(out).validation) == 1
+    assert main(["validate", str(out)]) == 0

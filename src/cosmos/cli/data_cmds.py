@@ -36,6 +36,13 @@ def register(sub) -> None:
         help="small: ~50 mm field of view, ~80-110 voxels in-plane x 25-42 slices (CPU); full: life-sized whole heads, crossMoDA-sized grids",
     )
     p.add_argument(
+        "--style",
+        choices=("builtin", "random"),
+        default=None,
+        help="builtin: the fixed scanner sites, grids and anatomy; random: contrast curves, storage, fields of view, "
+        "spacing and anatomy proportions drawn from the seed (recorded under 'style' in phantom.json)",
+    )
+    p.add_argument(
         "--target-labels",
         action="store_true",
         help="also write hrT2 training labels to target_training_labels/ (for pseudo-label QA only)",
@@ -67,6 +74,7 @@ def _phantom(args) -> int:
         scale=cfg.scale if args.scale is None else args.scale,
         preview=not args.no_preview,
         target_labels=args.target_labels,
+        style=cfg.style if args.style is None else args.style,
     )
     print(root)
     return 0
