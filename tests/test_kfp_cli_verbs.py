@@ -1,4 +1,4 @@
-"""The README's ``kfp`` commands exist in the installed kfp CLI, with these exact options.
+"""The docs' ``kfp`` commands (README.md, docs/*.md) exist in the installed kfp CLI, with these exact options.
 
 Offline: each command line is parsed by kfp's own click command tree (``kfp.cli.cli.cli``) with
 ``make_context``, which checks subcommands, option names and required options but invokes
@@ -19,10 +19,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _readme_kfp_commands() -> list[list[str]]:
-    """Every ``kfp ...`` line inside a fenced code block of the README."""
-    text = (REPO / "README.md").read_text()
+    """Every ``kfp ...`` line inside a fenced code block of the README or a page under docs/."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    blocks = [b for page in pages for b in re.findall(r"```(?:bash|sh)?\n(.*?)```", page.read_text(), re.S)]
     commands = []
-    for block in re.findall(r"```(?:bash|sh)?\n(.*?)```", text, re.S):
+    for block in blocks:
         for line in block.splitlines():
             line = line.strip()
             if line.startswith("kfp "):
