@@ -37,7 +37,11 @@ def evaluate(
     rt.setup()
     cfg = rt.load_cfg(profile, config, "", overrides)
     key = stage_key(
-        "evaluate", {"round": round_index}, [predictions.path, data.path, roi_data.path, round_run.path], cfg, []
+        "evaluate",
+        {"round": round_index},
+        [predictions.path, data.path, roi_data.path, round_run.path],
+        cfg,
+        ["tracking"],
     )
 
     def body(out):

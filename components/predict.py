@@ -29,7 +29,7 @@ def predict_pseudo_labels(
     from collections import namedtuple
 
     from components import _runtime as rt
-    from cosmos.config import ROUND_COUNT
+    from cosmos.config import ROUND_COUNT, checks_except
     from cosmos.resume import stage_key
 
     rt.setup()
@@ -41,8 +41,8 @@ def predict_pseudo_labels(
         {"round": round_index},
         [*model_paths, data.path, round_run.path, previous],
         cfg,
-        ["segmentation", "selftraining"],
-        exclude=ROUND_COUNT,
+        ["segmentation", "selftraining", "checks"],
+        exclude=(*ROUND_COUNT, *checks_except("volume_range_factor")),
     )
 
     def body(out):
@@ -84,12 +84,20 @@ def predict_validation(
 ) -> int:
     """Returns the number of predicted validation cases (0 when the data has none)."""
     from components import _runtime as rt
+    from cosmos.config import checks_except
     from cosmos.resume import stage_key
 
     rt.setup()
     cfg = rt.load_cfg(profile, config, "", overrides)
     model_paths = sorted(m.path for m in fold_models)
-    key = stage_key("predict_validation", {"round": round_index}, [*model_paths, data.path], cfg, ["segmentation"])
+    key = stage_key(
+        "predict_validation",
+        {"round": round_index},
+        [*model_paths, data.path],
+        cfg,
+        ["segmentation", "checks"],
+        exclude=checks_except("volume_range_factor"),
+    )
 
     def body(out):
         from cosmos.selftraining.rounds import fold_model_dirs

@@ -48,7 +48,7 @@ def register_round(
         {"round": round_index, "final": bool(is_final), "tracking_uri": tracking_uri},
         [*model_paths, scores.path, val_predictions.path, round_run.path, *optional],
         cfg,
-        ["tracking", "selftraining"],
+        ["tracking", "selftraining", "checks"],
         exclude=ROUND_COUNT,
     )
 

@@ -32,7 +32,7 @@ def train_fold(
     ``segmentation.checkpoint_uri``, so a retried pod resumes from its last checkpoint. It is kept
     out of the stage key; a local run (work_root set) resumes from its keyed work dir instead."""
     from components import _runtime as rt
-    from cosmos.config import PREDICTION_ONLY, ROUND_COUNT
+    from cosmos.config import PREDICTION_ONLY, ROUND_COUNT, checks_except
     from cosmos.resume import stage_key
 
     rt.setup()
@@ -44,8 +44,8 @@ def train_fold(
         {"fold": fold, "round": round_index},
         [prepared.path, round_run.path, teacher],
         cfg,
-        ["segmentation", "selftraining"],
-        exclude=(*PREDICTION_ONLY, *ROUND_COUNT),
+        ["segmentation", "selftraining", "checks"],
+        exclude=(*PREDICTION_ONLY, *ROUND_COUNT, *checks_except("min_pseudo_dice")),
     )
 
     def body(out):

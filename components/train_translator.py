@@ -1,6 +1,7 @@
 """KFP component: train the target-aware CycleGAN (COSMOS stage 1) and register it in MLflow.
 
-Thin wrapper around :func:`cosmos.translation.training.train_translator`. A GPU task.
+Thin wrapper around :func:`cosmos.translation.attempts.train_checked` (train, check the translation
+without labels, train another candidate when it fails, keep the best). A GPU task.
 """
 
 from typing import NamedTuple
@@ -23,14 +24,22 @@ def train_translator(
     from collections import namedtuple
 
     from components import _runtime as rt
+    from cosmos.config import checks_except
     from cosmos.resume import stage_key, write_pointer
 
     rt.setup()
     cfg = rt.load_cfg(profile, config, experiment, overrides)
-    key = stage_key("train_translator", {}, [data.path], cfg, ["translator", "tracking"])
+    key = stage_key(
+        "train_translator",
+        {},
+        [data.path],
+        cfg,
+        ["translator", "tracking", "checks"],
+        exclude=checks_except("fidelity_min_pass", "fidelity_gate"),
+    )
 
     def body(out):
-        from cosmos.translation.training import train_translator as train
+        from cosmos.translation.attempts import train_checked as train
 
         uri = rt.tracking(tracking_uri, out["translator"])
         res = train(data.path, out["translator"], cfg, tracking_uri=uri, register=True)

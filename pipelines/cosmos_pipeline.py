@@ -434,7 +434,7 @@ def build_benchmark_pipeline(
         _, original, data = _add_inputs(ops, opts, common, data_uri, val_labels_uri, folds, require_source=True)
         summaries = {}
         for row in rows:
-            over = row_overrides(row, opts.experiment)
+            over = row_overrides(row, opts.experiment, opts.rounds)
             if row in ("source_only", "oracle"):
                 which = "source" if row == "source_only" else "target"
                 src = _configure(

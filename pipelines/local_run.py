@@ -483,16 +483,49 @@ def describe(result: LocalRunResult) -> str:
         f"  predictions : {result.predictions_dir}  ({n_pred} target-validation case(s))",
         f"  report      : {result.report_dir / 'report.html'}  (and report.md)",
     ]
+    summary = run_summary(result)
+    final = summary.get("final_round")
     if result.metrics_file is not None:
         try:
             mean = json.loads(result.metrics_file.read_text())["summary"]["mean"]
-            score = f"  (mean Dice {mean['dice_mean']:.3f}, mean ASSD {mean['assd_mean']:.2f} mm)"
+            score = f"  (final round {final}: mean Dice {mean['dice_mean']:.3f}, mean ASSD {mean['assd_mean']:.2f} mm)"
         except (KeyError, TypeError, ValueError):
             score = ""
         lines.append(f"  metrics     : {result.metrics_file}{score}")
     else:
         lines.append("  metrics     : none (no validation labels)")
+    champion = summary.get("champion_round")
+    if champion is None:
+        lines.append("  champion    : none promoted")
+    elif champion != final:
+        dice = summary.get("champion_mean_dice")
+        lines.append(
+            f"  champion    : round {champion}"
+            + (f" (mean Dice {dice:.3f})" if isinstance(dice, (int, float)) else "")
+            + " -- NOT the reported round: chosen by the promotion gate, its score is not a held-out figure"
+        )
+    else:
+        lines.append(f"  champion    : round {champion} (the reported round)")
     lines.append(f"  MLflow      : {result.tracking_uri}")
     if result.tracking_uri.startswith("sqlite:///"):
         lines.append(f"  open the MLflow UI: mlflow ui --backend-store-uri {result.tracking_uri}")
+    outcome = summary.get("verdict") or {}
+    if outcome.get("line"):
+        lines.append(outcome["line"])
     return "\n".join(lines)
+
+
+def run_summary(result: LocalRunResult) -> dict[str, Any]:
+    """The run's ``summary.json`` (empty when unreadable)."""
+    try:
+        return dict(json.loads(result.summary_file.read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def exit_code(result: LocalRunResult) -> int:
+    """0 when the run's label-free verdict passed, ``verdict.EXIT_CHECKS_FAILED`` (3) when it failed."""
+    from cosmos.selftraining.verdict import EXIT_CHECKS_FAILED
+
+    outcome = run_summary(result).get("verdict") or {}
+    return 0 if outcome.get("passed", True) else EXIT_CHECKS_FAILED

@@ -199,6 +199,16 @@ CUT_BUDGET = (
 )
 
 
+# Every label-free check off (cosmos.selftraining.verdict): at the cut budget nothing is learned, so a run fails its
+# checks and promotes no champion; tests of what comes after a promotion (the registry, serving) switch them off.
+CHECKS_OFF = (
+    "checks.fidelity_min_pass=0",
+    "checks.min_pseudo_dice=0",
+    "checks.min_plausible=0",
+    "checks.min_kept_fraction=0",
+)
+
+
 @pytest.fixture(scope="session")
 def cut_budget() -> list[str]:
     """``--set`` overrides of the end-to-end tests (see CUT_BUDGET)."""

@@ -426,6 +426,69 @@ def test_benchmark_pipeline_compiles_with_the_same_rounds_per_row(tmp_path):
     assert any("segmentor: false" in o for o in overrides) and all("-benchmark" in o for o in overrides)
 
 
+ROUND_STAGES = (
+    "prepare-round",
+    "start-round-run",
+    "train-fold",
+    "predict-pseudo-labels",
+    "predict-validation",
+    "evaluate",
+    "register-round",
+)
+
+
+def _round_tasks(spec: dict) -> list[tuple]:
+    """Every round task of a compiled DAG (loops included) as (stage, constant parameters except the row's
+    overrides, input artifact names, the executor's command and args), sorted."""
+    executors = spec["deploymentSpec"]["executors"]
+    out = []
+
+    def walk(tasks: dict) -> None:
+        for task in tasks.values():
+            comp_name = task["componentRef"]["name"]
+            comp = spec["components"][comp_name]
+            if "dag" in comp:
+                walk(comp["dag"]["tasks"])
+                continue
+            base = re.sub(r"-\d+$", "", comp_name.removeprefix("comp-"))
+            if base not in ROUND_STAGES:
+                continue
+            params = {
+                k: v.get("runtimeValue", {}).get("constant")
+                for k, v in task.get("inputs", {}).get("parameters", {}).items()
+                if k != "overrides"
+            }
+            container = executors[comp["executorLabel"]]["container"]
+            out.append(
+                (
+                    base,
+                    json.dumps(params, sort_keys=True, default=str),
+                    tuple(sorted(task.get("inputs", {}).get("artifacts", {}))),
+                    json.dumps([container.get("command"), container.get("args")]),
+                )
+            )
+
+    walk(spec["root"]["dag"]["tasks"])
+    return sorted(out)
+
+
+def test_benchmark_cosmos_rows_are_cosmos_runs_rounds(tmp_path):
+    """One round engine: the benchmark's COSMOS row compiles to exactly cosmos-pipeline's round tasks (same
+    stages, parameters, inputs and component code); only the row's tracking names (``overrides``) differ."""
+    from kfp import compiler
+
+    from pipelines.cosmos_pipeline import build_benchmark_pipeline
+
+    opts = PipelineOptions(rounds=2, profile="tiny", folds=(0,))
+    run_path, bench_path = tmp_path / "run.yaml", tmp_path / "bench.yaml"
+    compile_pipeline(str(run_path), opts)
+    compiler.Compiler().compile(build_benchmark_pipeline(opts, rows=("cosmos",)), package_path=str(bench_path))
+    ours = _round_tasks(list(yaml.safe_load_all(run_path.read_text()))[0])
+    theirs = _round_tasks(list(yaml.safe_load_all(bench_path.read_text()))[0])
+    assert len(ours) == 3 * 7  # three rounds of seven stages
+    assert ours == theirs
+
+
 def test_selftrain_variant_starts_from_a_pseudo_folder(tmp_path):
     spec, _ = _compile(tmp_path, rounds=1, start="pseudo")
     by_comp = _tasks_by_component(spec)

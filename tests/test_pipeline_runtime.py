@@ -223,13 +223,16 @@ def test_round_summaries_accumulate_and_build_the_report_summary(tmp_path):
     bundle.mkdir()
     summary, dice, run_id = rounds.build_bundle(prev, bundle, data_dir="/data", pseudo_dir="/pseudo", profile="tiny")
     assert run_id == "run-2"
-    assert summary["champion_round"] == 1 and dice == "0.600"  # the bundle holds the champion's outputs
+    # the bundle holds the final round's outputs (the paper's protocol); the champion is named beside it
+    assert summary["final_round"] == 2 and dice == "0.700" and summary["final_mean_dice"] == pytest.approx(0.7)
+    assert summary["champion_round"] == 1 and summary["champion_mean_dice"] == pytest.approx(0.6)
+    assert summary["verdict"]["passed"] and json.loads((bundle / "verdict.json").read_text()) == summary["verdict"]
     assert summary["rounds"][1]["metrics"]["summary"]["mean"]["dice_mean"] == pytest.approx(0.6)
     assert Path(summary["rounds"][0]["pseudo_labels_dir"]).is_dir()
     assert Path(summary["rounds"][2]["predictions_dir"]).is_dir()
     assert summary["rounds"][1]["model_version"] == "2"
     assert (bundle / "predictions" / "crossmoda_17_Label.nii.gz").exists()
-    assert json.loads((bundle / "metrics.json").read_text())["summary"]["mean"]["dice_mean"] == pytest.approx(0.6)
+    assert json.loads((bundle / "metrics.json").read_text())["summary"]["mean"]["dice_mean"] == pytest.approx(0.7)
     assert json.loads((bundle / "summary.json").read_text())["profile"] == "tiny"
 
 

@@ -38,29 +38,34 @@ def test_compiled_shape_check():
 
 
 @pytest.mark.parametrize(
-    "policy, final, figure, champion, moved",
+    "policy, final, passed, figure, champion, moved",
     [
-        ("always", False, ("val_dice_mean", 0.9), None, False),  # the paper: only the final round
-        ("always", True, ("val_dice_mean", 0.1), ("val_dice_mean", 0.9), True),
-        ("better", False, ("val_dice_mean", 0.5), None, True),  # first candidate
-        ("better", False, ("val_dice_mean", 0.5), ("val_dice_mean", 0.6), False),  # worse: the alias stays
-        ("better", True, ("val_dice_mean", 0.6), ("val_dice_mean", 0.6), True),  # ties promote the later round
-        ("better", True, ("pseudo_label_stability", 0.9), ("val_dice_mean", 0.6), False),  # incomparable figures
-        ("better", True, ("val_dice_mean", 0.2), ("pseudo_label_stability", 0.9), True),  # labels beat label-free
-        ("better", False, None, None, False),
-        ("better", True, None, None, True),  # nothing to compare, nothing promoted yet: the final round
+        ("always", False, True, None, None, False),  # the paper: only the final round
+        ("always", True, True, None, None, True),
+        ("always", True, False, None, None, False),  # a final round that fails its checks is never promoted
+        ("label_free", False, True, None, None, True),  # every passing round: the alias ends on the latest
+        ("label_free", True, False, None, None, False),
+        ("labels", False, True, ("selection_dice_mean", 0.5), None, True),  # first candidate
+        ("labels", False, True, ("selection_dice_mean", 0.5), ("selection_dice_mean", 0.6), False),  # worse
+        ("labels", True, True, ("selection_dice_mean", 0.6), ("selection_dice_mean", 0.6), True),  # ties: later
+        ("labels", True, False, ("selection_dice_mean", 0.9), ("selection_dice_mean", 0.6), False),  # failed checks
+        ("labels", True, True, None, None, False),  # no selection score, no promotion
     ],
 )
-def test_promotion_decision(policy, final, figure, champion, moved):
-    got, why = rounds.promotion_decision(policy, final, figure, champion)
+def test_promotion_decision(policy, final, passed, figure, champion, moved):
+    got, why = rounds.promotion_decision(policy, final, passed, figure, champion)
     assert got is moved and why
 
 
-def test_gate_figure_prefers_validation_dice_then_label_stability(tmp_path):
-    assert rounds.gate_figure(tmp_path, None) is None
-    assert rounds.gate_figure(tmp_path, {"change": {"mean_dice": 0.8}}) == ("pseudo_label_stability", 0.8)
-    (tmp_path / "metrics.json").write_text(json.dumps({"summary": {"mean": {"dice_mean": 0.7}}}))
-    assert rounds.gate_figure(tmp_path, {"change": {"mean_dice": 0.8}}) == ("val_dice_mean", 0.7)
+def test_gate_never_reads_the_reported_labels(tmp_path):
+    """Only promote=labels has a figure, and it is the selection set's: metrics.json (what is reported) is
+    never read, whatever it holds."""
+    (tmp_path / "metrics.json").write_text(json.dumps({"summary": {"mean": {"dice_mean": 0.99}}}))
+    for policy in ("always", "label_free", "labels"):
+        assert rounds.gate_figure(policy, tmp_path) is None
+    (tmp_path / rounds.SELECTION_METRICS).write_text(json.dumps({"summary": {"mean": {"dice_mean": 0.4}}}))
+    assert rounds.gate_figure("labels", tmp_path) == ("selection_dice_mean", 0.4)
+    assert rounds.gate_figure("label_free", tmp_path) is None
 
 
 def test_metric_values_names():
@@ -95,8 +100,8 @@ def test_there_is_one_orchestration():
     assert offenders == []
 
 
-def _fake_round(tmp_path, k: int, dice: float):
-    """A registered-looking round: one fold dir with a checkpoint, scores, predictions."""
+def _fake_round(tmp_path, k: int, dice: float, learned: bool = True):
+    """A registered-looking round: one fold dir with a checkpoint and its manifest, scores, predictions."""
     import torch
 
     fold = tmp_path / f"r{k}" / "fold_0"
@@ -104,50 +109,95 @@ def _fake_round(tmp_path, k: int, dice: float):
     torch.save({"network_weights": {}}, fold / "checkpoint_final.pth")
     for name in ("plans.json", "dataset.json", "dataset_fingerprint.json"):
         (fold / name).write_text("{}")
+    best = {"VS": 0.8, "cochlea": 0.7} if learned else {"VS": 0.0, "cochlea": 0.0}
+    (fold / "cosmos_fold.json").write_text(
+        json.dumps(
+            {
+                "fold": 0,
+                "epochs": 2,
+                "pseudo_dice_best": best,
+                "train_iterations": 50,
+                "cumulative_iterations": 50 * (k + 1),
+            }
+        )
+    )
     scores = tmp_path / f"scores{k}"
     scores.mkdir()
     block = {"dice_mean": dice, "dice_std": 0.0, "assd_mean": 1.0, "assd_std": 0.0}
     (scores / "metrics.json").write_text(
         json.dumps({"summary": {s: block for s in ("VS", "cochlea", "mean")}, "cases": {}, "errors": {}, "n_cases": 1})
     )
+    (scores / rounds.SELECTION_METRICS).write_text(json.dumps({"summary": {"mean": {"dice_mean": dice}}}))
     preds = tmp_path / f"preds{k}"
     preds.mkdir()
     return fold, scores, preds
 
 
-@pytest.mark.parametrize("policy, champion_version", [("better", "1"), ("always", "2")])
-def test_promotion_gate_holds_the_alias_when_a_round_gets_worse(tmp_path, policy, champion_version):
+def _register_rounds(tmp_path, cfg, plan):
+    """Register rounds ``plan`` = [(dice, learned), ...] into a fresh store; returns (client, summary rows)."""
     from mlflow import MlflowClient
 
-    cfg = load_config("tiny", overrides=[f"tracking.promote={policy}", "tracking.experiment=gate"])
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     previous = None
-    entries = []
-    for k, dice in ((0, 0.6), (1, 0.5)):  # the student is worse than its teacher
-        fold, scores, preds = _fake_round(tmp_path, k, dice)
+    for k, (dice, learned) in enumerate(plan):
+        fold, scores, preds = _fake_round(tmp_path, k, dice, learned)
         summary, models = tmp_path / f"summary{k}", tmp_path / f"models{k}"
         summary.mkdir()
         models.mkdir()
-        res = rounds.register(
+        rounds.register(
             k,
             cfg,
             fold_dirs=[fold],
             scores_dir=scores,
             predictions_dir=preds,
             run_dir=None,
-            is_final=k == 1,
+            is_final=k == len(plan) - 1,
             summary_dir=summary,
             models_dir=models,
             tracking_uri=uri,
             previous_summary_dir=previous,
         )
-        entries.append(res["entry"])
         previous = summary
-    alias = MlflowClient(uri).get_model_version_by_alias("cosmos-segmenter", "champion")
+    return MlflowClient(uri), json.loads((previous / rounds.ROUNDS_FILE).read_text())
+
+
+@pytest.mark.parametrize(
+    "policy, champion_version",
+    [("label_free", "2"), ("always", "2"), ("labels", "1")],
+)
+def test_promotion_gate_by_policy(tmp_path, policy, champion_version):
+    """The student is worse on the selection set than its teacher: only promote=labels keeps the teacher."""
+    over = [f"tracking.promote={policy}", "tracking.experiment=gate"]
+    if policy == "labels":
+        over.append("tracking.selection_cases=[crossmoda_1]")
+    client, final = _register_rounds(tmp_path, load_config("tiny", overrides=over), [(0.6, True), (0.5, True)])
+    alias = client.get_model_version_by_alias("cosmos-segmenter", "champion")
     assert str(alias.version) == champion_version
-    final = json.loads((previous / rounds.ROUNDS_FILE).read_text())
-    assert [r["champion"] for r in final] == ([True, False] if policy == "better" else [False, True])
-    why = final[1]["gate"]["why"]
-    assert ("alias stays" in why) if policy == "better" else ("final round" in why)
-    tags = MlflowClient(uri).get_model_version("cosmos-segmenter", "2").tags
-    assert tags["gate_metric"] == "val_dice_mean" and float(tags["gate_score"]) == pytest.approx(0.5)
+    assert [r["champion"] for r in final] == [champion_version == "1", champion_version == "2"]
+    assert all(r["checks_passed"] for r in final)
+    assert final[1]["cumulative_iterations"] == 100
+    tags = client.get_model_version("cosmos-segmenter", "2").tags
+    assert tags[rounds.VERSION_TAG_CHECKS] == "passed"
+    if policy == "labels":
+        assert tags["gate_metric"] == "selection_dice_mean" and float(tags["gate_score"]) == pytest.approx(0.5)
+    else:
+        assert "gate_metric" not in tags
+
+
+@pytest.mark.parametrize("policy", ["label_free", "always"])
+def test_a_round_that_learned_nothing_is_registered_but_never_promoted(tmp_path, policy):
+    from mlflow.exceptions import MlflowException
+
+    cfg = load_config("tiny", overrides=[f"tracking.promote={policy}", "tracking.experiment=gate"])
+    client, final = _register_rounds(tmp_path, cfg, [(0.0, False), (0.0, False)])
+    assert [v.version for v in client.search_model_versions("name='cosmos-segmenter'")]  # kept for inspection
+    with pytest.raises(MlflowException):
+        client.get_model_version_by_alias("cosmos-segmenter", "champion")
+    assert not any(r["champion"] for r in final)
+    learning = [c for c in final[-1]["checks"] if c["name"] == "learning"][0]
+    assert learning["passed"] is False and "fold 0" in learning["detail"]
+    from cosmos.selftraining.verdict import run_verdict
+
+    outcome = run_verdict(final)
+    assert not outcome["passed"] and "FAIL" in outcome["line"] and "no champion" in outcome["line"]
+    assert "learning" in outcome["line"]

@@ -46,11 +46,14 @@ def cosmos_row(k: int) -> str:
     return f"COSMOS (ST iter{k})"
 
 
-def row_overrides(row: str, experiment: str = "cosmos") -> str:
+def row_overrides(row: str, experiment: str = "cosmos", rounds: int = 0) -> str:
     """The compile-time config layer of a benchmark row (YAML): its own experiment and registry
     names (a benchmark never moves the production ``champion``); the pure-CycleGAN row also turns
-    the translator's segmentor off. Training settings are untouched, so the ``cosmos`` row trains
-    exactly what ``cosmos run`` trains."""
+    the translator's segmentor off, and the oracle row trains ``rounds + 1`` times the planned epochs
+    (``segmentation.epochs_multiplier``): at least the cumulative budget of the final student, which
+    is a warm-started chain of a teacher and ``rounds`` students (a student from scratch has less), so
+    the upper bound is not an under-trained one. The ``cosmos`` row is untouched: it trains exactly
+    what ``cosmos run`` trains."""
     import yaml
 
     data: dict[str, Any] = {
@@ -62,6 +65,8 @@ def row_overrides(row: str, experiment: str = "cosmos") -> str:
     }
     if row == "da_noseg":
         data["translator"] = {"segmentor": False}
+    if row == "oracle" and rounds > 0:
+        data["segmentation"] = {"epochs_multiplier": int(rounds) + 1}
     return yaml.safe_dump(data, default_flow_style=True, width=1 << 20).strip()
 
 
@@ -129,7 +134,9 @@ def import_pseudo(pseudo_uri: str | Path, out_dir: str | Path) -> int:
 
 def benchmark_table(summaries: Mapping[str, str | Path], out_dir: str | Path, cfg: CosmosConfig) -> dict[str, Any]:
     """Table 1 from each row's round summary (``source_only``, ``da_noseg``, ``cosmos``, ``oracle``);
-    writes ``benchmark.{json,md,png}`` into ``out_dir`` and returns the result dict."""
+    writes ``benchmark.{json,md,png}`` into ``out_dir`` and returns the result dict. Each row states its
+    cumulative training iterations (``train_iterations``) and its per-case mean Dice (``cases``, for the
+    paired differences of a multi-seed benchmark)."""
     from cosmos.selftraining.rounds import load_summary
 
     rows: list[dict[str, Any]] = []
@@ -139,22 +146,25 @@ def benchmark_table(summaries: Mapping[str, str | Path], out_dir: str | Path, cf
             return None
         return load_summary(summaries[row_key])[0]
 
+    def row(name: str, entry: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+        return {
+            "name": name,
+            "metrics": entry["metrics"],
+            "train_iterations": entry.get("cumulative_iterations"),
+            "checks_passed": entry.get("checks_passed"),
+            **extra,
+        }
+
     if (r := first("source_only")) is not None:
-        rows.append({"name": ROW_SOURCE_ONLY, "metrics": r["metrics"]})
+        rows.append(row(ROW_SOURCE_ONLY, r))
     if (r := first("da_noseg")) is not None:
-        rows.append({"name": ROW_DA_NO_SEG, "metrics": r["metrics"]})
+        rows.append(row(ROW_DA_NO_SEG, r))
     cosmos = load_summary(summaries["cosmos"])
     for entry in cosmos:
-        rows.append(
-            {
-                "name": ROW_DA_SEG if entry["index"] == 0 else cosmos_row(entry["index"]),
-                "metrics": entry["metrics"],
-                "kept": len(entry.get("kept") or []),
-                "dropped": len(entry.get("dropped") or []),
-            }
-        )
+        name = ROW_DA_SEG if entry["index"] == 0 else cosmos_row(entry["index"])
+        rows.append(row(name, entry, kept=len(entry.get("kept") or []), dropped=len(entry.get("dropped") or [])))
     if (r := first("oracle")) is not None:
-        rows.append({"name": ROW_ORACLE, "metrics": r["metrics"]})
+        rows.append(row(ROW_ORACLE, r))
     result = {
         "profile": cfg.profile,
         "rounds": len(cosmos) - 1,
@@ -163,7 +173,8 @@ def benchmark_table(summaries: Mapping[str, str | Path], out_dir: str | Path, cf
             {
                 "name": r["name"],
                 "summary": _summary_metrics(r["metrics"]),
-                **{k: v for k, v in r.items() if k in ("kept", "dropped")},
+                "cases": case_dice(r["metrics"]),
+                **{k: v for k, v in r.items() if k in ("kept", "dropped", "train_iterations", "checks_passed")},
             }
             for r in rows
         ],
@@ -175,6 +186,16 @@ def benchmark_table(summaries: Mapping[str, str | Path], out_dir: str | Path, cf
     out.mkdir(parents=True, exist_ok=True)
     write_outputs(result, out)
     return result
+
+
+def case_dice(metrics: Mapping[str, Any] | None) -> dict[str, float]:
+    """Per scored case, the mean of its VS and cochlea Dice."""
+    out = {}
+    for case, per in ((metrics or {}).get("cases") or {}).items():
+        values = [float(v["dice"]) for v in per.values() if isinstance(v, Mapping) and v.get("dice") is not None]
+        if values:
+            out[case] = sum(values) / len(values)
+    return out
 
 
 def _summary_metrics(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -238,8 +259,15 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"Machine: {result['machine']}",
         "",
         format_table1(
-            [(r["name"], r["summary"], [f"{r['kept']}/{r['dropped']}" if "kept" in r else ""]) for r in result["rows"]],
-            extra_header=["kept/dropped"],
+            [
+                (
+                    r["name"],
+                    r["summary"],
+                    [f"{r['kept']}/{r['dropped']}" if "kept" in r else "", r.get("train_iterations") or "-"],
+                )
+                for r in result["rows"]
+            ],
+            extra_header=["kept/dropped", "train iterations"],
         ),
     ]
     c = result["closure"]

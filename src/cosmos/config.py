@@ -42,6 +42,14 @@ PREDICTION_ONLY: tuple[str, ...] = (
 # of every per-round stage key: a finished K=1 run resumed with K=2 reuses the teacher and student 1.
 ROUND_COUNT: tuple[str, ...] = ("selftraining.rounds",)
 
+
+def checks_except(*keep: str) -> tuple[str, ...]:
+    """The dotted ``checks`` fields other than ``keep``: a stage that reads only ``keep`` leaves the rest out of
+    its stage key (``cosmos.resume.stage_key(..., exclude=...)``), so changing a threshold that only the round's
+    verdict reads re-registers the rounds but re-trains nothing."""
+    return tuple(f"checks.{f.name}" for f in dataclasses.fields(ChecksConfig) if f.name not in keep)
+
+
 # Loss-weight presets for the translator (lambda_1..lambda_4 of paper eq. 1).
 LOSS_PRESETS: dict[str, dict[str, float]] = {
     # The paper, section 4.2, as written: cycle, adversarial, identity, segmentation.
@@ -73,6 +81,7 @@ class PhantomConfig:
     n_val: int = 4
     seed: int = 0
     scale: str = "small"  # small | full
+    style: str = "builtin"  # builtin | random (a dataset style drawn from the seed: cosmos.data.phantom.style)
 
 
 @dataclass
@@ -122,6 +131,13 @@ class TranslatorConfig:
     # best (fidelity.EpochChoice). Why: a short GAN run can collapse into a ceT1-like epoch at its end,
     # and among near-tied epochs the later one has had more of the segmentation terms.
     select_epoch: str = "last"
+    # How many translators the stage may train when the kept generator fails the label-free checks
+    # (checks.fidelity_min_pass): attempt k > 1 trains a fresh generator with seed + k - 1 and the
+    # translator-section overrides of retry[k - 2] (the last entry repeats), and the stage keeps the
+    # candidate with the best fidelity score. Why: a short GAN run can land in a contrast-inverted
+    # optimum (bone bright, tumour black) that no later epoch of the same run leaves; 1 = one attempt.
+    max_attempts: int = 1
+    retry: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -132,6 +148,9 @@ class SegmentationConfig:
     folds: list[int] = field(default_factory=lambda: [0, 1])
     num_folds: int = 5  # nnU-Net's cross-validation split size
     epochs: int = 2
+    # Planned epochs x this (the benchmark's oracle row: K + 1, the cumulative budget of a warm-started chain of a
+    # teacher and K students, so that the supervised upper bound is not an under-trained one)
+    epochs_multiplier: int = 1
     iterations_per_epoch: int = 25
     val_iterations_per_epoch: int = 5
     batch_size: int = 2
@@ -203,6 +222,11 @@ class SegmentationConfig:
     compile: bool = False  # torch.compile the network (GPU only; warm-up dominates short runs)
     tile_step_size: float = 0.5  # sliding-window overlap at inference (nnU-Net default)
     torch_threads: int = 0  # CPU threads for torch; 0 = auto (every core; the local runner splits them per fold)
+    # A fold whose own validation pseudo-Dice has not reached checks.min_pseudo_dice for every label by its last
+    # planned epoch trains on, half its planned epochs at a time, up to this multiple of them (1 = never). Why: on
+    # scans unlike the ones a CPU budget was measured on, the teacher can still be at all-background when the budget
+    # ends (cosmos.segmentation.trainer.nnUNetTrainerCosmosBudget.extend_if_not_learning).
+    not_learning_max_factor: float = 1.0
 
 
 @dataclass
@@ -219,6 +243,9 @@ class SelfTrainingConfig:
     student_init: str = "scratch"  # scratch (paper) | teacher: warm-start each student fold from the previous round
     student_lr_scale: float = 1.0  # initial-LR factor for warm-started students (e.g. 0.1 to fine-tune)
     balance_domains: bool = False  # eq. 8: draw pseudo-hrT2 and real hrT2 cases equally often in a student
+    # A case the filter rejects in this round keeps its last accepted pseudo-label (true), or leaves the student's
+    # training set (false: the paper's Algorithm 1, where each round's filter alone decides).
+    carry_over: bool = True
 
 
 @dataclass
@@ -247,10 +274,38 @@ class TrackingConfig:
     translator_model_name: str = "cosmos-translator"
     segmenter_model_name: str = "cosmos-segmenter"
     champion_alias: str = "champion"
-    # better: the champion alias moves to a round only when its validation mean Dice (or, without
-    # validation labels, its pseudo-label stability) is >= the current champion's; always: the final
-    # round becomes champion, as in the paper.
-    promote: str = "better"
+    # Which round holds the champion alias; never a round whose label-free checks failed (cosmos.selftraining.verdict):
+    # always      the final round, as in the paper;
+    # label_free  the latest round that passes every label-free check (no label is read);
+    # labels      the round with the best mean Dice on selection_cases, a labelled selection set that is given
+    #             explicitly and kept out of every reported score (the reported Dice is over the other cases).
+    promote: str = "label_free"
+    selection_cases: list[str] = field(default_factory=list)  # validation case ids for promote=labels
+
+
+@dataclass
+class ChecksConfig:
+    """Label-free quality gates (cosmos.selftraining.verdict): what a run checks without any target label.
+
+    A round that fails one is registered but never promoted, and a run whose final round fails one ends
+    with a failure verdict and exit code 3 (``cosmos run``, ``cosmos selftrain``). 0 switches a check off.
+    """
+
+    # translation: each sign check named in fidelity_gate must hold in at least this fraction of the sampled cases
+    fidelity_min_pass: float = 0.5
+    # which translation checks gate (cosmos.translation.fidelity.GATE_DEFAULT says why these): cochlea_in_dark_bone,
+    # vs_above_median (the anatomy checks that catch an inverted contrast), intensity (histogram closer to real
+    # hrT2 than the untranslated ceT1's), vs_darker_than_fluid, cochlea_bright (contrast signs; reported always)
+    fidelity_gate: list[str] = field(default_factory=lambda: ["cochlea_in_dark_bone", "vs_above_median", "intensity"])
+    # learning: every label must reach this pseudo-Dice (nnU-Net's own validation patches) in some epoch of every fold
+    min_pseudo_dice: float = 0.05
+    # plausibility of predictions on real hrT2 (pseudo-labels and validation predictions): at least this fraction of
+    # scans with one VS, at most one cochlea per side of the head, and volumes within the source labels' range
+    min_plausible: float = 0.5
+    # a structure's volume counts as plausible within [min / f, max * f] of the source labels' volumes
+    volume_range_factor: float = 4.0
+    # pseudo-labels: at least this fraction of the real hrT2 pseudo-labels must pass the filter
+    min_kept_fraction: float = 0.25
 
 
 @dataclass
@@ -265,6 +320,7 @@ class CosmosConfig:
     selftraining: SelfTrainingConfig = field(default_factory=SelfTrainingConfig)
     roi: RoiConfig = field(default_factory=RoiConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    checks: ChecksConfig = field(default_factory=ChecksConfig)
 
     # ------------------------------------------------------------------ helpers
     def to_dict(self) -> dict[str, Any]:
@@ -329,6 +385,7 @@ _SECTIONS = {
     "selftraining": SelfTrainingConfig,
     "roi": RoiConfig,
     "tracking": TrackingConfig,
+    "checks": ChecksConfig,
 }
 
 
@@ -491,10 +548,63 @@ def validate(cfg: CosmosConfig) -> None:
         raise ConfigError(
             f"segmentation.mirror_axes must be null or a non-empty subset of [0, 1, 2], got {s.mirror_axes}"
         )
-    if cfg.tracking.promote not in ("better", "always"):
-        raise ConfigError(f"tracking.promote must be better or always, got {cfg.tracking.promote!r}")
+    _validate_promotion(cfg.tracking)
+    _validate_checks(cfg)
+    if cfg.phantom.style not in ("builtin", "random"):
+        raise ConfigError(f"phantom.style must be builtin or random, got {cfg.phantom.style!r}")
     if cfg.phantom.scale not in ("small", "full"):
         raise ConfigError(f"phantom.scale must be small or full, got {cfg.phantom.scale!r}")
+
+
+PROMOTE_POLICIES = ("always", "label_free", "labels")
+
+
+def _validate_promotion(tr: TrackingConfig) -> None:
+    if tr.promote == "better":
+        raise ConfigError(
+            "tracking.promote=better chose the champion by the validation labels it was then scored on; use "
+            "label_free (no labels read), always (the final round, as the paper) or labels with "
+            "tracking.selection_cases (a labelled selection set kept out of the reported score)"
+        )
+    if tr.promote not in PROMOTE_POLICIES:
+        raise ConfigError(f"tracking.promote must be one of {PROMOTE_POLICIES}, got {tr.promote!r}")
+    tr.selection_cases = [str(c) for c in tr.selection_cases]
+    if tr.promote == "labels" and not tr.selection_cases:
+        raise ConfigError(
+            "tracking.promote=labels needs tracking.selection_cases: validation case ids (e.g. "
+            "[crossmoda_211, crossmoda_212]) that choose the champion and are left out of the reported Dice"
+        )
+    if len(set(tr.selection_cases)) != len(tr.selection_cases):
+        raise ConfigError(f"tracking.selection_cases has duplicates: {tr.selection_cases}")
+
+
+def _validate_checks(cfg: CosmosConfig) -> None:
+    c, t = cfg.checks, cfg.translator
+    for name in ("fidelity_min_pass", "min_pseudo_dice", "min_plausible", "min_kept_fraction"):
+        value = getattr(c, name)
+        if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+            raise ConfigError(f"checks.{name} must be within 0..1, got {value!r}")
+    known_gate = {"cochlea_in_dark_bone", "vs_above_median", "intensity", "vs_darker_than_fluid", "cochlea_bright"}
+    if not set(c.fidelity_gate) <= known_gate:
+        raise ConfigError(f"checks.fidelity_gate {c.fidelity_gate}: each must be one of {sorted(known_gate)}")
+    if not (isinstance(c.volume_range_factor, (int, float)) and c.volume_range_factor >= 1.0):
+        raise ConfigError(f"checks.volume_range_factor must be >= 1, got {c.volume_range_factor!r}")
+    if t.max_attempts < 1:
+        raise ConfigError(f"translator.max_attempts must be >= 1, got {t.max_attempts}")
+    if not isinstance(t.retry, list) or not all(isinstance(r, Mapping) for r in t.retry):
+        raise ConfigError(f"translator.retry must be a list of translator-key mappings, got {t.retry!r}")
+    known = {f.name for f in dataclasses.fields(TranslatorConfig)} - {"retry", "max_attempts"}
+    for entry in t.retry:
+        unknown = set(entry) - known
+        if unknown:
+            raise ConfigError(f"translator.retry: unknown translator key(s) {sorted(unknown)}")
+    s = cfg.segmentation
+    if s.epochs < 1 or s.epochs_multiplier < 1:
+        raise ConfigError(
+            f"segmentation.epochs ({s.epochs}) and epochs_multiplier ({s.epochs_multiplier}) must be >= 1"
+        )
+    if not (isinstance(s.not_learning_max_factor, (int, float)) and s.not_learning_max_factor >= 1.0):
+        raise ConfigError(f"segmentation.not_learning_max_factor must be >= 1, got {s.not_learning_max_factor!r}")
 
 
 def _validate_selftraining(st: SelfTrainingConfig) -> None:
@@ -591,6 +701,11 @@ def _profile_dict(name: str) -> dict[str, Any]:
                 "random_crop": True,
                 "fidelity_cases": 6,
                 "num_threads": 0,  # auto: every core (the translator runs alone; see cosmos.cpu)
+                # a kept generator that fails the label-free checks (checks.fidelity_min_pass) is trained again:
+                # with an identity term (an hrT2 slice must pass through unchanged, which a contrast-inverting
+                # generator cannot do), then also with a second U-Net level (more context per pixel)
+                "max_attempts": 3,
+                "retry": [{"lambda_identity": 1.0}, {"lambda_identity": 1.0, "levels": 2}],
             },
             "segmentation": {
                 # One fold, 8 x 30 = 240 iterations on a <=32x48x48 patch (~0.6 s each on 2 free cores).
@@ -622,6 +737,8 @@ def _profile_dict(name: str) -> dict[str, Any]:
                 # demo: teacher 0.785 -> 0.803, student 0.825 -> 0.828
                 "structure_intensity_p": 1.0,
                 "torch_threads": 0,
+                # a fold still at pseudo-Dice 0 for a label after its planned epochs trains on, up to twice them
+                "not_learning_max_factor": 2.0,
                 # CE weights (background, VS, cochlea): the cochlea x20, and the VS x3 so that it leaves the
                 # all-background start sooner on pseudo-hrT2 (measured in `small`'s teacher, 250 iterations: with
                 # [1, 1, 10] one fold learned no cochlea and the other nothing at all; with [1, 3, 20] both folds
@@ -687,6 +804,11 @@ def _profile_dict(name: str) -> dict[str, Any]:
                 "random_crop": True,
                 "fidelity_cases": 8,
                 "num_threads": 0,
+                # a kept generator that fails the label-free checks (checks.fidelity_min_pass) is trained again:
+                # with an identity term (an hrT2 slice must pass through unchanged, which a contrast-inverting
+                # generator cannot do), then also with a second U-Net level (more context per pixel)
+                "max_attempts": 3,
+                "retry": [{"lambda_identity": 1.0}, {"lambda_identity": 1.0, "levels": 2}],
             },
             "segmentation": {
                 # two folds x 10 x 25 = 250 iterations (cochlea learned by ~110 with CE weight 10 on real hrT2;
@@ -704,6 +826,8 @@ def _profile_dict(name: str) -> dict[str, Any]:
                 "fov_max_factor": 3.0,
                 "torch_threads": 0,
                 "ce_class_weights": [1.0, 3.0, 20.0],  # see `tiny`
+                # a fold still at pseudo-Dice 0 for a label after its planned epochs trains on, up to twice them
+                "not_learning_max_factor": 2.0,
                 "oversample_foreground": 0.66,
                 "probabilistic_oversampling": True,
                 "vs_component": "confident",  # see `tiny`
@@ -770,7 +894,10 @@ def _profile_dict(name: str) -> dict[str, Any]:
                 "run_validation": True,
                 "save_every": 10,
             },
-            "selftraining": {"rounds": 3},
+            # the paper's protocol: the final round is the model (when its label-free checks pass), and each
+            # round's filter alone decides which real scans a student trains on
+            "selftraining": {"rounds": 3, "carry_over": False},
+            "tracking": {"promote": "always"},
         }
     raise ConfigError(f"unknown profile {name!r}; choose one of {PROFILES}")
 

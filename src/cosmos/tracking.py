@@ -274,9 +274,3 @@ def register(
         MlflowClient().set_registered_model_alias(model_name, alias, mv.version)
     log.info("registered %s version %s%s", model_name, mv.version, f" (@{alias})" if alias else "")
     return str(mv.version)
-
-
-def set_alias(model_name: str, alias: str, version: str) -> None:
-    from mlflow import MlflowClient
-
-    MlflowClient().set_registered_model_alias(model_name, alias, version)

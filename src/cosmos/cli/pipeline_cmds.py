@@ -93,14 +93,14 @@ def _add_compile_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args) -> int:
-    from pipelines.local_run import describe, run_local
+    from pipelines.local_run import describe, exit_code, run_local
 
     cfg = config_from_args(args)
     result = run_local(
         cfg, args.out, data=args.data, val_labels=args.val_labels, profile=args.profile, verbose=args.verbose
     )
     print(describe(result))
-    return 0
+    return exit_code(result)
 
 
 def _compile(args) -> int:

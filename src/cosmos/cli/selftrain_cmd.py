@@ -55,10 +55,9 @@ def register(sub) -> None:
 
 
 def _run(args) -> int:
-    import json
 
     from cosmos.evaluation.metrics import format_table1
-    from pipelines.local_run import run_selftrain_local
+    from pipelines.local_run import exit_code, run_selftrain_local, run_summary
 
     if args.rounds is not None:
         if args.rounds < 0:
@@ -79,7 +78,8 @@ def _run(args) -> int:
         profile=args.profile,
         verbose=args.verbose,
     )
-    rounds = json.loads(result.summary_file.read_text())["rounds"]
+    summary = run_summary(result)
+    rounds = summary["rounds"]
     print(
         format_table1(
             [
@@ -98,8 +98,12 @@ def _run(args) -> int:
     for r in rounds:
         if r.get("filter_alert"):
             print(f"WARNING {r['name']}: {r['filter_alert']}")
-    print(f"champion (*): models:/{cfg.tracking.segmenter_model_name}@{cfg.tracking.champion_alias}")
+    if summary.get("champion_round") is not None:
+        print(f"champion (*): models:/{cfg.tracking.segmenter_model_name}@{cfg.tracking.champion_alias}")
+    else:
+        print("champion: none promoted")
     print(f"summary:  {result.summary_file}")
     print(f"report:   {result.report_dir / 'report.html'}")
     print(f"MLflow:   {result.tracking_uri}")
-    return 0
+    print((summary.get("verdict") or {}).get("line", ""))
+    return exit_code(result)

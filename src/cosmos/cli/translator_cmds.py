@@ -34,22 +34,36 @@ def register(sub) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from cosmos.translation.training import train_translator
+    from cosmos.translation.attempts import train_checked
 
     overrides = list(args.overrides) + (["translator.segmentor=false"] if args.no_segmentor else [])
     args.overrides = overrides
     cfg = config_from_args(args)
-    res = train_translator(
+    res = train_checked(
         args.data,
         args.out,
         cfg,
         tracking_uri=args.tracking_uri or cfg.tracking.tracking_uri or None,
         register=not args.no_register,
     )
+    import json
+
+    from cosmos.selftraining.verdict import EXIT_CHECKS_FAILED
+    from cosmos.translation.model_io import ATTEMPTS_JSON
+
     print(f"model: {res.model_dir}")
     print(f"mlflow run: {res.run_id}")
     if res.model_version:
         print(f"registered: models:/{cfg.tracking.translator_model_name}/{res.model_version}")
+    attempts = json.loads((res.model_dir / ATTEMPTS_JSON).read_text())
+    kept = next(a for a in attempts["attempts"] if a.get("kept"))
+    if not attempts["passed"]:
+        print(
+            f"translation FAILED its label-free checks in {len(attempts['attempts'])} attempt(s); kept attempt "
+            f"{kept['attempt']}: {'; '.join(kept['failed_checks'])}"
+        )
+        return EXIT_CHECKS_FAILED
+    print(f"translation passes its label-free checks (attempt {kept['attempt']} of {len(attempts['attempts'])})")
     return 0
 
 

@@ -83,14 +83,18 @@ def ingest(
 
         p = cfg.phantom
         log.info(
-            "no data given: using the built-in phantom (%d source, %d target, %d validation, scale %s, seed %d)",
+            "no data given: using the built-in phantom (%d source, %d target, %d validation, scale %s, seed %d, "
+            "style %s)",
             p.n_source,
             p.n_target,
             p.n_val,
             p.scale,
             p.seed,
+            p.style,
         )
-        make_phantom(out, n_source=p.n_source, n_target=p.n_target, n_val=p.n_val, seed=p.seed, scale=p.scale)
+        make_phantom(
+            out, n_source=p.n_source, n_target=p.n_target, n_val=p.n_val, seed=p.seed, scale=p.scale, style=p.style
+        )
     elif storage.is_s3(data_uri):
         storage.download(data_uri, out)
     else:

@@ -29,6 +29,7 @@ VALIDATION_LABELS_DIR = "target_validation_labels"
 MODALITIES = ("ceT1", "hrT2", "hrT2pseudo", "Label", "T2")
 LABELS = {0: "background", 1: "VS", 2: "cochlea"}
 STRUCTURES = {"VS": 1, "cochlea": 2}
+IGNORE_LABEL = 3  # nnU-Net's ignore label must be the highest label value: background 0, VS 1, cochlea 2
 
 _NAME = re.compile(
     r"^(?P<case>crossmoda(?:20\d\d)?_(?:[a-z]+_)?\d+)_(?P<kind>ceT1|hrT2pseudo|hrT2|T2|Label)\.nii(?:\.gz)?$"

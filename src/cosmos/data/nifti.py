@@ -145,15 +145,6 @@ def _parse_header(path: Path, head: bytes):
     return klass, header, shape, itemsize, offset
 
 
-def claimed_bytes(path: str | Path) -> int:
-    """Bytes the header says the whole file holds (offset + voxel payload); reads only the header."""
-    path = Path(path)
-    raw, _ = _open_raw(path)
-    with raw:
-        _, _, shape, itemsize, offset = _parse_header(path, raw.read(540))
-    return offset + int(np.prod(shape, dtype=np.float64) * itemsize)
-
-
 def read_bytes(path: str | Path, cap: int | None = None) -> tuple[bytes, type[nib.Nifti1Image]]:
     """The whole (decompressed) NIfTI file, checked before and after reading.
 

@@ -347,7 +347,3 @@ def _label_values(path: Path, vol: nifti.Volume) -> list[Problem]:
         shown = ", ".join(f"{v:g}" for v in bad[:8]) + (" ..." if len(bad) > 8 else "")
         return [Problem(str(path), f"label values outside {{0, 1, 2}}: {shown}")]
     return []
-
-
-def format_problems(problems: list[Problem]) -> str:
-    return "\n".join(str(p) for p in problems)

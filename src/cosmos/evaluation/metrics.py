@@ -42,7 +42,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 from scipy.ndimage import binary_erosion, distance_transform_edt, generate_binary_structure
@@ -238,7 +238,7 @@ def summarize(cases: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[s
     return summary
 
 
-def evaluate_folder(pred_dir: str | Path, label_dir: str | Path) -> dict[str, Any]:
+def evaluate_folder(pred_dir: str | Path, label_dir: str | Path, only: Collection[str] | None = None) -> dict[str, Any]:
     """Score every ground-truth label in ``label_dir`` against its prediction in ``pred_dir``.
 
     Predictions are named ``crossmoda_{k}_Label.nii.gz`` or ``crossmoda_{k}.nii.gz``. ``label_dir``
@@ -254,10 +254,19 @@ def evaluate_folder(pred_dir: str | Path, label_dir: str | Path) -> dict[str, An
          "unmatched_predictions": [case ids with a prediction but no label],
          "pred_dir": str, "label_dir": str}
 
+    ``only``: score only these ground-truth case ids (None = every one); the promotion gate's selection
+    set and the reported set are kept apart this way.
+
     Raises CosmosError only when a directory is missing or holds no ground truth at all.
     """
     pred_dir, label_dir = Path(pred_dir), Path(label_dir)
-    labels = _find_labels(label_dir)
+    labels = all_labels = _find_labels(label_dir)
+    if only is not None:
+        wanted = set(only)
+        missing = sorted(wanted - set(labels))
+        if missing:
+            raise CosmosError(f"{label_dir}: no ground truth for case(s) {', '.join(missing)}")
+        labels = {k: v for k, v in labels.items() if k in wanted}
     preds, errors = _find_predictions(pred_dir)
     cases: dict[str, dict[str, dict[str, float]]] = {}
     ids = sorted(labels, key=layout.case_sort_key)
@@ -271,7 +280,7 @@ def evaluate_folder(pred_dir: str | Path, label_dir: str | Path) -> dict[str, An
             cases[case] = evaluate_case(preds[case], labels[case])
         except (CosmosError, NiftiError) as exc:
             errors[case] = str(exc)
-    unmatched = sorted(set(preds) - set(labels), key=layout.case_sort_key)
+    unmatched = sorted(set(preds) - set(all_labels), key=layout.case_sort_key)
     if unmatched:
         log.warning(
             "%d prediction(s) have no ground truth and are not scored: %s", len(unmatched), ", ".join(unmatched)

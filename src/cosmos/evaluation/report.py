@@ -491,6 +491,57 @@ def _fidelity_blocks(fid: dict) -> list[_Block]:
     ]
 
 
+_MARK = {True: "pass", False: "FAIL", None: "n/a"}
+
+
+def _verdict_blocks(summary: dict, rounds: list[dict]) -> list[_Block]:
+    """The run's verdict, the reported and the champion round, each round's label-free checks and the
+    translator's candidates (``verdict``, ``checks``, ``translator_attempts`` entries; none are label-based)."""
+    blocks: list[_Block] = []
+    verdict = summary.get("verdict") or {}
+    if verdict.get("line"):
+        blocks.append(_Block("h2", "Verdict (label-free checks)"))
+        blocks.append(_Block("p", str(verdict["line"])))
+        final, champion = summary.get("final_round"), summary.get("champion_round")
+        if final is not None:
+            note = f"Reported scores are the final round's (round {final}), as in the paper."
+            if champion is None:
+                note += " No round was promoted to champion."
+            elif champion != final:
+                note += (
+                    f" The champion is round {champion}: chosen by the promotion gate, so its score is not a "
+                    "held-out figure."
+                )
+            blocks.append(_Block("p", note))
+    checked = [r for r in rounds if r.get("checks")]
+    if checked:
+        names = [c["name"] for c in checked[0]["checks"]]
+        rows = []
+        for rnd in checked:
+            by = {c["name"]: c for c in rnd["checks"]}
+            cells = [f"{_MARK[by[n]['passed']]}: {by[n]['detail']}" if n in by else "-" for n in names]
+            rows.append([_round_name(rnd), *cells, "yes" if rnd.get("champion") else "no"])
+        blocks.append(_Block("table", header=["round", *names, "champion"], rows=rows))
+    attempts = (summary.get("translator_attempts") or {}).get("attempts") or []
+    if attempts:
+        rows = [
+            [
+                str(a.get("attempt")),
+                str(a.get("seed")),
+                ", ".join(f"{k}={v}" for k, v in (a.get("overrides") or {}).items()) or "-",
+                "n/a" if a.get("score") is None else f"{a['score']:.3f}",
+                "pass" if a.get("passed") else "; ".join(a.get("failed_checks") or []),
+                "kept" if a.get("kept") else "",
+            ]
+            for a in attempts
+        ]
+        blocks.append(_Block("h3", "Translator candidates"))
+        blocks.append(
+            _Block("table", header=["attempt", "seed", "settings", "fidelity score", "checks", ""], rows=rows)
+        )
+    return blocks
+
+
 def write_report(out_dir: str | Path, summary: dict, max_cases: int = 3, embed_images: bool = True) -> Path:
     """Write ``report.md``, ``report.html`` and the figure PNGs into ``out_dir``; returns ``out_dir``.
 
@@ -520,6 +571,8 @@ def write_report(out_dir: str | Path, summary: dict, max_cases: int = 3, embed_i
             ],
         )
     )
+
+    blocks += _verdict_blocks(summary, rounds)
 
     # Table 1
     blocks.append(_Block("h2", "Segmentation on target_validation (Table 1 style)"))

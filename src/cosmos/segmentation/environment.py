@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 _PATH_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 
+# nnU-Net's name for a fold's finished weights: its presence means "this fold is trained".
+FINAL_CHECKPOINT = "checkpoint_final.pth"
+
 
 class _Unset(enum.Enum):
     """Type of the "argument omitted" default (None is a value there: it unsets the variable)."""

@@ -44,6 +44,7 @@ from cosmos.data import layout, nifti
 from cosmos.errors import CosmosError
 from cosmos.logs import progress
 from cosmos.segmentation import environment
+from cosmos.segmentation.environment import FINAL_CHECKPOINT
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ class FoldEnsemble:
     digest: str
 
 
-def load_folds(fold_model_dirs: Iterable[str | Path], checkpoint: str = "checkpoint_final.pth") -> FoldEnsemble:
+def load_folds(fold_model_dirs: Iterable[str | Path], checkpoint: str = FINAL_CHECKPOINT) -> FoldEnsemble:
     """Load the folds' weights; all folds must come from the same plan (same prepared round)."""
     import torch
 

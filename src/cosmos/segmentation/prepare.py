@@ -28,6 +28,7 @@ from typing import cast
 import numpy as np
 
 from cosmos.config import CosmosConfig
+from cosmos.data.layout import IGNORE_LABEL
 from cosmos.errors import CosmosError
 from cosmos.segmentation import environment, export, planning
 
@@ -243,8 +244,6 @@ def prepare_round(
     hrT2 (another voxel grid) changes nnU-Net's plan, and a student warm-started from its teacher
     (``selftraining.student_init=teacher``) needs the teacher's network exactly.
     """
-    from cosmos.selftraining.filtering import IGNORE_LABEL
-
     if not 0 <= round_index < 100:
         raise CosmosError(f"round_index must be within 0..99, got {round_index}")
     out = Path(out_dir)

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from cosmos.data.layout import SOURCE_DIR, TARGET_DIR, VALIDATION_DIR, label_name, parse_name
 from cosmos.errors import CosmosError
+from cosmos.segmentation.environment import FINAL_CHECKPOINT
 
 if TYPE_CHECKING:
     from cosmos.config import CosmosConfig
@@ -63,7 +64,6 @@ log = logging.getLogger(__name__)
 
 MODEL_ARTIFACT = "segmenter"  # name of the logged pyfunc model inside the round run
 CONFIG_ARTIFACT = "cosmos_config"  # key of the config YAML among the pyfunc artifacts
-CHECKPOINT = "checkpoint_final.pth"
 # Not needed to predict; kept out of the registry to keep versions small.
 _SKIP_IN_MODEL = {"checkpoint_latest.pth", "checkpoint_best.pth", "validation"}
 _MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>[^/@]+)|@(?P<alias>[^/@]+))?/?$")
@@ -277,7 +277,7 @@ class CosmosSegmenter(_PythonModel):
             return pd.DataFrame({"input": [str(f) for f in files], "output": [str(o) for o in outputs]})
         import base64
 
-        from cosmos.serving.codec import scan_from_value, write_scans
+        from cosmos.data.scans import scan_from_value, write_scans
 
         if not contents:
             raise CosmosError("no nifti values to segment")
@@ -400,7 +400,7 @@ def _stage_fold(src: Path, dst: Path) -> Path:
     final checkpoint without its optimizer state (about half its size; prediction reads only
     ``network_weights``, ``init_args``, ``trainer_name`` and the mirroring axes)."""
     shutil.copytree(src, dst, ignore=lambda d, names: [n for n in names if n in _SKIP_IN_MODEL])
-    ckpt = dst / CHECKPOINT
+    ckpt = dst / FINAL_CHECKPOINT
     try:
         import torch
 
@@ -440,8 +440,8 @@ def register_round(
     if not fold_dirs:
         raise CosmosError(f"round {round_index}: no fold models to register")
     for d in fold_dirs:
-        if not (d / CHECKPOINT).is_file():
-            raise CosmosError(f"{d}: not a trained fold model ({CHECKPOINT} missing)")
+        if not (d / FINAL_CHECKPOINT).is_file():
+            raise CosmosError(f"{d}: not a trained fold model ({FINAL_CHECKPOINT} missing)")
     uri = active_tracking_uri(tracking_uri or cfg.tracking.tracking_uri or None)
     if uri is None:
         raise CosmosError("register_round: no MLflow tracking URI (pass tracking_uri or set MLFLOW_TRACKING_URI)")
@@ -532,7 +532,7 @@ class ResolvedModel:
 
 
 def _find_fold_dirs(root: Path) -> list[Path]:
-    hits = sorted({p.parent for p in root.rglob(CHECKPOINT)}, key=lambda p: (_fold_number(p, 1 << 30), str(p)))
+    hits = sorted({p.parent for p in root.rglob(FINAL_CHECKPOINT)}, key=lambda p: (_fold_number(p, 1 << 30), str(p)))
     return hits
 
 
@@ -562,7 +562,7 @@ def resolve_model(
             )
         folds = _find_fold_dirs(root)
         if not folds:
-            raise CosmosError(f"{ref}: no trained fold ({CHECKPOINT}) under this folder")
+            raise CosmosError(f"{ref}: no trained fold ({FINAL_CHECKPOINT}) under this folder")
         return ResolvedModel(folds, _find_config(root), ref)
 
     m = _MODEL_URI.match(ref)

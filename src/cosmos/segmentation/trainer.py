@@ -56,6 +56,7 @@ A callback that raises is logged as a warning and never stops training.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import time
@@ -67,6 +68,8 @@ import numpy as np
 import torch
 from nnunetv2.training.logging.nnunet_logger import MetaLogger
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from cosmos.segmentation.environment import FINAL_CHECKPOINT
 
 log = logging.getLogger(__name__)
 
@@ -150,9 +153,12 @@ class TrainerBudget:
     save_every: int = 50
     ce_class_weights: list[float] | None = None  # one per label (background first); None = unweighted
     structure_intensity_p: float = 0.0  # label-aware intensity augmentation per structure (0 = off, nnU-Net's)
+    # not learning: a label below min_pseudo_dice in every epoch so far extends training (see extend_if_not_learning)
+    not_learning_max_factor: float = 1.0
+    min_pseudo_dice: float = 0.0
 
     @classmethod
-    def from_config(cls, seg, prepared=None, lr_scale: float = 1.0) -> TrainerBudget:
+    def from_config(cls, seg, prepared=None, lr_scale: float = 1.0, min_pseudo_dice: float = 0.0) -> TrainerBudget:
         """The budget for one fold.
 
         ``prepared`` (a ``PreparedRound``): with ``seg.scale_iterations_with_cases`` the iterations
@@ -177,7 +183,7 @@ class TrainerBudget:
                 )
             iterations = max(1, int(round(iterations * factor)))
         return cls(
-            epochs=seg.epochs,
+            epochs=int(seg.epochs) * max(1, int(getattr(seg, "epochs_multiplier", 1))),
             iterations_per_epoch=iterations,
             val_iterations_per_epoch=seg.val_iterations_per_epoch,
             initial_lr=seg.initial_lr * float(lr_scale),
@@ -186,6 +192,8 @@ class TrainerBudget:
             save_every=seg.save_every,
             ce_class_weights=None if seg.ce_class_weights is None else [float(w) for w in seg.ce_class_weights],
             structure_intensity_p=float(seg.structure_intensity_p),
+            not_learning_max_factor=float(getattr(seg, "not_learning_max_factor", 1.0)),
+            min_pseudo_dice=float(min_pseudo_dice),
         )
 
 
@@ -213,6 +221,9 @@ class nnUNetTrainerCosmosBudget(nnUNetTrainer):
         self.epoch_end_callbacks: list[EpochCallback] = []
         self.ce_class_weights: list[float] | None = None
         self.structure_intensity_p = 0.0
+        self.planned_epochs = self.num_epochs
+        self.max_epochs_if_not_learning = self.num_epochs
+        self.min_pseudo_dice = 0.0
         budget = type(self).default_budget
         if budget is not None:
             self.apply_budget(budget)
@@ -231,6 +242,11 @@ class nnUNetTrainerCosmosBudget(nnUNetTrainer):
         self.save_every = max(1, int(budget.save_every))
         self.ce_class_weights = None if budget.ce_class_weights is None else [float(w) for w in budget.ce_class_weights]
         self.structure_intensity_p = float(budget.structure_intensity_p)
+        self.planned_epochs = self.num_epochs
+        self.max_epochs_if_not_learning = max(
+            self.num_epochs, int(math.ceil(self.num_epochs * float(budget.not_learning_max_factor)))
+        )
+        self.min_pseudo_dice = float(budget.min_pseudo_dice)
 
     def get_training_transforms(self, *args, **kwargs):  # type: ignore[override]
         """nnU-Net's training augmentation, plus the label-aware structure intensity edit when
@@ -281,6 +297,75 @@ class nnUNetTrainerCosmosBudget(nnUNetTrainer):
             new_log = folder / old_log.name
             shutil.move(str(old_log), str(new_log))
             self.log_file = str(new_log)
+
+    # ------------------------------------------------------------------ not learning
+    def best_pseudo_dice(self) -> dict[str, float]:
+        """Per foreground label, the best validation pseudo-Dice of any epoch so far (0 before the first)."""
+        try:
+            history = list(self.logger.get_value("dice_per_class_or_region", step=None))
+        except (KeyError, TypeError):
+            history = []
+        names = self._foreground_names()
+        best = [0.0] * len(names)
+        for per_class in history:
+            for i, value in enumerate(list(per_class)[: len(names)]):
+                if np.isfinite(value):
+                    best[i] = max(best[i], float(value))
+        return dict(zip(names, best))
+
+    def labels_not_learned(self) -> list[str]:
+        """Foreground labels whose validation pseudo-Dice never reached ``min_pseudo_dice`` in any epoch so far."""
+        return [name for name, value in self.best_pseudo_dice().items() if value < self.min_pseudo_dice]
+
+    def extend_if_not_learning(self) -> bool:
+        """At the end of the planned epochs: train on when a label is not learned yet, within the cap.
+
+        Adds half the planned epochs (at least one) at a time, up to ``max_epochs_if_not_learning``, and
+        stretches the poly learning-rate schedule over the new length. Returns True when it extended.
+        Why here: the budget was measured on other scans; a fold still at pseudo-Dice 0 when it ends is
+        useless, and a few more epochs at a non-zero learning rate is the cheapest remedy to try.
+        """
+        if self.min_pseudo_dice <= 0 or self.num_epochs >= self.max_epochs_if_not_learning:
+            return False
+        missing = self.labels_not_learned()
+        if not missing:
+            return False
+        step = max(1, self.planned_epochs // 2)
+        # a fold resumed after an earlier extension has current_epoch past the planned end
+        new = min(self.max_epochs_if_not_learning, max(self.num_epochs, self.current_epoch) + step)
+        if new <= self.current_epoch:
+            return False
+        log.warning(
+            "fold %d: pseudo-Dice of %s still below %.2f after %d epochs: training on to %d epochs (cap %d)",
+            self.fold,
+            "/".join(missing),
+            self.min_pseudo_dice,
+            self.num_epochs,
+            new,
+            self.max_epochs_if_not_learning,
+        )
+        self.print_to_log_file(f"not learning {missing}: extending to {new} epochs")
+        self.num_epochs = new
+        if hasattr(self.lr_scheduler, "max_steps"):
+            self.lr_scheduler.max_steps = new
+        return True
+
+    def run_training(self):
+        """nnU-Net's training loop, with its epoch bound re-read each epoch (:meth:`extend_if_not_learning`)."""
+        self.on_train_start()
+        while self.current_epoch < self.num_epochs or self.extend_if_not_learning():
+            self.on_epoch_start()
+            self.on_train_epoch_start()
+            train_outputs = [self.train_step(next(self.dataloader_train)) for _ in range(self.num_iterations_per_epoch)]
+            self.on_train_epoch_end(train_outputs)
+            with torch.no_grad():
+                self.on_validation_epoch_start()
+                val_outputs = [
+                    self.validation_step(next(self.dataloader_val)) for _ in range(self.num_val_iterations_per_epoch)
+                ]
+                self.on_validation_epoch_end(val_outputs)
+            self.on_epoch_end()
+        self.on_train_end()
 
     # ------------------------------------------------------------------ hooks
     def on_epoch_end(self):
@@ -392,7 +477,7 @@ def network_plan_differences(
     return diffs
 
 
-def warm_start(trainer: nnUNetTrainer, fold_dir: str | Path, checkpoint: str = "checkpoint_final.pth") -> dict:
+def warm_start(trainer: nnUNetTrainer, fold_dir: str | Path, checkpoint: str = FINAL_CHECKPOINT) -> dict:
     """Load a trained fold's network weights into ``trainer`` (initialising it first); returns a record.
 
     Network weights only: the optimizer, LR schedule, epoch counter and logs stay fresh, so the

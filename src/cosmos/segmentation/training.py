@@ -31,11 +31,11 @@ from cosmos.cpu import resolve_threads
 from cosmos.errors import CosmosError
 from cosmos.segmentation import environment
 from cosmos.segmentation.checkpoint_sync import CheckpointSync
+from cosmos.segmentation.environment import FINAL_CHECKPOINT
 from cosmos.segmentation.prepare import PreparedRound, load_prepared
 
 log = logging.getLogger(__name__)
 
-FINAL_CHECKPOINT = "checkpoint_final.pth"
 LATEST_CHECKPOINT = "checkpoint_latest.pth"
 FOLD_MANIFEST = "cosmos_fold.json"
 INIT_RECORD = ".cosmos_init.json"  # how the fold was initialised, written before training (for resume)
@@ -129,8 +129,23 @@ def build_trainer(
         device=device,
     )
     trainer.use_output_folder(out_dir)
-    trainer.apply_budget(TrainerBudget.from_config(cfg.segmentation, prepared, lr_scale=lr_scale))
+    budget = TrainerBudget.from_config(
+        cfg.segmentation, prepared, lr_scale=lr_scale, min_pseudo_dice=cfg.checks.min_pseudo_dice
+    )
+    trainer.apply_budget(budget)
     return trainer
+
+
+def inherited_iterations(init_record: dict[str, Any] | None) -> int:
+    """Training iterations behind a warm start: the cumulative count of the fold it started from (0 from scratch)."""
+    source = (init_record or {}).get("from")
+    if not source:
+        return 0
+    manifest = Path(source) / FOLD_MANIFEST
+    if not manifest.is_file():
+        return 0
+    data = json.loads(manifest.read_text())
+    return int(data.get("cumulative_iterations", data.get("epochs", 0) * data.get("iterations_per_epoch", 0)))
 
 
 def _previous_init(out: Path) -> dict[str, Any] | None:
@@ -255,7 +270,14 @@ def train_fold(
         "device": str(device),
         "seed": seed,
         "epochs": trainer.num_epochs,
+        "planned_epochs": trainer.planned_epochs,
         "iterations_per_epoch": trainer.num_iterations_per_epoch,
+        # what the learning check reads (cosmos.selftraining.verdict) and what the benchmark's budgets compare
+        "pseudo_dice_best": trainer.best_pseudo_dice(),
+        "labels_not_learned": trainer.labels_not_learned(),
+        "train_iterations": int(trainer.num_epochs * trainer.num_iterations_per_epoch),
+        "cumulative_iterations": int(trainer.num_epochs * trainer.num_iterations_per_epoch)
+        + inherited_iterations(init_record),
         "initial_lr": trainer.initial_lr,
         "oversample_foreground": trainer.oversample_foreground_percent,
         "probabilistic_oversampling": bool(trainer.probabilistic_oversampling),

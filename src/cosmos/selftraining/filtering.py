@@ -36,14 +36,13 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from cosmos.config import SelfTrainingConfig
-from cosmos.data.layout import LABELS, case_sort_key, label_name, parse_prediction_name
+from cosmos.data.layout import IGNORE_LABEL, LABELS, case_sort_key, label_name, parse_prediction_name
 from cosmos.data.nifti import Volume, load, save
 from cosmos.errors import CosmosError
 
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "filter_summary.json"
-IGNORE_LABEL = 3  # nnU-Net's ignore label must be the highest label value: background 0, VS 1, cochlea 2
 MODES = ("image", "pixel")
 
 NONE_KEPT_ALERT = (

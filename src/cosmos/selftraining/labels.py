@@ -21,11 +21,9 @@ from typing import Sequence
 
 import numpy as np
 
-from cosmos.data.layout import LABELS, case_sort_key, parse_prediction_name
+from cosmos.data.layout import IGNORE_LABEL, LABELS, case_sort_key, parse_prediction_name
 from cosmos.data.nifti import load
 from cosmos.errors import CosmosError
-
-IGNORE_LABEL = 3  # same value as cosmos.selftraining.filtering.IGNORE_LABEL (kept import-free here)
 
 
 # ------------------------------------------------------------------------------ label change

@@ -38,6 +38,7 @@ from cosmos.config import PREDICTION_ONLY, ROUND_COUNT, CosmosConfig
 from cosmos.data import layout, roi
 from cosmos.errors import CosmosError
 from cosmos.resume import KEY_FILE, copy_tree, read_pointer, write_json, write_pointer
+from cosmos.selftraining import plausibility, verdict
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ ROUNDS_FILE = "rounds.json"
 CHANGE_FILE = "label_change.json"
 REPLAY_FILE = "replay_alert.json"
 FULL_PREDICTIONS = "predictions"  # in the score step's output: validation predictions on the original grids
+SELECTION_METRICS = "selection_metrics.json"  # promote=labels: the selection cases' scores (never reported)
 STRUCTURES = ("VS", "cochlea", "mean")
 
 # MLflow names, spelled once.
@@ -59,6 +61,8 @@ TAG_REPLAY = "cosmos.replay_alert"
 TAG_GATE = "cosmos.promotion"
 VERSION_TAG_SCORE = "gate_score"
 VERSION_TAG_METRIC = "gate_metric"
+VERSION_TAG_CHECKS = "label_free_checks"
+TAG_CHECKS = "cosmos.label_free_checks"
 
 
 def round_name(index: int) -> str:
@@ -196,6 +200,7 @@ def prepare(
     )
     manifest = load_prepared(out_dir)
     roi.write_model(roi.model_of(data_dir), out_dir)  # travels with the fold models into the registry
+    verdict.write_lineage(out_dir, pseudo_dir)  # the translation's checks travel with the fold models too
     replay = None
     if index > 0 and previous_prepared_dir is not None:
         same = compare_training_sets(out_dir, previous_prepared_dir)
@@ -247,13 +252,15 @@ def open_round(
 
 def teacher_fold(models_dir: str | Path | None, fold: int) -> Path | None:
     """The previous round's model for ``fold`` in an ensemble artifact (see :func:`register`)."""
+    from cosmos.segmentation.environment import FINAL_CHECKPOINT
+
     if models_dir is None:
         return None
     root = Path(models_dir)
     for name in (f"fold_{fold}", "fold_0"):
-        if (root / name / "checkpoint_final.pth").is_file():
+        if (root / name / FINAL_CHECKPOINT).is_file():
             return root / name
-    hits = sorted(root.glob("fold_*/checkpoint_final.pth"))
+    hits = sorted(root.glob(f"fold_*/{FINAL_CHECKPOINT}"))
     return hits[0].parent if hits else None
 
 
@@ -298,6 +305,9 @@ def train(
         checkpoint_uri=checkpoint_uri,
     )
     roi.write_model(roi.model_of(prepared_dir), fold_dir)
+    lineage = Path(prepared_dir) / verdict.LINEAGE_FILE
+    if lineage.is_file():
+        shutil.copyfile(lineage, Path(fold_dir) / verdict.LINEAGE_FILE)
     write_pointer(out_dir, fold_dir)
     return {"fold": fold, "init": str(init) if init else "scratch"}
 
@@ -322,9 +332,11 @@ def pseudo_label(
 ) -> dict[str, Any]:
     """Pseudo-label the real target-training hrT2 (mirroring TTA always on) and filter them.
 
-    A case whose new pseudo-label is rejected keeps its last accepted one (from
-    ``previous_kept_dir``). Logs kept/dropped/carried counts and, from the second round on, how
-    much the accepted labels changed (Dice between consecutive pseudo-label sets).
+    With ``selftraining.carry_over``, a case whose new pseudo-label is rejected keeps its last accepted
+    one (from ``previous_kept_dir``); without it (the paper) it leaves the training set. Logs
+    kept/dropped/carried counts and, from the second round on, how much the accepted labels changed
+    (Dice between consecutive pseudo-label sets). The raw pseudo-labels' label-free plausibility goes to
+    ``labels_dir/plausibility.json`` (:mod:`cosmos.selftraining.plausibility`).
     """
     from cosmos.segmentation.inference import predict
     from cosmos.selftraining.filtering import filter_pseudo_labels, label_change
@@ -332,7 +344,9 @@ def pseudo_label(
     images = Path(data_dir) / layout.TARGET_DIR
     pixel = cfg.selftraining.filter == "pixel"
     predict([Path(d) for d in fold_dirs], images, labels_dir, cfg, mirroring=True, save_probabilities=pixel)
-    filt = filter_pseudo_labels(labels_dir, kept_dir, cfg.selftraining, previous_kept_dir=previous_kept_dir)
+    carry_from = previous_kept_dir if cfg.selftraining.carry_over else None
+    filt = filter_pseudo_labels(labels_dir, kept_dir, cfg.selftraining, previous_kept_dir=carry_from)
+    plausibility.assess_folder(labels_dir, images, data_dir, cfg.checks.volume_range_factor)
     change = label_change(previous_kept_dir, kept_dir) if previous_kept_dir is not None else None
     write_json(Path(kept_dir) / CHANGE_FILE, change)
     run = _round_run(index, run_dir, tracking_uri)
@@ -388,7 +402,8 @@ def predict_validation(
         log.warning("round %d: no target_validation images, nothing to predict", index)
         return {"n_cases": 0}
     written = predict([Path(d) for d in fold_dirs], images, out_dir, cfg)
-    return {"n_cases": len(written)}
+    plaus = plausibility.assess_folder(out_dir, images, data_dir, cfg.checks.volume_range_factor)
+    return {"n_cases": len(written), "plausible": plaus["n_plausible"]}
 
 
 def score(
@@ -422,7 +437,18 @@ def score(
     if not labels.is_dir() or not any(labels.glob("*.nii*")):
         log.warning("round %d: no validation labels, not scored", index)
         return {"has_metrics": False, "mean_dice": None}
-    result = evaluate_folder(full, labels)
+    selection = list(cfg.tracking.selection_cases)
+    reported = None
+    if selection:  # promote=labels: the selection set chooses, the other cases are reported; never both
+        from cosmos.evaluation.metrics import _find_labels
+
+        reported = sorted(set(_find_labels(labels)) - set(selection), key=layout.case_sort_key)
+        if not reported:
+            raise CosmosError(
+                f"tracking.selection_cases {selection} hold every labelled validation case: none is left to report"
+            )
+        write_metrics(evaluate_folder(full, labels, only=selection), Path(out_dir) / SELECTION_METRICS)
+    result = evaluate_folder(full, labels, only=reported)
     write_metrics(result, Path(out_dir) / "metrics.json")
     if result.get("errors"):
         log.warning("round %d: evaluation errors: %s", index, result["errors"])
@@ -434,46 +460,47 @@ def score(
 
 
 # ------------------------------------------------------------------------------------ registry + gate
-def gate_figure(scores_dir: str | Path, filter_summary: Mapping[str, Any] | None) -> tuple[str, float] | None:
-    """The figure the promotion gate compares: validation mean Dice when labels exist, else a
-    label-free one, the stability of the pseudo-labels (mean Dice between this round's and the
-    previous round's accepted labels). None when neither exists (the teacher without labels)."""
-    metrics_file = Path(scores_dir) / "metrics.json"
+def gate_figure(policy: str, scores_dir: str | Path) -> tuple[str, float] | None:
+    """The figure the promotion gate compares. Only ``promote=labels`` has one: the mean Dice on the
+    selection cases (``selection_metrics.json``), which the reported score never includes. The other
+    policies read no label at all."""
+    if policy != "labels":
+        return None
+    metrics_file = Path(scores_dir) / SELECTION_METRICS
     if metrics_file.is_file():
         mean = ((json.loads(metrics_file.read_text()).get("summary") or {}).get("mean") or {}).get("dice_mean")
         if mean is not None:
-            return "val_dice_mean", float(mean)
-    change = (filter_summary or {}).get("change")
-    if change and change.get("mean_dice") is not None:
-        return "pseudo_label_stability", float(change["mean_dice"])
+            return "selection_dice_mean", float(mean)
     return None
 
 
 def promotion_decision(
-    policy: str, is_final: bool, figure: tuple[str, float] | None, champion: tuple[str, float] | None
+    policy: str,
+    is_final: bool,
+    round_passed: bool,
+    figure: tuple[str, float] | None,
+    champion: tuple[str, float] | None,
 ) -> tuple[bool, str]:
     """Whether the champion alias moves to this round, and why (a sentence for the report/MLflow).
 
-    ``always`` (the paper): the final round becomes champion. ``better``: a round becomes champion
-    when its figure is >= the current champion's (same figure), or when there is no champion yet.
+    A round whose label-free checks failed never becomes champion. Otherwise: ``always`` (the paper)
+    promotes the final round; ``label_free`` every passing round, so the alias ends on the latest one;
+    ``labels`` a round whose selection-set Dice is >= the champion's (or the first passing one).
     """
+    if not round_passed:
+        return False, "its label-free checks failed (see the round's checks)"
     if policy == "always":
         return is_final, "final round (promote=always)" if is_final else "not the final round (promote=always)"
+    if policy == "label_free":
+        return True, "its label-free checks pass (promote=label_free: the latest passing round)"
     if figure is None:
-        if champion is None and is_final:
-            return True, "no champion yet and no figure to compare (no validation labels)"
-        return False, "no figure to compare (no validation labels, no previous pseudo-labels)"
+        return False, "no selection-set score (promote=labels needs tracking.selection_cases with labels)"
     name, value = figure
-    if champion is None:
+    if champion is None or champion[0] != name:
         return True, f"first candidate: {name} {value:.4f}"
-    cname, cvalue = champion
-    if cname != name:
-        if name == "val_dice_mean":
-            return True, f"{name} {value:.4f} replaces a champion judged by {cname} only"
-        return False, f"champion was judged by {cname}; this round only has {name}"
-    if value >= cvalue:
-        return True, f"{name} {value:.4f} >= champion's {cvalue:.4f}"
-    return False, f"{name} {value:.4f} < champion's {cvalue:.4f}: alias stays"
+    if value >= champion[1]:
+        return True, f"{name} {value:.4f} >= champion's {champion[1]:.4f}"
+    return False, f"{name} {value:.4f} < champion's {champion[1]:.4f}: alias stays"
 
 
 def _champion_figure(model_name: str, alias: str) -> tuple[str, float] | None:
@@ -521,14 +548,34 @@ def register(
     filt = read_filter_summary(kept_dir) if kept_dir is not None else None
     filt_dict = filt.to_dict() if filt is not None else {}
     filt_dict["change"] = read_label_change(kept_dir)
-    figure = gate_figure(scores_dir, filt_dict)
+    checks = verdict.round_checks(
+        cfg.checks,
+        fold_dirs=folds,
+        filter_summary=filt_dict if filt is not None else None,
+        validation_plausibility=plausibility.read(predictions_dir),
+        pseudo_plausibility=plausibility.read(labels_dir),
+    )
+    round_passed = verdict.passed(checks)
+    for check in checks:
+        (log.info if check.passed is not False else log.error)(
+            "round %d check %s: %s - %s",
+            index,
+            check.name,
+            {True: "pass", False: "FAIL", None: "n/a"}[check.passed],
+            check.detail,
+        )
+    figure = gate_figure(cfg.tracking.promote, scores_dir)
     run_id = read_run_id(run_dir)
-    tags: dict[str, Any] = {"round_name": round_name(index), "pseudo_labels_kept": len(filt.kept) if filt else 0}
+    tags: dict[str, Any] = {
+        "round_name": round_name(index),
+        "pseudo_labels_kept": len(filt.kept) if filt else 0,
+        VERSION_TAG_CHECKS: "passed" if round_passed else "failed",
+    }
     if figure is not None:
         tags.update({VERSION_TAG_METRIC: figure[0], VERSION_TAG_SCORE: f"{figure[1]:.6f}"})
     version = register_round(folds, index, cfg, tags=tags, alias=None, tracking_uri=tracking_uri, run_id=run_id)
     name, alias = cfg.tracking.segmenter_model_name, cfg.tracking.champion_alias
-    moved, why = promotion_decision(cfg.tracking.promote, is_final, figure, _champion_figure(name, alias))
+    moved, why = promotion_decision(cfg.tracking.promote, is_final, round_passed, figure, _champion_figure(name, alias))
     if moved:
         with_retry(MlflowClient().set_registered_model_alias, name, alias, version, what="set alias")
     log.info(
@@ -541,7 +588,12 @@ def register(
         why,
     )
     run = _round_run(index, run_dir, tracking_uri)
-    run.set_tags({TAG_GATE: ("promoted: " if moved else "held: ") + why})
+    run.set_tags(
+        {
+            TAG_GATE: ("promoted: " if moved else "held: ") + why,
+            TAG_CHECKS: "passed" if round_passed else "; ".join(verdict.failures([c.to_dict() for c in checks])),
+        }
+    )
     if cfg.selftraining.student_init == "teacher":
         for d in folds:
             copy_tree(d, Path(models_dir) / d.name if d.name.startswith("fold_") else Path(models_dir) / "fold_0")
@@ -552,6 +604,7 @@ def register(
         "promoted": moved,
         "why": why,
     }
+    filt_dict["plausibility"] = _brief_plausibility(plausibility.read(labels_dir))
     entry = summarize(
         index,
         summary_dir,
@@ -563,9 +616,38 @@ def register(
         labels_dir=labels_dir,
         filter_summary=filt_dict,
         gate=gate,
+        checks=[c.to_dict() for c in checks],
+        validation_plausibility=_brief_plausibility(plausibility.read(predictions_dir)),
+        iterations=_round_iterations(folds),
     )
     run.end("FINISHED")
     return {"model_version": version, "promoted": moved, "entry": entry}
+
+
+def _brief_plausibility(result: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Plausibility counts and each case's problems (the summary entry and the report)."""
+    if not result:
+        return None
+    return {
+        "n_cases": result.get("n_cases"),
+        "n_plausible": result.get("n_plausible"),
+        "problems": {c: v["problems"] for c, v in (result.get("cases") or {}).items() if v.get("problems")},
+    }
+
+
+def _round_iterations(folds: Sequence[Path]) -> dict[str, int] | None:
+    """This round's training iterations per fold and cumulated over the warm-start chain (the fold's own
+    manifest), so rows of the benchmark can show what each model's training cost."""
+    from cosmos.segmentation.training import FOLD_MANIFEST
+
+    manifests = [verdict.read_json(d / FOLD_MANIFEST) for d in folds]
+    manifests = [m for m in manifests if m and "train_iterations" in m]
+    if not manifests:
+        return None
+    return {
+        "train_iterations": max(int(m["train_iterations"]) for m in manifests),
+        "cumulative_iterations": max(int(m.get("cumulative_iterations", m["train_iterations"])) for m in manifests),
+    }
 
 
 def summarize(
@@ -580,6 +662,9 @@ def summarize(
     labels_dir: str | Path | None,
     filter_summary: Mapping[str, Any] | None,
     gate: Mapping[str, Any],
+    checks: Sequence[Mapping[str, Any]] = (),
+    validation_plausibility: Mapping[str, Any] | None = None,
+    iterations: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """The cumulative summary artifact: the previous rounds plus this one.
 
@@ -613,6 +698,12 @@ def summarize(
         "run_id": run_id or None,
         "champion": bool(gate.get("promoted")),
         "gate": dict(gate),
+        "checks": [dict(c) for c in checks],
+        "checks_passed": verdict.passed(list(checks)),
+        "pseudo_label_plausibility": fs.get("plausibility"),
+        "validation_plausibility": dict(validation_plausibility) if validation_plausibility else None,
+        "train_iterations": (iterations or {}).get("train_iterations"),
+        "cumulative_iterations": (iterations or {}).get("cumulative_iterations"),
     }
     scores = Path(scores_dir) / "metrics.json"
     if scores.is_file():
@@ -646,10 +737,16 @@ def load_summary(summary_dir: str | Path) -> list[dict[str, Any]]:
     return entries
 
 
-def champion_entry(rounds: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
-    """The round that holds the champion alias after the run (the last one when none was promoted)."""
+def champion_entry(rounds: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The round that holds the champion alias after the run (None when no round was promoted)."""
     promoted = [r for r in rounds if r.get("champion")]
-    return promoted[-1] if promoted else rounds[-1]
+    return promoted[-1] if promoted else None
+
+
+def _mean_dice(entry: Mapping[str, Any] | None) -> float | None:
+    metrics = (entry or {}).get("metrics") or {}
+    value = ((metrics.get("summary") or {}).get("mean") or {}).get("dice_mean")
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def build_bundle(
@@ -660,33 +757,44 @@ def build_bundle(
     pseudo_dir: str | None,
     profile: str,
     translator_fidelity: Mapping[str, Any] | None = None,
+    translator_attempts: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], str, str | None]:
     """The run's final outputs and the report's summary dict.
 
-    Fills ``bundle_dir`` with ``predictions/`` (the champion round's, on the original grids), ``metrics.json`` (its scores,
-    when labelled) and ``summary.json``. Returns the summary, the final mean Dice as text and the
-    final round's MLflow run id.
+    Fills ``bundle_dir`` with ``predictions/`` (the final round's, on the original grids: the paper's
+    protocol reports its fixed last round), ``metrics.json`` (its scores, when labelled),
+    ``summary.json`` and ``verdict.json`` (:func:`cosmos.selftraining.verdict.run_verdict`). Where the
+    champion is another round, ``summary.json`` names it and its score beside the final one. Returns
+    the summary, the final round's mean Dice as text and the final round's MLflow run id.
     """
     bundle = Path(bundle_dir)
     entries = load_summary(summary_dir)
-    final = dict(champion_entry(entries))
+    final = entries[-1]
+    champion = champion_entry(entries)
     copy_tree(final.get("full_predictions_dir") or final["predictions_dir"], bundle / "predictions")
-    dice = "n/a"
+    value = _mean_dice(final)
+    dice = f"{value:.3f}" if value is not None else "n/a"
     if final["metrics"] is not None:
         (bundle / "metrics.json").write_text(json.dumps(final["metrics"], indent=2))
-        value = ((final["metrics"].get("summary") or {}).get("mean") or {}).get("dice_mean")
-        dice = f"{value:.3f}" if isinstance(value, (int, float)) else "n/a"
+    outcome = verdict.run_verdict(entries)
     summary = {
         "title": f"COSMOS run ({profile} profile)",
         "profile": profile,
         "data_dir": str(data_dir),
         "pseudo_dir": str(pseudo_dir) if pseudo_dir else None,
         "rounds": entries,
-        "champion_round": final["index"],
+        "final_round": final["index"],
+        "final_mean_dice": value,
+        "champion_round": champion["index"] if champion is not None else None,
+        "champion_mean_dice": _mean_dice(champion),
+        "verdict": outcome,
         "translator_fidelity": translator_fidelity,
+        "translator_attempts": translator_attempts,
     }
     (bundle / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    return summary, dice, entries[-1].get("run_id")
+    (bundle / verdict.VERDICT_FILE).write_text(json.dumps(outcome, indent=2))
+    (log.info if outcome["passed"] else log.error)("%s", outcome["line"])
+    return summary, dice, final.get("run_id")
 
 
 def attach_report(run_id: str, index: int, report_dir: str | Path, tracking_uri: str) -> None:
@@ -709,20 +817,20 @@ def report(
     profile: str,
     tracking_uri: str,
 ) -> str:
-    """The run's bundle and report (attached to the final round's MLflow run); returns the champion
+    """The run's bundle and report (attached to the final round's MLflow run); returns the final
     round's mean Dice as text ("n/a" without validation labels)."""
     from cosmos.evaluation.report import write_report
+    from cosmos.translation.model_io import ATTEMPTS_JSON
 
-    fidelity = None
-    if pseudo_dir is not None and (Path(pseudo_dir) / "fidelity.json").is_file():
-        fidelity = json.loads((Path(pseudo_dir) / "fidelity.json").read_text())
+    pseudo = Path(pseudo_dir) if pseudo_dir is not None else None
     summary, dice, run_id = build_bundle(
         summary_dir,
         bundle_dir,
         data_dir=str(data_dir),
         pseudo_dir=str(pseudo_dir) if pseudo_dir else None,
         profile=profile,
-        translator_fidelity=fidelity,
+        translator_fidelity=verdict.read_json(pseudo / "fidelity.json") if pseudo else None,
+        translator_attempts=verdict.read_json(pseudo / ATTEMPTS_JSON) if pseudo else None,
     )
     write_report(Path(bundle_dir) / "report", summary)
     if run_id:

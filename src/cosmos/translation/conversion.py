@@ -33,7 +33,7 @@ from cosmos.data.layout import SOURCE_DIR, TARGET_DIR, Case, image_name, label_n
 from cosmos.errors import CosmosError
 from cosmos.logs import progress
 from cosmos.translation import fidelity
-from cosmos.translation.model_io import LoadedTranslator, resolve_model
+from cosmos.translation.model_io import ATTEMPTS_JSON, LoadedTranslator, resolve_model
 from cosmos.translation.networks import Generator
 from cosmos.translation.slices import (
     SliceGrid,
@@ -188,6 +188,9 @@ def convert_source(
         nifti.save(img_out, pseudo, like=src)  # written last: its presence marks the case done
         written.append(img_out)
     log.info("translated %d ceT1 case(s) to %s (%d already done)", len(cases) - skipped, out, skipped)
+    attempts = Path(model) / ATTEMPTS_JSON if isinstance(model, (str, Path)) else None
+    if attempts is not None and attempts.is_file():  # the translator stage's candidates travel to the report
+        shutil.copyfile(attempts, out / ATTEMPTS_JSON)
     if rows:
         fid = fidelity.summarise(rows, n_ref)
         tmp = out / f".{FIDELITY_JSON}.tmp"

@@ -38,8 +38,8 @@ not (air would otherwise dominate both histograms and hide the difference).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -73,6 +73,13 @@ class Fidelity:
     def to_dict(self) -> dict:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Fidelity:
+        """The inverse of :meth:`to_dict` (``fidelity.json``; extra keys such as ``epochs`` are ignored)."""
+        names = {f.name for f in fields(cls)}
+        kwargs: dict[str, Any] = {k: (math.nan if v is None else v) for k, v in data.items() if k in names}
+        return cls(**kwargs)
+
     def score(self) -> float:
         """One label-free figure to pick a translator epoch by (higher = more hrT2-like).
 
@@ -105,6 +112,59 @@ class Fidelity:
         if math.isfinite(score):
             out[prefix + "score"] = score
         return out
+
+
+# The label-free checks a translation must pass (name in fidelity.json -> what it says when it fails).
+SIGN_CHECKS: dict[str, str] = {
+    "vs_darker_than_fluid": "VS darker than the fluid",
+    "cochlea_bright": "cochlea above the head's median",
+    "cochlea_in_dark_bone": "cochlea brighter than the bone around it",
+    "vs_above_median": "VS above the head's median",
+}
+
+
+# The checks that gate a translation by default (checks.fidelity_gate): the two anatomy checks and the
+# histogram. The two contrast signs (VS darker than fluid, cochlea above the median) are reported but do not
+# gate: on the built-in phantom a translation whose VS stays brighter than the fluid (0 % of cases) still trains
+# a teacher of mean Dice 0.8 (the structure-intensity augmentation makes it shape-driven), while a
+# contrast-inverted one (bone bright, tumour black: 0 % on both anatomy checks) trains nothing.
+GATE_DEFAULT = ("cochlea_in_dark_bone", "vs_above_median", "intensity")
+
+
+def failed_checks(
+    figures: Fidelity | Mapping[str, Any] | None, min_pass: float, gate: Sequence[str] | None = None
+) -> list[str]:
+    """The label-free translation checks that fail, as readable phrases ([] = all pass).
+
+    ``gate``: the checks that count (names of :data:`SIGN_CHECKS` and ``intensity``; None = every one). A
+    sign check fails when it holds in fewer than ``min_pass`` of the sampled cases (a figure that could not
+    be computed, e.g. no VS in the sample, fails too); ``intensity`` fails when the pseudo-hrT2 histogram is
+    no closer to real hrT2 than the untranslated ceT1's. ``min_pass`` 0 passes everything. Why these: each
+    holds on real hrT2 anatomy (fluid bright, bone dark, a schwannoma intermediate), and a contrast-inverted
+    translation (bone bright, tumour black) fails both anatomy checks while its histogram can match.
+    """
+    if figures is None or min_pass <= 0:
+        return []
+    values = figures.to_dict() if isinstance(figures, Fidelity) else dict(figures)
+    wanted = set(gate) if gate is not None else {*SIGN_CHECKS, "intensity"}
+    failed = []
+    for key, text in SIGN_CHECKS.items():
+        if key not in wanted:
+            continue
+        value = values.get(key)
+        if value is None or not math.isfinite(float(value)) or float(value) < min_pass:
+            shown = "n/a" if value is None or not math.isfinite(float(value)) else f"{100 * float(value):.0f}%"
+            failed.append(f"{text} in {shown} of cases (needs {100 * min_pass:.0f}%)")
+    w1, w0 = values.get("w1"), values.get("w1_untranslated")
+    if (
+        "intensity" in wanted
+        and w1 is not None
+        and w0 is not None
+        and math.isfinite(float(w1))
+        and float(w1) >= float(w0)
+    ):
+        failed.append(f"intensity distance to real hrT2 {float(w1):.3f} not below the untranslated {float(w0):.3f}")
+    return failed
 
 
 def tie_margin(n_source: int) -> float:
@@ -174,11 +234,6 @@ def quantile_function(values: np.ndarray, n: int = QUANTILES) -> np.ndarray:
     if values.size == 0:
         return np.full(n, np.nan)
     return np.quantile(values, (np.arange(n) + 0.5) / n)
-
-
-def wasserstein1(a: np.ndarray, b: np.ndarray, n: int = QUANTILES) -> float:
-    """W1 between two 1D samples = the mean |Q_a(u) - Q_b(u)| over u in (0, 1)."""
-    return float(np.mean(np.abs(quantile_function(a, n) - quantile_function(b, n))))
 
 
 def _structure_slices(label: np.ndarray, cls: int, slice_axis: int) -> np.ndarray:

@@ -36,6 +36,10 @@ FORMAT_VERSION = 1
 MLFLOW_ARTIFACT_NAME = "translator"
 
 
+# The translator stage's candidate list (cosmos.translation.attempts), kept beside the model it chose.
+ATTEMPTS_JSON = "attempts.json"
+
+
 @dataclass
 class LoadedTranslator:
     """The S->T generator ready for conversion, with the grid it was trained on."""

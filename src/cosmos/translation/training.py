@@ -96,6 +96,7 @@ class TranslatorResult:
     model_version: str | None
     epochs: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    model_uri: str | None = None  # the logged (not necessarily registered) MLflow model
 
 
 @dataclass
@@ -514,7 +515,12 @@ def train_translator(
                 done.get("run_id"),
             )
             return TranslatorResult(
-                model_dir, done.get("run_id"), done.get("model_version"), done["epochs"], done.get("history", [])
+                model_dir,
+                done.get("run_id"),
+                done.get("model_version"),
+                done["epochs"],
+                done.get("history", []),
+                done.get("model_uri"),
             )
 
     device = pick_device(t.device)
@@ -715,6 +721,7 @@ def train_translator(
                 "run_id": run_id,
                 "model_version": version,
                 "model_dir": str(model_dir),
+                "model_uri": info.model_uri,
                 "history": history,
             },
             result_json,
@@ -723,4 +730,4 @@ def train_translator(
         mlflow.end_run(status="KILLED")
         raise
     mlflow.end_run()
-    return TranslatorResult(model_dir, run_id, version, final_epoch, history)
+    return TranslatorResult(model_dir, run_id, version, final_epoch, history, info.model_uri)
