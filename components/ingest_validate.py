@@ -7,7 +7,7 @@ mismatch fails here, in seconds, instead of silently training another shape. Mod
 imports only the standard library and the KFP SDK types that declare the interface.
 """
 
-from typing import List, NamedTuple
+from typing import List, NamedTuple, Optional
 
 from kfp.dsl import Dataset, Input, Output
 
@@ -65,19 +65,22 @@ def crop_roi(
     config: str,
     work_root: str,
     roi_data: Output[Dataset],
+    roi_source: Optional[Input[Dataset]] = None,
 ) -> int:
     """Every scan cropped to the inner-ear region learnt from the source labels
-    (:func:`cosmos.data.roi.crop_dataset`; ``roi.enabled: false`` copies the grids whole).
+    (:func:`cosmos.data.roi.crop_dataset`; ``roi.enabled: false`` copies the grids whole), or, without
+    source scans, the region ``roi_source`` was cropped with (``cosmos selftrain``: the imported pseudo-hrT2).
     Returns the number of files that were actually cropped."""
     from components import _runtime as rt
     from cosmos.resume import stage_key
 
     rt.setup()
     cfg = rt.load_cfg(profile, config)
-    key = stage_key("crop_roi", {}, [data.path], cfg, ["roi"])
+    source = roi_source.path if roi_source is not None else None
+    key = stage_key("crop_roi", {}, [data.path, source], cfg, ["roi"])
 
     def body(out):
-        from cosmos.data.roi import crop_dataset
+        from cosmos.data.roi import crop_dataset, model_of
 
         r = cfg.roi
         result = crop_dataset(
@@ -87,6 +90,7 @@ def crop_roi(
             margin_mm=r.margin_mm,
             min_size_mm=r.min_size_mm,
             source_extent_ratio=r.source_extent_ratio,
+            model=model_of(source) if source is not None else None,
         )
         return {"n_cropped": sum(1 for f in result["files"].values() if f["cropped"])}
 

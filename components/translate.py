@@ -48,18 +48,19 @@ def import_pseudo(
     work_root: str,
     pseudo: Output[Dataset],
 ) -> int:
-    """pseudo_uri: a folder of crossmoda_{i}_hrT2pseudo + _Label files. Returns the case count."""
+    """pseudo_uri: a folder of crossmoda_{i}_hrT2pseudo + _Label files, brought in cropped to the region its
+    labels show (``roi.enabled``). Returns the case count."""
     from components import _runtime as rt
     from cosmos.resume import local_fingerprint, stage_key
 
     rt.setup()
     cfg = rt.load_cfg(profile, config)
-    key = stage_key("import_pseudo", {"pseudo_uri": local_fingerprint(pseudo_uri)}, [], cfg, [])
+    key = stage_key("import_pseudo", {"pseudo_uri": local_fingerprint(pseudo_uri)}, [], cfg, ["roi"])
 
     def body(out):
         from cosmos.ablation import import_pseudo as do_import
 
-        return {"n_cases": do_import(pseudo_uri, out["pseudo"])}
+        return {"n_cases": do_import(pseudo_uri, out["pseudo"], cfg.roi)}
 
     result = rt.run("import_pseudo", {"pseudo": pseudo.path}, body, key=key, work_root=work_root)
     pseudo.metadata.update(result)

@@ -279,9 +279,12 @@ def _add_rounds(
     return summary
 
 
-def _add_inputs(ops, opts: PipelineOptions, common: dict, data_uri, val_labels_uri, folds, require_source: bool):
+def _add_inputs(
+    ops, opts: PipelineOptions, common: dict, data_uri, val_labels_uri, folds, require_source: bool, roi_source=None
+):
     """The first two tasks of every DAG: ingest + validate (which also checks the compiled K and folds
-    against the run's config), then the ROI crop. Returns (crop task, ingested data, cropped data)."""
+    against the run's config), then the ROI crop (with the region of ``roi_source`` when the data has no
+    source scans). Returns (crop task, ingested data, cropped data)."""
     ingest = _configure(
         ops.ingest_validate(
             data_uri=data_uri,
@@ -296,7 +299,8 @@ def _add_inputs(ops, opts: PipelineOptions, common: dict, data_uri, val_labels_u
         "ingest + validate",
     )
     original = ingest.outputs["data"]
-    crop = _configure(ops.crop_roi(data=original, **common), "crop_roi", opts, "crop to the inner-ear region")
+    extra = {"roi_source": roi_source} if roi_source is not None else {}
+    crop = _configure(ops.crop_roi(data=original, **extra, **common), "crop_roi", opts, "crop to the inner-ear region")
     return crop, original, crop.outputs["roi_data"]
 
 
@@ -341,15 +345,24 @@ def build_pipeline(opts: PipelineOptions = PipelineOptions()) -> Callable:
         work_root: str = opts.work_root,
     ) -> dsl.Dataset:
         common = dict(profile=profile, config=config, work_root=work_root)
-        crop, original, data = _add_inputs(
-            ops, opts, common, data_uri, val_labels_uri, folds, require_source=opts.start == "data"
-        )
-        if opts.start == "pseudo":
+        imported = None
+        if opts.start == "pseudo":  # first: the region its labels show is where the target scans are cut too
             imp = _configure(
                 ops.import_pseudo(pseudo_uri=pseudo_uri, **common), "import_pseudo", opts, "import pseudo-hrT2"
             )
-            imp.after(crop)
-            pseudo = imp.outputs["pseudo"]
+            imported = imp.outputs["pseudo"]
+        crop, original, data = _add_inputs(
+            ops,
+            opts,
+            common,
+            data_uri,
+            val_labels_uri,
+            folds,
+            require_source=opts.start == "data",
+            roi_source=imported,
+        )
+        if imported is not None:
+            pseudo = imported
         else:
             trans = _configure(
                 ops.train_translator(

@@ -150,3 +150,40 @@ def test_a_source_only_somewhat_longer_than_the_target_is_left_whole(tmp_path):
     result = roi.crop_dataset(data, tmp_path / "roi")
     assert result["n_source_matched"] == 0
     assert result["files"][f"{layout.SOURCE_DIR}/crossmoda_1_ceT1.nii.gz"]["box"][2] == [0, 48]
+
+
+def test_a_labelled_pseudo_folder_gives_the_region_when_there_is_no_source(heads, tmp_path):
+    """cosmos selftrain: the region is learnt from the pseudo-hrT2 labels, the folder is written cropped
+    elsewhere (the user's files untouched), and the target scans are cut with the same model."""
+    import hashlib
+
+    from cosmos.ablation import import_pseudo, labelled_as_pseudo
+    from cosmos.config import RoiConfig
+
+    pseudo = tmp_path / "pseudo"
+    labelled_as_pseudo(heads, "source", pseudo)  # whole heads, as a translator would write them
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in pseudo.iterdir()}
+    imported = tmp_path / "imported"
+    assert import_pseudo(pseudo, imported, RoiConfig()) == 2
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in pseudo.iterdir()} == before
+    model = roi.model_of(imported)
+    assert model is not None and model.enabled and model.n_cases == 2
+    for case in layout.list_cases(imported, "hrT2pseudo"):
+        img, lab = nifti.load(case.image), nifti.load(case.label, label=True)
+        whole = nifti.load(pseudo / case.image.name)
+        assert img.shape == lab.shape and np.prod(img.shape) < 0.5 * np.prod(whole.shape)
+        for value in (1, 2):  # every labelled voxel kept
+            assert (lab.data == value).sum() == (nifti.load(pseudo / case.label.name, label=True).data == value).sum()
+    # a tree without source scans: cut with that model, not left whole
+    target_only = tmp_path / "t"
+    (target_only / layout.TARGET_DIR).mkdir(parents=True)
+    for f in (heads / layout.TARGET_DIR).iterdir():
+        (target_only / layout.TARGET_DIR / f.name).write_bytes(f.read_bytes())
+    off = roi.crop_dataset(target_only, tmp_path / "off")
+    on = roi.crop_dataset(target_only, tmp_path / "on", model=model)
+    assert not any(r["cropped"] for r in off["files"].values())
+    assert all(r["cropped"] for r in on["files"].values()) and on["model"]["enabled"]
+    # roi.enabled false: the folder comes in whole, as before
+    whole = tmp_path / "whole"
+    import_pseudo(pseudo, whole, RoiConfig(enabled=False))
+    assert roi.model_of(whole) is None and len(list(whole.glob("*.nii.gz"))) == 4

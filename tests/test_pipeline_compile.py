@@ -494,3 +494,7 @@ def test_selftrain_variant_starts_from_a_pseudo_folder(tmp_path):
     by_comp = _tasks_by_component(spec)
     assert "train-translator" not in by_comp and "translate" not in by_comp
     assert len(by_comp["import-pseudo"]) == 1 and len(by_comp["register-round"]) == 2
+    # the crop learns its region from the imported (labelled) pseudo-hrT2: import first, then the crop
+    crop = spec["root"]["dag"]["tasks"]["crop-roi"]
+    source = crop["inputs"]["artifacts"]["roi_source"]["taskOutputArtifact"]
+    assert source["producerTask"] == "import-pseudo" and source["outputArtifactKey"] == "pseudo"

@@ -28,7 +28,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
-from cosmos.config import CosmosConfig
+from cosmos.config import CosmosConfig, RoiConfig
 from cosmos.data import layout
 from cosmos.errors import CosmosError
 
@@ -115,9 +115,14 @@ def labelled_as_pseudo(data_dir: str | Path, which: str, out_dir: str | Path) ->
     return len(cases)
 
 
-def import_pseudo(pseudo_uri: str | Path, out_dir: str | Path) -> int:
+def import_pseudo(pseudo_uri: str | Path, out_dir: str | Path, roi: RoiConfig | None = None) -> int:
     """Bring an existing labelled pseudo-hrT2 folder (``cosmos translator convert``'s output) into a
-    run: every ``crossmoda_{i}_hrT2pseudo`` needs its ``_Label``. Returns the number of cases."""
+    run: every ``crossmoda_{i}_hrT2pseudo`` needs its ``_Label``. Returns the number of cases.
+
+    With ``roi.enabled``, the inner-ear region is learnt from the folder's own labels and every scan is
+    written cropped to it (``roi.json`` beside them: the crop of the target scans uses the same model);
+    the user's folder is only read."""
+    from cosmos.data.roi import crop_labelled_folder
     from cosmos.segmentation.export import collect_pseudo_cases
 
     src = Path(pseudo_uri)
@@ -126,8 +131,11 @@ def import_pseudo(pseudo_uri: str | Path, out_dir: str | Path) -> int:
     cases = collect_pseudo_cases(src)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    cropping = roi is not None and roi.enabled
+    if cropping:
+        crop_labelled_folder(src, out, "hrT2pseudo", margin_mm=roi.margin_mm, min_size_mm=roi.min_size_mm)  # type: ignore[union-attr]
     for p in sorted(src.iterdir()):
-        if p.is_file() and p.name.endswith((".nii.gz", ".nii", ".json")):
+        if p.is_file() and (p.name.endswith(".json") or (not cropping and p.name.endswith((".nii.gz", ".nii")))):
             _place(p, out / p.name)
     return len(cases)
 

@@ -2,7 +2,7 @@
 
 Why one object: every stage (translator, nnU-Net rounds, pipeline) reads only its own section, but
 the run as a whole must be reproducible from a single YAML file that MLflow logs as params.
-Named profiles give sensible starting points:
+Named profiles (YAML files in ``cosmos/profiles/``: a shared CPU base plus deltas) give sensible starting points:
 
 * ``tiny``  - CPU tests and the demo (minutes on 2 cores),
 * ``small`` - a meaningful CPU benchmark (the Table-1 ablation in ~75 min of compute on 2 cores),
@@ -17,6 +17,7 @@ import copy
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -657,249 +658,30 @@ def _validate_geometry(s: SegmentationConfig) -> None:
 
 
 def _profile_dict(name: str) -> dict[str, Any]:
-    if name == "tiny":
-        return {
-            "profile": "tiny",
-            "phantom": {"n_source": 8, "n_target": 8, "n_val": 4},
-            "translator": {
-                # 8 x 128 slices of the ROI crop (~1.5 min on 2 free cores). CE next to Dice and foreground
-                # oversampling let the segmentor learn the VS in that budget (losses.py).
-                # The GAN learns the hrT2 contrast in that budget only with (measured, translation fidelity of
-                # cosmos.translation.fidelity): batch 2 (4x the updates for ~1.2x the time), LSGAN, no identity
-                # term and a strong adversarial term (adv 3, cycle 5; the paper preset's identity 0.5 vs adv 0.1
-                # holds the generator at a blurred ceT1 with a bright VS; adv 1 maps the bright VS onto the bright
-                # CSF: histogram matched, VS darker than fluid in 0/4 cases after 6 and after 16 epochs). Such a
-                # short GAN run oscillates from epoch to epoch, so the latest near-best epoch is kept (select_epoch).
-                # One U-Net level (receptive field ~10 px): ceT1 -> hrT2 is mostly a local, non-monotone intensity
-                # map, and a 3-level generator spends this budget hallucinating structure (measured: best
-                # fidelity score over 6 epochs 0.49 with 3 levels, 0.53 with 2, 0.86 / 0.85 with 1 on two seeds;
-                # garbled VS and no cochlea in the 3-level pseudo-hrT2, a grey VS in a bright CSF rim with 1).
-                # 0.6 mm in-plane (80 px = 48 mm of the ROI crop): at 0.8 mm the few-mm cochlea blurs to the grey
-                # of the bone around it and the teacher learns a cochlea that real hrT2 does not show (cochlea
-                # Dice 0.20 on real hrT2); at 0.5 mm one level sees too little of the VS (score 0.37 after 8).
-                "levels": 1,
-                "base_channels": 16,
-                "disc_channels": 16,
-                "image_size": 80,
-                "inplane_spacing": 0.6,
-                "epochs": 8,
-                "batch_size": 2,
-                "slices_per_epoch": 128,
-                "seg_translated_start_epoch": 2,
-                "lr": 5e-4,
-                "lr_decay": 0.9,
-                "seg_loss": "dice_ce",
-                "fg_oversample": 0.5,
-                "convert_batch_size": 16,
-                "gan_loss": "lsgan",
-                "loss_preset": "custom",
-                "lambda_adv": 3.0,
-                "lambda_cycle": 5.0,
-                "lambda_identity": 0.0,
-                "lambda_seg": 1.0,
-                "select_epoch": "fidelity",
-                "random_crop": True,
-                "fidelity_cases": 6,
-                "num_threads": 0,  # auto: every core (the translator runs alone; see cosmos.cpu)
-                # a kept generator that fails the label-free checks (checks.fidelity_min_pass) is trained again:
-                # with an identity term (an hrT2 slice must pass through unchanged, which a contrast-inverting
-                # generator cannot do), then also with a second U-Net level (more context per pixel)
-                "max_attempts": 3,
-                "retry": [{"lambda_identity": 1.0}, {"lambda_identity": 1.0, "levels": 2}],
-            },
-            "segmentation": {
-                # One fold, 8 x 30 = 240 iterations on a <=32x48x48 patch (~0.6 s each on 2 free cores).
-                # Measured (patch-level pseudo-Dice on held-out cases, VS / cochlea): on labelled REAL hrT2
-                # 0.70 / 0.49 after 90 iterations, 0.90 / 0.74 after 240 (full-volume Dice 0.91 / 0.71); on
-                # labelled pseudo-hrT2 (ceT1 geometry: 1.5 mm slices, so a thinner VS) the VS appears only
-                # after ~150 (0.00 / 0.19 at 120, 0.82 / 0.48 at 240). Features 8 learned neither in 200.
-                "folds": [0],
-                "epochs": 8,
-                "iterations_per_epoch": 30,
-                "val_iterations_per_epoch": 1,  # validation patches only feed the logged pseudo-Dice
-                "features_base": 16,
-                "features_max": 128,
-                "patch_size_max": [32, 48, 48],
-                # at least the smallest field of view this recipe was measured to learn with on the built-in phantom
-                # (35 x 23 x 23 mm: real hrT2 at 1.1 x 0.49 x 0.49 mm, the benchmark's oracle; pseudo-hrT2 at 1.47 x
-                # 0.59 mm gives 47 x 28 x 28): on finer scans (life-sized heads, 0.43 mm) the spacing is coarsened
-                # instead of the window shrinking to 14 mm in-plane
-                "min_patch_mm": [35.0, 23.0, 23.0],
-                # more iterations where a case holds many patches (whole-head crops), up to 3x: the budget above was
-                # measured on the built-in phantom, whose cases hold 2.8-3.8 patches (so 4 leaves it unchanged); on
-                # life-sized heads (20 patches per case) nnU-Net on the TRUE hrT2 labels needed ~720 iterations to
-                # learn the cochlea (0.52 Dice at 240, 0.78 at 720)
-                "fov_reference_patches": 4.0,
-                "fov_max_factor": 3.0,
-                # every labelled structure of every training patch re-rendered at a random brightness (inside its
-                # label): the network learns shape and surroundings, not the translator's rendering of the tumour and
-                # cochlea. Life-sized heads, 720 iterations, scored on real hrT2: mean Dice 0.04 -> 0.35; built-in
-                # demo: teacher 0.785 -> 0.803, student 0.825 -> 0.828
-                "structure_intensity_p": 1.0,
-                "torch_threads": 0,
-                # a fold still at pseudo-Dice 0 for a label after its planned epochs trains on, up to twice them
-                "not_learning_max_factor": 2.0,
-                # CE weights (background, VS, cochlea): the cochlea x20, and the VS x3 so that it leaves the
-                # all-background start sooner on pseudo-hrT2 (measured in `small`'s teacher, 250 iterations: with
-                # [1, 1, 10] one fold learned no cochlea and the other nothing at all; with [1, 3, 20] both folds
-                # learned both, VS 0.87 / 0.85 and cochlea 0.73 / 0.64 pseudo-Dice)
-                "ce_class_weights": [1.0, 3.0, 20.0],
-                # nnU-Net's rule forces one sample of a batch of 2 whatever the fraction; probabilistic
-                # oversampling makes 0.66 mean 0.66 (the few-mm cochlea is in most patches)
-                "oversample_foreground": 0.66,
-                "probabilistic_oversampling": True,
-                # the most confident VS component, not the largest (a small tumour among larger false blobs on
-                # whole-head crops: cosmos.segmentation.inference); the same voxels where only one is marked
-                "vs_component": "confident",
-                # the largest cochlea component on each side of the head: the bright fluid next to each cochlea
-                # (vestibule, canals) is marked too at this budget. Measured on saved predictions: life-sized
-                # student cochlea Dice 0.48 -> 0.75 (4 heads); built-in `small` rows +0.02-0.09
-                "cochlea_components": "per_side",
-                "mirroring": False,  # validation predictions without test-time flips (8x the time)...
-                "mirror_axes": [2],  # ... pseudo-labels always flip, here along one in-plane axis only (2x)
-                # nnU-Net's dataset pools in-process: spawned workers each import torch (~3 s), which cost a
-                # prepare of 16 small cases more than the work (see segmentation.environment)
-                "num_processes": 0,
-            },
-            "selftraining": {
-                # One student (the demo's 10 minutes buy a teacher and one student at 240 iterations each, not
-                # three rounds at 120, where the teacher learns no VS: every round costs ~80 s besides training).
-                # Students start from their teacher's weights (at half its learning rate) and keep its plan:
-                # from scratch on twice the data they lose a barely learnt cochlea, a warm start refines it;
-                # a stray voxel is no structure.
-                "rounds": 1,
-                "student_init": "teacher",
-                "student_lr_scale": 0.5,
-                "min_component_voxels": [20, 5],
-            },
-        }
-    if name == "small":
-        return {
-            "profile": "small",
-            "phantom": {"n_source": 16, "n_target": 16, "n_val": 8},
-            "translator": {
-                # 24 x 112 = 2688 steps of batch 2 (~8 min on 2 free cores; a batch-2 step costs ~1.2x per slice);
-                # loss weights, LSGAN, batch size, depth, grid and epoch selection as in `tiny` (see there)
-                "levels": 1,
-                "base_channels": 16,
-                "disc_channels": 16,
-                "image_size": 80,
-                "inplane_spacing": 0.6,
-                "epochs": 24,
-                "batch_size": 2,
-                "slices_per_epoch": 224,
-                "seg_translated_start_epoch": 3,
-                "lr": 5e-4,
-                "lr_decay": 0.93,
-                "seg_loss": "dice_ce",
-                "fg_oversample": 0.5,
-                "convert_batch_size": 16,
-                "gan_loss": "lsgan",
-                "loss_preset": "custom",
-                "lambda_adv": 3.0,
-                "lambda_cycle": 5.0,
-                "lambda_identity": 0.0,
-                "lambda_seg": 1.0,
-                "select_epoch": "fidelity",
-                "random_crop": True,
-                "fidelity_cases": 8,
-                "num_threads": 0,
-                # a kept generator that fails the label-free checks (checks.fidelity_min_pass) is trained again:
-                # with an identity term (an hrT2 slice must pass through unchanged, which a contrast-inverting
-                # generator cannot do), then also with a second U-Net level (more context per pixel)
-                "max_attempts": 3,
-                "retry": [{"lambda_identity": 1.0}, {"lambda_identity": 1.0, "levels": 2}],
-            },
-            "segmentation": {
-                # two folds x 10 x 25 = 250 iterations (cochlea learned by ~110 with CE weight 10 on real hrT2;
-                # on pseudo-hrT2 the VS appears only after ~150, see `tiny`); no test-time mirroring: 8x the
-                # prediction time for every one of the 7 trained models
-                "folds": [0, 1],
-                "epochs": 10,
-                "iterations_per_epoch": 25,
-                "val_iterations_per_epoch": 4,
-                "features_base": 16,
-                "features_max": 128,
-                "patch_size_max": [32, 48, 48],
-                "min_patch_mm": [35.0, 23.0, 23.0],  # see `tiny`
-                "fov_reference_patches": 4.0,  # see `tiny`
-                "fov_max_factor": 3.0,
-                "torch_threads": 0,
-                "ce_class_weights": [1.0, 3.0, 20.0],  # see `tiny`
-                # a fold still at pseudo-Dice 0 for a label after its planned epochs trains on, up to twice them
-                "not_learning_max_factor": 2.0,
-                "oversample_foreground": 0.66,
-                "probabilistic_oversampling": True,
-                "vs_component": "confident",  # see `tiny`
-                "cochlea_components": "per_side",  # see `tiny`
-                "mirroring": False,
-                "mirror_axes": [2],
-                "num_processes": 0,  # as `tiny`: 16-32 small cases
-            },
-            "selftraining": {
-                "rounds": 3,
-                "student_init": "teacher",
-                "student_lr_scale": 0.5,
-                "min_component_voxels": [20, 5],
-            },
-        }
-    if name == "paper":
-        return {
-            "profile": "paper",
-            "phantom": {"n_source": 105, "n_target": 105, "n_val": 32, "scale": "full"},
-            "roi": {"enabled": False},  # the paper trains nnU-Net on whole volumes (patch 40x224x224)
-            "translator": {
-                # 3-level U-Net generators, PatchGAN discriminators, 50 epochs, Adam 1e-4 with multiplicative
-                # decay, lambda 0.01/0.1/0.5/1, segmentor loss on fake hrT2 from epoch 5 (paper 4.2); no k-space term
-                "levels": 3,
-                "disc_layers": 3,
-                "loss_preset": "paper",
-                "segmentor": True,
-                "gan_loss": "bce",
-                "base_channels": 64,
-                "disc_channels": 64,
-                "image_size": 256,
-                "inplane_spacing": 0.8,
-                "epochs": 50,
-                "batch_size": 8,
-                "slices_per_epoch": 0,
-                "seg_translated_start_epoch": 5,
-                "lr": 1e-4,
-                "lr_decay": 0.98,
-                "sample_every": 5,
-                "convert_batch_size": 4,
-                "seg_loss": "dice",
-                "fg_oversample": 0.0,
-            },
-            "segmentation": {
-                # 3d_fullres, 32 initial kernels, SGD 1e-2, batch 2, 200 epochs, 5 folds (paper 4.2); the paper's
-                # patch (40, 224, 224) and spacing (1.5, 0.410, 0.410) mm, z first. Depth: the paper says 6
-                # downsamplings, but nnU-Net's rule allows 5 on this patch and spacing (224 = 7 * 2^5; a 6th
-                # halving needs 224 divisible by 64): 6 stages, README "profiles" says why we keep the patch.
-                "folds": [0, 1, 2, 3, 4],
-                "epochs": 200,
-                "iterations_per_epoch": 250,
-                "val_iterations_per_epoch": 50,
-                "features_base": 32,
-                "features_max": 320,
-                "batch_size": 2,
-                "initial_lr": 1e-2,
-                "patch_size": [40, 224, 224],
-                "target_spacing": [1.5, 0.41, 0.41],
-                "num_stages": 6,
-                "patch_size_max": None,
-                "ce_class_weights": None,
-                "mirroring": True,
-                "oversample_foreground": 0.33,
-                "run_validation": True,
-                "save_every": 10,
-            },
-            # the paper's protocol: the final round is the model (when its label-free checks pass), and each
-            # round's filter alone decides which real scans a student trains on
-            "selftraining": {"rounds": 3, "carry_over": False},
-            "tracking": {"promote": "always"},
-        }
-    raise ConfigError(f"unknown profile {name!r}; choose one of {PROFILES}")
+    """A named profile as a config mapping: ``cosmos/profiles/<name>.yaml`` over the profile it inherits."""
+    if name not in PROFILES:
+        raise ConfigError(f"unknown profile {name!r}; choose one of {PROFILES}")
+    return {"profile": name, **_profile_file(name, ())}
+
+
+def _profile_file(name: str, seen: tuple[str, ...]) -> dict[str, Any]:
+    """One profile file (package data, so an installed package finds it) with its ``inherits`` chain resolved:
+    the file's mappings deep-merged over its parent's, lists replaced (``deep_merge``)."""
+    if name in seen:
+        raise ConfigError(f"profile {name!r} inherits from itself: {' -> '.join((*seen, name))}")
+    resource = resources.files("cosmos") / "profiles" / f"{name}.yaml"
+    try:
+        data = yaml.safe_load(resource.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"profile file {name}.yaml not found in cosmos/profiles") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"profile file {name}.yaml: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"profile file {name}.yaml: top level must be a mapping")
+    parent = data.pop("inherits", None)
+    if parent is None:
+        return data
+    return deep_merge(_profile_file(str(parent), (*seen, name)), data)
 
 
 def load_config(

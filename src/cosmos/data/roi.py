@@ -309,8 +309,12 @@ def crop_dataset(
     margin_mm: float = 12.0,
     min_size_mm: float = 40.0,
     source_extent_ratio: float = 1.5,
+    model: RoiModel | None = None,
 ) -> dict[str, Any]:
     """Crop every scan of a crossMoDA tree into ``out_dir`` (same layout) and write ``roi.json``.
+
+    ``model``: a region learnt elsewhere, used when the tree has no labelled source scans (``cosmos
+    selftrain``: the region is learnt from the labelled pseudo-hrT2 folder, :func:`crop_labelled_folder`).
 
     A label is cropped with the window of its image (same case id: the source image, a
     validation image, or a target image for ``target_training_labels``). Target scans are cropped
@@ -320,13 +324,16 @@ def crop_dataset(
     """
     src, out = Path(data_dir), Path(out_dir)
     ds = layout.discover(src)
-    if enabled and not ds.source:
-        # a run that starts from existing pseudo-hrT2 (cosmos selftrain) has no source scans to learn from
-        log.warning("ROI crop off: %s has no labelled source scans to learn the region from", src)
-        enabled = False
-    if enabled:
-        model = fit(ds.source)
+    if enabled and ds.source:
+        model = fit(ds.source, margin_mm, min_size_mm)
+    elif enabled and model is not None and model.enabled:
+        log.info(
+            "ROI: no source scans in %s; the region learnt from %d labelled pseudo-hrT2 case(s)", src, model.n_cases
+        )
     else:
+        if enabled:
+            log.warning("ROI crop off: %s has no labelled source scans to learn the region from", src)
+        enabled = False
         model = RoiModel(low=[0.0] * 3, high=[1.0] * 3, margin_mm=0.0, min_size_mm=0.0, n_cases=0, enabled=False)
     records: dict[str, Any] = {}
     boxes_by_case: dict[tuple[str, str], Box] = {}
@@ -407,6 +414,41 @@ def crop_dataset(
         100.0 * voxels_after / max(voxels_before, 1),
     )
     return result
+
+
+def crop_labelled_folder(
+    src_dir: str | Path, out_dir: str | Path, modality: str, *, margin_mm: float = 12.0, min_size_mm: float = 40.0
+) -> RoiModel:
+    """Learn the region from a flat folder of labelled scans (``<case>_<modality>`` + ``<case>_Label``) and
+    write each image and label cropped to it into ``out_dir`` (new files: ``src_dir`` is never written).
+
+    Why: ``cosmos selftrain`` starts from a labelled pseudo-hrT2 folder and has no source scans; its labels
+    hold the region just as well, and a teacher trained on whole heads at a CPU budget learns nothing where
+    the same recipe on inner-ear crops learns. Writes ``roi.json`` (the model and each file's window) into
+    ``out_dir``, so the target scans can be cut with the same model (:func:`crop_dataset`'s ``model``).
+    """
+    src, out = Path(src_dir), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cases = [c for c in layout.list_cases(src, modality) if c.label is not None]
+    model = fit(cases, margin_mm, min_size_mm)
+    records: dict[str, Any] = {}
+    for case in cases:
+        img = nifti.load(case.image)
+        box = box_for(img, model)
+        for path, is_label in ((Path(case.image), False), (Path(case.label), True)):  # type: ignore[arg-type]
+            vol = img if not is_label else nifti.load(path, label=True)
+            cropped = crop_volume(vol, box)
+            dtype = None if is_label else np.dtype(vol.header.get_data_dtype())
+            nifti.save(out / path.name, cropped.data, like=cropped, label=is_label, dtype=dtype)
+            records[path.name] = asdict(
+                CropRecord(
+                    box=[list(b) for b in box],
+                    shape=list(vol.shape),
+                    cropped=any(tuple(b) != (0, n) for b, n in zip(box, vol.shape)),
+                )
+            )
+    (out / ROI_FILE).write_text(json.dumps({"model": model.to_dict(), "files": records}, indent=2))
+    return model
 
 
 def read_records(data_dir: str | Path) -> dict[str, Any] | None:
