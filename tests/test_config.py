@@ -1,6 +1,9 @@
 """The typed configuration: profiles, YAML, overrides, loss presets, fail-fast validation."""
 
+from importlib import resources
+
 import pytest
+import yaml
 
 from cosmos.cli import main
 from cosmos.config import LOSS_PRESETS, PROFILES, ConfigError, apply_loss_preset, load_config
@@ -13,6 +16,32 @@ def test_profiles_load_and_round_trip(profile, tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(cfg.to_yaml())
     assert load_config(profile, path).to_dict() == cfg.to_dict()
+
+
+def test_profile_files_are_yaml_of_known_keys(tmp_path):
+    """The profiles are package data (src/cosmos/profiles): tiny and small are the shared CPU recipe (cpu.yaml)
+    plus their own budgets, paper stands alone over the dataclass defaults."""
+    folder = resources.files("cosmos") / "profiles"
+    files = {
+        f.name.removesuffix(".yaml"): yaml.safe_load(f.read_text())
+        for f in folder.iterdir()
+        if f.name.endswith(".yaml")
+    }
+    assert set(files) == {*PROFILES, "cpu"} and all(isinstance(data, dict) for data in files.values())
+    assert files["tiny"]["inherits"] == files["small"]["inherits"] == "cpu"
+    assert "inherits" not in files["cpu"] and "inherits" not in files["paper"]
+    tiny, small = load_config("tiny"), load_config("small")
+    for section, values in files["cpu"].items():  # the shared values reach both; neither child repeats one
+        for key, value in values.items():
+            assert getattr(getattr(tiny, section), key) == getattr(getattr(small, section), key) == value
+            assert key not in files["tiny"].get(section, {}) and key not in files["small"].get(section, {})
+    # every key of every file is a config key: load_config raises ConfigError on an unknown section or key
+    for name, data in files.items():
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({k: v for k, v in data.items() if k != "inherits"}))
+        assert load_config(name if name in PROFILES else "small", path).profile in PROFILES
+    with pytest.raises(ConfigError, match="unknown profile"):
+        load_config("cpu")  # a base, not a profile
 
 
 def test_paper_profile_follows_the_paper():
@@ -91,7 +120,7 @@ def test_overrides_are_typed_and_checked():
 
 def test_loss_presets_resolve():
     cfg = load_config("tiny")
-    assert cfg.translator.loss_preset == "custom"  # tiny's translator weights are tuned by hand (config.py)
+    assert cfg.translator.loss_preset == "custom"  # tiny's translator weights are tuned by hand (profiles/cpu.yaml)
     report = apply_loss_preset(cfg, "report")
     for key, value in LOSS_PRESETS["report"].items():
         assert getattr(report.translator, key) == value
