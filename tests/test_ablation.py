@@ -1,5 +1,7 @@
 """Ablation bookkeeping: gap closure, the paper-ordering check and the Markdown table (no training here)."""
 
+import pytest
+
 from cosmos.ablation import (
     ROW_DA_NO_SEG,
     ROW_DA_SEG,
@@ -69,3 +71,49 @@ def test_closure_needs_oracle_and_markdown_renders():
     )
     assert "| source-only | 0.200 ± 0.010 |" in md
     assert "n/a (no oracle)" in md
+
+
+def test_benchmark_over_seeds_aggregates_rows_pairs_and_targets():
+    """Several dataset seeds: mean ± std per row, the closure per seed, the final student against the teacher in
+    every seed, and paired per-case differences between consecutive rows (oracle left out of the pairs)."""
+    from cosmos.ablation import ROW_DA_SEG, ROW_ORACLE, ROW_SOURCE_ONLY, cosmos_row
+    from cosmos.ablation_seeds import aggregate, to_markdown
+
+    def row(name, dice, cases, iterations):
+        return {
+            "name": name,
+            "summary": {s: {"dice_mean": dice} for s in ("VS", "cochlea", "mean")},
+            "cases": cases,
+            "train_iterations": iterations,
+        }
+
+    def seed(src, teacher, student, oracle, closure):
+        return {
+            "profile": "tiny",
+            "rounds": 1,
+            "folds": [0],
+            "machine": "test box",
+            "closure": closure,
+            "rows": [
+                row(ROW_SOURCE_ONLY, src, {"a": src, "b": src}, 240),
+                row(ROW_DA_SEG, teacher, {"a": teacher, "b": teacher - 0.1}, 240),
+                row(cosmos_row(1), student, {"a": student, "b": student}, 480),
+                row(ROW_ORACLE, oracle, {"a": oracle, "b": oracle}, 480),
+            ],
+        }
+
+    result = aggregate({1: seed(0.1, 0.7, 0.8, 0.9, 0.875), 2: seed(0.2, 0.6, 0.5, 0.8, 0.5)})
+    assert result["dataset_seeds"] == [1, 2]
+    student = next(r for r in result["rows"] if r["name"] == cosmos_row(1))
+    assert student["dice"]["mean"]["mean"] == pytest.approx(0.65)
+    assert student["dice"]["mean"]["std"] == pytest.approx(0.2121, abs=1e-4)
+    assert student["dice"]["mean"]["per_seed"] == [0.8, 0.5] and student["train_iterations"] == 480
+    assert result["closure"]["mean"] == pytest.approx(0.6875)
+    assert result["final_student_beats_teacher_every_seed"] is False  # seed 2: 0.5 < 0.6
+    pairs = {(p["lower"], p["higher"]): p for p in result["paired_differences"]}
+    assert set(pairs) == {(ROW_SOURCE_ONLY, ROW_DA_SEG), (ROW_DA_SEG, cosmos_row(1))}
+    st = pairs[(ROW_DA_SEG, cosmos_row(1))]
+    # per case: seed 1: a +0.1, b +0.2; seed 2: a -0.1, b 0.0
+    assert st["n_cases"] == 4 and st["mean_difference"] == pytest.approx(0.05) and st["higher_wins"] == 2
+    text = to_markdown(result)
+    assert "0.650 ± 0.212" in text and "68.8% ± " in text and "in every seed: False" in text
