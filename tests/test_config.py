@@ -53,7 +53,7 @@ def test_paper_profile_follows_the_paper():
     assert (s.epochs, s.initial_lr, s.batch_size, s.features_base) == (200, 1e-2, 2, 32)
     assert s.folds == [0, 1, 2, 3, 4] and cfg.selftraining.rounds == 3
     # geometry (paper 4.2, z, y, x); depth: 6 stages = 5 downsamplings, what nnU-Net's rule allows on this
-    # patch (the paper says 6 downsamplings; tests/test_paper_profile.py shows why it cannot be, README says so)
+    # patch (the paper says 6 downsamplings; tests/test_paper_profile.py shows why it cannot be, docs/method.md says so)
     assert s.patch_size == [40, 224, 224] and s.target_spacing == [1.5, 0.41, 0.41] and s.num_stages == 6
     assert (s.features_max, s.num_folds, s.mirroring, s.patch_size_max, s.ce_class_weights) == (
         320,

@@ -112,7 +112,7 @@ def test_paper_profile_plans_the_published_network_on_a_crossmoda_sized_phantom(
     assert ours["batch_size"] == PUBLISHED["batch_size"]
     n = arch["n_stages"]
     assert n == seg.num_stages == len(arch["strides"]) == len(arch["kernel_sizes"]) == len(arch["n_conv_per_stage"])
-    assert n - 1 == PUBLISHED["downsamplings"] - 1  # the documented deviation (see the test above and README)
+    assert n - 1 == PUBLISHED["downsamplings"] - 1  # the documented deviation (see the test above and docs/method.md)
     assert arch["features_per_stage"][0] == PUBLISHED["features_base"]
     assert max(arch["features_per_stage"]) == seg.features_max and len(arch["features_per_stage"]) == n
     total = np.prod(np.array(arch["strides"]), axis=0)

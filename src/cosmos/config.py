@@ -58,7 +58,7 @@ LOSS_PRESETS: dict[str, dict[str, float]] = {
     "paper": {"lambda_cycle": 0.01, "lambda_adv": 0.1, "lambda_identity": 0.5, "lambda_seg": 1.0, "lambda_kspace": 0.0},
     # The team's crossMoDA 2021 technical report: adv:cycle:identity:seg = 1:10:5:100, plus a k-space cycle
     # term. The report's k-space weight is not available to us: 0.1 (= its image-domain cycle weight) is OUR
-    # choice (README, profiles).
+    # choice (docs/configuration.md).
     "report": {
         "lambda_cycle": 0.1,
         "lambda_adv": 0.01,

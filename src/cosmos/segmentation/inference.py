@@ -2,7 +2,7 @@
 
 How: nnUNetPredictor with ``manual_initialization`` (we build the network ourselves; nnU-Net's
 ``initialize_from_trained_model_folder`` looks the trainer up by name, which imports timm /
-torchvision and crashes on the CPU torch here; README "nnU-Net on the CPU"). Per case: nnU-Net's own preprocessing
+torchvision and crashes on the CPU torch here; docs/nnunet-cpu.md). Per case: nnU-Net's own preprocessing
 (SimpleITK reader, crop, normalise, resample), sliding-window logits averaged over the folds
 (nnU-Net's ensembling), mirroring TTA when enabled, nnU-Net's resampling back to the original
 shape. The label array is then written with nibabel on the INPUT's header (sform/qform codes and

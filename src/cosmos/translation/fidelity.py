@@ -186,7 +186,7 @@ class EpochChoice:
     generator has not yet felt the segmentation terms (measured on the ``small`` phantom: the
     seg-aware translator's best score came at epoch 6 of 24, while its segmentation loss on translated
     images was still 1.3 against 0.23 at epoch 24; an nnU-Net teacher trained on the epoch-24
-    translation scored mean Dice 0.83 on real hrT2 against 0.66 for epoch 6; README, *Translator*).
+    translation scored mean Dice 0.83 on real hrT2 against 0.66 for epoch 6; docs/method.md).
     The latest near-best epoch is the paper's choice (the last epoch) unless the run has collapsed at
     its end, which is what the selection is there to catch (a collapsed epoch fails a sign test for
     most cases).
