@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     if summary_file.is_file():  # the accuracy targets of the demo: final >= 0.75 (VS >= 0.80, cochlea >= 0.65)
         import json
 
-        rounds = json.loads(summary_file.read_text())["rounds"]
+        summary = json.loads(summary_file.read_text())
+        rounds = summary["rounds"]
         print("\nper round (target_validation, mean ± std):")
         for r in rounds:
             s = ((r.get("metrics") or {}).get("summary")) or {}
@@ -76,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         dice = [((r.get("metrics") or {}).get("summary") or {}).get("mean", {}).get("dice_mean") for r in rounds]
         if len(dice) > 1 and None not in (dice[0], dice[-1]):
             print(f"  last student - teacher: {dice[-1] - dice[0]:+.3f} mean Dice")
+        if (summary.get("verdict") or {}).get("line"):  # the run's own label-free verdict (no labels read)
+            print(f"  {summary['verdict']['line']}")
     verdict = "meets" if wall <= TARGET_S else "MISSES"
     print(
         f"\nprofile {args.profile}: wall {wall:.1f} s ({wall / 60:.1f} min) -- {verdict} the "
