@@ -155,6 +155,7 @@ SEG = {
     "mirroring": False,
     "num_folds": 2,
     "folds": [0, 1],
+    "not_learning_max_factor": 1,  # this test counts epochs: no training on when nothing is learnt
 }
 
 # The task process: the train_fold KFP component function, as a pod runs it (cluster mode:

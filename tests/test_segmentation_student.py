@@ -43,6 +43,7 @@ OVERRIDES = [
     "segmentation.num_processes=1",
     "segmentation.mirroring=false",
     "selftraining.filter=pixel",
+    "segmentation.not_learning_max_factor=1",  # these tests count epochs: no training on when nothing is learnt
 ]
 
 

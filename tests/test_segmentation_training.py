@@ -32,6 +32,7 @@ OVERRIDES = [
     "segmentation.torch_threads=1",
     "segmentation.num_processes=1",
     "segmentation.mirroring=false",
+    "segmentation.not_learning_max_factor=1",  # these tests count epochs: no training on when nothing is learnt
 ]
 
 
@@ -313,3 +314,16 @@ def test_structure_intensity_augmentation_reaches_the_training_loader(trained, t
             batch = next(loader)  # the pipeline runs end to end with the edit in it
             assert tuple(batch["data"].shape[:2]) == (2, 1)
     assert len(found[1.0]) == 1 and found[0.0] == []
+
+
+@pytest.mark.slow
+def test_a_fold_that_learns_nothing_trains_on_to_its_cap(trained, tmp_path):
+    """The real nnU-Net loop: 1 planned epoch of 3 iterations learns no label, so the fold trains on, half its
+    planned epochs (at least one) at a time, to not_learning_max_factor x them, and records what happened."""
+    cfg = trained["cfg"].with_overrides(["segmentation.not_learning_max_factor=3", "checks.min_pseudo_dice=0.99"])
+    fold = train_fold(trained["prepared"], 0, tmp_path / "fold_0", cfg)
+    meta = json.loads((fold / "cosmos_fold.json").read_text())
+    assert meta["planned_epochs"] == 1 and meta["epochs"] == 3
+    assert meta["train_iterations"] == 3 * meta["iterations_per_epoch"] == meta["cumulative_iterations"]
+    assert meta["labels_not_learned"] and set(meta["pseudo_dice_best"]) == set(meta["labels_not_learned"])
+    assert (fold / "checkpoint_final.pth").is_file() and not (fold / "checkpoint_latest.pth").exists()
