@@ -206,6 +206,7 @@ CHECKS_OFF = (
     "checks.min_pseudo_dice=0",
     "checks.min_plausible=0",
     "checks.min_kept_fraction=0",
+    "checks.min_label_agreement=0",
 )
 
 

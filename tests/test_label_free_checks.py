@@ -94,6 +94,10 @@ def test_checks_of_a_round():
     assert verdict.pseudo_label_check({"kept": [], "dropped": ["a", "b"]}, 0.25).passed is False
     assert verdict.pseudo_label_check({"kept": ["a"], "dropped": ["b", "c"]}, 0.25).passed is True
     assert verdict.pseudo_label_check(None, 0.25).passed is None
+    student = {"kept": ["a", "b"], "dropped": [], "change": {"mean_dice": 0.3}}
+    contradicts = verdict.pseudo_label_check(student, 0.25, 0.5)
+    assert contradicts.passed is False and "agreement" in contradicts.detail
+    assert verdict.pseudo_label_check(dict(student, change={"mean_dice": 0.9}), 0.25, 0.5).passed is True
 
     cases = {"a": {"problems": ["no VS"]}, "b": {"problems": []}, "c": {"problems": ["no VS", "no cochlea"]}}
     check = verdict.prediction_check({"n_cases": 3, "n_plausible": 1, "cases": cases}, 0.5, "validation predictions")

@@ -307,6 +307,9 @@ class ChecksConfig:
     volume_range_factor: float = 4.0
     # pseudo-labels: at least this fraction of the real hrT2 pseudo-labels must pass the filter
     min_kept_fraction: float = 0.25
+    # pseudo-labels of a student: their mean Dice against the previous round's accepted labels (the same scans) must
+    # reach this; a student that contradicts its teacher on most voxels has learned something else than it was taught
+    min_label_agreement: float = 0.5
 
 
 @dataclass
@@ -581,7 +584,7 @@ def _validate_promotion(tr: TrackingConfig) -> None:
 
 def _validate_checks(cfg: CosmosConfig) -> None:
     c, t = cfg.checks, cfg.translator
-    for name in ("fidelity_min_pass", "min_pseudo_dice", "min_plausible", "min_kept_fraction"):
+    for name in ("fidelity_min_pass", "min_pseudo_dice", "min_plausible", "min_kept_fraction", "min_label_agreement"):
         value = getattr(c, name)
         if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
             raise ConfigError(f"checks.{name} must be within 0..1, got {value!r}")

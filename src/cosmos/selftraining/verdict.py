@@ -9,7 +9,8 @@ check              fails when
 translation        the pseudo-hrT2 fails the fidelity checks (contrast signs, the anatomy checks
                    that catch an inverted contrast; :func:`cosmos.translation.fidelity.failed_checks`)
 learning           a fold's own validation pseudo-Dice never reached ``min_pseudo_dice`` for a label
-pseudo-labels      fewer than ``min_kept_fraction`` of the real hrT2 pseudo-labels pass the filter
+pseudo-labels      fewer than ``min_kept_fraction`` of the real hrT2 pseudo-labels pass the filter, or
+                   (a student's) agree with the previous round's at a mean Dice below ``min_label_agreement``
 predictions        fewer than ``min_plausible`` of the validation predictions (or, without validation
                    scans, of the pseudo-labels) are plausible (:mod:`cosmos.selftraining.plausibility`)
 =================  ==========================================================================
@@ -88,14 +89,26 @@ def learning_check(fold_manifests: Sequence[Mapping[str, Any]], min_dice: float)
     return Check("learning", True, f"every label learned in {len(known)} fold(s) (lowest best {min(lows):.2f})")
 
 
-def pseudo_label_check(filter_summary: Mapping[str, Any] | None, min_fraction: float) -> Check:
+def pseudo_label_check(
+    filter_summary: Mapping[str, Any] | None, min_fraction: float, min_agreement: float = 0.0
+) -> Check:
+    """Enough pseudo-labels pass the filter, and (from the first student on) they agree with the previous
+    round's accepted ones (``change.mean_dice``: Dice between the two rounds' labels of the same scans)."""
     if not filter_summary or (not filter_summary.get("kept") and not filter_summary.get("dropped")):
         return Check("pseudo-labels", None, "no pseudo-labels this round")
     kept, dropped = len(filter_summary.get("kept", [])), len(filter_summary.get("dropped", []))
     total = kept + dropped
     detail = f"{kept} of {total} kept by the filter"
+    problems = []
     if min_fraction > 0 and kept < min_fraction * total:
-        return Check("pseudo-labels", False, detail + f" (needs {100 * min_fraction:.0f}%)")
+        problems.append(f"needs {100 * min_fraction:.0f}% kept")
+    agreement = (filter_summary.get("change") or {}).get("mean_dice")
+    if agreement is not None:
+        detail += f", Dice {float(agreement):.2f} against the previous round's labels"
+        if min_agreement > 0 and float(agreement) < min_agreement:
+            problems.append(f"needs agreement {min_agreement:.2f}")
+    if problems:
+        return Check("pseudo-labels", False, detail + f" ({'; '.join(problems)})")
     return Check("pseudo-labels", True, detail)
 
 
@@ -142,7 +155,7 @@ def round_checks(
             lineage.get("fidelity"), lineage.get("attempts"), checks.fidelity_min_pass, checks.fidelity_gate
         ),
         learning_check(manifests, checks.min_pseudo_dice),
-        pseudo_label_check(filter_summary, checks.min_kept_fraction),
+        pseudo_label_check(filter_summary, checks.min_kept_fraction, checks.min_label_agreement),
         predictions,
     ]
 
