@@ -30,7 +30,7 @@ FIRST_PARTY = ("cosmos", "components", "pipelines")
 # not import higher ones; within a layer anything goes (cycles aside).
 LAYERS = {
     # 0: foundations, no domain knowledge. "cosmos" is the package root (an empty __init__;
-    # segmentation.registry imports it only to locate the code a registered model ships).
+    # segmentation.registration imports it only to locate the code a registered model ships).
     "cosmos": 0,
     "cosmos.errors": 0,
     "cosmos.logs": 0,

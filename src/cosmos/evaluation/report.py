@@ -30,25 +30,24 @@ Figures (files in ``out_dir``; each only when its inputs exist):
 * ``fig4_pseudo_labels.png`` pseudo-labels on target_training hrT2, columns = rounds (Fig. 4 a, b)
 * ``fig4_predictions.png``  predictions on target_validation, [ground truth +] rounds (Fig. 4 c, d)
 * ``fig5_metrics.png``      Dice and ASSD of VS, cochlea and their mean against the round (Fig. 5)
+
+This module decides what the report says (the section builders and :func:`write_report`); the
+figures are drawn by :mod:`cosmos.evaluation.report_figures`, the blocks rendered to Markdown and
+HTML by :mod:`cosmos.evaluation.report_document`; the summary's shape check and the accessors
+that this module and the figures share are in :mod:`cosmos.evaluation.report_summary`.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
-import html
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, TypeGuard
-
-import numpy as np
 
 from cosmos.data import layout
-from cosmos.data.nifti import load
-from cosmos.errors import CosmosError
-from cosmos.evaluation import plots
-from cosmos.evaluation.metrics import STRUCTURES, summary_row
+from cosmos.evaluation.metrics import summary_row
+from cosmos.evaluation.report_document import _Block, _to_html, _to_markdown
+from cosmos.evaluation.report_figures import _figure_metrics, _figure_rounds, _figure_translation
+from cosmos.evaluation.report_summary import _case_mean, _check, _has_scores, _path, _round_name
 
 log = logging.getLogger(__name__)
 
@@ -61,127 +60,7 @@ FIGURES = {
 TABLE_HEADER = ["Model", "Dice mean", "Dice VS", "Dice cochlea", "ASSD mean (mm)", "ASSD VS (mm)", "ASSD cochlea (mm)"]
 
 
-# --------------------------------------------------------------------------- document blocks
-@dataclass
-class _Block:
-    """One piece of the document, rendered to both Markdown and HTML (no markdown library needed)."""
-
-    kind: str  # h2 | p | table | img | list | details
-    text: str = ""
-    header: list[str] | None = None
-    rows: list[list[str]] | None = None
-    items: list[str] | None = None
-    children: list[_Block] | None = None
-
-
-def _md_cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def _to_markdown(blocks: Iterable[_Block]) -> str:
-    out: list[str] = []
-    for b in blocks:
-        if b.kind == "h1":
-            out.append(f"# {b.text}\n")
-        elif b.kind == "h2":
-            out.append(f"## {b.text}\n")
-        elif b.kind == "h3":
-            out.append(f"### {b.text}\n")
-        elif b.kind == "p":
-            out.append(b.text + "\n")
-        elif b.kind == "list":
-            out.append("\n".join(f"- {i}" for i in b.items or []) + "\n")
-        elif b.kind == "table":
-            out.append("| " + " | ".join(_md_cell(h) for h in b.header or []) + " |")
-            out.append("|" + "|".join("---" for _ in b.header or []) + "|")
-            out.extend("| " + " | ".join(_md_cell(c) for c in r) + " |" for r in b.rows or [])
-            out.append("")
-        elif b.kind == "img":
-            assert b.items, "an img block holds its file path in items"
-            out.append(f"![{b.text}]({Path(b.items[0]).name})\n")
-        elif b.kind == "details":
-            out.append(f"<details><summary>{html.escape(b.text)}</summary>\n")
-            out.append(_to_markdown(b.children or []))
-            out.append("</details>\n")
-    return "\n".join(out)
-
-
-_CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
-  padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:0.6em 0 1.2em}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
-th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}img{max-width:100%;height:auto}
-summary{cursor:pointer;margin:0.4em 0}code{background:#f3f3f3;padding:0 3px}
-"""
-
-
-def _to_html(blocks: Iterable[_Block], title: str, embed: bool = True) -> str:
-    def render(bs: Iterable[_Block]) -> list[str]:
-        out: list[str] = []
-        for b in bs:
-            if b.kind in ("h1", "h2", "h3"):
-                out.append(f"<{b.kind}>{html.escape(b.text)}</{b.kind}>")
-            elif b.kind == "p":
-                out.append(f"<p>{_inline_html(b.text)}</p>")
-            elif b.kind == "list":
-                out.append("<ul>" + "".join(f"<li>{_inline_html(i)}</li>" for i in b.items or []) + "</ul>")
-            elif b.kind == "table":
-                head = "".join(f"<th>{html.escape(h)}</th>" for h in b.header or [])
-                body = "".join(
-                    "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in b.rows or []
-                )
-                out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-            elif b.kind == "img":
-                assert b.items, "an img block holds its file path in items"
-                path = Path(b.items[0])
-                if embed:
-                    src = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-                else:
-                    src = html.escape(path.name)
-                out.append(
-                    f'<figure><img src="{src}" alt="{html.escape(b.text)}">'
-                    f"<figcaption>{html.escape(b.text)}</figcaption></figure>"
-                )
-            elif b.kind == "details":
-                out.append(f"<details><summary>{html.escape(b.text)}</summary>")
-                out.extend(render(b.children or []))
-                out.append("</details>")
-        return out
-
-    body = "\n".join(render(blocks))
-    return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{_CSS}</style></head>\n<body>\n{body}\n</body></html>\n"
-    )
-
-
-def _inline_html(text: str) -> str:
-    """Escape, then turn Markdown ``code`` spans into <code> (the only inline markup we emit)."""
-    parts = html.escape(text).split("`")
-    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
-
-
-# --------------------------------------------------------------------------- summary helpers
-def _path(value: Any) -> Path | None:
-    return Path(value) if value not in (None, "") else None
-
-
-def _has_scores(metrics: dict | None) -> TypeGuard[dict]:
-    return bool(metrics and metrics.get("n_cases", len(metrics.get("cases", {}))))
-
-
-def _round_name(rnd: dict) -> str:
-    name = rnd.get("name")
-    if name:
-        return str(name)
-    idx = int(rnd.get("index", 0))
-    return "teacher" if idx == 0 else f"student {idx}"
-
-
-def _case_mean(scores: dict, metric: str) -> float:
-    return float(np.mean([scores[s][metric] for s in STRUCTURES]))
-
-
+# --------------------------------------------------------------------------- tables
 def _metrics_table(rounds: list[dict], extra_rows: list[dict]) -> tuple[_Block, list[str]]:
     """Table 1: one row per round (then the extra rows); notes list the cases that were not scored."""
     entries = [(_round_name(r), r) for r in rounds] + [(str(r.get("name", "extra")), r) for r in extra_rows]
@@ -229,240 +108,7 @@ def _per_case_block(rnd: dict) -> _Block | None:
     return _Block("details", text=f"Per-case results: {_round_name(rnd)} ({len(rows)} cases)", children=[table])
 
 
-# --------------------------------------------------------------------------- volume access
-def _load_canonical(path: Path | None, label: bool = False):
-    """(RAS array, spacing) or None with a logged reason, so one bad file never stops the report."""
-    if path is None or not path.exists():
-        return None
-    try:
-        vol = load(path, label=label)
-    except CosmosError as exc:
-        log.warning("report: skipping %s", exc)
-        return None
-    data, spacing = plots.canonical(vol.data, vol.affine)
-    return data, spacing
-
-
-def _label_files(folder: Path | None) -> dict[str, Path]:
-    if folder is None or not folder.is_dir():
-        return {}
-    out: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
-        case = layout.parse_prediction_name(p.name)
-        if case is not None:
-            out.setdefault(case, p)
-    return out
-
-
-def _aspect(spacing) -> float:
-    return float(spacing[1] / spacing[0])
-
-
-def _crop(plane: np.ndarray | None, box) -> np.ndarray | None:
-    return None if plane is None or box is None else plane[box[0], box[1]]
-
-
-def _draw_box(ax, box, shape) -> None:
-    """Outline the zoom box on a full-slice panel (display = transposed array, vertical axis flipped)."""
-    from matplotlib.patches import Rectangle
-
-    (i0, i1), (j0, j1) = (box[0].start, box[0].stop), (box[1].start, box[1].stop)
-    ni, nj = shape
-    ax.add_patch(
-        Rectangle(
-            (i0 - 0.5, nj - j1 - 0.5),
-            i1 - i0,
-            j1 - j0,
-            fill=False,
-            edgecolor="deepskyblue",
-            linewidth=0.8,
-            linestyle="--",
-        )
-    )
-
-
-def _box_fraction(box, shape) -> float:
-    """Area fraction of the slice that the zoom box covers (no outline when it is nearly all of it)."""
-    return (box[0].stop - box[0].start) * (box[1].stop - box[1].start) / float(shape[0] * shape[1])
-
-
-def _row_label(ax, text: str) -> None:
-    ax.text(-0.04, 0.5, text, rotation=90, ha="right", va="center", transform=ax.transAxes, fontsize=9)
-
-
-# --------------------------------------------------------------------------- figures
-def _figure_translation(data_dir: Path, pseudo_dir: Path, out: Path, max_cases: int) -> tuple[Path | None, str]:
-    """Fig.-3 style grid: rows = source cases; ceT1 | pseudo-hrT2 | both zoomed with the label contour.
-
-    The pseudo-hrT2 lies on its ceT1's grid (the translator keeps the source geometry), so one slice
-    index, chosen on the label, serves the whole row. Returns (png or None, why not).
-    """
-    ds = layout.discover(data_dir)
-    pseudo = {}
-    for p in sorted(pseudo_dir.iterdir()) if pseudo_dir.is_dir() else []:
-        parsed = layout.parse_name(p.name)
-        if parsed and parsed[1] == "hrT2pseudo":
-            pseudo[parsed[0]] = p
-    cases = [c for c in ds.source if c.case_id in pseudo][:max_cases]
-    if not cases:
-        return None, f"no source case of `{data_dir}` has a pseudo-hrT2 in `{pseudo_dir}`."
-    cols = ["ceT1", "pseudo-hrT2", "ceT1 + label (zoom)", "pseudo-hrT2 + label (zoom)"]
-    fig, axes = plots.new_figure(len(cases), len(cols), panel_inches=2.6)
-    for r, case in enumerate(cases):
-        t1 = _load_canonical(case.image)
-        ps = _load_canonical(pseudo[case.case_id])
-        label_path = pseudo_dir / layout.label_name(case.case_id)
-        lab = _load_canonical(label_path if label_path.exists() else case.label, label=True)
-        ref = lab or t1
-        if ref is None:
-            for c in range(len(cols)):
-                plots.draw_overlay(axes[r, c], None, None)
-            continue
-        k = plots.slice_with_most_foreground(lab[0]) if lab else ref[0].shape[2] // 2
-        spacing = ref[1]
-
-        t1p, psp, labp = [
-            v[0][:, :, k] if v is not None and v[0].shape == ref[0].shape else None for v in (t1, ps, lab)
-        ]
-        box = plots.foreground_box([labp], ref[0].shape[:2], spacing) if labp is not None else None
-        asp = _aspect(spacing)
-        plots.draw_overlay(axes[r, 0], t1p, None, aspect=asp)
-        plots.draw_overlay(axes[r, 1], psp, None, aspect=asp)
-        plots.draw_overlay(axes[r, 2], _crop(t1p, box), _crop(labp, box), aspect=asp, mode="contour")
-        plots.draw_overlay(axes[r, 3], _crop(psp, box), _crop(labp, box), aspect=asp, mode="contour")
-        if box is not None and _box_fraction(box, ref[0].shape[:2]) < 0.8:
-            for c, panel in ((0, t1p), (1, psp)):
-                if panel is not None:
-                    _draw_box(axes[r, c], box, panel.shape)
-        _row_label(axes[r, 0], f"{case.case_id}  z={k}")
-    for c, name in enumerate(cols):
-        axes[0, c].set_title(name, fontsize=9)
-    fig.legend(handles=plots.legend_handles(), loc="lower center", ncol=2, fontsize=8, frameon=False)
-    fig.subplots_adjust(bottom=0.06)
-    return plots.save_figure(fig, out), ""
-
-
-def _figure_rounds(
-    images: dict[str, Path],
-    rounds: list[dict],
-    key: str,
-    gt: dict[str, Path],
-    out: Path,
-    max_cases: int,
-    captions: bool,
-) -> tuple[Path | None, str]:
-    """Fig.-4 style grid: rows = cases, columns = [ground truth +] rounds, filled overlays, zoomed."""
-    per_round = [(rnd, _label_files(_path(rnd.get(key)))) for rnd in rounds]
-    per_round = [(rnd, files) for rnd, files in per_round if files]
-    if not per_round:
-        return None, "no round has predictions here."
-    candidates = [c for c in sorted(images, key=layout.case_sort_key) if any(c in f for _, f in per_round)]
-    if gt:
-        candidates.sort(key=lambda c: (c not in gt, layout.case_sort_key(c)))
-    cases = candidates[:max_cases]
-    if not cases:
-        return None, "no predicted case has its image in the data directory."
-    columns: list[tuple[str, dict[str, Path], dict | None]] = []
-    if gt:
-        columns.append(("ground truth", gt, None))
-    columns += [(_round_name(rnd), files, rnd) for rnd, files in per_round]
-    fig, axes = plots.new_figure(len(cases), len(columns), panel_inches=2.3, extra_height=0.3)
-    for r, case in enumerate(cases):
-        image = _load_canonical(images[case])
-        labels = [_load_canonical(files.get(case), label=True) for _, files, _ in columns]
-        shape = image[0].shape if image is not None else next((lab[0].shape for lab in labels if lab), None)
-        if shape is None:
-            for c in range(len(columns)):
-                plots.draw_overlay(axes[r, c], None, None)
-            continue
-        labels = [lab if lab is not None and lab[0].shape == shape else None for lab in labels]
-        spacing = image[1] if image is not None else next(lab[1] for lab in labels if lab)
-        basis = labels[0] if gt and labels[0] is not None else None
-        if basis is not None:
-            k = plots.slice_with_most_foreground(basis[0])
-        else:
-            union = np.zeros(shape, dtype=bool)
-            for lab in labels:
-                if lab is not None:
-                    union |= lab[0] != 0
-            k = plots.slice_with_most_foreground(union)
-        planes = [lab[0][:, :, k] if lab is not None else None for lab in labels]
-        box = plots.foreground_box(planes, shape[:2], spacing)
-        img_plane = image[0][:, :, k] if image is not None else None
-        for c, ((_col_name, files, rnd), plane) in enumerate(zip(columns, planes)):
-            caption = None
-            if rnd is not None and key == "pseudo_labels_dir":
-                if case in (rnd.get("dropped") or []):
-                    caption = "dropped"
-                elif case in (rnd.get("kept") or []):
-                    caption = "kept"
-            if captions and rnd is not None and rnd.get("metrics") and case in rnd["metrics"].get("cases", {}):
-                s = rnd["metrics"]["cases"][case]
-                caption = f"{_case_mean(s, 'dice'):.3f} / {_case_mean(s, 'assd'):.2f} mm"
-            if case not in files:
-                plots.draw_overlay(axes[r, c], None, None, caption="no prediction")
-                continue
-            plots.draw_overlay(
-                axes[r, c],
-                _crop(img_plane, box) if box else img_plane,
-                _crop(plane, box) if box else plane,
-                aspect=_aspect(spacing),
-                caption=caption,
-            )
-        _row_label(axes[r, 0], f"{case}  z={k}")
-    for c, (name, _, _) in enumerate(columns):
-        axes[0, c].set_title(name, fontsize=9)
-    fig.legend(handles=plots.legend_handles(), loc="lower center", ncol=2, fontsize=8, frameon=False)
-    fig.subplots_adjust(bottom=0.08, hspace=0.25)
-    return plots.save_figure(fig, out), ""
-
-
-def _figure_metrics(rounds: list[dict], out: Path) -> Path | None:
-    """Fig.-5 style: Dice and ASSD (mean, ± std bars) of VS, cochlea and their mean per round."""
-    scored = [r for r in rounds if _has_scores(r.get("metrics"))]
-    if not scored:
-        return None
-    fig, axes = plots.new_figure(1, 2, panel_inches=4.0)
-    x = [int(r.get("index", i)) for i, r in enumerate(scored)]
-    names = [_round_name(r) for r in scored]
-    styles = {"VS": ("tab:red", "o"), "cochlea": ("goldenrod", "s"), "mean": ("black", "D")}
-    for ax, metric, ylabel in ((axes[0, 0], "dice", "Dice"), (axes[0, 1], "assd", "ASSD (mm)")):
-        for name, (colour, marker) in styles.items():
-            m = np.array([r["metrics"]["summary"][name][f"{metric}_mean"] for r in scored], dtype=float)
-            s = np.array([r["metrics"]["summary"][name][f"{metric}_std"] for r in scored], dtype=float)
-            ax.errorbar(x, m, yerr=s, marker=marker, color=colour, label=name, linewidth=1.5, capsize=3, elinewidth=0.8)
-        ax.set_xticks(x)
-        ax.set_xticklabels(names, rotation=20, fontsize=8)
-        ax.set_xlabel("self-training iteration")
-        ax.set_ylabel(ylabel)
-        ax.grid(True, alpha=0.3)
-        if len(x) == 1:
-            ax.set_xlim(x[0] - 0.5, x[0] + 0.5)
-    axes[0, 0].set_ylim(max(0.0, axes[0, 0].get_ylim()[0]), min(1.02, axes[0, 0].get_ylim()[1]))
-    assd_max = max(r["metrics"]["summary"][n]["assd_mean"] for r in scored for n in styles)
-    if assd_max > 20:  # a missed structure scores 350 mm: keep the small values readable
-        axes[0, 1].set_yscale("symlog", linthresh=1.0)
-    axes[0, 1].set_ylim(bottom=0.0)
-    axes[0, 0].legend(fontsize=8)
-    axes[0, 0].set_title("Dice (higher is better)", fontsize=10)
-    axes[0, 1].set_title("ASSD (lower is better)", fontsize=10)
-    fig.tight_layout()
-    return plots.save_figure(fig, out)
-
-
 # --------------------------------------------------------------------------- the report
-def _check(summary: Any) -> dict:
-    if not isinstance(summary, dict):
-        raise CosmosError(f"report summary must be a dict, got {type(summary).__name__}")
-    rounds = summary.get("rounds") or []
-    if not isinstance(rounds, list) or not all(isinstance(r, dict) for r in rounds):
-        raise CosmosError("report summary 'rounds' must be a list of dicts")
-    extra = summary.get("extra_rows") or []
-    if not isinstance(extra, list) or not all(isinstance(r, dict) and "name" in r for r in extra):
-        raise CosmosError("report summary 'extra_rows' must be a list of {'name', 'metrics'} dicts")
-    return summary
-
-
 def _fidelity_blocks(fid: dict) -> list[_Block]:
     """A short table of the translator's label-free fidelity figures (``translator_fidelity`` entry)."""
 
