@@ -38,6 +38,9 @@ LAYERS = {
     "cosmos.secrets": 0,
     "cosmos.process_guard": 0,
     "cosmos.config": 0,
+    "cosmos.config_schema": 0,
+    "cosmos.config_validation": 0,
+    "cosmos.config_overrides": 0,
     "cosmos.resume": 0,
     "cosmos.tracking": 0,
     # 1: the data: crossMoDA layout, NIfTI I/O, storage, validation, phantom, scan decoding
