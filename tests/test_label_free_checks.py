@@ -99,9 +99,15 @@ def test_checks_of_a_round():
     assert contradicts.passed is False and "agreement" in contradicts.detail
     assert verdict.pseudo_label_check(dict(student, change={"mean_dice": 0.9}), 0.25, 0.5).passed is True
 
-    cases = {"a": {"problems": ["no VS"]}, "b": {"problems": []}, "c": {"problems": ["no VS", "no cochlea"]}}
-    check = verdict.prediction_check({"n_cases": 3, "n_plausible": 1, "cases": cases}, 0.5, "validation predictions")
-    assert check.passed is False and "1 of 3" in check.detail and "no VS in 2" in check.detail
+    cases = {
+        "a": {"problems": ["no VS"]},
+        "b": {"problems": []},
+        "c": {"problems": ["no VS", "cochlea 11 mm3 outside 20-240"]},
+        "d": {"problems": ["cochlea 9 mm3 outside 20-240", "2 VS components"]},
+    }
+    check = verdict.prediction_check({"n_cases": 4, "n_plausible": 1, "cases": cases}, 0.5, "validation predictions")
+    assert check.passed is False and "1 of 4" in check.detail and "no VS in 2" in check.detail
+    assert "cochlea volume out of range in 2" in check.detail
 
 
 def test_the_run_verdict_is_the_final_rounds():

@@ -119,13 +119,25 @@ def prediction_check(plausibility: Mapping[str, Any] | None, min_plausible: floa
     problems: dict[str, int] = {}
     for case in plausibility.get("cases", {}).values():
         for p in case.get("problems", []):
-            key = p.split(" ")[0] if p[0].isdigit() else " ".join(p.split(" ")[:2])
+            key = _problem_kind(p)
             problems[key] = problems.get(key, 0) + 1
     common = ", ".join(f"{k} in {v}" for k, v in sorted(problems.items(), key=lambda kv: -kv[1])[:3])
     detail = f"{ok} of {n} {what} plausible" + (f" ({common})" if common else "")
     if min_plausible > 0 and ok < min_plausible * n:
         return Check("predictions", False, detail + f"; needs {100 * min_plausible:.0f}%")
     return Check("predictions", True, detail)
+
+
+def _problem_kind(problem: str) -> str:
+    """A plausibility problem without its numbers (``cosmos.selftraining.plausibility.case_plausibility``'s
+    phrases), so that the cases with the same kind of problem can be counted together."""
+    if "mm3 outside" in problem:
+        return f"{problem.split(' ')[0]} volume out of range"
+    if "components on one side" in problem:
+        return "several cochleae on a side"
+    if "VS components" in problem:
+        return "several VS"
+    return problem
 
 
 def read_json(path: Path) -> Any:
