@@ -2,7 +2,9 @@
 
 Exit codes: 0 = every labelled case scored; 1 = some case could not be scored (missing or
 off-grid prediction, unreadable file; the JSON is still written); 2 = nothing to evaluate
-(a directory missing or without ground truth).
+(a directory missing or without ground truth), or a ``--json`` path that could replace the user's data
+(inside the prediction or label folder, a NIfTI name, an existing file that is not an earlier result;
+``cosmos.data.outputs.check_json_output``), refused before anything is scored or written.
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ def register(sub) -> None:
     p.add_argument(
         "label_dir", help="folder of ground-truth labels (or a crossMoDA root with target_validation_labels/)"
     )
-    p.add_argument("--json", dest="json_path", default=None, metavar="FILE", help="write the full result as JSON")
+    p.add_argument(
+        "--json",
+        dest="json_path",
+        default=None,
+        metavar="FILE",
+        help="write the full result as JSON (a new file outside PRED_DIR and LABEL_DIR, or an earlier result)",
+    )
     p.add_argument("--per-case", action="store_true", help="also print one row per case")
     p.set_defaults(func=_run)
 
@@ -28,10 +36,18 @@ def register(sub) -> None:
 def _run(args) -> int:
     import sys
 
+    from cosmos.data.outputs import check_json_output
     from cosmos.evaluation.metrics import evaluate_folder, format_summary, write_json
 
+    if args.json_path is not None:  # before scoring: never replace a prediction, a label or a non-result file
+        check_json_output(
+            args.json_path,
+            inputs={"prediction folder": args.pred_dir, "label folder": args.label_dir},
+            what="--json",
+            keys=("cases", "summary", "errors"),
+        )
     result = evaluate_folder(args.pred_dir, args.label_dir)
-    if args.json_path:
+    if args.json_path is not None:
         write_json(result, args.json_path)
     print(format_summary(result, per_case=args.per_case))
     if result["errors"]:

@@ -103,9 +103,22 @@ def _run(args) -> int:
     return exit_code(result)
 
 
+def _check_image(image: str | None) -> None:
+    """Refuse an empty or blank component image (``--image ""`` or ``COSMOS_IMAGE=""``): the package
+    would have no ``image:`` fields, which KFP accepts and the cluster fails on only at run time."""
+    from cosmos.errors import CosmosError
+
+    if not image or any(c.isspace() for c in image):
+        raise CosmosError(
+            f"--image {image!r}: not a container image (empty or with blanks; also check $COSMOS_IMAGE): "
+            "give an image reference, e.g. --image ghcr.io/OWNER/cosmos:TAG"
+        )
+
+
 def _compile(args) -> int:
     from pipelines.compile import compile_to, options_from_args
 
+    _check_image(args.image)  # before anything is written
     cfg = config_from_args(args)
     opts = options_from_args(args, cfg)
     output = args.output
@@ -131,6 +144,8 @@ def _submit(args) -> int:
     from pipelines.submit import parse_params, submit
 
     params = parse_params(args.params)
+    if args.package is None:
+        _check_image(args.image)  # an image-less package would be compiled and uploaded
     package = args.package
     tmp = None
     if package is None:

@@ -21,7 +21,14 @@ def register(sub) -> None:
         default="models:/cosmos-segmenter@champion",
         help="models:/cosmos-segmenter@champion (default), models:/cosmos-segmenter/3, or a folder",
     )
-    p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument(
+        "-o",
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output folder: not an input folder; files already in it are replaced only when an earlier "
+        "cosmos predict wrote them there",
+    )
     p.add_argument(
         "--tracking-uri", default=None, help="MLflow tracking URI holding the registry (default: $MLFLOW_TRACKING_URI)"
     )
@@ -31,9 +38,12 @@ def register(sub) -> None:
 
 
 def _run(args) -> int:
-    from cosmos.segmentation.registry import collect_nifti_inputs, resolve_model, segment_files
+    from cosmos.data.outputs import check_output_folder
+    from cosmos.segmentation.registry import collect_nifti_inputs, output_name, resolve_model, segment_files
 
     files = collect_nifti_inputs(args.inputs)  # fail on bad input before downloading a model
+    # and on an output folder that would replace the inputs, their labels or any file that is not ours
+    check_output_folder(args.out, inputs=[*args.inputs, *files], outputs=[output_name(f) for f in files], what="-o")
     with tempfile.TemporaryDirectory(prefix="cosmos-model-") as tmp:
         model = resolve_model(args.model, args.tracking_uri, dst_dir=tmp)
         cfg = model.cfg if model.cfg is not None else config_from_args(args)

@@ -370,15 +370,15 @@ def predict(
         "vs_component": [seg_cfg.vs_component, seg_cfg.vs_min_component_mm3],
         "cochlea_components": seg_cfg.cochlea_components,
     }
-    manifest_path = out / PREDICT_MANIFEST
+    from cosmos.data.outputs import our_outputs, read_manifest, write_manifest
+
+    # The manifest (cosmos.data.outputs): "run"/"done" resume the same model and options; "outputs" lists
+    # every file predict ever wrote here, so `cosmos predict` may replace them and nothing else.
+    old = read_manifest(out)
     done: dict[str, str] = {}
-    if manifest_path.is_file():
-        try:
-            old = json.loads(manifest_path.read_text())
-            if old.get("run") == run_key:
-                done = old.get("done", {})
-        except ValueError:
-            pass
+    if old.get("run") == run_key and isinstance(old.get("done"), dict):
+        done = dict(old["done"])
+    ours = our_outputs(out)
     device = environment.resolve_device(seg_cfg.device)
     written: list[Path] = []
     todo = []
@@ -425,6 +425,8 @@ def predict(
             p = None if probs is None else np.asarray(probs, dtype=np.float32).transpose(0, 3, 2, 1)
             seg = postprocess(seg.astype(np.uint8), p, vol, seg_cfg)
             target = out / output_name(f)
+            ours[target.name] = str(f.resolve())  # claimed before it is written: a killed run's file stays ours
+            write_manifest(out, {"run": run_key, "done": done, "outputs": ours})
             nifti.save(target, seg, like=vol, label=True)
             if save_probabilities and p is not None:
                 p = p.astype(np.float16)
@@ -432,7 +434,7 @@ def predict(
                     out / f"{target.name[: -len('.nii.gz')]}.npz", probabilities=p, labels=np.arange(p.shape[0])
                 )
             done[target.name] = str(f.resolve())
-            manifest_path.write_text(json.dumps({"run": run_key, "done": done}, indent=2))
+            write_manifest(out, {"run": run_key, "done": done, "outputs": ours})
             written.append(target)
     order = {output_name(f): i for i, f in enumerate(files)}
     return sorted(written, key=lambda p: order.get(p.name, 0))

@@ -114,6 +114,7 @@ def segment_files(
     """Segment ``files`` with the ensemble of ``fold_dirs`` into ``out_dir``; returns the output
     paths in input order, named by :func:`output_name` (nnU-Net via ``inference.predict``)."""
     from cosmos.data import nifti, roi
+    from cosmos.data.outputs import record_outputs
     from cosmos.segmentation.inference import predict
 
     files = [Path(f) for f in files]
@@ -138,6 +139,8 @@ def segment_files(
                     continue
                 original = nifti.load(f)
                 data = roi.uncrop(nifti.load(pred, label=True).data, box, original.shape)
+                # listed as ours before it is written, so a later `cosmos predict` may replace it (data.outputs)
+                record_outputs(out_dir, {output_name(f): Path(f).resolve()})
                 written.append(nifti.save(Path(out_dir) / output_name(f), data, like=original, label=True))
     else:
         written = predict([Path(d) for d in fold_dirs], files, out_dir, cfg, mirroring=mirroring)
