@@ -1,12 +1,23 @@
 """The typed configuration: profiles, YAML, overrides, loss presets, fail-fast validation."""
 
+import re
 from importlib import resources
 
 import pytest
 import yaml
 
 from cosmos.cli import main
-from cosmos.config import LOSS_PRESETS, PROFILES, ConfigError, apply_loss_preset, load_config
+from cosmos.config import (
+    _SECTIONS,
+    LOSS_PRESETS,
+    PROFILES,
+    PROMOTE_POLICIES,
+    ConfigError,
+    apply_loss_preset,
+    choices,
+    field_types,
+    load_config,
+)
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -137,3 +148,95 @@ def test_cli_config_errors_are_one_line(capsys):
     assert main(["config", "--set", "nope.x=1"]) == 2
     err = capsys.readouterr().err
     assert "unknown config section 'nope'" in err and "Traceback" not in err
+
+
+# Every key that takes one of a few values, with those values (the schema's Literal annotations).
+LITERAL_KEYS = {
+    "phantom.scale": ("small", "full"),
+    "phantom.style": ("builtin", "random"),
+    "translator.loss_preset": ("paper", "report", "custom"),
+    "translator.gan_loss": ("bce", "lsgan"),
+    "translator.seg_loss": ("dice", "dice_ce"),
+    "translator.select_epoch": ("last", "fidelity"),
+    "segmentation.vs_component": ("largest", "confident"),
+    "segmentation.cochlea_components": ("all", "per_side"),
+    "selftraining.filter": ("image", "pixel"),
+    "selftraining.student_init": ("scratch", "teacher"),
+    "tracking.promote": ("always", "label_free", "labels"),
+}
+
+
+def test_keys_with_a_fixed_set_of_values_are_typed_and_refused_naming_them():
+    typed = {
+        f"{section}.{name}": choices(hint)
+        for section, cls in _SECTIONS.items()
+        for name, hint in field_types(cls).items()
+        if choices(hint) is not None
+    }
+    assert typed == LITERAL_KEYS
+    assert set(LITERAL_KEYS["translator.loss_preset"]) == {*LOSS_PRESETS, "custom"}
+    assert PROMOTE_POLICIES == LITERAL_KEYS["tracking.promote"]
+    for key, allowed in LITERAL_KEYS.items():
+        with pytest.raises(ConfigError) as info:
+            load_config("tiny", overrides=[f"{key}=nope"])
+        listed = " or ".join(allowed) if len(allowed) == 2 else "one of " + " | ".join(allowed)
+        assert str(info.value) == f"{key} must be {listed}, got 'nope'"
+    with pytest.raises(ConfigError, match=re.escape("must be one of always | label_free | labels, got 'best'")):
+        load_config("tiny", overrides=["tracking.promote=best"])
+    with pytest.raises(ConfigError, match="scored on"):  # a retired value is refused with why
+        load_config("tiny", overrides=["tracking.promote=better"])
+    with pytest.raises(ConfigError, match="checks.fidelity_gate entries must be one of .* got 'vs_bright'"):
+        load_config("tiny", overrides=["checks.fidelity_gate=[intensity, vs_bright]"])
+    assert load_config("tiny", overrides=["checks.fidelity_gate=intensity,cochlea_bright"]).checks.fidelity_gate == [
+        "intensity",
+        "cochlea_bright",
+    ]
+    # device is not a Literal (any cuda:N): its own check
+    assert load_config("tiny", overrides=["translator.device=cuda:1"]).translator.device == "cuda:1"
+    with pytest.raises(ConfigError, match="segmentation.device must be auto, cpu or cuda, got 'tpu'"):
+        load_config("tiny", overrides=["segmentation.device=tpu"])
+
+
+@pytest.mark.parametrize(
+    ("override", "got"),
+    [
+        ("translator.lr=nan", "nan"),
+        ("translator.lr=.nan", "nan"),
+        ("translator.lr=-inf", "-inf"),
+        ("translator.lr=.inf", "inf"),
+        ("translator.lr=0", "0.0"),
+        ("translator.lr=-1e-4", "-0.0001"),
+        ("translator.lr_decay=0", "0.0"),
+        ("translator.lr_decay=1.5", "1.5"),
+        ("translator.inplane_spacing=0", "0.0"),
+        ("translator.inplane_spacing=-0.8", "-0.8"),
+        ("segmentation.initial_lr=0", "0.0"),
+        ("segmentation.initial_lr=nan", "nan"),
+        ("segmentation.patch_size=[1,2]", "[1, 2]"),
+        ("segmentation.patch_size=[2,64,64]", "[2, 64, 64]"),
+        ("segmentation.patch_size_max=[32,3,48]", "[32, 3, 48]"),
+        ("roi.margin_mm=-50", "-50.0"),
+        ("roi.min_size_mm=0", "0.0"),
+        ("roi.min_size_mm=-inf", "-inf"),
+        ("segmentation.tile_step_size=0", "0.0"),
+        ("segmentation.tile_step_size=1.5", "1.5"),
+        ("translator.epochs=0", "0"),
+        ("translator.batch_size=0", "0"),
+        ("translator.convert_batch_size=0", "0"),
+        ("segmentation.epochs=0", "0"),
+        ("segmentation.epochs_multiplier=0", "0"),
+        ("segmentation.iterations_per_epoch=0", "0"),
+        ("segmentation.val_iterations_per_epoch=0", "0"),
+        ("segmentation.batch_size=-2", "-2"),
+        ("translator.image_size=8", "8"),
+    ],
+)
+def test_bad_values_are_refused_at_load_naming_key_and_value(override, got, capsys):
+    key = override.split("=", 1)[0]
+    with pytest.raises(ConfigError) as info:
+        load_config("tiny", overrides=[override])
+    message = str(info.value)
+    assert message.startswith(key) and message.endswith(f"got {got}") and "\n" not in message
+    assert main(["config", "--profile", "tiny", "--set", override]) == 2  # the CLI: one line, no traceback
+    err = capsys.readouterr().err
+    assert err == f"cosmos: error: {message}\n"

@@ -14,9 +14,9 @@ This module is the public entry: loading profiles and files (:func:`load_config`
 and every config name, re-exported from the modules that hold them (import them from here):
 
 * :mod:`cosmos.config_schema` - the section dataclasses (each key documented), :class:`CosmosConfig`, :func:`from_dict`,
-* :mod:`cosmos.config_validation` - :func:`validate`: the allowed values and the rules across fields,
-* :mod:`cosmos.config_overrides` - :class:`ConfigError`, dotted overrides, :func:`deep_merge`, type coercion,
-  the loss presets.
+* :mod:`cosmos.config_validation` - :func:`validate`: the numeric ranges and the rules across fields,
+* :mod:`cosmos.config_overrides` - :class:`ConfigError`, dotted overrides, :func:`deep_merge`, type coercion
+  (by each field's annotation: a ``Literal[...]`` key takes only its listed values), the loss presets.
 """
 
 from __future__ import annotations
@@ -37,8 +37,11 @@ from cosmos.config_overrides import _flatten as _flatten
 from cosmos.config_overrides import _resolve_loss_weights as _resolve_loss_weights
 from cosmos.config_overrides import _set_dotted as _set_dotted
 from cosmos.config_overrides import _split_override as _split_override
+from cosmos.config_overrides import choices as choices
 from cosmos.config_overrides import deep_merge as deep_merge
+from cosmos.config_overrides import field_types as field_types
 from cosmos.config_schema import _SECTIONS as _SECTIONS
+from cosmos.config_schema import PROMOTE_POLICIES as PROMOTE_POLICIES
 from cosmos.config_schema import ChecksConfig as ChecksConfig
 from cosmos.config_schema import CosmosConfig as CosmosConfig
 from cosmos.config_schema import PhantomConfig as PhantomConfig
@@ -49,7 +52,6 @@ from cosmos.config_schema import TrackingConfig as TrackingConfig
 from cosmos.config_schema import TranslatorConfig as TranslatorConfig
 from cosmos.config_schema import from_dict as from_dict
 from cosmos.config_validation import PROFILES as PROFILES
-from cosmos.config_validation import PROMOTE_POLICIES as PROMOTE_POLICIES
 from cosmos.config_validation import _validate_checks as _validate_checks
 from cosmos.config_validation import _validate_geometry as _validate_geometry
 from cosmos.config_validation import _validate_promotion as _validate_promotion

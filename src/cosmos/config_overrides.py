@@ -2,7 +2,8 @@
 
 * dotted overrides (``translator.epochs=3``) parsed and set into a config mapping,
 * mappings merged (a profile over the one it inherits, a YAML file over a profile),
-* each value coerced to its field's type (so a typo fails fast rather than deep inside a stage),
+* each value coerced to its field's annotated type (so a typo fails fast rather than deep inside a stage):
+  a ``Literal[...]`` key takes only its listed values, a float key only a finite number,
 * the translator's loss weights resolved from a named preset (:data:`LOSS_PRESETS`).
 
 :class:`ConfigError` lives here because everything below ``cosmos.config`` raises it; import it (like the
@@ -13,7 +14,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import TYPE_CHECKING, Any, Mapping
+import functools
+import math
+import types
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -86,54 +90,102 @@ def deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]
     return out
 
 
+@functools.cache
+def field_types(cls: type) -> dict[str, Any]:
+    """Each field's annotation, resolved: the schema module postpones annotations (``from __future__ import
+    annotations``), so ``dataclasses.fields`` holds them as strings; ``get_type_hints`` evaluates them."""
+    return get_type_hints(cls)
+
+
+def choices(hint: Any) -> tuple[Any, ...] | None:
+    """The values a ``Literal[...]`` annotation allows; None for any other annotation."""
+    return get_args(hint) if get_origin(hint) is Literal else None
+
+
 def _build(cls, values: Mapping[str, Any], where: str):
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(values) - set(names)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(values) - set(fields)
     if unknown:
         raise ConfigError(f"unknown key(s) {sorted(unknown)} in config section {where!r}")
+    hints = field_types(cls)
     kwargs = {}
     for name, value in values.items():
-        default = getattr(cls(), name)
-        kwargs[name] = _coerce(value, default, f"{where}.{name}")
+        # a value the key once took, refused with why (field metadata "refused": {value: message})
+        refused = fields[name].metadata.get("refused", {})
+        if isinstance(value, str) and value in refused:
+            raise ConfigError(refused[value])
+        kwargs[name] = _coerce(value, hints[name], f"{where}.{name}")
     return cls(**kwargs)
 
 
-def _coerce(value: Any, default: Any, where: str) -> Any:
-    """Type-check a value against the field's default so typos fail fast."""
-    if value is None or default is None:
-        return value
-    if isinstance(default, bool):
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check (and convert) a value against the field's annotation so typos fail fast: ``bool``, ``int``,
+    ``float`` (finite), ``str``, ``Literal[...]`` (one of its values), ``list[...]`` (of numbers where the
+    entries are numbers, each one of its values where the entries are a ``Literal``), ``X | None`` (null or an
+    X); anything else passes as it is."""
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        arms = [a for a in get_args(hint) if a is not type(None)]
+        if value is None and len(arms) < len(get_args(hint)):
+            return None
+        hint = arms[0] if len(arms) == 1 else Any
+        origin = get_origin(hint)
+    allowed = choices(hint)
+    if allowed is not None:
+        if any(type(value) is type(a) and value == a for a in allowed):
+            return value
+        names = [str(a) for a in allowed]
+        listed = " or ".join(names) if len(names) == 2 else "one of " + " | ".join(names)
+        raise ConfigError(f"{where} must be {listed}, got {value!r}")
+    if hint is bool:
         if isinstance(value, bool):
             return value
         raise ConfigError(f"{where} must be true/false, got {value!r}")
-    if isinstance(default, int) and not isinstance(default, bool):
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer():
+    if hint is int:
+        if _is_number(value) and float(value).is_integer():
             return int(value)
         raise ConfigError(f"{where} must be an integer, got {value!r}")
-    if isinstance(default, float):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+    if hint is float:
+        number: float | None = float(value) if _is_number(value) else None
         if isinstance(value, str):  # YAML 1.1 reads "2e-3" (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{where} must be a number, got {value!r}")
-    if isinstance(default, str):
+        if number is None:
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        if not math.isfinite(number):
+            raise ConfigError(f"{where} must be a finite number, got {number!r}")
+        return number
+    if hint is str:
         if isinstance(value, str):
             return value
         raise ConfigError(f"{where} must be a string, got {value!r}")
-    if isinstance(default, list):
+    if origin is list or hint is list:
+        item = (get_args(hint) or (Any,))[0]
+        numeric, allowed = item in (int, float), choices(item)
         if isinstance(value, (list, tuple)):
-            return list(value)
-        if isinstance(value, str):  # "0,1,2" from a CLI
+            items = list(value)
+        elif isinstance(value, str):  # "0,1,2" from a CLI
+            parse = float if item is float else str if item is str or allowed else int
             try:
-                return [int(v) for v in value.split(",") if v.strip()]
+                items = [parse(v.strip()) for v in value.split(",") if v.strip()]
             except ValueError:
                 raise ConfigError(f"{where} must be a list, got {value!r}") from None
-        if isinstance(value, int):
-            return [value]
-        raise ConfigError(f"{where} must be a list, got {value!r}")
+        elif _is_number(value) and (numeric or isinstance(value, int)):
+            items = [value]
+        else:
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        if numeric and not all(_is_number(v) for v in items):  # entries kept as given: validation normalises
+            raise ConfigError(f"{where} must be a list of numbers, got {value!r}")
+        if allowed is not None:
+            for v in items:
+                _coerce(v, item, f"{where} entries")
+        return items
     return value
 
 
@@ -141,11 +193,8 @@ _LAMBDAS = ("lambda_cycle", "lambda_adv", "lambda_identity", "lambda_seg", "lamb
 
 
 def _resolve_loss_weights(t: TranslatorConfig, given: set[str]) -> None:
-    """A named preset sets lambda_1..4; weights given by hand make the preset ``custom``."""
-    if t.loss_preset not in LOSS_PRESETS and t.loss_preset != "custom":
-        raise ConfigError(
-            f"translator.loss_preset must be one of {sorted(LOSS_PRESETS) + ['custom']}, got {t.loss_preset!r}"
-        )
+    """A named preset sets lambda_1..4; weights given by hand make the preset ``custom``. The preset's name is
+    already one of the field's ``Literal`` values (``_coerce``), which name the keys of :data:`LOSS_PRESETS`."""
     hand = [k for k in _LAMBDAS if k in given]
     if "loss_preset" in given and t.loss_preset != "custom":
         preset = LOSS_PRESETS[t.loss_preset]

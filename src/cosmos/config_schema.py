@@ -1,8 +1,10 @@
 """The typed sections of a COSMOS config, the whole :class:`CosmosConfig`, and :func:`from_dict`, which builds
 and validates one from a mapping.
 
-The comment on each field documents its key (``docs/configuration.md`` describes the profiles). Import these
-names from :mod:`cosmos.config`, the public entry.
+The comment on each field documents its key (``docs/configuration.md`` describes the profiles). A key that takes
+one of a few values is annotated ``Literal[...]``: the loader (``cosmos.config_overrides._coerce``) reads the
+annotations and refuses any other value, naming the allowed ones. Import these names from :mod:`cosmos.config`,
+the public entry.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Literal, Mapping, get_args
 
 import yaml
 
@@ -25,6 +27,24 @@ from cosmos.config_overrides import (
 )
 from cosmos.config_validation import validate
 
+# Which round holds the champion alias (tracking.promote, documented at the field).
+Promote = Literal["always", "label_free", "labels"]
+PROMOTE_POLICIES: tuple[str, ...] = get_args(Promote)
+# The translation checks that may gate (checks.fidelity_gate; cosmos.translation.fidelity).
+FidelityCheck = Literal[
+    "cochlea_in_dark_bone", "vs_above_median", "intensity", "vs_darker_than_fluid", "cochlea_bright"
+]
+# Why tracking.promote=better is refused rather than listed among the values it may take.
+_PROMOTE_BETTER = (
+    "tracking.promote=better chose the champion by the validation labels it was then scored on; use "
+    "label_free (no labels read), always (the final round, as the paper) or labels with "
+    "tracking.selection_cases (a labelled selection set kept out of the reported score)"
+)
+
+
+def _default_gate() -> list[FidelityCheck]:
+    return ["cochlea_in_dark_bone", "vs_above_median", "intensity"]
+
 
 @dataclass
 class PhantomConfig:
@@ -34,8 +54,8 @@ class PhantomConfig:
     n_target: int = 8
     n_val: int = 4
     seed: int = 0
-    scale: str = "small"  # small | full
-    style: str = "builtin"  # builtin | random (a dataset style drawn from the seed: cosmos.data.phantom.style)
+    scale: Literal["small", "full"] = "small"
+    style: Literal["builtin", "random"] = "builtin"  # random: a style drawn from the seed (cosmos.data.phantom.style)
 
 
 @dataclass
@@ -54,7 +74,7 @@ class TranslatorConfig:
     lr: float = 1e-4
     lr_decay: float = 0.95  # multiplicative decay per epoch (paper: "multiplicative decay")
     beta1: float = 0.5
-    loss_preset: str = "paper"
+    loss_preset: Literal["paper", "report", "custom"] = "paper"  # LOSS_PRESETS, or custom: the lambdas below by hand
     lambda_cycle: float = 0.01
     lambda_adv: float = 0.1
     lambda_identity: float = 0.5
@@ -62,16 +82,17 @@ class TranslatorConfig:
     # Optional k-space cycle term (the team's challenge report; not in the paper): L1 between the 2D FFT
     # log-magnitudes of each input and its cycle reconstruction (cosmos.translation.losses.kspace_cycle_loss).
     lambda_kspace: float = 0.0
-    gan_loss: str = "bce"  # bce = the paper's log-likelihood form; lsgan also available
+    gan_loss: Literal["bce", "lsgan"] = "bce"  # bce = the paper's log-likelihood form; lsgan also available
     seg_translated_start_epoch: int = 5  # Seg^{T->S}(C^{S->T}(x^s)) counts after this epoch
     segmentor: bool = True  # False = pure CycleGAN ablation ("DA w/o Seg.")
     sample_every: int = 1  # epochs between Fig.-3 style sample grids
     convert_batch_size: int = 16
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (a str, not a Literal: any N; config_validation checks it)
     num_threads: int = 0  # torch CPU threads for training/conversion; 0 = auto (cosmos.cpu)
     # slice sampling / augmentation / normalisation (see cosmos.translation.slices)
     fg_oversample: float = 0.0  # fraction of ceT1 slices drawn from foreground slices (0 = uniform, as the paper)
-    seg_loss: str = "dice"  # dice = eq. (5) as written; dice_ce adds cross-entropy (faster on tiny CPU runs)
+    # dice = eq. (5) as written; dice_ce adds cross-entropy (faster on tiny CPU runs)
+    seg_loss: Literal["dice", "dice_ce"] = "dice"
     flip_augment: bool = True  # random in-plane flips: orientation must not tell the domains apart
     # False = every slice centre-cropped to image_size (the paper's fixed grid); True = slices kept whole (up to
     # 2 x image_size) and a random image_size window per batch, so a wide region of interest (both cochleae of a
@@ -84,7 +105,7 @@ class TranslatorConfig:
     # label-free fidelity score (cosmos.translation.fidelity.Fidelity.score) is within one case of the
     # best (fidelity.EpochChoice). Why: a short GAN run can collapse into a ceT1-like epoch at its end,
     # and among near-tied epochs the later one has had more of the segmentation terms.
-    select_epoch: str = "last"
+    select_epoch: Literal["last", "fidelity"] = "last"
     # How many translators the stage may train when the kept generator fails the label-free checks
     # (checks.fidelity_min_pass): attempt k > 1 trains a fresh generator with seed + k - 1 and the
     # translator-section overrides of retry[k - 2] (the last entry repeats), and the stage keeps the
@@ -155,15 +176,15 @@ class SegmentationConfig:
     # Which VS component a prediction keeps (cosmos.segmentation.inference): largest (the paper) | confident
     # (the highest mean VS probability among components of >= vs_min_component_mm3). Why: at CPU budgets the
     # network marks many VS-like blobs on whole-head crops, and a 4-7 mm tumour is smaller than most of them.
-    vs_component: str = "largest"
+    vs_component: Literal["largest", "confident"] = "largest"
     vs_min_component_mm3: float = 20.0  # a 3.4 mm sphere: below the smallest tumour reported (4 mm)
     # Which cochlea components a prediction keeps (cosmos.segmentation.inference): all (the paper) | per_side (the
     # largest one on each side of the head's midline). Why: a head has two cochleae, and at CPU budgets the network
     # also marks the bright fluid next to them (vestibule, canals) and elsewhere as cochlea.
-    cochlea_components: str = "all"
+    cochlea_components: Literal["all", "per_side"] = "all"
     save_probabilities: bool = False
     run_validation: bool = False  # nnU-Net's full-case validation after training
-    device: str = "auto"
+    device: str = "auto"  # as translator.device
     save_every: int = 1  # epochs between checkpoint_latest.pth writes (resume granularity; nnU-Net: 50)
     # Cluster only: also upload each checkpoint to <checkpoint_uri>/<run id>/round_<k>/fold_<f>/ (an s3:// prefix
     # or a mounted directory) so a retried (preempted) fold pod resumes from it; "" = off (see
@@ -192,9 +213,11 @@ class SelfTrainingConfig:
     # Per required label (same order): a structure whose LARGEST connected component has fewer voxels counts as
     # missing (a stray voxel is not a cochlea). [] = any voxel counts (the paper's filter).
     min_component_voxels: list[int] = field(default_factory=list)
-    filter: str = "image"  # image = the paper's case-level filter; pixel = also mark unsure voxels "ignore"
+    # image = the paper's case-level filter; pixel = also mark unsure voxels "ignore"
+    filter: Literal["image", "pixel"] = "image"
     confidence_threshold: float = 0.9  # pixel filter: voxels whose ensemble max probability is below -> ignore
-    student_init: str = "scratch"  # scratch (paper) | teacher: warm-start each student fold from the previous round
+    # scratch (the paper) | teacher: warm-start each student fold from the previous round
+    student_init: Literal["scratch", "teacher"] = "scratch"
     student_lr_scale: float = 1.0  # initial-LR factor for warm-started students (e.g. 0.1 to fine-tune)
     balance_domains: bool = False  # eq. 8: draw pseudo-hrT2 and real hrT2 cases equally often in a student
     # A case the filter rejects in this round keeps its last accepted pseudo-label (true), or leaves the student's
@@ -233,7 +256,7 @@ class TrackingConfig:
     # label_free  the latest round that passes every label-free check (no label is read);
     # labels      the round with the best mean Dice on selection_cases, a labelled selection set that is given
     #             explicitly and kept out of every reported score (the reported Dice is over the other cases).
-    promote: str = "label_free"
+    promote: Promote = field(default="label_free", metadata={"refused": {"better": _PROMOTE_BETTER}})
     selection_cases: list[str] = field(default_factory=list)  # validation case ids for promote=labels
 
 
@@ -250,7 +273,7 @@ class ChecksConfig:
     # which translation checks gate (cosmos.translation.fidelity.GATE_DEFAULT says why these): cochlea_in_dark_bone,
     # vs_above_median (the anatomy checks that catch an inverted contrast), intensity (histogram closer to real
     # hrT2 than the untranslated ceT1's), vs_darker_than_fluid, cochlea_bright (contrast signs; reported always)
-    fidelity_gate: list[str] = field(default_factory=lambda: ["cochlea_in_dark_bone", "vs_above_median", "intensity"])
+    fidelity_gate: list[FidelityCheck] = field(default_factory=_default_gate)
     # learning: every label must reach this pseudo-Dice (nnU-Net's own validation patches) in some epoch of every fold
     min_pseudo_dice: float = 0.05
     # plausibility of predictions on real hrT2 (pseudo-labels and validation predictions): at least this fraction of
@@ -335,7 +358,7 @@ def from_dict(data: Mapping[str, Any], given_translator_keys: set[str] | None = 
     if "profile" in top:
         cfg.profile = str(top["profile"])
     if "seed" in top:
-        cfg.seed = _coerce(top["seed"], 0, "seed")
+        cfg.seed = _coerce(top["seed"], int, "seed")
     _resolve_loss_weights(cfg.translator, given_translator_keys)
     validate(cfg)
     return cfg

@@ -1,15 +1,18 @@
 """Whether a built config makes sense as a whole: the checks :func:`cosmos.config.from_dict` runs last.
 
-Each field's type is already checked when the config is built (``cosmos.config_overrides._coerce``); here
-are the allowed values and the rules across fields (folds within num_folds, image size divisible by the
-U-Net depth, a promotion policy with what it needs, ...). A few steps also normalise what they check
-(list entries to int or float, case ids to strings). Every failure is a :class:`ConfigError` that names the key.
+Each field's type is already checked when the config is built (``cosmos.config_overrides._coerce``), and with
+it every key that takes one of a few values (annotated ``Literal[...]`` in ``cosmos.config_schema``) and every
+float's finiteness. Here are the numeric ranges (:data:`RANGES`) and the rules across fields (folds within
+num_folds, image size divisible by the U-Net depth, one patch entry per axis, a promotion policy with what it
+needs, ...). A few steps also normalise what they check (list entries to int or float, case ids to strings).
+Every failure is a :class:`ConfigError` that names the key and the value.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Mapping
+import math
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from cosmos.config_overrides import ConfigError
 
@@ -18,33 +21,105 @@ if TYPE_CHECKING:
 
 PROFILES = ("tiny", "small", "paper")
 
+# The allowed range of each numeric key, by the words its refusal uses ("translator.lr must be > 0, got -0.1").
+_BOUNDS: dict[str, Callable[[Any], bool]] = {
+    "> 0": lambda v: v > 0,
+    ">= 0": lambda v: v >= 0,
+    ">= 0 (0 = no worker processes)": lambda v: v >= 0,
+    ">= 1": lambda v: v >= 1,
+    ">= 16 (pixels)": lambda v: v >= 16,
+    ">= -1 (-1 = auto)": lambda v: v >= -1,
+    "within 0..1": lambda v: 0 <= v <= 1,
+    "within (0, 1]": lambda v: 0 < v <= 1,
+    "within [0, 1)": lambda v: 0 <= v < 1,
+}
+RANGES: dict[str, str] = {
+    "phantom.n_source": ">= 1",
+    "phantom.n_target": ">= 1",
+    "phantom.n_val": ">= 0",
+    "translator.base_channels": ">= 1",
+    "translator.levels": ">= 1",
+    "translator.disc_channels": ">= 1",
+    "translator.disc_layers": ">= 1",
+    "translator.image_size": ">= 16 (pixels)",
+    "translator.inplane_spacing": "> 0",
+    "translator.epochs": ">= 1",
+    "translator.batch_size": ">= 1",
+    "translator.slices_per_epoch": ">= 0",
+    "translator.lr": "> 0",
+    "translator.lr_decay": "within (0, 1]",
+    "translator.beta1": "within [0, 1)",
+    "translator.lambda_cycle": ">= 0",
+    "translator.lambda_adv": ">= 0",
+    "translator.lambda_identity": ">= 0",
+    "translator.lambda_seg": ">= 0",
+    "translator.lambda_kspace": ">= 0",
+    "translator.seg_translated_start_epoch": ">= 0",
+    "translator.sample_every": ">= 0",
+    "translator.convert_batch_size": ">= 1",
+    "translator.num_threads": ">= 0",
+    "translator.fg_oversample": "within 0..1",
+    "translator.fidelity_cases": ">= 0",
+    "translator.max_attempts": ">= 1",
+    "segmentation.num_folds": ">= 1",
+    "segmentation.epochs": ">= 1",
+    "segmentation.epochs_multiplier": ">= 1",
+    "segmentation.iterations_per_epoch": ">= 1",
+    "segmentation.val_iterations_per_epoch": ">= 1",
+    "segmentation.batch_size": ">= 1",
+    "segmentation.initial_lr": "> 0",
+    "segmentation.features_base": ">= 1",
+    "segmentation.features_max": ">= 1",
+    "segmentation.oversample_foreground": "within 0..1",
+    "segmentation.fov_reference_patches": ">= 0",
+    "segmentation.fov_max_factor": ">= 1",
+    "segmentation.structure_intensity_p": "within 0..1",
+    "segmentation.vs_min_component_mm3": ">= 0",
+    "segmentation.save_every": ">= 1",
+    "segmentation.num_processes": ">= 0 (0 = no worker processes)",
+    "segmentation.da_workers": ">= -1 (-1 = auto)",
+    "segmentation.tile_step_size": "within (0, 1]",
+    "segmentation.torch_threads": ">= 0",
+    "segmentation.not_learning_max_factor": ">= 1",
+    "selftraining.rounds": ">= 0",
+    "selftraining.confidence_threshold": "within 0..1",
+    "selftraining.student_lr_scale": "> 0",
+    "roi.margin_mm": ">= 0",
+    "roi.min_size_mm": "> 0",
+    "roi.source_extent_ratio": ">= 0",
+    "checks.fidelity_min_pass": "within 0..1",
+    "checks.min_pseudo_dice": "within 0..1",
+    "checks.min_plausible": "within 0..1",
+    "checks.volume_range_factor": ">= 1",
+    "checks.min_kept_fraction": "within 0..1",
+    "checks.min_label_agreement": "within 0..1",
+}
+# nnU-Net's smallest feature map edge (get_pool_and_conv_props): a patch axis below it cannot be planned.
+MIN_PATCH_VOXELS = 4
+
 
 def validate(cfg: CosmosConfig) -> None:
     if cfg.profile not in PROFILES and not cfg.profile.startswith("custom"):
         raise ConfigError(f"profile must be one of {PROFILES}, got {cfg.profile!r}")
+    _validate_ranges(cfg)
     t, s = cfg.translator, cfg.segmentation
-    if t.gan_loss not in ("bce", "lsgan"):
-        raise ConfigError(f"translator.gan_loss must be bce or lsgan, got {t.gan_loss!r}")
-    if t.select_epoch not in ("last", "fidelity"):
-        raise ConfigError(f"translator.select_epoch must be last or fidelity, got {t.select_epoch!r}")
     if t.select_epoch == "fidelity" and t.fidelity_cases <= 0:
         raise ConfigError("translator.select_epoch=fidelity needs translator.fidelity_cases > 0")
-    if t.seg_loss not in ("dice", "dice_ce"):
-        raise ConfigError(f"translator.seg_loss must be dice or dice_ce, got {t.seg_loss!r}")
-    if not 0.0 <= t.fg_oversample <= 1.0:
-        raise ConfigError(f"translator.fg_oversample must be within 0..1, got {t.fg_oversample}")
     if not 0.0 <= t.norm_low_percentile < t.norm_high_percentile <= 100.0:
         raise ConfigError("translator.norm_low_percentile must be below norm_high_percentile, both within 0..100")
-    if t.levels < 1 or t.image_size % (2**t.levels):
+    if t.image_size % (2**t.levels):
         raise ConfigError(f"translator.image_size ({t.image_size}) must be divisible by 2**levels ({2**t.levels})")
-    for name in ("device",):
-        for sec, obj in (("translator", t), ("segmentation", s)):
-            if getattr(obj, name) not in ("auto", "cpu", "cuda") and not str(getattr(obj, name)).startswith("cuda:"):
-                raise ConfigError(f"{sec}.device must be auto, cpu or cuda, got {getattr(obj, name)!r}")
+    for sec, obj in (("translator", t), ("segmentation", s)):
+        if obj.device not in ("auto", "cpu", "cuda") and not obj.device.startswith("cuda:"):
+            raise ConfigError(f"{sec}.device must be auto, cpu or cuda, got {obj.device!r}")
     if not s.folds or any(f < 0 or f >= s.num_folds for f in s.folds):
         raise ConfigError(f"segmentation.folds {s.folds} must be non-empty and within 0..{s.num_folds - 1}")
     if len(set(s.folds)) != len(s.folds):
         raise ConfigError(f"segmentation.folds {s.folds} has duplicates")
+    if s.features_max < s.features_base:
+        raise ConfigError(
+            f"segmentation.features_max ({s.features_max}) must be >= segmentation.features_base ({s.features_base})"
+        )
     uri = s.checkpoint_uri.strip()
     if uri and not (uri.startswith("s3://") and len(uri) > len("s3://")) and not uri.startswith("/"):
         raise ConfigError(
@@ -53,46 +128,25 @@ def validate(cfg: CosmosConfig) -> None:
         )
     _validate_geometry(s)
     _validate_selftraining(cfg.selftraining)
-    if not 0.0 <= s.oversample_foreground <= 1.0:
-        raise ConfigError(f"segmentation.oversample_foreground must be within 0..1, got {s.oversample_foreground}")
-    if s.num_processes < 0:
-        raise ConfigError(f"segmentation.num_processes must be >= 0 (0 = no worker processes), got {s.num_processes}")
-    if s.vs_component not in ("largest", "confident"):
-        raise ConfigError(f"segmentation.vs_component must be largest or confident, got {s.vs_component!r}")
-    if s.cochlea_components not in ("all", "per_side"):
-        raise ConfigError(f"segmentation.cochlea_components must be all or per_side, got {s.cochlea_components!r}")
-    if not (isinstance(s.vs_min_component_mm3, (int, float)) and s.vs_min_component_mm3 >= 0):
-        raise ConfigError(f"segmentation.vs_min_component_mm3 must be >= 0, got {s.vs_min_component_mm3!r}")
-    if not (isinstance(s.fov_reference_patches, (int, float)) and s.fov_reference_patches >= 0):
-        raise ConfigError(f"segmentation.fov_reference_patches must be >= 0, got {s.fov_reference_patches!r}")
-    if not (isinstance(s.fov_max_factor, (int, float)) and s.fov_max_factor >= 1):
-        raise ConfigError(f"segmentation.fov_max_factor must be >= 1, got {s.fov_max_factor!r}")
-    if not (isinstance(s.structure_intensity_p, (int, float)) and 0.0 <= s.structure_intensity_p <= 1.0):
-        raise ConfigError(f"segmentation.structure_intensity_p must be in [0, 1], got {s.structure_intensity_p!r}")
     if s.mirror_axes is not None and (not s.mirror_axes or any(a not in (0, 1, 2) for a in s.mirror_axes)):
         raise ConfigError(
             f"segmentation.mirror_axes must be null or a non-empty subset of [0, 1, 2], got {s.mirror_axes}"
         )
     _validate_promotion(cfg.tracking)
     _validate_checks(cfg)
-    if cfg.phantom.style not in ("builtin", "random"):
-        raise ConfigError(f"phantom.style must be builtin or random, got {cfg.phantom.style!r}")
-    if cfg.phantom.scale not in ("small", "full"):
-        raise ConfigError(f"phantom.scale must be small or full, got {cfg.phantom.scale!r}")
 
 
-PROMOTE_POLICIES = ("always", "label_free", "labels")
+def _validate_ranges(cfg: CosmosConfig) -> None:
+    """Every key of :data:`RANGES` within its range (its type, and a float's finiteness, are checked already)."""
+    for key, bound in RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if not _BOUNDS[bound](value):
+            raise ConfigError(f"{key} must be {bound}, got {value!r}")
 
 
 def _validate_promotion(tr: TrackingConfig) -> None:
-    if tr.promote == "better":
-        raise ConfigError(
-            "tracking.promote=better chose the champion by the validation labels it was then scored on; use "
-            "label_free (no labels read), always (the final round, as the paper) or labels with "
-            "tracking.selection_cases (a labelled selection set kept out of the reported score)"
-        )
-    if tr.promote not in PROMOTE_POLICIES:
-        raise ConfigError(f"tracking.promote must be one of {PROMOTE_POLICIES}, got {tr.promote!r}")
+    """tracking.promote is one of its values already (and ``better`` refused with why: the field's metadata)."""
     tr.selection_cases = [str(c) for c in tr.selection_cases]
     if tr.promote == "labels" and not tr.selection_cases:
         raise ConfigError(
@@ -104,18 +158,7 @@ def _validate_promotion(tr: TrackingConfig) -> None:
 
 
 def _validate_checks(cfg: CosmosConfig) -> None:
-    c, t = cfg.checks, cfg.translator
-    for name in ("fidelity_min_pass", "min_pseudo_dice", "min_plausible", "min_kept_fraction", "min_label_agreement"):
-        value = getattr(c, name)
-        if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
-            raise ConfigError(f"checks.{name} must be within 0..1, got {value!r}")
-    known_gate = {"cochlea_in_dark_bone", "vs_above_median", "intensity", "vs_darker_than_fluid", "cochlea_bright"}
-    if not set(c.fidelity_gate) <= known_gate:
-        raise ConfigError(f"checks.fidelity_gate {c.fidelity_gate}: each must be one of {sorted(known_gate)}")
-    if not (isinstance(c.volume_range_factor, (int, float)) and c.volume_range_factor >= 1.0):
-        raise ConfigError(f"checks.volume_range_factor must be >= 1, got {c.volume_range_factor!r}")
-    if t.max_attempts < 1:
-        raise ConfigError(f"translator.max_attempts must be >= 1, got {t.max_attempts}")
+    t = cfg.translator
     if not isinstance(t.retry, list) or not all(isinstance(r, Mapping) for r in t.retry):
         raise ConfigError(f"translator.retry must be a list of translator-key mappings, got {t.retry!r}")
     known = {f.name for f in dataclasses.fields(t)} - {"retry", "max_attempts"}
@@ -123,18 +166,9 @@ def _validate_checks(cfg: CosmosConfig) -> None:
         unknown = set(entry) - known
         if unknown:
             raise ConfigError(f"translator.retry: unknown translator key(s) {sorted(unknown)}")
-    s = cfg.segmentation
-    if s.epochs < 1 or s.epochs_multiplier < 1:
-        raise ConfigError(
-            f"segmentation.epochs ({s.epochs}) and epochs_multiplier ({s.epochs_multiplier}) must be >= 1"
-        )
-    if not (isinstance(s.not_learning_max_factor, (int, float)) and s.not_learning_max_factor >= 1.0):
-        raise ConfigError(f"segmentation.not_learning_max_factor must be >= 1, got {s.not_learning_max_factor!r}")
 
 
 def _validate_selftraining(st: SelfTrainingConfig) -> None:
-    if st.rounds < 0:
-        raise ConfigError("selftraining.rounds must be >= 0")
     if st.min_component_voxels and len(st.min_component_voxels) != len(st.required_labels):
         raise ConfigError(
             f"selftraining.min_component_voxels {st.min_component_voxels} needs one entry per "
@@ -142,32 +176,39 @@ def _validate_selftraining(st: SelfTrainingConfig) -> None:
         )
     if any(int(v) < 1 for v in st.min_component_voxels):
         raise ConfigError(f"selftraining.min_component_voxels {st.min_component_voxels} must be >= 1")
-    if st.filter not in ("image", "pixel"):
-        raise ConfigError(f"selftraining.filter must be image or pixel, got {st.filter!r}")
-    if not 0.0 <= st.confidence_threshold <= 1.0:
-        raise ConfigError(f"selftraining.confidence_threshold must be within 0..1, got {st.confidence_threshold}")
-    if st.student_init not in ("scratch", "teacher"):
-        raise ConfigError(f"selftraining.student_init must be scratch or teacher, got {st.student_init!r}")
-    if not st.student_lr_scale > 0:
-        raise ConfigError(f"selftraining.student_lr_scale must be > 0, got {st.student_lr_scale}")
 
 
 def _validate_geometry(s: SegmentationConfig) -> None:
-    """Patch / spacing / depth: three entries, positive; fail here rather than deep inside nnU-Net's planner."""
+    """Patch / spacing / depth: one positive entry per axis of the configuration (three, z, y, x, for 3d; two for
+    2d), a patch of at least :data:`MIN_PATCH_VOXELS` per axis; fail here rather than deep inside nnU-Net's planner."""
+    counts: tuple[int, ...]
+    if s.configuration == "2d":
+        counts, shape = (2,), "two (y, x)"
+    elif s.configuration.startswith("3d"):
+        counts, shape = (3,), "three (z, y, x)"
+    else:  # a plan's own configuration name: its dimensionality is not known here
+        counts, shape = (2, 3), "three (z, y, x; two for 2d)"
     for name in ("patch_size", "patch_size_max", "target_spacing", "min_patch_mm"):
         value = getattr(s, name)
         if value is None:
             continue
         if (
             not isinstance(value, (list, tuple))
-            or len(value) not in (2, 3)
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value)
+            or len(value) not in counts
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf for v in value)
         ):
             raise ConfigError(
-                f"segmentation.{name} must be three (z, y, x; two for 2d) positive numbers, got {value!r}"
+                f"segmentation.{name} must be {shape} positive numbers for segmentation.configuration="
+                f"{s.configuration}, got {value!r}"
             )
-        if name in ("patch_size", "patch_size_max") and not all(float(v).is_integer() for v in value):
-            raise ConfigError(f"segmentation.{name} must be whole voxel counts, got {value!r}")
+        if name in ("patch_size", "patch_size_max"):
+            if not all(float(v).is_integer() for v in value):
+                raise ConfigError(f"segmentation.{name} must be whole voxel counts, got {value!r}")
+            if min(value) < MIN_PATCH_VOXELS:
+                raise ConfigError(
+                    f"segmentation.{name} must be at least {MIN_PATCH_VOXELS} voxels along every axis (nnU-Net's "
+                    f"smallest feature map), got {value!r}"
+                )
     if s.target_spacing is not None:
         s.target_spacing = [float(v) for v in s.target_spacing]
     if s.min_patch_mm is not None:
@@ -179,3 +220,8 @@ def _validate_geometry(s: SegmentationConfig) -> None:
         isinstance(s.num_stages, bool) or not isinstance(s.num_stages, int) or s.num_stages < 1
     ):
         raise ConfigError(f"segmentation.num_stages must be a positive integer or null, got {s.num_stages!r}")
+    if s.ce_class_weights is not None and not all(0 <= w < math.inf for w in s.ce_class_weights):
+        raise ConfigError(
+            f"segmentation.ce_class_weights must be null or finite numbers >= 0 (one per label), "
+            f"got {s.ce_class_weights!r}"
+        )
