@@ -559,3 +559,22 @@ def test_progress_plot_is_throttled_but_forced_plots_always_draw(tmp_path):
     logger.min_interval_s = 0.0  # instance override: every call draws
     logger.plot_progress_png(str(tmp_path))
     assert png.is_file()
+
+
+def test_post_processing_rules_are_named_objects_chosen_by_the_config():
+    from cosmos.config import load_config
+    from cosmos.segmentation.postprocessing import (
+        AllCochleaComponents,
+        LargestVSComponent,
+        MostConfidentVSComponent,
+        OneCochleaPerSide,
+        rules_from_config,
+    )
+
+    paper, tiny = load_config("paper").segmentation, load_config("tiny").segmentation
+    assert rules_from_config(paper) == (LargestVSComponent(), AllCochleaComponents())
+    assert rules_from_config(tiny) == (MostConfidentVSComponent(tiny.vs_min_component_mm3), OneCochleaPerSide())
+    assert [r.needs_probabilities for r in rules_from_config(tiny)] == [True, False]
+    for rule in (*rules_from_config(paper), *rules_from_config(tiny)):  # each says when it applies
+        doc = (type(rule).__doc__ or "").lower()
+        assert "applies" in doc or "the paper's" in doc, type(rule).__name__

@@ -38,7 +38,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from cosmos.config import CosmosConfig, SegmentationConfig
+from cosmos.config import CosmosConfig
 from cosmos.cpu import resolve_threads
 from cosmos.data import layout, nifti
 from cosmos.errors import CosmosError
@@ -46,10 +46,49 @@ from cosmos.logs import progress
 from cosmos.segmentation import environment
 from cosmos.segmentation.environment import FINAL_CHECKPOINT
 
-log = logging.getLogger(__name__)
+# The post-processing rules live in cosmos.segmentation.postprocessing (one named object each); their names stay
+# importable from here.
+from cosmos.segmentation.postprocessing import (
+    COCHLEA_LABEL as COCHLEA_LABEL,
+)
+from cosmos.segmentation.postprocessing import (
+    VS_LABEL as VS_LABEL,
+)
+from cosmos.segmentation.postprocessing import (
+    AllCochleaComponents as AllCochleaComponents,
+)
+from cosmos.segmentation.postprocessing import (
+    LargestVSComponent as LargestVSComponent,
+)
+from cosmos.segmentation.postprocessing import (
+    MostConfidentVSComponent as MostConfidentVSComponent,
+)
+from cosmos.segmentation.postprocessing import (
+    OneCochleaPerSide as OneCochleaPerSide,
+)
+from cosmos.segmentation.postprocessing import (
+    head_midline_x as head_midline_x,
+)
+from cosmos.segmentation.postprocessing import (
+    keep_confident_vs_component as keep_confident_vs_component,
+)
+from cosmos.segmentation.postprocessing import (
+    keep_largest_vs_component as keep_largest_vs_component,
+)
+from cosmos.segmentation.postprocessing import (
+    keep_one_cochlea_per_side as keep_one_cochlea_per_side,
+)
+from cosmos.segmentation.postprocessing import (
+    one_vs_component as one_vs_component,
+)
+from cosmos.segmentation.postprocessing import (
+    postprocess as postprocess,
+)
+from cosmos.segmentation.postprocessing import (
+    rules_from_config as rules_from_config,
+)
 
-VS_LABEL = 1
-COCHLEA_LABEL = 2
+log = logging.getLogger(__name__)
 PREDICT_MANIFEST = ".cosmos_predict.json"
 _NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -216,101 +255,6 @@ def build_predictor(
     return predictor
 
 
-# ------------------------------------------------------------------------------ post-processing
-def keep_largest_vs_component(seg: np.ndarray) -> np.ndarray:
-    """All-but-largest 3D connected component removed for VS (label 1) only; cochlea untouched."""
-    from nnunetv2.postprocessing.remove_connected_components import remove_all_but_largest_component_from_segmentation
-
-    if not np.any(seg == VS_LABEL):
-        return seg
-    return remove_all_but_largest_component_from_segmentation(seg, [VS_LABEL], background_label=0)
-
-
-def keep_confident_vs_component(
-    seg: np.ndarray, vs_probability: np.ndarray, voxel_mm3: float, min_mm3: float = 20.0
-) -> np.ndarray:
-    """Keep the VS component (3D, face-connected) with the highest mean VS probability among those of at
-    least ``min_mm3`` (the largest one when none is that big); other VS voxels become background, the
-    cochlea is untouched. ``vs_probability``: the ensemble's VS probability on ``seg``'s grid."""
-    from scipy import ndimage
-
-    if vs_probability.shape != seg.shape:
-        raise ValueError(f"VS probabilities {vs_probability.shape} do not match the segmentation {seg.shape}")
-    components, n = ndimage.label(seg == VS_LABEL)
-    if n <= 1:
-        return seg
-    index = np.arange(1, n + 1)
-    sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
-    mean_p = np.asarray(ndimage.mean(vs_probability, components, index), dtype=np.float64)
-    big_enough = sizes * float(voxel_mm3) >= float(min_mm3)
-    keep = index[np.argmax(np.where(big_enough, mean_p, -1.0))] if big_enough.any() else index[np.argmax(sizes)]
-    out = seg.copy()
-    out[(components > 0) & (components != keep)] = 0
-    return out
-
-
-def one_vs_component(
-    seg: np.ndarray, probabilities: np.ndarray | None, voxel_mm3: float, seg_cfg: SegmentationConfig
-) -> np.ndarray:
-    """The configured VS post-processing (``segmentation.vs_component``) of one label array."""
-    if seg_cfg.vs_component == "confident":
-        if probabilities is None:
-            raise ValueError("vs_component=confident needs the ensemble's probabilities")
-        return keep_confident_vs_component(seg, probabilities[VS_LABEL], voxel_mm3, seg_cfg.vs_min_component_mm3)
-    return keep_largest_vs_component(seg)
-
-
-def head_midline_x(vol: nifti.Volume) -> float:
-    """World left-right coordinate (RAS x, mm) of the head's midline: the centre of the head's bounding box
-    (the largest bright connected component; :func:`cosmos.data.roi.head_box`), or of the field of view
-    when no head is found. On an inner-ear crop the head fills the window, so this is the crop's centre."""
-    from cosmos.data.roi import head_box
-
-    box, _ = head_box(vol)
-    lo, hi = (np.zeros(3), np.array(vol.shape, float) - 1) if box is None else box
-    centre = (np.asarray(lo, float) + np.asarray(hi, float)) / 2.0
-    return float(vol.affine[0, :3] @ centre + vol.affine[0, 3])
-
-
-def keep_one_cochlea_per_side(seg: np.ndarray, affine: np.ndarray, midline_x: float) -> np.ndarray:
-    """Keep, on each side of the head's midline (world x = ``midline_x``), the largest cochlea component
-    (3D, 26-connected); other cochlea voxels become background, VS is untouched.
-
-    Why: a head has two cochleae, one per inner ear, and crossMoDA labels both. Real hrT2 shows other bright
-    fluid next to each (vestibule, semicircular canals) and elsewhere (CSF pockets), which a network trained on
-    pseudo-hrT2 at CPU budgets marks as cochlea too: on life-sized phantom heads the student marked 7-41 cochlea
-    components per scan, both true cochleae among them (cochlea Dice 0.48, ASSD up to 13 mm); this rule
-    kept exactly the true pair in 4 of 4 scans (cochlea Dice 0.75). Sides are taken in world coordinates,
-    so flipped or oblique affines are handled; ``affine`` maps ``seg``'s voxel indices to world mm.
-    """
-    from scipy import ndimage
-
-    components, n = ndimage.label(seg == COCHLEA_LABEL, structure=np.ones((3, 3, 3), bool))
-    if n <= 1:
-        return seg
-    index = np.arange(1, n + 1)
-    sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
-    centres = np.asarray(ndimage.center_of_mass(np.ones(seg.shape, bool), components, index), float)
-    world_x = centres @ np.asarray(affine, float)[0, :3] + float(affine[0, 3])
-    right = world_x >= midline_x
-    keep = [index[side][np.argmax(sizes[side])] for side in (right, ~right) if side.any()]
-    out = seg.copy()
-    out[(components > 0) & ~np.isin(components, keep)] = 0
-    return out
-
-
-def postprocess(
-    seg: np.ndarray, probabilities: np.ndarray | None, vol: nifti.Volume, seg_cfg: SegmentationConfig
-) -> np.ndarray:
-    """Every configured post-processing of one label array on ``vol``'s grid: one VS component
-    (``segmentation.vs_component``), then, with ``segmentation.cochlea_components: per_side``, one cochlea
-    component per side of the head."""
-    seg = one_vs_component(seg, probabilities, float(np.prod(vol.spacing)), seg_cfg)
-    if seg_cfg.cochlea_components == "per_side":
-        seg = keep_one_cochlea_per_side(seg, vol.affine, head_midline_x(vol))
-    return seg
-
-
 # ------------------------------------------------------------------------------ predict
 def _predict_case(predictor, image: Path, want_probabilities: bool):
     """nnU-Net preprocessing + ensemble logits + resampling back. Returns (seg, probs) in SimpleITK
@@ -412,7 +356,7 @@ def predict(
     ):
         axes = tuple(int(a) for a in seg_cfg.mirror_axes) if seg_cfg.mirror_axes is not None else None
         predictor = build_predictor(ensemble, device, mirroring, seg_cfg.tile_step_size, axes)
-        need_probabilities = save_probabilities or seg_cfg.vs_component == "confident"
+        need_probabilities = save_probabilities or any(r.needs_probabilities for r in rules_from_config(seg_cfg))
         for f in progress(todo, desc="predict", unit="case"):
             vol = nifti.load_image(f)  # refuses corrupt, NaN/Inf, bad-affine or constant input (one line)
             seg, probs = _predict_case(predictor, f, need_probabilities)
