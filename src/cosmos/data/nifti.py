@@ -8,18 +8,28 @@ the gzip stream to its end, so both problems become one line naming the file.
 Why not SimpleITK for writing: SimpleITK rebuilds the header from direction/origin/spacing and
 drops the sform/qform distinction. nibabel keeps the header we read (sform and qform codes and
 matrices), so a volume written back on its source grid is bit-identical in geometry.
+
+Why a geometry check (:func:`geometry_problems`): nibabel takes the voxel-to-world matrix from the
+sform, SimpleITK (and so nnU-Net) takes the voxel size from ``pixdim``. A header where the two
+disagree, a zero or negative ``pixdim`` (nibabel silently "fixes" it on load, SimpleITK does not),
+an implausible voxel size or a sheared direction matrix means one scan with two geometries: the
+segmenter runs at the wrong scale without any error, or fails deep inside SimpleITK on a temporary
+copy. Every image that is segmented or trained on passes this check first (:func:`check_usable`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gzip
 import io
+import logging
 import os
 import stat
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -32,6 +42,12 @@ DEFAULT_MAX_BYTES = 4 * 1024**3
 _MAX_DEFLATE_RATIO = 1032  # deflate cannot compress better than ~1032:1
 _READ_SLACK = 64 * 1024**2  # trailing bytes tolerated after the voxel data
 _GZIP_MAGIC = b"\x1f\x8b"
+# Plausible MRI voxel edges (mm): crossMoDA scans are 0.4-1.5 mm; outside this range the header's
+# units or scale are wrong (50 mm voxels made nnU-Net resample to tens of GiB).
+MIN_VOXEL_MM = 0.05
+MAX_VOXEL_MM = 10.0
+PIXDIM_TOLERANCE = 0.01  # relative: affine voxel size vs pixdim
+SHEAR_TOLERANCE = 1e-3  # |cos| between normalised direction columns
 
 
 class NiftiError(CosmosError, ValueError):
@@ -45,6 +61,9 @@ class Volume:
     data: np.ndarray
     affine: np.ndarray
     header: nib.Nifti1Header
+    # The header exactly as stored in the file (``load`` sets it): nibabel's loader rewrites a zero
+    # or negative pixdim in ``header``, which SimpleITK would still read as stored.
+    file_header: Any = field(default=None, repr=False, compare=False)
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -211,6 +230,23 @@ def read_bytes(path: str | Path, cap: int | None = None) -> tuple[bytes, type[ni
     return data, klass
 
 
+class _BelowError(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+
+@contextlib.contextmanager
+def _quiet_nibabel():
+    """Silence nibabel's header "fixes" (``pixdim[1,2,3] should be non-zero; setting 0 dims to 1``):
+    a stray line beside our own, and :func:`geometry_problems` reports the stored values instead."""
+    logger, quiet = logging.getLogger("nibabel.global"), _BelowError()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
 def load(path: str | Path, *, dtype=np.float32, label: bool = False, cap: int | None = None) -> Volume:
     """Load a 3D NIfTI; raise NiftiError (never a library traceback) on any problem.
 
@@ -220,7 +256,9 @@ def load(path: str | Path, *, dtype=np.float32, label: bool = False, cap: int | 
     path = Path(path)
     data, klass = read_bytes(path, cap)
     try:
-        img = klass.from_bytes(data)
+        stored = _parse_header(path, data[:540])[1]  # as in the file: nibabel "fixes" pixdim on load
+        with _quiet_nibabel():
+            img = klass.from_bytes(data)
         del data
         arr = np.asanyarray(img.dataobj)
     except NiftiError:
@@ -246,14 +284,137 @@ def load(path: str | Path, *, dtype=np.float32, label: bool = False, cap: int | 
         out = arr.astype(LABEL_DTYPE, copy=False)
     else:
         out = np.asarray(arr, dtype=dtype)
-    return Volume(data=out, affine=img.affine.copy(), header=img.header.copy())
+    return Volume(data=out, affine=img.affine.copy(), header=img.header.copy(), file_header=stored)
 
 
-def usability_problems(data: np.ndarray, affine: np.ndarray) -> list[str]:
+def read_header(path: str | Path):
+    """The NIfTI header of ``path`` exactly as stored (no voxel data read, nothing "fixed")."""
+    path = Path(path)
+    if _stat_file(path) == 0:
+        raise NiftiError(f"{path}: empty file (0 bytes)")
+    try:
+        raw, _ = _open_raw(path)
+        with raw:
+            head = raw.read(540)
+    except (gzip.BadGzipFile, zlib.error, EOFError) as exc:
+        raise NiftiError(f"{path}: corrupt gzip stream ({exc})") from None
+    except OSError as exc:
+        raise NiftiError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return _parse_header(path, head)[1]
+
+
+def _mm(values) -> str:
+    return " x ".join(f"{float(v):.4g}" for v in values) + " mm"
+
+
+def _header_field(header, name: str):
+    try:
+        return header[name]
+    except Exception:  # no such field (a header of another format) or none at all
+        return None
+
+
+def _header_geometry(header, affine) -> list[str]:
+    """The checks of :func:`geometry_problems` beyond a NaN/inf or singular affine (reported elsewhere)."""
+    problems: list[str] = []
+    aff = None if affine is None else np.asarray(affine, dtype=float)
+    zooms = None
+    if aff is not None and aff.shape[0] >= 3 and aff.shape[1] >= 3 and np.all(np.isfinite(aff[:3, :3])):
+        z = np.linalg.norm(aff[:3, :3], axis=0)
+        if np.all(z > 0) and abs(float(np.linalg.det(aff[:3, :3]))) >= 1e-12:
+            zooms = z
+    raw_pixdim = _header_field(header, "pixdim")
+    pixdim = None if raw_pixdim is None else np.asarray(raw_pixdim, dtype=float)[1:4]
+    sform_code = _header_field(header, "sform_code")
+    qform_code = _header_field(header, "qform_code")
+    if sform_code is not None and int(sform_code) > 0:
+        source = "sform"
+    elif qform_code is not None and int(qform_code) > 0:
+        source = "qform"
+    else:
+        source = "affine"
+    pixdim_ok = pixdim is not None and pixdim.size == 3 and bool(np.all(np.isfinite(pixdim)) and np.all(pixdim > 0))
+    if pixdim is not None and pixdim.size == 3 and not pixdim_ok:
+        problems.append(
+            f"pixdim gives a voxel size of {_mm(pixdim)}: each must be positive and finite "
+            "(SimpleITK and nnU-Net take the voxel size from pixdim)"
+        )
+    if zooms is not None and pixdim_ok:
+        assert pixdim is not None
+        ratio = float(np.max(np.maximum(zooms, pixdim) / np.minimum(zooms, pixdim)))
+        if ratio - 1 > PIXDIM_TOLERANCE:
+            apart = f"{ratio:.3g}x" if ratio >= 1.5 else f"{100 * (ratio - 1):.1f}%"
+            problems.append(
+                f"voxel size disagrees: the {source} says {_mm(zooms)}, pixdim says {_mm(pixdim)} "
+                f"(up to {apart} apart); nibabel reads the {source}, SimpleITK and nnU-Net read pixdim, "
+                "so the scan would be segmented at the wrong scale"
+            )
+    edges = zooms if zooms is not None else (pixdim if pixdim_ok else None)
+    if edges is not None and (float(edges.min()) < MIN_VOXEL_MM or float(edges.max()) > MAX_VOXEL_MM):
+        problems.append(
+            f"voxel size {_mm(edges)} is outside the plausible MRI range "
+            f"({MIN_VOXEL_MM:g}-{MAX_VOXEL_MM:g} mm per voxel edge): wrong units or a broken header"
+        )
+    if zooms is not None and aff is not None:
+        direction = aff[:3, :3] / zooms
+        gram = direction.T @ direction
+        off = np.abs(gram - np.eye(3))
+        i, j = np.unravel_index(int(np.argmax(off)), off.shape)
+        if float(off[i, j]) > SHEAR_TOLERANCE:
+            angle = float(np.degrees(np.arccos(np.clip(gram[i, j], -1.0, 1.0))))
+            problems.append(
+                f"direction matrix of the {source} is not orthogonal: voxel axes {'ijk'[min(i, j)]} and "
+                f"{'ijk'[max(i, j)]} meet at {angle:.1f} degrees, not 90 (a sheared grid, which SimpleITK "
+                "and nnU-Net refuse)"
+            )
+    return problems
+
+
+def geometry_problems(source: Any, affine: np.ndarray | None = None) -> list[str]:
+    """Why a scan's geometry cannot be trusted (empty list = consistent); pure, from the header.
+
+    ``source``: a nibabel image, a NIfTI header (as stored; nibabel's loader rewrites a zero or
+    negative pixdim, so pass :attr:`Volume.file_header` or :func:`read_header`), or a file path (its
+    header is read, no voxels). ``affine``: the voxel-to-world matrix nibabel chose (sform if
+    sform_code > 0, else qform); by default the image's, or the header's best affine. Refused: a
+    NaN/inf or singular affine; a zero, negative, NaN or inf pixdim; voxel sizes of the affine and
+    of pixdim more than 1 % apart (SimpleITK and nnU-Net read pixdim, nibabel the affine: one scan,
+    two sizes); a voxel edge outside 0.05-10 mm; a sheared (non-orthogonal) direction matrix.
+    Each problem is one phrase with the numbers; the caller names the file.
+    """
+    if isinstance(source, (str, Path)):
+        header = read_header(source)
+    elif hasattr(source, "header") and hasattr(source, "affine"):
+        header = source.header
+        if affine is None:
+            affine = source.affine
+    else:
+        header = source
+    if affine is None and header is not None:
+        try:
+            affine = header.get_best_affine()
+        except Exception:  # a header too broken to give one: the pixdim checks still run
+            affine = None
+    problems: list[str] = []
+    if affine is not None:
+        aff = np.asarray(affine, dtype=float)
+        if not np.all(np.isfinite(aff)):
+            problems.append(_AFFINE_NOT_FINITE)
+        elif abs(float(np.linalg.det(aff[:3, :3]))) < 1e-12:
+            problems.append(_AFFINE_SINGULAR)
+    return problems + _header_geometry(header, affine)
+
+
+_AFFINE_NOT_FINITE = "affine holds NaN or inf (no usable voxel-to-world geometry)"
+_AFFINE_SINGULAR = "affine is singular (a zero voxel size or collapsed axes)"
+
+
+def usability_problems(data: np.ndarray, affine: np.ndarray, header: Any = None) -> list[str]:
     """Why an *image* cannot be segmented meaningfully (empty list = usable).
 
     NaN/inf voxels, a NaN/inf or singular affine, and an all-constant image (all zeros, say) each
     produce an empty or meaningless mask without any error downstream, so they are refused up front.
+    With the file's ``header`` (as stored), its geometry is checked too (:func:`geometry_problems`).
     """
     problems: list[str] = []
     finite = np.isfinite(data)
@@ -263,9 +424,11 @@ def usability_problems(data: np.ndarray, affine: np.ndarray) -> list[str]:
         problems.append(f"{what} NaN or inf")
     aff = np.asarray(affine, dtype=float)
     if not np.all(np.isfinite(aff)):
-        problems.append("affine holds NaN or inf (no usable voxel-to-world geometry)")
+        problems.append(_AFFINE_NOT_FINITE)
     elif abs(float(np.linalg.det(aff[:3, :3]))) < 1e-12:
-        problems.append("affine is singular (a zero voxel size or collapsed axes)")
+        problems.append(_AFFINE_SINGULAR)
+    if header is not None:
+        problems.extend(_header_geometry(header, aff))
     if n_bad < finite.size and data.size:
         vals = data[finite] if n_bad else data
         lo, hi = float(vals.min()), float(vals.max())
@@ -274,16 +437,22 @@ def usability_problems(data: np.ndarray, affine: np.ndarray) -> list[str]:
     return problems
 
 
+def image_problems(vol: Volume) -> list[str]:
+    """:func:`usability_problems` of a loaded image, geometry included (from the header as stored)."""
+    header = vol.file_header if vol.file_header is not None else vol.header
+    return usability_problems(vol.data, vol.affine, header)
+
+
 def check_usable(path: str | Path, vol: Volume) -> Volume:
-    """``vol`` if it is a usable image (see :func:`usability_problems`), else one NiftiError line."""
-    problems = usability_problems(vol.data, vol.affine)
+    """``vol`` if it is a usable image (see :func:`image_problems`), else one NiftiError line."""
+    problems = image_problems(vol)
     if problems:
         raise NiftiError(f"{path}: " + "; ".join(problems))
     return vol
 
 
 def load_image(path: str | Path, *, dtype=np.float32, cap: int | None = None) -> Volume:
-    """Load an image to segment or train on, refusing NaN/inf voxels, a bad affine or a constant image."""
+    """Load an image to segment or train on, refusing NaN/inf voxels, bad geometry or a constant image."""
     return check_usable(path, load(path, dtype=dtype, cap=cap))
 
 

@@ -12,7 +12,9 @@ non-3D data, NaN/inf intensities, label values outside {0, 1, 2}, and a label wh
 or affine beyond a tolerance) differs from its image. Every file is read with the project's one
 reader (``nifti.load``), so a corrupt gzip stream (bit flip, bad CRC/length trailer) or a header
 that claims more voxels than the file can hold is caught here, exactly as in every later stage.
-Images must also be *usable*: a NaN/inf or singular affine and an all-constant image are refused.
+Images must also be *usable*: a NaN/inf or singular affine and an all-constant image are refused, and
+so is geometry that SimpleITK/nnU-Net would read differently from nibabel (``nifti.geometry_problems``:
+pixdim against the sform, a zero/negative pixdim, implausible voxel sizes, a sheared direction matrix).
 A source label with no foreground at all is a warning (``check_dataset(...).warnings``): legal,
 but that case teaches the segmenter nothing.
 
@@ -296,7 +298,7 @@ def check_pair(image_path: Path, label_path: Path | None = None, source: bool = 
     is_label = parsed is not None and parsed[1] == "Label"
     image = _load(image_path, is_label, problems)
     if image is not None and not is_label:
-        for why in nifti.usability_problems(image.data, image.affine):
+        for why in nifti.image_problems(image):  # the same checks as predict: geometry included
             problems.append(Problem(str(image_path), why))
     if image is not None and is_label:
         problems.extend(_label_values(image_path, image))
