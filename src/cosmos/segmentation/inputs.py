@@ -53,7 +53,9 @@ def _check_file(path: Path) -> None:
     parsed = parse_name(path.name)
     if parsed is not None and parsed[1] in _WRONG_MODALITY:
         raise CosmosError(f"{path}: wrong modality: {_WRONG_MODALITY[parsed[1]]}")
-    load_image(path)  # one line naming the file: corrupt, truncated, 2D/4D, NaN/Inf, constant, bad affine
+    # one line naming the file: corrupt, truncated, 2D/4D, NaN/Inf, constant, bad affine, or geometry
+    # SimpleITK/nnU-Net would read differently (pixdim vs sform, zero pixdim, implausible or sheared voxels)
+    load_image(path)
 
 
 def collect_nifti_inputs(inputs: Iterable[str | Path]) -> list[Path]:
