@@ -98,6 +98,50 @@ def test_checks_of_a_round():
     contradicts = verdict.pseudo_label_check(student, 0.25, 0.5)
     assert contradicts.passed is False and "agreement" in contradicts.detail
     assert verdict.pseudo_label_check(dict(student, change={"mean_dice": 0.9}), 0.25, 0.5).passed is True
+    replay = verdict.pseudo_label_check({"kept": ["a", "b"], "dropped": []}, 0.25, 0.5, replayed=True)
+    assert replay.passed is False and "replay" in replay.detail
+
+
+def test_a_student_that_replays_its_teacher_fails_its_checks(tmp_path):
+    """The teacher's filter kept nothing, so the student trained on pseudo-hrT2 alone: whatever its own
+    pseudo-labels and predictions look like, it is not self-training and is never promoted."""
+    from cosmos.config import load_config
+
+    fold = tmp_path / "fold_0"
+    fold.mkdir()
+    best = {"VS": 0.6, "cochlea": 0.5}
+    manifest = {"fold": 0, "round_index": 1, "num_real": 0, "epochs": 8, "pseudo_dice_best": best}
+    (fold / "cosmos_fold.json").write_text(json.dumps(manifest))
+    checks = load_config("tiny").checks
+    plausible = {"n_cases": 4, "n_plausible": 4, "cases": {}}
+    got = verdict.round_checks(
+        checks,
+        fold_dirs=[fold],
+        filter_summary={"kept": ["a", "b"], "dropped": []},
+        validation_plausibility=plausible,
+        pseudo_plausibility=None,
+    )
+    assert not verdict.passed(got) and [c.name for c in got if c.passed is False] == ["pseudo-labels"]
+    (fold / "cosmos_fold.json").write_text(json.dumps(dict(manifest, num_real=8)))
+    again = verdict.round_checks(
+        checks,
+        fold_dirs=[fold],
+        filter_summary={"kept": ["a", "b"], "dropped": []},
+        validation_plausibility=plausible,
+        pseudo_plausibility=None,
+    )
+    assert verdict.passed(again)
+    off = checks.__class__(**{**checks.__dict__, "min_kept_fraction": 0.0})  # 0 switches it off, as the kept fraction
+    (fold / "cosmos_fold.json").write_text(json.dumps(manifest))
+    assert verdict.passed(
+        verdict.round_checks(
+            off,
+            fold_dirs=[fold],
+            filter_summary={"kept": ["a", "b"], "dropped": []},
+            validation_plausibility=plausible,
+            pseudo_plausibility=None,
+        )
+    )
 
     cases = {
         "a": {"problems": ["no VS"]},
