@@ -109,6 +109,48 @@ def _profile_file(name: str, seen: tuple[str, ...]) -> dict[str, Any]:
     return deep_merge(_profile_file(str(parent), (*seen, name)), data)
 
 
+#: Largest ``--config`` file read (bytes); a real config is a few KiB.
+MAX_CONFIG_BYTES = 1024**2
+
+
+def _read_config_text(p: Path) -> str:
+    """The text of a ``--config`` file, refusing anything but a regular file of at most 1 MiB.
+
+    Checked on the open descriptor (opened non-blocking) before reading, so ``/dev/zero``, a FIFO
+    or a huge file is one ConfigError line instead of a hang or a MemoryError.
+    """
+    import os
+    import stat
+
+    fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # FileNotFoundError: the caller's line
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            if stat.S_ISDIR(st.st_mode):
+                kind = "a directory"
+            elif stat.S_ISFIFO(st.st_mode):
+                kind = "a FIFO"
+            elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                kind = "a device"
+            else:
+                kind = "a special file"
+            raise ConfigError(f"{p}: not a regular file but {kind}: give a YAML config file")
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"{p}: config file too large ({st.st_size} bytes, at most {MAX_CONFIG_BYTES}): not a cosmos config"
+            )
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{p}: config file too large (more than {MAX_CONFIG_BYTES} bytes): not a cosmos config")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
 def load_config(
     profile: str = "tiny",
     path: str | Path | None = None,
@@ -119,7 +161,7 @@ def load_config(
     if path is not None:
         p = Path(path)
         try:
-            loaded = yaml.safe_load(p.read_text()) or {}
+            loaded = yaml.safe_load(_read_config_text(p)) or {}
         except FileNotFoundError:
             raise ConfigError(f"{p}: config file not found") from None
         except yaml.YAMLError as exc:

@@ -247,6 +247,28 @@ def _quiet_nibabel():
         logger.removeFilter(quiet)
 
 
+def _check_dtype(path: Path, header: Any) -> None:
+    """Refuse a voxel data type that is not one real number per voxel, before any arithmetic.
+
+    Complex voxels would lose their imaginary part with only a numpy warning; RGB/RGBA (structured)
+    voxels make numpy raise a TypeError deep inside the first cast or ``min``.
+    """
+    dt = np.dtype(header.get_data_dtype())
+    if dt.kind in "biuf" and dt.fields is None:
+        return
+    try:
+        name = str(header.get_value_label("datatype"))
+    except Exception:  # a header without a NIfTI datatype code: numpy's name is still clear
+        name = str(dt)
+    if dt.kind == "c":
+        why = "complex voxels (the imaginary part would be lost); store a real-valued (integer or float) image"
+    elif dt.fields is not None or dt.kind == "V":
+        why = "non-scalar voxels (RGB/RGBA or another multi-component type); store one grey value per voxel"
+    else:
+        why = "not a numeric voxel type; store an integer or float image"
+    raise NiftiError(f"{path}: unsupported NIfTI data type {name}: {why}")
+
+
 def load(path: str | Path, *, dtype=np.float32, label: bool = False, cap: int | None = None) -> Volume:
     """Load a 3D NIfTI; raise NiftiError (never a library traceback) on any problem.
 
@@ -260,6 +282,7 @@ def load(path: str | Path, *, dtype=np.float32, label: bool = False, cap: int | 
         with _quiet_nibabel():
             img = klass.from_bytes(data)
         del data
+        _check_dtype(path, img.header)
         arr = np.asanyarray(img.dataobj)
     except NiftiError:
         raise

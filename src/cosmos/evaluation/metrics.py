@@ -166,13 +166,31 @@ def score_structures(
 
 
 # --------------------------------------------------------------------------- cases and folders
+#: Label values a prediction or ground truth may hold: background plus the scored structures.
+ALLOWED_LABELS = frozenset({0, *STRUCTURES.values()})
+
+
+def _check_label_values(path: str | Path, labels: np.ndarray) -> None:
+    """Refuse a label map with values outside {0, 1, 2}, listing them (``load`` already refused < 0)."""
+    if labels.size == 0 or int(labels.max()) <= max(ALLOWED_LABELS):
+        return
+    bad = [v for v in np.unique(labels).tolist() if v not in ALLOWED_LABELS]
+    if bad:
+        shown = ", ".join(f"{v:g}" for v in bad[:8]) + (" ..." if len(bad) > 8 else "")
+        raise CosmosError(f"{path}: label values outside {{0, 1, 2}}: {shown}")
+
+
 def evaluate_case(pred_path: str | Path, label_path: str | Path) -> dict[str, dict[str, float]]:
     """Score one prediction file against its ground-truth label file.
 
-    Raises CosmosError (naming the file) for unreadable files or a prediction on another grid.
+    Raises CosmosError (naming the file) for unreadable files, label values outside {0, 1, 2} (in
+    the prediction or the ground truth: a 3 or a 255 would otherwise count as background and score a
+    perfect Dice), or a prediction on another grid.
     """
     gt = load(label_path, label=True)
+    _check_label_values(label_path, gt.data)
     pred = load(pred_path, label=True)
+    _check_label_values(pred_path, pred.data)
     mismatch = same_grid(pred, gt)
     if mismatch:
         raise CosmosError(f"{pred_path}: prediction grid differs from the label {Path(label_path).name}: {mismatch}")
