@@ -32,7 +32,7 @@ from typing import Any, Iterable, Mapping
 
 from cosmos.errors import CosmosError
 
-# The same name as cosmos.segmentation.inference.PREDICT_MANIFEST (the data layer may not import it).
+# The folder manifest cosmos predict keeps (cosmos.segmentation.inference imports this name: spelled once).
 PREDICT_MANIFEST = ".cosmos_predict.json"
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 # A cosmos evaluate JSON is a few KB per case; a bigger file is not one of ours (and is not read whole).

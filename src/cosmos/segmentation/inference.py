@@ -41,6 +41,8 @@ import numpy as np
 from cosmos.config import CosmosConfig
 from cosmos.cpu import resolve_threads
 from cosmos.data import layout, nifti
+from cosmos.data.outputs import PREDICT_MANIFEST as PREDICT_MANIFEST  # spelled once; the output check reads it
+from cosmos.data.outputs import our_outputs, read_manifest, write_manifest
 from cosmos.errors import CosmosError
 from cosmos.logs import progress
 from cosmos.segmentation import environment
@@ -89,7 +91,7 @@ from cosmos.segmentation.postprocessing import (
 )
 
 log = logging.getLogger(__name__)
-PREDICT_MANIFEST = ".cosmos_predict.json"
+
 _NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
@@ -314,7 +316,6 @@ def predict(
         "vs_component": [seg_cfg.vs_component, seg_cfg.vs_min_component_mm3],
         "cochlea_components": seg_cfg.cochlea_components,
     }
-    from cosmos.data.outputs import our_outputs, read_manifest, write_manifest
 
     # The manifest (cosmos.data.outputs): "run"/"done" resume the same model and options; "outputs" lists
     # every file predict ever wrote here, so `cosmos predict` may replace them and nothing else.

@@ -111,6 +111,9 @@ class LargestVSComponent:
     needs_probabilities: bool = False
 
     def apply(self, seg: np.ndarray, probabilities: np.ndarray | None, vol: nifti.Volume) -> np.ndarray:
+        return self.keep(seg, probabilities, float(np.prod(vol.spacing)))
+
+    def keep(self, seg: np.ndarray, probabilities: np.ndarray | None, voxel_mm3: float) -> np.ndarray:
         return keep_largest_vs_component(seg)
 
 
@@ -127,9 +130,12 @@ class MostConfidentVSComponent:
     needs_probabilities: bool = True
 
     def apply(self, seg: np.ndarray, probabilities: np.ndarray | None, vol: nifti.Volume) -> np.ndarray:
+        return self.keep(seg, probabilities, float(np.prod(vol.spacing)))
+
+    def keep(self, seg: np.ndarray, probabilities: np.ndarray | None, voxel_mm3: float) -> np.ndarray:
         if probabilities is None:
             raise ValueError("vs_component=confident needs the ensemble's probabilities")
-        return keep_confident_vs_component(seg, probabilities[VS_LABEL], float(np.prod(vol.spacing)), self.min_mm3)
+        return keep_confident_vs_component(seg, probabilities[VS_LABEL], voxel_mm3, self.min_mm3)
 
 
 @dataclass(frozen=True)
@@ -153,13 +159,15 @@ class OneCochleaPerSide:
         return keep_one_cochlea_per_side(seg, vol.affine, head_midline_x(vol))
 
 
+def _vs_rule(seg_cfg: SegmentationConfig) -> LargestVSComponent | MostConfidentVSComponent:
+    if seg_cfg.vs_component == "confident":
+        return MostConfidentVSComponent(float(seg_cfg.vs_min_component_mm3))
+    return LargestVSComponent()
+
+
 def rules_from_config(seg_cfg: SegmentationConfig) -> tuple[PostprocessingRule, ...]:
     """The configured rules, in the order they apply (VS, then cochlea)."""
-    vs: PostprocessingRule = (
-        MostConfidentVSComponent(float(seg_cfg.vs_min_component_mm3))
-        if seg_cfg.vs_component == "confident"
-        else LargestVSComponent()
-    )
+    vs: PostprocessingRule = _vs_rule(seg_cfg)
     cochlea: PostprocessingRule = (
         OneCochleaPerSide() if seg_cfg.cochlea_components == "per_side" else AllCochleaComponents()
     )
@@ -170,11 +178,7 @@ def one_vs_component(
     seg: np.ndarray, probabilities: np.ndarray | None, voxel_mm3: float, seg_cfg: SegmentationConfig
 ) -> np.ndarray:
     """The configured VS rule (``segmentation.vs_component``) of one label array."""
-    if seg_cfg.vs_component == "confident":
-        if probabilities is None:
-            raise ValueError("vs_component=confident needs the ensemble's probabilities")
-        return keep_confident_vs_component(seg, probabilities[VS_LABEL], voxel_mm3, seg_cfg.vs_min_component_mm3)
-    return keep_largest_vs_component(seg)
+    return _vs_rule(seg_cfg).keep(seg, probabilities, voxel_mm3)
 
 
 def postprocess(

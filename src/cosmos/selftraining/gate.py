@@ -127,12 +127,13 @@ def register(
     filt = read_filter_summary(kept_dir) if kept_dir is not None else None
     filt_dict = filt.to_dict() if filt is not None else {}
     filt_dict["change"] = read_label_change(kept_dir)
+    validation_plausibility, pseudo_plausibility = plausibility.read(predictions_dir), plausibility.read(labels_dir)
     checks = verdict.round_checks(
         cfg.checks,
         fold_dirs=folds,
         filter_summary=filt_dict if filt is not None else None,
-        validation_plausibility=plausibility.read(predictions_dir),
-        pseudo_plausibility=plausibility.read(labels_dir),
+        validation_plausibility=validation_plausibility,
+        pseudo_plausibility=pseudo_plausibility,
     )
     round_passed = verdict.passed(checks)
     for check in checks:
@@ -183,7 +184,7 @@ def register(
         "promoted": moved,
         "why": why,
     }
-    filt_dict["plausibility"] = _brief_plausibility(plausibility.read(labels_dir))
+    filt_dict["plausibility"] = _brief_plausibility(pseudo_plausibility)
     entry = summarize(
         index,
         summary_dir,
@@ -196,7 +197,7 @@ def register(
         filter_summary=filt_dict,
         gate=gate,
         checks=[c.to_dict() for c in checks],
-        validation_plausibility=_brief_plausibility(plausibility.read(predictions_dir)),
+        validation_plausibility=_brief_plausibility(validation_plausibility),
         iterations=_round_iterations(folds),
     )
     run.end("FINISHED")

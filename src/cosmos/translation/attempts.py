@@ -85,6 +85,7 @@ def train_checked(
     min_pass = cfg.checks.fidelity_min_pass
     candidates: list[dict[str, Any]] = []
     results: list[TranslatorResult] = []
+    scores: list[float] = []  # each candidate's fidelity score (-inf when it has none): the fallback choice
     for attempt in range(1, cfg.translator.max_attempts + 1):
         overrides = attempt_overrides(cfg, attempt)
         acfg = cfg.with_overrides(overrides) if overrides else cfg
@@ -92,6 +93,7 @@ def train_checked(
         res = train_translator(data_dir, directory, acfg, tracking_uri=tracking_uri, register=False)
         figures = _figures(directory)
         failed = fidelity.failed_checks(figures, min_pass, cfg.checks.fidelity_gate)
+        score = _score(figures)
         entry = {
             "attempt": attempt,
             "dir": str(directory.relative_to(out)) if directory != out else ".",
@@ -99,12 +101,13 @@ def train_checked(
             "overrides": {k: v for k, v in overrides.items() if k != "seed"},
             "run_id": res.run_id,
             "selected_epoch": (figures or {}).get("selected_epoch"),
-            "score": None if not math.isfinite(_score(figures)) else round(_score(figures), 4),
+            "score": round(score, 4) if math.isfinite(score) else None,
             "passed": not failed,
             "failed_checks": failed,
         }
         candidates.append(entry)
         results.append(res)
+        scores.append(score)
         _tag_run(res.run_id, {TAG_ATTEMPT: str(attempt), TAG_CHECKS: "passed" if not failed else "; ".join(failed)})
         if not failed:
             log.info("translator attempt %d/%d passes its label-free checks", attempt, cfg.translator.max_attempts)
@@ -117,11 +120,7 @@ def train_checked(
             "; training another candidate" if attempt < cfg.translator.max_attempts else "",
         )
     passing = [i for i, c in enumerate(candidates) if c["passed"]]
-    best = (
-        passing[0]
-        if passing
-        else max(range(len(candidates)), key=lambda i: _score(_figures(out / candidates[i]["dir"])))
-    )
+    best = passing[0] if passing else max(range(len(candidates)), key=scores.__getitem__)
     kept, res = candidates[best], results[best]
     for i, c in enumerate(candidates):
         c["kept"] = i == best
