@@ -31,7 +31,10 @@ def test_profiles_load_and_round_trip(profile, tmp_path):
 
 def test_profile_files_are_yaml_of_known_keys(tmp_path):
     """The profiles are package data (src/cosmos/profiles): tiny and small are the shared CPU recipe (cpu.yaml)
-    plus their own budgets, paper stands alone over the dataclass defaults."""
+    plus their own budgets, paper stands alone over the dataclass defaults. A child may name a trainer that
+    refines the base's (tiny: the CPU recipe plus an augmentation), never another recipe."""
+    from cosmos.segmentation.trainer import trainer_named
+
     folder = resources.files("cosmos") / "profiles"
     files = {
         f.name.removesuffix(".yaml"): yaml.safe_load(f.read_text())
@@ -44,8 +47,13 @@ def test_profile_files_are_yaml_of_known_keys(tmp_path):
     tiny, small = load_config("tiny"), load_config("small")
     for section, values in files["cpu"].items():  # the shared values reach both; neither child repeats one
         for key, value in values.items():
+            if (section, key) == ("segmentation", "trainer"):
+                for child in (tiny, small):
+                    assert issubclass(trainer_named(child.segmentation.trainer), trainer_named(value))
+                continue
             assert getattr(getattr(tiny, section), key) == getattr(getattr(small, section), key) == value
-            assert key not in files["tiny"].get(section, {}) and key not in files["small"].get(section, {})
+            assert key not in files["small"].get(section, {})
+            assert key not in files["tiny"].get(section, {}) or key == "trainer"
     # every key of every file is a config key: load_config raises ConfigError on an unknown section or key
     for name, data in files.items():
         path = tmp_path / f"{name}.yaml"
@@ -158,6 +166,11 @@ LITERAL_KEYS = {
     "translator.gan_loss": ("bce", "lsgan"),
     "translator.seg_loss": ("dice", "dice_ce"),
     "translator.select_epoch": ("last", "fidelity"),
+    "segmentation.trainer": (
+        "nnUNetTrainerCosmosBudget",
+        "nnUNetTrainerCosmosCPU",
+        "nnUNetTrainerCosmosCPUStructureIntensity",
+    ),
     "segmentation.vs_component": ("largest", "confident"),
     "segmentation.cochlea_components": ("all", "per_side"),
     "selftraining.filter": ("image", "pixel"),
@@ -240,3 +253,28 @@ def test_bad_values_are_refused_at_load_naming_key_and_value(override, got, caps
     assert main(["config", "--profile", "tiny", "--set", override]) == 2  # the CLI: one line, no traceback
     err = capsys.readouterr().err
     assert err == f"cosmos: error: {message}\n"
+
+
+def test_recipe_keys_set_in_a_config_file_still_load_and_are_kept(tmp_path):
+    """The knobs of the CPU recipe moved into the trainer class; a config that sets them (written for an older
+    cosmos, or varying one knob) loads and keeps them, and null leaves the trainer's value."""
+    from cosmos.config import RECIPE_KEYS
+
+    given = {
+        "ce_class_weights": [1.0, 2.0, 5.0],
+        "structure_intensity_p": 0.5,
+        "oversample_foreground": 0.5,
+        "probabilistic_oversampling": False,
+        "fov_reference_patches": 2.0,
+        "fov_max_factor": 1.5,
+        "not_learning_max_factor": 1.5,
+    }
+    assert set(given) == set(RECIPE_KEYS)
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump({"segmentation": given}))
+    for profile in PROFILES:
+        seg = load_config(profile, path).segmentation
+        assert {key: getattr(seg, key) for key in RECIPE_KEYS} == given
+        assert all(getattr(load_config(profile).segmentation, key) is None for key in RECIPE_KEYS)
+    with pytest.raises(ConfigError, match="segmentation.structure_intensity_p must be within 0..1"):
+        load_config("paper", overrides=["segmentation.structure_intensity_p=2"])

@@ -80,10 +80,15 @@ def test_edit_goes_after_nnunets_spatial_transform_and_the_pipeline_runs():
 
 
 def test_trainer_budget_and_config_carry_the_probability():
-    from cosmos.segmentation.trainer import TrainerBudget
+    """The probability is the trainer's (tiny names the CPU recipe with this augmentation); a config key overrides it."""
+    from cosmos.segmentation.trainer import TrainerBudget, nnUNetTrainerCosmosCPUStructureIntensity
 
-    cfg = load_config(profile="tiny", overrides=["segmentation.structure_intensity_p=0.25"])
-    assert TrainerBudget.from_config(cfg.segmentation).structure_intensity_p == 0.25
-    assert load_config(profile="paper").segmentation.structure_intensity_p == 0.0  # the paper: nnU-Net's own
+    def p(profile, *overrides):
+        return TrainerBudget.from_config(load_config(profile, overrides=overrides).segmentation).structure_intensity_p
+
+    assert p("tiny", "segmentation.structure_intensity_p=0.25") == 0.25
+    assert p("tiny") == nnUNetTrainerCosmosCPUStructureIntensity.recipe.structure_intensity_p > 0
+    assert p("small") == p("paper") == 0.0  # small: not measured there; the paper: nnU-Net's own augmentation
+    assert p("paper", "segmentation.structure_intensity_p=0.5") == 0.5
     with pytest.raises(ConfigError, match="structure_intensity_p"):
         load_config(profile="tiny", overrides=["segmentation.structure_intensity_p=1.5"])

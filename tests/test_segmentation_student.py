@@ -26,7 +26,7 @@ from cosmos.segmentation.prepare import load_prepared, prepare_round
 from cosmos.segmentation.trainer import (
     network_plan_differences,
     nnUNetTrainerCosmosBalancedDomains,
-    nnUNetTrainerCosmosBudget,
+    trainer_named,
     warm_start,
 )
 from cosmos.segmentation.training import build_trainer, train_fold
@@ -284,7 +284,7 @@ def test_balanced_domains_draw_pseudo_and_real_equally(rounds, tmp_path):
     assert np.mean([k.startswith("real_") for k in drawn]) == pytest.approx(0.5, abs=0.03)
     # without the switch: uniform over cases, so real cases are drawn at their share
     plain, pr = _trainer(rounds["student"], rounds["cfg"], tmp_path / "plain")
-    assert type(plain) is nnUNetTrainerCosmosBudget
+    assert type(plain) is trainer_named(rounds["cfg"].segmentation.trainer)  # the profile's recipe, unbalanced
     with environment.nnunet_env(preprocessed=pr.preprocessed_root, n_proc_da=0):
         dl_plain, _ = plain.get_dataloaders()
     drawn = np.concatenate([dl_plain.data_loader.get_indices() for _ in range(2000)])

@@ -19,6 +19,7 @@ from cosmos.config import load_config
 from cosmos.data import nifti
 from cosmos.segmentation.inference import predict
 from cosmos.segmentation.prepare import load_prepared, prepare_round
+from cosmos.segmentation.trainer import effective_recipe
 from cosmos.segmentation.training import train_fold
 
 pytestmark = pytest.mark.slow
@@ -153,7 +154,10 @@ def test_fold_trains_on_cpu_and_holds_what_predict_needs(trained):
             assert (fold_dir / name).is_file(), (fold_dir, name)
         assert not list(fold_dir.glob(".nnunet_results_*"))
         meta = json.loads((fold_dir / "cosmos_fold.json").read_text())
-        assert meta["fold"] == f and meta["trainer"] == "nnUNetTrainerCosmosBudget" and meta["seed"] == f
+        assert meta["fold"] == f and meta["trainer"] == trained["cfg"].segmentation.trainer and meta["seed"] == f
+        assert meta["recipe"]["ce_class_weights"] == list(
+            effective_recipe(trained["cfg"].segmentation).ce_class_weights
+        )
         ckpt = torch.load(fold_dir / "checkpoint_final.pth", map_location="cpu", weights_only=False)
         assert ckpt["current_epoch"] == 1 and ckpt["init_args"]["configuration"] == "3d_fullres_cosmos"
     # training wrote nothing into the prepared dir (no split file, no unpacking, no results)
@@ -279,15 +283,55 @@ def _initialized_trainer(trained, fold_dir: Path, **segmentation):
 
 
 def test_ce_class_weights_reach_the_loss(trained, tmp_path):
-    """CPU profiles weight the cochlea's cross-entropy (unweighted, a 160-iteration fold never learns it);
-    the paper profile keeps nnU-Net's unweighted loss."""
-    assert load_config("paper").segmentation.ce_class_weights is None
-    assert load_config("tiny").segmentation.ce_class_weights == load_config("small").segmentation.ce_class_weights
-    for weights in ([1.0, 3.0, 20.0], None):
-        with _initialized_trainer(trained, tmp_path / f"fold_{weights is None}", ce_class_weights=weights) as trainer:
+    """The CPU recipe weights the cochlea's cross-entropy (unweighted, a 160-iteration fold never learns it);
+    the paper's trainer keeps nnU-Net's unweighted loss; a config key overrides the trainer's weights."""
+    from cosmos.segmentation.trainer import nnUNetTrainerCosmosCPU
+
+    cpu = list(nnUNetTrainerCosmosCPU.recipe.ce_class_weights or ())
+    assert cpu and effective_recipe(load_config("paper").segmentation).ce_class_weights is None
+    cases = {  # segmentation keys -> the CE weights the loss must hold
+        "tiny": ({}, cpu),
+        "paper": ({"trainer": "nnUNetTrainerCosmosBudget"}, None),
+        "set": ({"ce_class_weights": [1.0, 2.0, 7.0]}, [1.0, 2.0, 7.0]),
+        "unweighted": ({"ce_class_weights": []}, None),
+        "paper_set": ({"trainer": "nnUNetTrainerCosmosBudget", "ce_class_weights": cpu}, cpu),
+    }
+    for name, (keys, weights) in cases.items():
+        with _initialized_trainer(trained, tmp_path / f"fold_{name}", **keys) as trainer:
             pass
         ce = trainer.loss.loss.ce  # DeepSupervisionWrapper -> DC_and_CE_loss -> RobustCrossEntropyLoss
-        assert (None if ce.weight is None else ce.weight.tolist()) == weights
+        assert (None if ce.weight is None else ce.weight.tolist()) == weights, name
+
+
+def test_a_trainer_built_the_nnunet_way_trains_its_own_recipe(trained, tmp_path):
+    """Constructed as nnunetv2.run.run_training does (no COSMOS budget), a recipe trainer still applies its
+    recipe: loss weights, oversampling, augmentation; nnU-Net's budget otherwise."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from cosmos.segmentation import environment
+    from cosmos.segmentation.augmentation import StructureIntensityTransform
+    from cosmos.segmentation.trainer import TRAINERS
+
+    prepared = load_prepared(trained["prepared"])
+    for name, cls in TRAINERS.items():
+        with environment.nnunet_env(
+            preprocessed=prepared.preprocessed_root, results=tmp_path / name / "results", n_proc_da=0
+        ):
+            args = (prepared.configuration, 0, prepared.dataset_json(), torch.device("cpu"))
+            trainer = cls({**prepared.plans(), "continue_training": False}, *args)  # as run_training passes them
+            plain = nnUNetTrainer({**prepared.plans(), "continue_training": False}, *args)
+            trainer.initialize()
+            loader, _ = trainer.get_dataloaders()
+        recipe = cls.recipe
+        assert trainer.num_epochs == plain.num_epochs and trainer.initial_lr == plain.initial_lr, name
+        assert trainer.oversample_foreground_percent == recipe.oversample_foreground, name
+        assert trainer.probabilistic_oversampling == recipe.probabilistic_oversampling, name
+        ce = trainer.loss.loss.ce
+        assert (None if ce.weight is None else tuple(ce.weight.tolist())) == recipe.ce_class_weights, name
+        edits = [t for t in loader.data_loader.transforms.transforms if isinstance(t, StructureIntensityTransform)]
+        assert [e.p_per_label for e in edits] == (
+            [recipe.structure_intensity_p] if recipe.structure_intensity_p else []
+        )
 
 
 def test_structure_intensity_augmentation_reaches_the_training_loader(trained, tmp_path):

@@ -501,6 +501,131 @@ def test_iterations_scale_with_the_field_of_view_within_bounds():
         load_config("tiny", overrides=["segmentation.fov_reference_patches=-1"])
 
 
+# ------------------------------------------------------------------------------ trainer recipes
+def test_every_trainer_the_config_can_name_is_a_registered_nnunet_trainer():
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from cosmos.config import SEGMENTATION_TRAINERS
+    from cosmos.segmentation.trainer import (
+        TRAINERS,
+        balanced_domains_variant,
+        nnUNetTrainerCosmosBalancedDomains,
+        trainer_named,
+    )
+
+    assert set(SEGMENTATION_TRAINERS) <= set(TRAINERS)
+    for name, cls in TRAINERS.items():
+        assert cls.__name__ == name and issubclass(cls, nnUNetTrainer) and trainer_named(name) is cls
+    for name in SEGMENTATION_TRAINERS:  # each recipe trains its own recipe when it balances the domains
+        cls = trainer_named(name)
+        balanced = balanced_domains_variant(cls)
+        assert issubclass(balanced, cls) and issubclass(balanced, nnUNetTrainerCosmosBalancedDomains)
+        assert balanced.recipe == cls.recipe and balanced_domains_variant(balanced) is balanced
+    with pytest.raises(CosmosError, match="not a COSMOS trainer"):
+        trainer_named("nnUNetTrainer")
+    with pytest.raises(ConfigError, match="segmentation.trainer must be one of"):
+        load_config("tiny", overrides=["segmentation.trainer=nnUNetTrainerNope"])
+
+
+def test_recipe_keys_of_the_config_are_the_fields_of_the_trainers_recipe():
+    """Every field of TrainerRecipe has a segmentation key that overrides it, null by default (the trainer's)."""
+    import dataclasses
+
+    from cosmos.config import RECIPE_KEYS, SegmentationConfig
+    from cosmos.segmentation.trainer import TrainerRecipe
+
+    assert set(RECIPE_KEYS) == {f.name for f in dataclasses.fields(TrainerRecipe)}
+    defaults = SegmentationConfig()
+    assert all(getattr(defaults, key) is None for key in RECIPE_KEYS)
+
+
+def test_profiles_train_with_the_recipe_their_trainer_carries():
+    import dataclasses
+
+    from cosmos.config import RECIPE_KEYS
+    from cosmos.segmentation.trainer import (
+        TrainerRecipe,
+        effective_recipe,
+        nnUNetTrainerCosmosBudget,
+        nnUNetTrainerCosmosCPU,
+        trainer_named,
+    )
+
+    cfgs = {name: load_config(name).segmentation for name in ("tiny", "small", "paper")}
+    for seg in cfgs.values():  # no profile overrides its trainer's recipe: the class alone says it
+        assert all(getattr(seg, key) is None for key in RECIPE_KEYS)
+        assert effective_recipe(seg) == trainer_named(seg.trainer).recipe
+    assert trainer_named(cfgs["paper"].trainer) is nnUNetTrainerCosmosBudget
+    assert nnUNetTrainerCosmosBudget.recipe == TrainerRecipe()  # nnU-Net's own training
+    assert issubclass(trainer_named(cfgs["small"].trainer), nnUNetTrainerCosmosCPU)
+    assert issubclass(trainer_named(cfgs["tiny"].trainer), nnUNetTrainerCosmosCPU)
+    cpu = nnUNetTrainerCosmosCPU.recipe
+    assert cpu.ce_class_weights is not None and cpu.probabilistic_oversampling and cpu.fov_reference_patches > 0
+    tiny_only = {
+        f.name
+        for f in dataclasses.fields(TrainerRecipe)
+        if getattr(effective_recipe(cfgs["tiny"]), f.name) != getattr(effective_recipe(cfgs["small"]), f.name)
+    }
+    assert tiny_only == {"structure_intensity_p"}
+
+
+def test_a_config_key_set_by_hand_overrides_the_trainers_recipe():
+    """Configs written before the recipes were trainers set the knobs themselves: they train as before."""
+    from cosmos.config import RECIPE_KEYS, from_dict
+    from cosmos.segmentation.trainer import DEFAULT_TRAINER, TrainerBudget, effective_recipe
+
+    seg = load_config("tiny", overrides=["segmentation.ce_class_weights=[1,1,10]"]).segmentation
+    assert effective_recipe(seg).ce_class_weights == (1.0, 1.0, 10.0)
+    assert TrainerBudget.from_config(seg).ce_class_weights == [1.0, 1.0, 10.0]
+    unweighted = load_config("small", overrides=["segmentation.ce_class_weights=[]"]).segmentation
+    assert effective_recipe(unweighted).ce_class_weights is None  # [] = nnU-Net's unweighted CE on any trainer
+    for name in ("tiny", "small", "paper"):
+        cfg = load_config(name)
+        recipe = effective_recipe(cfg.segmentation)
+        data = cfg.to_dict()  # the same run spelt the old way: the generic trainer, every knob given
+        data["segmentation"]["trainer"] = DEFAULT_TRAINER
+        for key in RECIPE_KEYS:
+            value = getattr(recipe, key)
+            if key == "ce_class_weights":
+                value = [] if value is None else list(value)
+            data["segmentation"][key] = value
+        spelt = from_dict(data).segmentation
+        assert effective_recipe(spelt) == recipe
+        for prepared in (None, _whole_head_round(cfg.segmentation)):
+            assert TrainerBudget.from_config(spelt, prepared) == TrainerBudget.from_config(cfg.segmentation, prepared)
+
+
+def _whole_head_round(seg):
+    """A round whose median case holds 20 patches of ``seg``'s plan (the field-of-view rule's case)."""
+    from types import SimpleNamespace
+
+    nn = _fake_plans()
+    nn["configurations"]["3d_fullres"]["median_image_size_in_voxels"] = [24, 240, 192]
+    plans = planning.cosmos_plans(nn, seg)[0]
+    return SimpleNamespace(
+        num_cases=8, num_pseudo=8, num_real=0, configuration="3d_fullres_cosmos", plans=lambda: plans
+    )
+
+
+def test_trainer_class_follows_the_config_and_balances_domains_within_the_recipe():
+    from types import SimpleNamespace
+
+    from cosmos.segmentation.trainer import nnUNetTrainerCosmosBalancedDomains, trainer_named
+    from cosmos.segmentation.training import trainer_class
+
+    student = SimpleNamespace(num_cases=11, num_pseudo=8, num_real=3)
+    teacher = SimpleNamespace(num_cases=8, num_pseudo=8, num_real=0)
+    for name in ("tiny", "small", "paper"):
+        cfg = load_config(name)
+        chosen = trainer_named(cfg.segmentation.trainer)
+        assert trainer_class(cfg, student) is chosen and trainer_class(cfg, teacher) is chosen
+        balanced = cfg.with_overrides(["selftraining.balance_domains=true"])
+        assert trainer_class(balanced, teacher) is chosen  # one domain: nothing to balance
+        cls = trainer_class(balanced, student)
+        assert issubclass(cls, chosen) and issubclass(cls, nnUNetTrainerCosmosBalancedDomains)
+        assert cls.recipe == chosen.recipe
+
+
 def test_selftraining_config_validation():
     from cosmos.config import ConfigError
 

@@ -14,6 +14,7 @@ This module is the public entry: loading profiles and files (:func:`load_config`
 and every config name, re-exported from the modules that hold them (import them from here):
 
 * :mod:`cosmos.config_schema` - the section dataclasses (each key documented), :class:`CosmosConfig`, :func:`from_dict`,
+  the trainers ``segmentation.trainer`` may name and the keys that override a trainer's recipe (``RECIPE_KEYS``),
 * :mod:`cosmos.config_validation` - :func:`validate`: the numeric ranges and the rules across fields,
 * :mod:`cosmos.config_overrides` - :class:`ConfigError`, dotted overrides, :func:`deep_merge`, type coercion
   (by each field's annotation: a ``Literal[...]`` key takes only its listed values), the loss presets.
@@ -42,6 +43,8 @@ from cosmos.config_overrides import deep_merge as deep_merge
 from cosmos.config_overrides import field_types as field_types
 from cosmos.config_schema import _SECTIONS as _SECTIONS
 from cosmos.config_schema import PROMOTE_POLICIES as PROMOTE_POLICIES
+from cosmos.config_schema import RECIPE_KEYS as RECIPE_KEYS
+from cosmos.config_schema import SEGMENTATION_TRAINERS as SEGMENTATION_TRAINERS
 from cosmos.config_schema import ChecksConfig as ChecksConfig
 from cosmos.config_schema import CosmosConfig as CosmosConfig
 from cosmos.config_schema import PhantomConfig as PhantomConfig

@@ -34,6 +34,25 @@ PROMOTE_POLICIES: tuple[str, ...] = get_args(Promote)
 FidelityCheck = Literal[
     "cochlea_in_dark_bone", "vs_above_median", "intensity", "vs_darker_than_fluid", "cochlea_bright"
 ]
+# The nnU-Net trainer a fold trains with, by class name (segmentation.trainer; cosmos.segmentation.trainer.TRAINERS,
+# where each class says what its recipe changes and why). A recipe is a trainer subclass, nnU-Net's way.
+SegmentationTrainer = Literal[
+    "nnUNetTrainerCosmosBudget",  # nnU-Net's training under the profile's budget (paper)
+    "nnUNetTrainerCosmosCPU",  # the CPU recipe: CE class weights, oversampling, field-of-view and not-learning rules
+    "nnUNetTrainerCosmosCPUStructureIntensity",  # the CPU recipe + label-aware structure intensity augmentation
+]
+SEGMENTATION_TRAINERS: tuple[str, ...] = get_args(SegmentationTrainer)
+# The segmentation keys that override the trainer's recipe (cosmos.segmentation.trainer.TrainerRecipe): null takes
+# the trainer's value. They are kept so that configs which set them load and train as before.
+RECIPE_KEYS: tuple[str, ...] = (
+    "ce_class_weights",
+    "structure_intensity_p",
+    "oversample_foreground",
+    "probabilistic_oversampling",
+    "fov_reference_patches",
+    "fov_max_factor",
+    "not_learning_max_factor",
+)
 # Why tracking.promote=better is refused rather than listed among the values it may take.
 _PROMOTE_BETTER = (
     "tracking.promote=better chose the champion by the validation labels it was then scored on; use "
@@ -120,6 +139,10 @@ class SegmentationConfig:
     """nnU-Net v2 3d_fullres teacher/students (paper 3.2 and 4.2)."""
 
     configuration: str = "3d_fullres"
+    # The nnU-Net trainer class, i.e. the training recipe: its loss weights, augmentation, foreground sampling and
+    # budget rules (cosmos.segmentation.trainer; docs/nnunet-cpu.md). The CPU profiles name nnUNetTrainerCosmosCPU
+    # (tiny: ...CPUStructureIntensity), paper nnUNetTrainerCosmosBudget (nnU-Net's own training).
+    trainer: SegmentationTrainer = "nnUNetTrainerCosmosBudget"
     folds: list[int] = field(default_factory=lambda: [0, 1])
     num_folds: int = 5  # nnU-Net's cross-validation split size
     epochs: int = 2
@@ -144,31 +167,35 @@ class SegmentationConfig:
     # means a different anatomy window on every scanner; on life-sized 0.43 mm heads [32, 48, 48] was 42 x 14 x 14 mm
     # and nnU-Net learned nothing in the CPU budgets, on the built-in phantom (0.59 mm) it is 47 x 28 x 28 mm.
     min_patch_mm: list[float] | None = None
-    # Fraction of patches forced to contain foreground (nnU-Net default 0.33). nnU-Net's default rule forces
-    # the LAST round(batch_size * fraction) samples of each batch, so at batch size 2 both 0.33 and 0.66 force
-    # exactly ONE of the two samples (0.5 in effect). Only with probabilistic_oversampling (each sample forced
-    # with this probability, nnU-Net's own alternative) does a value like 0.66 take effect.
-    oversample_foreground: float = 0.66
-    probabilistic_oversampling: bool = False  # nnU-Net's per-sample coin flip instead of the last-XX-percent rule
+    # --- Overrides of the trainer's recipe (RECIPE_KEYS): null = the value of the class `trainer` names; a value
+    # set here replaces it (cosmos.segmentation.trainer.effective_recipe). Benchmarks and ablations vary them.
+    # Fraction of patches forced to contain foreground (nnU-Net default 0.33; the CPU recipe 0.66). nnU-Net's default
+    # rule forces the LAST round(batch_size * fraction) samples of each batch, so at batch size 2 both 0.33 and 0.66
+    # force exactly ONE of the two samples (0.5 in effect). Only with probabilistic_oversampling (each sample forced
+    # with this probability, nnU-Net's own alternative; the CPU recipe) does a value like 0.66 take effect.
+    oversample_foreground: float | None = None
+    probabilistic_oversampling: bool | None = None  # nnU-Net's per-sample coin flip instead of the last-XX-percent rule
     # Student rounds: iterations_per_epoch * n_train_cases / n_pseudo_cases (the teacher's case count), so every
     # case is seen as often as in the teacher (see cosmos.segmentation.trainer.TrainerBudget.from_config).
     scale_iterations_with_cases: bool = False
-    # Iterations per epoch x clip(patches per median case / fov_reference_patches, 1, fov_max_factor); 0 = off
-    # (nnU-Net's fixed budget). Why: a CPU budget measured on small crops does not carry over to cases holding
-    # many patches (whole-head crops), where each iteration sees a smaller part of each case
-    # (cosmos.segmentation.trainer.field_of_view_factor).
-    fov_reference_patches: float = 0.0
-    fov_max_factor: float = 3.0
-    # Cross-entropy weight per label (background, VS, cochlea); None = nnU-Net's unweighted CE. Why: the
-    # cochlea is ~0.25 % of a patch, so plain CE drives its softmax to ~0.001 within 60 iterations, where the
-    # Dice gradient vanishes (p(1-p)); nnU-Net escapes that only after ~1000s of iterations. Measured on
-    # labelled phantom hrT2, 160 iterations: cochlea Dice 0.00 unweighted, ~0.8 with weight 10.
+    # Recipe override: iterations per epoch x clip(patches per median case / fov_reference_patches, 1,
+    # fov_max_factor); 0 = off (nnU-Net's fixed budget; the CPU recipe: 4 and 3). Why: a CPU budget measured on
+    # small crops does not carry over to cases holding many patches (whole-head crops), where each iteration sees
+    # a smaller part of each case (cosmos.segmentation.trainer.field_of_view_factor).
+    fov_reference_patches: float | None = None
+    fov_max_factor: float | None = None
+    # Recipe override: cross-entropy weight per label (background, VS, cochlea); [] = nnU-Net's unweighted CE
+    # (the paper's trainer; the CPU recipe: 1, 3, 20). Why: the cochlea is ~0.25 % of a patch, so plain CE drives
+    # its softmax to ~0.001 within 60 iterations, where the Dice gradient vanishes (p(1-p)); nnU-Net escapes that
+    # only after ~1000s of iterations. Measured on labelled phantom hrT2, 160 iterations: cochlea Dice 0.00
+    # unweighted, ~0.8 with weight 10.
     ce_class_weights: list[float] | None = None
-    # Label-aware intensity augmentation (cosmos.segmentation.augmentation): per training patch and labelled
-    # structure, the probability of re-rendering that structure at a random brightness inside its label. Why: the
-    # teacher learns from pseudo-hrT2, and where the translator gets a structure's contrast wrong the network
-    # learns that wrong appearance; 0 = off (nnU-Net's augmentation only; the paper).
-    structure_intensity_p: float = 0.0
+    # Recipe override: label-aware intensity augmentation (cosmos.segmentation.augmentation): per training patch
+    # and labelled structure, the probability of re-rendering that structure at a random brightness inside its
+    # label. Why: the teacher learns from pseudo-hrT2, and where the translator gets a structure's contrast wrong
+    # the network learns that wrong appearance; 0 = off (nnU-Net's augmentation only; the paper; 1 in
+    # nnUNetTrainerCosmosCPUStructureIntensity).
+    structure_intensity_p: float | None = None
     mirroring: bool = True  # test-time augmentation (8x flips in 3D)
     # the flipped axes of that augmentation (nnU-Net's array axes z, y, x = 0, 1, 2); None = every axis (the
     # paper's 8 passes); CPU profiles flip fewer axes: each axis doubles the prediction time
@@ -197,11 +224,12 @@ class SegmentationConfig:
     compile: bool = False  # torch.compile the network (GPU only; warm-up dominates short runs)
     tile_step_size: float = 0.5  # sliding-window overlap at inference (nnU-Net default)
     torch_threads: int = 0  # CPU threads for torch; 0 = auto (every core; the local runner splits them per fold)
-    # A fold whose own validation pseudo-Dice has not reached checks.min_pseudo_dice for every label by its last
-    # planned epoch trains on, half its planned epochs at a time, up to this multiple of them (1 = never). Why: on
-    # scans unlike the ones a CPU budget was measured on, the teacher can still be at all-background when the budget
-    # ends (cosmos.segmentation.trainer.nnUNetTrainerCosmosBudget.extend_if_not_learning).
-    not_learning_max_factor: float = 1.0
+    # Recipe override: a fold whose own validation pseudo-Dice has not reached checks.min_pseudo_dice for every
+    # label by its last planned epoch trains on, half its planned epochs at a time, up to this multiple of them
+    # (1 = never: the paper's trainer; the CPU recipe: 2). Why: on scans unlike the ones a CPU budget was measured
+    # on, the teacher can still be at all-background when the budget ends
+    # (cosmos.segmentation.trainer.nnUNetTrainerCosmosBudget.extend_if_not_learning).
+    not_learning_max_factor: float | None = None
 
 
 @dataclass

@@ -137,10 +137,13 @@ def validate(cfg: CosmosConfig) -> None:
 
 
 def _validate_ranges(cfg: CosmosConfig) -> None:
-    """Every key of :data:`RANGES` within its range (its type, and a float's finiteness, are checked already)."""
+    """Every key of :data:`RANGES` within its range (its type, and a float's finiteness, are checked already).
+    A null key (a recipe override left to the trainer, ``cosmos.config_schema.RECIPE_KEYS``) has nothing to check."""
     for key, bound in RANGES.items():
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
+        if value is None:
+            continue
         if not _BOUNDS[bound](value):
             raise ConfigError(f"{key} must be {bound}, got {value!r}")
 
@@ -222,6 +225,6 @@ def _validate_geometry(s: SegmentationConfig) -> None:
         raise ConfigError(f"segmentation.num_stages must be a positive integer or null, got {s.num_stages!r}")
     if s.ce_class_weights is not None and not all(0 <= w < math.inf for w in s.ce_class_weights):
         raise ConfigError(
-            f"segmentation.ce_class_weights must be null or finite numbers >= 0 (one per label), "
-            f"got {s.ce_class_weights!r}"
+            f"segmentation.ce_class_weights must be null (the trainer's), [] (unweighted) or finite numbers >= 0 "
+            f"(one per label), got {s.ce_class_weights!r}"
         )

@@ -1,11 +1,28 @@
-"""nnUNetTrainerCosmosBudget: nnU-Net's trainer with the training budget taken from our profile.
+"""The COSMOS nnU-Net trainers: nnU-Net's trainer with the budget from our profile, and named recipes.
 
-What it changes (and nothing else; loss = Dice + CE with deep supervision, SGD + poly LR,
-augmentation: all nnU-Net defaults):
+A recipe is a trainer subclass named after what it changes, nnU-Net's own way to express one
+(``nnUNetTrainerDA5``, ``nnUNetTrainer_250epochs``); ``segmentation.trainer`` names the class a
+profile trains with:
+
+* ``nnUNetTrainerCosmosBudget`` (``paper``): nnU-Net's training -- loss, augmentation, sampling --
+  under the profile's budget,
+* ``nnUNetTrainerCosmosCPU`` (the CPU base ``cpu.yaml``, so ``small``): the recipe that learns the
+  few-mm structures within minutes on 2 cores (class weights of the CE loss, probabilistic foreground
+  oversampling, the field-of-view and not-learning budget rules; the class docstring says why),
+* ``nnUNetTrainerCosmosCPUStructureIntensity`` (``tiny``): that recipe plus the label-aware structure
+  intensity augmentation (:mod:`cosmos.segmentation.augmentation`).
+
+A recipe is the class attribute ``recipe`` (:class:`TrainerRecipe`). Its fields keep their config
+keys under ``segmentation`` (``ce_class_weights``, ``structure_intensity_p``, ...): null (the
+default) takes the trainer's value, a value set in a config overrides it (:func:`effective_recipe`),
+so configs that set one still load and train as before.
+
+What nnUNetTrainerCosmosBudget changes (and nothing else; loss = Dice + CE with deep supervision,
+SGD + poly LR, augmentation: all nnU-Net defaults unless the recipe says otherwise):
 
 * epochs, iterations per epoch, validation iterations per epoch (nnU-Net: 1000 x 250 / 50),
 * initial learning rate (nnU-Net: 1e-2, the paper's value too),
-* foreground oversampling (nnU-Net: 0.33; CPU profiles raise it so the small cochlea is seen) and
+* foreground oversampling (nnU-Net: 0.33; the CPU recipe raises it so the small cochlea is seen) and
   nnU-Net's own ``probabilistic_oversampling`` switch: nnU-Net's default forces the last
   ``round(batch_size * fraction)`` samples of a batch, which at batch size 2 is ONE sample for any
   fraction in (0.25, 0.75); with the switch each sample is forced with probability ``fraction``,
@@ -27,15 +44,20 @@ Two more behaviours, each in its own place:
 
 * ``warm_start(trainer, fold_dir)``: a student fold starts from a trained fold's network weights
   (all of them, segmentation heads included; fresh optimizer and LR schedule),
-* ``nnUNetTrainerCosmosBalancedDomains``: paper eq. 8 as written -- the pseudo-hrT2 term and the
+* ``nnUNetTrainerCosmosBalancedDomains`` (and its recipe variants, e.g.
+  ``nnUNetTrainerCosmosCPUBalancedDomains``): paper eq. 8 as written -- the pseudo-hrT2 term and the
   real-hrT2 term each averaged over their own cases -- realised by drawing cases so that both
   domains are sampled equally often, whatever their case counts.
 
-Why it is constructed directly: nnU-Net's name lookup (CLI ``-tr``, ``nnUNet_extTrainer``) imports
-every trainer module in nnunetv2, including ``primus`` -> timm -> torchvision, which crashes on the
-CPU torch here; it also would not find a class outside nnunetv2. ``training.train_fold`` builds it
-with nnU-Net's exact ``__init__`` signature (as ``nnunetv2.run.run_training`` does) and drives it
-through ``run_training()``.
+How a trainer is found: :data:`TRAINERS` maps each class name to its class (:func:`trainer_named`).
+nnU-Net's own name lookup (CLI ``-tr``, ``nnUNet_extTrainer``) imports every trainer module in
+nnunetv2, including ``primus`` -> timm -> torchvision, which crashes on the CPU torch here; it also
+would not find a class outside nnunetv2. ``training.train_fold`` takes the class from
+:data:`TRAINERS` and builds it with nnU-Net's exact ``__init__`` signature (as
+``nnunetv2.run.run_training`` does) and drives it through ``run_training()``; code that runs
+nnU-Net's own entry point substitutes :func:`trainer_named` for its lookup
+(``benchmarks/nnunet_overhead.py``). A trainer constructed that way applies its recipe in
+``__init__`` and its ``default_budget`` when one is set.
 
 Epoch-end hook
 --------------
@@ -60,15 +82,16 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
 from nnunetv2.training.logging.nnunet_logger import MetaLogger
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from cosmos import events
 from cosmos.segmentation.environment import FINAL_CHECKPOINT
 
 log = logging.getLogger(__name__)
@@ -140,9 +163,55 @@ class ProgressPlotThrottledLogger(MetaLogger):
             self._last_plot = now
 
 
+@dataclass(frozen=True)
+class TrainerRecipe:
+    """What a trainer changes in nnU-Net's training besides the budget: loss weights, augmentation,
+    foreground sampling and the budget rules. A trainer class carries one as ``recipe``.
+
+    Each field has a ``segmentation`` config key of the same name; null there (the default) takes the
+    trainer's value, anything else overrides it (:func:`effective_recipe`). Why both: the recipe is
+    named and reviewed as a class, nnU-Net's way, while benchmarks and ablations still vary one knob
+    from the command line without writing a class per value.
+    """
+
+    #: cross-entropy weight per label (background first); None = nnU-Net's unweighted CE
+    ce_class_weights: tuple[float, ...] | None = None
+    #: label-aware structure intensity augmentation per structure (0 = off: nnU-Net's augmentation only)
+    structure_intensity_p: float = 0.0
+    #: fraction of patches forced to hold foreground (nnU-Net: 0.33)
+    oversample_foreground: float = 0.33
+    #: nnU-Net's per-sample coin flip instead of forcing the last samples of a batch (see the module docstring)
+    probabilistic_oversampling: bool = False
+    #: iterations x clip(patches per median case / this, 1, fov_max_factor); 0 = off (:func:`field_of_view_factor`)
+    fov_reference_patches: float = 0.0
+    fov_max_factor: float = 3.0
+    #: a fold with a label below checks.min_pseudo_dice trains on up to this multiple of its epochs (1 = never)
+    not_learning_max_factor: float = 1.0
+
+    def overridden_by(self, seg: Any) -> TrainerRecipe:
+        """This recipe with every field that ``seg`` (a ``SegmentationConfig``) sets (not None) put over it.
+
+        ``ce_class_weights: []`` means unweighted CE whatever the trainer (null already means "the
+        trainer's"). Values are normalised (floats, a tuple of weights) so equal recipes compare equal.
+        """
+        changes: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(seg, f.name, None)
+            if value is None:
+                continue
+            if f.name == "ce_class_weights":
+                changes[f.name] = tuple(float(w) for w in value) or None
+            elif f.name == "probabilistic_oversampling":
+                changes[f.name] = bool(value)
+            else:
+                changes[f.name] = float(value)
+        return replace(self, **changes)
+
+
 @dataclass
 class TrainerBudget:
-    """The knobs the profile controls (see ``cosmos.config.SegmentationConfig``)."""
+    """The knobs the profile controls (see ``cosmos.config.SegmentationConfig``), with the recipe's
+    values resolved: what one fold's trainer applies (:meth:`nnUNetTrainerCosmosBudget.apply_budget`)."""
 
     epochs: int = 1000
     iterations_per_epoch: int = 250
@@ -158,27 +227,38 @@ class TrainerBudget:
     min_pseudo_dice: float = 0.0
 
     @classmethod
-    def from_config(cls, seg, prepared=None, lr_scale: float = 1.0, min_pseudo_dice: float = 0.0) -> TrainerBudget:
+    def from_config(
+        cls,
+        seg,
+        prepared=None,
+        lr_scale: float = 1.0,
+        min_pseudo_dice: float = 0.0,
+        trainer: type[nnUNetTrainerCosmosBudget] | None = None,
+    ) -> TrainerBudget:
         """The budget for one fold.
 
+        ``trainer``: the class that will train (default: the one ``seg.trainer`` names); its
+        :class:`TrainerRecipe`, overridden by the keys ``seg`` sets, gives the loss weights,
+        augmentation, oversampling and budget rules (:func:`effective_recipe`).
         ``prepared`` (a ``PreparedRound``): with ``seg.scale_iterations_with_cases`` the iterations
         per epoch follow :func:`scaled_iterations` with the round's ``num_cases`` / ``num_pseudo``
-        (a teacher has no real cases, so its budget is unchanged); with ``seg.fov_reference_patches``
-        > 0 they are also multiplied by :func:`field_of_view_factor` of the round's plan. ``lr_scale``
-        multiplies the initial learning rate (``selftraining.student_lr_scale`` for warm-started
-        students).
+        (a teacher has no real cases, so its budget is unchanged); with the recipe's
+        ``fov_reference_patches`` > 0 they are also multiplied by :func:`field_of_view_factor` of the
+        round's plan. ``lr_scale`` multiplies the initial learning rate
+        (``selftraining.student_lr_scale`` for warm-started students).
         """
+        recipe = effective_recipe(seg, trainer)
         iterations = int(seg.iterations_per_epoch)
         if getattr(seg, "scale_iterations_with_cases", False) and prepared is not None:
             iterations = scaled_iterations(iterations, prepared.num_cases, prepared.num_pseudo)
-        if seg.fov_reference_patches > 0 and prepared is not None:
+        if recipe.fov_reference_patches > 0 and prepared is not None:
             n_patches = patches_per_case(prepared.plans(), prepared.configuration)
-            factor = field_of_view_factor(n_patches, seg.fov_reference_patches, seg.fov_max_factor)
+            factor = field_of_view_factor(n_patches, recipe.fov_reference_patches, recipe.fov_max_factor)
             if factor > 1.0:
                 log.info(
                     "field of view: the median case holds %.1f patches (reference %.1f): iterations x %.2f",
                     n_patches,
-                    seg.fov_reference_patches,
+                    recipe.fov_reference_patches,
                     factor,
                 )
             iterations = max(1, int(round(iterations * factor)))
@@ -187,19 +267,25 @@ class TrainerBudget:
             iterations_per_epoch=iterations,
             val_iterations_per_epoch=seg.val_iterations_per_epoch,
             initial_lr=seg.initial_lr * float(lr_scale),
-            oversample_foreground=seg.oversample_foreground,
-            probabilistic_oversampling=bool(getattr(seg, "probabilistic_oversampling", False)),
+            oversample_foreground=recipe.oversample_foreground,
+            probabilistic_oversampling=recipe.probabilistic_oversampling,
             save_every=seg.save_every,
-            ce_class_weights=None if seg.ce_class_weights is None else [float(w) for w in seg.ce_class_weights],
-            structure_intensity_p=float(seg.structure_intensity_p),
-            not_learning_max_factor=float(getattr(seg, "not_learning_max_factor", 1.0)),
+            ce_class_weights=None if recipe.ce_class_weights is None else list(recipe.ce_class_weights),
+            structure_intensity_p=recipe.structure_intensity_p,
+            not_learning_max_factor=recipe.not_learning_max_factor,
             min_pseudo_dice=float(min_pseudo_dice),
         )
 
 
 class nnUNetTrainerCosmosBudget(nnUNetTrainer):
-    """nnU-Net trainer whose budget comes from the COSMOS profile (see the module docstring)."""
+    """nnU-Net trainer whose budget comes from the COSMOS profile (see the module docstring).
 
+    Its recipe is nnU-Net's own: unweighted CE, nnU-Net's augmentation, foreground oversampling 0.33
+    by nnU-Net's last-samples rule, a fixed budget. The ``paper`` profile trains with it.
+    """
+
+    #: What this trainer changes in nnU-Net's training besides the budget (subclasses name a recipe).
+    recipe: ClassVar[TrainerRecipe] = TrainerRecipe()
     #: Applied in ``__init__`` when set. Lets code that constructs the trainer the nnU-Net way
     #: (``nnunetv2.run.run_training``, used by benchmarks/nnunet_overhead.py) get the same budget.
     default_budget: TrainerBudget | None = None
@@ -224,11 +310,26 @@ class nnUNetTrainerCosmosBudget(nnUNetTrainer):
         self.planned_epochs = self.num_epochs
         self.max_epochs_if_not_learning = self.num_epochs
         self.min_pseudo_dice = 0.0
+        self.apply_recipe(type(self).recipe)
         budget = type(self).default_budget
         if budget is not None:
             self.apply_budget(budget)
 
     # ------------------------------------------------------------------ configuration
+    def apply_recipe(self, recipe: TrainerRecipe) -> None:
+        """The recipe's loss weights, augmentation and oversampling at nnU-Net's own budget: what a
+        trainer constructed the nnU-Net way (``nnunetv2.run.run_training``, no budget) trains with.
+        :meth:`apply_budget` later replaces all of it with the profile's resolved values."""
+        if self.was_initialized:
+            raise RuntimeError("apply_recipe must be called before the trainer is initialized")
+        self.oversample_foreground_percent = float(recipe.oversample_foreground)
+        self.probabilistic_oversampling = bool(recipe.probabilistic_oversampling)
+        self.ce_class_weights = None if recipe.ce_class_weights is None else [float(w) for w in recipe.ce_class_weights]
+        self.structure_intensity_p = float(recipe.structure_intensity_p)
+        self.max_epochs_if_not_learning = max(
+            self.num_epochs, int(math.ceil(self.num_epochs * float(recipe.not_learning_max_factor)))
+        )
+
     def apply_budget(self, budget: TrainerBudget) -> None:
         """Set the budget; must happen before training starts (initialize() reads lr/oversampling)."""
         if self.was_initialized:
@@ -371,6 +472,7 @@ class nnUNetTrainerCosmosBudget(nnUNetTrainer):
     def on_epoch_end(self):
         epoch = self.current_epoch
         super().on_epoch_end()
+        events.progress("nnU-Net", self.current_epoch, self.num_epochs, "epoch")  # the console's bar (cosmos.events)
         if not self.epoch_end_callbacks:
             return
         metrics = self.epoch_metrics()
@@ -431,6 +533,47 @@ class nnUNetTrainerCosmosBudget(nnUNetTrainer):
         super().save_checkpoint(tmp)
         if os.path.exists(tmp):
             os.replace(tmp, filename)
+
+
+class nnUNetTrainerCosmosCPU(nnUNetTrainerCosmosBudget):
+    """The CPU recipe: nnU-Net learning a few-mm cochlea and a 4-7 mm tumour within minutes on 2 cores
+    (``cpu.yaml``, so ``small``). Every value was measured on the built-in phantom or life-sized heads:
+
+    * CE class weights (background, VS, cochlea) 1, 3, 20: unweighted CE drives the cochlea's softmax to
+      ~0.001 within ~60 iterations, where the Dice gradient vanishes. Measured in ``small``'s teacher
+      (250 iterations): [1, 1, 10] learned no cochlea in one fold and nothing in the other; [1, 3, 20]
+      learned both (cochlea pseudo-Dice 0.73 / 0.64);
+    * foreground oversampling 0.66, probabilistic: nnU-Net's rule forces one sample of a batch of 2
+      whatever the fraction; the per-sample coin flip makes 0.66 mean 0.66;
+    * budget by field of view (reference 4 patches, at most 3x): up to 3x the iterations where the median
+      case holds more than 4 patches (whole-head crops; the phantom's ROI crops hold 2.8-3.8, unchanged).
+      Measured on life-sized heads: cochlea Dice 0.52 at 240 iterations, 0.78 at 720;
+    * not learning: a fold whose pseudo-Dice for a label is still below ``checks.min_pseudo_dice`` after
+      its planned epochs trains on, up to twice them (the budget was measured on other scans).
+
+    Loss (Dice + CE), optimiser, schedule and augmentation are otherwise nnU-Net's.
+    """
+
+    recipe: ClassVar[TrainerRecipe] = replace(
+        nnUNetTrainerCosmosBudget.recipe,
+        ce_class_weights=(1.0, 3.0, 20.0),
+        oversample_foreground=0.66,
+        probabilistic_oversampling=True,
+        fov_reference_patches=4.0,
+        fov_max_factor=3.0,
+        not_learning_max_factor=2.0,
+    )
+
+
+class nnUNetTrainerCosmosCPUStructureIntensity(nnUNetTrainerCosmosCPU):
+    """The CPU recipe plus the label-aware structure intensity augmentation at p = 1 per structure
+    (``tiny``; :mod:`cosmos.segmentation.augmentation`): every labelled structure of a training patch
+    is re-rendered at a random brightness inside its label, so the network learns the structures'
+    shape and surroundings rather than the translator's rendering of them. Measured: life-sized mean
+    Dice 0.04 -> 0.35; the demo's teacher 0.785 -> 0.803. Not in ``small``: not measured there.
+    """
+
+    recipe: ClassVar[TrainerRecipe] = replace(nnUNetTrainerCosmosCPU.recipe, structure_intensity_p=1.0)
 
 
 # ---------------------------------------------------------------------------------- warm start
@@ -599,3 +742,66 @@ class nnUNetTrainerCosmosBalancedDomains(nnUNetTrainerCosmosBudget):
             kinds.count("real"),
         )
         return dataset_tr, dataset_val
+
+
+class nnUNetTrainerCosmosCPUBalancedDomains(nnUNetTrainerCosmosCPU, nnUNetTrainerCosmosBalancedDomains):
+    """The CPU recipe (:class:`nnUNetTrainerCosmosCPU`) drawing pseudo-hrT2 and real hrT2 equally often."""
+
+
+class nnUNetTrainerCosmosCPUStructureIntensityBalancedDomains(
+    nnUNetTrainerCosmosCPUStructureIntensity, nnUNetTrainerCosmosBalancedDomains
+):
+    """The CPU recipe with structure intensity augmentation, drawing pseudo-hrT2 and real hrT2 equally often."""
+
+
+# ---------------------------------------------------------------------------------- lookup
+#: Every COSMOS trainer by class name: the lookup nnU-Net's own cannot do here (see the module docstring).
+TRAINERS: dict[str, type[nnUNetTrainerCosmosBudget]] = {
+    cls.__name__: cls
+    for cls in (
+        nnUNetTrainerCosmosBudget,
+        nnUNetTrainerCosmosCPU,
+        nnUNetTrainerCosmosCPUStructureIntensity,
+        nnUNetTrainerCosmosBalancedDomains,
+        nnUNetTrainerCosmosCPUBalancedDomains,
+        nnUNetTrainerCosmosCPUStructureIntensityBalancedDomains,
+    )
+}
+#: Each recipe's domain-balanced variant (``selftraining.balance_domains``).
+BALANCED_DOMAINS: dict[type[nnUNetTrainerCosmosBudget], type[nnUNetTrainerCosmosBudget]] = {
+    nnUNetTrainerCosmosBudget: nnUNetTrainerCosmosBalancedDomains,
+    nnUNetTrainerCosmosCPU: nnUNetTrainerCosmosCPUBalancedDomains,
+    nnUNetTrainerCosmosCPUStructureIntensity: nnUNetTrainerCosmosCPUStructureIntensityBalancedDomains,
+}
+DEFAULT_TRAINER = nnUNetTrainerCosmosBudget.__name__
+
+
+def trainer_named(name: str) -> type[nnUNetTrainerCosmosBudget]:
+    """The trainer class called ``name`` (``segmentation.trainer``); a CosmosError listing the known ones otherwise.
+
+    Also a stand-in for nnU-Net's ``recursive_find_trainer_class_by_name`` where its entry point
+    (``nnunetv2.run.run_training``) is driven with ``-tr <name>``.
+    """
+    from cosmos.errors import CosmosError
+
+    try:
+        return TRAINERS[name]
+    except KeyError:
+        raise CosmosError(f"segmentation.trainer={name!r} is not a COSMOS trainer; known: {sorted(TRAINERS)}") from None
+
+
+def balanced_domains_variant(cls: type[nnUNetTrainerCosmosBudget]) -> type[nnUNetTrainerCosmosBudget]:
+    """The trainer that trains ``cls``'s recipe drawing both domains equally often (itself if it already does)."""
+    if issubclass(cls, nnUNetTrainerCosmosBalancedDomains):
+        return cls
+    try:
+        return BALANCED_DOMAINS[cls]
+    except KeyError:
+        raise RuntimeError(f"{cls.__name__} has no domain-balanced variant; add one to BALANCED_DOMAINS") from None
+
+
+def effective_recipe(seg: Any, trainer: type[nnUNetTrainerCosmosBudget] | None = None) -> TrainerRecipe:
+    """The recipe a fold trains with: ``trainer``'s (default: the class ``seg.trainer`` names) with the
+    ``segmentation`` keys that ``seg`` sets put over it (:meth:`TrainerRecipe.overridden_by`)."""
+    cls = trainer if trainer is not None else trainer_named(getattr(seg, "trainer", None) or DEFAULT_TRAINER)
+    return cls.recipe.overridden_by(seg)

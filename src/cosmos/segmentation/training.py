@@ -94,13 +94,15 @@ def fold_seed(base_seed: int, round_index: int, fold: int) -> int:
 
 
 def trainer_class(cfg: CosmosConfig, prepared: PreparedRound):
-    """The trainer this round uses: domain-balanced sampling for a student with real cases when
-    ``selftraining.balance_domains`` is on, else the plain budget trainer."""
-    from cosmos.segmentation.trainer import nnUNetTrainerCosmosBalancedDomains, nnUNetTrainerCosmosBudget
+    """The trainer this round uses: the recipe ``segmentation.trainer`` names
+    (:data:`cosmos.segmentation.trainer.TRAINERS`), in its domain-balanced variant for a student with
+    real cases when ``selftraining.balance_domains`` is on."""
+    from cosmos.segmentation.trainer import balanced_domains_variant, trainer_named
 
+    cls = trainer_named(cfg.segmentation.trainer)
     if cfg.selftraining.balance_domains and prepared.num_real > 0 and prepared.num_pseudo > 0:
-        return nnUNetTrainerCosmosBalancedDomains
-    return nnUNetTrainerCosmosBudget
+        return balanced_domains_variant(cls)
+    return cls
 
 
 def build_trainer(
@@ -112,7 +114,8 @@ def build_trainer(
     continue_training: bool,
     lr_scale: float = 1.0,
 ):
-    """Construct the COSMOS trainer exactly as nnunetv2.run.run_training would (no name lookup).
+    """Construct the COSMOS trainer exactly as nnunetv2.run.run_training would (the class from :func:`trainer_class`;
+    no nnU-Net name lookup), with the budget and recipe of ``cfg`` applied.
 
     Must run inside ``environment.nnunet_env(preprocessed=prepared.preprocessed_root, results=...)``.
     """
@@ -130,7 +133,7 @@ def build_trainer(
     )
     trainer.use_output_folder(out_dir)
     budget = TrainerBudget.from_config(
-        cfg.segmentation, prepared, lr_scale=lr_scale, min_pseudo_dice=cfg.checks.min_pseudo_dice
+        cfg.segmentation, prepared, lr_scale=lr_scale, min_pseudo_dice=cfg.checks.min_pseudo_dice, trainer=cls
     )
     trainer.apply_budget(budget)
     return trainer
@@ -183,9 +186,11 @@ def train_fold(
     checkpoint first downloads the last one stored there; every checkpoint written is uploaded;
     the prefix is emptied once the fold is done.
     """
+    import dataclasses
+
     import torch
 
-    from cosmos.segmentation.trainer import warm_start
+    from cosmos.segmentation.trainer import effective_recipe, warm_start
 
     prepared = load_prepared(prepared_dir)
     seg = cfg.segmentation
@@ -281,6 +286,8 @@ def train_fold(
         "initial_lr": trainer.initial_lr,
         "oversample_foreground": trainer.oversample_foreground_percent,
         "probabilistic_oversampling": bool(trainer.probabilistic_oversampling),
+        # the trainer's recipe with the config's overrides: what segmentation.trainer and its keys resolved to
+        "recipe": dataclasses.asdict(effective_recipe(seg, type(trainer))),
         "num_cases": prepared.num_cases,
         "num_pseudo": prepared.num_pseudo,
         "num_real": prepared.num_real,
