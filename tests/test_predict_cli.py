@@ -59,8 +59,15 @@ def test_predict_from_champion_keeps_grid(store, calls, tmp_path, capsys):
         "--no-mirroring",
     )
     assert rc == 0, err
-    names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == ["crossmoda_211_Label.nii.gz", "crossmoda_212_Label.nii.gz", "patient_seg.nii.gz"]
+    names = sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith("."))
+    assert names == [
+        "crossmoda_211_Label.nii.gz",
+        "crossmoda_211_measurements.json",
+        "crossmoda_212_Label.nii.gz",
+        "crossmoda_212_measurements.json",
+        "patient_measurements.json",
+        "patient_seg.nii.gz",
+    ]
     pred = load(tmp_path / "out" / "crossmoda_211_Label.nii.gz", label=True)
     assert same_grid(load(a), pred) is None and pred.data.dtype == np.uint8
     assert calls[-1]["mirroring"] is False and calls[-1]["n"] == 3

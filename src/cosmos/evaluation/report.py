@@ -44,10 +44,18 @@ import logging
 from pathlib import Path
 
 from cosmos.data import layout
+from cosmos.data.outputs import atomic_write
 from cosmos.evaluation.metrics import summary_row
 from cosmos.evaluation.report_document import _Block, _to_html, _to_markdown
 from cosmos.evaluation.report_figures import _figure_metrics, _figure_rounds, _figure_translation
-from cosmos.evaluation.report_summary import _case_mean, _check, _has_scores, _path, _round_name
+from cosmos.evaluation.report_summary import (
+    _case_mean,
+    _check,
+    _has_scores,
+    _measurements_blocks,
+    _path,
+    _round_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -343,6 +351,9 @@ def write_report(out_dir: str | Path, summary: dict, max_cases: int = 3, embed_i
                 )
             )
 
+    # Tumour measurements of the run's predictions (cosmos.evaluation.measurements)
+    blocks += _measurements_blocks(rounds)
+
     # Translation fidelity (label-free; the translator's fidelity.json, cosmos.translation.fidelity)
     if isinstance(summary.get("translator_fidelity"), dict):
         blocks += _fidelity_blocks(summary["translator_fidelity"])
@@ -403,7 +414,8 @@ def write_report(out_dir: str | Path, summary: dict, max_cases: int = 3, embed_i
             text += "; captions = per-case mean Dice / ASSD" if val_gt else " (no validation labels)"
             blocks.append(_Block("img", text, items=[str(fig)]))
 
-    (out_dir / "report.md").write_text(_to_markdown(blocks))
-    (out_dir / "report.html").write_text(_to_html(blocks, title, embed=embed_images))
+    # temp file + rename (cosmos.data.outputs.atomic_write): a failed write (full disk) leaves no half report
+    atomic_write(out_dir / "report.md", _to_markdown(blocks))
+    atomic_write(out_dir / "report.html", _to_html(blocks, title, embed=embed_images))
     log.info("report written to %s", out_dir / "report.html")
     return out_dir

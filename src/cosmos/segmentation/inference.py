@@ -44,6 +44,7 @@ from cosmos.data import layout, nifti
 from cosmos.data.outputs import PREDICT_MANIFEST as PREDICT_MANIFEST  # spelled once; the output check reads it
 from cosmos.data.outputs import our_outputs, read_manifest, write_manifest
 from cosmos.errors import CosmosError
+from cosmos.evaluation.measurements import Measurements, measure, measurements_path, removed_components, write_json
 from cosmos.logs import progress
 from cosmos.segmentation import environment
 from cosmos.segmentation.environment import FINAL_CHECKPOINT
@@ -286,6 +287,79 @@ def _predict_case(predictor, image: Path, want_probabilities: bool):
     return out if want_probabilities else (out, None)
 
 
+def predictor_for(ensemble: FoldEnsemble, seg_cfg, device, mirroring: bool):
+    """:func:`build_predictor` with the config's tiling and flips: the one predictor ``cosmos predict``
+    builds per call and ``cosmos serve`` builds once and keeps (its folds stay in memory)."""
+    axes = tuple(int(a) for a in seg_cfg.mirror_axes) if seg_cfg.mirror_axes is not None else None
+    return build_predictor(ensemble, device, mirroring, seg_cfg.tile_step_size, axes)
+
+
+def needs_probabilities(seg_cfg) -> bool:
+    """Whether the configured post-processing reads the softmax (the ``confident`` VS rule does)."""
+    return any(r.needs_probabilities for r in rules_from_config(seg_cfg))
+
+
+@dataclass
+class CasePrediction:
+    """One scan's prediction, in the NIfTI's voxel order (i, j, k) on the scan's grid.
+
+    ``raw``: the ensemble's labels before post-processing (what the measurements count removed
+    components against); ``labels``: after it (what is written); ``probabilities``: the ensemble's
+    softmax, C x I x J x K float32, when asked for.
+    """
+
+    volume: nifti.Volume
+    raw: np.ndarray
+    labels: np.ndarray
+    probabilities: np.ndarray | None
+
+
+def predict_case(
+    predictor, image: Path, seg_cfg, need_probabilities: bool, volume: nifti.Volume | None = None
+) -> CasePrediction:
+    """Segment one file with a built predictor: nnU-Net's preprocessing, fold ensemble (with the
+    predictor's mirroring), resampling back, then the configured post-processing. Why one function:
+    ``cosmos predict`` and the warm ``cosmos serve`` call it, so their labels cannot drift apart.
+    ``volume``: the file already loaded with :func:`nifti.load_image` (skips a second read)."""
+    # refuses corrupt, NaN/Inf, bad-affine or constant input (one line)
+    vol = nifti.load_image(image) if volume is None else volume
+    # the memory cap once resampled to the model's voxel size, from the header alone (cosmos.data.nifti)
+    target = getattr(getattr(predictor, "configuration_manager", None), "spacing", None)
+    too_big = nifti.memory_problems(vol.shape, vol.spacing, target) if target is not None else []
+    if too_big:
+        raise nifti.NiftiError(f"{image}: " + "; ".join(too_big))
+    seg, probs = _predict_case(predictor, image, need_probabilities)
+    seg = np.asarray(seg).transpose(2, 1, 0)  # SimpleITK (z,y,x) -> NIfTI voxel order (i,j,k)
+    if seg.shape != vol.shape:
+        raise CosmosError(
+            f"{image}: prediction shape {seg.shape} differs from the image {vol.shape} "
+            "(the image's header may be inconsistent)"
+        )
+    p = None if probs is None else np.asarray(probs, dtype=np.float32).transpose(0, 3, 2, 1)
+    raw = seg.astype(np.uint8)
+    return CasePrediction(vol, raw, postprocess(raw.copy(), p, vol, seg_cfg), p)
+
+
+def case_measurements(case: CasePrediction) -> Measurements:
+    """The measurements of one prediction (:mod:`cosmos.evaluation.measurements`): the labels on the scan's
+    grid, the softmax's confidence when the case holds it, the components the post-processing removed (raw vs
+    kept labels), left/right split at the head's midline (the one the per-side cochlea rule uses)."""
+    seg = case.labels
+    midline = head_midline_x(case.volume) if np.any(seg == COCHLEA_LABEL) else None
+    return measure(
+        seg,
+        case.volume.affine,
+        probabilities=case.probabilities,
+        removed_components=removed_components(case.raw, seg),
+        midline_x=midline,
+    )
+
+
+def write_case_measurements(label_path: Path, case: CasePrediction) -> Path:
+    """Write :func:`case_measurements` beside ``label_path`` as ``<case>_measurements.json`` (atomic)."""
+    return write_json(measurements_path(label_path), case_measurements(case))
+
+
 def predict(
     fold_model_dirs: list,
     inputs,
@@ -293,8 +367,13 @@ def predict(
     cfg: CosmosConfig,
     mirroring: bool | None = None,
     save_probabilities: bool | None = None,
+    measurements: bool = True,
 ) -> list[Path]:
     """Segment ``inputs`` with the ensemble of ``fold_model_dirs``; returns the label files written.
+
+    ``measurements``: also write ``<case>_measurements.json`` beside each label
+    (:mod:`cosmos.evaluation.measurements`: volumes, VS diameter, components the post-processing removed,
+    the ensemble's confidence inside the VS).
 
     ``inputs``: a folder of ``*_hrT2`` images (or any ``*.nii.gz`` when none is crossMoDA-named), a
     single file, or a list of files. ``mirroring`` / ``save_probabilities`` default to the config.
@@ -315,6 +394,7 @@ def predict(
         "mirror_axes": seg_cfg.mirror_axes,
         "vs_component": [seg_cfg.vs_component, seg_cfg.vs_min_component_mm3],
         "cochlea_components": seg_cfg.cochlea_components,
+        "measurements": bool(measurements),
     }
 
     # The manifest (cosmos.data.outputs): "run"/"done" resume the same model and options; "outputs" lists
@@ -355,24 +435,20 @@ def predict(
         compile=seg_cfg.compile,
         torch_threads=resolve_threads(seg_cfg.torch_threads),
     ):
-        axes = tuple(int(a) for a in seg_cfg.mirror_axes) if seg_cfg.mirror_axes is not None else None
-        predictor = build_predictor(ensemble, device, mirroring, seg_cfg.tile_step_size, axes)
-        need_probabilities = save_probabilities or any(r.needs_probabilities for r in rules_from_config(seg_cfg))
+        predictor = predictor_for(ensemble, seg_cfg, device, mirroring)
+        # the measurements' confidence reads the softmax: nnU-Net resamples it anyway to take the argmax
+        need_probabilities = save_probabilities or needs_probabilities(seg_cfg) or measurements
         for f in progress(todo, desc="predict", unit="case"):
-            vol = nifti.load_image(f)  # refuses corrupt, NaN/Inf, bad-affine or constant input (one line)
-            seg, probs = _predict_case(predictor, f, need_probabilities)
-            seg = np.asarray(seg).transpose(2, 1, 0)  # SimpleITK (z,y,x) -> NIfTI voxel order (i,j,k)
-            if seg.shape != vol.shape:
-                raise CosmosError(
-                    f"{f}: prediction shape {seg.shape} differs from the image {vol.shape} "
-                    "(the image's header may be inconsistent)"
-                )
-            p = None if probs is None else np.asarray(probs, dtype=np.float32).transpose(0, 3, 2, 1)
-            seg = postprocess(seg.astype(np.uint8), p, vol, seg_cfg)
+            case = predict_case(predictor, f, seg_cfg, need_probabilities)
+            vol, seg, p = case.volume, case.labels, case.probabilities
             target = out / output_name(f)
             ours[target.name] = str(f.resolve())  # claimed before it is written: a killed run's file stays ours
+            if measurements:
+                ours[measurements_path(target).name] = str(f.resolve())
             write_manifest(out, {"run": run_key, "done": done, "outputs": ours})
             nifti.save(target, seg, like=vol, label=True)
+            if measurements:
+                write_case_measurements(target, case)
             if save_probabilities and p is not None:
                 p = p.astype(np.float16)
                 np.savez_compressed(

@@ -274,7 +274,16 @@ def pseudo_label(
 
     images = Path(data_dir) / layout.TARGET_DIR
     pixel = cfg.selftraining.filter == "pixel"
-    predict([Path(d) for d in fold_dirs], images, labels_dir, cfg, mirroring=True, save_probabilities=pixel)
+    # no measurements JSON beside pseudo-labels: that folder is training data, not a result
+    predict(
+        [Path(d) for d in fold_dirs],
+        images,
+        labels_dir,
+        cfg,
+        mirroring=True,
+        save_probabilities=pixel,
+        measurements=False,
+    )
     carry_from = previous_kept_dir if cfg.selftraining.carry_over else None
     filt = filter_pseudo_labels(labels_dir, kept_dir, cfg.selftraining, previous_kept_dir=carry_from)
     plausibility.assess_folder(labels_dir, images, data_dir, cfg.checks.volume_range_factor)
@@ -343,6 +352,9 @@ def score(
     if any(Path(predictions_dir).glob("*_Label.nii.gz")):
         if roi_data_dir is not None:
             uncrop_predictions(predictions_dir, full, roi_data_dir, data_dir)
+            # the measurements go along: a crop is cut from the scan, not resampled, so the voxels are the same
+            for meas in Path(predictions_dir).glob("*_measurements.json"):
+                (full / meas.name).write_bytes(meas.read_bytes())
         else:
             copy_tree(predictions_dir, full)
     labels = Path(data_dir) / layout.VALIDATION_LABELS_DIR
