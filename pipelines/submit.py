@@ -15,6 +15,14 @@ The backend version is checked before anything is uploaded (:data:`MIN_KFP_BACKE
 The pipeline root (where every task's artifacts go) is set per run (``pipeline_root``), so
 COSMOS does not need the namespace-wide ``kfp-launcher`` ConfigMap that would change it for every
 pipeline of the namespace.
+
+Multi-user Kubeflow (``--namespace NS``, or the pod's own namespace inside a cluster): the pipeline
+is uploaded INTO the profile namespace (``POST /apis/v2beta1/pipelines/upload?namespace=NS``), looked
+up there (``GET /apis/v2beta1/pipelines?namespace=NS``), and the run goes to an experiment of that
+namespace: a v2beta1 ``Run`` has no namespace field, the API server takes the run's namespace from its
+experiment (backend 2.17.0 ``run_server.go`` ``createRun`` -> ``GetValidExperimentNamespacePair``).
+Without a namespace the pipeline would be a *shared* one: refused when the server requires a namespace
+(``REQUIRE_NAMESPACE_FOR_PIPELINES``, ``validation/namespace.go``), published to every namespace when not.
 """
 
 from __future__ import annotations
@@ -42,6 +50,15 @@ log = logging.getLogger(__name__)
 # the error on an older backend). Empty-dir mounts, generic ephemeral volumes, timeouts and retry
 # policies are all older than that.
 MIN_KFP_BACKEND = (2, 15, 0)
+
+# The object-store prefixes the KFP profile controller grants a profile namespace's keys (the Secret
+# ``mlpipeline-minio-artifact`` it writes into the namespace): kubeflow/pipelines 2.17.0,
+# manifests/kustomize/base/installs/multi-user/pipelines-profile-controller/sync.py, the user policy
+# ``KubeflowProject<ns>`` (s3:Put*, Get*, List*, DeleteObject on these keys of bucket ``mlpipeline``;
+# no CreateBucket). The namespace's default pipeline root (its ``kfp-launcher`` ConfigMap, also written
+# by the controller) is ``minio://mlpipeline/private-artifacts/<ns>/v2/artifacts``.
+PROFILE_BUCKET = "mlpipeline"
+PROFILE_PREFIXES = ("artifacts/", "private-artifacts/{ns}/", "private/{ns}/", "shared/")
 
 SA_TOKEN_ENV = "KF_PIPELINES_SA_TOKEN_PATH"
 SA_TOKEN_DEFAULT_PATH = "/var/run/secrets/kubeflow/pipelines/token"
@@ -113,8 +130,8 @@ def check_backend_version(tag: str | None, host: str) -> None:
         )
 
 
-def _backend_tag(client) -> str | None:
-    """The backend's ``tag_name`` from ``/apis/v2beta1/healthz``.
+def _healthz(client) -> dict[str, Any]:
+    """The backend's ``/apis/v2beta1/healthz`` answer (``tag_name``, ``multi_user``, ...).
 
     The API server writes ``{"commit_sha", "tag_name", "multi_user", ...}`` there, but the
     generated ``V2beta1GetHealthzResponse`` model keeps only ``multi_user`` and
@@ -124,9 +141,48 @@ def _backend_tag(client) -> str | None:
 
     raw = client._healthz_api.healthz_service_get_healthz(_preload_content=False)
     try:
-        return json.loads(raw.data or b"{}").get("tag_name")
+        data = json.loads(raw.data or b"{}")
     except ValueError:
-        return None
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def profile_default_root(namespace: str) -> str:
+    """The pipeline root the KFP profile controller gives ``namespace`` (see :data:`PROFILE_PREFIXES`)."""
+    return f"minio://{PROFILE_BUCKET}/private-artifacts/{namespace}/v2/artifacts"
+
+
+def granted_to_profile(uri: str, namespace: str) -> bool:
+    """Whether the keys the KFP profile controller issues to ``namespace`` may write ``uri``.
+
+    ``uri`` is ``s3://`` or ``minio://`` BUCKET/KEY-PREFIX; granted means bucket ``mlpipeline`` and a
+    key prefix under one of :data:`PROFILE_PREFIXES` with ``{ns}`` = ``namespace``.
+    """
+    parts = urlsplit(uri)
+    if parts.scheme not in ("s3", "minio") or parts.netloc != PROFILE_BUCKET:
+        return False
+    key = parts.path.lstrip("/")
+    key = key if key.endswith("/") else key + "/"
+    return any(key.startswith(p.format(ns=namespace)) for p in PROFILE_PREFIXES)
+
+
+def _find_pipeline(client, name: str, namespace: str | None) -> str | None:
+    """The id of the pipeline called ``name`` in ``namespace`` (None: the shared pipelines).
+
+    ``kfp.Client.get_pipeline_id`` lists without a namespace, i.e. only the shared pipelines on a
+    multi-user server, so a namespaced ``cosmos-pipeline`` would never be found and a shared one of
+    the same name would get the new version.
+    """
+    import json
+
+    from cosmos.errors import CosmosError
+
+    flt = json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": name}]})
+    found = client.list_pipelines(filter=flt, namespace=namespace, page_size=2).pipelines or []
+    if len(found) > 1:
+        where = f"namespace {namespace}" if namespace else "the shared pipelines"
+        raise CosmosError(f"{len(found)} pipelines called {name!r} in {where}; rename or delete one")
+    return found[0].pipeline_id if found else None
 
 
 def in_cluster_token_path() -> Path | None:
@@ -176,6 +232,10 @@ def submit(
 
     ``pipeline_root`` (e.g. ``s3://cosmos-artifacts/v2/artifacts``): this run's artifact root;
     None = the server's default (its ``kfp-launcher`` ConfigMap or the deployment default).
+
+    ``namespace``: the Kubeflow profile namespace. The pipeline is uploaded into it and the run is
+    created in an experiment of it. Required by a multi-user server (``healthz`` ``multi_user``);
+    inside a profile's pod the pod's namespace is used when none is given.
     """
     import kfp
 
@@ -196,19 +256,42 @@ def submit(
         with warnings.catch_warnings():  # "only works with KFP v2.0.0-beta.2 and later": known
             warnings.simplefilter("ignore", FutureWarning)
             client = kfp.Client(host=host, **auth, **({"namespace": namespace} if namespace else {}))
+        health = _healthz(client)
         if check_version:
-            check_backend_version(_backend_tag(client), host)
-        pipeline_id = client.get_pipeline_id(pipeline_name)
+            check_backend_version(health.get("tag_name"), host)
+        # inside a profile's pod kfp.Client has read the pod's namespace already
+        namespace = namespace or client.get_user_namespace() or None
+        if health.get("multi_user") is True:
+            if not namespace:
+                raise CosmosError(
+                    f"{host} is a multi-user Kubeflow Pipelines: give --namespace PROFILE_NAMESPACE "
+                    "(a pipeline without one would be shared with every namespace, or refused)"
+                )
+            if pipeline_root and not granted_to_profile(pipeline_root, namespace):
+                log.warning(
+                    "pipeline root %s is outside what the KFP profile controller grants namespace %s "
+                    "(s3://%s/{%s}); it works only if an admin granted it (k8s/README.md). "
+                    "Leave --pipeline-root out to use %s",
+                    pipeline_root,
+                    namespace,
+                    PROFILE_BUCKET,
+                    ",".join(p.format(ns=namespace).rstrip("/") for p in PROFILE_PREFIXES),
+                    profile_default_root(namespace),
+                )
+        pipeline_id = _find_pipeline(client, pipeline_name, namespace)
         if pipeline_id is None:  # first upload: the pipeline and its first version
             pipeline = client.upload_pipeline(
-                str(package), pipeline_name=pipeline_name, description="COSMOS ceT1 -> hrT2 domain adaptation"
+                str(package),
+                pipeline_name=pipeline_name,
+                description="COSMOS ceT1 -> hrT2 domain adaptation",
+                namespace=namespace,
             )
             pipeline_id = pipeline.pipeline_id
             versions = client.list_pipeline_versions(pipeline_id, page_size=1, sort_by="created_at desc")
             if not versions.pipeline_versions:
                 raise CosmosError(f"{host}: pipeline {pipeline_name} was uploaded but has no version")
             version_id = versions.pipeline_versions[0].pipeline_version_id
-            log.info("uploaded new pipeline %s (%s)", pipeline_name, pipeline_id)
+            log.info("uploaded new pipeline %s (%s) to %s", pipeline_name, pipeline_id, namespace or "shared")
         else:  # it exists: a new version of it
             version = client.upload_pipeline_version(
                 str(package), pipeline_version_name=f"{pipeline_name}-{stamp}", pipeline_id=pipeline_id

@@ -186,7 +186,15 @@ def test_required_services_and_config(rendered, overlay):
     assert pg["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
     mlflow = _find(docs, "Deployment", "cosmos-mlflow")
     args = " ".join(mlflow["spec"]["template"]["spec"]["containers"][0]["args"])
-    assert "postgresql://" in args and "--artifacts-destination" in args and "s3://" in args
+    # the driver is named: SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, which the image lacks
+    assert "postgresql+psycopg2://" in args and '--artifacts-destination "${MLFLOW_ARTIFACTS_DESTINATION}"' in args
+    store = _find(docs, "ConfigMap", "cosmos-object-store")["data"]
+    assert store["MLFLOW_ARTIFACTS_DESTINATION"].startswith("s3://")
+    env = {e["name"]: e for e in mlflow["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MLFLOW_ARTIFACTS_DESTINATION"]["valueFrom"]["configMapKeyRef"] == {
+        "name": "cosmos-object-store",
+        "key": "MLFLOW_ARTIFACTS_DESTINATION",
+    }
     assert mlflow["spec"]["template"]["spec"]["serviceAccountName"] == "cosmos-mlflow"
     creds = {k: base64.b64decode(v).decode() for k, v in _find(docs, "Secret", "cosmos-credentials")["data"].items()}
     endpoint = _find(docs, "ConfigMap", "cosmos-object-store")["data"]["S3_ENDPOINT_URL"]
@@ -397,3 +405,376 @@ def test_kubeflow_overlay_network_policies_admit_pipeline_pods_and_the_kfp_ui(re
     } in peers
     ports = {p["port"] for pol in pols for rule in pol["spec"]["ingress"] for p in rule["ports"]}
     assert ports == {5000}
+
+
+# -- multi-user Kubeflow storage: only what the KFP profile controller grants -----------------
+
+_STORE_URIS = ("DATA_URI", "PIPELINE_ROOT", "MLFLOW_ARTIFACTS_DESTINATION", "CHECKPOINT_URI")
+
+
+def test_kubeflow_overlay_keeps_every_store_path_inside_the_profile_grant(rendered):
+    """Since KFP 2.15 a profile's keys reach only mlpipeline/{artifacts,private-artifacts/NS,private/NS,
+    shared}/* and cannot create buckets (policy encoded in pipelines.submit.granted_to_profile)."""
+    from pipelines.submit import granted_to_profile, profile_default_root
+
+    _, docs = rendered["kubeflow"]
+    ns = docs[0]["metadata"]["namespace"]
+    store = _find(docs, "ConfigMap", "cosmos-object-store")["data"]
+    assert store["CREATE_BUCKETS"] == "false"  # no CreateBucket in the grant
+    for key in _STORE_URIS:
+        assert granted_to_profile(store[key], ns), f"{key}={store[key]} is outside the grant of {ns}"
+    assert store["PIPELINE_ROOT"] == profile_default_root(ns)  # what the namespace's kfp-launcher says
+    for key in ("DATA_URI", "MLFLOW_ARTIFACTS_DESTINATION", "CHECKPOINT_URI"):
+        # private/NS, not private-artifacts/NS: the controller puts an expiry rule on private-artifacts
+        assert store[key].startswith(f"s3://mlpipeline/private/{ns}/cosmos/"), store[key]
+    assert len({store[k] for k in _STORE_URIS}) == len(_STORE_URIS)
+    for overlay in ("minio", "kfp-seaweedfs"):  # own buckets there, created by the Job
+        own = _find(rendered[overlay][1], "ConfigMap", "cosmos-object-store")["data"]
+        assert own["CREATE_BUCKETS"] == "true"
+        assert not any(granted_to_profile(own[k], ns) for k in _STORE_URIS)
+
+
+def test_kubeflow_overlay_leaves_the_launcher_configmap_to_the_profile_controller(rendered):
+    """The controller owns kfp-launcher in every profile namespace (a metacontroller attachment)."""
+    _, docs = rendered["kubeflow"]
+    assert not [d for d in docs if d["metadata"]["name"] == "kfp-launcher"]
+    kustomization = yaml.safe_load((K8S / "overlays" / "kubeflow" / "kustomization.yaml").read_text())
+    assert not any("kfp-launcher" in c for c in kustomization.get("components", []))
+    assert not any("kfp-launcher" in r for r in kustomization.get("resources", []))
+
+
+def _job_script(docs) -> tuple[str, dict]:
+    job = _find(docs, "Job", "cosmos-create-buckets")["spec"]["template"]["spec"]["containers"][0]
+    assert job["command"] == ["python", "-c"]
+    return job["args"][0], _find(docs, "ConfigMap", "cosmos-object-store")["data"]
+
+
+def _run_job(script: str, config: dict, endpoint: str) -> subprocess.CompletedProcess:
+    import os
+
+    env = {**os.environ, **config, "S3_ENDPOINT_URL": endpoint}
+    env.pop("ISTIO_QUIT_URL", None)
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_the_bucket_job_creates_own_buckets_and_proves_it_can_write(rendered, real_s3_env):
+    """The rendered Job's script, run for real against SeaweedFS (no IAM there: grants are not tested)."""
+    import boto3
+
+    script, config = _job_script(rendered["minio"][1])
+    res = _run_job(script, config, real_s3_env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    s3 = boto3.client("s3", endpoint_url=real_s3_env)
+    for bucket in (config["DATA_BUCKET"], config["ARTIFACT_BUCKET"], config["MLFLOW_BUCKET"]):
+        s3.head_bucket(Bucket=bucket)  # created (raises otherwise)
+        assert f"bucket created: {bucket}" in res.stdout
+    for key in _STORE_URIS:
+        assert f"{key}: {config[key]} is writable" in res.stdout
+    for bucket in (config["DATA_BUCKET"], config["ARTIFACT_BUCKET"], config["MLFLOW_BUCKET"]):
+        assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0  # the probes were deleted
+
+
+def test_the_bucket_job_in_a_profile_namespace_creates_nothing_and_names_what_it_cannot_write(rendered, real_s3_env):
+    import boto3
+
+    script, config = _job_script(rendered["kubeflow"][1])
+    s3 = boto3.client("s3", endpoint_url=real_s3_env)
+    s3.create_bucket(Bucket="mlpipeline")  # the platform's bucket exists; the profile may not create any
+    res = _run_job(script, config, real_s3_env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "bucket" not in res.stdout  # neither "bucket exists" nor "bucket created": no bucket calls
+    for key in ("DATA_URI", "MLFLOW_ARTIFACTS_DESTINATION", "CHECKPOINT_URI"):
+        assert f"{key}: {config[key]} is writable" in res.stdout
+    assert s3.list_objects_v2(Bucket="mlpipeline").get("KeyCount", 0) == 0  # the probes were deleted
+    assert "PIPELINE_ROOT: minio://mlpipeline/" in res.stdout and "not s3://, not checked" in res.stdout
+    broken = dict(config, CHECKPOINT_URI="s3://cosmos-no-such-bucket/checkpoints")
+    res = _run_job(script, broken, real_s3_env)
+    assert res.returncode == 1
+    assert "CHECKPOINT_URI: the keys of cosmos-credentials cannot write s3://cosmos-no-such-bucket/checkpoints" in (
+        res.stderr
+    )
+    assert "Traceback" not in res.stderr
+
+
+# -- KServe: accepted in Serverless (Knative, default feature flags) and in RawDeployment ----------
+#
+# Knative admission, encoded from knative/serving knative-v1.23.0 (commit 98e5ef9 of the mirror):
+# pkg/apis/serving/fieldmask.go (PodSpecMask, ContainerMask, SecurityContextMask, CapabilitiesMask,
+# PodSecurityContextMask, VolumeSourceMask, VolumeMountMask, ProbeMask, HTTPGetActionMask,
+# ContainerPortMask, EnvVarMask, EnvVarSourceMask, EnvFromSourceMask, ResourceRequirementsMask) with the
+# defaults of pkg/apis/config/features.go (every kubernetes.podspec-* flag disabled except
+# podspec-volumes-emptydir; secure-pod-defaults disabled), and the rules of
+# pkg/apis/serving/k8s_validation.go (reserved paths, env vars, ports; port names; every volume
+# mounted; readOnly mounts for non-emptyDir volumes) and pkg/apis/config/defaults.go
+# (max-revision-timeout-seconds 600). The webhook REJECTS a field the mask drops
+# (apis.CheckDisallowedFields): "must not set the field(s)".
+KNATIVE_POD = {
+    "serviceAccountName",
+    "containers",
+    "volumes",
+    "imagePullSecrets",
+    "enableServiceLinks",
+    "automountServiceAccountToken",  # only false
+}
+KNATIVE_CONTAINER = {
+    "name",
+    "args",
+    "command",
+    "env",
+    "workingDir",
+    "envFrom",
+    "image",
+    "imagePullPolicy",
+    "livenessProbe",
+    "ports",
+    "readinessProbe",
+    "resources",
+    "securityContext",
+    "startupProbe",
+    "terminationMessagePath",
+    "terminationMessagePolicy",
+    "volumeMounts",
+}
+KNATIVE_SECURITY_CONTEXT = {
+    "capabilities",
+    "readOnlyRootFilesystem",
+    "runAsUser",
+    "runAsGroup",
+    "runAsNonRoot",
+    "allowPrivilegeEscalation",
+    "seccompProfile",
+    "privileged",  # only false
+}
+KNATIVE_CAPABILITIES = {"drop"}  # add: containerspec-addcapabilities disabled
+KNATIVE_VOLUME_SOURCES = {"secret", "configMap", "projected", "emptyDir"}
+KNATIVE_VOLUME_MOUNT = {"name", "readOnly", "mountPath", "subPath"}
+KNATIVE_PROBE = {
+    "httpGet",
+    "exec",
+    "tcpSocket",
+    "grpc",
+    "initialDelaySeconds",
+    "timeoutSeconds",
+    "periodSeconds",
+    "successThreshold",
+    "failureThreshold",
+    "terminationGracePeriodSeconds",
+}
+KNATIVE_HTTP_GET = {"host", "path", "scheme", "httpHeaders", "port"}
+KNATIVE_PORT = {"containerPort", "name", "protocol"}
+KNATIVE_ENV = {"name", "value", "valueFrom"}
+KNATIVE_ENV_SOURCE = {"configMapKeyRef", "secretKeyRef"}  # fieldRef: kubernetes.podspec-fieldref disabled
+KNATIVE_ENV_FROM = {"prefix", "configMapRef", "secretRef"}
+KNATIVE_RESERVED_PATHS = {"/", "/dev", "/dev/log"}
+KNATIVE_RESERVED_ENV = {"PORT", "K_SERVICE", "K_CONFIGURATION", "K_REVISION"}
+KNATIVE_RESERVED_PORTS = {8012, 8013, 8022, 9090, 9091, 8008}  # pkg/networking/constants.go, pprof
+KNATIVE_PORT_NAMES = {"", "h2c", "http1"}
+KNATIVE_MAX_TIMEOUT_S = 600
+
+# KServe's InferenceService webhook, encoded from kserve/kserve v0.20.0:
+# pkg/apis/serving/v1beta1/inference_service_validation.go (name, exactly one implementation, blocked env
+# vars of pkg/validation/env_policy.go, autoscaling per deployment mode), component.go (replicas,
+# containerConcurrency), predictor_custom.go (PROTOCOL), pkg/constants/constants.go (deployment modes:
+# Serverless/RawDeployment are the legacy names of Knative/Standard, normalized by the mutating webhook).
+KSERVE_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+KSERVE_FRAMEWORKS = {
+    "sklearn",
+    "xgboost",
+    "tensorflow",
+    "pytorch",
+    "triton",
+    "onnx",
+    "huggingface",
+    "pmml",
+    "lightgbm",
+    "paddle",
+    "model",
+}
+KSERVE_BLOCKED_ENV = {"PYTHONPATH"}
+KSERVE_MODES = {"Serverless": "Knative", "Knative": "Knative", "RawDeployment": "Standard", "Standard": "Standard"}
+KSERVE_KPA_METRICS = {"concurrency", "rps"}
+
+
+def _predictor_pod_spec(predictor: dict) -> dict:
+    """The PodSpec part of a PredictorSpec (it inlines corev1.PodSpec next to its own fields)."""
+    from kubernetes.client import V1PodSpec
+
+    pod_fields = set(V1PodSpec.attribute_map.values())
+    return {k: v for k, v in predictor.items() if k in pod_fields}
+
+
+def knative_violations(isvc: dict) -> list[str]:
+    """Why Knative's webhook (default feature flags) would reject the Service KServe makes of ``isvc``."""
+    predictor = isvc["spec"]["predictor"]
+    pod = _predictor_pod_spec(predictor)
+    bad: list[str] = [f"pod.{k}" for k in sorted(set(pod) - KNATIVE_POD)]
+    if pod.get("automountServiceAccountToken") is True:
+        bad.append("pod.automountServiceAccountToken: only false")
+    if predictor.get("timeout", 0) > KNATIVE_MAX_TIMEOUT_S:
+        bad.append(f"timeout {predictor['timeout']} > max-revision-timeout-seconds {KNATIVE_MAX_TIMEOUT_S}")
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    mounted = set()
+    for v in volumes.values():
+        sources = set(v) - {"name"}
+        bad += [f"volume {v['name']}.{s}" for s in sorted(sources - KNATIVE_VOLUME_SOURCES)]
+        if "emptyDir" in v and v["emptyDir"].get("medium", "") not in ("", "Memory"):
+            bad.append(f"volume {v['name']}.emptyDir.medium")
+    for c in pod.get("containers", []):
+        where = f"containers[{c.get('name')}]"
+        bad += [f"{where}.{k}" for k in sorted(set(c) - KNATIVE_CONTAINER)]
+        sc = c.get("securityContext", {})
+        bad += [f"{where}.securityContext.{k}" for k in sorted(set(sc) - KNATIVE_SECURITY_CONTEXT)]
+        if sc.get("privileged") is True:
+            bad.append(f"{where}.securityContext.privileged: only false")
+        bad += [f"{where}.capabilities.{k}" for k in sorted(set(sc.get("capabilities", {})) - KNATIVE_CAPABILITIES)]
+        for e in c.get("env", []):
+            bad += [f"{where}.env.{e['name']}.{k}" for k in sorted(set(e) - KNATIVE_ENV)]
+            bad += [f"{where}.env.{e['name']}.valueFrom.{k}" for k in set(e.get("valueFrom", {})) - KNATIVE_ENV_SOURCE]
+            if e["name"] in KNATIVE_RESERVED_ENV:
+                bad.append(f"{where}.env.{e['name']}: reserved")
+        for ef in c.get("envFrom", []):
+            bad += [f"{where}.envFrom.{k}" for k in sorted(set(ef) - KNATIVE_ENV_FROM)]
+        ports = c.get("ports", [])
+        for port in ports:
+            bad += [f"{where}.ports.{k}" for k in sorted(set(port) - KNATIVE_PORT)]
+            if port["containerPort"] in KNATIVE_RESERVED_PORTS:
+                bad.append(f"{where}.ports: {port['containerPort']} is reserved")
+        if ports and (ports[0].get("name", "") not in KNATIVE_PORT_NAMES or ports[0].get("protocol", "TCP") != "TCP"):
+            bad.append(f"{where}.ports[0]: name must be '', h2c or http1, protocol TCP")
+        for probe_name in ("readinessProbe", "livenessProbe", "startupProbe"):
+            probe = c.get(probe_name)
+            if probe is None:
+                continue
+            bad += [f"{where}.{probe_name}.{k}" for k in sorted(set(probe) - KNATIVE_PROBE)]
+            get = probe.get("httpGet", {})
+            bad += [f"{where}.{probe_name}.httpGet.{k}" for k in sorted(set(get) - KNATIVE_HTTP_GET)]
+            port = get.get("port")
+            if isinstance(port, str) and port != (ports[0].get("name") if ports else None):
+                bad.append(f"{where}.{probe_name}: a named probe port must be the container port's name")
+        bad += [f"{where}.resources.{k}" for k in sorted(set(c.get("resources", {})) - {"limits", "requests"})]
+        for m in c.get("volumeMounts", []):
+            bad += [f"{where}.volumeMounts.{m['name']}.{k}" for k in sorted(set(m) - KNATIVE_VOLUME_MOUNT)]
+            if m["mountPath"].rstrip("/") in {p.rstrip("/") for p in KNATIVE_RESERVED_PATHS} or m["mountPath"] == "/":
+                bad.append(f"{where}.volumeMounts.{m['name']}: {m['mountPath']} is reserved")
+            vol = volumes.get(m["name"])
+            if vol is None:
+                bad.append(f"{where}.volumeMounts.{m['name']}: no such volume")
+            elif not ({"emptyDir", "persistentVolumeClaim", "ephemeral"} & set(vol)) and not m.get("readOnly"):
+                bad.append(f"{where}.volumeMounts.{m['name']}: must be readOnly")
+            mounted.add(m["name"])
+    bad += [f"volume {name} not mounted" for name in sorted(set(volumes) - mounted)]
+    return bad
+
+
+def kserve_violations(isvc: dict) -> list[str]:
+    """Why KServe's InferenceService webhook would reject ``isvc``."""
+    bad: list[str] = []
+    meta, predictor = isvc["metadata"], isvc["spec"]["predictor"]
+    if not KSERVE_NAME.match(meta["name"]):
+        bad.append(f"name {meta['name']!r}")
+    mode_name = (meta.get("annotations") or {}).get("serving.kserve.io/deploymentMode")
+    if mode_name is not None and mode_name not in KSERVE_MODES:
+        bad.append(f"deploymentMode {mode_name!r} is unknown (KServe would silently use its default)")
+    implementations = sorted(KSERVE_FRAMEWORKS & set(predictor)) + (["custom"] if predictor.get("containers") else [])
+    if len(implementations) != 1:
+        bad.append(f"exactly one predictor implementation, found {implementations}")
+    for c in predictor.get("containers", []) + predictor.get("initContainers", []):
+        for e in c.get("env", []):
+            if e["name"] in KSERVE_BLOCKED_ENV:
+                bad.append(f"env {e['name']} is blocked")
+            if e["name"] == "PROTOCOL" and e.get("value") not in ("v1", "v2"):
+                bad.append("PROTOCOL must be v1 or v2")
+    lo, hi = predictor.get("minReplicas", 1), predictor.get("maxReplicas", 0)
+    if lo < 0 or hi < 0 or (hi != 0 and lo > hi):
+        bad.append(f"replicas min {lo} max {hi}")
+    if predictor.get("containerConcurrency", 0) < 0:
+        bad.append("containerConcurrency < 0")
+    if KSERVE_MODES.get(mode_name or "Serverless") == "Knative":
+        if "deploymentStrategy" in predictor:
+            bad.append("deploymentStrategy is for RawDeployment only")
+        if predictor.get("scaleMetric", "concurrency") not in KSERVE_KPA_METRICS:
+            bad.append(f"scaleMetric {predictor['scaleMetric']} is not a KPA metric")
+    if isvc["spec"].get("canary") and KSERVE_MODES.get(mode_name or "") != "Standard":
+        bad.append("canary needs Standard mode")
+    return bad
+
+
+def _isvc(path: Path) -> dict:
+    return next(d for d in _render(path) if d["kind"] == "InferenceService")
+
+
+SERVING = K8S / "serving"
+
+
+def test_the_inference_service_is_accepted_in_serverless_mode_with_default_knative_flags():
+    isvc = _isvc(SERVING)
+    assert "serving.kserve.io/deploymentMode" not in (isvc["metadata"].get("annotations") or {})  # the default
+    assert knative_violations(isvc) == []
+    assert kserve_violations(isvc) == []
+    (c,) = isvc["spec"]["predictor"]["containers"]
+    sc = c["securityContext"]  # the restricted profile, on the container where Knative allows it
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] != 0 and sc["seccompProfile"]["type"] == "RuntimeDefault"
+    assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
+
+
+@pytest.mark.parametrize("variant", ["raw", "gpu"])
+def test_the_raw_deployment_variants_are_accepted_by_kserve_and_are_valid_pods(variant, tmp_path):
+    isvc = _isvc(SERVING / variant)
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
+    assert kserve_violations(isvc) == []
+    # RawDeployment: KServe makes a plain Deployment of the predictor's PodSpec: a strict Pod check
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p"},
+        "spec": _predictor_pod_spec(isvc["spec"]["predictor"]),
+    }
+    path = tmp_path / "pod.yaml"
+    path.write_text(yaml.safe_dump(pod))
+    res = subprocess.run(
+        [_tool("kubernetes-validate"), "--strict", "--quiet", "-k", K8S_VERSION, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    if variant == "gpu":
+        (c,) = isvc["spec"]["predictor"]["containers"]
+        assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        # why gpu/ is RawDeployment: its toleration is exactly what default Knative would refuse
+        assert knative_violations(isvc) == ["pod.tolerations"]
+
+
+def test_the_admission_checks_catch_what_the_webhooks_refuse():
+    """The checkers themselves: the old manifest shape and other refused fields are caught."""
+    import copy
+
+    good = _isvc(SERVING)
+    old = copy.deepcopy(good)  # before issue 27: the restricted settings on the pod
+    old["spec"]["predictor"]["securityContext"] = {"runAsNonRoot": True, "fsGroup": 10001}
+    assert knative_violations(old) == ["pod.securityContext"]
+    bad = copy.deepcopy(good)
+    c = bad["spec"]["predictor"]["containers"][0]
+    c["securityContext"]["capabilities"]["add"] = ["NET_ADMIN"]
+    c["ports"][0]["name"] = "http"
+    c["env"].append({"name": "PORT", "value": "1"})
+    c["env"].append({"name": "PYTHONPATH", "value": "/x"})
+    c["volumeMounts"].append({"name": "tmp", "mountPath": "/dev"})
+    bad["spec"]["predictor"]["volumes"].append({"name": "cache", "hostPath": {"path": "/x"}})
+    bad["spec"]["predictor"]["timeout"] = 3600
+    problems = knative_violations(bad)
+    for expected in (
+        "capabilities.add",
+        "ports[0]",
+        "env.PORT: reserved",
+        "/dev is reserved",
+        "volume cache.hostPath",
+        "volume cache not mounted",
+        "timeout 3600",
+    ):
+        assert any(expected in p for p in problems), (expected, problems)
+    assert any("PYTHONPATH" in p for p in kserve_violations(bad))
+    typo = copy.deepcopy(good)
+    typo["metadata"]["annotations"] = {"serving.kserve.io/deploymentMode": "Raw"}
+    typo["spec"]["predictor"]["sklearn"] = {"storageUri": "s3://x"}
+    assert len(kserve_violations(typo)) == 2

@@ -4,6 +4,14 @@ A contract test: a local ``http.server`` on 127.0.0.1 plays the KFP v2 API serve
 (``/apis/v2beta1``), records every request and answers like KFP does. The test checks the calls
 ``cosmos submit`` makes (upload as ``cosmos-pipeline``, a new version when the pipeline exists,
 experiment, run with the given parameters) -- not a real cluster.
+
+Multi-user mode (``multi_user=True``) follows what kubeflow/pipelines backend 2.17.0 does, read from
+its source: ``backend/src/apiserver/server/pipeline_upload_server.go`` (upload takes ``namespace`` as a
+query parameter; with ``REQUIRE_NAMESPACE_FOR_PIPELINES`` an empty one is refused,
+``validation/namespace.go``), ``pipeline_server.go`` ``listPipelines`` (lists one namespace; "" = the
+shared pipelines), ``run_server.go`` ``createRun`` (a run's namespace is its experiment's; empty is refused
+in multi-user mode) and the request bodies of ``backend/api/v2beta1/run.proto`` / ``experiment.proto`` and
+``swagger/pipeline.upload.swagger.json``.
 """
 
 from __future__ import annotations
@@ -16,17 +24,58 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import yaml
 
+# The fields of message ``Run`` in kubeflow/pipelines 2.17.0 backend/api/v2beta1/run.proto (JSON names).
+RUN_FIELDS = {
+    "experiment_id",
+    "run_id",
+    "display_name",
+    "storage_state",
+    "description",
+    "pipeline_version_id",
+    "pipeline_spec",
+    "pipeline_version_reference",
+    "runtime_config",
+    "service_account",
+    "created_at",
+    "scheduled_at",
+    "finished_at",
+    "state",
+    "error",
+    "run_details",
+    "recurring_run_id",
+    "state_history",
+    "plugins_input",
+    "plugins_output",
+}
+
 
 class FakeKfp:
     """Minimal in-memory KFP v2beta1 API: pipelines, versions, experiments, runs."""
 
-    def __init__(self, existing_pipeline: bool, version: str = "2.15.0"):
+    def __init__(
+        self,
+        existing_pipeline: bool,
+        version: str = "2.15.0",
+        multi_user: bool = False,
+        require_namespace: bool = False,
+    ):
         self.version = version  # what /healthz reports as the backend's tag_name
+        # multi-user mode as backend 2.17.0 implements it (see the module docstring)
+        self.multi_user = multi_user
+        self.require_namespace = require_namespace  # REQUIRE_NAMESPACE_FOR_PIPELINES=true
         self.calls: list[dict] = []
         self.pipelines = {"p-1": "cosmos-pipeline"} if existing_pipeline else {}
+        self.pipeline_ns: dict[str, str] = {"p-1": ""} if existing_pipeline else {}  # "" = shared
         self.versions: dict[str, list[str]] = {"p-1": ["v-0"]} if existing_pipeline else {}
+        self.version_pipeline: dict[str, str] = {"v-0": "p-1"} if existing_pipeline else {}
         self.experiments: dict[str, str] = {}
+        self.experiment_ns: dict[str, str] = {}
         self.runs: list[dict] = []
+        self.run_ns: list[str] = []  # the namespace each run landed in (its experiment's)
+
+    def namespace_of(self, call: dict) -> str:
+        """The ``namespace`` query parameter; single-user servers drop it (ReplaceNamespace)."""
+        return call["query"].get("namespace", [""])[0] if self.multi_user else ""
 
     def handler(self):
         fake = self
@@ -62,11 +111,20 @@ class FakeKfp:
                 call = self._record()
                 path = call["path"]
                 if path == "/apis/v2beta1/healthz":
-                    return self._reply(200, {"commit_sha": "test", "tag_name": fake.version, "multi_user": False})
+                    return self._reply(
+                        200, {"commit_sha": "test", "tag_name": fake.version, "multi_user": fake.multi_user}
+                    )
                 if path == "/apis/v2beta1/pipelines":
+                    ns = fake.namespace_of(call)
+                    if fake.require_namespace and not ns:  # validation.ValidateNamespaceRequired
+                        return self._reply(400, {"error": "Namespace is required for pipeline operations"})
                     flt = json.loads(call["query"].get("filter", ["{}"])[0])
                     name = flt["predicates"][0]["stringValue"]
-                    found = [{"pipeline_id": pid, "display_name": n} for pid, n in fake.pipelines.items() if n == name]
+                    found = [
+                        {"pipeline_id": pid, "display_name": n, "namespace": fake.pipeline_ns[pid]}
+                        for pid, n in fake.pipelines.items()
+                        if n == name and fake.pipeline_ns[pid] == ns
+                    ]
                     return self._reply(200, {"pipelines": found, "total_size": len(found)})
                 if path.startswith("/apis/v2beta1/pipelines/") and path.endswith("/versions"):
                     pid = path.split("/")[4]
@@ -76,9 +134,14 @@ class FakeKfp:
                     ]
                     return self._reply(200, {"pipeline_versions": vs, "total_size": len(vs)})
                 if path == "/apis/v2beta1/experiments":
+                    ns = fake.namespace_of(call)
                     flt = json.loads(call["query"].get("filter", ["{}"])[0])
                     name = flt["predicates"][0]["stringValue"]
-                    found = [{"experiment_id": e, "display_name": n} for e, n in fake.experiments.items() if n == name]
+                    found = [
+                        {"experiment_id": e, "display_name": n, "namespace": fake.experiment_ns.get(e, "")}
+                        for e, n in fake.experiments.items()
+                        if n == name and fake.experiment_ns.get(e, "") == ns
+                    ]
                     return self._reply(200, {"experiments": found, "total_size": len(found)})
                 return self._reply(404, {"error": f"unexpected GET {path}"})
 
@@ -87,24 +150,44 @@ class FakeKfp:
                 call = self._record(body)
                 path = call["path"]
                 if path == "/apis/v2beta1/pipelines/upload":
+                    ns = fake.namespace_of(call)
+                    if fake.require_namespace and not ns:  # pipeline_upload_server.go uploadPipeline
+                        return self._reply(400, {"error": "Namespace is required for pipeline operations"})
                     pid = f"p-{len(fake.pipelines) + 1}"
                     fake.pipelines[pid] = call["query"]["name"][0]
+                    fake.pipeline_ns[pid] = ns
                     fake.versions[pid] = [f"v-{pid}"]
-                    return self._reply(200, {"pipeline_id": pid, "display_name": fake.pipelines[pid]})
+                    fake.version_pipeline[f"v-{pid}"] = pid
+                    return self._reply(200, {"pipeline_id": pid, "display_name": fake.pipelines[pid], "namespace": ns})
                 if path == "/apis/v2beta1/pipelines/upload_version":
-                    pid = call["query"]["pipelineid"][0]
+                    pid = call["query"]["pipelineid"][0]  # the version's namespace is its pipeline's
                     vid = f"v-{len(fake.versions[pid])}"
                     fake.versions[pid].append(vid)
+                    fake.version_pipeline[vid] = pid
                     return self._reply(
                         200, {"pipeline_version_id": vid, "pipeline_id": pid, "display_name": call["query"]["name"][0]}
                     )
                 if path == "/apis/v2beta1/experiments":
                     data = json.loads(body)
+                    ns = data.get("namespace", "") if fake.multi_user else ""
+                    if fake.multi_user and not ns:
+                        return self._reply(400, {"error": "experiment needs a namespace in multi-user mode"})
                     eid = f"e-{len(fake.experiments) + 1}"
                     fake.experiments[eid] = data["display_name"]
-                    return self._reply(200, {"experiment_id": eid, "display_name": data["display_name"]})
+                    fake.experiment_ns[eid] = ns
+                    return self._reply(
+                        200, {"experiment_id": eid, "display_name": data["display_name"], "namespace": ns}
+                    )
                 if path == "/apis/v2beta1/runs":
                     data = json.loads(body)
+                    unknown = set(data) - RUN_FIELDS
+                    if unknown:  # protojson rejects fields the Run message does not have
+                        return self._reply(400, {"error": f"unknown field(s) {sorted(unknown)} in Run"})
+                    # run_server.go createRun: the namespace is the experiment's
+                    ns = fake.experiment_ns.get(data.get("experiment_id", ""), "")
+                    if fake.multi_user and not ns:
+                        return self._reply(400, {"error": "A run cannot have an empty namespace in multi-user mode"})
+                    fake.run_ns.append(ns)
                     fake.runs.append(data)
                     return self._reply(
                         200,
@@ -386,3 +469,118 @@ def test_cosmos_submit_cli_passes_pipeline_root(kfp_server, no_sa_token, capsys)
     rc = main(["submit", "--host", host, "--rounds", "0", "--pipeline-root", "s3://b/root", "profile=tiny"])
     assert rc == 0
     assert fake.runs[0]["runtime_config"]["pipeline_root"] == "s3://b/root"
+
+
+# -- multi-user Kubeflow: the pipeline and the run live in the profile namespace ----------------
+
+MULTI_USER = {"existing_pipeline": False, "version": "2.17.0", "multi_user": True, "require_namespace": True}
+
+
+@pytest.mark.parametrize("kfp_server", [MULTI_USER], indirect=True)
+def test_submit_with_a_namespace_uploads_into_it_and_runs_there(kfp_server, package, no_sa_token):
+    from pipelines.submit import submit
+
+    fake, host = kfp_server
+    res = submit(package, host, {"profile": "tiny"}, namespace="team-a", experiment="cosmos")
+    lookup = next(c for c in fake.calls if c["method"] == "GET" and c["path"] == "/apis/v2beta1/pipelines")
+    assert lookup["query"]["namespace"] == ["team-a"]  # looked up in the namespace, not among the shared
+    upload = next(c for c in fake.calls if c["path"] == "/apis/v2beta1/pipelines/upload")
+    assert upload["query"]["namespace"] == ["team-a"] and upload["query"]["name"] == ["cosmos-pipeline"]
+    assert fake.pipeline_ns[res.pipeline_id] == "team-a"
+    exp_post = next(c for c in fake.calls if c["method"] == "POST" and c["path"] == "/apis/v2beta1/experiments")
+    assert json.loads(exp_post["body"]) == {"display_name": "cosmos", "namespace": "team-a"}
+    run = fake.runs[0]
+    assert set(run) <= RUN_FIELDS and "namespace" not in run  # a v2beta1 Run has no namespace field
+    assert fake.run_ns == ["team-a"]  # ... it is the experiment's
+    assert run["pipeline_version_reference"] == {"pipeline_id": res.pipeline_id, "pipeline_version_id": res.version_id}
+    assert run["runtime_config"] == {"parameters": {"profile": "tiny"}}  # no root: the namespace's default
+
+
+@pytest.mark.parametrize(
+    "kfp_server", [dict(MULTI_USER, existing_pipeline=True, require_namespace=False)], indirect=True
+)
+def test_a_shared_pipeline_of_the_same_name_is_not_given_the_new_version(kfp_server, package, no_sa_token):
+    from pipelines.submit import submit
+
+    fake, host = kfp_server
+    first = submit(package, host, {}, namespace="team-a")
+    assert first.pipeline_id != "p-1" and fake.pipeline_ns[first.pipeline_id] == "team-a"
+    assert not [c for c in fake.calls if c["path"] == "/apis/v2beta1/pipelines/upload_version"]
+    second = submit(package, host, {}, namespace="team-a")  # now it exists in the namespace: a version
+    version_call = next(c for c in fake.calls if c["path"] == "/apis/v2beta1/pipelines/upload_version")
+    assert version_call["query"]["pipelineid"] == [first.pipeline_id] == [second.pipeline_id]
+    assert fake.versions["p-1"] == ["v-0"]  # the shared pipeline is untouched
+    assert fake.run_ns == ["team-a", "team-a"] and len(fake.experiments) == 1
+
+
+@pytest.mark.parametrize("kfp_server", [MULTI_USER], indirect=True)
+def test_multi_user_without_a_namespace_is_one_clear_error_before_any_upload(kfp_server, package, no_sa_token):
+    from cosmos.errors import CosmosError
+    from pipelines.submit import submit
+
+    fake, host = kfp_server
+    with pytest.raises(CosmosError, match="multi-user.*--namespace") as info:
+        submit(package, host, {})
+    assert "\n" not in str(info.value)
+    assert [c for c in fake.calls if c["method"] == "POST"] == []
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # kfp.Client's "only works with KFP v2.0.0-beta.2 and later"
+@pytest.mark.parametrize("kfp_server", [MULTI_USER], indirect=True)
+def test_the_fake_refuses_a_shared_upload_like_the_2_17_backend(kfp_server, package, no_sa_token):
+    """What `cosmos submit` did before: upload with no namespace. The multi-user fake must refuse it."""
+    import kfp
+
+    fake, host = kfp_server
+    client = kfp.Client(host=host, namespace="team-a")
+    with pytest.raises(Exception, match="400"):
+        client.upload_pipeline(str(package), pipeline_name="cosmos-pipeline")  # no namespace=
+    assert fake.pipelines == {}
+
+
+@pytest.mark.parametrize("kfp_server", [MULTI_USER], indirect=True)
+def test_cosmos_submit_cli_namespace(kfp_server, no_sa_token, capsys):
+    from cosmos.cli import main
+
+    fake, host = kfp_server
+    rc = main(["submit", "--host", host, "--rounds", "0", "--namespace", "team-b", "profile=tiny"])
+    assert rc == 0
+    assert next(iter(fake.pipeline_ns.values())) == "team-b" and fake.run_ns == ["team-b"]
+    assert "(namespace team-b)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kfp_server", [MULTI_USER], indirect=True)
+def test_a_pipeline_root_outside_the_profile_grant_is_warned_about(kfp_server, package, no_sa_token, caplog):
+    from pipelines.submit import profile_default_root, submit
+
+    fake, host = kfp_server
+    with caplog.at_level("WARNING", logger="pipelines.submit"):
+        submit(package, host, {}, namespace="team-a", pipeline_root="s3://cosmos-artifacts/v2/artifacts")
+    assert "outside what the KFP profile controller grants namespace team-a" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pipelines.submit"):
+        submit(package, host, {}, namespace="team-a", pipeline_root=profile_default_root("team-a"))
+    assert "outside" not in caplog.text
+    assert fake.runs[1]["runtime_config"]["pipeline_root"] == "minio://mlpipeline/private-artifacts/team-a/v2/artifacts"
+
+
+def test_granted_to_profile_follows_the_profile_controller_policy():
+    from pipelines.submit import granted_to_profile
+
+    ns = "team-a"
+    for uri in (
+        "s3://mlpipeline/private/team-a/cosmos/mlflow",
+        "s3://mlpipeline/private-artifacts/team-a/v2/artifacts",
+        "minio://mlpipeline/artifacts/x",
+        "s3://mlpipeline/shared/crossmoda/",
+    ):
+        assert granted_to_profile(uri, ns), uri
+    for uri in (
+        "s3://cosmos-mlflow/artifacts",  # our own buckets: no CreateBucket, no grant
+        "s3://mlpipeline/private/team-b/cosmos",  # another namespace
+        "s3://mlpipeline/private/team-ab/cosmos",  # a prefix of the name is not the namespace
+        "s3://mlpipeline/v2/artifacts",  # the single-user default root
+        "s3://mlpipeline/private",
+        "gs://mlpipeline/private/team-a/x",
+    ):
+        assert not granted_to_profile(uri, ns), uri

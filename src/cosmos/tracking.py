@@ -38,6 +38,29 @@ def default_tracking_uri(out_dir: str | Path) -> str:
     return uri
 
 
+def env_tracking_uri() -> str | None:
+    """``$MLFLOW_TRACKING_URI`` (stripped), or None when it is unset or blank."""
+    return (os.environ.get("MLFLOW_TRACKING_URI") or "").strip() or None
+
+
+def honour_env_tracking_uri(tracking_cfg) -> str:
+    """Fill ``tracking_cfg.tracking_uri`` from ``$MLFLOW_TRACKING_URI`` when the config names none.
+
+    The order every MLflow tool uses: an explicit URI (``--set tracking.tracking_uri=`` or
+    ``--tracking-uri``) first, then the environment, and only then the run's own ``OUT/mlflow``
+    SQLite store. The local pipeline runner passes ``tracking.tracking_uri`` to every task as a
+    parameter and falls back to ``OUT/mlflow`` when it is empty, so the environment has to be read
+    here, before the run starts; the tasks' own environment would be overridden by the parameter.
+    Returns the URI the run will use ("" = the ``OUT/mlflow`` default).
+    """
+    if not tracking_cfg.tracking_uri:
+        uri = env_tracking_uri()
+        if uri:
+            log.info("tracking into $MLFLOW_TRACKING_URI %s", uri)
+            tracking_cfg.tracking_uri = uri
+    return str(tracking_cfg.tracking_uri or "")
+
+
 def resolve_tracking_uri(tracking_uri: str | None, out_dir: str | Path) -> str:
     """Explicit URI, else $MLFLOW_TRACKING_URI, else SQLite under ``out_dir``."""
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(out_dir)

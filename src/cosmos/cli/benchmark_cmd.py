@@ -71,11 +71,13 @@ def _run(args) -> int:
 
     from cosmos.ablation import to_markdown
     from cosmos.errors import CosmosError
+    from cosmos.tracking import honour_env_tracking_uri
     from pipelines.local_run import run_benchmark_local
 
     if args.tracking_uri:
         args.overrides.append(f"tracking.tracking_uri={args.tracking_uri}")
     cfg = config_from_args(args)
+    honour_env_tracking_uri(cfg.tracking)  # --tracking-uri / --set, else $MLFLOW_TRACKING_URI, else OUT/mlflow
     out = Path(args.out)
     seeds = _seeds(args.seeds)
     rows = tuple(r.strip() for r in args.rows.split(",") if r.strip()) if args.rows else None

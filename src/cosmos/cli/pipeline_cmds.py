@@ -21,7 +21,8 @@ def register(sub) -> None:
         "run",
         help="run the whole COSMOS pipeline locally (kfp.local; phantom data when --data is omitted)",
         description="Runs the cosmos-pipeline (translator, teacher + K students, evaluation, report) on this "
-        "machine through kfp.local. Re-running with the same --out resumes and redoes no finished work.",
+        "machine through kfp.local. Re-running with the same --out resumes and redoes no finished work. "
+        "MLflow: --set tracking.tracking_uri=URI, else $MLFLOW_TRACKING_URI, else OUT/mlflow (SQLite).",
     )
     p.add_argument("--data", default=None, help="crossMoDA folder or s3://bucket/prefix (default: built-in phantom)")
     p.add_argument(
@@ -64,7 +65,12 @@ def register(sub) -> None:
     p.add_argument("--experiment", default="cosmos", help="KFP experiment (default cosmos)")
     p.add_argument("--run-name", default=None, help="run name (default cosmos-pipeline-<timestamp>)")
     p.add_argument("--package", default=None, help="an already compiled package (default: compile now)")
-    p.add_argument("--namespace", default=None, help="Kubeflow profile namespace (multi-user installs)")
+    p.add_argument(
+        "--namespace",
+        default=None,
+        help="Kubeflow profile namespace: the pipeline is uploaded into it and the run created there "
+        "(required by a multi-user server; default inside a profile's pod: the pod's namespace)",
+    )
     p.add_argument("--token", default=None, help="bearer token (default $KFP_TOKEN)")
     p.add_argument("--cookies", default=None, help="cookie header for an auth proxy")
     p.add_argument(
@@ -93,9 +99,11 @@ def _add_compile_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args) -> int:
+    from cosmos.tracking import honour_env_tracking_uri
     from pipelines.local_run import describe, exit_code, run_local
 
     cfg = config_from_args(args)
+    honour_env_tracking_uri(cfg.tracking)  # --set tracking.tracking_uri, else $MLFLOW_TRACKING_URI, else OUT/mlflow
     result = run_local(
         cfg, args.out, data=args.data, val_labels=args.val_labels, profile=args.profile, verbose=args.verbose
     )
@@ -172,5 +180,6 @@ def _submit(args) -> int:
         if tmp is not None:
             tmp.cleanup()
     print(f"pipeline cosmos-pipeline {res.pipeline_id} version {res.version_id}")
-    print(f"run {res.run_id} in experiment {args.experiment}: {res.run_url}")
+    where = f" (namespace {args.namespace})" if args.namespace else ""
+    print(f"run {res.run_id} in experiment {args.experiment}{where}: {res.run_url}")
     return 0

@@ -48,7 +48,11 @@ def register(sub) -> None:
     p.add_argument("--val-labels", default=None, metavar="DIR", help="validation labels (scores every round)")
     p.add_argument("--rounds", type=int, default=None, metavar="K", help="student rounds after the teacher")
     p.add_argument("--folds", type=_folds, default=None, metavar="0,1,2,3,4", help="nnU-Net folds to train")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite under --out)")
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under --out)",
+    )
     p.add_argument("--verbose", action="store_true", help="show kfp.local's full task echo")
     add_config_args(p)
     p.set_defaults(func=_run)
@@ -57,6 +61,7 @@ def register(sub) -> None:
 def _run(args) -> int:
 
     from cosmos.evaluation.metrics import format_table1
+    from cosmos.tracking import honour_env_tracking_uri
     from pipelines.local_run import exit_code, run_selftrain_local, run_summary
 
     if args.rounds is not None:
@@ -68,6 +73,7 @@ def _run(args) -> int:
     if args.tracking_uri:
         args.overrides.append(f"tracking.tracking_uri={args.tracking_uri}")
     cfg = config_from_args(args)
+    honour_env_tracking_uri(cfg.tracking)  # --tracking-uri / --set, else $MLFLOW_TRACKING_URI, else OUT/mlflow
     result = run_selftrain_local(
         cfg,
         args.out,
