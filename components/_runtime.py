@@ -2,6 +2,8 @@
 
 A KFP lightweight component ships only its function's source to the container, so anything
 shared must come from the installed package (``components`` is packaged next to ``cosmos``).
+:func:`run_component` is the one call a component makes: logging, the run's config (resolved
+once, then passed to the key and the step), the stage's resume key, the keyed run.
 This module holds no domain code: the steps are ``cosmos.selftraining.rounds`` (and the
 translation/data/ablation functions), the keyed resume layer is ``cosmos.resume``.
 """
@@ -12,6 +14,12 @@ import contextvars
 import logging
 import os
 import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cosmos.config import CosmosConfig
 
 log = logging.getLogger("cosmos.component")
 
@@ -27,7 +35,7 @@ def setup() -> None:
     setup_logging()
 
 
-def load_cfg(profile: str, config: str = "", experiment: str = "", overrides: str = ""):
+def load_cfg(profile: str, config: str = "", experiment: str = "", overrides: str = "") -> CosmosConfig:
     """The run's config: the named profile, then ``config`` (YAML) merged over it, then ``overrides``.
 
     Every component resolves the same pipeline parameters the same way, so all stages see one
@@ -74,7 +82,7 @@ _CLUSTER_MODE: contextvars.ContextVar[bool] = contextvars.ContextVar("cosmos_clu
 TRACKING_SECRET_KEY = "MLFLOW_TRACKING_URI"
 
 
-def tracking(tracking_uri: str, scratch_dir, *, cluster: bool | None = None) -> str:
+def tracking(tracking_uri: str, scratch_dir: str | Path, *, cluster: bool | None = None) -> str:
     """The tracking URI a stage uses: the parameter, else $MLFLOW_TRACKING_URI (cluster Secret),
     else SQLite beside the stage's output (only useful for a throw-away local test).
 
@@ -120,7 +128,9 @@ def _fast_exit() -> None:
         os._exit(code)
 
 
-def run(stage: str, outputs, body, *, key: str, work_root: str):
+def run(
+    stage: str, outputs: Mapping[str, str], body: Callable[[dict[str, Path]], Any], *, key: str, work_root: str
+) -> Any:
     """:func:`cosmos.resume.run_stage`, plus the fast exit in a local KFP executor process."""
     import atexit
     import sys
@@ -140,3 +150,45 @@ def run(stage: str, outputs, body, *, key: str, work_root: str):
     ):
         atexit.register(_fast_exit)
     return result
+
+
+# What a component's step gets: the resolved config and its output directories (name -> dir).
+Body = Callable[["CosmosConfig", dict[str, Path]], dict[str, Any]]
+
+
+def run_component(
+    stage: str,
+    body: Body,
+    outputs: Mapping[str, str],
+    *,
+    profile: str,
+    config: str,
+    work_root: str,
+    experiment: str = "",
+    overrides: str = "",
+    run_name: str = "",
+    params: Mapping[str, Any] | Callable[[CosmosConfig], Mapping[str, Any]] | None = None,
+    inputs: Iterable[str | None] = (),
+    sections: Iterable[str] = (),
+    exclude: Iterable[str] = (),
+) -> dict[str, Any]:
+    """The shared part of every component: logging, config, resume key, keyed run. Returns the
+    step's result (on a local re-run, the stored result of the finished stage).
+
+    The config is resolved once here (:func:`load_cfg`: ``profile``, ``config``, ``experiment``,
+    ``overrides``) and handed to ``params`` (when it is a function), the key and ``body(cfg, out)``.
+
+    * ``stage``: the resume key's stage name (:func:`cosmos.resume.stage_key`); ``run_name`` the
+      work dir's name (default ``stage``; e.g. ``train_fold{k}_{fold}``, one per task).
+    * ``params``, ``inputs``, ``sections``, ``exclude``: what the key covers (see ``stage_key``).
+      ``params`` may be a function of the config: it runs before the key and the step, so a check
+      that must fail before any work (the compiled DAG's shape) belongs there.
+    * ``outputs``: output name -> artifact path; ``body`` gets them as directories.
+    """
+    from cosmos.resume import stage_key
+
+    setup()
+    cfg = load_cfg(profile, config, experiment, overrides)
+    key_params = params(cfg) if callable(params) else (params or {})
+    key = stage_key(stage, dict(key_params), list(inputs), cfg, list(sections), exclude=tuple(exclude))
+    return run(run_name or stage, outputs, lambda out: body(cfg, out), key=key, work_root=work_root)

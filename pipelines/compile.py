@@ -65,7 +65,7 @@ def add_compile_args(p: argparse.ArgumentParser) -> None:
         default="",
         help="default of the 'tracking_uri' parameter ('' = MLFLOW_TRACKING_URI from the Secret)",
     )
-    res = p.add_argument_group("cluster resources (compile time; tables in pipelines/resources.py)")
+    res = p.add_argument_group("cluster resources (compile time; per stage in components/<stage>/spec.py)")
     res.add_argument(
         "--resource-profile",
         default=None,

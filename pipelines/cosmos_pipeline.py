@@ -24,15 +24,16 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable
 
-from components import DEFAULT_IMAGE, GPU_STAGES, build
-from pipelines.resources import SIDE_EFFECT_STAGES, ScratchVolume, StageResources, stage_resources
+from components import DEFAULT_IMAGE, Components, build, stages_where
+from components.spec import Caching, StageSpec
+from pipelines.resources import ScratchVolume, StageResources, stage_resources
 
 PIPELINE_NAME = "cosmos-pipeline"
 
 # Stages that read data outside KFP's artifacts (a URI whose contents can change under the same
 # string): KFP's cache key would see only the string, so they are never served from its cache (the
 # stage's own key fingerprints the data: names, sizes, mtimes or S3 ETags).
-EXTERNAL_INPUT_STAGES = frozenset({"ingest_validate", "import_pseudo"})
+EXTERNAL_INPUT_STAGES = stages_where(lambda s: s.caching is Caching.EXTERNAL_INPUT)
 
 # Environment variables read from the credentials Secret (all optional keys, so one Secret
 # serves S3-only, MLflow-only or both set-ups). Values never appear in the compiled YAML.
@@ -48,20 +49,7 @@ SECRET_ENV_KEYS = (
 )
 
 # Stages that talk to S3 or MLflow (get the Secret as env).
-SECRET_STAGES = frozenset(
-    {
-        "ingest_validate",
-        "train_translator",
-        "translate",
-        "import_pseudo",
-        "start_round_run",
-        "train_fold",
-        "predict_pseudo_labels",
-        "evaluate",
-        "register_round",
-        "report",
-    }
-)
+SECRET_STAGES = stages_where(lambda s: s.secret)
 
 
 @dataclass(frozen=True)
@@ -126,27 +114,28 @@ class PipelineOptions:
     scratch: ScratchVolume | None = None  # a PVC or generic ephemeral volume for artifact staging
 
 
-def _configure(task, stage: str, opts: PipelineOptions, display: str):
-    """Display name, caching, resources, GPU scheduling and credentials for one task.
+def _configure(ops: Components, task, opts: PipelineOptions, display: str):
+    """Display name, caching, resources, GPU scheduling and credentials for one task, all read off
+    the spec of the stage the task runs (``components/<stage>/spec.py``).
 
-    Stages with side effects (SIDE_EFFECT_STAGES: MLflow runs, registrations, the report) are
-    never cached: a cache hit would skip the side effect. See :func:`_apply_resources` for the rest.
+    Stages with side effects (MLflow runs, registrations, the report) or external inputs are never
+    cached: a cache hit would skip the side effect or miss changed data. See :func:`_apply_resources`
+    for the rest.
     """
     from kfp import kubernetes
 
+    spec = ops.spec_of(task)
     task.set_display_name(display)
-    task.set_caching_options(
-        enable_caching=opts.caching and stage not in SIDE_EFFECT_STAGES and stage not in EXTERNAL_INPUT_STAGES
-    )
-    _apply_resources(task, stage, opts)
-    if opts.use_gpu and stage in GPU_STAGES:
+    task.set_caching_options(enable_caching=opts.caching and spec.cacheable)
+    _apply_resources(task, spec, opts)
+    if opts.use_gpu and spec.gpu:
         task.set_accelerator_type(opts.gpu_type)
         task.set_accelerator_limit(opts.gpu_limit)
         for key, value in opts.gpu_node_selector:
             kubernetes.add_node_selector(task, label_key=key, label_value=value)
         for tol in opts.gpu_tolerations:
             kubernetes.add_toleration(task, key=tol.key, operator=tol.operator, value=tol.value, effect=tol.effect)
-    if opts.secret and stage in SECRET_STAGES:
+    if opts.secret and spec.secret:
         kubernetes.use_secret_as_env(
             task, secret_name=opts.secret, secret_key_to_env={k: k for k in SECRET_ENV_KEYS}, optional=True
         )
@@ -189,14 +178,14 @@ def _add_rounds(
     for k in range(rounds + 1):
         name = round_name(k)
         prep_args = dict(pseudo=pseudo, data=data, round_index=k, **row)
-        if kept is not None:
+        if kept is not None and prep is not None:  # a student: the previous round's labels and dataset
             prep_args.update(kept_labels=kept, previous_prepared=prep.outputs["prepared"])
         prep = _configure(
-            ops.prepare_round(**prep_args), "prepare_round", opts, f"{prefix}round {k} ({name}): prepare nnU-Net data"
+            ops, ops.prepare_round(**prep_args), opts, f"{prefix}round {k} ({name}): prepare nnU-Net data"
         )
         run = _configure(
+            ops,
             ops.start_round_run(prepared=prep.outputs["prepared"], round_index=k, experiment=experiment, **tracked),
-            "start_round_run",
             opts,
             f"{prefix}round {k}: MLflow round run",
         )
@@ -214,7 +203,7 @@ def _add_rounds(
             )
             if models is not None:
                 fold_args["teacher_models"] = models
-            train = _configure(ops.train_fold(**fold_args), "train_fold", opts, f"{prefix}round {k}: train fold")
+            train = _configure(ops, ops.train_fold(**fold_args), opts, f"{prefix}round {k}: train fold")
         # a fresh fan-in per consumer: KFP cannot compile one Collected shared by several tasks
         fold_models = functools.partial(dsl.Collected, train.outputs["model"])
 
@@ -230,18 +219,19 @@ def _add_rounds(
             if kept is not None:
                 pl_args["previous_kept"] = kept
             pl = _configure(
+                ops,
                 ops.predict_pseudo_labels(**pl_args),
-                "predict_pseudo_labels",
                 opts,
                 f"{prefix}round {k}: pseudo-labels + filter",
             )
         val = _configure(
+            ops,
             ops.predict_validation(fold_models=fold_models(), data=data, round_index=k, **row),
-            "predict_validation",
             opts,
             f"{prefix}round {k}: predict validation",
         )
         ev = _configure(
+            ops,
             ops.evaluate(
                 predictions=val.outputs["predictions"],
                 data=original,
@@ -250,7 +240,6 @@ def _add_rounds(
                 round_run=run.outputs["run_info"],
                 **tracked,
             ),
-            "evaluate",
             opts,
             f"{prefix}round {k}: evaluate",
         )
@@ -269,8 +258,8 @@ def _add_rounds(
         if summary is not None:
             reg_args["previous"] = summary
         reg = _configure(
+            ops,
             ops.register_round(**reg_args),
-            "register_round",
             opts,
             f"{prefix}round {k}: register model + promotion gate",
         )
@@ -286,6 +275,7 @@ def _add_inputs(
     against the run's config), then the ROI crop (with the region of ``roi_source`` when the data has no
     source scans). Returns (crop task, ingested data, cropped data)."""
     ingest = _configure(
+        ops,
         ops.ingest_validate(
             data_uri=data_uri,
             val_labels_uri=val_labels_uri,
@@ -294,13 +284,12 @@ def _add_inputs(
             require_source=require_source,
             **common,
         ),
-        "ingest_validate",
         opts,
         "ingest + validate",
     )
     original = ingest.outputs["data"]
     extra = {"roi_source": roi_source} if roi_source is not None else {}
-    crop = _configure(ops.crop_roi(data=original, **extra, **common), "crop_roi", opts, "crop to the inner-ear region")
+    crop = _configure(ops, ops.crop_roi(data=original, **extra, **common), opts, "crop to the inner-ear region")
     return crop, original, crop.outputs["roi_data"]
 
 
@@ -347,9 +336,7 @@ def build_pipeline(opts: PipelineOptions = PipelineOptions()) -> Callable:
         common = dict(profile=profile, config=config, work_root=work_root)
         imported = None
         if opts.start == "pseudo":  # first: the region its labels show is where the target scans are cut too
-            imp = _configure(
-                ops.import_pseudo(pseudo_uri=pseudo_uri, **common), "import_pseudo", opts, "import pseudo-hrT2"
-            )
+            imp = _configure(ops, ops.import_pseudo(pseudo_uri=pseudo_uri, **common), opts, "import pseudo-hrT2")
             imported = imp.outputs["pseudo"]
         crop, original, data = _add_inputs(
             ops,
@@ -365,16 +352,16 @@ def build_pipeline(opts: PipelineOptions = PipelineOptions()) -> Callable:
             pseudo = imported
         else:
             trans = _configure(
+                ops,
                 ops.train_translator(
                     data=data, tracking_uri=tracking_uri, experiment=experiment, overrides="", **common
                 ),
-                "train_translator",
                 opts,
                 "train translator (CycleGAN)",
             )
             conv = _configure(
+                ops,
                 ops.translate(translator=trans.outputs["translator"], data=data, overrides="", **common),
-                "translate",
                 opts,
                 "translate ceT1 -> pseudo-hrT2",
             )
@@ -392,8 +379,8 @@ def build_pipeline(opts: PipelineOptions = PipelineOptions()) -> Callable:
             experiment=experiment,
         )
         rep = _configure(
+            ops,
             ops.report(summary=summary, data=data, pseudo=pseudo, tracking_uri=tracking_uri, **common),
-            "report",
             opts,
             "report",
         )
@@ -451,24 +438,24 @@ def build_benchmark_pipeline(
             if row in ("source_only", "oracle"):
                 which = "source" if row == "source_only" else "target"
                 src = _configure(
+                    ops,
                     ops.labelled_as_pseudo(data=data, which=which, **common),
-                    "labelled_as_pseudo",
                     opts,
                     f"{row}: labelled {which} scans as training data",
                 )
                 pseudo = src.outputs["pseudo"]
             else:
                 trans = _configure(
+                    ops,
                     ops.train_translator(
                         data=data, tracking_uri=tracking_uri, experiment=experiment, overrides=over, **common
                     ),
-                    "train_translator",
                     opts,
                     f"{row}: train translator",
                 )
                 conv = _configure(
+                    ops,
                     ops.translate(translator=trans.outputs["translator"], data=data, overrides=over, **common),
-                    "translate",
                     opts,
                     f"{row}: translate",
                 )
@@ -488,10 +475,10 @@ def build_benchmark_pipeline(
                 label=row,
             )
         table = _configure(
+            ops,
             ops.benchmark_table(
                 cosmos_rows=summaries["cosmos"], **common, **{r: s for r, s in summaries.items() if r != "cosmos"}
             ),
-            "benchmark_table",
             opts,
             "Table 1",
         )
@@ -511,18 +498,18 @@ def compile_pipeline(path: str, opts: PipelineOptions = PipelineOptions(), bench
     return str(path)
 
 
-def _apply_resources(task, stage: str, opts: PipelineOptions) -> None:
+def _apply_resources(task, spec: StageSpec, opts: PipelineOptions) -> None:
     """CPU/memory requests and limits, /dev/shm, timeout, retries and the scratch volume of one task.
 
-    Values come from pipelines/resources.py (the table of ``opts.resource_profile`` or
-    ``opts.profile``, then ``opts.resources``). kfp.local ignores resources and the platform
+    Values come from the stage's spec through pipelines/resources.py (the figures of
+    ``opts.resource_profile`` or ``opts.profile``, then ``opts.resources``). kfp.local ignores resources and the platform
     settings (with a UserWarning), so local runs are unaffected; it does honour retries, which is
     why the CPU profiles' tables retry nothing.
     """
     from kfp import kubernetes
 
     res = stage_resources(
-        opts.resource_profile or opts.profile, stage, dict(opts.resources), opts.shm_size, opts.retries
+        opts.resource_profile or opts.profile, spec.name, dict(opts.resources), opts.shm_size, opts.retries
     )
     task.set_cpu_request(res.cpu_request)
     task.set_cpu_limit(res.cpu_limit)
@@ -540,7 +527,7 @@ def _apply_resources(task, stage: str, opts: PipelineOptions) -> None:
             backoff_max_duration="3600s",
         )
     scratch = opts.scratch
-    if scratch is not None and stage in scratch.stages:
+    if scratch is not None and spec.name in scratch.stages:
         if scratch.kind == "pvc":
             kubernetes.mount_pvc(task, pvc_name=scratch.pvc_name, mount_path=scratch.mount_path)
         else:

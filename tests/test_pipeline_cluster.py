@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components import GPU_STAGES, STAGES
-from pipelines.cosmos_pipeline import PipelineOptions, compile_pipeline
+from components import GPU_STAGES, SPECS, STAGES
+from components.spec import PROFILES, Caching, StageSpec
+from pipelines.cosmos_pipeline import EXTERNAL_INPUT_STAGES, SECRET_STAGES, PipelineOptions, compile_pipeline
 from pipelines.resources import (
     PROFILE_RESOURCES,
     RETRY_STAGES,
@@ -71,6 +72,58 @@ def paper_benchmark(tmp_path_factory):
 def test_every_stage_has_an_explicit_entry_in_every_profile():
     for profile, table in PROFILE_RESOURCES.items():
         assert set(STAGES) <= set(table), profile
+
+
+def test_the_resource_tables_name_no_stage_that_has_no_spec():
+    """Every stage-keyed table in pipelines/ is read off the specs: nothing there names another stage."""
+    assert list(PROFILE_RESOURCES) == list(PROFILES)
+    for profile, table in PROFILE_RESOURCES.items():
+        assert list(table) == list(SPECS), profile
+        assert all(table[name] == spec.resources[profile] for name, spec in SPECS.items()), profile
+    for table in (SIDE_EFFECT_STAGES, SHM_STAGES, RETRY_STAGES, GPU_STAGES, SECRET_STAGES, EXTERNAL_INPUT_STAGES):
+        assert table <= set(SPECS), sorted(table - set(SPECS))
+    assert set(ScratchVolume().stages) == {name for name, spec in SPECS.items() if spec.scratch}
+    # and each table is exactly what the specs say
+    assert SIDE_EFFECT_STAGES == {n for n, s in SPECS.items() if s.caching is Caching.SIDE_EFFECTS}
+    assert EXTERNAL_INPUT_STAGES == {n for n, s in SPECS.items() if s.caching is Caching.EXTERNAL_INPUT}
+    assert SECRET_STAGES == {n for n, s in SPECS.items() if s.secret}
+
+
+def test_every_spec_passes_the_compile_time_checks_in_every_profile():
+    for name in SPECS:
+        for profile in PROFILES:
+            stage_resources(profile, name)  # raises on a request over its limit, a bad quantity, a shm too big
+
+
+def test_a_stage_without_a_spec_is_refused():
+    with pytest.raises(ValueError, match="no stage 'train_everything'"):
+        stage_resources("paper", "train_everything")
+    with pytest.raises(ValueError, match="not pipeline stages"):
+        ScratchVolume(stages=("prepare_round", "train_everything"))
+
+
+def _spec(**kw) -> StageSpec:
+    def some_stage() -> int:
+        return 0
+
+    res = StageResources("1", "2", "1Gi", "2Gi", 60)
+    kw.setdefault("resources", {p: res for p in PROFILES})
+    return StageSpec(some_stage, **kw)
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(resources={"tiny": StageResources("1", "2", "1Gi", "2Gi")}), "missing"),
+        (dict(shm=True), "/dev/shm size is required"),
+        (dict(resources={p: StageResources("1", "2", "1Gi", "4Gi", shm="1Gi") for p in PROFILES}), "/dev/shm"),
+        (dict(resources={p: StageResources("1", "2", "1Gi", "4Gi", retries=2) for p in PROFILES}), "does not retry"),
+    ],
+)
+def test_a_contradictory_spec_fails_when_it_is_declared(kw, match):
+    with pytest.raises(ValueError, match=match):
+        _spec(**kw)
+    assert _spec().name == "some_stage" and _spec().cacheable
 
 
 def test_every_task_requests_and_limits_cpu_and_memory(paper, paper_benchmark):

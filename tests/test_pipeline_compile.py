@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components import GPU_STAGES, STAGES, build, stage_function
+from components import GPU_STAGES, STAGE_NAMES, STAGES, build, stage_function
 from pipelines.cosmos_pipeline import PipelineOptions, Toleration, compile_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -234,21 +234,59 @@ def test_no_gpu_and_no_secret_options(tmp_path):
     assert all("secretAsEnv" not in v and "tolerations" not in v and "nodeSelector" not in v for v in k8s.values())
 
 
+def _top_level_import_roots(path: Path) -> set[str]:
+    roots: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            roots |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            roots |= {(node.module or "").split(".")[0]} if node.level == 0 else {"<relative>"}
+    return roots
+
+
 def test_components_import_only_stdlib_and_kfp_at_module_top_level():
-    allowed_third_party = {"kfp"}
-    stdlib = set(sys.stdlib_module_names)
-    for path in sorted((REPO / "components").glob("*.py")):
-        tree = ast.parse(path.read_text())
-        for node in tree.body:
-            if isinstance(node, ast.Import):
-                roots = {a.name.split(".")[0] for a in node.names}
-            elif isinstance(node, ast.ImportFrom):
-                roots = {(node.module or "").split(".")[0]} if node.level == 0 else {"<relative>"}
-            else:
-                continue
-            own = {"components"} if path.name == "__init__.py" else set()  # the package lists its own stages
-            bad = roots - stdlib - allowed_third_party - {"__future__"} - own
-            assert not bad, f"{path.name}: top-level import of {bad}"
+    """``import components`` (every compile) must not pull in the library's heavy dependencies: a
+    component module imports the stdlib and kfp only; the specs and package files add ``components``."""
+    allowed = set(sys.stdlib_module_names) | {"kfp", "__future__"}
+    paths = sorted((REPO / "components").rglob("*.py"))
+    assert len([p for p in paths if p.name == "component.py"]) == len(STAGES)
+    for path in paths:
+        own = set() if path.name == "component.py" else {"components"}
+        bad = _top_level_import_roots(path) - allowed - own
+        assert not bad, f"{path.relative_to(REPO)}: top-level import of {bad}"
+
+
+def _stage_name_literals(path: Path, skip_display_names: bool = False) -> list[tuple[int, str]]:
+    """String constants in ``path`` that are exactly a stage name, as (line, name)."""
+    tree = ast.parse(path.read_text())
+    display = set()
+    if skip_display_names:  # _configure(ops, task, opts, "display name"): a label for humans, not a table
+        for call in ast.walk(tree):
+            if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "_configure" and len(call.args) == 4:
+                display.add(id(call.args[3]))
+    return [
+        (n.lineno, n.value)
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and n.value in STAGES and id(n) not in display
+    ]
+
+
+def test_no_stage_name_is_typed_twice():
+    """The stage list is components.STAGE_NAMES; everything else is read off the specs. A stage may
+    name itself inside its own folder (its resume key, its exports); nothing else names a stage."""
+    assert len(set(STAGE_NAMES)) == len(STAGE_NAMES)
+    init = REPO / "components" / "__init__.py"
+    assert sorted(name for _, name in _stage_name_literals(init)) == sorted(STAGE_NAMES)  # once each
+    for path in sorted((REPO / "components").rglob("*.py")):
+        if path == init:
+            continue
+        rel = path.relative_to(REPO / "components")
+        own = rel.parts[0] if len(rel.parts) > 1 else None
+        others = [(line, name) for line, name in _stage_name_literals(path) if name != own]
+        assert not others, f"components/{rel} names other stages: {others}"
+    for name in ("cosmos_pipeline.py", "resources.py", "compile.py"):
+        found = _stage_name_literals(REPO / "pipelines" / name, skip_display_names=True)
+        assert not found, f"pipelines/{name} types stage names (read them off the specs instead): {found}"
 
 
 def _free_names(fn: ast.FunctionDef) -> set[str]:

@@ -150,3 +150,57 @@ def test_ingest_refuses_a_config_that_disagrees_with_the_compiled_dag(ops, tmp_p
         run_ingest(ops, out, compiled_rounds=3)
     with pytest.raises(CosmosError, match="folds"):
         run_ingest(ops, out, folds=[0, 1, 2, 3, 4])
+
+
+# -- one folder per stage ------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_each_stage_is_found_from_its_name_in_one_step():
+    """components/<name>/ holds the stage's component and its spec, and nothing else is a stage folder."""
+    import importlib
+
+    from components import SPECS, STAGE_NAMES, STAGES
+    from components.spec import StageSpec
+
+    folders = {p.parent.name for p in (REPO / "components").glob("*/__init__.py")}
+    assert folders == set(STAGE_NAMES)
+    for name in STAGE_NAMES:
+        folder = REPO / "components" / name
+        assert (folder / "component.py").is_file() and (folder / "spec.py").is_file(), name
+        module = importlib.import_module(f"components.{name}")
+        assert isinstance(module.SPEC, StageSpec) and module.SPEC.name == name
+        assert getattr(module, name) is STAGES[name] is module.SPEC.component
+        assert SPECS[name] is module.SPEC
+        assert STAGES[name].__module__ == f"components.{name}.component"
+
+
+def test_built_components_know_their_spec(ops):
+    from kfp import dsl
+
+    from components import SPECS, STAGE_NAMES
+
+    assert list(ops) == list(STAGE_NAMES)
+    seen = {}
+
+    @dsl.pipeline(name="probe")  # no parameters: this module's annotations are strings, KFP wants types
+    def probe():
+        task = ops.import_pseudo(pseudo_uri="", profile="tiny", config="", work_root="")
+        seen["spec"] = ops.spec_of(task)
+
+    assert probe is not None and seen["spec"] is SPECS["import_pseudo"]
+    with pytest.raises(AttributeError, match="no stage 'train_everything'"):
+        _ = ops.train_everything
+
+
+def test_the_package_build_finds_every_stage_folder():
+    """The wheel (and the Docker image, which pip-installs the repository) must ship components/<stage>/."""
+    import tomllib
+    from setuptools import find_packages
+
+    from components import STAGE_NAMES
+
+    find = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    found = set(find_packages(where=str(REPO), include=find["include"]))
+    assert {f"components.{name}" for name in STAGE_NAMES} | {"components"} <= found

@@ -151,6 +151,89 @@ def test_run_stage_killed_stage_resumes_in_the_same_dir(tmp_path):
     assert seen == ["epoch 1"]  # the library found its own checkpoint
 
 
+# ------------------------------------------------------------------------------ run_component
+def test_run_component_resolves_the_config_once_and_hands_it_on(tmp_path, monkeypatch):
+    """The one helper every component calls: one config resolution, seen by the key hook and the step."""
+    resolved = []
+    real = rt.load_cfg
+
+    def counting(*args):
+        cfg = real(*args)
+        resolved.append(cfg)
+        return cfg
+
+    monkeypatch.setattr(rt, "load_cfg", counting)
+    work = tmp_path / "work"
+    work.mkdir()
+    seen = {}
+
+    def params(cfg):
+        seen["params"] = cfg
+        return {"round": 2}
+
+    def body(cfg, out):
+        seen["body"] = cfg
+        (out["model"] / "w").write_text(str(cfg.segmentation.epochs))
+        return {"epochs": cfg.segmentation.epochs}
+
+    kw = dict(profile="tiny", config="{segmentation: {epochs: 7}}", experiment="exp-r", work_root=str(work))
+    out = str(tmp_path / "run1" / "model")
+    result = rt.run_component(
+        "fold", body, {"model": out}, run_name="fold2_0", params=params, sections=["segmentation"], **kw
+    )
+    assert result == {"epochs": 7} and len(resolved) == 1
+    assert seen["params"] is seen["body"] is resolved[0]
+    assert resolved[0].tracking.experiment == "exp-r"
+    # the work dir is run_name + the key over exactly what the component named
+    key = resume.stage_key("fold", {"round": 2}, [], resolved[0], ["segmentation"])
+    assert (work / f"fold2_0-{key}" / resume.DONE_FILE).exists()
+    assert (Path(out) / "w").read_text() == "7"
+    # a second local run reuses the finished stage; another config value is other work
+    seen.clear()
+    again = rt.run_component(
+        "fold",
+        body,
+        {"model": str(tmp_path / "run2" / "model")},
+        run_name="fold2_0",
+        params=params,
+        sections=["segmentation"],
+        **kw,
+    )
+    assert again == result and "body" not in seen
+    kw["config"] = "{segmentation: {epochs: 8}}"
+    other = rt.run_component(
+        "fold",
+        body,
+        {"model": str(tmp_path / "run3" / "model")},
+        run_name="fold2_0",
+        params=params,
+        sections=["segmentation"],
+        **kw,
+    )
+    assert other == {"epochs": 8}
+
+
+def test_run_component_params_hook_fails_before_any_work(tmp_path):
+    from cosmos.errors import CosmosError
+
+    ran = []
+
+    def refuse(cfg):
+        raise CosmosError("compiled for 3 rounds; recompile")
+
+    with pytest.raises(CosmosError, match="recompile"):
+        rt.run_component(
+            "ingest",
+            lambda cfg, out: ran.append(out) or {},
+            {"data": str(tmp_path / "data")},
+            profile="tiny",
+            config="",
+            work_root=str(tmp_path),
+            params=refuse,
+        )
+    assert ran == [] and not list(tmp_path.glob("ingest-*"))
+
+
 def test_run_stage_cluster_mode_writes_into_the_artifact(tmp_path):
     out = tmp_path / "artifact"
     result = resume.run_stage("s", {"o": str(out)}, lambda d: (d["o"] / "f").write_text("x") and {"n": 1}, key="kk")

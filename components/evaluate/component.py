@@ -24,7 +24,7 @@ def evaluate(
     work_root: str,
     scores: Output[Dataset],
     metrics: Output[Metrics],
-) -> NamedTuple("EvaluateOutputs", [("has_metrics", bool), ("mean_dice", float)]):
+) -> NamedTuple("EvaluateOutputs", [("has_metrics", bool), ("mean_dice", float)]):  # type: ignore[valid-type]  # KFP's syntax for named outputs
     """predictions: on the ROI-cropped grids of ``roi_data``; scores: ``predictions/`` back on the original
     grids of ``data`` and ``metrics.json`` (``cosmos evaluate`` schema; absent without labels)."""
     import json
@@ -32,19 +32,8 @@ def evaluate(
     from pathlib import Path
 
     from components import _runtime as rt
-    from cosmos.resume import stage_key
 
-    rt.setup()
-    cfg = rt.load_cfg(profile, config, "", overrides)
-    key = stage_key(
-        "evaluate",
-        {"round": round_index},
-        [predictions.path, data.path, roi_data.path, round_run.path],
-        cfg,
-        ["tracking"],
-    )
-
-    def body(out):
+    def body(cfg, out):
         from cosmos.selftraining.rounds import score
 
         return score(
@@ -58,7 +47,19 @@ def evaluate(
             tracking_uri=rt.tracking(tracking_uri, out["scores"]),
         )
 
-    result = rt.run(f"evaluate{round_index}", {"scores": scores.path}, body, key=key, work_root=work_root)
+    result = rt.run_component(
+        "evaluate",
+        body,
+        {"scores": scores.path},
+        profile=profile,
+        config=config,
+        overrides=overrides,
+        work_root=work_root,
+        run_name=f"evaluate{round_index}",
+        params={"round": round_index},
+        inputs=[predictions.path, data.path, roi_data.path, round_run.path],
+        sections=["tracking"],
+    )
     mean_dice = float("nan")
     if result["has_metrics"]:
         summary = json.loads((Path(scores.path) / "metrics.json").read_text()).get("summary", {})
@@ -67,5 +68,5 @@ def evaluate(
                 if isinstance(value, (int, float)):
                     metrics.log_metric(f"{structure}_{name}", float(value))
         mean_dice = float(result["mean_dice"]) if result["mean_dice"] is not None else float("nan")
-    outputs = namedtuple("EvaluateOutputs", ["has_metrics", "mean_dice"])
+    outputs = namedtuple("EvaluateOutputs", ["has_metrics", "mean_dice"])  # type: ignore[name-match]
     return outputs(bool(result["has_metrics"]), mean_dice)

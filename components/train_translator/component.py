@@ -18,27 +18,16 @@ def train_translator(
     experiment: str,
     work_root: str,
     translator: Output[Model],
-) -> NamedTuple("TranslatorOutputs", [("run_id", str), ("model_version", str)]):
+) -> NamedTuple("TranslatorOutputs", [("run_id", str), ("model_version", str)]):  # type: ignore[valid-type]  # KFP's syntax for named outputs
     """translator: the training directory; its self-contained model dir is recorded inside it.
     overrides: a compile-time YAML layer (e.g. the benchmark's pure-CycleGAN row)."""
     from collections import namedtuple
 
     from components import _runtime as rt
     from cosmos.config import checks_except
-    from cosmos.resume import stage_key, write_pointer
 
-    rt.setup()
-    cfg = rt.load_cfg(profile, config, experiment, overrides)
-    key = stage_key(
-        "train_translator",
-        {},
-        [data.path],
-        cfg,
-        ["translator", "tracking", "checks"],
-        exclude=checks_except("fidelity_min_pass", "fidelity_gate"),
-    )
-
-    def body(out):
+    def body(cfg, out):
+        from cosmos.resume import write_pointer
         from cosmos.translation.attempts import train_checked as train
 
         uri = rt.tracking(tracking_uri, out["translator"])
@@ -46,7 +35,19 @@ def train_translator(
         write_pointer(out["translator"], res.model_dir)
         return {"run_id": res.run_id or "", "model_version": res.model_version or ""}
 
-    result = rt.run("train_translator", {"translator": translator.path}, body, key=key, work_root=work_root)
+    result = rt.run_component(
+        "train_translator",
+        body,
+        {"translator": translator.path},
+        profile=profile,
+        config=config,
+        experiment=experiment,
+        overrides=overrides,
+        work_root=work_root,
+        inputs=[data.path],
+        sections=["translator", "tracking", "checks"],
+        exclude=checks_except("fidelity_min_pass", "fidelity_gate"),
+    )
     translator.metadata.update(result)
-    outputs = namedtuple("TranslatorOutputs", ["run_id", "model_version"])
+    outputs = namedtuple("TranslatorOutputs", ["run_id", "model_version"])  # type: ignore[name-match]
     return outputs(result["run_id"], result["model_version"])

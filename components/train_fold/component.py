@@ -33,22 +33,11 @@ def train_fold(
     out of the stage key; a local run (work_root set) resumes from its keyed work dir instead."""
     from components import _runtime as rt
     from cosmos.config import PREDICTION_ONLY, ROUND_COUNT, checks_except
-    from cosmos.resume import stage_key
 
-    rt.setup()
     fold = int(fold)  # kfp.local hands loop items over as they came; be strict
-    cfg = rt.load_cfg(profile, config, experiment, overrides)
     teacher = teacher_models.path if teacher_models is not None else None
-    key = stage_key(
-        "train_fold",
-        {"fold": fold, "round": round_index},
-        [prepared.path, round_run.path, teacher],
-        cfg,
-        ["segmentation", "selftraining", "checks"],
-        exclude=(*PREDICTION_ONLY, *ROUND_COUNT, *checks_except("min_pseudo_dice")),
-    )
 
-    def body(out):
+    def body(cfg, out):
         from cosmos.selftraining.rounds import train
 
         return train(
@@ -63,6 +52,20 @@ def train_fold(
             pipeline_run_id="" if work_root else pipeline_run_id,
         )
 
-    result = rt.run(f"train_fold{round_index}_{fold}", {"model": model.path}, body, key=key, work_root=work_root)
+    result = rt.run_component(
+        "train_fold",
+        body,
+        {"model": model.path},
+        profile=profile,
+        config=config,
+        experiment=experiment,
+        overrides=overrides,
+        work_root=work_root,
+        run_name=f"train_fold{round_index}_{fold}",
+        params={"fold": fold, "round": round_index},
+        inputs=[prepared.path, round_run.path, teacher],
+        sections=["segmentation", "selftraining", "checks"],
+        exclude=(*PREDICTION_ONLY, *ROUND_COUNT, *checks_except("min_pseudo_dice")),
+    )
     model.metadata.update({"fold": fold, "round": round_index})
     return int(result["fold"])

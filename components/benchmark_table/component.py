@@ -25,21 +25,26 @@ def benchmark_table(
     from pathlib import Path
 
     from components import _runtime as rt
-    from cosmos.resume import stage_key
 
-    rt.setup()
-    cfg = rt.load_cfg(profile, config)
     paths = {"source_only": source_only, "da_noseg": da_noseg, "cosmos": cosmos_rows, "oracle": oracle}
     given = {k: v.path for k, v in paths.items() if v is not None}
-    key = stage_key("benchmark_table", {"rows": sorted(given)}, list(given.values()), cfg, [])
 
-    def body(out):
+    def body(cfg, out):
         from cosmos.ablation import benchmark_table as build
 
         result = build(given, out["table"], cfg)
         closure = result.get("closure")
         return {"closure": "n/a" if closure is None else f"{100 * closure:.1f}%"}
 
-    result = rt.run("benchmark_table", {"table": table.path}, body, key=key, work_root=work_root)
+    result = rt.run_component(
+        "benchmark_table",
+        body,
+        {"table": table.path},
+        profile=profile,
+        config=config,
+        work_root=work_root,
+        params={"rows": sorted(given)},
+        inputs=list(given.values()),
+    )
     shutil.copyfile(Path(table.path) / "benchmark.md", table_md.path)
     return str(result["closure"])
