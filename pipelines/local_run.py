@@ -34,7 +34,6 @@ import io
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 import threading
@@ -71,25 +70,9 @@ class _KfpLogFilter(io.TextIOBase):
 
     Why: every task prints its whole executor input (~50 lines); the stage log lines, kfp's
     "Executing task"/"finished" lines and our timings are what a person wants to watch. Lines are
-    judged one at a time because parallel fold tasks interleave their output.
+    judged one at a time because parallel fold tasks interleave their output; what counts as kfp's
+    echo is decided in :mod:`pipelines.console.kfp_lines`, the one module that knows kfp's wording.
     """
-
-    _DROP = [
-        re.compile(p)
-        for p in (
-            r"^\s*[{}\[\]],?\s*$",  # JSON structure
-            r'^\s*"[^"]*"\s*:.*$',  # JSON members
-            r'^\s*"[^"]*",?\s*$',  # JSON list items
-            r"\[KFP Executor [^\]]*\]: (Looking for component|Loading KFP component|Got executor_input"
-            r"|Wrote executor output|Did not write)",
-            r"Streamed logs:",
-            r"INFO root: Wrote executor output file",
-            r"outputs:\s*$",  # kfp's "Task 'x' outputs:" header ...
-            r"^\s*(\w+: )?\w+\( name=",  # ... and its artifact reprs
-            r"^\s*(uri|metadata)=",
-            r"^\s*-{20,}\s*$",
-        )
-    ]
 
     def __init__(self, stream):
         super().__init__()
@@ -110,7 +93,9 @@ class _KfpLogFilter(io.TextIOBase):
         return len(text)
 
     def _emit(self, line: str) -> None:
-        if any(p.search(line) for p in self._DROP):
+        from pipelines.console import kfp_lines
+
+        if kfp_lines.is_echo(line):
             return
         if not line.strip():
             if self._blank:
@@ -145,11 +130,11 @@ def _publish(bundle: Path, out: Path) -> tuple[Path, Path, Path | None, Path]:
         if dst.exists():
             shutil.rmtree(dst)
         shutil.copytree(bundle / name, dst, ignore=shutil.ignore_patterns(".cosmos_*"))
-    metrics = out / "metrics.json"
+    metrics: Path | None = out / "metrics.json"
     if (bundle / "metrics.json").is_file():
-        shutil.copyfile(bundle / "metrics.json", metrics)
+        shutil.copyfile(bundle / "metrics.json", out / "metrics.json")
     else:
-        metrics.unlink(missing_ok=True)
+        (out / "metrics.json").unlink(missing_ok=True)
         metrics = None
     summary = out / "summary.json"
     shutil.copyfile(bundle / "summary.json", summary)
@@ -205,7 +190,8 @@ def _execute(pipeline, args: dict[str, Any], out: Path, verbose: bool) -> Path:
             warnings.filterwarnings("ignore", message=r"You may be attemping to run a task that uses custom")
             warnings.filterwarnings("ignore", category=FutureWarning)
             warnings.filterwarnings("ignore", category=UserWarning, module=r"kfp\..*")
-            from pipelines.live_view import choose_mode, make_view, plan_tasks
+            from pipelines.console.plan import plan_tasks
+            from pipelines.console.views import choose_mode, make_view
             from pipelines.run_guard import supervise  # one-line stage failures, full log file, no orphans
 
             # One line per stage on a terminal (plain stage lines in a pod or CI); --verbose: the full stream.
@@ -216,7 +202,9 @@ def _execute(pipeline, args: dict[str, Any], out: Path, verbose: bool) -> Path:
             ):
                 task = pipeline(**args)
     except RuntimeError as exc:
-        message = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).rstrip(". ")
+        from pipelines.console.kfp_lines import strip_ansi
+
+        message = strip_ansi(str(exc)).rstrip(". ")
         raise CosmosError(
             f"local pipeline run failed: {message}. The failed task's log is in {out / 'logs'} "
             f"(look for 'failed:'); fix the cause and re-run the same command: finished stages are "
@@ -236,6 +224,7 @@ def _execute(pipeline, args: dict[str, Any], out: Path, verbose: bool) -> Path:
 
 
 def _prepare_out(out_dir: str | Path) -> Path:
+    from cosmos import events
     from cosmos.errors import CosmosError
 
     if str(out_dir).startswith("s3:"):
@@ -248,6 +237,8 @@ def _prepare_out(out_dir: str | Path) -> Path:
         (out / d).mkdir(parents=True, exist_ok=True)
     os.environ["TMPDIR"] = str(out / "tmp")  # tasks inherit it; kfp.local leaves its mktemp dirs there
     os.environ.setdefault("COSMOS_NO_PROGRESS", "0")
+    # the tasks' progress events every second (a pod log gets one per 10 s): the live view redraws twice a second
+    os.environ.setdefault(events.INTERVAL_ENV, "1")
     return out
 
 

@@ -5,13 +5,12 @@ traceback, 25 "Skipping task" lines, then "Inner task failed: 'ingest-validate'"
 named the work-dir copy. Now, while the pipeline runs:
 
 * every line the tasks print goes to ``OUT/logs/tasks.log`` unchanged (the full log stays);
-* on the console, tracebacks and kfp's "Skipping task ..." lines are left out (``--verbose`` keeps
-  them);
-* the failing stage's own error line (``stage X failed: ...``, logged by ``cosmos.resume``) is
-  remembered, and a failed run raises it as the CosmosError, so the LAST lines printed are the
-  problem, naming the user's own path or ``s3://`` key (work-dir copies are mapped back);
-* with a view (:mod:`pipelines.live_view`, the default of ``cosmos run``), the console shows one line
-  per stage instead of the stream, and every stage's lines also go to ``OUT/logs/<stage>.log``;
+* the console shows a view (:mod:`pipelines.console`: a live table on a terminal, one line per stage
+  start and end elsewhere), and every stage's lines also go to ``OUT/logs/<stage>.log``; ``--verbose``
+  shows the full stream instead;
+* the failing stage's ``fail`` event (:mod:`cosmos.events`, written by ``cosmos.resume``) is
+  remembered, and a failed run raises its problem as the CosmosError, so the LAST lines printed are
+  the problem, naming the user's own path or ``s3://`` key (work-dir copies are mapped back);
 * :mod:`cosmos.process_guard` ends every task process when ``cosmos run`` dies, however it dies;
 * kfp.local's task cache is cleared when the input data changed since the last run
   (:func:`forget_stale_cache`): that cache keys a task on its parameters, and a folder or ``s3://``
@@ -31,48 +30,37 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, TextIO
 
+from cosmos import events
 from cosmos.logs import swap_stream
 
 if TYPE_CHECKING:
-    from pipelines.live_view import StageRouter, View
+    from pipelines.console.plan import PlannedTask
+    from pipelines.console.router import StageRouter
+    from pipelines.console.views import View
 
 log = logging.getLogger(__name__)
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_STAGE_FAILED = re.compile(r"\bstage (?P<stage>\S+) failed: (?P<msg>.*)$")
-_SKIPPING = re.compile(r"Skipping task .*: upstream task\(s\) .* failed")
-_CHAINED = ("During handling of the above exception", "The above exception was the direct cause")
-
-
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip(" "))
-
 
 class TaskOutput(io.TextIOBase):
-    """A stdout replacement: everything to the log file, tracebacks kept off the console, failures noted.
+    """A stdout replacement: every line to the log file, and to the router's view or the console.
 
-    With a ``router`` (:class:`pipelines.live_view.StageRouter`) the console gets nothing from here:
-    the router's view decides what a person sees. Lines are split per writing thread, because
-    kfp.local prints parallel tasks' output from their own threads (one ``print`` is two writes).
+    With a ``router`` (:class:`pipelines.console.router.StageRouter`) the console gets nothing from
+    here: the router's view decides what a person sees; without one (``--verbose``) every line is
+    shown. Either way the tasks' ``fail`` events are kept for :meth:`failure_message`. Lines are split
+    per writing thread, because kfp.local prints parallel tasks' output from their own threads (one
+    ``print`` is two writes).
     """
 
-    def __init__(
-        self, console: TextIO, log_file: Path, hide_tracebacks: bool = True, router: StageRouter | None = None
-    ):
+    def __init__(self, console: TextIO, log_file: Path, router: StageRouter | None = None):
         super().__init__()
         self._console = console
         self._router = router
-        self._hide = hide_tracebacks
         log_file.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(log_file, "a", encoding="utf-8", errors="replace")
         self._file.write(f"===== cosmos run {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n")
         self._bufs: dict[int, str] = {}
         self._lock = threading.Lock()
-        self._tb_indent: int | None = None  # inside a traceback printed at this indent
-        self._tb_exception_seen = False
-        self._fail_indent: int | None = None  # collecting continuation lines of a failure
-        self.failures: list[tuple[str, list[str]]] = []  # (stage, message lines)
-        self.last_exception: str | None = None
+        self.failures: list[events.Event] = []  # the tasks' fail events, in order
         self.log_file = log_file
 
     def writable(self) -> bool:
@@ -98,45 +86,13 @@ class TaskOutput(io.TextIOBase):
 
     def _line(self, raw: str, thread: int | None = None) -> None:
         self._file.write(raw + "\n")
-        line = _ANSI.sub("", raw)
-        show = self._track(line)
+        event = events.parse_line(raw)
+        if event is not None and event.kind == "fail":
+            self.failures.append(event)
         if self._router is not None:
             self._router.feed(raw, thread)
-        elif show or not self._hide:
+        else:
             self._console.write(raw + "\n")
-
-    def _track(self, line: str) -> bool:
-        """Update the failure/traceback state with ``line``; True when the console should show it."""
-        ind, text = _indent(line), line.strip()
-        if _SKIPPING.search(text):
-            return False
-        if self._fail_indent is not None:
-            if text and ind > self._fail_indent and not text.startswith("Traceback ("):
-                self.failures[-1][1].append(text)
-                return True
-            self._fail_indent = None
-        m = _STAGE_FAILED.search(line)
-        if m and self._tb_indent is None:
-            self.failures.append((m.group("stage"), [m.group("msg").strip()]))
-            self._fail_indent = ind
-            return True
-        if text.startswith("Traceback (most recent call last):"):
-            self._tb_indent, self._tb_exception_seen = ind, False
-            return False
-        if self._tb_indent is not None:
-            if not text:
-                return False
-            if ind > self._tb_indent:
-                return False  # a frame, or the exception's continuation lines
-            if any(text.startswith(c) for c in _CHAINED):
-                self._tb_exception_seen = False
-                return False
-            if not self._tb_exception_seen:
-                self._tb_exception_seen = True
-                self.last_exception = text
-                return False
-            self._tb_indent = None
-        return True
 
     def flush(self) -> None:
         with self._lock:
@@ -160,15 +116,10 @@ class TaskOutput(io.TextIOBase):
     def failure_message(
         self, work_root: Path | None = None, data_uri: str = "", val_labels_uri: str = ""
     ) -> str | None:
-        """The first failed stage's problem (its continuation lines too), in the user's paths."""
-        if self.failures:
-            stage, lines = self.failures[0]
-            text = f"stage {stage} failed: " + "\n".join([lines[0], *(f"  {x}" for x in lines[1:])])
-        elif self.last_exception:
-            text = f"a task failed: {self.last_exception}"
-        else:
+        """The first failed stage's problem (all its lines), in the user's paths; None if no stage said."""
+        if not self.failures:
             return None
-        return user_paths(text, work_root, data_uri, val_labels_uri)
+        return user_paths(self.failures[0].problem(), work_root, data_uri, val_labels_uri)
 
 
 def user_paths(text: str, work_root: Path | None, data_uri: str, val_labels_uri: str = "") -> str:
@@ -181,24 +132,6 @@ def user_paths(text: str, work_root: Path | None, data_uri: str, val_labels_uri:
             copy + r"/target_validation_labels(?=/|\b)", val_labels_uri.rstrip("/").replace("\\", "\\\\"), text
         )
     return re.sub(copy + r"(?=/|\b)", data_uri.rstrip("/").replace("\\", "\\\\"), text)
-
-
-class _NoiseToLog(logging.Filter):
-    """kfp's "Skipping task X: upstream task(s) ... failed" lines go to the log file only."""
-
-    def __init__(self, output: TaskOutput):
-        super().__init__()
-        self._output = output
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:
-            return True
-        if _SKIPPING.search(_ANSI.sub("", message)):
-            self._output.write_log_only(message)
-            return False
-        return True
 
 
 INPUTS_RECORD = ".cosmos_inputs.json"
@@ -246,13 +179,13 @@ def supervise(
     val_labels_uri: str = "",
     verbose: bool = False,
     view: View | None = None,
-    plan: list | None = None,
+    plan: list[PlannedTask] | None = None,
 ) -> Iterator[TaskOutput]:
     """Wrap ``pipeline(**args)``: see the module docstring. A failed stage becomes one CosmosError.
 
-    ``view``: a :mod:`pipelines.live_view` view (live table or plain stage lines) that replaces the
-    console stream; ``plan``: the pipeline's tasks (:func:`pipelines.live_view.plan_tasks`), its
-    waiting rows. Without a view the console gets the filtered stream, as before.
+    ``view``: a :mod:`pipelines.console` view (live table or plain stage lines) that replaces the
+    console stream; without one, a plain view on ``sys.stdout`` unless ``verbose`` (the full stream).
+    ``plan``: the pipeline's tasks (:func:`pipelines.console.plan.plan_tasks`), its waiting rows.
     """
     from cosmos import process_guard
     from cosmos.errors import CosmosError
@@ -261,20 +194,20 @@ def supervise(
     forget_stale_cache(out, data_uri, val_labels_uri)
     work = work_root or out / "work"
     router = None
+    if view is None and not verbose:
+        from pipelines.console.views import PlainView
+
+        view = PlainView(sys.stdout)
     if view is not None:
-        from pipelines.live_view import StageRouter
+        from pipelines.console.router import StageRouter
 
         router = StageRouter(
             out / "logs", view, plan or [], humanize=lambda text: user_paths(text, work, data_uri, val_labels_uri)
         )
     guard = process_guard.start()
-    output = TaskOutput(sys.stdout, out / "logs" / "tasks.log", hide_tracebacks=not verbose, router=router)
+    output = TaskOutput(sys.stdout, out / "logs" / "tasks.log", router=router)
     saved = sys.stdout
     sys.stdout = output  # type: ignore[assignment]
-    noise = _NoiseToLog(output)
-    handlers = [] if verbose or router is not None else list(logging.getLogger().handlers)
-    for handler in handlers:
-        handler.addFilter(noise)
     streams: list[tuple[logging.StreamHandler, object]] = []
     if router is not None:
         # kfp.local logs cache hits and skipped tasks (and, when its handler swap races, any of its lines) on
@@ -313,8 +246,6 @@ def supervise(
         raise CosmosError(message) from None
     finally:
         sys.stdout = saved
-        for handler in handlers:
-            handler.removeFilter(noise)
         output.flush()
         if router is not None:
             router.close(ok=ok)

@@ -42,6 +42,7 @@ LAYERS = {
     "cosmos.config_validation": 0,
     "cosmos.config_overrides": 0,
     "cosmos.resume": 0,
+    "cosmos.events": 0,
     "cosmos.tracking": 0,
     # 1: the data: crossMoDA layout, NIfTI I/O, storage, validation, phantom, scan decoding
     "cosmos.data": 1,

@@ -1,8 +1,9 @@
 """The terminal view of ``cosmos run``: recorded task output in, per-stage logs and a compact console out.
 
-The lines below are real ones from a tiny run's ``OUT/logs/tasks.log`` (executor JSON and nnU-Net's
-plan dumps shortened). They go through the same objects ``cosmos run`` uses (``TaskOutput`` ->
-``StageRouter`` -> a view), without running a pipeline.
+The text lines below are real ones from a tiny run's ``OUT/logs/tasks.log`` (executor JSON and nnU-Net's
+plan dumps shortened); the ``@cosmos-event`` lines are the structured events the stages write
+(:mod:`cosmos.events`), built here with the same code that writes them. They go through the same
+objects ``cosmos run`` uses (``TaskOutput`` -> ``StageRouter`` -> a view), without running a pipeline.
 """
 
 from __future__ import annotations
@@ -18,10 +19,18 @@ from pathlib import Path
 
 import pytest
 
+from cosmos import events
 from pipelines import live_view, run_guard
+from pipelines.console import kfp_lines
 from pipelines.live_view import LiveView, PlainView, PlannedTask, StageRouter, choose_mode
 
 C, G, R, X = "\x1b[96m", "\x1b[92m", "\x1b[91m", "\x1b[0m"
+
+
+def ev(stage: str, kind: events.Kind, **fields) -> str:
+    """One event line as a stage writes it."""
+    return events.Event(stage=stage, kind=kind, ts=0.0, **fields).to_line()
+
 
 INGEST = f"""14:04:20.830 - INFO - Executing task {C}'ingest-validate'{X}
 14:04:20.830 - INFO - Streamed logs:
@@ -36,11 +45,15 @@ INGEST = f"""14:04:20.830 - INFO - Executing task {C}'ingest-validate'{X}
         }}
     }}
     14:04:22 INFO cosmos.stage: stage ingest: start (work dir /o/work/ingest-516bc388c130c42f)
+    {ev("ingest", "start", work="/o/work/ingest-516bc388c130c42f")}
     14:04:27 INFO cosmos.data.phantom: phantom: generating 10 of 10 cases (scale=small, seed=0) in /o/work/ingest
+    {ev("ingest", "progress", desc="phantom", done=0, total=10, unit="case")}
     phantom:   0%|          | 0/10 [00:00<?, ?case/s]
+    {ev("ingest", "progress", desc="phantom", done=5, total=10, unit="case")}
     phantom:  50%|█████     | 5/10 [00:11<00:11,  2.35s/case]
-    phantom: 100%|██████████| 10/10 [00:23<00:00,  2.32s/case]
+    phantom: 100%|██████████| 10/10 [00:23<00:00,  2.32s/case]{ev("ingest", "progress", desc="phantom", done=10, total=10, unit="case")}
     14:05:00 INFO cosmos.stage: stage ingest: done in 38.7 s
+    {ev("ingest", "end", seconds=38.7)}
     14:05:00 INFO root: Wrote executor output file to /o/pipeline_root/ingest-validate/executor_output.json.
 
 
@@ -59,6 +72,7 @@ TRAIN_FOLD = f"""14:15:48.343 - INFO - Executing task {C}'train-fold'{X}
 14:15:48.343 - INFO - Streamed logs:
 
     14:15:49 INFO cosmos.stage: stage train_fold0_0: start (work dir /o/work/train_fold0_0-182805e18df530c5)
+    {ev("train_fold0_0", "start", work="/o/work/train_fold0_0-182805e18df530c5")}
     14:16:31 INFO cosmos.segmentation.training: training fold 0 of round 0 on cpu (3d_fullres_cosmos, 2 epochs, \
 DA workers 0, seed 0)
     Using device: cpu
@@ -77,11 +91,15 @@ method for deep learning-based biomedical image segmentation. Nature methods, 18
     2026-11-29 14:16:37.367327: Current learning rate: 0.01
     2026-11-29 14:17:47.491233: train_loss 1.5332
     2026-11-29 14:17:47.502194: Epoch time: 70.13 s
+    {ev("train_fold0_0", "progress", desc="nnU-Net", done=1, total=2, unit="epoch")}
     2026-11-29 14:17:47.510000: Epoch 1
     2026-11-29 14:17:49.502194: Epoch time: 2.01 s
+    {ev("train_fold0_0", "progress", desc="nnU-Net", done=2, total=2, unit="epoch")}
     2026-11-29 14:17:53.988610: Training done.
     14:17:54 WARNING cosmos.segmentation.training: fold 0: validation Dice is 0 (too few epochs to learn)
+    {ev("train_fold0_0", "warning", message="fold 0: validation Dice is 0 (too few epochs to learn)")}
     14:17:54 INFO cosmos.stage: stage train_fold0_0: done in 124.8 s
+    {ev("train_fold0_0", "end", seconds=124.8)}
 
 
 14:17:55.025 - INFO - Task {C}'train-fold'{X} finished with status {G}SUCCESS{X}
@@ -89,14 +107,24 @@ method for deep learning-based biomedical image segmentation. Nature methods, 18
 14:17:55.035 - INFO - Pipeline 'cosmos-pipeline' finished with status SUCCESS
 """
 
-FAILED = f"""13:59:20.291 - INFO - Executing task {C}'ingest-validate'{X}
+PROBLEM = (
+    "/home/me/bad: 1 problem(s) in the dataset:\n"
+    "  /home/me/bad/source_training/crossmoda_1_ceT1.nii.gz: corrupt or truncated gzip stream"
+)
+
+
+def failed_run(task: str = "ingest-validate", stage: str = "ingest") -> str:
+    """A task whose stage fails on a corrupt file (its fail event, its log lines, kfp's skipping lines)."""
+    return f"""13:59:20.291 - INFO - Executing task {C}'{task}'{X}
 13:59:20.291 - INFO - Streamed logs:
 
-    13:59:20 INFO cosmos.stage: stage ingest: start (work dir /o/work/ingest-1aa6e54cda577840)
+    13:59:20 INFO cosmos.stage: stage {stage}: start (work dir /o/work/ingest-1aa6e54cda577840)
+    {ev(stage, "start", work="/o/work/ingest-1aa6e54cda577840")}
     13:59:21 INFO cosmos.data.ingest: copied ['source_training', 'target_training'] from /home/me/bad to /o/work/ingest
     validate: 100%|██████████| 5/5 [00:00<00:00, 23.47case/s]
-    13:59:21 ERROR cosmos.stage: stage ingest failed: /home/me/bad: 1 problem(s) in the dataset:
+    13:59:21 ERROR cosmos.stage: stage {stage} failed: /home/me/bad: 1 problem(s) in the dataset:
       /home/me/bad/source_training/crossmoda_1_ceT1.nii.gz: corrupt or truncated gzip stream
+    {ev(stage, "fail", message=PROBLEM, user_error=True, seconds=1.2)}
     Traceback (most recent call last):
       File "/work/main/src/cosmos/resume.py", line 108, in _call
         return body(dirs)
@@ -107,11 +135,14 @@ FAILED = f"""13:59:20.291 - INFO - Executing task {C}'ingest-validate'{X}
       /home/me/bad/source_training/crossmoda_1_ceT1.nii.gz: corrupt or truncated gzip stream
 
 
-13:59:21.995 - ERROR - Task {C}'ingest-validate'{X} finished with status {R}FAILURE{X}
+13:59:21.995 - ERROR - Task {C}'{task}'{X} finished with status {R}FAILURE{X}
 --------------------------------------------------------------------------------
-Skipping task train-translator: upstream task(s) ['ingest-validate'] failed.
+Skipping task train-translator: upstream task(s) ['{task}'] failed.
 Skipping task for-loop-1: upstream task(s) ['train-translator'] failed.
 """
+
+
+FAILED = failed_run()
 
 PLAN = [
     PlannedTask("ingest-validate", "ingest + validate"),
@@ -122,7 +153,8 @@ PLAN = [
 
 
 def _section_lines(text: str) -> list[str]:
-    return [run_guard._ANSI.sub("", line) for line in text.splitlines()]
+    """The lines a stage's log keeps: colours gone, event lines left out (the events are in tasks.log)."""
+    return [kfp_lines.strip_ansi(x) for x in text.splitlines() if events.PREFIX not in x]
 
 
 def _run(tmp_path: Path, text: str, view: live_view.View, plan=PLAN) -> tuple[StageRouter, run_guard.TaskOutput]:
@@ -159,6 +191,9 @@ def test_every_task_line_reaches_its_stage_log_and_tasks_log(tmp_path):
     assert "nnU-Net" not in ingest and "phantom:  50%" not in fold
     tasks = (logs / "tasks.log").read_text()
     assert tasks.count("Please cite the following paper") == 1 and "phantom:  50%" in tasks
+    # the events are machine lines: in the full log, not in the stage logs people read
+    assert tasks.count(events.PREFIX) == INGEST.count(events.PREFIX) + TRAIN_FOLD.count(events.PREFIX)
+    assert events.PREFIX not in ingest + fold and "phantom: 100%|██████████| 10/10" in ingest
     assert [r.state for r in router.rows] == ["done", "reused", "skipped", "done"]
 
 
@@ -172,7 +207,7 @@ def test_parallel_folds_are_told_apart_by_their_thread(tmp_path):
         start.wait()
         output.write("14:00:00.000 - INFO - Executing task 'train-fold'\n")
         output.write("    ")
-        output.write(f"14:00:01 INFO cosmos.stage: stage train_fold0_{k}: start (work dir /o/w)\n")
+        output.write(ev(f"train_fold0_{k}", "start", work="/o/w") + "\n")
         for i in range(200):
             output.write("    ")  # the indent and the line are separate writes: they must not mix across threads
             output.write(f"fold {k} line {i}\n")
@@ -190,6 +225,36 @@ def test_parallel_folds_are_told_apart_by_their_thread(tmp_path):
         assert sum(f"    fold {k} line " in x for x in text.splitlines()) == 200
         assert f"fold {1 - k} line" not in text
     assert [r.state for r in router.rows] == ["done", "done"]
+
+
+def test_the_log_text_alone_changes_no_state(tmp_path):
+    """Stage state comes from events only: the same output without its event lines names no stage,
+    draws no bar and has no problem to show beyond kfp's own status."""
+
+    def text_only(text: str) -> str:
+        return "".join(x for x in text.splitlines(keepends=True) if events.PREFIX not in x)
+
+    router, _ = _run(tmp_path, text_only(INGEST.split("    phantom: 100%")[0]), PlainView(io.StringIO()))
+    assert router.rows[0].state == "running" and router.rows[0].stage is None and router.rows[0].progress is None
+    router, output = _run(tmp_path / "b", text_only(FAILED), PlainView(io.StringIO()))
+    router.close(ok=False)
+    output.close()
+    row = router.rows[0]
+    assert row.state == "failed" and row.problem == "the task exited with an error"
+    assert row.log_path == tmp_path / "b" / "logs" / "ingest-validate.log"  # named after the KFP task
+    assert output.failure_message() is None
+
+
+def test_a_torn_or_foreign_event_line_is_only_text(tmp_path):
+    good = ev("ingest", "progress", desc="validate", done=3, total=5, unit="case")
+    assert events.parse_line("\rvalidate:  40%|####  | 2/5\r" + good) == events.parse_line(good)
+    assert events.parse_line(good).done == 3
+    for bad in (good[:-5], events.PREFIX + '{"stage": "x", "kind": "explode"}', events.PREFIX + "[1, 2]", "plain"):
+        assert events.parse_line(bad) is None
+    router, _ = _run(
+        tmp_path, INGEST.split("    phantom:   0%")[0] + "    " + good[:-5] + "\n", PlainView(io.StringIO())
+    )
+    assert router.rows[0].progress is not None and router.rows[0].progress.desc == "phantom"  # the torn line: ignored
 
 
 # ----------------------------------------------------------------------------------------- console
@@ -212,15 +277,17 @@ def test_live_view_shows_one_line_per_stage(tmp_path):
     assert "done" in rows["round 0: train fold"] and "train_fold0_0" in rows["round 0: train fold"]
 
 
-def test_progress_comes_from_tqdm_lines_and_nnunet_epochs(tmp_path):
+def test_progress_comes_from_the_stages_progress_events(tmp_path):
     router, _ = _run(tmp_path, INGEST.split("    phantom: 100%")[0], PlainView(io.StringIO()))
     p = router.rows[0].progress
     assert (p.desc, p.n, p.total, p.unit) == ("phantom", 5, 10, "case")
-    router, _ = _run(tmp_path / "b", TRAIN_FOLD.split("Current learning rate")[0], PlainView(io.StringIO()))
+    router, _ = _run(tmp_path / "b", TRAIN_FOLD.split("Epoch 1")[0], PlainView(io.StringIO()))
     p = router.rows[3].progress
-    assert (p.n, p.total, p.unit) == (0, 2, "epoch")
+    assert (p.desc, p.n, p.total, p.unit) == ("nnU-Net", 1, 2, "epoch")
     router, _ = _run(tmp_path / "c", TRAIN_FOLD.split("Training done")[0], PlainView(io.StringIO()))
     assert router.rows[3].progress.n == 2
+    router, _ = _run(tmp_path / "d", TRAIN_FOLD.split("14:17:55.025")[0], PlainView(io.StringIO()))
+    assert router.rows[3].progress is None and router.rows[3].stage == "train_fold0_0"  # its end event
 
 
 def test_a_running_stage_has_a_bar_and_the_frame_fits_the_terminal(tmp_path):
@@ -261,7 +328,7 @@ def test_plain_mode_prints_one_line_per_stage_start_and_end(tmp_path):
     buf = io.StringIO()
     router, output = _run(
         tmp_path,
-        INGEST + CROP_CACHED + TRAIN_FOLD + FAILED.replace("ingest-validate", "report"),
+        INGEST + CROP_CACHED + TRAIN_FOLD + failed_run("report"),
         PlainView(buf),
         PLAN + [PlannedTask("report", "report")],
     )
@@ -289,9 +356,7 @@ def test_supervise_with_a_view_keeps_the_console_small_and_names_the_stage_log(t
     caplog.set_level(logging.INFO)
     with pytest.raises(CosmosError) as info:
         with run_guard.supervise(tmp_path, data_uri="/home/me/bad", view=PlainView(buf), plan=PLAN):
-            for line in (
-                INGEST + FAILED.replace("ingest-validate", "crop-roi").replace("stage ingest", "stage crop_roi")
-            ).splitlines():
+            for line in (INGEST + failed_run("crop-roi", "crop_roi")).splitlines():
                 print(line)
             logging.getLogger("kfp").info("Skipping task train-translator: upstream task(s) ['crop-roi'] failed.")
             raise RuntimeError(
@@ -317,7 +382,8 @@ def test_the_live_view_redraws_while_parallel_tasks_print(tmp_path):
     def task(k: int) -> None:
         output.write(TRAIN_FOLD.replace("train_fold0_0", f"train_fold0_{k}").split("14:17:55.025")[0] * 1)
         for i in range(300):
-            output.write(f"    14:00:00 WARNING cosmos.x: note {k}.{i}\n" if i % 100 == 0 else f"    line {i}\n")
+            note = "    " + ev(f"train_fold0_{k}", "warning", message=f"note {k}.{i}") + "\n"
+            output.write(note if i % 100 == 0 else f"    line {i}\n")
         output.write("14:17:55.025 - INFO - Task 'train-fold' finished with status SUCCESS\n")
 
     threads = [threading.Thread(target=task, args=(k,)) for k in (0, 1)]
@@ -329,6 +395,79 @@ def test_the_live_view_redraws_while_parallel_tasks_print(tmp_path):
     router.close(ok=True)
     output.close()
     assert buf.getvalue().count("note 0.") == 3 and "train_fold0_1" in buf.getvalue()
+
+
+# ----------------------------------------------------------------------------------------- events of real stages
+def _stage_output(capsys, stage: str, body, work: Path, task: str = "") -> tuple[str, BaseException | None]:
+    """What a task prints around ``cosmos.resume.run_stage`` (kfp's lines and the stage's stderr)."""
+    from cosmos import resume
+
+    capsys.readouterr()
+    error: BaseException | None = None
+    try:
+        resume.run_stage(stage, {"out": str(work / "artifact" / stage)}, body, key="k", work_root=str(work))
+    except Exception as exc:
+        error = exc
+    emitted = capsys.readouterr().err
+    task = task or stage.replace("_", "-")
+    status = "FAILURE" if error else "SUCCESS"
+    text = f"00:00:00.000 - INFO - Executing task '{task}'\n"
+    text += "".join(f"    {x}\n" for x in emitted.splitlines())
+    text += f"00:00:01.000 - INFO - Task '{task}' finished with status {status}\n"
+    return text, error
+
+
+def test_run_stage_events_drive_the_view(tmp_path, capsys):
+    """start/end, reused and fail (with the one-line problem) as cosmos.resume writes them, read back."""
+    from cosmos.errors import CosmosError
+
+    work = tmp_path / "work"
+    work.mkdir()
+
+    def ok(out):
+        return {"n": 1}
+
+    def bad(out):
+        raise CosmosError(f"{work}/ingest-0a/data/source_training/crossmoda_1_ceT1.nii.gz: corrupt\n  second line")
+
+    def crash(out):
+        raise ZeroDivisionError("division by zero")
+
+    runs = {name: _stage_output(capsys, name, body, work) for name, body in (("fit", ok), ("bad_input", bad))}
+    runs["again"] = _stage_output(capsys, "fit", ok, work, task="fit-again")  # the same key: reused
+    runs["crash"] = _stage_output(capsys, "crash", crash, work)
+    kinds = {name: [e.kind for e in map(events.parse_line, text.splitlines()) if e] for name, (text, _) in runs.items()}
+    assert kinds == {
+        "fit": ["start", "end"],
+        "bad_input": ["start", "fail"],
+        "again": ["reused", "end"],
+        "crash": ["start", "fail"],
+    }
+    assert isinstance(runs["bad_input"][1], CosmosError) and isinstance(runs["crash"][1], ZeroDivisionError)
+
+    plan = [PlannedTask(t, t) for t in ("fit", "bad-input", "fit-again", "crash")]
+    buf = io.StringIO()
+    router = StageRouter(
+        tmp_path / "logs", PlainView(buf), plan, humanize=lambda t: run_guard.user_paths(t, work, "s3://b/d")
+    )
+    output = run_guard.TaskOutput(io.StringIO(), tmp_path / "logs" / "tasks.log", router=router)
+    for name in ("fit", "bad_input", "again", "crash"):
+        output.write(runs[name][0])
+    router.close(ok=False)
+    output.close()
+    rows = {r.task: r for r in router.rows}
+    assert [rows[t].state for t in ("fit", "bad-input", "fit-again", "crash")] == ["done", "failed", "reused", "failed"]
+    assert rows["fit"].stage == rows["fit-again"].stage == "fit" and rows["fit"].progress is None
+    assert (
+        rows["bad-input"].problem == "stage bad_input failed: s3://b/d/source_training/crossmoda_1_ceT1.nii.gz: corrupt"
+    )
+    assert rows["crash"].problem == "a task failed: ZeroDivisionError: division by zero"
+    assert rows["bad-input"].log_path is not None and rows["bad-input"].log_path.name == "bad_input.log"
+    assert output.failure_message(work, "s3://b/d") == (
+        "stage bad_input failed: s3://b/d/source_training/crossmoda_1_ceT1.nii.gz: corrupt\n  second line"
+    )
+    console = buf.getvalue()
+    assert "FAILED after" in console and "bad_input.log" in console and "Traceback" not in console
 
 
 # ----------------------------------------------------------------------------------------- modes

@@ -1,7 +1,8 @@
 """Issue 14 row 8: a stage that fails on bad input ends ``cosmos run`` with the problem, not a traceback.
 
 SAMPLE is real ``cosmos run`` console output for a dataset with one corrupt file (trimmed: 3 of
-its 24 "Skipping task" lines; paths generalised), fed through the same wrapper ``cosmos run`` uses.
+its 24 "Skipping task" lines; paths generalised; the stage's ``fail`` event, :mod:`cosmos.events`,
+built by the code that writes it), fed through the same wrapper ``cosmos run`` uses.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 
 import pytest
 
-from cosmos import process_guard
+from cosmos import events, process_guard
 from cosmos.errors import CosmosError
 from pipelines import run_guard
 
@@ -25,6 +26,7 @@ SAMPLE = """\
     validate:   0%|          | 0/5 [00:00<?, ?case/s]
     13:57:56 ERROR cosmos.stage: stage ingest failed: {data}: 1 problem(s) in the dataset:
       {data}/source_training/crossmoda_1_ceT1.nii.gz: corrupt or truncated gzip stream (it ends before its end-of-stream marker)
+    {fail_event}
     Traceback (most recent call last):
       File "<frozen runpy>", line 198, in _run_module_as_main
       File "<frozen runpy>", line 88, in _run_code
@@ -63,11 +65,23 @@ SAMPLE = """\
 """
 
 
+def _fail_event(stage: str, message: str, user_error: bool = True) -> str:
+    return events.Event(stage=stage, kind="fail", ts=0.0, message=message, user_error=user_error).to_line()
+
+
 def _sample(out: str, data: str) -> str:
-    return SAMPLE.replace("{out}", out).replace("{data}", data)
+    problem = (
+        f"{data}: 1 problem(s) in the dataset:\n  {data}/source_training/crossmoda_1_ceT1.nii.gz: "
+        "corrupt or truncated gzip stream (it ends before its end-of-stream marker)"
+    )
+    return SAMPLE.replace("{fail_event}", _fail_event("ingest", problem)).replace("{out}", out).replace("{data}", data)
 
 
 def _feed(tmp_path, text, hide=True):
+    """``hide``: the console of ``cosmos run`` (one line per stage); else ``--verbose`` (the full stream)."""
+    from pipelines.console.router import StageRouter
+    from pipelines.console.views import PlainView
+
     console = []
 
     class Console:
@@ -77,7 +91,8 @@ def _feed(tmp_path, text, hide=True):
         def flush(self):
             pass
 
-    out = run_guard.TaskOutput(Console(), tmp_path / "logs" / "tasks.log", hide_tracebacks=hide)
+    router = StageRouter(tmp_path / "logs", PlainView(Console())) if hide else None
+    out = run_guard.TaskOutput(Console(), tmp_path / "logs" / "tasks.log", router=router)
     out.write(text)
     out.flush()
     return out, "".join(console)
@@ -93,7 +108,7 @@ def test_failure_line_is_the_stage_problem_in_the_users_path(tmp_path):
         "(it ends before its end-of-stream marker)"
     )
     assert "Traceback" not in console and 'File "' not in console and "Skipping task" not in console
-    assert console.count("crossmoda_1_ceT1.nii.gz: corrupt") == 1  # shown once, not again from the traceback
+    assert console.count("1 problem(s) in the dataset") == 1  # the stage's line, not again from the traceback
     out.close()
     logged = (tmp_path / "logs" / "tasks.log").read_text()
     assert "Traceback (most recent call last):" in logged and logged.count("Skipping task") == 3
@@ -106,28 +121,32 @@ def test_verbose_keeps_the_traceback_on_the_console(tmp_path):
 
 def test_a_work_dir_copy_is_named_as_the_users_file_or_s3_key(tmp_path):
     work = tmp_path / "work"
-    line = (
-        f"    12:00:00 ERROR cosmos.stage: stage translator failed: {work}/ingest-0123abcd/data/source_training/"
-        "crossmoda_2_Label.nii.gz: label values outside 0..255\n"
+    line = "    " + _fail_event(
+        "translator",
+        f"{work}/ingest-0123abcd/data/source_training/crossmoda_2_Label.nii.gz: label values outside 0..255",
     )
+    line += "\n"
     out, _ = _feed(tmp_path, line)
     assert out.failure_message(work, "s3://bucket/crossmoda") == (
         "stage translator failed: s3://bucket/crossmoda/source_training/crossmoda_2_Label.nii.gz: "
         "label values outside 0..255"
     )
-    vl = f"    x ERROR cosmos.stage: stage evaluate failed: {work}/ingest-0a/data/target_validation_labels/c.nii.gz: bad\n"
+    vl = "    " + _fail_event("evaluate", f"{work}/ingest-0a/data/target_validation_labels/c.nii.gz: bad") + "\n"
     out, _ = _feed(tmp_path, vl)
     assert out.failure_message(work, "/d", "/labels/") == "stage evaluate failed: /labels/c.nii.gz: bad"
 
 
 def test_an_unexpected_crash_still_gives_its_last_line(tmp_path):
+    crash = _fail_event("x", "ZeroDivisionError: division by zero", user_error=False)
     text = (
-        '    Traceback (most recent call last):\n      File "x.py", line 1, in <module>\n'
+        "13:00 - INFO - Executing task 'x'\n"
+        f'    Traceback (most recent call last):\n      File "x.py", line 1, in <module>\n    {crash}\n'
         "    ZeroDivisionError: division by zero\n\n13:00 - ERROR - Task 'x' finished with status FAILURE\n"
     )
     out, console = _feed(tmp_path, text)
     assert out.failure_message() == "a task failed: ZeroDivisionError: division by zero"
-    assert "ZeroDivisionError" not in console and "finished with status FAILURE" in console
+    assert "Traceback" not in console and "x: FAILED after" in console
+    assert console.count("ZeroDivisionError") == 1  # the stage's line says it once
 
 
 def test_supervise_turns_a_failed_pipeline_into_one_cosmos_error(tmp_path, capsys):

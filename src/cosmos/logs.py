@@ -60,12 +60,20 @@ def install_redaction(logger: logging.Logger | None = None) -> None:
 
 
 def progress(iterable: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:
-    """A tqdm bar on stderr; degrades to periodic log lines when stderr is not a terminal (KFP pods)."""
+    """A tqdm bar on stderr; degrades to periodic log lines when stderr is not a terminal (KFP pods).
+
+    Inside a pipeline stage (:func:`cosmos.events.current_stage`) the loop also tells its progress as
+    ``progress`` events (first item, then at most every :func:`cosmos.events.interval` seconds, and
+    the end), which the console of ``cosmos run`` draws as the stage's bar. ``COSMOS_NO_PROGRESS=1``
+    turns both off.
+    """
     from tqdm.auto import tqdm
+
+    from cosmos import events
 
     disable = os.environ.get("COSMOS_NO_PROGRESS") == "1"
     mininterval = 0.5 if sys.stderr.isatty() else 10.0
-    yield from tqdm(
+    bar = tqdm(
         iterable,
         desc=desc,
         total=total,
@@ -75,3 +83,15 @@ def progress(iterable: Iterable[T], desc: str, total: int | None = None, unit: s
         mininterval=mininterval,
         dynamic_ncols=True,
     )
+    n = bar.total if isinstance(bar.total, (int, float)) else None
+    if disable or events.current_stage() is None or not n:
+        yield from bar
+        return
+    count, throttle = int(n), events.Throttle()
+    done = 0
+    for item in bar:
+        if throttle.due():
+            events.progress(desc, done, count, unit)
+        yield item
+        done += 1
+    events.progress(desc, done, count, unit)

@@ -16,6 +16,11 @@ Every pipeline step (``cosmos.selftraining.rounds``, translation, ingest) runs t
   symlink to that directory. Every stage appends its compute seconds to
   ``work_root/timings.jsonl`` (read by ``benchmarks/local_overhead.py``).
 
+Every stage also tells the console what it does, as structured events (:mod:`cosmos.events`):
+``start`` (or ``reused``), then ``end`` with its seconds, or ``fail`` with the one-line problem.
+While the stage runs it is the process's current stage, so progress bars, the nnU-Net epoch hook and
+``cosmos`` warnings inside it report as that stage.
+
 Nothing here imports kfp: the components pass plain paths.
 """
 
@@ -27,9 +32,11 @@ import logging
 import os
 import shutil
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from cosmos import events
 from cosmos.errors import CosmosError
 
 log = logging.getLogger("cosmos.stage")
@@ -115,15 +122,6 @@ def _record_timing(work_root: str, stage: str, key: str, seconds: float, reused:
         fh.write(line + "\n")
 
 
-def _call(stage: str, body: Callable[[dict[str, Path]], Any], dirs: dict[str, Path]) -> Any:
-    """Run the body; a user-facing CosmosError is logged as one clear line before it propagates."""
-    try:
-        return body(dirs)
-    except CosmosError as exc:
-        log.error("stage %s failed: %s", stage, exc)
-        raise
-
-
 def run_stage(
     stage: str, outputs: Mapping[str, str], body: Callable[[dict[str, Path]], Any], *, key: str, work_root: str = ""
 ) -> Any:
@@ -134,15 +132,46 @@ def run_stage(
     reused stage returns the same outputs (e.g. an MLflow run id) as the first time.
     """
     t0 = time.perf_counter()
+    previous = events.enter_stage(stage)
+    relay = events.WarningRelay()
+    logging.getLogger("cosmos").addHandler(relay)
+    try:
+        return _run_stage(stage, outputs, body, key=key, work_root=work_root, t0=t0)
+    except CosmosError as exc:  # the user's problem: one clear line, and the console's fail event
+        log.error("stage %s failed: %s", stage, exc)
+        events.stage_event(stage, "fail", message=str(exc), user_error=True, seconds=round(time.perf_counter() - t0, 3))
+        raise
+    except BaseException as exc:  # a crash: the last line of its traceback (the traceback follows in the log)
+        crash = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        events.stage_event(stage, "fail", message=crash, user_error=False, seconds=round(time.perf_counter() - t0, 3))
+        raise
+    finally:
+        logging.getLogger("cosmos").removeHandler(relay)
+        events.enter_stage(previous)
+
+
+def _run_stage(
+    stage: str,
+    outputs: Mapping[str, str],
+    body: Callable[[dict[str, Path]], Any],
+    *,
+    key: str,
+    work_root: str,
+    t0: float,
+) -> Any:
+    """:func:`run_stage`'s work in its two modes (module docstring); ``t0``: when the stage began."""
     if not work_root:
         dirs = {name: Path(p) for name, p in outputs.items()}
         for d in dirs.values():
             d.mkdir(parents=True, exist_ok=True)
         log.info("stage %s: start", stage)
-        result = _call(stage, body, dirs)
+        events.stage_event(stage, "start")
+        result = body(dirs)
         for d in dirs.values():
             (d / KEY_FILE).write_text(key)
-        log.info("stage %s: done in %.1f s", stage, time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
+        log.info("stage %s: done in %.1f s", stage, seconds)
+        events.stage_event(stage, "end", seconds=round(seconds, 3))
         return result
 
     work = Path(work_root) / f"{stage}-{key}"
@@ -153,12 +182,14 @@ def run_stage(
         result = json.loads(result_file.read_text()) if result_file.exists() else None
         reused = True
         log.info("stage %s: reusing finished work in %s", stage, work)
+        events.stage_event(stage, "reused", work=str(work))
     else:
         reused = False
         for d in dirs.values():
             d.mkdir(parents=True, exist_ok=True)
         log.info("stage %s: start (work dir %s)", stage, work)
-        result = _call(stage, body, dirs)
+        events.stage_event(stage, "start", work=str(work))
+        result = body(dirs)
         for d in dirs.values():
             (d / KEY_FILE).write_text(key)
         result_file.write_text(json.dumps(result, default=str))
@@ -169,6 +200,7 @@ def run_stage(
     _record_timing(work_root, stage, key, seconds, reused)
     if not reused:
         log.info("stage %s: done in %.1f s", stage, seconds)
+    events.stage_event(stage, "end", seconds=round(seconds, 3))
     return result
 
 
