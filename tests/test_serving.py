@@ -1,6 +1,8 @@
-"""`cosmos serve` (KServe): a registered segmenter served on 127.0.0.1 answers v2 and v1 requests
-with phantom scans with the very labels `cosmos predict` writes; bad requests get a 4xx and one
-line; the registered pyfunc takes base64 NIfTI and declares an environment that exists.
+"""`cosmos serve` (KServe): a registered segmenter served on 127.0.0.1, loaded once, answers v2 and
+v1 requests with phantom scans (NIfTI or a zipped DICOM series) with the very labels and
+measurements `cosmos predict` writes; bad requests get a 4xx and one line, never a server path;
+above --max-concurrent a request gets 503 with Retry-After; /metrics counts requests and errors by
+kind; the registered pyfunc takes base64 NIfTI and declares an environment that exists.
 
 The model is a real nnU-Net fold ensemble (PlainConvUNet, nnU-Net's own predictor), built by hand
 with seeded random weights instead of trained: the test is about serving the numbers, not about
@@ -154,7 +156,7 @@ def _labels(path_or_bytes) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(path_or_bytes, (bytes, bytearray)):
         img = nib.Nifti1Image.from_bytes(gzip.decompress(path_or_bytes))
     else:
-        img = nib.load(str(path_or_bytes))
+        img = nib.Nifti1Image.from_filename(str(path_or_bytes))
     _ = io
     return np.asarray(img.dataobj), img.affine
 
@@ -283,6 +285,13 @@ def b64(path: Path) -> str:
     return base64.b64encode(Path(path).read_bytes()).decode()
 
 
+def _predicted_measurements(label: Path) -> dict:
+    """What `cosmos predict` wrote beside ``label`` (<case>_measurements.json), as the server sends it."""
+    from cosmos.evaluation.measurements import measurements_path
+
+    return json.loads(measurements_path(label).read_text())
+
+
 def v2(scans) -> dict:
     return {"inputs": [{"name": "scan", "shape": [len(scans)], "datatype": "BYTES", "data": list(scans)}]}
 
@@ -309,14 +318,17 @@ def test_v2_and_v1_labels_equal_cosmos_predict(ready, store, expected, capsys):
     v2_s = time.perf_counter() - t0
     assert status == 200, body
     assert body["model_name"] == "cosmos-segmenter" and body["model_version"] == store["version"]
-    out = body["outputs"][0]
+    out, measured = body["outputs"]
     assert out["name"] == "label" and out["datatype"] == "BYTES" and len(out["data"]) == 2
-    for data, predicted in zip(out["data"], expected):
+    assert measured["name"] == "measurements" and measured["datatype"] == "BYTES" and len(measured["data"]) == 2
+    for data, text, predicted in zip(out["data"], measured["data"], expected):
         got, got_affine = _labels(base64.b64decode(data))
         want, want_affine = _labels(predicted)
         assert got.dtype == np.uint8 and got.shape == want.shape
         assert np.array_equal(got, want)
         assert np.allclose(got_affine, want_affine)
+        # the measurements are cosmos predict's <case>_measurements.json for the same scan
+        assert json.loads(text) == _predicted_measurements(predicted)
     assert len(np.unique(_labels(expected[0])[0])) > 1  # the comparison is not all-background
 
     t0 = time.perf_counter()
@@ -325,8 +337,11 @@ def test_v2_and_v1_labels_equal_cosmos_predict(ready, store, expected, capsys):
     )
     v1_s = time.perf_counter() - t0
     assert status == 200, body
-    got, _ = _labels(base64.b64decode(body["predictions"][0]["b64"]))
+    (prediction,) = body["predictions"]
+    got, _ = _labels(base64.b64decode(prediction["b64"]))
     assert np.array_equal(got, _labels(expected[1])[0])
+    assert prediction["measurements"] == _predicted_measurements(expected[1])
+    assert prediction["measurements"]["vs_voxels"] == int(np.count_nonzero(got == 1))  # an independent count
     with capsys.disabled():
         print(f"\n[serving latency] v2, 2 scans: {v2_s:.2f} s; v1, 1 scan: {v1_s:.2f} s")
 
@@ -350,6 +365,83 @@ def _nifti_2d(tmp_path) -> str:
     return b64(tmp_path / "slice.nii.gz")
 
 
+def _nifti_bytes(data: np.ndarray, affine: np.ndarray, pixdim: list[float] | None = None) -> bytes:
+    """A gzipped NIfTI of ``data``; ``pixdim`` written into the stored header as given (nibabel would
+    recompute it from the affine on save)."""
+    import gzip
+    import struct
+
+    import nibabel as nib
+
+    raw = bytearray(nib.Nifti1Image(data, affine).to_bytes())
+    if pixdim is not None:
+        struct.pack_into("<3f", raw, 80, *pixdim)  # pixdim[1:4] of the NIfTI-1 header
+    return gzip.compress(bytes(raw), compresslevel=1)
+
+
+def _bad_scan(case: str, store) -> bytes:
+    import gzip
+    import io
+    import zipfile
+
+    import nibabel as nib
+
+    img = nib.Nifti1Image.from_filename(str(store["scans"][0]))
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    if case == "gzip-bomb":  # ~40 KB that inflates to 40 MB, 10x the server's cap
+        head = bytearray(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)).to_bytes())
+        return gzip.compress(bytes(head) + bytes(40 * 2**20), compresslevel=9)
+    if case == "bad-gzip":
+        return b"\x1f\x8b\x08\x00" + bytes(range(256)) * 8
+    if case == "truncated-gzip":
+        whole = Path(store["scans"][0]).read_bytes()
+        return whole[: len(whole) // 2]
+    if case == "sheared":
+        affine = np.diag([0.6, 0.6, 1.5, 1.0])
+        affine[0, 1] = 0.3
+        return _nifti_bytes(data, affine)
+    if case == "pixdim":  # the sform says 0.6 mm, pixdim (what nnU-Net reads) says 5 mm
+        return _nifti_bytes(data, np.diag([0.6, 0.6, 1.5, 1.0]), pixdim=[5.0, 5.0, 5.0])
+    if case == "label-map":
+        return gzip.compress(nib.Nifti1Image((data > np.median(data)).astype(np.uint8), img.affine).to_bytes())
+    if case == "rgb":
+        rgb = np.zeros(data.shape, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+        rgb["R"] = np.clip(data / max(float(data.max()), 1.0) * 255, 0, 255).astype(np.uint8)
+        return gzip.compress(nib.Nifti1Image(rgb, img.affine).to_bytes())
+    if case == "complex":
+        return gzip.compress(nib.Nifti1Image(data.astype(np.complex64), img.affine).to_bytes())
+    if case == "50mm-voxels":
+        return _nifti_bytes(data, np.diag([50.0, 50.0, 50.0, 1.0]))
+    if case == "zero-pixdim":  # a valid sform, pixdim 0 (nnU-Net would have used 1 mm)
+        return _nifti_bytes(data, np.diag([0.6, 0.6, 1.5, 1.0]), pixdim=[0.0, 0.0, 0.0])
+    if case == "huge-header":  # a 1200^3 float32 header over a few bytes: refused from the header alone
+        header = nib.Nifti1Header()
+        header.set_data_shape((1200, 1200, 1200))
+        header.set_data_dtype(np.float32)
+        header["vox_offset"] = 352
+        return gzip.compress(header.binaryblock + bytes(4) + bytes(1024))
+    buf = io.BytesIO()  # not-a-series: a zip holding no DICOM
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("notes.txt", "no DICOM in here\n" * 20)
+    return buf.getvalue()
+
+
+_SCAN_CASES = (
+    "gzip-bomb",
+    "bad-gzip",
+    "truncated-gzip",
+    "sheared",
+    "pixdim",
+    "label-map",
+    "not-a-series",
+    "rgb",
+    "complex",
+    "50mm-voxels",
+    "zero-pixdim",
+    "huge-header",
+)
+
+
 @pytest.mark.parametrize(
     "case, status, message",
     [
@@ -362,14 +454,31 @@ def _nifti_2d(tmp_path) -> str:
         ("v1-no-instances", 400, "instances"),
         ("v1-local-path", 400, "s3://"),
         ("binary-extension", 415, "binary tensor extension"),
+        ("gzip-bomb", 413, "decompresses to more than"),
+        ("bad-gzip", 400, "corrupt or truncated gzip"),
+        ("truncated-gzip", 400, "corrupt or truncated gzip"),
+        ("sheared", 400, "not orthogonal"),
+        ("pixdim", 400, "voxel size disagrees"),
+        ("label-map", 400, "label map"),
+        ("not-a-series", 400, "instances[0]"),
+        ("rgb", 400, "unsupported NIfTI data type"),
+        ("complex", 400, "complex voxels"),
+        ("50mm-voxels", 400, "plausible MRI range"),
+        ("zero-pixdim", 400, "pixdim gives a voxel size"),
+        ("huge-header", 413, "cosmos serve --max-mb"),
     ],
 )
-def test_bad_requests_get_4xx_with_one_line(ready, tmp_path, case, status, message):
+def test_bad_requests_get_4xx_with_one_line(ready, store, tmp_path, case, status, message):
     server = ready
     base = server["base"]
     url = f"{base}/v2/models/cosmos-segmenter/infer"
     body: object
-    if case == "text":
+    if case in _SCAN_CASES:
+        url = f"{base}/v1/models/cosmos-segmenter:predict"
+        body = {"instances": [{"b64": base64.b64encode(_bad_scan(case, store)).decode()}]}
+        if case == "not-a-series":
+            body = {"instances": [{"dicom_zip": base64.b64encode(_bad_scan(case, store)).decode()}]}
+    elif case == "text":
         body = v2([base64.b64encode(b"hello, I am not a scan. " * 40).decode()])
     elif case == "not-base64":
         body = v2(["%%% not base64 %%%"])
@@ -416,6 +525,191 @@ def test_bad_requests_get_4xx_with_one_line(ready, tmp_path, case, status, messa
     assert got == status, answer
     assert message in answer["error"], answer
     assert "\n" not in answer["error"] and "Traceback" not in answer["error"]
+    for server_path in ("/tmp", "cosmos-serve-", "request-", "scan_0"):  # the server's files stay its own
+        assert server_path not in answer["error"], answer
+
+
+def test_chunked_body_over_the_cap_gets_413(ready):
+    import http.client
+
+    port = int(ready["base"].rsplit(":", 1)[1])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    chunk = b"A" * 100_000
+
+    def body():
+        for _ in range(int(MAX_MB * 10) + 10):  # ~MAX_MB + 1 MB, no content-length
+            yield chunk
+
+    conn.request(
+        "POST",
+        "/v2/models/cosmos-segmenter/infer",
+        body=body(),
+        headers={"content-type": "application/json"},
+        encode_chunked=True,
+    )
+    answer = conn.getresponse()
+    assert answer.status == 413
+    assert "exceeds the server's cap" in json.loads(answer.read())["error"]
+    conn.close()
+
+
+def _v1_raw(url: str, data: bytes):
+    """(status, JSON body, headers) of a v1 POST, errors included."""
+    req = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=300) as r:
+            return r.status, json.loads(r.read()), r.headers
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}"), exc.headers
+
+
+def test_over_max_concurrent_gets_503_with_retry_after(ready, store, expected):
+    """Six requests at once on a server that segments two at a time (--max-concurrent 2, the
+    default): the others are refused at once with 503 + Retry-After, none waits in a queue."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = f"{ready['base']}/v1/models/cosmos-segmenter:predict"
+    data = json.dumps({"instances": [{"b64": b64(store["scans"][0])}]}).encode()
+    n = 6
+    barrier = threading.Barrier(n)
+
+    def one(_):
+        barrier.wait()
+        return _v1_raw(url, data)
+
+    with ThreadPoolExecutor(n) as pool:
+        answers = list(pool.map(one, range(n)))
+    codes = [a[0] for a in answers]
+    assert set(codes) <= {200, 503}, answers
+    assert 1 <= codes.count(200) and codes.count(503) >= 1, codes
+    want = _labels(expected[0])[0]
+    for code, body, headers in answers:
+        if code == 503:
+            assert int(headers["Retry-After"]) >= 1
+            assert "--max-concurrent 2" in body["error"]
+        else:
+            assert np.array_equal(_labels(base64.b64decode(body["predictions"][0]["b64"]))[0], want)
+    # and once they are done, the server takes requests again
+    assert _v1_raw(url, data)[0] == 200
+
+
+def _metrics(base: str) -> dict[tuple[str, tuple], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{base}/metrics", timeout=30) as r:
+        text = r.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_count_requests_latency_and_errors_by_kind(ready, store):
+    base = ready["base"]
+    name = "cosmos-segmenter"
+    before = _metrics(base)
+    url = f"{base}/v1/models/{name}:predict"
+    assert _v1_raw(url, json.dumps({"instances": [{"b64": b64(store["scans"][1])}]}).encode())[0] == 200
+    sheared = json.dumps({"instances": [{"b64": base64.b64encode(_bad_scan("sheared", store)).decode()}]})
+    assert _v1_raw(url, sheared.encode())[0] == 400
+    assert post(f"{base}/v2/models/{name}/infer", v2(["A" * int(MAX_MB * 1e6 + 10)]))[0] == 413
+    after = _metrics(base)
+
+    def grew(metric: str, **labels) -> float:
+        labels = labels if "model_name" in labels else dict(model=name, **labels)
+        key = (metric, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert grew("cosmos_serve_requests_total", protocol="v1", code="200") == 1
+    assert grew("cosmos_serve_requests_total", protocol="v1", code="400") == 1
+    assert grew("cosmos_serve_requests_total", protocol="v2", code="413") == 1
+    assert grew("cosmos_serve_request_seconds_count", protocol="v1") == 2
+    assert grew("cosmos_serve_request_seconds_bucket", protocol="v1", le="+Inf") == 2
+    assert grew("cosmos_serve_request_seconds_sum", protocol="v1") > 0
+    assert grew("cosmos_serve_request_errors_total", kind="geometry") == 1
+    assert grew("cosmos_serve_request_errors_total", kind="too_large") == 1
+    # KServe's own histogram (time inside the model's predict), on the same registry
+    assert grew("request_predict_seconds_count", model_name=name) == 2  # the refused scan too
+    assert after[("cosmos_serve_max_concurrent", (("model", name),))] == 2
+    assert after[("cosmos_serve_model_load_seconds", (("model", name),))] > 0
+
+
+def test_cet1_scan_is_segmented_with_a_warning(ready, store):
+    """The content-based modality check (cosmos.data.modality) warns, and the answer carries it."""
+    from cosmos.data import nifti
+    from cosmos.data.modality import modality_warning
+
+    url = f"{ready['base']}/v1/models/cosmos-segmenter:predict"
+    cet1 = next((store["root"] / "phantom").glob("source_training/*_ceT1.nii.gz"))
+    for scan in (cet1, store["scans"][0]):
+        want = modality_warning(nifti.load(scan).data)
+        status, body, _ = _v1_raw(url, json.dumps({"instances": [{"b64": b64(scan)}]}).encode())
+        assert status == 200, body
+        assert body["predictions"][0]["warnings"] == ([want] if want else [])
+        if scan == cet1:
+            assert want and "ceT1" in want  # the phantom's ceT1 does trip the check: the test shows something
+    status, body = post(f"{ready['base']}/v2/models/cosmos-segmenter/infer", v2([b64(cet1)]))
+    assert status == 200 and "ceT1" in json.loads(body["parameters"]["warnings"])[0][0]
+
+
+def test_dicom_zip_is_segmented_like_its_nifti(ready, store, tmp_path):
+    """A zipped DICOM series (built from a phantom with SimpleITK) gives the labels and measurements
+    `cosmos predict` gives for the NIfTI that cosmos.data.dicom reads from the same series."""
+    import io
+    import zipfile
+
+    import SimpleITK as sitk
+
+    from cosmos.data import dicom
+
+    folder = tmp_path / "series"
+    dicom.write_series(sitk.ReadImage(str(store["scans"][0])), folder)
+    image, _ = dicom.read_series(folder)
+    nii = dicom.write_nifti(image, tmp_path / "nifti" / "series.nii.gz")
+    out = tmp_path / "predicted"
+    args = ["predict", "--model", "models:/cosmos-segmenter@champion", "--tracking-uri", store["uri"]]
+    assert main([*args, str(nii), "-o", str(out)]) == 0
+    want = _labels(out / "series_seg.nii.gz")[0]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(folder.iterdir()):
+            zf.write(f, f"study/{f.name}")
+    data = base64.b64encode(buf.getvalue()).decode()
+    status, body, _ = _v1_raw(
+        f"{ready['base']}/v1/models/cosmos-segmenter:predict", json.dumps({"instances": [{"dicom_zip": data}]}).encode()
+    )
+    assert status == 200, body
+    got = _labels(base64.b64decode(body["predictions"][0]["b64"]))[0]
+    assert got.shape == want.shape and np.array_equal(got, want)
+    assert body["predictions"][0]["measurements"] == _predicted_measurements(out / "series_seg.nii.gz")
+    request = {"inputs": [{"name": "dicom_zip", "shape": [1], "datatype": "BYTES", "data": [data]}]}
+    status, body = post(f"{ready['base']}/v2/models/cosmos-segmenter/infer", request)
+    assert status == 200, body
+    assert np.array_equal(_labels(base64.b64decode(body["outputs"][0]["data"][0]))[0], want)
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [("--max-mb", "nan"), ("--max-mb", "-1"), ("--max-mb", "inf"), ("--max-mb", "0"), ("--max-concurrent", "0")],
+)
+def test_impossible_limits_are_refused_at_start_with_one_line(flag, value, capsys):
+    """On the command line (argparse: its usage, then one error line naming the flag) and from Python."""
+    from cosmos.errors import CosmosError
+    from cosmos.serving.server import serve
+
+    with pytest.raises(SystemExit) as stop:
+        main(["serve", "--model", "models:/cosmos-segmenter@champion", flag, value])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert flag in last and repr(value) in last, err
+    limits = {"max_mb": float(value)} if flag == "--max-mb" else {"max_concurrent": int(value)}
+    with pytest.raises(CosmosError, match=f"^{flag} {value}: ") as refused:
+        serve("models:/cosmos-segmenter@champion", **limits)  # type: ignore[arg-type]
+    assert "\n" not in str(refused.value)
 
 
 def test_server_stops_on_sigterm(ready):
@@ -465,8 +759,8 @@ def test_s3_scans_on_a_real_s3_server(store, expected, real_s3_env):
     )
     model.load()
     request_folder = model._home
-    (label,) = model.segment(scans_from_v1({"instances": [{"uri": "s3://serving-scans/in/scan.nii.gz"}]}))
-    assert np.array_equal(_labels(label)[0], _labels(expected[0])[0])
+    (answer,) = model.segment(scans_from_v1({"instances": [{"uri": "s3://serving-scans/in/scan.nii.gz"}]}))
+    assert np.array_equal(_labels(answer.label)[0], _labels(expected[0])[0])
     with pytest.raises(RequestError, match="no such object") as missing:
         model.segment(scans_from_v1({"instances": ["s3://serving-scans/in/nothing.nii.gz"]}))
     assert missing.value.status == 404
@@ -618,8 +912,9 @@ def test_inference_service_renders_and_validates_offline(variant, tmp_path):
     assert c["ports"][0]["containerPort"] == 8080
     name, _, tag = c["image"].rpartition(":")
     assert name.endswith("/cosmos") and tag and tag != "latest"
-    sc, csc = predictor["securityContext"], c["securityContext"]
-    assert sc["runAsNonRoot"] is True and sc["runAsUser"] != 0 and sc["seccompProfile"]["type"] == "RuntimeDefault"
+    csc = c["securityContext"]  # on the container: Knative rejects a pod-level one (tests/test_k8s_manifests.py)
+    assert "securityContext" not in predictor
+    assert csc["runAsNonRoot"] is True and csc["runAsUser"] != 0 and csc["seccompProfile"]["type"] == "RuntimeDefault"
     assert csc["allowPrivilegeEscalation"] is False and csc["capabilities"]["drop"] == ["ALL"]
     assert "memory" in c["resources"]["limits"]
     gpus = c["resources"]["limits"].get("nvidia.com/gpu")
