@@ -169,6 +169,11 @@ def test_a_symlink_named_like_our_output_is_never_ours(tmp_path):
     out.mkdir()
     (out / "scan_seg.nii.gz").symlink_to(scan)
     _manifest_as_inference_writes_it(out, ["scan_seg.nii.gz"], True)
+    with pytest.raises(CosmosError, match=f"scan_seg.nii.gz: is the input {scan}"):
+        check_output_folder(out, inputs=[scan], outputs=["scan_seg.nii.gz"])
+    other = make_image(tmp_path / "elsewhere.nii.gz")  # a link to a file that is not an input: still not ours
+    (out / "scan_seg.nii.gz").unlink()
+    (out / "scan_seg.nii.gz").symlink_to(other)
     with pytest.raises(CosmosError, match="not written by cosmos predict"):
         check_output_folder(out, inputs=[scan], outputs=["scan_seg.nii.gz"])
 

@@ -48,6 +48,11 @@ def register(sub) -> None:
         help="also write hrT2 training labels to target_training_labels/ (for pseudo-label QA only)",
     )
     p.add_argument("--no-preview", action="store_true", help="skip preview.png")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing files at the phantom's paths that an earlier cosmos phantom did not write",
+    )
     add_config_args(p)
     p.set_defaults(func=_phantom)
 
@@ -75,6 +80,7 @@ def _phantom(args) -> int:
         preview=not args.no_preview,
         target_labels=args.target_labels,
         style=cfg.style if args.style is None else args.style,
+        overwrite=args.overwrite,
     )
     print(root)
     return 0

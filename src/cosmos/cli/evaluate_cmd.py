@@ -29,15 +29,21 @@ def register(sub) -> None:
         metavar="FILE",
         help="write the full result as JSON (a new file outside PRED_DIR and LABEL_DIR, or an earlier result)",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --json file even when it is not an earlier result (never an input)",
+    )
     p.add_argument("--per-case", action="store_true", help="also print one row per case")
     p.set_defaults(func=_run)
 
 
 def _run(args) -> int:
+    import json
     import sys
 
-    from cosmos.data.outputs import check_json_output
-    from cosmos.evaluation.metrics import evaluate_folder, format_summary, write_json
+    from cosmos.data.outputs import atomic_write, check_json_output
+    from cosmos.evaluation.metrics import evaluate_folder, format_summary
 
     if args.json_path is not None:  # before scoring: never replace a prediction, a label or a non-result file
         check_json_output(
@@ -45,10 +51,11 @@ def _run(args) -> int:
             inputs={"prediction folder": args.pred_dir, "label folder": args.label_dir},
             what="--json",
             keys=("cases", "summary", "errors"),
+            overwrite=args.overwrite,
         )
     result = evaluate_folder(args.pred_dir, args.label_dir)
     if args.json_path is not None:
-        write_json(result, args.json_path)
+        atomic_write(args.json_path, json.dumps(result, indent=2) + "\n")  # temp file + rename: never half a JSON
     print(format_summary(result, per_case=args.per_case))
     if result["errors"]:
         print(f"cosmos evaluate: {len(result['errors'])} case(s) could not be scored", file=sys.stderr)

@@ -27,6 +27,11 @@ def register(sub) -> None:
     cv.add_argument("--input", required=True, help="crossMoDA root (uses source_training/) or a flat *_ceT1 folder")
     cv.add_argument("--out", required=True, help="writes crossmoda_{i}_hrT2pseudo.nii.gz + crossmoda_{i}_Label.nii.gz")
     cv.add_argument("--tracking-uri", default=None, help="MLflow URI for models:/ (default: $MLFLOW_TRACKING_URI)")
+    cv.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing output files an earlier convert did not write (never an input)",
+    )
     add_config_args(cv)
     cv.set_defaults(func=_convert)
 
@@ -68,8 +73,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from cosmos.translation.conversion import convert_source
+    from cosmos.translation.conversion import check_convert_output, convert_source
 
+    # before the model loads: never write into the input folder or over files an earlier convert did not write
+    check_convert_output(args.input, args.out, overwrite=args.overwrite)
     cfg = config_from_args(args)
     paths = convert_source(
         args.model, args.input, args.out, cfg, tracking_uri=args.tracking_uri or cfg.tracking.tracking_uri or None

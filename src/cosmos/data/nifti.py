@@ -48,6 +48,11 @@ MIN_VOXEL_MM = 0.05
 MAX_VOXEL_MM = 10.0
 PIXDIM_TOLERANCE = 0.01  # relative: affine voxel size vs pixdim
 SHEAR_TOLERANCE = 1e-3  # |cos| between normalised direction columns
+# Working memory to segment one scan (nnU-Net): float32 copies alive at once (image, resampled image, 3 logits,
+# 3 probabilities, their sum, the segmentation and slack) and the cap on their total (override by environment).
+WORK_COPIES = 12
+MAX_WORK_ENV = "COSMOS_MAX_WORK_BYTES"
+DEFAULT_MAX_WORK_BYTES = 16 * 1024**3
 
 
 class NiftiError(CosmosError, ValueError):
@@ -93,6 +98,54 @@ def max_bytes() -> int:
     if value <= 0:
         raise NiftiError(f"${MAX_BYTES_ENV}={text!r}: must be positive")
     return value
+
+
+def max_work_bytes() -> int:
+    """The memory one scan may need to be segmented (bytes): ``$COSMOS_MAX_WORK_BYTES`` or 16 GiB.
+
+    Why: nnU-Net resamples a scan to the model's voxel size and keeps several float32 copies of it
+    (image, logits and probabilities per class); a plausible-looking header (50 mm voxels resampled to
+    0.5 mm, or a huge grid) used to make it try to allocate tens of GiB. :func:`work_bytes` estimates
+    the need from the header alone, before any voxel is read.
+    """
+    text = os.environ.get(MAX_WORK_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_WORK_BYTES
+    try:
+        value = float(text)
+    except ValueError:
+        raise NiftiError(f"${MAX_WORK_ENV}={text!r}: expected a number of bytes") from None
+    if not np.isfinite(value) or value <= 0:
+        raise NiftiError(f"${MAX_WORK_ENV}={text!r}: must be a positive number of bytes")
+    return int(value)
+
+
+def work_bytes(shape: tuple[int, ...], spacing: Any, target_spacing: Any = None) -> float:
+    """Estimated memory (bytes) to segment a scan of ``shape`` at ``spacing`` (mm), from the header alone.
+
+    The grid is resampled to ``target_spacing`` (the model's voxel size; None: kept as is), then
+    :data:`WORK_COPIES` float32 copies of it are alive at once. Only the product of the spacings
+    matters, so the axis order (NIfTI or SimpleITK) does not.
+    """
+    n_vox = float(np.prod([max(int(v), 1) for v in shape[:3]], dtype=np.float64))
+    if target_spacing is not None:
+        here = float(np.prod(np.asarray(spacing, dtype=float)[:3]))
+        there = float(np.prod(np.asarray(target_spacing, dtype=float)[:3]))
+        if np.isfinite(here) and np.isfinite(there) and here > 0 and there > 0:
+            n_vox *= here / there
+    return n_vox * 4.0 * WORK_COPIES
+
+
+def memory_problems(shape: tuple[int, ...], spacing: Any, target_spacing: Any = None) -> list[str]:
+    """The memory check of :func:`geometry_problems`: refuse a scan needing more than :func:`max_work_bytes`."""
+    need, cap = work_bytes(shape, spacing, target_spacing), max_work_bytes()
+    if need <= cap:
+        return []
+    at = "" if target_spacing is None else f" once resampled to {_mm(target_spacing)}"
+    return [
+        f"segmenting its {'x'.join(str(int(v)) for v in shape[:3])} grid of {_mm(spacing)} voxels{at} would need "
+        f"about {_human(need)} of memory, above the {_human(cap)} limit (${MAX_WORK_ENV})"
+    ]
 
 
 def _human(n: float) -> str:
@@ -378,6 +431,10 @@ def _header_geometry(header, affine) -> list[str]:
             f"voxel size {_mm(edges)} is outside the plausible MRI range "
             f"({MIN_VOXEL_MM:g}-{MAX_VOXEL_MM:g} mm per voxel edge): wrong units or a broken header"
         )
+    if edges is not None:
+        shape = _header_shape(header)
+        if shape is not None:
+            problems.extend(memory_problems(shape, edges))
     if zooms is not None and aff is not None:
         direction = aff[:3, :3] / zooms
         gram = direction.T @ direction
@@ -393,6 +450,14 @@ def _header_geometry(header, affine) -> list[str]:
     return problems
 
 
+def _header_shape(header) -> tuple[int, ...] | None:
+    try:
+        shape = tuple(int(v) for v in header.get_data_shape())
+    except Exception:  # not a NIfTI header (a bare mapping in a test, say): no memory check
+        return None
+    return shape if len(shape) >= 3 else None
+
+
 def geometry_problems(source: Any, affine: np.ndarray | None = None) -> list[str]:
     """Why a scan's geometry cannot be trusted (empty list = consistent); pure, from the header.
 
@@ -402,7 +467,8 @@ def geometry_problems(source: Any, affine: np.ndarray | None = None) -> list[str
     sform_code > 0, else qform); by default the image's, or the header's best affine. Refused: a
     NaN/inf or singular affine; a zero, negative, NaN or inf pixdim; voxel sizes of the affine and
     of pixdim more than 1 % apart (SimpleITK and nnU-Net read pixdim, nibabel the affine: one scan,
-    two sizes); a voxel edge outside 0.05-10 mm; a sheared (non-orthogonal) direction matrix.
+    two sizes); a voxel edge outside 0.05-10 mm; a sheared (non-orthogonal) direction matrix; a grid needing more working memory than
+    :func:`max_work_bytes` (:func:`memory_problems`, from the header alone).
     Each problem is one phrase with the numbers; the caller names the file.
     """
     if isinstance(source, (str, Path)):
@@ -435,8 +501,9 @@ _AFFINE_SINGULAR = "affine is singular (a zero voxel size or collapsed axes)"
 def usability_problems(data: np.ndarray, affine: np.ndarray, header: Any = None) -> list[str]:
     """Why an *image* cannot be segmented meaningfully (empty list = usable).
 
-    NaN/inf voxels, a NaN/inf or singular affine, and an all-constant image (all zeros, say) each
-    produce an empty or meaningless mask without any error downstream, so they are refused up front.
+    NaN/inf voxels, a NaN/inf or singular affine, an all-constant image (all zeros, say) and a label
+    map given as an image (``cosmos.data.modality.content_problems``) each produce an empty or
+    meaningless mask without any error downstream, so they are refused up front.
     With the file's ``header`` (as stored), its geometry is checked too (:func:`geometry_problems`).
     """
     problems: list[str] = []
@@ -453,10 +520,9 @@ def usability_problems(data: np.ndarray, affine: np.ndarray, header: Any = None)
     if header is not None:
         problems.extend(_header_geometry(header, aff))
     if n_bad < finite.size and data.size:
-        vals = data[finite] if n_bad else data
-        lo, hi = float(vals.min()), float(vals.max())
-        if lo == hi:
-            problems.append(f"image is constant (every voxel is {lo:g}): nothing to segment")
+        from cosmos.data.modality import content_problems  # a constant image or a label map: one place
+
+        problems.extend(content_problems(data))
     return problems
 
 
@@ -493,7 +559,8 @@ def save(
     Labels are written as uint8; images as float32 unless ``dtype`` asks otherwise (an integer
     dtype rounds, as scanners store integers; it also makes files smaller and faster to gzip).
     Writes to a temp file then renames, so a killed writer never leaves a half-written NIfTI
-    behind under the final name.
+    behind under the final name; a failed write (a full disk) removes the temp file and raises one
+    NiftiError line naming ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -530,9 +597,18 @@ def save(
         img.header["scl_slope"] = 1
         img.header["scl_inter"] = 0
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    tmp = path.with_name(f".{path.name[: -len(suffix)]}.tmp{suffix}")
-    nib.save(img, str(tmp))
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name[: -len(suffix)]}.{os.getpid()}.tmp{suffix}")
+    try:
+        nib.save(img, str(tmp))
+        os.replace(tmp, path)
+    except OSError as exc:  # a full disk, a read-only folder: name the user's path, leave no temp file
+        from cosmos.data.outputs import write_reason
+
+        tmp.unlink(missing_ok=True)
+        raise NiftiError(f"{path}: cannot write it ({write_reason(exc)}); nothing was left behind") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

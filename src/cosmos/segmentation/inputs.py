@@ -45,8 +45,12 @@ _WRONG_MODALITY = {
 }
 
 
-def _check_file(path: Path) -> None:
-    from cosmos.data.nifti import load_image
+def _check_file(path: Path, warnings: list[str] | None = None) -> None:
+    """Refuse a file that is not a usable hrT2 scan (one line); its modality warning goes to ``warnings``
+    when given (the caller shows it once the command will run), else to the log."""
+    import logging
+
+    from cosmos.data.modality import load_scan
 
     if not _is_nifti_name(path.name):
         raise CosmosError(f"{path}: not a NIfTI file (expected .nii or .nii.gz)")
@@ -54,17 +58,23 @@ def _check_file(path: Path) -> None:
     if parsed is not None and parsed[1] in _WRONG_MODALITY:
         raise CosmosError(f"{path}: wrong modality: {_WRONG_MODALITY[parsed[1]]}")
     # one line naming the file: corrupt, truncated, 2D/4D, NaN/Inf, constant, bad affine, or geometry
-    # SimpleITK/nnU-Net would read differently (pixdim vs sform, zero pixdim, implausible or sheared voxels)
-    load_image(path)
+    # SimpleITK/nnU-Net would read differently (pixdim vs sform, zero pixdim, implausible or sheared voxels),
+    # too much memory from the header, a label map; the modality by content is a warning (cosmos.data.modality)
+    _, warning = load_scan(path)
+    if warning and warnings is not None:
+        warnings.append(f"{path}: {warning}")
+    elif warning:
+        logging.getLogger(__name__).warning("%s: %s", path, warning)
 
 
-def collect_nifti_inputs(inputs: Iterable[str | Path]) -> list[Path]:
+def collect_nifti_inputs(inputs: Iterable[str | Path], warnings: list[str] | None = None) -> list[Path]:
     """Expand files and folders to the list of hrT2 NIfTI images to segment, with clear errors.
 
     A folder contributes its ``*.nii``/``*.nii.gz`` images (label files beside them are ignored).
     Refused with a :class:`CosmosError`: missing paths, non-NIfTI files, 2D/4D or corrupt volumes,
     ceT1 / pseudo-hrT2 / label files, a ``source_training`` folder, a whole crossMoDA root, an
-    empty folder, and two inputs that would write the same output name.
+    empty folder, and two inputs that would write the same output name. ``warnings``: collects the
+    modality-by-content warnings (``cosmos.data.modality``) instead of logging them.
     """
     files: list[Path] = []
     for item in inputs:
@@ -72,7 +82,7 @@ def collect_nifti_inputs(inputs: Iterable[str | Path]) -> list[Path]:
         if not p.exists():
             raise CosmosError(f"{p}: no such file or folder")
         if p.is_file():
-            _check_file(p)
+            _check_file(p, warnings)
             files.append(p)
             continue
         subdirs = {d.name for d in p.iterdir() if d.is_dir()}
@@ -93,7 +103,7 @@ def collect_nifti_inputs(inputs: Iterable[str | Path]) -> list[Path]:
             extra = " (only label files)" if niftis else ""
             raise CosmosError(f"{p}: no NIfTI images (*.nii.gz / *.nii) to segment{extra}")
         for x in images:
-            _check_file(x)
+            _check_file(x, warnings)
         files.extend(images)
     if not files:
         raise CosmosError("no input images given")

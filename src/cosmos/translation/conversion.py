@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from cosmos.config import CosmosConfig, TranslatorConfig
 from cosmos.cpu import apply_threads
 from cosmos.data import nifti
 from cosmos.data.layout import SOURCE_DIR, TARGET_DIR, Case, image_name, label_name, list_cases
+from cosmos.data.outputs import CONVERT_MANIFEST, atomic_write, check_output_folder, record_outputs
 from cosmos.errors import CosmosError
 from cosmos.logs import progress
 from cosmos.translation import fidelity
@@ -121,6 +121,31 @@ def _source_cases(input_dir: Path) -> list[Case]:
     return cases
 
 
+def check_convert_output(input_dir: str | Path, out_dir: str | Path, *, overwrite: bool = False) -> list[Case]:
+    """The source cases, after refusing an ``out_dir`` that would replace the user's files.
+
+    ``cosmos translator convert --out`` into the flat ceT1 folder used to write each label copy over
+    the user's label, and into any folder it replaced same-named files it had not written. Refused
+    (one line naming both paths, before the model is loaded): ``out_dir`` is or holds an input; an
+    output name exists there and is not in the folder's convert manifest (unless ``overwrite``).
+    """
+    cases = _source_cases(Path(input_dir))
+    names = [n for c in cases for n in (image_name(c.case_id, PSEUDO_MODALITY), label_name(c.case_id))]
+    inputs: list[Path] = [Path(input_dir), *(c.image for c in cases), *(c.label for c in cases if c.label)]
+    if (Path(input_dir) / SOURCE_DIR).is_dir():
+        inputs.append(Path(input_dir) / SOURCE_DIR)
+    check_output_folder(
+        out_dir,
+        inputs=inputs,
+        outputs=[*names, FIDELITY_JSON, ATTEMPTS_JSON],
+        what="--out",
+        manifest=CONVERT_MANIFEST,
+        command="cosmos translator convert",
+        overwrite=overwrite,
+    )
+    return cases
+
+
 def convert_source(
     model: str | Path | LoadedTranslator,
     input_dir: str | Path,
@@ -182,20 +207,20 @@ def convert_source(
         )
         if ref_q is not None:
             rows.append(case_fidelity(pseudo, lab.data, src.data, src.affine, ref_q, translator.grid))
-        tmp_lab = lab_out.with_name(f".{lab_out.name}.tmp")
-        shutil.copyfile(case.label, tmp_lab)
-        tmp_lab.replace(lab_out)
+        # listed as ours before they are written (a killed run's files stay ours; cosmos.data.outputs)
+        record_outputs(out, {lab_out.name: case.label, img_out.name: case.image}, CONVERT_MANIFEST)
+        atomic_write(lab_out, case.label.read_bytes())
         nifti.save(img_out, pseudo, like=src)  # written last: its presence marks the case done
         written.append(img_out)
     log.info("translated %d ceT1 case(s) to %s (%d already done)", len(cases) - skipped, out, skipped)
     attempts = Path(model) / ATTEMPTS_JSON if isinstance(model, (str, Path)) else None
     if attempts is not None and attempts.is_file():  # the translator stage's candidates travel to the report
-        shutil.copyfile(attempts, out / ATTEMPTS_JSON)
+        record_outputs(out, {ATTEMPTS_JSON: attempts}, CONVERT_MANIFEST)
+        atomic_write(out / ATTEMPTS_JSON, attempts.read_bytes())
     if rows:
         fid = fidelity.summarise(rows, n_ref)
-        tmp = out / f".{FIDELITY_JSON}.tmp"
-        tmp.write_text(json.dumps(fid.to_dict(), indent=2, sort_keys=True))
-        tmp.replace(out / FIDELITY_JSON)
+        record_outputs(out, {FIDELITY_JSON: "fidelity"}, CONVERT_MANIFEST)
+        atomic_write(out / FIDELITY_JSON, json.dumps(fid.to_dict(), indent=2, sort_keys=True))
         log.info(
             "translation fidelity: W1 %.3f (untranslated %.3f), VS darker than fluid in %.0f%% of cases, "
             "cochlea bright in %.0f%%, cochlea brighter than the bone around it in %.0f%%, VS above the head's "

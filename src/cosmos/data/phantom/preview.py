@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,11 @@ def write_preview(root: str | Path, out_png: str | Path) -> Path:
             ax.set_yticks([])
     fig.tight_layout()
     out_png = Path(out_png)
-    fig.savefig(out_png, dpi=80)
-    plt.close(fig)
+    tmp = out_png.with_name(f".{out_png.stem}.{os.getpid()}.tmp.png")
+    try:  # temp file + rename: a killed or failed write leaves no half-written preview behind
+        fig.savefig(tmp, dpi=80)
+        os.replace(tmp, out_png)
+    finally:
+        tmp.unlink(missing_ok=True)
+        plt.close(fig)
     return out_png

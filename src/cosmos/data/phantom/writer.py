@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from cosmos.data import layout, nifti
+from cosmos.data.outputs import atomic_write
 from cosmos.data.phantom.anatomy import SCALES
 from cosmos.data.phantom.files import MANIFEST, PREVIEW, TARGET_LABELS_DIR, _read_manifest, _read_text
 from cosmos.data.phantom.preview import write_preview
@@ -62,6 +63,26 @@ def _plan(n_source: int, n_target: int, n_val: int) -> list[tuple[str, int, str,
     return plan
 
 
+def _refuse_foreign_files(root: Path, old: dict | None, plan: list[tuple[str, int, str, str]]) -> None:
+    """One CosmosError line when a path the phantom would write holds a file it did not write.
+
+    Ours: the files the folder's manifest lists, and the manifest and preview themselves when there is
+    one. Why: ``cosmos phantom DIR`` into a folder of the user's scans replaced same-named files.
+    """
+    listed = old.get("files", []) if old is not None else []
+    ours = {str(f) for f in listed} if isinstance(listed, list) else set()
+    if old is not None:
+        ours |= {MANIFEST, PREVIEW}
+    candidates = [MANIFEST, PREVIEW] + [rel for _, _, img, lab in plan for rel in (img, lab)]
+    for rel in candidates:
+        target = root / rel
+        if (target.exists() or target.is_symlink()) and rel not in ours:
+            raise CosmosError(
+                f"{target}: already exists and was not written by cosmos phantom: move it away, "
+                "pass --overwrite to replace it, or give the phantom a new folder"
+            )
+
+
 def make_phantom(
     out_dir: str | Path,
     n_source: int = 8,
@@ -72,6 +93,7 @@ def make_phantom(
     preview: bool = True,
     target_labels: bool = False,
     style: str = "builtin",
+    overwrite: bool = False,
 ) -> Path:
     """Write a crossMoDA 2021 tree (with validation labels) and ``preview.png``; return the root.
 
@@ -80,10 +102,15 @@ def make_phantom(
     ``style="random"`` renders every case with the dataset style drawn from ``seed``
     (:func:`cosmos.data.phantom.style.dataset_style`), recorded under "style" in phantom.json.
     Resumable: cases already written with the same parameters are not generated again.
+    Never replaces a file it did not write: an existing file at one of its paths that the folder's
+    ``phantom.json`` does not list (a folder without one: any existing file) is refused with one line,
+    unless ``overwrite``.
     """
     for name, n in (("n_source", n_source), ("n_target", n_target), ("n_val", n_val)):
         if not isinstance(n, (int, np.integer)) or n < 0:
             raise CosmosError(f"phantom {name} must be a non-negative integer, got {n!r}")
+    if not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**63:
+        raise CosmosError(f"phantom seed must be a non-negative integer, got {seed!r}")
     if n_source < 1 or n_target < 1:
         raise CosmosError("phantom needs at least one source and one target case")
     if scale not in SCALES:
@@ -91,6 +118,8 @@ def make_phantom(
     if style not in STYLES:
         raise CosmosError(f"phantom style must be one of {STYLES}, got {style!r}")
     root = Path(out_dir)
+    if root.exists() and not root.is_dir():
+        raise CosmosError(f"{root}: is a file, not a folder: give the phantom a new folder")
     root.mkdir(parents=True, exist_ok=True)
     params: dict[str, Any] = {
         "n_source": int(n_source),
@@ -105,13 +134,17 @@ def make_phantom(
         params["style"] = style
     manifest_path = root / MANIFEST
     old = _read_manifest(manifest_path)
+    if not isinstance(old, dict):
+        old = None
+    plan = _plan(n_source, n_target, n_val)
+    if not overwrite:
+        _refuse_foreign_files(root, old, plan)
     if old is not None and old.get("params") != params:
         log.info("phantom parameters changed (%s -> %s): regenerating %s", old.get("params"), params, root)
         for rel in old.get("files", []):
             (root / rel).unlink(missing_ok=True)
         manifest_path.unlink(missing_ok=True)
         old = None
-    plan = _plan(n_source, n_target, n_val)
     files: list[str] = []
     todo = []
     for cid, num, img_rel, lab_rel in plan:
@@ -120,7 +153,12 @@ def make_phantom(
         files.append(img_rel)
         if want_label:
             files.append(lab_rel)
-        done = old is not None and (root / img_rel).exists() and (not want_label or (root / lab_rel).exists())
+        done = (
+            old is not None
+            and cid in (old.get("cases") or {})
+            and (root / img_rel).exists()
+            and (not want_label or (root / lab_rel).exists())
+        )
         if not done:
             todo.append((cid, num, img_rel, lab_rel if want_label else None))
     if todo:
@@ -134,6 +172,14 @@ def make_phantom(
             root,
         )
     cases = dict((old or {}).get("cases", {}))
+    if todo:  # the files are listed as ours before they are written: a killed run resumes, never refuses them
+        pending = {cid for cid, *_ in todo}
+        atomic_write(
+            manifest_path,
+            json.dumps(
+                {"params": params, "files": files, "cases": {c: v for c, v in cases.items() if c not in pending}}
+            ),
+        )
     for cid, num, img_rel, label_rel in progress(todo, desc="phantom", unit="case"):
         modality = "ceT1" if img_rel.startswith(layout.SOURCE_DIR + "/") else "hrT2"
         case = make_case(seed, num, modality, scale, style=style)
@@ -163,7 +209,7 @@ def make_phantom(
     # Rewritten only when it changes: its mtime is part of the folder's fingerprint (cosmos.data.storage), and a
     # rewrite would make every keyed stage of a resumed `cosmos benchmark` on this folder run again.
     if old is None or todo or _read_text(manifest_path) != text:
-        manifest_path.write_text(text)
+        atomic_write(manifest_path, text)
     if preview and (todo or not (root / PREVIEW).exists()):
         write_preview(root, root / PREVIEW)
     return root
