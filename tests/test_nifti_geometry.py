@@ -216,6 +216,13 @@ def test_predict_refuses_before_resolving_a_model(tmp_path, capsys, monkeypatch,
 
 
 # ------------------------------------------------------------------------------ cosmos serve
+class _Untouchable:
+    """A loaded model's stand-in that can only be closed: a request refused by the input checks never uses it."""
+
+    def close(self) -> None:
+        pass
+
+
 @pytest.mark.parametrize("case", ["pixdim_5mm", "pixdim_zero", "voxels_50mm", "sheared"])
 def test_serve_answers_400_naming_the_request_element(tmp_path, case):
     import re
@@ -231,6 +238,7 @@ def test_serve_answers_400_naming_the_request_element(tmp_path, case):
     try:
         # as after load(): the request is refused by the input checks, before any fold is touched
         model.ready, model.cfg = True, load_config("tiny")
+        model.segmenter = _Untouchable()  # no segment(): touching the model would fail the test
         with pytest.raises(RequestError) as refused:
             model.segment([Scan(data=good), Scan(data=bad)])
         assert refused.value.status == 400
