@@ -150,7 +150,10 @@ def output_sizes(ds: Dataset, sm: SizeModel, folds: int) -> dict[tuple[str, str]
     target_labels = ds.n_target * r * ds.val_label_mb  # upper bound: every target case kept
     return {
         ("ingest_validate", "data"): lambda k: ds.total_mb,
+        # the validation scans and labels alone (what every round's evaluate reads)
+        ("ingest_validate", "validation"): lambda k: ds.n_val * (ds.val_mb + ds.val_label_mb),
         ("crop_roi", "roi_data"): lambda k: roi_images,
+        ("crop_roi", "roi_records"): lambda k: SMALL_MB,  # roi.json: the crop windows
         ("train_translator", "translator"): lambda k: sm.translator_mb,
         ("translate", "pseudo"): lambda k: ds.n_source * r * (ds.source_mb + ds.source_label_mb),
         ("prepare_round", "prepared"): prepared,

@@ -152,6 +152,114 @@ def run(
     return result
 
 
+def fold_model_paths(collected: Iterable[Any] | None, singles: Iterable[Any | None]) -> list[str]:
+    """The paths of a round's fold models, sorted: ``collected`` (``dsl.Collected`` of the ParallelFor's
+    ``train_fold`` outputs) and/or ``singles`` (``fold_model_0..4``, one per unrolled fold task).
+
+    Why two forms: KFP can gather a list of artifacts only from a loop (a Python list of task outputs
+    is refused), and the backend drops the retry policy of a task inside a loop; an unrolled package
+    (``cosmos compile --unroll-folds``) therefore wires each fold task's model to its own input.
+    """
+    from cosmos.errors import CosmosError
+
+    paths = [m.path for m in (collected or [])] + [m.path for m in singles if m is not None]
+    if not paths:
+        raise CosmosError("no fold models reached this task (neither fold_models nor fold_model_0..4 is set)")
+    return sorted(paths)
+
+
+def check_unrolled_folds(compiled_folds: str, folds: Iterable[Any]) -> None:
+    """Refuse a ``folds`` parameter other than the folds an unrolled package trains (``compiled_folds``
+    "0,1,2": one ``train_fold`` task per fold, fixed at compile time; "" = the ParallelFor package,
+    whose loop follows the parameter)."""
+    from cosmos.errors import CosmosError
+
+    if not compiled_folds:
+        return
+    compiled = sorted(int(f) for f in compiled_folds.split(","))
+    given = sorted(int(float(f)) for f in folds)  # kfp.local hands list items over as floats
+    if given != compiled:
+        raise CosmosError(
+            f"this package was compiled with --unroll-folds for folds {compiled}, but the 'folds' parameter is "
+            f"{given}: pass folds={compiled}, or recompile with --folds {','.join(map(str, given))}"
+        )
+
+
+def data_fingerprint(data_uri: str, val_labels_uri: str = "") -> str:
+    """One value that changes when the run's input data does: ``sha256:`` of the keys, sizes and ETags
+    under the ``s3://`` URIs (``cosmos.data.storage.fingerprint``; one listing each, no content read).
+
+    ``cosmos submit`` computes it with the submitter's credentials and passes it as the
+    ``data_fingerprint`` parameter, so it lands in KFP's cache key of ``ingest_validate``; the task
+    computes it again with the Secret's credentials (:func:`check_data_fingerprint`). Local paths
+    are not fingerprinted here: their mtimes differ between the submitting machine and the image.
+    """
+    import hashlib
+
+    from cosmos.data.storage import fingerprint
+
+    parts = [fingerprint(uri) if _is_s3(uri) else (uri or "") for uri in (data_uri, val_labels_uri)]
+    return "sha256:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
+def _is_s3(uri: str | None) -> bool:
+    return bool(uri) and str(uri).startswith("s3://")
+
+
+# A data_fingerprint of this form is one-off (cosmos submit could not list the data): never checked, and
+# never equal to another run's, so the ingest runs and is never served from KFP's cache.
+UNIQUE_FINGERPRINT = "unique:"
+
+
+def check_data_fingerprint(data_uri: str, val_labels_uri: str, given: str, *, cluster: bool) -> None:
+    """Fail before ingesting when ``given`` (the ``data_fingerprint`` parameter) is not the data's.
+
+    Why: KFP serves ``ingest_validate`` from its cache when its inputs are unchanged, and a cache
+    entry exists only for a task that succeeded. Checking the value here means every cached ingest
+    had exactly that fingerprint, so a hit always means unchanged data. On a cluster an ``s3://`` run
+    without a fingerprint is refused (it would be cached under the bare URI), naming the value to pass.
+    Local runs (``cosmos run``) resume by their own key and need none.
+    """
+    from cosmos.errors import CosmosError
+
+    if given.startswith(UNIQUE_FINGERPRINT):
+        return
+    if not given and not (cluster and (_is_s3(data_uri) or _is_s3(val_labels_uri))):
+        return
+    actual = data_fingerprint(data_uri, val_labels_uri)
+    if not given:
+        raise CosmosError(
+            f"pipeline parameter data_fingerprint is empty for s3:// data: KFP would cache this ingest under the "
+            f"URI alone. Pass data_fingerprint={actual} (cosmos submit computes and passes it)"
+        )
+    if given != actual:
+        raise CosmosError(
+            f"pipeline parameter data_fingerprint={given} is not the data's ({actual}): the data under "
+            f"{data_uri or '(phantom)'} changed since the run was submitted; submit it again"
+        )
+
+
+def check_profile(profile: str, compiled_profile: str) -> None:
+    """Refuse a run whose ``profile`` parameter is not the profile the package was compiled for.
+
+    Why: requests, limits, GPUs, /dev/shm, timeouts and retries are fixed at compile time from the
+    compiled profile's table (``pipelines/resources.py``), while ``profile`` is only read when a task
+    runs, so ``profile=paper`` on a package compiled for ``tiny`` would train the paper recipe in a
+    2 GiB pod with a one-hour deadline. Every task checks it (the compile-time profile is a constant
+    in each task call), so whichever task starts first stops the run, before any work, in one line.
+    ``compiled_profile`` "" (a call without it: unit tests, old packages) checks nothing.
+    """
+    from cosmos.errors import CosmosError
+
+    run_profile = profile or "tiny"  # load_cfg's default
+    if compiled_profile and run_profile != compiled_profile:
+        raise CosmosError(
+            f"pipeline parameter profile={run_profile!r}, but this package was compiled for profile "
+            f"{compiled_profile!r} (its CPU, memory, GPU, /dev/shm and timeouts): recompile with "
+            f"'cosmos compile --profile {run_profile}', or run it with profile={compiled_profile}"
+        )
+
+
 # What a component's step gets: the resolved config and its output directories (name -> dir).
 Body = Callable[["CosmosConfig", dict[str, Path]], dict[str, Any]]
 
@@ -167,6 +275,7 @@ def run_component(
     experiment: str = "",
     overrides: str = "",
     run_name: str = "",
+    compiled_profile: str = "",
     params: Mapping[str, Any] | Callable[[CosmosConfig], Mapping[str, Any]] | None = None,
     inputs: Iterable[str | None] = (),
     sections: Iterable[str] = (),
@@ -184,10 +293,13 @@ def run_component(
       ``params`` may be a function of the config: it runs before the key and the step, so a check
       that must fail before any work (the compiled DAG's shape) belongs there.
     * ``outputs``: output name -> artifact path; ``body`` gets them as directories.
+    * ``compiled_profile``: the profile the package was compiled for (a constant in every task call);
+      a run whose ``profile`` parameter differs stops here (:func:`check_profile`).
     """
     from cosmos.resume import stage_key
 
     setup()
+    check_profile(profile, compiled_profile)
     cfg = load_cfg(profile, config, experiment, overrides)
     key_params = params(cfg) if callable(params) else (params or {})
     key = stage_key(stage, dict(key_params), list(inputs), cfg, list(sections), exclude=tuple(exclude))

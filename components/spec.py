@@ -28,6 +28,10 @@ PROFILES: tuple[str, ...] = ("tiny", "small", "paper")
 
 HOUR = 3600  # seconds, for readable timeouts
 
+# Unrolled folds (``cosmos compile --unroll-folds``): the round's fold consumers take one optional model
+# input per fold (fold_model_0 .. fold_model_4), so at most nnU-Net's five folds can be unrolled.
+MAX_UNROLLED_FOLDS = 5
+
 
 @dataclass(frozen=True)
 class StageResources:
@@ -66,11 +70,21 @@ class StageSpec:
     component: Callable[..., Any]  # the plain function; components.build() turns it into a KFP component
     resources: Mapping[str, StageResources]  # compile-time profile -> requests, limits, timeout, shm, retries
     gpu: bool = False  # accelerator, GPU node selector and tolerations (unless compiled with --no-gpu)
-    secret: bool = False  # gets the credentials Secret as env (talks to S3 or MLflow)
+    # gets the credentials Secret as env (talks to S3 or MLflow). Every stage sets it: with an s3:// pipeline
+    # root and no ``providers`` block in kfp-launcher, the launcher that downloads and uploads a task's
+    # artifacts reads the keys from the task's own environment, so a task without them cannot reach the store.
+    secret: bool = False
     caching: Caching = Caching.ON
     shm: bool = False  # Memory-backed /dev/shm (nnU-Net worker processes pass tensors through it)
     retry: bool = False  # may retry a failed pod (preemptible GPU nodes); the count is per profile
     scratch: bool = False  # moves whole data sets: gets the scratch volume when one is compiled in
+    # Planning for the data's size (``cosmos compile --dataset-gb N``; pipelines/resources.py). Both are
+    # per GB in data_uri, estimated from the artifacts the stage downloads and uploads (benchmarks/bytes_moved.py,
+    # ROI crop off: an upper bound): disk_per_gb is the pod's local disk (or scratch volume) for its inputs and
+    # outputs; work_s_per_gb the seconds of work that grow with the data (not the fixed epochs of training),
+    # added to the timeout with the transfer allowance (resources.TRANSFER_S_PER_GB per GB on disk).
+    disk_per_gb: float = 0.0
+    work_s_per_gb: int = 0
 
     @property
     def name(self) -> str:
@@ -88,6 +102,8 @@ class StageSpec:
             raise ValueError(
                 f"{self.name}: resources need exactly the profiles {PROFILES} (missing {missing}, extra {extra})"
             )
+        if self.disk_per_gb < 0 or self.work_s_per_gb < 0:
+            raise ValueError(f"{self.name}: disk_per_gb and work_s_per_gb must be >= 0")
         for profile, res in self.resources.items():
             if self.shm != (res.shm is not None):
                 raise ValueError(

@@ -18,6 +18,7 @@ from typing import Any, Iterable
 import yaml
 
 from components import DEFAULT_IMAGE
+from components.spec import MAX_UNROLLED_FOLDS
 from pipelines.cosmos_pipeline import PipelineOptions, Toleration, compile_pipeline
 from pipelines.resources import PROFILE_RESOURCES, ScratchVolume, quantity
 
@@ -42,6 +43,19 @@ def add_compile_args(p: argparse.ArgumentParser) -> None:
         help="compile cosmos-benchmark (the Table-1 ablation DAG) instead of cosmos-pipeline",
     )
     g.add_argument("--parallelism", type=int, default=5, help="fold tasks of a round running at once (default 5)")
+    g.add_argument(
+        "--unroll-folds",
+        action="store_true",
+        help="one train_fold task per fold (the --folds list, fixed at compile time) instead of a ParallelFor, "
+        "so each fold keeps its retry policy: the KFP backend drops retryPolicy inside a loop "
+        "(kubeflow/pipelines #12389); see also cosmos retry",
+    )
+    g.add_argument(
+        "--from-pseudo",
+        action="store_true",
+        help="start from an existing labelled pseudo-hrT2 folder (the pseudo_uri parameter: s3:// prefix or a "
+        "path in the image) instead of training the translator (the cosmos selftrain DAG)",
+    )
     g.add_argument(
         "--image",
         default=os.environ.get("COSMOS_IMAGE", DEFAULT_IMAGE),
@@ -86,6 +100,15 @@ def add_compile_args(p: argparse.ArgumentParser) -> None:
         help="retries of a failed train_fold task (default: the table's; paper 3)",
     )
     res.add_argument("--no-timeouts", action="store_true", help="no activeDeadlineSeconds on the tasks")
+    res.add_argument(
+        "--dataset-gb",
+        type=float,
+        default=None,
+        metavar="GB",
+        help="size of the data in data_uri: every stage's timeout grows by its per-GB allowance and, with "
+        "--scratch-volume ephemeral:SIZE, each stage's volume is sized from the data (SIZE a floor); "
+        "compile prints the disk each stage needs",
+    )
     res.add_argument(
         "--scratch-volume",
         default=None,
@@ -207,6 +230,13 @@ def options_from_args(args: argparse.Namespace, cfg) -> PipelineOptions:
             f"no resource table for profile {resource_profile!r}: pass --resource-profile "
             f"({', '.join(sorted(PROFILE_RESOURCES))})"
         )
+    dataset_gb = 0.0 if args.dataset_gb is None else float(args.dataset_gb)
+    if args.dataset_gb is not None and not (0 < dataset_gb < 1e6):  # also refuses nan and inf
+        raise CosmosError(f"--dataset-gb {args.dataset_gb}: give the data's size in GB (> 0)")
+    if getattr(args, "from_pseudo", False) and getattr(args, "benchmark", False):
+        raise CosmosError("--from-pseudo and --benchmark: the benchmark trains its own translators; give one of them")
+    if args.unroll_folds and len(folds) > MAX_UNROLLED_FOLDS:
+        raise CosmosError(f"--unroll-folds: at most {MAX_UNROLLED_FOLDS} folds, got {folds}")
     if args.shm_size is not None:
         try:
             quantity(args.shm_size)
@@ -233,6 +263,9 @@ def options_from_args(args: argparse.Namespace, cfg) -> PipelineOptions:
         retries=args.fold_retries,
         timeouts=not args.no_timeouts,
         scratch=parse_scratch(args.scratch_volume, args.scratch_mount),
+        unroll_folds=bool(args.unroll_folds),
+        dataset_gb=dataset_gb,
+        start="pseudo" if args.from_pseudo else "data",
     )
 
 
@@ -242,3 +275,30 @@ def compile_to(path: str | Path, opts: PipelineOptions, benchmark: bool = False)
         path.parent.mkdir(parents=True, exist_ok=True)
     compile_pipeline(str(path), opts, benchmark=benchmark)
     return path
+
+
+def describe_plan(opts: PipelineOptions) -> str:
+    """The per-stage disk and timeout plan of ``opts.dataset_gb`` (printed by ``cosmos compile --dataset-gb``)."""
+    from pipelines.resources import dataset_plan
+
+    profile = opts.resource_profile or opts.profile
+    lines = [
+        f"plan for {opts.dataset_gb:g} GB of data (profile {profile}; per-GB allowances in components/<stage>/spec.py):",
+        f"  {'stage':24s} {'disk GB':>8s} {'scratch':>8s} {'timeout':>9s}  (+ for the data)",
+    ]
+    for p in dataset_plan(profile, opts.dataset_gb, dict(opts.resources)):
+        timeout = f"{p.timeout_s / 3600:.1f} h" if p.timeout_s else "none"
+        lines.append(
+            f"  {p.stage:24s} {p.disk_gb:8.1f} {p.scratch_size:>8s} {timeout:>9s}  (+{p.extra_s / 3600:.1f} h)"
+        )
+    scratch = opts.scratch
+    if scratch is None:
+        lines.append(
+            "  no --scratch-volume: the disk above comes from each node's ephemeral storage, which KFP cannot "
+            "request (kubeflow/pipelines #11137); above a few GB add --scratch-volume ephemeral:SIZE[:CLASS]"
+        )
+    elif scratch.kind == "pvc":
+        lines.append(f"  scratch: the PVC {scratch.pvc_name} at {scratch.mount_path} (size it for the largest stage)")
+    else:
+        lines.append(f"  scratch: a generic ephemeral volume per task at {scratch.mount_path}, sized as above")
+    return "\n".join(lines)

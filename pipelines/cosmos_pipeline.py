@@ -19,14 +19,13 @@ choices are pipeline parameters (see :func:`build_pipeline`).
 
 # No "from __future__ import annotations": KFP reads the pipeline signature's real types.
 
-import functools
 import warnings
 from dataclasses import dataclass
 from typing import Callable
 
 from components import DEFAULT_IMAGE, Components, build, stages_where
 from components.spec import Caching, StageSpec
-from pipelines.resources import ScratchVolume, StageResources, stage_resources
+from pipelines.resources import ScratchVolume, StageResources, quantity, scratch_size, stage_resources
 
 PIPELINE_NAME = "cosmos-pipeline"
 
@@ -112,6 +111,12 @@ class PipelineOptions:
     retry_backoff: str = "120s"  # first retry delay (doubles per attempt, at most 1 h)
     timeouts: bool = True  # activeDeadlineSeconds per stage from the table
     scratch: ScratchVolume | None = None  # a PVC or generic ephemeral volume for artifact staging
+    # One train_fold task per fold with its retry policy, instead of the ParallelFor (whose retryPolicy the
+    # KFP backend drops: kubeflow/pipelines #12389, #13897). The fold list is then fixed at compile time.
+    unroll_folds: bool = False
+    # The data set's size (GB in data_uri) the timeouts and scratch sizes are planned for; 0 = the profile's
+    # own figures (pipelines/resources.py: scaled, scratch_size, dataset_plan).
+    dataset_gb: float = 0.0
 
 
 def _configure(ops: Components, task, opts: PipelineOptions, display: str):
@@ -149,7 +154,8 @@ def _add_rounds(
     rounds: int,
     pseudo,
     data,
-    original,
+    validation,
+    roi_records,
     folds,
     common: dict,
     tracking_uri,
@@ -161,7 +167,9 @@ def _add_rounds(
 
     Every pipeline (``cosmos-pipeline`` and each row of ``cosmos-benchmark``) adds its rounds here,
     so a round is the same tasks in the same order whoever runs it. ``data`` is the ROI-cropped
-    dataset every step works on; ``original`` the ingested one, on whose grids rounds are scored.
+    dataset every step works on; ``validation`` the ingested validation scans and labels, on whose grids
+    rounds are scored (``roi_records``: the crop windows that map the predictions back).
+    With ``opts.unroll_folds`` the folds are one task each (:func:`_add_folds`).
     Returns the last round's cumulative summary artifact.
     """
     from kfp import dsl
@@ -189,23 +197,20 @@ def _add_rounds(
             opts,
             f"{prefix}round {k}: MLflow round run",
         )
-        with dsl.ParallelFor(folds, parallelism=opts.parallelism) as fold:
-            # the run id keys the fold's object-store checkpoints (segmentation.checkpoint_uri): the same
-            # for every retry of the task. It costs no KFP cache hits: round_run comes from a never-cached stage.
-            fold_args = dict(
-                prepared=prep.outputs["prepared"],
-                fold=fold,
-                round_index=k,
-                round_run=run.outputs["run_info"],
-                experiment=experiment,
-                pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                **tracked,
-            )
-            if models is not None:
-                fold_args["teacher_models"] = models
-            train = _configure(ops, ops.train_fold(**fold_args), opts, f"{prefix}round {k}: train fold")
-        # a fresh fan-in per consumer: KFP cannot compile one Collected shared by several tasks
-        fold_models = functools.partial(dsl.Collected, train.outputs["model"])
+        # the run id keys the fold's object-store checkpoints (segmentation.checkpoint_uri): the same for every
+        # retry of the task and of the run (cosmos retry). It costs no KFP cache hits: round_run comes from a
+        # never-cached stage.
+        fold_args = dict(
+            prepared=prep.outputs["prepared"],
+            round_index=k,
+            round_run=run.outputs["run_info"],
+            experiment=experiment,
+            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            **tracked,
+        )
+        if models is not None:
+            fold_args["teacher_models"] = models
+        fold_models = _add_folds(ops, opts, folds, fold_args, f"{prefix}round {k}: train fold")
 
         # Pseudo-labels feed the next student, and the last round's give the label-change figure (against the
         # previous round's) and the label-free gate figure. With no student at all (K=0: the teacher-only
@@ -213,9 +218,7 @@ def _add_rounds(
         # validation Dice or no figure either way.
         pl = None
         if rounds > 0:
-            pl_args = dict(
-                fold_models=fold_models(), data=data, round_index=k, round_run=run.outputs["run_info"], **tracked
-            )
+            pl_args = dict(**fold_models(), data=data, round_index=k, round_run=run.outputs["run_info"], **tracked)
             if kept is not None:
                 pl_args["previous_kept"] = kept
             pl = _configure(
@@ -226,7 +229,7 @@ def _add_rounds(
             )
         val = _configure(
             ops,
-            ops.predict_validation(fold_models=fold_models(), data=data, round_index=k, **row),
+            ops.predict_validation(**fold_models(), data=data, round_index=k, **row),
             opts,
             f"{prefix}round {k}: predict validation",
         )
@@ -234,8 +237,8 @@ def _add_rounds(
             ops,
             ops.evaluate(
                 predictions=val.outputs["predictions"],
-                data=original,
-                roi_data=data,
+                validation=validation,
+                roi_records=roi_records,
                 round_index=k,
                 round_run=run.outputs["run_info"],
                 **tracked,
@@ -244,7 +247,7 @@ def _add_rounds(
             f"{prefix}round {k}: evaluate",
         )
         reg_args = dict(
-            fold_models=fold_models(),
+            **fold_models(),
             scores=ev.outputs["scores"],
             val_predictions=val.outputs["predictions"],
             round_run=run.outputs["run_info"],
@@ -268,12 +271,48 @@ def _add_rounds(
     return summary
 
 
+def _add_folds(ops, opts: PipelineOptions, folds, fold_args: dict, display: str) -> Callable[[], dict]:
+    """The ``train_fold`` tasks of one round; returns a function giving a consumer's fold-model inputs.
+
+    Default: one task in a ``dsl.ParallelFor`` over the ``folds`` parameter, gathered with
+    ``dsl.Collected`` (a fresh one per consumer: KFP cannot compile one Collected shared by several
+    tasks). The KFP backend drops the retry policy of a task inside a loop (kubeflow/pipelines #12389,
+    #13897; the Argo compiler at 2.17.0), so ``opts.unroll_folds`` adds one task per compiled fold
+    instead, each with its own retry policy, and wires each fold's model to its own input
+    (``fold_model_<i>``): KFP can gather an artifact list only from a loop.
+    """
+    from kfp import dsl
+
+    from components.spec import MAX_UNROLLED_FOLDS
+
+    if not opts.unroll_folds:
+        with dsl.ParallelFor(folds, parallelism=opts.parallelism) as fold:
+            train = _configure(ops, ops.train_fold(fold=fold, **fold_args), opts, display)
+        return lambda: {"fold_models": dsl.Collected(train.outputs["model"])}
+    if not 1 <= len(opts.folds) <= MAX_UNROLLED_FOLDS:
+        raise ValueError(f"--unroll-folds: 1 to {MAX_UNROLLED_FOLDS} folds, got {list(opts.folds)}")
+    trained = []
+    for fold in opts.folds:
+        train = _configure(ops, ops.train_fold(fold=int(fold), **fold_args), opts, f"{display} {int(fold)}")
+        trained.append(train.outputs["model"])
+    return lambda: {f"fold_model_{i}": model for i, model in enumerate(trained)}
+
+
 def _add_inputs(
-    ops, opts: PipelineOptions, common: dict, data_uri, val_labels_uri, folds, require_source: bool, roi_source=None
+    ops,
+    opts: PipelineOptions,
+    common: dict,
+    data_uri,
+    val_labels_uri,
+    data_fingerprint,
+    folds,
+    require_source: bool,
+    roi_source=None,
 ):
     """The first two tasks of every DAG: ingest + validate (which also checks the compiled K and folds
-    against the run's config), then the ROI crop (with the region of ``roi_source`` when the data has no
-    source scans). Returns (crop task, ingested data, cropped data)."""
+    against the run's config, and the data against ``data_fingerprint``), then the ROI crop (with the
+    region of ``roi_source`` when the data has no source scans). Returns (crop task, the ingested
+    validation set, the crop windows, cropped data)."""
     ingest = _configure(
         ops,
         ops.ingest_validate(
@@ -281,32 +320,38 @@ def _add_inputs(
             val_labels_uri=val_labels_uri,
             folds=folds,
             compiled_rounds=opts.rounds,
+            compiled_folds=",".join(str(int(f)) for f in opts.folds) if opts.unroll_folds else "",
+            data_fingerprint=data_fingerprint,
             require_source=require_source,
             **common,
         ),
         opts,
         "ingest + validate",
     )
-    original = ingest.outputs["data"]
     extra = {"roi_source": roi_source} if roi_source is not None else {}
-    crop = _configure(ops, ops.crop_roi(data=original, **extra, **common), opts, "crop to the inner-ear region")
-    return crop, original, crop.outputs["roi_data"]
+    crop = _configure(
+        ops, ops.crop_roi(data=ingest.outputs["data"], **extra, **common), opts, "crop to the inner-ear region"
+    )
+    return crop, ingest.outputs["validation"], crop.outputs["roi_records"], crop.outputs["roi_data"]
 
 
 def build_pipeline(opts: PipelineOptions = PipelineOptions()) -> Callable:
     """The ``cosmos-pipeline`` function for these compile-time options.
 
     Pipeline parameters (run time):
-      data_uri        s3://bucket/prefix or a path in the image; "" = the built-in phantom
-      val_labels_uri  validation labels (s3:// or path); "" = those inside the data, if any
-      pseudo_uri      (only when compiled with ``start="pseudo"``) an existing labelled pseudo-hrT2
-                      folder; the translator stages are then not part of the DAG (``cosmos selftrain``)
-      profile         tiny | small | paper
-      config          YAML mapping merged over the profile (e.g. "segmentation: {epochs: 50}")
-      folds           nnU-Net folds trained per round (the ParallelFor items; must equal the config's)
-      tracking_uri    MLflow tracking URI; "" = $MLFLOW_TRACKING_URI from the Secret
-      experiment      MLflow experiment name
-      work_root       local runs only: deterministic resumable work dirs; "" on a cluster
+      data_uri         s3://bucket/prefix or a path in the image; "" = the built-in phantom
+      val_labels_uri   validation labels (s3:// or path); "" = those inside the data, if any
+      data_fingerprint keys, sizes and ETags of the s3:// data (``cosmos submit`` computes it): KFP's cache
+                       key of ingest_validate, checked against the bucket by the task
+      pseudo_uri       (only in a package compiled with ``start="pseudo"``: ``cosmos selftrain``,
+                       ``cosmos compile --from-pseudo``) an existing labelled pseudo-hrT2 folder or
+                       s3:// prefix; the translator stages are then not part of the DAG
+      profile          tiny | small | paper; must be the compiled one (every task checks)
+      config           YAML mapping merged over the profile (e.g. "segmentation: {epochs: 50}")
+      folds            nnU-Net folds trained per round (the ParallelFor items; must equal the config's)
+      tracking_uri     MLflow tracking URI; "" = $MLFLOW_TRACKING_URI from the Secret
+      experiment       MLflow experiment name
+      work_root        local runs only: deterministic resumable work dirs; "" on a cluster
     """
     from kfp import dsl
 
@@ -317,35 +362,32 @@ def build_pipeline(opts: PipelineOptions = PipelineOptions()) -> Callable:
     ops = build(opts.image)
     folds_default = [int(f) for f in opts.folds]
 
-    @dsl.pipeline(
-        name=PIPELINE_NAME,
-        description=f"COSMOS ceT1 -> hrT2 domain adaptation: translator, teacher + {opts.rounds} "
-        "self-training students (nnU-Net folds in parallel), evaluation, report",
-    )
-    def cosmos_pipeline(
-        data_uri: str = "",
-        val_labels_uri: str = "",
-        pseudo_uri: str = "",
-        profile: str = opts.profile,
-        config: str = opts.config,
-        folds: list = folds_default,
-        tracking_uri: str = opts.tracking_uri,
-        experiment: str = opts.experiment,
-        work_root: str = opts.work_root,
-    ) -> dsl.Dataset:
-        common = dict(profile=profile, config=config, work_root=work_root)
+    def dag(
+        data_uri,
+        val_labels_uri,
+        data_fingerprint,
+        pseudo_uri,
+        profile,
+        config,
+        folds,
+        tracking_uri,
+        experiment,
+        work_root,
+    ):
+        common = dict(profile=profile, config=config, work_root=work_root, compiled_profile=opts.profile)
         imported = None
-        if opts.start == "pseudo":  # first: the region its labels show is where the target scans are cut too
+        if pseudo_uri is not None:  # first: the region its labels show is where the target scans are cut too
             imp = _configure(ops, ops.import_pseudo(pseudo_uri=pseudo_uri, **common), opts, "import pseudo-hrT2")
             imported = imp.outputs["pseudo"]
-        crop, original, data = _add_inputs(
+        crop, validation, roi_records, data = _add_inputs(
             ops,
             opts,
             common,
             data_uri,
             val_labels_uri,
+            data_fingerprint,
             folds,
-            require_source=opts.start == "data",
+            require_source=pseudo_uri is None,
             roi_source=imported,
         )
         if imported is not None:
@@ -372,7 +414,8 @@ def build_pipeline(opts: PipelineOptions = PipelineOptions()) -> Callable:
             rounds=opts.rounds,
             pseudo=pseudo,
             data=data,
-            original=original,
+            validation=validation,
+            roi_records=roi_records,
             folds=folds,
             common=common,
             tracking_uri=tracking_uri,
@@ -386,7 +429,67 @@ def build_pipeline(opts: PipelineOptions = PipelineOptions()) -> Callable:
         )
         return rep.outputs["bundle"]
 
-    return cosmos_pipeline
+    decorate = dsl.pipeline(
+        name=PIPELINE_NAME,
+        description=f"COSMOS ceT1 -> hrT2 domain adaptation: translator, teacher + {opts.rounds} "
+        "self-training students (nnU-Net folds in parallel), evaluation, report",
+    )
+    # Two signatures, because KFP reads the parameters off the function: pseudo_uri exists only where an
+    # import_pseudo task reads it (a parameter that does nothing would only mislead).
+    if opts.start == "pseudo":
+
+        def cosmos_pipeline_from_pseudo(
+            data_uri: str = "",
+            val_labels_uri: str = "",
+            data_fingerprint: str = "",
+            pseudo_uri: str = "",
+            profile: str = opts.profile,
+            config: str = opts.config,
+            folds: list = folds_default,
+            tracking_uri: str = opts.tracking_uri,
+            experiment: str = opts.experiment,
+            work_root: str = opts.work_root,
+        ) -> dsl.Dataset:
+            return dag(
+                data_uri,
+                val_labels_uri,
+                data_fingerprint,
+                pseudo_uri,
+                profile,
+                config,
+                folds,
+                tracking_uri,
+                experiment,
+                work_root,
+            )
+
+        return decorate(cosmos_pipeline_from_pseudo)
+
+    def cosmos_pipeline(
+        data_uri: str = "",
+        val_labels_uri: str = "",
+        data_fingerprint: str = "",
+        profile: str = opts.profile,
+        config: str = opts.config,
+        folds: list = folds_default,
+        tracking_uri: str = opts.tracking_uri,
+        experiment: str = opts.experiment,
+        work_root: str = opts.work_root,
+    ) -> dsl.Dataset:
+        return dag(
+            data_uri,
+            val_labels_uri,
+            data_fingerprint,
+            None,
+            profile,
+            config,
+            folds,
+            tracking_uri,
+            experiment,
+            work_root,
+        )
+
+    return decorate(cosmos_pipeline)
 
 
 BENCHMARK_PIPELINE_NAME = "cosmos-benchmark"
@@ -429,9 +532,12 @@ def build_benchmark_pipeline(
         tracking_uri: str = opts.tracking_uri,
         experiment: str = opts.experiment,
         work_root: str = opts.work_root,
+        data_fingerprint: str = "",
     ) -> dsl.Dataset:
-        common = dict(profile=profile, config=config, work_root=work_root)
-        _, original, data = _add_inputs(ops, opts, common, data_uri, val_labels_uri, folds, require_source=True)
+        common = dict(profile=profile, config=config, work_root=work_root, compiled_profile=opts.profile)
+        _, validation, roi_records, data = _add_inputs(
+            ops, opts, common, data_uri, val_labels_uri, data_fingerprint, folds, require_source=True
+        )
         summaries = {}
         for row in rows:
             over = row_overrides(row, opts.experiment, opts.rounds)
@@ -466,7 +572,8 @@ def build_benchmark_pipeline(
                 rounds=opts.rounds if row == "cosmos" else 0,
                 pseudo=pseudo,
                 data=data,
-                original=original,
+                validation=validation,
+                roi_records=roi_records,
                 folds=folds,
                 common=common,
                 tracking_uri=tracking_uri,
@@ -509,7 +616,12 @@ def _apply_resources(task, spec: StageSpec, opts: PipelineOptions) -> None:
     from kfp import kubernetes
 
     res = stage_resources(
-        opts.resource_profile or opts.profile, spec.name, dict(opts.resources), opts.shm_size, opts.retries
+        opts.resource_profile or opts.profile,
+        spec.name,
+        dict(opts.resources),
+        opts.shm_size,
+        opts.retries,
+        dataset_gb=opts.dataset_gb,
     )
     task.set_cpu_request(res.cpu_request)
     task.set_cpu_limit(res.cpu_limit)
@@ -536,6 +648,15 @@ def _apply_resources(task, spec: StageSpec, opts: PipelineOptions) -> None:
                 volume_name="scratch",
                 mount_path=scratch.mount_path,
                 access_modes=["ReadWriteOnce"],
-                size=scratch.size,
+                size=_scratch_size(scratch.size, spec.name, opts.dataset_gb),
                 storage_class_name=scratch.storage_class,
             )
+
+
+def _scratch_size(given: str, stage: str, dataset_gb: float) -> str:
+    """The ephemeral scratch volume of one task: ``given`` (``--scratch-volume ephemeral:SIZE``), or, with
+    ``--dataset-gb``, the stage's planned size when that is larger (``SIZE`` is then a floor)."""
+    if dataset_gb <= 0:
+        return given
+    planned = scratch_size(stage, dataset_gb)
+    return planned if quantity(planned) > quantity(given) else given

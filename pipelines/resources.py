@@ -30,12 +30,20 @@ What the numbers are for:
   ``segmentation.checkpoint_uri`` set, a retried fold resumes from its last checkpoint in the
   object store (:mod:`cosmos.segmentation.checkpoint_sync`); without it, from epoch 0.
 
+* **Data size** (``cosmos compile --dataset-gb N``): every stage's timeout grows by a per-GB
+  allowance on top of the profile's base, ``N x (disk_per_gb x TRANSFER_S_PER_GB + work_s_per_gb)``
+  (the stage's spec: the GB its pod downloads and stages per GB of data, and the seconds of work that
+  grow with the data), and each stage's local disk need is ``N x disk_per_gb`` (:func:`dataset_plan`),
+  which sizes a generic ephemeral scratch volume per stage. KFP cannot request ephemeral storage for a
+  task (kubeflow/pipelines #11137), so above a few GB the scratch volume is the way to get the disk.
+
 The paper profile's figures assume the crossMoDA 2021 data (105 + 105 + 32 volumes, nnU-Net
 3d_fullres, 200 epochs) on one 24-80 GB GPU per fold; tiny and small are CPU-only profiles.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field, replace
 from typing import Mapping
@@ -45,6 +53,11 @@ from components.spec import PROFILES, Caching, StageResources
 
 __all__ = [
     "PROFILE_RESOURCES",
+    "TRANSFER_S_PER_GB",
+    "StagePlan",
+    "dataset_plan",
+    "scaled",
+    "scratch_size",
     "RETRY_STAGES",
     "SHM_STAGES",
     "SIDE_EFFECT_STAGES",
@@ -128,6 +141,63 @@ class ScratchVolume:
             raise ValueError(f"scratch volume stages {unknown}: not pipeline stages ({', '.join(SPECS)})")
 
 
+# Seconds allowed per GB a task's launcher downloads or uploads (~50 MB/s from the object store to node
+# disk, a deliberately slow figure: shared links, many small NIfTI files), part of every scaled timeout.
+TRANSFER_S_PER_GB = 20
+SCRATCH_HEADROOM = 1.25  # a planned scratch volume is this much larger than the stage's estimated need
+MIN_SCRATCH_GI = 10
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """What a stage needs for a data set of a given size (``cosmos compile --dataset-gb``)."""
+
+    stage: str
+    disk_gb: float  # local disk (or scratch volume) for the task's inputs and outputs
+    scratch_size: str  # the ephemeral scratch volume it gets (disk_gb with headroom, whole GiB)
+    timeout_s: int  # the scaled activeDeadlineSeconds (0 = none)
+    extra_s: int  # of which the data-size allowance
+
+
+def scaled(stage: str, res: StageResources, dataset_gb: float) -> StageResources:
+    """``res`` with the timeout grown for ``dataset_gb`` (module docstring); unchanged for 0 GB or no timeout."""
+    if dataset_gb <= 0 or res.timeout_s <= 0:
+        return res
+    return replace(res, timeout_s=res.timeout_s + _extra_s(stage, dataset_gb))
+
+
+def _extra_s(stage: str, dataset_gb: float) -> int:
+    spec = SPECS[stage]
+    return int(math.ceil(dataset_gb * (spec.disk_per_gb * TRANSFER_S_PER_GB + spec.work_s_per_gb)))
+
+
+def scratch_size(stage: str, dataset_gb: float) -> str:
+    """The ephemeral scratch volume of ``stage`` for ``dataset_gb``: its disk need with headroom, in GiB."""
+    need = SPECS[stage].disk_per_gb * dataset_gb * SCRATCH_HEADROOM * 1e9 / 2**30
+    return f"{max(MIN_SCRATCH_GI, int(math.ceil(need)))}Gi"
+
+
+def dataset_plan(
+    profile: str, dataset_gb: float, overrides: Mapping[str, StageResources] | None = None
+) -> list[StagePlan]:
+    """Per stage, in DAG order: disk need, scratch size and scaled timeout for ``dataset_gb`` GB of data."""
+    if dataset_gb <= 0:
+        raise ValueError(f"dataset size {dataset_gb} GB: must be > 0")
+    plans = []
+    for stage, spec in SPECS.items():
+        res = stage_resources(profile, stage, overrides, dataset_gb=dataset_gb)
+        plans.append(
+            StagePlan(
+                stage=stage,
+                disk_gb=round(spec.disk_per_gb * dataset_gb, 1),
+                scratch_size=scratch_size(stage, dataset_gb),
+                timeout_s=res.timeout_s,
+                extra_s=_extra_s(stage, dataset_gb) if res.timeout_s else 0,
+            )
+        )
+    return plans
+
+
 # profile -> stage -> resources, read off the stage specs (components/<stage>/spec.py), in DAG order.
 PROFILE_RESOURCES: dict[str, dict[str, StageResources]] = {
     profile: {name: spec.resources[profile] for name, spec in SPECS.items()} for profile in PROFILES
@@ -159,12 +229,14 @@ def stage_resources(
     overrides: Mapping[str, StageResources] | None = None,
     shm: str | None = None,
     retries: int | None = None,
+    dataset_gb: float = 0.0,
 ) -> StageResources:
     """The resources of ``stage`` for a compile-time ``profile``, after overrides, checked.
 
     ``overrides`` replaces a stage's entry whole; ``shm`` (if given) replaces the /dev/shm size
     of every stage whose spec has ``shm`` and ``retries`` (if given) the retry count of every stage
-    whose spec has ``retry``; the others never get either, whatever the override says.
+    whose spec has ``retry``; the others never get either, whatever the override says. ``dataset_gb`` > 0
+    grows the timeout by the stage's per-GB allowance (:func:`scaled`).
     """
     if profile not in PROFILE_RESOURCES:
         raise ValueError(f"no resource table for profile {profile!r}; known: {', '.join(PROFILE_RESOURCES)}")
@@ -180,4 +252,4 @@ def stage_resources(
         res = replace(res, shm=None)
     if not spec.retry:
         res = replace(res, retries=0)
-    return check(stage, res)
+    return check(stage, scaled(stage, res, dataset_gb))

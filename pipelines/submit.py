@@ -100,6 +100,44 @@ def _check_params(package: Path, params: Mapping[str, Any]) -> None:
             params[key] = str(params[key])  # type: ignore[index]
 
 
+def fill_data_fingerprint(package: Path, params: dict[str, Any]) -> None:
+    """Set the ``data_fingerprint`` run parameter (unless given) from the ``s3://`` data's listing.
+
+    Why: KFP's cache key of a task is its component spec plus its input values
+    (backend 2.17.0 ``cacheutils/cache.go`` ``GenerateCacheKey``), so ``ingest_validate`` can be served
+    from the cache only when a value that follows the data is one of its inputs. The fingerprint is
+    ``sha256:`` over the keys, sizes and ETags under ``data_uri`` and ``val_labels_uri``
+    (``components._runtime.data_fingerprint``, one listing each with the submitter's AWS
+    credentials); the task recomputes it and refuses a mismatch, so a cached ingest is always of
+    data with that fingerprint. When the bucket cannot be listed from here (an in-cluster endpoint),
+    a one-off ``unique:`` value is passed: the run works, and its ingest is never served from the cache.
+    Packages without the parameter (older ones) and non-s3 data are left alone.
+    """
+    import uuid
+
+    from components._runtime import UNIQUE_FINGERPRINT, data_fingerprint
+
+    spec = next(yaml.safe_load_all(package.read_text()))
+    known = spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
+    if "data_fingerprint" not in known or params.get("data_fingerprint"):
+        return
+    data_uri, val_labels_uri = str(params.get("data_uri") or ""), str(params.get("val_labels_uri") or "")
+    if not any(u.startswith("s3://") for u in (data_uri, val_labels_uri)):
+        return
+    try:
+        params["data_fingerprint"] = data_fingerprint(data_uri, val_labels_uri)
+        log.info("data fingerprint %s (ingest_validate may be served from KFP's cache)", params["data_fingerprint"])
+    except Exception as exc:  # unreachable endpoint, no credentials, no such bucket
+        params["data_fingerprint"] = f"{UNIQUE_FINGERPRINT}{uuid.uuid4().hex}"
+        log.warning(
+            "cannot list %s from here to fingerprint it (%s: %s); this run's ingest will not be served from "
+            "KFP's cache (pass data_fingerprint=... to allow it)",
+            data_uri or val_labels_uri,
+            type(exc).__name__,
+            str(exc).strip()[:200],
+        )
+
+
 def parse_version(text: str | None) -> tuple[int, int, int] | None:
     """``"2.15.0"``, ``"v2.15.0"`` or ``"2.15.0-rc.1"`` -> (2, 15, 0); None when it is no version."""
     m = re.match(r"^v?(\d+)\.(\d+)(?:\.(\d+))?", (text or "").strip())
@@ -191,6 +229,22 @@ def in_cluster_token_path() -> Path | None:
     return path if path.is_file() else None
 
 
+def _client(host: str, *, token: str | None, cookies: str | None, namespace: str | None):
+    """A ``kfp.Client`` for ``host`` with the first authentication that applies (module docstring)."""
+    import kfp
+
+    auth: dict[str, Any] = {"existing_token": token, "cookies": cookies}
+    sa_token = None if token or cookies else in_cluster_token_path()
+    if sa_token is not None:
+        from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
+
+        auth["credentials"] = ServiceAccountTokenVolumeCredentials(str(sa_token))
+        log.info("authenticating with the in-cluster service-account token %s", sa_token)
+    with warnings.catch_warnings():  # "only works with KFP v2.0.0-beta.2 and later": known
+        warnings.simplefilter("ignore", FutureWarning)
+        return kfp.Client(host=host, **auth, **({"namespace": namespace} if namespace else {}))
+
+
 def run_url(host: str, run_id: str, *, namespace: str | None = None, ui_host: str | None = None) -> str:
     """The address of the run's page in the KFP UI.
 
@@ -237,25 +291,15 @@ def submit(
     created in an experiment of it. Required by a multi-user server (``healthz`` ``multi_user``);
     inside a profile's pod the pod's namespace is used when none is given.
     """
-    import kfp
-
     from cosmos.errors import CosmosError
 
     package = Path(package)
     params = dict(params or {})
     _check_params(package, params)
+    fill_data_fingerprint(package, params)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    auth: dict[str, Any] = {"existing_token": token, "cookies": cookies}
-    sa_token = None if token or cookies else in_cluster_token_path()
-    if sa_token is not None:
-        from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
-
-        auth["credentials"] = ServiceAccountTokenVolumeCredentials(str(sa_token))
-        log.info("authenticating with the in-cluster service-account token %s", sa_token)
     try:
-        with warnings.catch_warnings():  # "only works with KFP v2.0.0-beta.2 and later": known
-            warnings.simplefilter("ignore", FutureWarning)
-            client = kfp.Client(host=host, **auth, **({"namespace": namespace} if namespace else {}))
+        client = _client(host, token=token, cookies=cookies, namespace=namespace)
         health = _healthz(client)
         if check_version:
             check_backend_version(health.get("tag_name"), host)
@@ -314,4 +358,66 @@ def submit(
     url = run_url(host, run.run_id, namespace=namespace, ui_host=ui_host)
     return SubmitResult(
         pipeline_id=pipeline_id, version_id=version_id, experiment_id=exp.experiment_id, run_id=run.run_id, run_url=url
+    )
+
+
+# The run states the backend's RetryRun accepts: it re-runs a workflow whose Argo phase is Failed or Error
+# (backend 2.17.0 resource_manager.go RetryRun -> execSpec.CanRetry), which a failed or a terminated
+# (canceled) run has; a running or succeeded run is refused by the server with a 500.
+RETRYABLE_STATES = ("FAILED", "CANCELED")
+
+
+@dataclass
+class RetryResult:
+    run_id: str
+    previous_state: str
+    run_url: str
+
+
+def retry(
+    run_id: str,
+    host: str,
+    *,
+    namespace: str | None = None,
+    token: str | None = None,
+    cookies: str | None = None,
+    ui_host: str | None = None,
+) -> RetryResult:
+    """Retry a failed run in place: ``POST /apis/v2beta1/runs/{run_id}:retry`` (backend 2.17.0
+    ``backend/api/v2beta1/run.proto`` ``RetryRun``).
+
+    Why this is the fold-survival path of the default (``ParallelFor``) package: the backend's Argo
+    compiler drops ``retryPolicy`` for tasks inside a loop (kubeflow/pipelines #12389, #13897), so a
+    fold whose node is lost fails the run. The server's retry resets only the failed and unfinished
+    Argo nodes of the same workflow (``GenerateRetryExecution``; the finished tasks keep their
+    outputs) and keeps the run id, which is the ``pipeline_run_id`` that keys each fold's
+    object-store checkpoints: a retried fold resumes from its last checkpoint.
+
+    The run's state is read first, so a run that is still running or has succeeded gets one clear
+    line instead of the server's internal error.
+    """
+    from cosmos.errors import CosmosError
+
+    if not run_id or not run_id.strip() or "/" in run_id:
+        raise CosmosError(f"run id {run_id!r}: give the id of a KFP run (cosmos submit prints it)")
+    if not host or not host.strip():
+        raise CosmosError("--host '': give the KFP API endpoint, e.g. http://localhost:8080")
+    try:
+        client = _client(host, token=token, cookies=cookies, namespace=namespace)
+        run = client.get_run(run_id)
+        state = str(run.state or "")
+        if state not in RETRYABLE_STATES:
+            raise CosmosError(
+                f"run {run_id} is {state or 'in an unknown state'}: only a {' or '.join(RETRYABLE_STATES)} run can be "
+                "retried (wait for it to end, or start a new one with cosmos submit)"
+            )
+        client._run_api.run_service_retry_run(run_id)
+    except CosmosError:
+        raise
+    except Exception as exc:  # connection refused, 401, 404 ... one clear line for the CLI
+        raise CosmosError(
+            f"retrying run {run_id} on {host} failed: {type(exc).__name__}: {str(exc).strip()[:500]}"
+        ) from None
+    return RetryResult(
+        run_id=run_id, previous_state=state, run_url=run_url(host, run_id, namespace=namespace, ui_host=ui_host)
     )

@@ -230,7 +230,14 @@ def run_ingest(ops, data, **given):
         config="",
         work_root="",
     )
-    return ops.ingest_validate.python_func(data=data, **dict(args, **given))
+    args.update(given)
+    if "validation" not in args:  # the second output (the validation set) beside ``data``
+        args["validation"] = type(data)(name="validation", uri=f"{data.uri}-validation")
+    if str(args["data_uri"]).startswith("s3://") and "data_fingerprint" not in args:  # as cosmos submit passes it
+        from components._runtime import data_fingerprint
+
+        args["data_fingerprint"] = data_fingerprint(str(args["data_uri"]), str(args["val_labels_uri"]))
+    return ops.ingest_validate.python_func(data=data, **args)
 
 
 def pytest_collection_modifyitems(config, items):

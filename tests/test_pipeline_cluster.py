@@ -203,7 +203,9 @@ def test_side_effect_stages_are_never_cached(paper, paper_benchmark):
     from pipelines.cosmos_pipeline import EXTERNAL_INPUT_STAGES
 
     assert {"start_round_run", "register_round", "report", "evaluate", "train_translator"} <= SIDE_EFFECT_STAGES
-    assert {"ingest_validate", "import_pseudo"} <= EXTERNAL_INPUT_STAGES
+    assert {"import_pseudo"} <= EXTERNAL_INPUT_STAGES
+    # ingest_validate is cacheable: data_fingerprint (an input, so in KFP's cache key) follows the data
+    assert "ingest_validate" not in EXTERNAL_INPUT_STAGES | SIDE_EFFECT_STAGES
     never = SIDE_EFFECT_STAGES | EXTERNAL_INPUT_STAGES
     seen = set()
     for spec, _ in (paper, paper_benchmark):
@@ -415,7 +417,7 @@ def test_cosmos_compile_cli_resource_profile_and_pvc(tmp_path):
     assert fold["resources"]["resourceMemoryLimit"] == PROFILE_RESOURCES["tiny"]["train_fold"].memory_limit
     assert all("retryPolicy" not in t for _, t in _all_tasks(spec))  # tiny's table retries nothing
     pvcs = {s for s, _, plat in _executors(spec, platform) if "pvcMount" in plat}
-    assert "train_fold" in pvcs and "report" not in pvcs
+    assert "train_fold" in pvcs and "benchmark_table" not in pvcs and "register_round" not in pvcs
 
 
 @pytest.mark.parametrize(
@@ -435,3 +437,30 @@ def test_cosmos_compile_cli_rejects_bad_cluster_flags(tmp_path, capsys, args, ma
     captured = capsys.readouterr()
     assert match in captured.out + captured.err
     assert not (tmp_path / "p.yaml").exists()
+
+
+def test_dataset_plan_grows_with_the_data_from_each_specs_per_gb_figures():
+    """--dataset-gb: disk need and timeout per stage are linear in the data's size, on top of the profile's base."""
+    from pipelines.resources import TRANSFER_S_PER_GB, dataset_plan, quantity, scratch_size
+
+    small, big = dataset_plan("paper", 10.0), dataset_plan("paper", 200.0)
+    assert [p.stage for p in small] == list(SPECS)
+    for a, b in zip(small, big):
+        spec, base = SPECS[a.stage], PROFILE_RESOURCES["paper"][a.stage].timeout_s
+        per_gb = spec.disk_per_gb * TRANSFER_S_PER_GB + spec.work_s_per_gb
+        assert a.timeout_s - base == a.extra_s == pytest.approx(10 * per_gb, abs=1)
+        assert b.timeout_s - base == pytest.approx(200 * per_gb, abs=1)
+        assert b.disk_gb == pytest.approx(20 * a.disk_gb, abs=0.2)
+        assert quantity(scratch_size(a.stage, 200.0)) >= spec.disk_per_gb * 200e9  # with headroom
+    # the stages that move the most get the most: prepare_round holds data, pseudo and two nnU-Net sets
+    by_stage = {p.stage: p for p in big}
+    assert by_stage["prepare_round"].disk_gb > by_stage["train_fold"].disk_gb > by_stage["evaluate"].disk_gb
+    with pytest.raises(ValueError, match="> 0"):
+        dataset_plan("paper", 0)
+
+
+def test_every_stage_gets_the_credentials_and_plans_its_disk():
+    """With an s3:// pipeline root the launcher of EVERY task needs the keys (no providers block)."""
+    assert SECRET_STAGES == set(SPECS)
+    assert all(s.disk_per_gb >= 0 and s.work_s_per_gb >= 0 for s in SPECS.values())
+    assert {n for n, s in SPECS.items() if s.disk_per_gb >= 1.0} <= {n for n, s in SPECS.items() if s.scratch}

@@ -169,7 +169,12 @@ def test_accelerator_node_selector_and_tolerations_on_gpu_tasks_only(compiled):
 def test_secret_as_env_and_no_credential_in_yaml(compiled):
     spec, platform, text = compiled
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    for label in ("exec-ingest-validate", "exec-train-translator", "exec-train-fold", "exec-register-round"):
+    # EVERY task: with an s3:// pipeline root and no launcher "providers" block, the launcher that moves a
+    # task's artifacts reads the keys from the task's own environment (crop_roi, prepare_round and
+    # predict_validation included, though their own code never talks to S3)
+    labels = {c["executorLabel"] for c in spec["components"].values() if "executorLabel" in c}
+    assert labels == set(spec["deploymentSpec"]["executors"]) and len(labels) >= len(STAGE_NAMES) - 2
+    for label in sorted(labels):
         sae = k8s[label]["secretAsEnv"]
         assert len(sae) == 1 and sae[0]["secretName"] == "cosmos-credentials" and sae[0]["optional"] is True
         envs = {m["envVar"] for m in sae[0]["keyToEnv"]}
@@ -180,8 +185,6 @@ def test_secret_as_env_and_no_credential_in_yaml(compiled):
             "MLFLOW_TRACKING_URI",
             "MLFLOW_S3_ENDPOINT_URL",
         } <= envs
-    # pure data shuffling needs no credentials
-    assert "secretAsEnv" not in k8s.get("exec-predict-validation", {})
     # no credential value anywhere: no env value for the secret keys, no key-like strings
     for ex in spec["deploymentSpec"]["executors"].values():
         for env in ex["container"].get("env", []):
@@ -411,7 +414,7 @@ def test_every_pipeline_parameter_reaches_the_components(compiled):
     assert params == {
         "data_uri",
         "val_labels_uri",
-        "pseudo_uri",
+        "data_fingerprint",
         "profile",
         "config",
         "folds",
@@ -536,3 +539,170 @@ def test_selftrain_variant_starts_from_a_pseudo_folder(tmp_path):
     crop = spec["root"]["dag"]["tasks"]["crop-roi"]
     source = crop["inputs"]["artifacts"]["roi_source"]["taskOutputArtifact"]
     assert source["producerTask"] == "import-pseudo" and source["outputArtifactKey"] == "pseudo"
+
+
+# --------------------------------------------------------------------------- issue 27: cluster-real DAG
+
+
+def _stage_of(task: dict) -> str:
+    return re.sub(r"-\d+$", "", task["componentRef"]["name"].removeprefix("comp-")).replace("-", "_")
+
+
+def _const(task: dict, name: str):
+    return task["inputs"]["parameters"][name]["runtimeValue"]["constant"]
+
+
+def test_unrolled_folds_are_one_task_each_with_its_retry_policy(tmp_path):
+    """--unroll-folds: no ParallelFor, one train_fold per compiled fold per round, each with the retry
+    policy the backend would drop inside a loop; every consumer gets every fold's model, wired one by one."""
+    spec, _ = _compile(tmp_path, rounds=1, folds=(0, 2, 4), unroll_folds=True)
+    dag = spec["root"]["dag"]["tasks"]
+    assert not [n for n in dag if n.startswith("for-loop")]
+    folds = {n: t for n, t in dag.items() if _stage_of(t) == "train_fold"}
+    assert len(folds) == 3 * 2
+    for task in folds.values():
+        assert task["retryPolicy"]["maxRetryCount"] == 3  # the paper table's retries, on the task itself
+        assert task["retryPolicy"]["backoffDuration"] == "120s"
+        assert task["inputs"]["parameters"]["pipeline_run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    by_round: dict[int, dict[int, str]] = {}
+    for name, task in folds.items():
+        by_round.setdefault(_const(task, "round_index"), {})[_const(task, "fold")] = name
+    assert {k: sorted(v) for k, v in by_round.items()} == {0: [0, 2, 4], 1: [0, 2, 4]}
+    consumers = [
+        t for t in dag.values() if _stage_of(t) in ("predict_validation", "predict_pseudo_labels", "register_round")
+    ]
+    assert len(consumers) == 2 + 2 + 2
+    for task in consumers:
+        arts = task["inputs"]["artifacts"]
+        assert "fold_models" not in arts
+        wired = {arts[f"fold_model_{i}"]["taskOutputArtifact"]["producerTask"] for i in range(3)}
+        assert "fold_model_3" not in arts
+        assert wired == set(by_round[_const(task, "round_index")].values())  # all folds of ITS round
+    ingest = dag["ingest-validate"]["inputs"]["parameters"]
+    assert ingest["compiled_folds"]["runtimeValue"]["constant"] == "0,2,4"
+
+
+def test_the_parallel_for_stays_the_default_and_its_consumers_collect(compiled):
+    spec, _, _ = compiled
+    dag = spec["root"]["dag"]["tasks"]
+    assert len([n for n in dag if n.startswith("for-loop")]) == 4
+    assert not [t for t in dag.values() if _stage_of(t) == "train_fold"]  # all inside the loops
+    for task in dag.values():
+        if _stage_of(task) in ("predict_validation", "predict_pseudo_labels", "register_round"):
+            arts = task["inputs"]["artifacts"]
+            assert arts["fold_models"]["taskOutputArtifact"]["producerTask"].startswith("for-loop")
+            assert not [k for k in arts if k.startswith("fold_model_")]
+    assert _const(dag["ingest-validate"], "compiled_folds") == ""
+
+
+def test_unrolling_more_folds_than_the_consumers_take_is_refused(tmp_path):
+    from components.spec import MAX_UNROLLED_FOLDS
+
+    with pytest.raises(ValueError, match="--unroll-folds"):
+        _compile(tmp_path, rounds=0, folds=tuple(range(MAX_UNROLLED_FOLDS + 1)), unroll_folds=True)
+
+
+def test_every_task_carries_the_compiled_profile_to_check_the_run_time_one(tmp_path):
+    spec, _ = _compile(tmp_path, rounds=1, profile="small")
+    tasks = [t for t in spec["root"]["dag"]["tasks"].values() if not t["taskInfo"]["name"].startswith("for-loop")]
+    for comp in spec["components"].values():  # the loop bodies too
+        tasks += [t for t in comp.get("dag", {}).get("tasks", {}).values()]
+    executors = [t for t in tasks if "executorLabel" in spec["components"][t["componentRef"]["name"]]]
+    assert len(executors) >= len(STAGE_NAMES) - 3
+    for task in executors:
+        assert _const(task, "compiled_profile") == "small", task["taskInfo"]["name"]
+        assert task["inputs"]["parameters"]["profile"]["componentInputParameter"].endswith("profile")  # the run's
+
+
+def test_evaluate_fetches_the_validation_set_and_the_crop_windows_not_the_whole_ingest(compiled):
+    spec, _, _ = compiled
+    dag = spec["root"]["dag"]["tasks"]
+    evals = [t for t in dag.values() if _stage_of(t) == "evaluate"]
+    assert len(evals) == 4
+    for task in evals:
+        arts = {k: v["taskOutputArtifact"] for k, v in task["inputs"]["artifacts"].items()}
+        assert arts["validation"] == {"outputArtifactKey": "validation", "producerTask": "ingest-validate"}
+        assert arts["roi_records"] == {"outputArtifactKey": "roi_records", "producerTask": "crop-roi"}
+        assert not [a for a in arts.values() if a["outputArtifactKey"] in ("data", "roi_data")]
+    # the whole ingested data goes to crop_roi alone
+    readers = [
+        n
+        for n, t in dag.items()
+        for a in t.get("inputs", {}).get("artifacts", {}).values()
+        if a.get("taskOutputArtifact", {}) == {"outputArtifactKey": "data", "producerTask": "ingest-validate"}
+    ]
+    assert readers == ["crop-roi"]
+
+
+def test_ingest_is_cached_on_the_data_fingerprint(compiled):
+    spec, _, _ = compiled
+    ingest = spec["root"]["dag"]["tasks"]["ingest-validate"]
+    assert ingest["cachingOptions"] == {"enableCache": True}
+    assert ingest["inputs"]["parameters"]["data_fingerprint"] == {"componentInputParameter": "data_fingerprint"}
+    assert spec["root"]["inputDefinitions"]["parameters"]["data_fingerprint"]["defaultValue"] == ""
+    # crop_roi, fed only by the ingest, is cacheable too: a cached ingest's artifact keeps its name
+    crop = spec["root"]["dag"]["tasks"]["crop-roi"]
+    assert crop["cachingOptions"] == {"enableCache": True}
+
+
+def test_pseudo_uri_exists_only_where_import_pseudo_reads_it(tmp_path):
+    spec, _ = _compile(tmp_path, rounds=0)
+    assert "pseudo_uri" not in spec["root"]["inputDefinitions"]["parameters"]
+    assert "comp-import-pseudo" not in spec["components"]
+    spec, _ = _compile(tmp_path, rounds=0, start="pseudo")
+    assert "pseudo_uri" in spec["root"]["inputDefinitions"]["parameters"]
+    imp = spec["root"]["dag"]["tasks"]["import-pseudo"]
+    assert imp["inputs"]["parameters"]["pseudo_uri"] == {"componentInputParameter": "pseudo_uri"}
+    assert "comp-train-translator" not in spec["components"]
+
+
+def test_dataset_gb_scales_timeouts_and_sizes_each_stages_scratch(tmp_path):
+    from components import SPECS
+    from pipelines.resources import PROFILE_RESOURCES, TRANSFER_S_PER_GB, ScratchVolume, quantity
+
+    base_spec, base_plat = _compile(tmp_path, rounds=0)
+    spec, plat = _compile(
+        tmp_path, rounds=0, dataset_gb=80.0, scratch=ScratchVolume(kind="ephemeral", size="20Gi", storage_class="fast")
+    )
+    base_k8s = base_plat["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    k8s = plat["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for comp in spec["components"].values():
+        if "executorLabel" not in comp:
+            continue
+        stage = re.sub(r"-\d+$", "", comp["executorLabel"].removeprefix("exec-")).replace("-", "_")
+        label, s = comp["executorLabel"], SPECS[stage]
+        base = PROFILE_RESOURCES["paper"][stage].timeout_s
+        assert int(base_k8s[label]["activeDeadlineSeconds"]) == base
+        extra = int(k8s[label]["activeDeadlineSeconds"]) - base
+        assert extra == pytest.approx(80 * (s.disk_per_gb * TRANSFER_S_PER_GB + s.work_s_per_gb), abs=1)
+        vols = k8s[label].get("genericEphemeralVolume", [])
+        if s.scratch:
+            (vol,) = vols
+            size = quantity(vol["size"])
+            assert size >= s.disk_per_gb * 80e9 and size >= quantity("20Gi")  # the planned need, SIZE a floor
+            assert vol["storageClassName"] == "fast"
+        else:
+            assert not vols
+    fold_vol = k8s["exec-train-fold"]["genericEphemeralVolume"][0]
+    assert quantity(fold_vol["size"]) > quantity("20Gi")  # 1.8 x 80 GB does not fit the given floor
+
+
+def test_cosmos_compile_cli_unroll_dataset_gb_and_from_pseudo(tmp_path, capsys):
+    from cosmos.cli import main
+
+    out = tmp_path / "u.yaml"
+    rc = main(["compile", "-o", str(out), "--rounds", "0", "--folds", "0,1", "--unroll-folds", "--dataset-gb", "120"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "folds unrolled" in text and "plan for 120 GB" in text and "kubeflow/pipelines #11137" in text
+    spec = next(yaml.safe_load_all(out.read_text()))
+    assert len([t for t in spec["root"]["dag"]["tasks"].values() if _stage_of(t) == "train_fold"]) == 2
+    assert main(["compile", "-o", str(tmp_path / "p.yaml"), "--rounds", "0", "--from-pseudo"]) == 0
+    spec = next(yaml.safe_load_all((tmp_path / "p.yaml").read_text()))
+    assert "pseudo_uri" in spec["root"]["inputDefinitions"]["parameters"]
+    capsys.readouterr()
+    for bad in (["--dataset-gb", "0"], ["--dataset-gb", "nan"], ["--unroll-folds", "--folds", "0,1,2,3,4,5"]):
+        assert main(["compile", "-o", str(tmp_path / "x.yaml"), "--rounds", "0", *bad]) == 2, bad
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert main(["compile", "-o", str(tmp_path / "x.yaml"), "--benchmark", "--from-pseudo"]) == 2

@@ -74,8 +74,8 @@ def test_evaluate_scores_predictions_and_fills_the_metrics_artifact(ops, phantom
     no_run = Dataset(name="r", uri=str(tmp_path / "no-run"))  # MLflow not configured
     res = ops.evaluate.python_func(
         predictions=Dataset(name="p", uri=str(preds)),
-        data=Dataset(name="d", uri=str(phantom)),
-        roi_data=Dataset(name="d", uri=str(phantom)),
+        validation=Dataset(name="v", uri=str(phantom)),
+        roi_records=Dataset(name="r", uri=str(tmp_path / "no-crop")),  # no roi.json: predictions on the whole grids
         round_index=0,
         round_run=no_run,
         profile="tiny",
@@ -102,8 +102,8 @@ def test_evaluate_without_labels_records_that_and_scores_nothing(ops, phantom, t
     no_run = Dataset(name="r", uri=str(tmp_path / "no-run"))
     res = ops.evaluate.python_func(
         predictions=Dataset(name="p", uri=str(tmp_path)),
-        data=Dataset(name="d", uri=str(data)),
-        roi_data=Dataset(name="d", uri=str(data)),
+        validation=Dataset(name="v", uri=str(data)),
+        roi_records=Dataset(name="r", uri=str(tmp_path / "no-crop")),
         round_index=1,
         round_run=no_run,
         profile="tiny",
@@ -204,3 +204,107 @@ def test_the_package_build_finds_every_stage_folder():
     find = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
     found = set(find_packages(where=str(REPO), include=find["include"]))
     assert {f"components.{name}" for name in STAGE_NAMES} | {"components"} <= found
+
+
+# -- issue 27: what a task checks and fetches on a cluster ----------------------------------------
+
+
+def test_a_run_time_profile_other_than_the_compiled_one_stops_the_task_before_any_work(ops, phantom, tmp_path):
+    from cosmos.errors import CosmosError
+
+    out = Dataset(name="x", uri=str(tmp_path / "x"))
+    with pytest.raises(CosmosError) as err:
+        ops.labelled_as_pseudo.python_func(
+            data=Dataset(name="d", uri=str(phantom)),
+            which="source",
+            profile="paper",
+            config="",
+            work_root="",
+            pseudo=out,
+            compiled_profile="tiny",
+        )
+    assert len(str(err.value).splitlines()) == 1
+    assert "profile='paper'" in str(err.value) and "compiled for profile 'tiny'" in str(err.value)
+    assert not Path(out.path).exists() or not any(Path(out.path).iterdir())  # nothing was done
+    # the same call with the compiled profile works
+    n = ops.labelled_as_pseudo.python_func(
+        data=Dataset(name="d", uri=str(phantom)),
+        which="source",
+        profile="tiny",
+        config="",
+        work_root="",
+        pseudo=out,
+        compiled_profile="tiny",
+    )
+    assert n == 2
+
+
+def test_ingest_writes_the_validation_set_as_its_own_artifact(ops, tmp_path):
+    data = Dataset(name="data", uri=str(tmp_path / "data"))
+    validation = Dataset(name="validation", uri=str(tmp_path / "validation"))
+    res = run_ingest(ops, data, validation=validation, config=SMALL_PHANTOM)
+    folders = sorted(p.name for p in Path(validation.path).iterdir() if p.is_dir())
+    assert folders == ["target_validation", "target_validation_labels"]
+    for folder in folders:  # the same files as in the whole ingest, byte for byte
+        names = sorted(p.name for p in (Path(data.path) / folder).iterdir())
+        assert names == sorted(p.name for p in (Path(validation.path) / folder).iterdir()) and len(names) == 2
+        for name in names:
+            assert (Path(data.path) / folder / name).read_bytes() == (
+                Path(validation.path) / folder / name
+            ).read_bytes()
+    assert validation.metadata["n_validation"] == res.n_validation == 2
+
+
+def test_crop_roi_hands_the_crop_windows_on_alone(ops, phantom, tmp_path):
+    roi_data = Dataset(name="roi", uri=str(tmp_path / "roi"))
+    records = Dataset(name="records", uri=str(tmp_path / "records"))
+    ops.crop_roi.python_func(
+        data=Dataset(name="d", uri=str(phantom)),
+        profile="tiny",
+        config="",
+        work_root="",
+        roi_data=roi_data,
+        roi_records=records,
+    )
+    assert sorted(p.name for p in Path(records.path).iterdir() if not p.name.startswith(".")) == ["roi.json"]
+    assert (Path(records.path) / "roi.json").read_bytes() == (Path(roi_data.path) / "roi.json").read_bytes()
+    windows = json.loads((Path(records.path) / "roi.json").read_text())["files"]
+    assert any(k.startswith("target_validation/") for k in windows)
+
+
+def test_unrolled_fold_inputs_and_the_compiled_fold_check():
+    from types import SimpleNamespace
+
+    from components._runtime import check_unrolled_folds, fold_model_paths
+    from cosmos.errors import CosmosError
+
+    m = [SimpleNamespace(path=f"/a/fold_{i}") for i in range(3)]
+    assert fold_model_paths(None, (m[2], None, m[0], m[1], None)) == ["/a/fold_0", "/a/fold_1", "/a/fold_2"]
+    assert fold_model_paths([m[1], m[0]], (None,) * 5) == ["/a/fold_0", "/a/fold_1"]
+    with pytest.raises(CosmosError, match="no fold models"):
+        fold_model_paths([], (None,) * 5)
+    check_unrolled_folds("", [0, 1, 2])  # the ParallelFor package follows the parameter
+    check_unrolled_folds("0,2", [2.0, 0.0])
+    with pytest.raises(CosmosError, match="--unroll-folds for folds \\[0, 2\\]"):
+        check_unrolled_folds("0,2", [0, 1, 2])
+
+
+def test_import_pseudo_reads_an_s3_prefix(ops, phantom, tmp_path, real_s3_env):
+    """pseudo_uri on a cluster: an s3:// prefix of a labelled pseudo-hrT2 folder (REAL S3: SeaweedFS)."""
+    import boto3
+
+    from cosmos.data.storage import upload
+
+    src = Dataset(name="s", uri=str(tmp_path / "src"))
+    ops.labelled_as_pseudo.python_func(
+        data=Dataset(name="d", uri=str(phantom)), which="source", profile="tiny", config="", work_root="", pseudo=src
+    )
+    boto3.client("s3", endpoint_url=real_s3_env).create_bucket(Bucket="pseudo-in")
+    upload(src.path, "s3://pseudo-in/pseudo")
+    imported = Dataset(name="i", uri=str(tmp_path / "imp"))
+    n = ops.import_pseudo.python_func(
+        pseudo_uri="s3://pseudo-in/pseudo", profile="tiny", config="", work_root="", pseudo=imported
+    )
+    assert n == 2
+    assert len(list(Path(imported.path).glob("*_hrT2pseudo.nii.gz"))) == 2
+    assert not [p for p in Path(imported.path).parent.iterdir() if p.name.startswith("pseudo-")]  # no temp left

@@ -69,8 +69,8 @@ def test_ingest_component_reads_s3_and_evaluate_logs_to_mlflow_with_s3_artifacts
     scores = Dataset(name="scores", uri=str(tmp_path / "scores"))
     out = ops.evaluate.python_func(
         predictions=preds,
-        data=data,
-        roi_data=data,
+        validation=data,  # the whole ingest holds the validation set too
+        roi_records=data,  # no roi.json there: the predictions are on the original grids
         round_index=0,
         round_run=Dataset(name="r", uri=str(run_info)),
         profile="tiny",

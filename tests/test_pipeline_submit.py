@@ -72,6 +72,10 @@ class FakeKfp:
         self.experiment_ns: dict[str, str] = {}
         self.runs: list[dict] = []
         self.run_ns: list[str] = []  # the namespace each run landed in (its experiment's)
+        # run id -> V2beta1RuntimeState; RetryRun (resource_manager.go) re-runs only a workflow whose Argo
+        # phase is Failed/Error (execSpec.CanRetry), else the server answers 500
+        self.run_states: dict[str, str] = {}
+        self.retried: list[str] = []
 
     def namespace_of(self, call: dict) -> str:
         """The ``namespace`` query parameter; single-user servers drop it (ReplaceNamespace)."""
@@ -143,6 +147,11 @@ class FakeKfp:
                         if n == name and fake.experiment_ns.get(e, "") == ns
                     ]
                     return self._reply(200, {"experiments": found, "total_size": len(found)})
+                if path.startswith("/apis/v2beta1/runs/"):  # GetRun
+                    rid = path.rsplit("/", 1)[1]
+                    if rid not in fake.run_states:
+                        return self._reply(404, {"error": f"Run {rid} not found"})
+                    return self._reply(200, {"run_id": rid, "display_name": rid, "state": fake.run_states[rid]})
                 return self._reply(404, {"error": f"unexpected GET {path}"})
 
             def do_POST(self):
@@ -178,6 +187,15 @@ class FakeKfp:
                     return self._reply(
                         200, {"experiment_id": eid, "display_name": data["display_name"], "namespace": ns}
                     )
+                if path.startswith("/apis/v2beta1/runs/") and path.endswith(":retry"):  # run.proto RetryRun
+                    rid = path[len("/apis/v2beta1/runs/") : -len(":retry")]
+                    if rid not in fake.run_states:
+                        return self._reply(404, {"error": f"Run {rid} not found"})
+                    if fake.run_states[rid] not in ("FAILED", "CANCELED"):
+                        return self._reply(500, {"error": f"Failed to retry run {rid} as it does not allow retries"})
+                    fake.retried.append(rid)
+                    fake.run_states[rid] = "RUNNING"  # the same run id, its failed nodes reset
+                    return self._reply(200, {})
                 if path == "/apis/v2beta1/runs":
                     data = json.loads(body)
                     unknown = set(data) - RUN_FIELDS
@@ -260,7 +278,10 @@ def test_submit_new_pipeline_uploads_then_runs(kfp_server, package):
     run = fake.runs[0]
     assert run["display_name"] == "demo-run"
     assert run["pipeline_version_reference"] == {"pipeline_id": "p-1", "pipeline_version_id": "v-p-1"}
-    assert run["runtime_config"]["parameters"] == {"data_uri": "s3://bucket/crossmoda", "folds": [0, 1]}
+    params = dict(run["runtime_config"]["parameters"])
+    # the bucket cannot be listed from here (no credentials): a one-off fingerprint, never a cache hit
+    assert params.pop("data_fingerprint").startswith("unique:")
+    assert params == {"data_uri": "s3://bucket/crossmoda", "folds": [0, 1]}
     assert fake.experiments[run["experiment_id"]] == "cosmos-exp"
     assert (res.pipeline_id, res.version_id, res.run_id) == ("p-1", "v-p-1", "r-1")
     assert res.run_url.endswith("/#/runs/details/r-1")
@@ -331,7 +352,9 @@ def test_cosmos_submit_cli_compiles_and_submits(kfp_server, capsys):
     )
     assert rc == 0
     run = fake.runs[0]
-    assert run["runtime_config"]["parameters"] == {"data_uri": "s3://b/d", "profile": "tiny", "folds": [0, 1]}
+    params = dict(run["runtime_config"]["parameters"])
+    assert params.pop("data_fingerprint").startswith("unique:")
+    assert params == {"data_uri": "s3://b/d", "profile": "tiny", "folds": [0, 1]}
     upload = next(c for c in fake.calls if c["path"].endswith("/upload"))
     spec = _uploaded_yaml(upload)[0]
     assert len([t for t in spec["root"]["dag"]["tasks"] if t.startswith("for-loop")]) == 2
@@ -584,3 +607,87 @@ def test_granted_to_profile_follows_the_profile_controller_policy():
         "gs://mlpipeline/private/team-a/x",
     ):
         assert not granted_to_profile(uri, ns), uri
+
+
+def test_retry_posts_the_v2beta1_retry_endpoint_of_the_same_run(kfp_server, no_sa_token):
+    """cosmos retry: GET the run (its state), then POST /apis/v2beta1/runs/{id}:retry (backend 2.17.0
+    run.proto RetryRun); the run id stays, so the folds' checkpoint keys (pipeline_run_id) do too."""
+    from pipelines.submit import retry
+
+    fake, host = kfp_server
+    fake.run_states["r-7"] = "FAILED"
+    res = retry("r-7", host, token="tok")
+    calls = [(c["method"], c["path"]) for c in fake.calls if c["path"] != "/apis/v2beta1/healthz"]
+    assert calls == [("GET", "/apis/v2beta1/runs/r-7"), ("POST", "/apis/v2beta1/runs/r-7:retry")]
+    assert fake.retried == ["r-7"] and fake.calls[-1]["auth"] == "Bearer tok"
+    assert (res.run_id, res.previous_state) == ("r-7", "FAILED")
+    assert res.run_url.endswith("/#/runs/details/r-7")
+
+
+@pytest.mark.parametrize("state", ["RUNNING", "SUCCEEDED", "PENDING"])
+def test_retry_refuses_a_run_that_has_not_failed_before_posting(kfp_server, no_sa_token, state):
+    from cosmos.errors import CosmosError
+    from pipelines.submit import retry
+
+    fake, host = kfp_server
+    fake.run_states["r-1"] = state
+    with pytest.raises(CosmosError, match=f"run r-1 is {state}: only a FAILED or CANCELED run"):
+        retry("r-1", host)
+    assert fake.retried == [] and all(c["method"] == "GET" for c in fake.calls)
+
+
+def test_retry_of_an_unknown_run_or_host_is_one_clear_error(kfp_server, no_sa_token):
+    from cosmos.errors import CosmosError
+    from pipelines.submit import retry
+
+    fake, host = kfp_server
+    with pytest.raises(CosmosError, match="retrying run nosuch on .* failed"):
+        retry("nosuch", host)
+    with pytest.raises(CosmosError, match="give the id of a KFP run"):
+        retry("", host)
+    with pytest.raises(CosmosError, match="--host"):
+        retry("r-1", " ")
+
+
+def test_cosmos_retry_cli(kfp_server, no_sa_token, capsys):
+    from cosmos.cli import main
+
+    fake, host = kfp_server
+    fake.run_states["r-3"] = "CANCELED"
+    rc = main(["retry", "r-3", "--host", host, "--namespace", "team-a"])
+    assert rc == 0 and fake.retried == ["r-3"]
+    out = capsys.readouterr().out
+    assert "run r-3 (CANCELED) retried" in out and "r-3" in out.splitlines()[-1]
+
+
+def test_submit_passes_the_data_fingerprint_that_follows_the_s3_data(kfp_server, package, no_sa_token, real_s3_env):
+    """data_fingerprint (keys, sizes, ETags on a REAL S3 server) reaches the run's request body: the same
+    value for unchanged data (so KFP's cache key of ingest_validate repeats), another after an edit; the
+    ingest task accepts exactly that value and refuses a stale one."""
+    import boto3
+
+    from components._runtime import check_data_fingerprint, data_fingerprint
+    from cosmos.errors import CosmosError
+    from pipelines.submit import submit
+
+    s3 = boto3.client("s3", endpoint_url=real_s3_env)
+    s3.create_bucket(Bucket="fp-data")
+    for key, body in (("crossmoda/source_training/crossmoda_1_ceT1.nii.gz", b"a" * 10), ("crossmoda/x.txt", b"b")):
+        s3.put_object(Bucket="fp-data", Key=key, Body=body)
+    fake, host = kfp_server
+    submit(package, host, {"data_uri": "s3://fp-data/crossmoda"})
+    submit(package, host, {"data_uri": "s3://fp-data/crossmoda"})
+    s3.put_object(Bucket="fp-data", Key="crossmoda/x.txt", Body=b"edited")
+    submit(package, host, {"data_uri": "s3://fp-data/crossmoda"})
+    fps = [r["runtime_config"]["parameters"]["data_fingerprint"] for r in fake.runs]
+    assert fps[0].startswith("sha256:") and fps[0] == fps[1] and fps[2] != fps[0]
+    assert fps[2] == data_fingerprint("s3://fp-data/crossmoda")
+    check_data_fingerprint("s3://fp-data/crossmoda", "", fps[2], cluster=True)  # the task's own check passes
+    with pytest.raises(CosmosError, match="changed since the run was submitted"):
+        check_data_fingerprint("s3://fp-data/crossmoda", "", fps[0], cluster=True)
+    with pytest.raises(CosmosError, match=f"Pass data_fingerprint={fps[2]}"):
+        check_data_fingerprint("s3://fp-data/crossmoda", "", "", cluster=True)
+    check_data_fingerprint("s3://fp-data/crossmoda", "", "", cluster=False)  # a local run resumes by its own key
+    # a fingerprint the user gives is passed as given
+    submit(package, host, {"data_uri": "s3://fp-data/crossmoda", "data_fingerprint": "sha256:mine"})
+    assert fake.runs[-1]["runtime_config"]["parameters"]["data_fingerprint"] == "sha256:mine"

@@ -19,6 +19,7 @@ def benchmark_table(
     source_only: Optional[Input[Dataset]] = None,
     da_noseg: Optional[Input[Dataset]] = None,
     oracle: Optional[Input[Dataset]] = None,
+    compiled_profile: str = "",
 ) -> str:
     """Returns the gap closure as text ("n/a" without an oracle row)."""
     import shutil
@@ -41,6 +42,7 @@ def benchmark_table(
         body,
         {"table": table.path},
         profile=profile,
+        compiled_profile=compiled_profile,
         config=config,
         work_root=work_root,
         params={"rows": sorted(given)},

@@ -13,8 +13,8 @@ from kfp.dsl import Dataset, Input, Metrics, Output
 
 def evaluate(
     predictions: Input[Dataset],
-    data: Input[Dataset],
-    roi_data: Input[Dataset],
+    validation: Input[Dataset],
+    roi_records: Input[Dataset],
     round_index: int,
     round_run: Input[Dataset],
     profile: str,
@@ -24,9 +24,12 @@ def evaluate(
     work_root: str,
     scores: Output[Dataset],
     metrics: Output[Metrics],
+    compiled_profile: str = "",
 ) -> NamedTuple("EvaluateOutputs", [("has_metrics", bool), ("mean_dice", float)]):  # type: ignore[valid-type]  # KFP's syntax for named outputs
-    """predictions: on the ROI-cropped grids of ``roi_data``; scores: ``predictions/`` back on the original
-    grids of ``data`` and ``metrics.json`` (``cosmos evaluate`` schema; absent without labels)."""
+    """predictions: on the ROI-cropped grids whose windows ``roi_records`` holds (crop_roi's roi.json);
+    validation: ingest_validate's validation scans and labels (not the whole ingest: on a cluster a task
+    downloads its inputs whole); scores: ``predictions/`` back on the original grids and ``metrics.json``
+    (``cosmos evaluate`` schema; absent without labels)."""
     import json
     from collections import namedtuple
     from pathlib import Path
@@ -40,8 +43,8 @@ def evaluate(
             round_index,
             cfg,
             predictions_dir=predictions.path,
-            data_dir=data.path,
-            roi_data_dir=roi_data.path,
+            data_dir=validation.path,
+            roi_data_dir=roi_records.path,
             run_dir=round_run.path,
             out_dir=out["scores"],
             tracking_uri=rt.tracking(tracking_uri, out["scores"]),
@@ -52,12 +55,13 @@ def evaluate(
         body,
         {"scores": scores.path},
         profile=profile,
+        compiled_profile=compiled_profile,
         config=config,
         overrides=overrides,
         work_root=work_root,
         run_name=f"evaluate{round_index}",
         params={"round": round_index},
-        inputs=[predictions.path, data.path, roi_data.path, round_run.path],
+        inputs=[predictions.path, validation.path, roi_records.path, round_run.path],
         sections=["tracking"],
     )
     mean_dice = float("nan")

@@ -6,6 +6,9 @@ from components.spec import StageResources as R
 
 SPEC = StageSpec(
     evaluate,
+    # per GB in data_uri: the validation set, the crop windows and the predictions in
+    disk_per_gb=0.3,
+    work_s_per_gb=30,
     secret=True,
     caching=Caching.SIDE_EFFECTS,
     resources={

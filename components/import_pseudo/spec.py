@@ -6,6 +6,9 @@ from components.spec import StageResources as R
 
 SPEC = StageSpec(
     import_pseudo,
+    # per GB in data_uri: the pseudo-hrT2 folder in (from S3 when s3://), cropped copy out
+    disk_per_gb=1.0,
+    work_s_per_gb=10,
     secret=True,
     caching=Caching.EXTERNAL_INPUT,
     scratch=True,

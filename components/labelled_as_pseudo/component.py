@@ -15,6 +15,7 @@ def labelled_as_pseudo(
     config: str,
     work_root: str,
     pseudo: Output[Dataset],
+    compiled_profile: str = "",
 ) -> int:
     """which: ``source`` (ceT1 + labels) or ``target`` (hrT2 + target_training_labels)."""
     from components import _runtime as rt
@@ -29,6 +30,7 @@ def labelled_as_pseudo(
         body,
         {"pseudo": pseudo.path},
         profile=profile,
+        compiled_profile=compiled_profile,
         config=config,
         work_root=work_root,
         run_name=f"labelled_as_pseudo_{which}",

@@ -10,7 +10,6 @@ from kfp.dsl import Dataset, Input, Model, Output
 
 
 def predict_pseudo_labels(
-    fold_models: Input[List[Model]],
     data: Input[Dataset],
     round_index: int,
     round_run: Input[Dataset],
@@ -22,6 +21,13 @@ def predict_pseudo_labels(
     pseudo_labels: Output[Dataset],
     kept_labels: Output[Dataset],
     previous_kept: Optional[Input[Dataset]] = None,
+    fold_models: Optional[Input[List[Model]]] = None,
+    fold_model_0: Optional[Input[Model]] = None,
+    fold_model_1: Optional[Input[Model]] = None,
+    fold_model_2: Optional[Input[Model]] = None,
+    fold_model_3: Optional[Input[Model]] = None,
+    fold_model_4: Optional[Input[Model]] = None,
+    compiled_profile: str = "",
 ) -> NamedTuple("FilterOutputs", [("n_kept", int), ("n_dropped", int)]):  # type: ignore[valid-type]  # KFP's syntax for named outputs
     """pseudo_labels: every prediction; kept_labels: the accepted ones (next round's labels)."""
     from collections import namedtuple
@@ -29,7 +35,10 @@ def predict_pseudo_labels(
     from components import _runtime as rt
     from cosmos.config import ROUND_COUNT, checks_except
 
-    model_paths = sorted(m.path for m in fold_models)
+    # the round's folds: gathered from the ParallelFor, or one input per fold (cosmos compile --unroll-folds)
+    model_paths = rt.fold_model_paths(
+        fold_models, (fold_model_0, fold_model_1, fold_model_2, fold_model_3, fold_model_4)
+    )
     previous = previous_kept.path if previous_kept is not None else None
 
     def body(cfg, out):
@@ -52,6 +61,7 @@ def predict_pseudo_labels(
         body,
         {"pseudo_labels": pseudo_labels.path, "kept_labels": kept_labels.path},
         profile=profile,
+        compiled_profile=compiled_profile,
         config=config,
         overrides=overrides,
         work_root=work_root,

@@ -6,6 +6,9 @@ from components.spec import StageResources as R
 
 SPEC = StageSpec(
     predict_pseudo_labels,
+    # per GB in data_uri: the cropped data in; sliding-window prediction of every target scan
+    disk_per_gb=1.1,
+    work_s_per_gb=120,
     gpu=True,
     secret=True,
     shm=True,

@@ -4,13 +4,12 @@ Thin wrapper around :func:`cosmos.selftraining.rounds.predict_validation` (an en
 of the round's folds).
 """
 
-from typing import List
+from typing import List, Optional
 
 from kfp.dsl import Dataset, Input, Model, Output
 
 
 def predict_validation(
-    fold_models: Input[List[Model]],
     data: Input[Dataset],
     round_index: int,
     profile: str,
@@ -18,12 +17,22 @@ def predict_validation(
     overrides: str,
     work_root: str,
     predictions: Output[Dataset],
+    fold_models: Optional[Input[List[Model]]] = None,
+    fold_model_0: Optional[Input[Model]] = None,
+    fold_model_1: Optional[Input[Model]] = None,
+    fold_model_2: Optional[Input[Model]] = None,
+    fold_model_3: Optional[Input[Model]] = None,
+    fold_model_4: Optional[Input[Model]] = None,
+    compiled_profile: str = "",
 ) -> int:
     """Returns the number of predicted validation cases (0 when the data has none)."""
     from components import _runtime as rt
     from cosmos.config import checks_except
 
-    model_paths = sorted(m.path for m in fold_models)
+    # the round's folds: gathered from the ParallelFor, or one input per fold (cosmos compile --unroll-folds)
+    model_paths = rt.fold_model_paths(
+        fold_models, (fold_model_0, fold_model_1, fold_model_2, fold_model_3, fold_model_4)
+    )
 
     def body(cfg, out):
         from cosmos.selftraining.rounds import fold_model_dirs
@@ -38,6 +47,7 @@ def predict_validation(
         body,
         {"predictions": predictions.path},
         profile=profile,
+        compiled_profile=compiled_profile,
         config=config,
         overrides=overrides,
         work_root=work_root,

@@ -1,4 +1,4 @@
-"""predict_validation's pod: one GPU and /dev/shm; artifacts in and out, so no credentials."""
+"""predict_validation's pod: one GPU and /dev/shm; credentials for the artifact store (s3:// pipeline root)."""
 
 from components.predict_validation.component import predict_validation
 from components.spec import HOUR, StageSpec
@@ -6,6 +6,10 @@ from components.spec import StageResources as R
 
 SPEC = StageSpec(
     predict_validation,
+    # per GB in data_uri: the cropped data in; prediction of the validation scans
+    disk_per_gb=1.1,
+    work_s_per_gb=30,
+    secret=True,
     gpu=True,
     shm=True,
     scratch=True,

@@ -20,6 +20,7 @@ def prepare_round(
     prepared: Output[Dataset],
     kept_labels: Optional[Input[Dataset]] = None,
     previous_prepared: Optional[Input[Dataset]] = None,
+    compiled_profile: str = "",
 ) -> int:
     """kept_labels: the previous round's accepted pseudo-labels (None for the teacher);
     previous_prepared: the previous round's dataset (its plan, for warm-started students, and the
@@ -48,6 +49,7 @@ def prepare_round(
         body,
         {"prepared": prepared.path},
         profile=profile,
+        compiled_profile=compiled_profile,
         config=config,
         overrides=overrides,
         work_root=work_root,

@@ -12,7 +12,6 @@ from kfp.dsl import Dataset, Input, Model, Output
 
 
 def register_round(
-    fold_models: Input[List[Model]],
     scores: Input[Dataset],
     val_predictions: Input[Dataset],
     round_run: Input[Dataset],
@@ -29,12 +28,22 @@ def register_round(
     pseudo_labels: Optional[Input[Dataset]] = None,
     kept_labels: Optional[Input[Dataset]] = None,
     previous: Optional[Input[Dataset]] = None,
+    fold_models: Optional[Input[List[Model]]] = None,
+    fold_model_0: Optional[Input[Model]] = None,
+    fold_model_1: Optional[Input[Model]] = None,
+    fold_model_2: Optional[Input[Model]] = None,
+    fold_model_3: Optional[Input[Model]] = None,
+    fold_model_4: Optional[Input[Model]] = None,
+    compiled_profile: str = "",
 ) -> str:
     """Returns the registered cosmos-segmenter version."""
     from components import _runtime as rt
     from cosmos.config import ROUND_COUNT
 
-    model_paths = sorted(m.path for m in fold_models)
+    # the round's folds: gathered from the ParallelFor, or one input per fold (cosmos compile --unroll-folds)
+    model_paths = rt.fold_model_paths(
+        fold_models, (fold_model_0, fold_model_1, fold_model_2, fold_model_3, fold_model_4)
+    )
     optional = [x.path if x is not None else None for x in (pseudo_labels, kept_labels, previous)]
 
     def body(cfg, out):
@@ -62,6 +71,7 @@ def register_round(
         body,
         {"summary": summary.path, "models": models.path},
         profile=profile,
+        compiled_profile=compiled_profile,
         config=config,
         experiment=experiment,
         overrides=overrides,

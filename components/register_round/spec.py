@@ -6,6 +6,9 @@ from components.spec import StageResources as R
 
 SPEC = StageSpec(
     register_round,
+    # per GB in data_uri: fold models and JSON only
+    disk_per_gb=0.1,
+    work_s_per_gb=0,
     secret=True,
     caching=Caching.SIDE_EFFECTS,
     resources={

@@ -19,6 +19,7 @@ def report(
     bundle: Output[Dataset],
     report_md: Output[Markdown],
     report_html: Output[HTML],
+    compiled_profile: str = "",
 ) -> str:
     """Returns the champion round's mean Dice as text ("n/a" without validation labels)."""
     import shutil
@@ -44,6 +45,7 @@ def report(
         body,
         {"bundle": bundle.path},
         profile=profile,
+        compiled_profile=compiled_profile,
         config=config,
         work_root=work_root,
         inputs=[summary.path, data.path, pseudo.path],

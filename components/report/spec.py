@@ -6,6 +6,10 @@ from components.spec import StageResources as R
 
 SPEC = StageSpec(
     report,
+    # per GB in data_uri: the cropped data and the pseudo-hrT2 in (the report's figures)
+    disk_per_gb=1.5,
+    work_s_per_gb=10,
+    scratch=True,  # downloads a whole data set (see disk_per_gb)
     secret=True,
     caching=Caching.SIDE_EFFECTS,
     resources={

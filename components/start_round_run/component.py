@@ -18,6 +18,7 @@ def start_round_run(
     experiment: str,
     work_root: str,
     run_info: Output[Dataset],
+    compiled_profile: str = "",
 ) -> str:
     """Returns the MLflow run id of the round ("" when tracking is unavailable)."""
     from components import _runtime as rt
@@ -39,6 +40,7 @@ def start_round_run(
         body,
         {"run_info": run_info.path},
         profile=profile,
+        compiled_profile=compiled_profile,
         config=config,
         experiment=experiment,
         overrides=overrides,

@@ -6,6 +6,10 @@ from components.start_round_run.component import start_round_run
 
 SPEC = StageSpec(
     start_round_run,
+    # per GB in data_uri: downloads the round's prepared data (its input) to open the MLflow run
+    disk_per_gb=1.8,
+    work_s_per_gb=0,
+    scratch=True,  # downloads a whole data set (see disk_per_gb)
     secret=True,
     caching=Caching.SIDE_EFFECTS,
     resources={

@@ -23,6 +23,7 @@ def train_fold(
     model: Output[Model],
     teacher_models: Optional[Input[Model]] = None,
     pipeline_run_id: str = "",
+    compiled_profile: str = "",
 ) -> int:
     """round_run: start_round_run's run_info; teacher_models: the previous round's fold models
     (used when ``selftraining.student_init`` is ``teacher``). Returns the fold index.
@@ -57,6 +58,7 @@ def train_fold(
         body,
         {"model": model.path},
         profile=profile,
+        compiled_profile=compiled_profile,
         config=config,
         experiment=experiment,
         overrides=overrides,

@@ -6,6 +6,9 @@ from components.train_fold.component import train_fold
 
 SPEC = StageSpec(
     train_fold,
+    # per GB in data_uri: the round's prepared data in; a fixed number of epochs x iterations
+    disk_per_gb=1.8,
+    work_s_per_gb=0,
     gpu=True,
     secret=True,
     shm=True,

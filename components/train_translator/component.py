@@ -18,6 +18,7 @@ def train_translator(
     experiment: str,
     work_root: str,
     translator: Output[Model],
+    compiled_profile: str = "",
 ) -> NamedTuple("TranslatorOutputs", [("run_id", str), ("model_version", str)]):  # type: ignore[valid-type]  # KFP's syntax for named outputs
     """translator: the training directory; its self-contained model dir is recorded inside it.
     overrides: a compile-time YAML layer (e.g. the benchmark's pure-CycleGAN row)."""
@@ -40,6 +41,7 @@ def train_translator(
         body,
         {"translator": translator.path},
         profile=profile,
+        compiled_profile=compiled_profile,
         config=config,
         experiment=experiment,
         overrides=overrides,

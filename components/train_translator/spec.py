@@ -6,6 +6,10 @@ from components.train_translator.component import train_translator
 
 SPEC = StageSpec(
     train_translator,
+    # per GB in data_uri: the cropped data in; a fixed number of iterations, whatever the data size
+    disk_per_gb=1.0,
+    work_s_per_gb=0,
+    scratch=True,  # downloads the whole cropped data set
     gpu=True,
     secret=True,
     caching=Caching.SIDE_EFFECTS,

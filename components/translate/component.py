@@ -16,6 +16,7 @@ def translate(
     overrides: str,
     work_root: str,
     pseudo: Output[Dataset],
+    compiled_profile: str = "",
 ) -> int:
     """Returns the number of converted cases."""
     from components import _runtime as rt
@@ -32,6 +33,7 @@ def translate(
         body,
         {"pseudo": pseudo.path},
         profile=profile,
+        compiled_profile=compiled_profile,
         config=config,
         overrides=overrides,
         work_root=work_root,

@@ -6,6 +6,9 @@ from components.translate.component import translate
 
 SPEC = StageSpec(
     translate,
+    # per GB in data_uri: the cropped data in, the pseudo-hrT2 (the source scans) out
+    disk_per_gb=1.5,
+    work_s_per_gb=30,
     gpu=True,
     secret=True,
     scratch=True,

@@ -1,4 +1,4 @@
-"""``cosmos run`` / ``cosmos compile`` / ``cosmos submit``: the Kubeflow pipeline, locally or on a cluster.
+"""``cosmos run`` / ``cosmos compile`` / ``cosmos submit`` / ``cosmos retry``: the Kubeflow pipeline, locally or on a cluster.
 
 ``cosmos run`` executes the very ``cosmos-pipeline`` function that ``cosmos compile`` writes for a
 cluster, through ``kfp.local`` (see ``pipelines/local_run.py``). The pipeline code lives in the
@@ -90,6 +90,25 @@ def register(sub) -> None:
     _add_compile_args(p)
     p.set_defaults(func=_submit)
 
+    # ------------------------------------------------------------------ retry
+    p = sub.add_parser(
+        "retry",
+        help="retry a failed Kubeflow run in place (same run id: failed folds resume from their S3 checkpoints)",
+        description="POST /apis/v2beta1/runs/RUN_ID:retry. The KFP backend re-runs the failed and unfinished tasks "
+        "of the same run and keeps the finished ones; the run id, which keys every fold's object-store "
+        "checkpoints, stays the same. This is how a fold that lost its node resumes when the package has "
+        "the default ParallelFor (whose retryPolicy the backend drops; see k8s/README.md).",
+    )
+    p.add_argument("run_id", metavar="RUN_ID", help="the KFP run id (cosmos submit prints it)")
+    p.add_argument("--host", required=True, help="KFP API endpoint (as for cosmos submit)")
+    p.add_argument("--namespace", default=None, help="Kubeflow profile namespace of the run (for the printed link)")
+    p.add_argument("--token", default=None, help="bearer token (default $KFP_TOKEN)")
+    p.add_argument("--cookies", default=None, help="cookie header for an auth proxy")
+    p.add_argument(
+        "--ui-host", default=None, help="KFP UI address for the printed run link (default: derived from --host)"
+    )
+    p.set_defaults(func=_retry)
+
 
 def _add_compile_args(p: argparse.ArgumentParser) -> None:
     from pipelines.compile import add_compile_args
@@ -124,7 +143,7 @@ def _check_image(image: str | None) -> None:
 
 
 def _compile(args) -> int:
-    from pipelines.compile import compile_to, options_from_args
+    from pipelines.compile import compile_to, describe_plan, options_from_args
 
     _check_image(args.image)  # before anything is written
     cfg = config_from_args(args)
@@ -138,6 +157,10 @@ def _compile(args) -> int:
         f"(parallelism {opts.parallelism}), image {opts.image}, "
         f"secret {opts.secret or '-'}, caching {'on' if opts.caching else 'off'}"
     )
+    if opts.unroll_folds:
+        print(f"folds unrolled: one train_fold task per fold {list(opts.folds)}, each with its retry policy")
+    if opts.dataset_gb > 0:
+        print(describe_plan(opts))
     name = "cosmos-benchmark" if args.benchmark else "cosmos-pipeline"
     print(
         f"upload: cosmos submit --host URL [key=value ...]   or   kfp --endpoint URL pipeline create -p {name} {path}"
@@ -182,4 +205,21 @@ def _submit(args) -> int:
     print(f"pipeline cosmos-pipeline {res.pipeline_id} version {res.version_id}")
     where = f" (namespace {args.namespace})" if args.namespace else ""
     print(f"run {res.run_id} in experiment {args.experiment}{where}: {res.run_url}")
+    return 0
+
+
+def _retry(args) -> int:
+    import os
+
+    from pipelines.submit import retry
+
+    res = retry(
+        args.run_id,
+        args.host,
+        namespace=args.namespace,
+        token=args.token or os.environ.get("KFP_TOKEN"),
+        cookies=args.cookies,
+        ui_host=args.ui_host,
+    )
+    print(f"run {res.run_id} ({res.previous_state}) retried: its failed tasks run again: {res.run_url}")
     return 0
