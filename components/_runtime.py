@@ -129,7 +129,13 @@ def _fast_exit() -> None:
 
 
 def run(
-    stage: str, outputs: Mapping[str, str], body: Callable[[dict[str, Path]], Any], *, key: str, work_root: str
+    stage: str,
+    outputs: Mapping[str, str],
+    body: Callable[[dict[str, Path]], Any],
+    *,
+    key: str,
+    work_root: str,
+    output_keys: Mapping[str, str] | None = None,
 ) -> Any:
     """:func:`cosmos.resume.run_stage`, plus the fast exit in a local KFP executor process."""
     import atexit
@@ -139,7 +145,7 @@ def run(
 
     token = _CLUSTER_MODE.set(not work_root)  # tracking(): no silent SQLite fallback on a cluster
     try:
-        result = run_stage(stage, outputs, body, key=key, work_root=work_root)
+        result = run_stage(stage, outputs, body, key=key, work_root=work_root, output_keys=output_keys)
     finally:
         _CLUSTER_MODE.reset(token)
     main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
@@ -280,6 +286,7 @@ def run_component(
     inputs: Iterable[str | None] = (),
     sections: Iterable[str] = (),
     exclude: Iterable[str] = (),
+    lineage: Mapping[str, Iterable[str | None]] | None = None,
 ) -> dict[str, Any]:
     """The shared part of every component: logging, config, resume key, keyed run. Returns the
     step's result (on a local re-run, the stored result of the finished stage).
@@ -293,14 +300,19 @@ def run_component(
       ``params`` may be a function of the config: it runs before the key and the step, so a check
       that must fail before any work (the compiled DAG's shape) belongs there.
     * ``outputs``: output name -> artifact path; ``body`` gets them as directories.
+    * ``lineage``: output name -> the inputs it is a pure function of (a copy of them); that output's key
+      follows those inputs only (:func:`cosmos.resume.lineage_key`), not the stage's other settings.
     * ``compiled_profile``: the profile the package was compiled for (a constant in every task call);
       a run whose ``profile`` parameter differs stops here (:func:`check_profile`).
     """
-    from cosmos.resume import stage_key
+    from cosmos.resume import lineage_key, stage_key
 
     setup()
     check_profile(profile, compiled_profile)
     cfg = load_cfg(profile, config, experiment, overrides)
     key_params = params(cfg) if callable(params) else (params or {})
     key = stage_key(stage, dict(key_params), list(inputs), cfg, list(sections), exclude=tuple(exclude))
-    return run(run_name or stage, outputs, lambda out: body(cfg, out), key=key, work_root=work_root)
+    output_keys = {name: lineage_key(f"{stage}.{name}", list(ins)) for name, ins in (lineage or {}).items()}
+    return run(
+        run_name or stage, outputs, lambda out: body(cfg, out), key=key, work_root=work_root, output_keys=output_keys
+    )

@@ -81,6 +81,9 @@ def register_round(
         inputs=[*model_paths, scores.path, val_predictions.path, round_run.path, *optional],
         sections=["tracking", "selftraining", "checks"],
         exclude=ROUND_COUNT,
+        # the next student warm-starts from these: a copy of the fold models, so a changed threshold of the
+        # checks (which re-registers the round) must not retrain the students after it
+        lineage={"models": model_paths},
     )
     summary.metadata.update({"round": round_index, **result})
     return str(result["model_version"])

@@ -122,21 +122,38 @@ def _record_timing(work_root: str, stage: str, key: str, seconds: float, reused:
         fh.write(line + "\n")
 
 
+def lineage_key(name: str, inputs: Iterable[PathLike | None]) -> str:
+    """The key of an output that is a pure function of ``inputs`` (e.g. a copy of them), whatever else the
+    stage that writes it depends on: downstream stages then follow the inputs, not that stage's settings."""
+    text = json.dumps({"output": name, "inputs": [input_key(i) for i in inputs]}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def run_stage(
-    stage: str, outputs: Mapping[str, str], body: Callable[[dict[str, Path]], Any], *, key: str, work_root: str = ""
+    stage: str,
+    outputs: Mapping[str, str],
+    body: Callable[[dict[str, Path]], Any],
+    *,
+    key: str,
+    work_root: str = "",
+    output_keys: Mapping[str, str] | None = None,
 ) -> Any:
     """Run ``body(output_dirs)`` once per key; return its JSON-serialisable result.
 
     ``outputs`` maps output names to artifact paths (each used as a directory). See the module
     docstring for the two modes. The result of a finished stage is stored in ``result.json`` so a
     reused stage returns the same outputs (e.g. an MLflow run id) as the first time.
+
+    ``output_keys``: the lineage key (:func:`lineage_key`) of an output that depends on less than the
+    stage does. Why: register_round's fold models are a copy of its inputs, but the stage also reads the
+    checks' thresholds; without its own key, changing a threshold would retrain every later student.
     """
     t0 = time.perf_counter()
     previous = events.enter_stage(stage)
     relay = events.WarningRelay()
     logging.getLogger("cosmos").addHandler(relay)
     try:
-        return _run_stage(stage, outputs, body, key=key, work_root=work_root, t0=t0)
+        return _run_stage(stage, outputs, body, key=key, work_root=work_root, t0=t0, output_keys=output_keys or {})
     except CosmosError as exc:  # the user's problem: one clear line, and the console's fail event
         log.error("stage %s failed: %s", stage, exc)
         events.stage_event(stage, "fail", message=str(exc), user_error=True, seconds=round(time.perf_counter() - t0, 3))
@@ -158,6 +175,7 @@ def _run_stage(
     key: str,
     work_root: str,
     t0: float,
+    output_keys: Mapping[str, str],
 ) -> Any:
     """:func:`run_stage`'s work in its two modes (module docstring); ``t0``: when the stage began."""
     if not work_root:
@@ -167,8 +185,8 @@ def _run_stage(
         log.info("stage %s: start", stage)
         events.stage_event(stage, "start")
         result = body(dirs)
-        for d in dirs.values():
-            (d / KEY_FILE).write_text(key)
+        for name, d in dirs.items():
+            (d / KEY_FILE).write_text(output_keys.get(name, key))
         seconds = time.perf_counter() - t0
         log.info("stage %s: done in %.1f s", stage, seconds)
         events.stage_event(stage, "end", seconds=round(seconds, 3))
@@ -190,8 +208,8 @@ def _run_stage(
         log.info("stage %s: start (work dir %s)", stage, work)
         events.stage_event(stage, "start", work=str(work))
         result = body(dirs)
-        for d in dirs.values():
-            (d / KEY_FILE).write_text(key)
+        for name, d in dirs.items():
+            (d / KEY_FILE).write_text(output_keys.get(name, key))
         result_file.write_text(json.dumps(result, default=str))
         done.write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
     for name, artifact_path in outputs.items():
