@@ -119,10 +119,10 @@ WALK: dict[str, tuple[Base, list[str]]] = {
 }
 # Positional names (upper case above) -> their index in the base argv.
 POSITIONAL = {"OUT": 0, "DATA": 0, "PRED": 0, "LABELS": 1, "INPUTS": 0, "PRIOR": 0, "CURRENT": 1, "RUN_ID": 0}
-# Options walked with fewer values: where an accepted value does real work (``run --data ""`` means "no data:
-# make the phantom and run the whole pipeline"; ``submit --host`` contacts the host), or to keep the walk short.
-# (an empty folder as --data starts the pipeline, whose ingest stage refuses it: slow, and covered by the catalogue)
-NOT_A_DATASET = ["missing", "devzero", "binary", "text"]
+# Options walked with fewer values: where an accepted value does real work (``submit --host`` contacts the host), or
+# to keep the walk short. (an empty folder as --data starts the pipeline, whose ingest stage refuses it: slow, and
+# covered by the catalogue; a blank --data is refused when parsing)
+NOT_A_DATASET = ["", "missing", "devzero", "binary", "text"]
 ONLY: dict[tuple[str, str], list[str]] = {
     ("run", "--data"): NOT_A_DATASET,
     ("benchmark", "--data"): NOT_A_DATASET,

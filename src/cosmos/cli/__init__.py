@@ -53,6 +53,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def data_location(text: str) -> str:
+    """argparse type: a data folder or URI that is not blank (``--data ""`` would otherwise mean "no data" and start
+    the whole phantom pipeline; leaving the flag out is how to ask for the phantom)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "empty; give a folder or s3:// URI, or leave --data out for the built-in phantom"
+        )
+    return text
+
+
 def port_number(text: str) -> int:
     """argparse type: a TCP port, 0-65535 (0: any free port)."""
     try:

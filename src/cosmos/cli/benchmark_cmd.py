@@ -5,14 +5,19 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from cosmos.cli import add_config_args, config_from_args
+from cosmos.cli import add_config_args, config_from_args, data_location
 
 log = logging.getLogger(__name__)
 
 
 def register(sub) -> None:
     p = sub.add_parser("benchmark", help="Table-1 ablation: source-only, DA w/o Seg, DA w/ Seg, COSMOS ST1..K, oracle")
-    p.add_argument("--data", default=None, help="crossMoDA root (default: the built-in phantom, written to OUT/data)")
+    p.add_argument(
+        "--data",
+        default=None,
+        type=data_location,
+        help="crossMoDA root (default: the built-in phantom, written to OUT/data)",
+    )
     p.add_argument("--val-labels", default=None, help="validation labels (default: DATA/target_validation_labels)")
     p.add_argument(
         "--rows",

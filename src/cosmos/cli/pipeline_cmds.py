@@ -12,7 +12,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from cosmos.cli import add_config_args, config_from_args
+from cosmos.cli import add_config_args, config_from_args, data_location
 
 
 def register(sub) -> None:
@@ -24,7 +24,12 @@ def register(sub) -> None:
         "machine through kfp.local. Re-running with the same --out resumes and redoes no finished work. "
         "MLflow: --set tracking.tracking_uri=URI, else $MLFLOW_TRACKING_URI, else OUT/mlflow (SQLite).",
     )
-    p.add_argument("--data", default=None, help="crossMoDA folder or s3://bucket/prefix (default: built-in phantom)")
+    p.add_argument(
+        "--data",
+        default=None,
+        type=data_location,
+        help="crossMoDA folder or s3://bucket/prefix (default: built-in phantom)",
+    )
     p.add_argument(
         "--val-labels",
         default=None,
