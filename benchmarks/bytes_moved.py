@@ -223,10 +223,13 @@ class IrWalk:
         task = dag["tasks"][task_name]
         comp = self.spec["components"][task["componentRef"]["name"]]
         if "dag" in comp:  # a ParallelFor: its output is the list of every iteration's artifact
+            # (a dsl.OneOf of If/Else branches: the first branch's; they are the same task, one of them runs)
             sel = comp["dag"]["outputs"]["artifacts"][key]["artifactSelectors"][0]
             mb, label = self._output_mb(
                 comp["dag"], scope + [task], sel["producerSubtask"], sel["outputArtifactKey"], sizes, unknown
             )
+            if "parameterIterator" not in task:
+                return mb, label
             n = self._fan_out(task)
             return n * mb, f"{n} x {label}"
         stage = _stage(task["componentRef"]["name"])
@@ -250,6 +253,8 @@ class IrWalk:
         for name, task in dag["tasks"].items():
             comp = self.spec["components"][task["componentRef"]["name"]]
             if "dag" in comp:
+                if name.startswith("condition-") and "triggerPolicy" in task and name != next(iter(dag["tasks"])):
+                    continue  # an If/Else alternative to the branch walked (the same task, one of them runs)
                 inner = dict(task, __dag__=dag)
                 self._walk(comp["dag"], scope + [inner], multiplier * self._fan_out(task), sizes, unknown, out)
                 continue

@@ -218,26 +218,30 @@ UNIQUE_FINGERPRINT = "unique:"
 
 
 def check_data_fingerprint(data_uri: str, val_labels_uri: str, given: str, *, cluster: bool) -> None:
-    """Fail before ingesting when ``given`` (the ``data_fingerprint`` parameter) is not the data's.
+    """Fail before ingesting when ``given`` (the ``data_fingerprint`` parameter) is set and is not the data's.
 
     Why: KFP serves ``ingest_validate`` from its cache when its inputs are unchanged, and a cache
     entry exists only for a task that succeeded. Checking the value here means every cached ingest
-    had exactly that fingerprint, so a hit always means unchanged data. On a cluster an ``s3://`` run
-    without a fingerprint is refused (it would be cached under the bare URI), naming the value to pass.
-    Local runs (``cosmos run``) resume by their own key and need none.
+    had exactly that fingerprint, so a hit always means unchanged data.
+
+    An empty ``given`` (a run started from the Kubeflow UI or ``kfp run submit``) is accepted: the
+    cluster DAG then runs the ingest task whose caching is off (``pipelines/cosmos_pipeline.py``
+    ``_add_ingest``), so stale data cannot be reused; on a cluster one line says so and names the value
+    that would make it cacheable. Local runs (``cosmos run``) resume by their own key and say nothing.
     """
     from cosmos.errors import CosmosError
 
     if given.startswith(UNIQUE_FINGERPRINT):
         return
-    if not given and not (cluster and (_is_s3(data_uri) or _is_s3(val_labels_uri))):
+    if not given:
+        if cluster:
+            log.info(
+                "data_fingerprint is empty: this ingest is not cached by KFP (it runs on every run); to make it "
+                "cacheable pass data_fingerprint=%s ('cosmos submit' computes and passes it)",
+                data_fingerprint(data_uri, val_labels_uri),
+            )
         return
     actual = data_fingerprint(data_uri, val_labels_uri)
-    if not given:
-        raise CosmosError(
-            f"pipeline parameter data_fingerprint is empty for s3:// data: KFP would cache this ingest under the "
-            f"URI alone. Pass data_fingerprint={actual} (cosmos submit computes and passes it)"
-        )
     if given != actual:
         raise CosmosError(
             f"pipeline parameter data_fingerprint={given} is not the data's ({actual}): the data under "

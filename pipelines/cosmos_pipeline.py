@@ -117,6 +117,11 @@ class PipelineOptions:
     # The data set's size (GB in data_uri) the timeouts and scratch sizes are planned for; 0 = the profile's
     # own figures (pipelines/resources.py: scaled, scratch_size, dataset_plan).
     dataset_gb: float = 0.0
+    # Built for kfp.local (``cosmos run``/``selftrain``/``benchmark``, pipelines/local_run.py): one ingest task.
+    # A cluster DAG has two, branched on ``data_fingerprint`` (:func:`_add_ingest`), gathered by dsl.OneOf, which
+    # kfp.local 2.17 cannot resolve for artifacts ("Expected 1 artifact in ArtifactSelectorSpec"); local runs
+    # resume by their own keyed work dirs and need no fingerprint.
+    local: bool = False
 
 
 def _configure(ops: Components, task, opts: PipelineOptions, display: str):
@@ -298,6 +303,38 @@ def _add_folds(ops, opts: PipelineOptions, folds, fold_args: dict, display: str)
     return lambda: {f"fold_model_{i}": model for i, model in enumerate(trained)}
 
 
+def _add_ingest(ops, opts: PipelineOptions, data_fingerprint, args: dict):
+    """The ``ingest_validate`` task(s); returns its ``data`` and ``validation`` outputs.
+
+    Why two tasks on a cluster: KFP's cache key sees the data URI as a string, so only a run that passes
+    ``data_fingerprint`` (``cosmos submit`` computes it from the ``s3://`` listing; the task checks it) may
+    be served from the cache. A run started from the Kubeflow UI or ``kfp run submit`` passes none, and
+    must still work without ever reusing stale data: ``dsl.If(data_fingerprint == "")`` runs the same task
+    with caching off, ``dsl.Else`` the cacheable one, and downstream tasks read ``dsl.OneOf`` of the two
+    (every ingest output they use). Both tasks are configured from the stage spec (:func:`_configure`);
+    only caching and the display name differ. A KFP driver resolves a OneOf of artifacts to the branch that
+    ran only since backend 2.17.0 (pipelines/submit.py ``MIN_KFP_BACKEND``). ``opts.local``: one task
+    (kfp.local resolves no OneOf of artifacts, and local runs resume by their own key).
+    """
+    from kfp import dsl
+
+    def task(display: str):
+        return _configure(ops, ops.ingest_validate(data_fingerprint=data_fingerprint, **args), opts, display)
+
+    if opts.local:
+        one = task("ingest + validate")
+        return one.outputs["data"], one.outputs["validation"]
+    with dsl.If(data_fingerprint == "", name="no data_fingerprint: ingest never cached"):
+        uncached = task("ingest + validate (not cached: no data_fingerprint)")
+        uncached.set_caching_options(enable_caching=False)
+    with dsl.Else(name="data_fingerprint: ingest cacheable"):
+        cached = task("ingest + validate")
+    return (
+        dsl.OneOf(uncached.outputs["data"], cached.outputs["data"]),
+        dsl.OneOf(uncached.outputs["validation"], cached.outputs["validation"]),
+    )
+
+
 def _add_inputs(
     ops,
     opts: PipelineOptions,
@@ -309,30 +346,27 @@ def _add_inputs(
     require_source: bool,
     roi_source=None,
 ):
-    """The first two tasks of every DAG: ingest + validate (which also checks the compiled K and folds
-    against the run's config, and the data against ``data_fingerprint``), then the ROI crop (with the
-    region of ``roi_source`` when the data has no source scans). Returns (crop task, the ingested
-    validation set, the crop windows, cropped data)."""
-    ingest = _configure(
+    """The first two tasks of every DAG: ingest + validate (:func:`_add_ingest`; it also checks the
+    compiled K and folds against the run's config, and the data against ``data_fingerprint``), then the
+    ROI crop (with the region of ``roi_source`` when the data has no source scans). Returns (crop task,
+    the ingested validation set, the crop windows, cropped data)."""
+    ingested, validation = _add_ingest(
         ops,
-        ops.ingest_validate(
+        opts,
+        data_fingerprint,
+        dict(
             data_uri=data_uri,
             val_labels_uri=val_labels_uri,
             folds=folds,
             compiled_rounds=opts.rounds,
             compiled_folds=",".join(str(int(f)) for f in opts.folds) if opts.unroll_folds else "",
-            data_fingerprint=data_fingerprint,
             require_source=require_source,
             **common,
         ),
-        opts,
-        "ingest + validate",
     )
     extra = {"roi_source": roi_source} if roi_source is not None else {}
-    crop = _configure(
-        ops, ops.crop_roi(data=ingest.outputs["data"], **extra, **common), opts, "crop to the inner-ear region"
-    )
-    return crop, ingest.outputs["validation"], crop.outputs["roi_records"], crop.outputs["roi_data"]
+    crop = _configure(ops, ops.crop_roi(data=ingested, **extra, **common), opts, "crop to the inner-ear region")
+    return crop, validation, crop.outputs["roi_records"], crop.outputs["roi_data"]
 
 
 def build_pipeline(opts: PipelineOptions = PipelineOptions()) -> Callable:
@@ -342,7 +376,8 @@ def build_pipeline(opts: PipelineOptions = PipelineOptions()) -> Callable:
       data_uri         s3://bucket/prefix or a path in the image; "" = the built-in phantom
       val_labels_uri   validation labels (s3:// or path); "" = those inside the data, if any
       data_fingerprint keys, sizes and ETags of the s3:// data (``cosmos submit`` computes it): KFP's cache
-                       key of ingest_validate, checked against the bucket by the task
+                       key of ingest_validate, checked against the bucket by the task; "" (a run from the
+                       Kubeflow UI or ``kfp run submit``) = an ingest that is never cached (:func:`_add_ingest`)
       pseudo_uri       (only in a package compiled with ``start="pseudo"``: ``cosmos selftrain``,
                        ``cosmos compile --from-pseudo``) an existing labelled pseudo-hrT2 folder or
                        s3:// prefix; the translator stages are then not part of the DAG

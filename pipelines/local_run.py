@@ -257,6 +257,7 @@ def _local_options(cfg, profile: str | None, **extra: Any):
         parallelism=LOCAL_PARALLELISM,
         profile=profile or cfg.profile,
         experiment=cfg.tracking.experiment,
+        local=True,  # one ingest task: kfp.local cannot run the cluster DAG's data_fingerprint branch
         **extra,
     )
     return cfg, opts

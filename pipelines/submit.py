@@ -48,8 +48,11 @@ log = logging.getLogger(__name__)
 # 7838009, PR #11621; kubeflow/pipelines#11935 shows the error on Kubeflow 1.9), ``optional`` only
 # since 2.15.0 (commit 55ec846, PR #12216, first tagged in 2.15.0; kubeflow/pipelines#12495 shows
 # the error on an older backend). Empty-dir mounts, generic ephemeral volumes, timeouts and retry
-# policies are all older than that.
-MIN_KFP_BACKEND = (2, 15, 0)
+# policies are all older than that. 2.17.0: the ingest's If/Else on ``data_fingerprint`` hands its
+# artifacts on through ``dsl.OneOf``, and a driver before 2.17.0 always takes the LAST branch's artifact
+# (``resolve.go`` ``GetProducerTask``), so a run without a fingerprint (its If branch) could not start
+# ``crop_roi``: fixed by kubeflow/pipelines commit 456c72a, PR #13437 (issue #13436), first tagged 2.17.0.
+MIN_KFP_BACKEND = (2, 17, 0)
 
 # The object-store prefixes the KFP profile controller grants a profile namespace's keys (the Secret
 # ``mlpipeline-minio-artifact`` it writes into the namespace): kubeflow/pipelines 2.17.0,
@@ -163,8 +166,9 @@ def check_backend_version(tag: str | None, host: str) -> None:
         raise CosmosError(
             f"{host} runs Kubeflow Pipelines {tag}, but cosmos-pipeline needs a KFP backend >= {minimum}: "
             "its tasks read the credentials Secret through secretAsEnv with 'optional' and "
-            "'secretNameParameter' (kfp-kubernetes 2.17), which older drivers reject as unknown fields. "
-            "Upgrade Kubeflow Pipelines, or run locally with 'cosmos run'."
+            "'secretNameParameter' (kfp-kubernetes 2.17), which older drivers reject as unknown fields, and "
+            "its ingest hands artifacts on through dsl.OneOf, which drivers before 2.17.0 resolve to the wrong "
+            "branch. Upgrade Kubeflow Pipelines, or run locally with 'cosmos run'."
         )
 
 

@@ -40,6 +40,54 @@ def _tasks_by_component(spec: dict) -> dict[str, list[str]]:
     return out
 
 
+NO_FINGERPRINT = "inputs.parameter_values['pipelinechannel--data_fingerprint'] == ''"
+
+
+def _branch_tasks(spec: dict) -> tuple[str, dict[str, dict]]:
+    """(name of the root's If/Else task, its branch tasks by name) in a cluster DAG: there must be one."""
+    root = spec["root"]["dag"]["tasks"]
+    (name,) = [n for n in root if n.startswith("condition-branches")]
+    return name, spec["components"][root[name]["componentRef"]["name"]]["dag"]["tasks"]
+
+
+def _ingest_branches(spec: dict) -> tuple[str, dict[str, dict]]:
+    """(name of the root's If/Else task, {branch condition: its one ingest_validate task})."""
+    name, branches = _branch_tasks(spec)
+    out = {}
+    for cond in branches.values():
+        (task,) = spec["components"][cond["componentRef"]["name"]]["dag"]["tasks"].values()
+        out[cond["triggerPolicy"]["condition"]] = task
+    return name, out
+
+
+def _ingest_names(spec: dict) -> set[str]:
+    """The names of the ingest_validate tasks inside the If/Else branches."""
+    names: set[str] = set()
+    for cond in _branch_tasks(spec)[1].values():
+        names |= set(spec["components"][cond["componentRef"]["name"]]["dag"]["tasks"])
+    return names
+
+
+def _producers(spec: dict, dag: dict, ref: dict) -> set[tuple[str, str]]:
+    """The (executor task, output) pairs a ``taskOutputArtifact`` input resolves to, through sub-DAG outputs
+    (a dsl.OneOf lists one selector per If/Else branch)."""
+    task = dag["tasks"][ref["producerTask"]]
+    comp = spec["components"][task["componentRef"]["name"]]
+    if "dag" not in comp:
+        return {(ref["producerTask"], ref["outputArtifactKey"])}
+    out: set[tuple[str, str]] = set()
+    for sel in comp["dag"]["outputs"]["artifacts"][ref["outputArtifactKey"]]["artifactSelectors"]:
+        sub = {"producerTask": sel["producerSubtask"], "outputArtifactKey": sel["outputArtifactKey"]}
+        out |= _producers(spec, comp["dag"], sub)
+    return out
+
+
+def _ingest(spec: dict) -> dict:
+    """The cacheable ingest_validate task (the Else branch: a run with a data_fingerprint)."""
+    _, branches = _ingest_branches(spec)
+    return branches[f"!({NO_FINGERPRINT})"]
+
+
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("compiled")
@@ -220,7 +268,7 @@ def test_caching_switch_and_image(tmp_path):
 
     never = SIDE_EFFECT_STAGES | EXTERNAL_INPUT_STAGES
     for t in spec2["root"]["dag"]["tasks"].values():
-        if t["taskInfo"]["name"].startswith("for-loop"):
+        if t["taskInfo"]["name"].startswith(("for-loop", "condition-branches")):  # the ingest's: see below
             continue
         stage = re.sub(r"-\d+$", "", t["componentRef"]["name"].removeprefix("comp-")).replace("-", "_")
         assert bool(t.get("cachingOptions", {}).get("enableCache")) is (stage not in never), stage
@@ -422,17 +470,22 @@ def test_every_pipeline_parameter_reaches_the_components(compiled):
         "experiment",
         "work_root",
     }
-    ingest = spec["root"]["dag"]["tasks"]["ingest-validate"]["inputs"]["parameters"]
-    assert ingest["data_uri"] == {"componentInputParameter": "data_uri"}
+    name, branches = _ingest_branches(spec)
+    handed = spec["root"]["dag"]["tasks"][name]["inputs"]["parameters"]  # root -> the If/Else -> each branch
+    assert handed["pipelinechannel--data_uri"] == {"componentInputParameter": "data_uri"}
+    for ingest in branches.values():
+        assert ingest["inputs"]["parameters"]["data_uri"] == {"componentInputParameter": "pipelinechannel--data_uri"}
     assert json.dumps(spec).count('"componentInputParameter": "config"') >= 10
 
 
 def test_compiled_k_and_folds_reach_the_first_task(compiled):
     """K is unrolled at compile time: the first task gets it as a constant to check the run's config."""
     spec, _, _ = compiled
-    ingest = spec["root"]["dag"]["tasks"]["ingest-validate"]["inputs"]["parameters"]
-    assert ingest["compiled_rounds"]["runtimeValue"]["constant"] == 3
-    assert ingest["folds"] == {"componentInputParameter": "folds"}
+    _, branches = _ingest_branches(spec)
+    for task in branches.values():
+        ingest = task["inputs"]["parameters"]
+        assert ingest["compiled_rounds"]["runtimeValue"]["constant"] == 3
+        assert ingest["folds"] == {"componentInputParameter": "pipelinechannel--folds"}
 
 
 def test_profile_decides_k_and_folds_at_compile_time(tmp_path):
@@ -578,8 +631,8 @@ def test_unrolled_folds_are_one_task_each_with_its_retry_policy(tmp_path):
         wired = {arts[f"fold_model_{i}"]["taskOutputArtifact"]["producerTask"] for i in range(3)}
         assert "fold_model_3" not in arts
         assert wired == set(by_round[_const(task, "round_index")].values())  # all folds of ITS round
-    ingest = dag["ingest-validate"]["inputs"]["parameters"]
-    assert ingest["compiled_folds"]["runtimeValue"]["constant"] == "0,2,4"
+    for ingest in _ingest_branches(spec)[1].values():
+        assert _const(ingest, "compiled_folds") == "0,2,4"
 
 
 def test_the_parallel_for_stays_the_default_and_its_consumers_collect(compiled):
@@ -592,7 +645,7 @@ def test_the_parallel_for_stays_the_default_and_its_consumers_collect(compiled):
             arts = task["inputs"]["artifacts"]
             assert arts["fold_models"]["taskOutputArtifact"]["producerTask"].startswith("for-loop")
             assert not [k for k in arts if k.startswith("fold_model_")]
-    assert _const(dag["ingest-validate"], "compiled_folds") == ""
+    assert [_const(t, "compiled_folds") for t in _ingest_branches(spec)[1].values()] == ["", ""]
 
 
 def test_unrolling_more_folds_than_the_consumers_take_is_refused(tmp_path):
@@ -616,12 +669,14 @@ def test_every_task_carries_the_compiled_profile_to_check_the_run_time_one(tmp_p
 
 def test_evaluate_fetches_the_validation_set_and_the_crop_windows_not_the_whole_ingest(compiled):
     spec, _, _ = compiled
-    dag = spec["root"]["dag"]["tasks"]
+    root = spec["root"]["dag"]
+    dag = root["tasks"]
+    ingests = _ingest_names(spec)
     evals = [t for t in dag.values() if _stage_of(t) == "evaluate"]
     assert len(evals) == 4
     for task in evals:
         arts = {k: v["taskOutputArtifact"] for k, v in task["inputs"]["artifacts"].items()}
-        assert arts["validation"] == {"outputArtifactKey": "validation", "producerTask": "ingest-validate"}
+        assert _producers(spec, root, arts["validation"]) == {(n, "validation") for n in ingests}
         assert arts["roi_records"] == {"outputArtifactKey": "roi_records", "producerTask": "crop-roi"}
         assert not [a for a in arts.values() if a["outputArtifactKey"] in ("data", "roi_data")]
     # the whole ingested data goes to crop_roi alone
@@ -629,16 +684,101 @@ def test_evaluate_fetches_the_validation_set_and_the_crop_windows_not_the_whole_
         n
         for n, t in dag.items()
         for a in t.get("inputs", {}).get("artifacts", {}).values()
-        if a.get("taskOutputArtifact", {}) == {"outputArtifactKey": "data", "producerTask": "ingest-validate"}
+        if "taskOutputArtifact" in a
+        and _producers(spec, root, a["taskOutputArtifact"]) & {(i, "data") for i in ingests}
     ]
     assert readers == ["crop-roi"]
 
 
+def _compile_variant(tmp_path: Path, variant: str) -> tuple[dict, dict]:
+    """(pipeline spec, Kubernetes executor configs) of cosmos-pipeline, its unrolled or from-pseudo package, or
+    cosmos-benchmark."""
+    kw = {"unrolled": {"unroll_folds": True, "folds": (0, 1)}, "from_pseudo": {"start": "pseudo"}}.get(variant, {})
+    path = tmp_path / f"{variant}.yaml"
+    compile_pipeline(str(path), PipelineOptions(rounds=1, **kw), benchmark=variant == "benchmark")
+    spec, platform = yaml.safe_load_all(path.read_text())
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+@pytest.mark.parametrize("variant", ["pipeline", "benchmark", "from_pseudo", "unrolled"])
+def test_a_run_without_a_data_fingerprint_gets_an_ingest_that_is_never_cached(tmp_path, variant):
+    """The Kubeflow UI and ``kfp run submit`` pass no data_fingerprint: the DAG branches on it, so such a run
+    ingests with caching off (stale data is never reused), while a run with one keeps the cacheable ingest.
+    The two tasks differ only in caching and their display name, and every reader of an ingest output reads
+    the dsl.OneOf of both branches."""
+    spec, k8s = _compile_variant(tmp_path, variant)
+    root = spec["root"]["dag"]
+    assert not [t for t in root["tasks"].values() if _stage_of(t) == "ingest_validate"]  # only inside the branches
+    name, branches = _ingest_branches(spec)
+    assert set(branches) == {NO_FINGERPRINT, f"!({NO_FINGERPRINT})"}  # If / Else on the parameter
+    handed = root["tasks"][name]["inputs"]["parameters"]["pipelinechannel--data_fingerprint"]
+    assert handed == {"componentInputParameter": "data_fingerprint"}
+    uncached, cached = branches[NO_FINGERPRINT], branches[f"!({NO_FINGERPRINT})"]
+    assert uncached.get("cachingOptions", {}).get("enableCache", False) is False
+    assert cached["cachingOptions"] == {"enableCache": True}
+    assert "not cached" in uncached["taskInfo"]["name"] and "not cached" not in cached["taskInfo"]["name"]
+    # the same task otherwise: inputs, interface, container (image, command, resources), platform settings
+    assert uncached["inputs"] == cached["inputs"]
+    assert cached["inputs"]["parameters"]["data_fingerprint"] == {
+        "componentInputParameter": "pipelinechannel--data_fingerprint"
+    }
+    comps = [spec["components"][t["componentRef"]["name"]] for t in (uncached, cached)]
+    assert {k: v for k, v in comps[0].items() if k != "executorLabel"} == {
+        k: v for k, v in comps[1].items() if k != "executorLabel"
+    }
+    labels = [c["executorLabel"] for c in comps]
+    executors = [spec["deploymentSpec"]["executors"][label]["container"] for label in labels]
+    assert executors[0] == executors[1] and "resources" in executors[0]
+    assert k8s[labels[0]] == k8s[labels[1]] and "secretAsEnv" in k8s[labels[0]]
+    # every reader of an ingest output, in any DAG but the branches' own, reads the OneOf of both branches
+    ingests = _ingest_names(spec)
+    branch_dags = {id(spec["components"][c["componentRef"]["name"]]["dag"]) for c in _branch_tasks(spec)[1].values()}
+    dags = [root] + [c["dag"] for c in spec["components"].values() if "dag" in c and id(c["dag"]) not in branch_dags]
+    reads: dict[str, list[str]] = {}
+    for dag in dags:
+        for task_name, task in dag["tasks"].items():
+            for given in task.get("inputs", {}).get("parameters", {}).values():
+                assert given.get("taskOutputParameter", {}).get("producerTask") not in ingests, task_name
+            for key, given in task.get("inputs", {}).get("artifacts", {}).items():
+                ref = given.get("taskOutputArtifact")
+                if ref is None:
+                    continue
+                assert ref["producerTask"] not in ingests, f"{task_name} reads one branch's ingest"
+                found = _producers(spec, dag, ref)
+                if found & {(i, k) for i in ingests for k in ("data", "validation")}:
+                    assert ref["producerTask"] == name
+                    assert found == {(i, key) for i in ingests}, task_name  # both branches, the same output
+                    reads.setdefault(key, []).append(_stage_of(task))
+    assert reads["data"] == ["crop_roi"]
+    n_eval = sum(1 for d in dags for t in d["tasks"].values() if _stage_of(t) == "evaluate")
+    assert reads["validation"] == ["evaluate"] * n_eval and n_eval >= 1
+
+
+def test_a_local_dag_keeps_one_ingest_task_for_kfp_local(tmp_path):
+    """kfp.local (cosmos run / selftrain / benchmark) cannot resolve a dsl.OneOf of artifacts, so the local DAG
+    has the one ingest task, read directly; local runs resume by their own key and need no fingerprint."""
+    from cosmos.config import load_config
+    from pipelines.local_run import _local_options
+
+    _, opts = _local_options(load_config("tiny"), None)
+    assert opts.local  # what cosmos run, selftrain and benchmark build
+    spec, _ = _compile(tmp_path, rounds=0, local=True)
+    dag = spec["root"]["dag"]["tasks"]
+    assert not [n for n in dag if n.startswith("condition")]
+    assert dag["ingest-validate"]["inputs"]["parameters"]["data_fingerprint"] == {
+        "componentInputParameter": "data_fingerprint"
+    }
+    data = dag["crop-roi"]["inputs"]["artifacts"]["data"]["taskOutputArtifact"]
+    assert data == {"outputArtifactKey": "data", "producerTask": "ingest-validate"}
+
+
 def test_ingest_is_cached_on_the_data_fingerprint(compiled):
     spec, _, _ = compiled
-    ingest = spec["root"]["dag"]["tasks"]["ingest-validate"]
+    ingest = _ingest(spec)
     assert ingest["cachingOptions"] == {"enableCache": True}
-    assert ingest["inputs"]["parameters"]["data_fingerprint"] == {"componentInputParameter": "data_fingerprint"}
+    assert ingest["inputs"]["parameters"]["data_fingerprint"] == {
+        "componentInputParameter": "pipelinechannel--data_fingerprint"
+    }
     assert spec["root"]["inputDefinitions"]["parameters"]["data_fingerprint"]["defaultValue"] == ""
     # crop_roi, fed only by the ingest, is cacheable too: a cached ingest's artifact keeps its name
     crop = spec["root"]["dag"]["tasks"]["crop-roi"]

@@ -308,3 +308,44 @@ def test_import_pseudo_reads_an_s3_prefix(ops, phantom, tmp_path, real_s3_env):
     assert n == 2
     assert len(list(Path(imported.path).glob("*_hrT2pseudo.nii.gz"))) == 2
     assert not [p for p in Path(imported.path).parent.iterdir() if p.name.startswith("pseudo-")]  # no temp left
+
+
+def test_ingest_on_s3_without_a_data_fingerprint_runs_and_a_stale_one_is_refused(
+    ops, phantom, tmp_path, real_s3_env, capsys
+):
+    """A cluster run started from the Kubeflow UI or ``kfp run submit`` passes no data_fingerprint: its ingest
+    of s3:// data (REAL S3: SeaweedFS) runs, in the DAG branch whose caching is off, and says in one line how
+    to make it cacheable. A fingerprint that is not the data's still stops the task (it guards the cache)."""
+    import boto3
+
+    from components._runtime import data_fingerprint
+    from cosmos.data.storage import upload
+    from cosmos.errors import CosmosError
+
+    boto3.client("s3", endpoint_url=real_s3_env).create_bucket(Bucket="nofp")
+    upload(str(phantom), "s3://nofp/crossmoda")
+    uri = "s3://nofp/crossmoda"
+    out = Dataset(name="data", uri=str(tmp_path / "run" / "data"))
+    res = run_ingest(ops, out, data_uri=uri, data_fingerprint="", work_root="")  # work_root "": the cluster
+    assert (res.n_source, res.n_target, res.n_validation) == (2, 2, 2)
+    assert len(list((Path(out.path) / "source_training").glob("*_ceT1.nii.gz"))) == 2
+    said = [line for line in capsys.readouterr().err.splitlines() if "data_fingerprint is empty" in line]
+    assert len(said) == 1 and f"data_fingerprint={data_fingerprint(uri)}" in said[0] and "cosmos submit" in said[0]
+    # the data changes after the submitter fingerprinted it: refused, in one line, before anything is copied
+    stale = data_fingerprint(uri)
+    boto3.client("s3", endpoint_url=real_s3_env).put_object(Bucket="nofp", Key="crossmoda/extra.txt", Body=b"x")
+    out2 = Dataset(name="data", uri=str(tmp_path / "run2" / "data"))
+    with pytest.raises(CosmosError, match="changed since the run was submitted") as err:
+        run_ingest(ops, out2, data_uri=uri, data_fingerprint=stale, work_root="")
+    assert "\n" not in str(err.value) and not Path(out2.path).exists()
+    # a local run (work_root set) needs no fingerprint and says nothing about KFP's cache
+    work = tmp_path / "work"
+    work.mkdir()
+    run_ingest(
+        ops,
+        Dataset(name="data", uri=str(tmp_path / "run3" / "data")),
+        data_uri=uri,
+        data_fingerprint="",
+        work_root=str(work),
+    )
+    assert "data_fingerprint" not in capsys.readouterr().err

@@ -55,7 +55,7 @@ class FakeKfp:
     def __init__(
         self,
         existing_pipeline: bool,
-        version: str = "2.15.0",
+        version: str = "2.17.0",
         multi_user: bool = False,
         require_namespace: bool = False,
     ):
@@ -388,7 +388,7 @@ def test_submit_refuses_a_backend_older_than_the_minimum_before_uploading(kfp_se
     from pipelines.submit import submit
 
     fake, host = kfp_server
-    with pytest.raises(CosmosError, match=r"Kubeflow Pipelines 2\.14\.4.*>= 2\.15\.0.*secretAsEnv") as info:
+    with pytest.raises(CosmosError, match=r"Kubeflow Pipelines 2\.14\.4.*>= 2\.17\.0.*secretAsEnv.*OneOf") as info:
         submit(package, host, {})
     assert "\n" not in str(info.value)
     assert [c["path"] for c in fake.calls if c["method"] == "POST"] == []  # nothing uploaded
@@ -397,8 +397,8 @@ def test_submit_refuses_a_backend_older_than_the_minimum_before_uploading(kfp_se
 @pytest.mark.parametrize(
     "kfp_server",
     [
-        {"existing_pipeline": False, "version": "2.15.0"},
-        {"existing_pipeline": False, "version": "v2.17.0-rc.1"},
+        {"existing_pipeline": False, "version": "2.17.0"},
+        {"existing_pipeline": False, "version": "v2.18.0-rc.1"},
         {"existing_pipeline": False, "version": "dev"},
     ],
     indirect=True,
@@ -413,7 +413,7 @@ def test_submit_accepts_the_minimum_newer_and_unversioned_backends(kfp_server, p
 def test_minimum_backend_version_and_parsing():
     from pipelines.submit import MIN_KFP_BACKEND, parse_version
 
-    assert MIN_KFP_BACKEND == (2, 15, 0)  # 'optional' in secretAsEnv: backend 2.15.0 (see submit.py)
+    assert MIN_KFP_BACKEND == (2, 17, 0)  # dsl.OneOf artifacts resolved at run time: backend 2.17.0 (see submit.py)
     assert parse_version("2.15.0") == (2, 15, 0)
     assert parse_version("v2.5") == (2, 5, 0)
     assert parse_version("2.16.1-rc.2") == (2, 16, 1)
@@ -685,8 +685,8 @@ def test_submit_passes_the_data_fingerprint_that_follows_the_s3_data(kfp_server,
     check_data_fingerprint("s3://fp-data/crossmoda", "", fps[2], cluster=True)  # the task's own check passes
     with pytest.raises(CosmosError, match="changed since the run was submitted"):
         check_data_fingerprint("s3://fp-data/crossmoda", "", fps[0], cluster=True)
-    with pytest.raises(CosmosError, match=f"Pass data_fingerprint={fps[2]}"):
-        check_data_fingerprint("s3://fp-data/crossmoda", "", "", cluster=True)
+    # none (the Kubeflow UI, kfp run submit): accepted, that run's DAG branch ingests with caching off
+    check_data_fingerprint("s3://fp-data/crossmoda", "", "", cluster=True)
     check_data_fingerprint("s3://fp-data/crossmoda", "", "", cluster=False)  # a local run resumes by its own key
     # a fingerprint the user gives is passed as given
     submit(package, host, {"data_uri": "s3://fp-data/crossmoda", "data_fingerprint": "sha256:mine"})

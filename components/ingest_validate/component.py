@@ -14,7 +14,10 @@ Caching: KFP's cache key is the component spec plus the input values, so the URI
 serve yesterday's copy of edited data. ``data_fingerprint`` (keys, sizes and ETags of the ``s3://``
 data, computed by ``cosmos submit``) puts the data into the key, and this task checks the value
 against the bucket before ingesting: a run whose fingerprint is not the data's fails here and is
-never cached, so a cached ingest is always one whose data had that fingerprint.
+never cached, so a cached ingest is always one whose data had that fingerprint. A run without one
+(started from the Kubeflow UI or ``kfp run submit``) is not refused: the cluster DAG branches on the
+parameter and runs this task with caching off (``pipelines/cosmos_pipeline.py`` ``_add_ingest``), and
+the task logs one line naming the value that would make it cacheable.
 """
 
 from typing import List, NamedTuple

@@ -3,7 +3,8 @@
 Cached by KFP when its inputs are unchanged: the ``data_fingerprint`` parameter (keys, sizes and ETags
 of the s3:// data, computed by ``cosmos submit`` and checked by the task itself) puts the data into
 KFP's cache key, so an unchanged data set is not copied again and every downstream task whose inputs
-are unchanged can hit the cache too.
+are unchanged can hit the cache too. A run without a fingerprint (the Kubeflow UI, ``kfp run submit``)
+gets the same task with caching off (``pipelines/cosmos_pipeline.py`` ``_add_ingest``).
 """
 
 from components.ingest_validate.component import ingest_validate
