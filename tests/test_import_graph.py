@@ -44,13 +44,21 @@ LAYERS = {
     "cosmos.resume": 0,
     "cosmos.events": 0,
     "cosmos.tracking": 0,
-    # 1: the data: crossMoDA layout, NIfTI I/O, storage, validation, phantom, scan decoding
+    # 1: the data: crossMoDA layout, NIfTI I/O, storage, validation, phantom, scan decoding; listed by
+    # name where a module was split: geometry is below nifti (nifti re-exports it)
     "cosmos.data": 1,
+    "cosmos.data.nifti": 1,
+    "cosmos.data.geometry": 1,
     # 2: the two stages that need only data
     "cosmos.translation": 2,
     "cosmos.evaluation": 2,
-    # 3: nnU-Net adapter
+    # 3: nnU-Net adapter; listed by name where a module was split: trainer (the lookup and budget)
+    # re-exports the trainer classes, the recipe and the warm start
     "cosmos.segmentation": 3,
+    "cosmos.segmentation.trainer": 3,
+    "cosmos.segmentation.nnunet_trainers": 3,
+    "cosmos.segmentation.recipe": 3,
+    "cosmos.segmentation.warm_start": 3,
     # 4: what orchestrates segmentation
     "cosmos.selftraining": 4,
     "cosmos.ablation": 4,
@@ -260,3 +268,49 @@ def test_library_never_imports_kfp_at_module_level():
         if imp.source.split(".")[0] == "cosmos" and imp.kind == "module" and imp.name.split(".")[0] == "kfp"
     ]
     assert not hits, "kfp imported at module level by the library:\n" + "\n".join(hits)
+
+
+# A module split in two keeps every name importable from where it was (callers, recorded class names):
+# the old module re-exports each public top-level name its parts define.
+SPLITS = {
+    "cosmos.segmentation.trainer": (
+        "cosmos.segmentation.nnunet_trainers",
+        "cosmos.segmentation.recipe",
+        "cosmos.segmentation.warm_start",
+    ),
+    "cosmos.data.nifti": ("cosmos.data.geometry",),
+}
+
+
+def _defined_names(path: Path) -> set[str]:
+    """Top-level functions, classes and assigned names of a module (not its imports)."""
+    names: set[str] = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names
+
+
+def _imported_from(path: Path, module: str) -> set[str]:
+    """Names ``path`` binds at module level by ``from <module> import ...``."""
+    return {
+        alias.asname or alias.name
+        for node in ast.parse(path.read_text(encoding="utf-8")).body
+        if isinstance(node, ast.ImportFrom) and node.module == module
+        for alias in node.names
+    }
+
+
+def test_a_split_module_re_exports_its_parts():
+    missing = []
+    for old, parts in SPLITS.items():
+        for part in parts:
+            public = {n for n in _defined_names(MODULES[part]) if not n.startswith("_") and n != "log"}
+            assert public, f"{part} defines nothing public: a moved or empty module"
+            absent = public - _imported_from(MODULES[old], part) - _defined_names(MODULES[old])
+            missing.extend(f"{old} lacks {part}.{name}" for name in sorted(absent))
+    assert not missing, "names no longer importable from the module they came from:\n" + "\n".join(missing)
