@@ -167,6 +167,7 @@ def output_sizes(ds: Dataset, sm: SizeModel, folds: int) -> dict[tuple[str, str]
         **{
             (stage, key): (lambda k: SMALL_MB)
             for stage, key in (
+                ("prepare_round", "prepared_header"),  # the manifest and nnU-Net plan files, no images
                 ("evaluate", "metrics"),
                 ("evaluate", "scores"),
                 ("register_round", "summary"),

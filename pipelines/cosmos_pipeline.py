@@ -192,13 +192,15 @@ def _add_rounds(
         name = round_name(k)
         prep_args = dict(pseudo=pseudo, data=data, round_index=k, **row)
         if kept is not None and prep is not None:  # a student: the previous round's labels and dataset
-            prep_args.update(kept_labels=kept, previous_prepared=prep.outputs["prepared"])
+            prep_args.update(kept_labels=kept, previous_prepared=prep.outputs["prepared_header"])
         prep = _configure(
             ops, ops.prepare_round(**prep_args), opts, f"{prefix}round {k} ({name}): prepare nnU-Net data"
         )
         run = _configure(
             ops,
-            ops.start_round_run(prepared=prep.outputs["prepared"], round_index=k, experiment=experiment, **tracked),
+            ops.start_round_run(
+                prepared=prep.outputs["prepared_header"], round_index=k, experiment=experiment, **tracked
+            ),
             opts,
             f"{prefix}round {k}: MLflow round run",
         )

@@ -22,7 +22,7 @@ from cosmos.config import load_config
 from cosmos.data import nifti
 from cosmos.errors import CosmosError
 from cosmos.segmentation import environment
-from cosmos.segmentation.prepare import load_prepared, prepare_round
+from cosmos.segmentation.prepare import load_prepared, prepare_round, training_set_digests, write_header
 from cosmos.segmentation.trainer import (
     network_plan_differences,
     nnUNetTrainerCosmosBalancedDomains,
@@ -76,7 +76,9 @@ def rounds(tmp_path_factory):
         nifti.save(kept / f"crossmoda_{n}_Label.nii.gz", lab, affine=real_aff, label=True)
     cfg = load_config("tiny", overrides=OVERRIDES)
     teacher = prepare_round(pseudo, root / "teacher", cfg, round_index=0)
-    # the teacher's plans, so that the student can be warm-started from the teacher's network
+    # the teacher's plans, so that the student can be warm-started from the teacher's network; from the teacher's
+    # header (no images), as the pipeline hands it over
+    header = write_header(teacher, root / "teacher_header")
     student = prepare_round(
         pseudo,
         root / "student",
@@ -84,10 +86,18 @@ def rounds(tmp_path_factory):
         round_index=1,
         target_images_dir=target,
         pseudo_labels_dir=kept,
-        plans_from=teacher,
+        plans_from=header,
     )
     fold0 = train_fold(teacher, 0, root / "t_fold0", cfg)
-    return {"root": root, "cfg": cfg, "teacher": teacher, "student": student, "fold0": fold0, "pseudo": pseudo}
+    return {
+        "root": root,
+        "cfg": cfg,
+        "teacher": teacher,
+        "header": header,
+        "student": student,
+        "fold0": fold0,
+        "pseudo": pseudo,
+    }
 
 
 def _weights(fold_dir: Path) -> dict:
@@ -115,6 +125,17 @@ def test_rounds_do_not_replay_each_other(rounds, tmp_path):
     assert json.loads((again / "cosmos_fold.json").read_text())["seed"] == rounds["cfg"].seed + 1000
     a, b = _weights(rounds["fold0"]), _weights(again)
     assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_header_reads_like_the_prepared_round_without_its_images(rounds):
+    full, header = load_prepared(rounds["teacher"]), load_prepared(rounds["header"])
+    assert header.to_json().replace(str(rounds["header"]), "") == full.to_json().replace(str(rounds["teacher"]), "")
+    assert header.plans() == full.plans()
+    assert training_set_digests(rounds["header"]) == training_set_digests(rounds["teacher"])
+    size = sum(f.stat().st_size for f in Path(rounds["header"]).rglob("*") if f.is_file())
+    full_size = sum(f.stat().st_size for f in Path(rounds["teacher"]).rglob("*") if f.is_file())
+    assert not list(Path(rounds["header"]).rglob("*.nii.gz")) and not list(Path(rounds["header"]).rglob("*.b2nd"))
+    assert size < full_size / 10, (size, full_size)
 
 
 def test_student_reuses_the_teacher_plans(rounds):

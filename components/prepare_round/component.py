@@ -18,13 +18,15 @@ def prepare_round(
     overrides: str,
     work_root: str,
     prepared: Output[Dataset],
+    prepared_header: Output[Dataset],
     kept_labels: Optional[Input[Dataset]] = None,
     previous_prepared: Optional[Input[Dataset]] = None,
     compiled_profile: str = "",
 ) -> int:
     """kept_labels: the previous round's accepted pseudo-labels (None for the teacher);
-    previous_prepared: the previous round's dataset (its plan, for warm-started students, and the
-    replay check). Returns the number of training cases."""
+    previous_prepared: the previous round's ``prepared_header`` (its plan, for warm-started students, and the
+    replay check). ``prepared_header``: the prepared round without its images (its manifest and plans), what the
+    round's MLflow run and the next round read. Returns the number of training cases."""
     from components import _runtime as rt
     from cosmos.config import PREDICTION_ONLY, ROUND_COUNT
 
@@ -32,9 +34,10 @@ def prepare_round(
     previous = previous_prepared.path if previous_prepared is not None else None
 
     def body(cfg, out):
+        from cosmos.segmentation.prepare import write_header
         from cosmos.selftraining.rounds import prepare
 
-        return prepare(
+        result = prepare(
             round_index,
             cfg,
             pseudo_dir=pseudo.path,
@@ -43,18 +46,20 @@ def prepare_round(
             out_dir=out["prepared"],
             previous_prepared_dir=previous,
         )
+        write_header(out["prepared"], out["prepared_header"])
+        return result
 
     result = rt.run_component(
         "prepare_round",
         body,
-        {"prepared": prepared.path},
+        {"prepared": prepared.path, "prepared_header": prepared_header.path},
         profile=profile,
         compiled_profile=compiled_profile,
         config=config,
         overrides=overrides,
         work_root=work_root,
         run_name=f"prepare_round{round_index}",
-        params={"round": round_index},
+        params={"round": round_index, "outputs": "prepared+header"},  # work dirs from before the header re-run
         inputs=[pseudo.path, data.path, kept_path, previous],
         sections=["segmentation", "selftraining"],
         exclude=(*PREDICTION_ONLY, *ROUND_COUNT),

@@ -20,7 +20,8 @@ def start_round_run(
     run_info: Output[Dataset],
     compiled_profile: str = "",
 ) -> str:
-    """Returns the MLflow run id of the round ("" when tracking is unavailable)."""
+    """prepared: the round's ``prepared_header`` (manifest and plans; no images). Returns the MLflow run id of the
+    round ("" when tracking is unavailable)."""
     from components import _runtime as rt
     from cosmos.config import PREDICTION_ONLY, ROUND_COUNT
 

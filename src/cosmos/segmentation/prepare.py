@@ -104,6 +104,27 @@ def load_prepared(prepared_dir: str | Path) -> PreparedRound:
     return prepared
 
 
+def write_header(prepared_dir: str | Path, header_dir: str | Path) -> Path:
+    """The prepared round without its images: its top-level files (manifest, training-set digests, alerts) and the
+    nnU-Net plan files (``nnUNet_preprocessed/<dataset>/*.json``), at the same relative paths.
+
+    Why: on a cluster every task downloads its input artifacts whole. The round's MLflow run and the next round's
+    plan and replay check read only these files, so they take the header (kilobytes) instead of the dataset (tens
+    of GB at crossMoDA scale). :func:`load_prepared` reads a header like the full directory."""
+    src, dst = Path(prepared_dir), Path(header_dir)
+    prepared = load_prepared(src)
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.is_file() and f.name != MANIFEST:
+            shutil.copy2(f, dst / f.name)
+    plans_dst = dst / PREPROCESSED_DIR / prepared.dataset_name
+    plans_dst.mkdir(parents=True, exist_ok=True)
+    for f in prepared.preprocessed_dataset.glob("*.json"):
+        shutil.copy2(f, plans_dst / f.name)
+    shutil.copy2(src / MANIFEST, dst / MANIFEST)  # last, as in prepare_round: its presence means "complete"
+    return dst
+
+
 def _file_digest(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
