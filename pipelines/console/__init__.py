@@ -11,5 +11,5 @@ stages describe themselves in structured events (:mod:`cosmos.events`); this pac
   cache hit, skipped), which kfp prints as text and nothing else reports.
 * :mod:`.plan`: the compiled pipeline's tasks, the view's waiting rows.
 * :mod:`.views`: which view (:func:`~.views.choose_mode`), and the plain stage lines for pods and CI;
-  :mod:`.live`: the terminal's live table (rich).
+  :mod:`.live`: the terminal's live table (rich); :mod:`.base`: the view interface both implement.
 """

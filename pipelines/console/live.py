@@ -9,8 +9,8 @@ from __future__ import annotations
 import threading
 from typing import Any, TextIO
 
+from pipelines.console.base import View, fmt_seconds, where
 from pipelines.console.router import STATES, Row, StageRouter
-from pipelines.console.views import View, fmt_seconds, where
 
 _BAR = 24  # characters of a progress bar
 _ICON = {

@@ -23,7 +23,7 @@ from pipelines.console import kfp_lines
 from pipelines.console.plan import PlannedTask
 
 if TYPE_CHECKING:
-    from pipelines.console.views import View
+    from pipelines.console.base import View
 
 STATES = ("waiting", "running", "done", "reused", "failed", "skipped")
 

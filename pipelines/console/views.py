@@ -1,9 +1,12 @@
-"""How a run is shown: which view (:func:`choose_mode`), the view interface and the plain stage lines.
+"""How a run is shown: which view (:func:`choose_mode`, :func:`make_view`) and the plain stage lines.
 
 * :class:`PlainView` prints one log line per stage start and end, for a pod, CI
   (``COSMOS_NO_PROGRESS=1``) or any stdout that is not a terminal.
 * :class:`pipelines.console.live.LiveView` (rich) is the terminal's live table.
 * ``--verbose`` bypasses both (:func:`choose_mode` returns ``"verbose"``) and keeps the full stream.
+
+The view interface (:class:`View`) and the formatters live in :mod:`pipelines.console.base`, below this
+module and the live view, and are re-exported here.
 """
 
 from __future__ import annotations
@@ -11,11 +14,15 @@ from __future__ import annotations
 import os
 import threading
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, TextIO
 
+# The view interface and the formatters, re-exported: callers import them from here.
+from pipelines.console.base import View as View
+from pipelines.console.base import fmt_seconds as fmt_seconds
+from pipelines.console.base import where as where
+
 if TYPE_CHECKING:
-    from pipelines.console.router import Row, StageRouter
+    from pipelines.console.router import Row
 
 NO_PROGRESS_ENV = "COSMOS_NO_PROGRESS"
 
@@ -35,53 +42,6 @@ def choose_mode(stream: TextIO, verbose: bool, env: Mapping[str, str] | None = N
         return "live" if stream.isatty() else "plain"
     except (AttributeError, ValueError):
         return "plain"
-
-
-def fmt_seconds(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
-
-
-def where(path: Path | None) -> str:
-    """A log file as a person would type it: relative to the working directory when inside it."""
-    if path is None:
-        return "OUT/logs/tasks.log"
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except (ValueError, OSError):
-        return str(path)
-
-
-class View:
-    """What the router tells: a stage started or finished, or a note (a line that belongs to no stage)."""
-
-    router: StageRouter
-
-    def attach(self, router: StageRouter) -> None:
-        self.router = router
-
-    def started(self, row: Row) -> None:
-        pass
-
-    def finished(self, row: Row) -> None:
-        pass
-
-    def note(self, text: str, warning: bool = False) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-    def _index(self, row: Row) -> str:
-        rows = self.router.rows
-        try:
-            return f"[{next(i for i, r in enumerate(rows) if r is row) + 1}/{len(rows)}] "
-        except StopIteration:
-            return ""
 
 
 class PlainView(View):

@@ -8,76 +8,20 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import signal
 import sys
 import threading
 
+# The shared options and argparse types, re-exported for callers (``from cosmos.cli import add_config_args``);
+# the verb modules import them from cosmos.cli.args, which is why this package can import the verb modules.
+from cosmos.cli.args import add_config_args as add_config_args
+from cosmos.cli.args import config_from_args as config_from_args
+from cosmos.cli.args import data_location as data_location
+from cosmos.cli.args import port_number as port_number
+from cosmos.cli.args import positive_float as positive_float
+from cosmos.cli.args import positive_int as positive_int
 from cosmos.errors import CosmosError
 from cosmos.logs import setup_logging
-
-
-def add_config_args(p: argparse.ArgumentParser, default_profile: str = "tiny") -> None:
-    """The shared --profile / --config / --set options."""
-    p.add_argument("--profile", default=default_profile, help="named profile: tiny | small | paper")
-    p.add_argument("--config", default=None, help="YAML file merged over the profile")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="dotted override, e.g. --set translator.epochs=3 (repeatable)",
-    )
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number above 0 (``--max-mb nan`` or ``-1`` is refused when parsing, in one line)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number above 0, got {text!r}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return value
-
-
-def data_location(text: str) -> str:
-    """argparse type: a data folder or URI that is not blank (``--data ""`` would otherwise mean "no data" and start
-    the whole phantom pipeline; leaving the flag out is how to ask for the phantom)."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(
-            "empty; give a folder or s3:// URI, or leave --data out for the built-in phantom"
-        )
-    return text
-
-
-def port_number(text: str) -> int:
-    """argparse type: a TCP port, 0-65535 (0: any free port)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number between 0 and 65535, got {text!r}")
-    return value
-
-
-def config_from_args(args: argparse.Namespace):
-    from cosmos.config import load_config
-
-    return load_config(args.profile, args.config, args.overrides)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    # Imported here, not at the top: each verb module imports add_config_args from this package.
+    # Imported here, not at the top: importing cosmos.cli (for main or one helper) does not load every verb's dependencies.
     from cosmos.cli import (
         benchmark_cmd,
         compare_cmd,

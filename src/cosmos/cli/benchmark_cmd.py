@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from cosmos.cli import add_config_args, config_from_args, data_location
+from cosmos.cli.args import add_config_args, config_from_args, data_location
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from cosmos.cli import add_config_args, config_from_args
+from cosmos.cli.args import add_config_args, config_from_args
 from cosmos.errors import CosmosError
 
 log = logging.getLogger(__name__)

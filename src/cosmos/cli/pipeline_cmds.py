@@ -12,7 +12,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from cosmos.cli import add_config_args, config_from_args, data_location
+from cosmos.cli.args import add_config_args, config_from_args, data_location
 
 
 def register(sub) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cosmos.cli import add_config_args, config_from_args
+from cosmos.cli.args import add_config_args, config_from_args
 from cosmos.errors import CosmosError
 from cosmos.evaluation.measurements import measurements_path
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cosmos.cli import add_config_args, config_from_args, port_number, positive_float, positive_int
+from cosmos.cli.args import add_config_args, config_from_args, port_number, positive_float, positive_int
 
 
 def register(sub) -> None:

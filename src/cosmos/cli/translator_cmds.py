@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cosmos.cli import add_config_args, config_from_args
+from cosmos.cli.args import add_config_args, config_from_args
 
 
 def register(sub) -> None:

@@ -1,7 +1,7 @@
 """Can a scan's geometry be trusted, and does segmenting it fit in memory? Checked from the header alone.
 
-Why a geometry check (:func:`geometry_problems`): nibabel takes the voxel-to-world matrix from the
-sform, SimpleITK (and so nnU-Net) takes the voxel size from ``pixdim``. A header where the two
+Why a geometry check (:func:`header_problems`, :func:`affine_problems`): nibabel takes the
+voxel-to-world matrix from the sform, SimpleITK (and so nnU-Net) takes the voxel size from ``pixdim``. A header where the two
 disagree, a zero or negative ``pixdim`` (nibabel silently "fixes" it on load, SimpleITK does not),
 an implausible voxel size or a sheared direction matrix means one scan with two geometries: the
 segmenter runs at the wrong scale without any error, or fails deep inside SimpleITK on a temporary
@@ -9,18 +9,20 @@ copy. Every image that is segmented or trained on passes this check first
 (``cosmos.data.nifti.check_usable``). The memory check (:func:`memory_problems`) estimates, from the
 header's grid and voxel size, what segmenting the scan would need before any voxel is read.
 
-Functions of a header and an affine; reading a file is :mod:`cosmos.data.nifti`'s job (given a path,
-:func:`geometry_problems` has it read the header). nifti re-exports these names, so
-``nifti.geometry_problems`` and the rest keep working.
+Functions of a header and an affine, nothing read from disk: reading a file is :mod:`cosmos.data.nifti`'s
+job, and its ``geometry_problems`` (which also takes a path) runs :func:`affine_problems` and
+:func:`header_problems`. nifti re-exports these names, so ``nifti.memory_problems`` and the rest keep
+working; both raise :class:`~cosmos.data.nifti_errors.NiftiError`, defined below them.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from cosmos.data.nifti_errors import NiftiError
 
 # Plausible MRI voxel edges (mm): crossMoDA scans are 0.4-1.5 mm; outside this range the header's
 # units or scale are wrong (50 mm voxels made nnU-Net resample to tens of GiB).
@@ -43,8 +45,6 @@ def max_work_bytes() -> int:
     0.5 mm, or a huge grid) used to make it try to allocate tens of GiB. :func:`work_bytes` estimates
     the need from the header alone, before any voxel is read.
     """
-    from cosmos.data.nifti import NiftiError  # the reader's error; nifti imports this module
-
     text = os.environ.get(MAX_WORK_ENV, "").strip()
     if not text:
         return DEFAULT_MAX_WORK_BYTES
@@ -74,7 +74,7 @@ def work_bytes(shape: tuple[int, ...], spacing: Any, target_spacing: Any = None)
 
 
 def memory_problems(shape: tuple[int, ...], spacing: Any, target_spacing: Any = None) -> list[str]:
-    """The memory check of :func:`geometry_problems`: refuse a scan needing more than :func:`max_work_bytes`."""
+    """The memory check of ``nifti.geometry_problems``: refuse a scan needing more than :func:`max_work_bytes`."""
     need, cap = work_bytes(shape, spacing, target_spacing), max_work_bytes()
     if need <= cap:
         return []
@@ -106,7 +106,7 @@ def _header_field(header, name: str):
 
 
 def header_problems(header: Any, affine: Any) -> list[str]:
-    """The checks of :func:`geometry_problems` beyond a NaN/inf or singular affine (:func:`affine_problems`)."""
+    """The checks of ``nifti.geometry_problems`` beyond a NaN/inf or singular affine (:func:`affine_problems`)."""
     problems: list[str] = []
     aff = None if affine is None else np.asarray(affine, dtype=float)
     zooms = None
@@ -185,35 +185,3 @@ def affine_problems(affine: Any) -> list[str]:
     if abs(float(np.linalg.det(aff[:3, :3]))) < 1e-12:
         return [_AFFINE_SINGULAR]
     return []
-
-
-def geometry_problems(source: Any, affine: np.ndarray | None = None) -> list[str]:
-    """Why a scan's geometry cannot be trusted (empty list = consistent); pure, from the header.
-
-    ``source``: a nibabel image, a NIfTI header (as stored; nibabel's loader rewrites a zero or
-    negative pixdim, so pass ``nifti.Volume.file_header`` or ``nifti.read_header``), or a file path (its
-    header is read, no voxels). ``affine``: the voxel-to-world matrix nibabel chose (sform if
-    sform_code > 0, else qform); by default the image's, or the header's best affine. Refused: a
-    NaN/inf or singular affine; a zero, negative, NaN or inf pixdim; voxel sizes of the affine and
-    of pixdim more than 1 % apart (SimpleITK and nnU-Net read pixdim, nibabel the affine: one scan,
-    two sizes); a voxel edge outside 0.05-10 mm; a sheared (non-orthogonal) direction matrix; a grid needing more working memory than
-    :func:`max_work_bytes` (:func:`memory_problems`, from the header alone).
-    Each problem is one phrase with the numbers; the caller names the file.
-    """
-    if isinstance(source, (str, Path)):
-        from cosmos.data.nifti import read_header  # reading is the reader's job; nifti imports this module
-
-        header = read_header(source)
-    elif hasattr(source, "header") and hasattr(source, "affine"):
-        header = source.header
-        if affine is None:
-            affine = source.affine
-    else:
-        header = source
-    if affine is None and header is not None:
-        try:
-            affine = header.get_best_affine()
-        except Exception:  # a header too broken to give one: the pixdim checks still run
-            affine = None
-    problems = [] if affine is None else affine_problems(affine)
-    return problems + header_problems(header, affine)

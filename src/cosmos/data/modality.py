@@ -4,7 +4,8 @@ Why: ``cosmos predict`` and ``cosmos serve`` judged the modality by the file nam
 label map renamed ``patientA.nii.gz`` (or a ceT1 renamed ``crossmoda_2_hrT2.nii.gz``) was segmented
 with exit 0. Two levels, kept apart on purpose:
 
-* **Refused** (:func:`content_problems`, called by ``cosmos.data.nifti.usability_problems``, so
+* **Refused** (:func:`content_problems`, defined in :mod:`cosmos.data.content` and re-exported here;
+  called by ``cosmos.data.nifti.usability_problems``, so
   ``validate``, ``run``'s ingest, ``predict`` and ``serve`` all refuse the same files): a label map
   (at most :data:`MAX_LABEL_VALUES` distinct values, all integers: no scanner image is that coarse)
   and a constant image. Complex and RGB voxels are refused earlier, when the file is read
@@ -32,67 +33,21 @@ from typing import Sequence
 
 import numpy as np
 
+from cosmos.data.content import MAX_LABEL_VALUES as MAX_LABEL_VALUES
+from cosmos.data.content import content_problems as content_problems
+from cosmos.data.content import finite_sample
+from cosmos.data.content import is_label_map as is_label_map
 from cosmos.data.nifti import NiftiError, Volume, image_problems, load, memory_problems
 
-# A label map has a handful of classes (crossMoDA: 0, 1, 2); a scanner image has hundreds of grey values.
-MAX_LABEL_VALUES = 8
-# Voxels sampled for the statistics: enough for stable quantiles, cheap on a 512x512x120 volume.
-_SAMPLE = 1_000_000
 # The bright-tail threshold and the share of head voxels above it. Tuned on the built-in phantom sites
 # (benchmarks/modality_check.py prints the confusion counts on the built-in and the random phantom families).
 BRIGHT_RATIO = 3.0
 MIN_BRIGHT_FRACTION = 0.005
 
 
-def _sample(data: np.ndarray, n: int = _SAMPLE) -> np.ndarray:
-    """A deterministic strided sample of the finite voxels (the whole array when small)."""
-    flat = np.asarray(data).reshape(-1)
-    if flat.size > n:
-        flat = flat[:: max(1, flat.size // n)]
-    return flat[np.isfinite(flat)]
-
-
-def is_label_map(data: np.ndarray) -> tuple[bool, list[float]]:
-    """(True, values) when ``data`` holds at most :data:`MAX_LABEL_VALUES` distinct integer values."""
-    arr = np.asarray(data)
-    sample = _sample(arr)
-    if sample.size == 0:
-        return False, []
-    values = np.unique(sample)
-    if values.size > MAX_LABEL_VALUES or not np.array_equal(values, np.rint(values)):
-        return False, []
-    full = np.unique(arr[np.isfinite(arr)]) if arr.size > sample.size else values
-    if full.size > MAX_LABEL_VALUES or not np.array_equal(full, np.rint(full)):
-        return False, []
-    return True, [float(v) for v in full]
-
-
-def content_problems(data: np.ndarray) -> list[str]:
-    """Why ``data`` is not a scan to segment at all: a constant image or a label map (empty list = ok).
-
-    NaN/inf voxels are reported by the caller (``cosmos.data.nifti.usability_problems``); only the
-    finite voxels are looked at here.
-    """
-    arr = np.asarray(data)
-    finite = arr[np.isfinite(arr)] if not np.all(np.isfinite(arr)) else arr
-    if finite.size == 0:
-        return []
-    lo, hi = float(finite.min()), float(finite.max())
-    if lo == hi:
-        return [f"image is constant (every voxel is {lo:g}): nothing to segment"]
-    label, values = is_label_map(finite)
-    if label:
-        shown = ", ".join(f"{v:g}" for v in values)
-        return [
-            f"looks like a label map, not an image: only {len(values)} distinct integer values ({shown}); "
-            "give the hrT2 scan itself"
-        ]
-    return []
-
-
 def head_mask_values(data: np.ndarray) -> np.ndarray:
     """The finite sampled voxels inside the head: above 10 % of the 99.5th percentile (air and noise out)."""
-    sample = _sample(np.asarray(data, dtype=np.float32))
+    sample = finite_sample(np.asarray(data, dtype=np.float32))
     if sample.size == 0:
         return sample
     lo = float(np.percentile(sample, 0.5))

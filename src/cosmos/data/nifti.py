@@ -10,10 +10,12 @@ drops the sform/qform distinction. nibabel keeps the header we read (sform and q
 matrices), so a volume written back on its source grid is bit-identical in geometry.
 
 Why a geometry check: nibabel and SimpleITK (so nnU-Net) can read one header as two geometries,
-and a scan segmented at the wrong scale raises no error. The header checks (:func:`geometry_problems`,
-:func:`memory_problems`: pixdim vs affine, zero or implausible voxel sizes, shear, the memory a grid
-would need) live in :mod:`cosmos.data.geometry` and are re-exported here; every image that is
-segmented or trained on passes them first (:func:`check_usable`).
+and a scan segmented at the wrong scale raises no error. The header checks (pixdim vs affine, zero
+or implausible voxel sizes, shear, the memory a grid would need: :func:`memory_problems`) live in
+:mod:`cosmos.data.geometry` and are re-exported here; :func:`geometry_problems` runs them on an image,
+a header or a file, and every image that is segmented or trained on passes them first
+(:func:`check_usable`), with the content checks of :mod:`cosmos.data.content` (a constant image, a
+label map). :class:`NiftiError` comes from :mod:`cosmos.data.nifti_errors`, below the checks that raise it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from cosmos.data.content import content_problems
 from cosmos.data.geometry import DEFAULT_MAX_WORK_BYTES as DEFAULT_MAX_WORK_BYTES
 from cosmos.data.geometry import MAX_VOXEL_MM as MAX_VOXEL_MM
 from cosmos.data.geometry import MAX_WORK_ENV as MAX_WORK_ENV
@@ -40,12 +43,13 @@ from cosmos.data.geometry import MIN_VOXEL_MM as MIN_VOXEL_MM
 from cosmos.data.geometry import PIXDIM_TOLERANCE as PIXDIM_TOLERANCE
 from cosmos.data.geometry import SHEAR_TOLERANCE as SHEAR_TOLERANCE
 from cosmos.data.geometry import WORK_COPIES as WORK_COPIES
-from cosmos.data.geometry import affine_problems, header_problems, human_bytes
-from cosmos.data.geometry import geometry_problems as geometry_problems
+from cosmos.data.geometry import affine_problems as affine_problems
+from cosmos.data.geometry import header_problems as header_problems
+from cosmos.data.geometry import human_bytes as human_bytes
 from cosmos.data.geometry import max_work_bytes as max_work_bytes
 from cosmos.data.geometry import memory_problems as memory_problems
 from cosmos.data.geometry import work_bytes as work_bytes
-from cosmos.errors import CosmosError
+from cosmos.data.nifti_errors import NiftiError as NiftiError
 
 LABEL_DTYPE = np.uint8
 MAX_BYTES_ENV = "COSMOS_MAX_NIFTI_BYTES"
@@ -53,10 +57,6 @@ DEFAULT_MAX_BYTES = 4 * 1024**3
 _MAX_DEFLATE_RATIO = 1032  # deflate cannot compress better than ~1032:1
 _READ_SLACK = 64 * 1024**2  # trailing bytes tolerated after the voxel data
 _GZIP_MAGIC = b"\x1f\x8b"
-
-
-class NiftiError(CosmosError, ValueError):
-    """A NIfTI file that cannot be used; the message names the file and the problem."""
 
 
 @dataclass
@@ -323,11 +323,43 @@ def read_header(path: str | Path):
     return _parse_header(path, head)[1]
 
 
+def geometry_problems(source: Any, affine: np.ndarray | None = None) -> list[str]:
+    """Why a scan's geometry cannot be trusted (empty list = consistent), from the header alone.
+
+    ``source``: a nibabel image, a NIfTI header (as stored; nibabel's loader rewrites a zero or
+    negative pixdim, so pass :attr:`Volume.file_header` or :func:`read_header`), or a file path (its
+    header is read, no voxels). ``affine``: the voxel-to-world matrix nibabel chose (sform if
+    sform_code > 0, else qform); by default the image's, or the header's best affine. Refused: a
+    NaN/inf or singular affine; a zero, negative, NaN or inf pixdim; voxel sizes of the affine and
+    of pixdim more than 1 % apart (SimpleITK and nnU-Net read pixdim, nibabel the affine: one scan,
+    two sizes); a voxel edge outside 0.05-10 mm; a sheared (non-orthogonal) direction matrix; a grid
+    needing more working memory than :func:`max_work_bytes` (:func:`memory_problems`, from the
+    header alone). The checks themselves are :mod:`cosmos.data.geometry`'s; this reads the header
+    when given a path, which is why it lives with the reader.
+    Each problem is one phrase with the numbers; the caller names the file.
+    """
+    if isinstance(source, (str, Path)):
+        header = read_header(source)
+    elif hasattr(source, "header") and hasattr(source, "affine"):
+        header = source.header
+        if affine is None:
+            affine = source.affine
+    else:
+        header = source
+    if affine is None and header is not None:
+        try:
+            affine = header.get_best_affine()
+        except Exception:  # a header too broken to give one: the pixdim checks still run
+            affine = None
+    problems = [] if affine is None else affine_problems(affine)
+    return problems + header_problems(header, affine)
+
+
 def usability_problems(data: np.ndarray, affine: np.ndarray, header: Any = None) -> list[str]:
     """Why an *image* cannot be segmented meaningfully (empty list = usable).
 
     NaN/inf voxels, a NaN/inf or singular affine, an all-constant image (all zeros, say) and a label
-    map given as an image (``cosmos.data.modality.content_problems``) each produce an empty or
+    map given as an image (:func:`cosmos.data.content.content_problems`) each produce an empty or
     meaningless mask without any error downstream, so they are refused up front.
     With the file's ``header`` (as stored), its geometry is checked too (:func:`geometry_problems`).
     """
@@ -342,8 +374,6 @@ def usability_problems(data: np.ndarray, affine: np.ndarray, header: Any = None)
     if header is not None:
         problems.extend(header_problems(header, aff))
     if n_bad < finite.size and data.size:
-        from cosmos.data.modality import content_problems  # a constant image or a label map: one place
-
         problems.extend(content_problems(data))
     return problems
 
