@@ -160,7 +160,7 @@ def time_model_setup(fold_dirs: list[Path], threads: int, repeats: int = 3) -> t
     return statistics.median(times), size, n_params
 
 
-def time_predict(model: Path, scans: list[Path], root: Path, overrides: list[str]) -> list[tuple[float, float]]:
+def time_predict(model: Path | str, scans: list[Path], root: Path, overrides: list[str]) -> list[tuple[float, float]]:
     """(wall seconds, peak RSS MB) of one ``cosmos predict`` process per scan."""
     out = []
     for i, scan in enumerate(scans):
@@ -315,6 +315,12 @@ def main() -> int:
     ap.add_argument(
         "--full-size-folds", type=int, default=5, help="folds of the full-size set-up timing (default 5; 0: skip)"
     )
+    ap.add_argument(
+        "--model",
+        default=None,
+        help="a trained model instead of the tests' small one: a folder or models:/ URI (registry: $MLFLOW_TRACKING_URI),"
+        " e.g. the demo's models:/cosmos-segmenter@champion",
+    )
     ap.add_argument("--out", type=Path, default=None, help="also write the printed figures to this file")
     args = ap.parse_args()
     overrides = [f"segmentation.torch_threads={args.threads}"]
@@ -327,9 +333,11 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="serve-latency-"))
     try:
         say(f"serve latency benchmark, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {_load()} at start")
-        model, scans = make_inputs(root, args.scans)
+        small_model, scans = make_inputs(root, args.scans)
+        model = args.model or small_model
         sizes = ", ".join(f"{s.name} {s.stat().st_size / 1e6:.2f} MB" for s in scans)
-        say(f"model: tests' small model (2 folds, random weights); {len(scans)} phantom scans: {sizes}; {overrides[0]}")
+        described = f"{args.model} (trained)" if args.model else "tests' small model (2 folds, random weights)"
+        say(f"model: {described}; {len(scans)} phantom scans: {sizes}; {overrides[0]}")
         bodies = [
             json.dumps({"instances": [{"b64": base64.b64encode(s.read_bytes()).decode()}]}).encode() for s in scans
         ]
@@ -390,12 +398,13 @@ def main() -> int:
             f"warm request / old server request:     {warm_p50:.2f} / {results['old serve']['p50_1_s']:.2f} s = "
             f"{vs_old:.2f}x (target <= 0.5x: {'met' if vs_old <= 0.5 else 'NOT met'})"
         )
-        small_s, _, small_params = time_model_setup(sorted(model.glob("fold_*")), args.threads)
-        say()
-        say(
-            f"per-request set-up of the old server on this model ({small_params} parameters per fold, 2 folds): "
-            f"reading the folds + building the predictor = {small_s * 1000:.0f} ms (median of 3)"
-        )
+        if not args.model:
+            small_s, _, small_params = time_model_setup(sorted(small_model.glob("fold_*")), args.threads)
+            say()
+            say(
+                f"per-request set-up of the old server on this model ({small_params} parameters per fold, 2 folds): "
+                f"reading the folds + building the predictor = {small_s * 1000:.0f} ms (median of 3)"
+            )
         if args.full_size_folds > 0:
             dirs = build_full_size_folds(root, args.full_size_folds)
             setup_s, size_mb, n_params = time_model_setup(dirs, args.threads)
