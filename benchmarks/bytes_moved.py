@@ -334,7 +334,8 @@ def compiled_spec(package: str | None, profile: str, rounds: int | None) -> tupl
     """The pipeline spec (first YAML document) of ``package``, or of a fresh ``cosmos compile``."""
     if package:
         return next(yaml.safe_load_all(Path(package).read_text())), package
-    from pipelines.cosmos_pipeline import PipelineOptions, compile_pipeline
+    from pipelines.compile import compile_pipeline
+    from pipelines.task_settings import PipelineOptions
 
     opts = PipelineOptions(profile=profile) if rounds is None else PipelineOptions(profile=profile, rounds=rounds)
     with tempfile.TemporaryDirectory(prefix="cosmos-bytes-") as tmp:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -19,8 +20,10 @@ import yaml
 
 from components import DEFAULT_IMAGE
 from components.spec import MAX_UNROLLED_FOLDS
-from pipelines.cosmos_pipeline import PipelineOptions, Toleration, compile_pipeline
+from pipelines.benchmark_pipeline import build_benchmark_pipeline
+from pipelines.cosmos_pipeline import build_pipeline
 from pipelines.resources import PROFILE_RESOURCES, ScratchVolume, quantity
+from pipelines.task_settings import PipelineOptions, Toleration
 
 DEFAULT_TOLERATION = "nvidia.com/gpu:Exists:NoSchedule"
 
@@ -267,6 +270,21 @@ def options_from_args(args: argparse.Namespace, cfg) -> PipelineOptions:
         dataset_gb=dataset_gb,
         start="pseudo" if args.from_pseudo else "data",
     )
+
+
+def compile_pipeline(path: str, opts: PipelineOptions = PipelineOptions(), benchmark: bool = False) -> str:
+    """Write the pipeline package (multi-document YAML: pipeline spec, then platform spec).
+
+    It lives here, above both DAG modules, because it picks between them and the benchmark's module
+    imports the pipeline's (reusing its rounds): in either DAG module the choice would close an import circle.
+    """
+    from kfp import compiler
+
+    fn = build_benchmark_pipeline(opts) if benchmark else build_pipeline(opts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=FutureWarning)
+        compiler.Compiler().compile(fn, package_path=str(path))
+    return str(path)
 
 
 def compile_to(path: str | Path, opts: PipelineOptions, benchmark: bool = False) -> Path:

@@ -245,7 +245,7 @@ def _prepare_out(out_dir: str | Path) -> Path:
 def _local_options(cfg, profile: str | None, **extra: Any):
     """PipelineOptions for a local run: K and folds from the resolved config, cores split per fold."""
     from cosmos.cpu import share_of_cores
-    from pipelines.cosmos_pipeline import PipelineOptions
+    from pipelines.task_settings import PipelineOptions
 
     concurrent_folds = min(len(cfg.segmentation.folds), LOCAL_PARALLELISM)
     if cfg.segmentation.torch_threads == 0 and concurrent_folds > 1:
@@ -422,7 +422,7 @@ def run_benchmark_local(
 
     ``rows`` default: every row the data allows (the oracle only with ``target_training_labels/``).
     """
-    from pipelines.cosmos_pipeline import BENCHMARK_ROWS, build_benchmark_pipeline
+    from pipelines.benchmark_pipeline import BENCHMARK_ROWS, build_benchmark_pipeline
 
     _check_dir("--data", data)
     _check_dir("--val-labels", val_labels)

@@ -294,6 +294,7 @@ SPLITS = {
     "cosmos.data.modality": ("cosmos.data.content",),
     "cosmos.cli": ("cosmos.cli.args",),
     "pipelines.console.views": ("pipelines.console.base",),
+    "pipelines.cosmos_pipeline": ("pipelines.task_settings",),
 }
 
 

@@ -16,7 +16,7 @@ import yaml
 
 from components import GPU_STAGES, SPECS, STAGES
 from components.spec import PROFILES, Caching, StageSpec
-from pipelines.cosmos_pipeline import EXTERNAL_INPUT_STAGES, SECRET_STAGES, PipelineOptions, compile_pipeline
+from pipelines.compile import compile_pipeline
 from pipelines.resources import (
     PROFILE_RESOURCES,
     RETRY_STAGES,
@@ -27,6 +27,7 @@ from pipelines.resources import (
     quantity,
     stage_resources,
 )
+from pipelines.task_settings import EXTERNAL_INPUT_STAGES, SECRET_STAGES, PipelineOptions
 
 
 def _compile(tmp_path: Path, benchmark: bool = False, **kw) -> tuple[dict, dict]:
@@ -200,7 +201,7 @@ def test_retried_folds_get_the_run_id_that_keys_their_checkpoints(paper, paper_b
 def test_side_effect_stages_are_never_cached(paper, paper_benchmark):
     """... nor the stages that read a URI whose contents can change under the same string (KFP's key
     would see the string only; their own stage key fingerprints the data)."""
-    from pipelines.cosmos_pipeline import EXTERNAL_INPUT_STAGES
+    from pipelines.task_settings import EXTERNAL_INPUT_STAGES
 
     assert {"start_round_run", "register_round", "report", "evaluate", "train_translator"} <= SIDE_EFFECT_STAGES
     assert {"import_pseudo"} <= EXTERNAL_INPUT_STAGES

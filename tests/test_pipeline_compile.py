@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from components import GPU_STAGES, STAGE_NAMES, STAGES, build, stage_function
-from pipelines.cosmos_pipeline import PipelineOptions, Toleration, compile_pipeline
+from pipelines.compile import compile_pipeline
+from pipelines.task_settings import PipelineOptions, Toleration
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -263,8 +264,8 @@ def test_caching_switch_and_image(tmp_path):
     assert images == {"registry.example.com/cosmos:9.9"}
     spec2, _ = _compile(tmp_path, rounds=0, caching=True)
     # caching on: every task but those with side effects or external inputs (tests/test_pipeline_cluster.py)
-    from pipelines.cosmos_pipeline import EXTERNAL_INPUT_STAGES
     from pipelines.resources import SIDE_EFFECT_STAGES
+    from pipelines.task_settings import EXTERNAL_INPUT_STAGES
 
     never = SIDE_EFFECT_STAGES | EXTERNAL_INPUT_STAGES
     for t in spec2["root"]["dag"]["tasks"].values():
@@ -335,7 +336,7 @@ def test_no_stage_name_is_typed_twice():
         own = rel.parts[0] if len(rel.parts) > 1 else None
         others = [(line, name) for line, name in _stage_name_literals(path) if name != own]
         assert not others, f"components/{rel} names other stages: {others}"
-    for name in ("cosmos_pipeline.py", "resources.py", "compile.py"):
+    for name in ("cosmos_pipeline.py", "benchmark_pipeline.py", "task_settings.py", "resources.py", "compile.py"):
         found = _stage_name_literals(REPO / "pipelines" / name, skip_display_names=True)
         assert not found, f"pipelines/{name} types stage names (read them off the specs instead): {found}"
 
@@ -501,7 +502,7 @@ def test_profile_decides_k_and_folds_at_compile_time(tmp_path):
 
 
 def test_benchmark_pipeline_compiles_with_the_same_rounds_per_row(tmp_path):
-    from pipelines.cosmos_pipeline import compile_pipeline
+    from pipelines.compile import compile_pipeline
 
     path = tmp_path / "b.yaml"
     compile_pipeline(str(path), PipelineOptions(rounds=2, profile="small", folds=(0, 1)), benchmark=True)
@@ -571,7 +572,7 @@ def test_benchmark_cosmos_rows_are_cosmos_runs_rounds(tmp_path):
     stages, parameters, inputs and component code); only the row's tracking names (``overrides``) differ."""
     from kfp import compiler
 
-    from pipelines.cosmos_pipeline import build_benchmark_pipeline
+    from pipelines.benchmark_pipeline import build_benchmark_pipeline
 
     opts = PipelineOptions(rounds=2, profile="tiny", folds=(0,))
     run_path, bench_path = tmp_path / "run.yaml", tmp_path / "bench.yaml"

@@ -234,7 +234,8 @@ def kfp_server(request):
 
 @pytest.fixture(scope="module")
 def package(tmp_path_factory):
-    from pipelines.cosmos_pipeline import PipelineOptions, compile_pipeline
+    from pipelines.compile import compile_pipeline
+    from pipelines.task_settings import PipelineOptions
 
     path = tmp_path_factory.mktemp("pkg") / "cosmos-pipeline.yaml"
     compile_pipeline(str(path), PipelineOptions(rounds=1))

@@ -1,6 +1,6 @@
 """The Table-1 ablation (paper section 4.3): its rows, the gap closure, the table.
 
-The benchmark runs as one DAG, ``cosmos-benchmark`` (``pipelines/cosmos_pipeline.py``), through
+The benchmark runs as one DAG, ``cosmos-benchmark`` (``pipelines/benchmark_pipeline.py``), through
 kfp.local here and Kubeflow on a cluster: each row is the same self-training rounds as
 ``cosmos-pipeline`` on another labelled "pseudo" folder, so the nnU-Net recipe is identical across
 rows and the COSMOS rows are exactly what ``cosmos run`` trains. Rows, all scored on the same
