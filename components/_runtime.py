@@ -217,6 +217,49 @@ def _is_s3(uri: str | None) -> bool:
 UNIQUE_FINGERPRINT = "unique:"
 
 
+# A package compiled without --dataset-gb plans its timeouts and disks for the phantom's few GB; above this, say so.
+UNDECLARED_DATASET_GB = 5.0
+# How much larger than the compiled --dataset-gb the data may be before the plan (timeouts, disks) no longer holds.
+DATASET_GB_SLACK = 1.25
+
+
+def data_size_gb(uri: str) -> float | None:
+    """Bytes under ``uri`` (an ``s3://`` prefix or a local folder) in GB, from the listing alone; None for the phantom."""
+    from pathlib import Path
+
+    from cosmos.data import storage
+
+    if not uri:
+        return None
+    if storage.is_s3(uri):
+        return sum(size for _, size in storage.list_objects(uri)) / 1e9
+    root = Path(uri)
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / 1e9 if root.is_dir() else None
+
+
+def check_dataset_size(measured_gb: float | None, compiled_gb: float, *, cluster: bool) -> None:
+    """Timeouts and disks are fixed at compile time (``cosmos compile --dataset-gb``): ingest measures the data and
+    stops, before copying anything, when it is larger than the package was planned for, so a stage is not killed
+    hours later by a timeout or a full disk sized for less. Without a declared size a large dataset gets a warning."""
+    from cosmos.errors import CosmosError
+
+    if measured_gb is None:
+        return
+    if compiled_gb > 0 and measured_gb > compiled_gb * DATASET_GB_SLACK:
+        raise CosmosError(
+            f"data_uri holds {measured_gb:.1f} GB but the package was compiled for {compiled_gb:g} GB "
+            f"(cosmos compile --dataset-gb): its timeouts and disks are too small; recompile with "
+            f"--dataset-gb {measured_gb:.0f}"
+        )
+    if compiled_gb <= 0 and cluster and measured_gb > UNDECLARED_DATASET_GB:
+        log.warning(
+            "data_uri holds %.1f GB and the package was compiled without --dataset-gb: timeouts and disks are planned "
+            "for a few GB; recompile with --dataset-gb %.0f",
+            measured_gb,
+            measured_gb,
+        )
+
+
 def check_data_fingerprint(data_uri: str, val_labels_uri: str, given: str, *, cluster: bool) -> None:
     """Fail before ingesting when ``given`` (the ``data_fingerprint`` parameter) is set and is not the data's.
 

@@ -243,6 +243,7 @@ def _add_inputs(
             folds=folds,
             compiled_rounds=opts.rounds,
             compiled_folds=",".join(str(int(f)) for f in opts.folds) if opts.unroll_folds else "",
+            compiled_dataset_gb=float(opts.dataset_gb),  # ingest refuses data that outgrow the timeouts and disks
             require_source=require_source,
             **common,
         ),

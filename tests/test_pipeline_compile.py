@@ -826,6 +826,14 @@ def test_dataset_gb_scales_timeouts_and_sizes_each_stages_scratch(tmp_path):
             assert not vols
     fold_vol = k8s["exec-train-fold"]["genericEphemeralVolume"][0]
     assert quantity(fold_vol["size"]) > quantity("20Gi")  # 1.8 x 80 GB does not fit the given floor
+    # every ingest task knows the size the plan was made for, to refuse data that outgrow it (and 0 when undeclared)
+    for compiled, gb in ((spec, 80.0), (base_spec, 0.0)):
+        dags = [compiled["root"], *compiled["components"].values()]
+        tasks = [t for d in dags for t in d.get("dag", {}).get("tasks", {}).values()]
+        ingests = [t for t in tasks if t["componentRef"]["name"].startswith("comp-ingest-validate")]
+        assert ingests
+        for t in ingests:
+            assert t["inputs"]["parameters"]["compiled_dataset_gb"]["runtimeValue"]["constant"] == gb
 
 
 def test_cosmos_compile_cli_unroll_dataset_gb_and_from_pseudo(tmp_path, capsys):

@@ -39,12 +39,15 @@ def ingest_validate(
     data_fingerprint: str = "",
     compiled_folds: str = "",
     compiled_profile: str = "",
+    compiled_dataset_gb: float = 0.0,
 ) -> NamedTuple(  # type: ignore[valid-type]  # KFP's syntax for named outputs
     "IngestOutputs", [("has_val_labels", bool), ("n_source", int), ("n_target", int), ("n_validation", int)]
 ):
     """data_uri: s3://bucket/prefix, a local crossMoDA folder, or "" for the built-in phantom.
     compiled_folds: "0,1,2" when the package was compiled with the folds unrolled (then the ``folds``
-    parameter must name exactly these); "" for the ParallelFor package."""
+    parameter must name exactly these); "" for the ParallelFor package.
+    compiled_dataset_gb: the data size the package's timeouts and disks were planned for (``--dataset-gb``; 0: not
+    declared); larger data stops here, before anything is copied."""
     from collections import namedtuple
 
     from components import _runtime as rt
@@ -56,6 +59,7 @@ def ingest_validate(
         check_compiled_shape(cfg, compiled_rounds=compiled_rounds, folds=folds)  # before any listing or copy
         rt.check_unrolled_folds(compiled_folds, folds)
         rt.check_data_fingerprint(data_uri, val_labels_uri, data_fingerprint, cluster=not work_root)
+        rt.check_dataset_size(rt.data_size_gb(data_uri), float(compiled_dataset_gb), cluster=not work_root)
         # names, sizes and mtimes (local) or keys, sizes and ETags (s3://): edited data is re-ingested
         uris = {"data_uri": fingerprint(data_uri), "val_labels_uri": fingerprint(val_labels_uri)}
         return {**uris, "require_source": bool(require_source), "outputs": "data+validation"}
