@@ -252,6 +252,14 @@ def test_a_trained_model_crops_whole_scans_like_its_training_data(run, data, tmp
     cfg = load_config("tiny", overrides=["segmentation.mirroring=false"])
     (out,) = segment_files([fold], [scan], tmp_path / "seg", cfg)
     assert same_grid(load(out, label=True), load(scan)) is None
+    # the measurements describe the whole scan's labels, with the confidence and removed components of the crop
+    from cosmos.evaluation.measurements import measure_file, measurements_path
+
+    measured = json.loads(measurements_path(out).read_text())
+    assert measured["vs_volume_mm3"] == pytest.approx(measure_file(out).vs_volume_mm3)
+    assert measured["components_removed"] is not None
+    if measured["vs_voxels"]:
+        assert 0.0 < measured["vs_confidence_mean_max_prob"] <= 1.0
 
 
 @pytest.mark.timeout(900)

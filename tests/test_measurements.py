@@ -132,6 +132,24 @@ def test_confidence_is_the_mean_max_probability_inside_the_vs():
         m.measure(label, np.eye(4), probabilities=probs[:, :5])
 
 
+def test_a_confidence_taken_on_a_crop_carries_over_to_the_whole_scan():
+    """A model trained on ROI crops has its softmax on the crop only: the confidence is taken there
+    (vs_confidence) and handed to the whole scan's measurements."""
+    rng = np.random.default_rng(4)
+    crop = np.zeros((10, 10, 6), np.uint8)
+    crop[3:6, 3:6, 2:4] = 1
+    logits = rng.normal(size=(3, 10, 10, 6))
+    probs = np.exp(logits) / np.exp(logits).sum(axis=0)
+    on_crop = m.vs_confidence(probs, crop)
+    assert on_crop == pytest.approx(m.measure(crop, np.eye(4), probabilities=probs).vs_confidence_mean_max_prob)
+    whole = np.zeros((30, 30, 12), np.uint8)
+    whole[10:20, 10:20, 3:9] = crop  # the crop put back on its scan
+    got = m.measure(whole, np.eye(4), confidence=on_crop)
+    assert got.vs_confidence_mean_max_prob == on_crop and got.vs_voxels == int((crop == 1).sum())
+    assert m.vs_confidence(probs, np.zeros_like(crop)) is None
+    assert m.measure(np.zeros_like(whole), np.eye(4), confidence=0.9).vs_confidence_mean_max_prob is None  # no VS
+
+
 def test_removed_components_counts_what_postprocessing_dropped():
     from cosmos.config import load_config
     from cosmos.data.nifti import Volume

@@ -188,6 +188,7 @@ def measure(
     probabilities: np.ndarray | None = None,
     removed_components: dict[str, int] | None = None,
     midline_x: float | None = None,
+    confidence: float | None = None,
 ) -> Measurements:
     """Measure one label map (VS = 1, cochlea = 2).
 
@@ -195,7 +196,8 @@ def measure(
     first axis runs to patient-left). ``probabilities``: the ensemble's softmax, C x I x J x K on ``label``'s grid
     (C = background, VS, cochlea), as ``cosmos.segmentation.inference`` holds it. ``removed_components``: from
     :func:`removed_components`. ``midline_x``: world x (mm) that splits left from right cochlea (default: the
-    centre of the field of view).
+    centre of the field of view). ``confidence``: :func:`vs_confidence`, already taken where the softmax was (a
+    model trained on ROI crops has its softmax on the crop only), used when ``probabilities`` is None.
     """
     label = np.asarray(label)
     if label.ndim != 3:
@@ -222,13 +224,10 @@ def measure(
     n_left = int(np.count_nonzero(world_x > midline_x))  # RAS: +x is the patient's left
     n_right = len(cochlea) - n_left
 
-    confidence = None
-    if probabilities is not None and n_vs:
-        p = np.asarray(probabilities)
-        if p.ndim != 4 or p.shape[1:] != label.shape:
-            raise ValueError(f"probabilities {p.shape} do not match the label {label.shape} (need C x I x J x K)")
-        at_vs = p[:, vs_idx[:, 0], vs_idx[:, 1], vs_idx[:, 2]]  # C x N, the VS voxels only
-        confidence = float(np.mean(at_vs.max(axis=0), dtype=np.float64))
+    if probabilities is not None:
+        confidence = _confidence_at(probabilities, label.shape, vs_idx)
+    elif not n_vs:
+        confidence = None
 
     return Measurements(
         spacing_mm=(spacing[0], spacing[1], spacing[2]),
@@ -242,6 +241,23 @@ def measure(
         vs_confidence_mean_max_prob=confidence,
         components_removed=None if removed_components is None else {k: int(v) for k, v in removed_components.items()},
     )
+
+
+def _confidence_at(probabilities: np.ndarray, shape: tuple[int, ...], vs_idx: np.ndarray) -> float | None:
+    p = np.asarray(probabilities)
+    if p.ndim != 4 or p.shape[1:] != tuple(shape):
+        raise ValueError(f"probabilities {p.shape} do not match the label {tuple(shape)} (need C x I x J x K)")
+    if not len(vs_idx):
+        return None
+    at_vs = p[:, vs_idx[:, 0], vs_idx[:, 1], vs_idx[:, 2]]  # C x N, the VS voxels only
+    return float(np.mean(at_vs.max(axis=0), dtype=np.float64))
+
+
+def vs_confidence(probabilities: np.ndarray, label: np.ndarray) -> float | None:
+    """The mean of the ensemble's max-probability over the VS voxels of ``label`` (None without VS): the
+    ``vs_confidence_mean_max_prob`` figure, for a caller that must drop the softmax before measuring."""
+    label = np.asarray(label)
+    return _confidence_at(probabilities, label.shape, np.argwhere(label == VS_LABEL))
 
 
 def load_label(path: str | Path) -> nifti.Volume:

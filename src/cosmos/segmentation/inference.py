@@ -312,6 +312,9 @@ class CasePrediction:
     raw: np.ndarray
     labels: np.ndarray
     probabilities: np.ndarray | None
+    # the VS confidence taken from the softmax before it was dropped (a model trained on ROI crops: the softmax
+    # stays on the crop while the labels go back onto the whole scan)
+    confidence: float | None = None
 
 
 def predict_case(
@@ -352,6 +355,7 @@ def case_measurements(case: CasePrediction) -> Measurements:
         probabilities=case.probabilities,
         removed_components=removed_components(case.raw, seg),
         midline_x=midline,
+        confidence=case.confidence,
     )
 
 

@@ -116,6 +116,34 @@ def collect_nifti_inputs(inputs: Iterable[str | Path], warnings: list[str] | Non
     return files
 
 
+def _measure_uncropped(label_path: Path, labels, original, crop_prediction: Path, scan: Path) -> None:
+    """``<case>_measurements.json`` beside a label put back on its whole scan: volumes, diameter and left/right
+    from the whole scan's grid and head; the ensemble's confidence and the components the post-processing removed
+    from the crop's own measurements (the softmax and the raw labels exist on the crop only; a crop is cut from the
+    scan, not resampled, so they describe the same voxels). Nothing is written when the crop had no measurements."""
+    import json
+
+    from cosmos.data.outputs import record_outputs
+    from cosmos.evaluation.measurements import measure, measurements_path, write_json
+    from cosmos.segmentation.postprocessing import COCHLEA_LABEL, head_midline_x
+
+    crop_json = measurements_path(crop_prediction)
+    if not crop_json.is_file():
+        return
+    crop = json.loads(crop_json.read_text())
+    midline = head_midline_x(original) if (labels == COCHLEA_LABEL).any() else None
+    full = measure(
+        labels,
+        original.affine,
+        removed_components=crop.get("components_removed"),
+        midline_x=midline,
+        confidence=crop.get("vs_confidence_mean_max_prob"),
+    )
+    target = measurements_path(label_path)
+    record_outputs(label_path.parent, {target.name: scan.resolve()})
+    write_json(target, full)
+
+
 def segment_files(
     fold_dirs: Sequence[str | Path],
     files: Sequence[str | Path],
@@ -154,6 +182,7 @@ def segment_files(
                 # listed as ours before it is written, so a later `cosmos predict` may replace it (data.outputs)
                 record_outputs(out_dir, {output_name(f): Path(f).resolve()})
                 written.append(nifti.save(Path(out_dir) / output_name(f), data, like=original, label=True))
+                _measure_uncropped(written[-1], data, original, pred, Path(f))
     else:
         written = predict([Path(d) for d in fold_dirs], files, out_dir, cfg, mirroring=mirroring)
     by_name = {Path(w).name: Path(w) for w in written}

@@ -99,6 +99,7 @@ class WarmSegmenter:
     def _segment_cropped(self, predictor, image: Path, volume: Volume | None) -> CasePrediction:
         """The ROI round-trip of ``segment_files``: crop as trained, predict the crop, uncrop."""
         from cosmos.data import nifti, roi
+        from cosmos.evaluation.measurements import vs_confidence
         from cosmos.segmentation.inference import predict_case
 
         assert self.roi is not None
@@ -106,11 +107,13 @@ class WarmSegmenter:
             crops = roi.crop_inputs([image], self.roi, Path(tmp))
             crop, box = crops[Path(image)]
             case = predict_case(predictor, crop, self.cfg.segmentation, self.need_probabilities)
+        if case.probabilities is not None:  # taken on the crop, where the softmax is
+            case.confidence = vs_confidence(case.probabilities, case.labels)
         original = volume if volume is not None else nifti.load(image)
         case.labels = roi.uncrop(case.labels, box, original.shape)
         case.raw = roi.uncrop(case.raw, box, original.shape)
         # The softmax stays on the crop: put back on a whole head it would cost C x the scan in
-        # float32, for a confidence figure the caller can do without (None).
+        # float32; the confidence figure was taken from it above.
         case.probabilities = None
         case.volume = original
         return case
