@@ -23,16 +23,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CHECKS_OFF, CUT_BUDGET, _aws_env
+from conftest import CHECKS_OFF, CUT_BUDGET, _aws_env, mlflow_server
 
 pytest.importorskip("nnunetv2")
 mlflow = pytest.importorskip("mlflow")
@@ -51,12 +47,6 @@ CHECKS_KEPT_OFF = tuple(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def stack(seaweedfs, tmp_path_factory):
     """AWS env pointing at SeaweedFS, and a real MLflow server whose artifacts go into a SeaweedFS bucket."""
@@ -68,46 +58,11 @@ def stack(seaweedfs, tmp_path_factory):
         mp.setenv("MLFLOW_S3_ENDPOINT_URL", seaweedfs)
         mp.setenv("TMPDIR", str(root))
         boto3.client("s3", endpoint_url=seaweedfs).create_bucket(Bucket="cosmos-e2e-mlflow")
-        port = _free_port()
-        env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-        log = open(root / "mlflow-server.log", "w")
-        cmd = [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{root / 'server.db'}",
-            "--artifacts-destination",
-            "s3://cosmos-e2e-mlflow/artifacts",
-            "--workers",
-            "1",
-        ]
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail(f"mlflow server did not start: {(root / 'mlflow-server.log').read_text()[-2000:]}")
-            time.sleep(1)
-        try:
+        env = dict(os.environ)
+        with mlflow_server(
+            f"sqlite:///{root / 'server.db'}", "s3://cosmos-e2e-mlflow/artifacts", root / "mlflow-server.log", env
+        ) as url:
             yield {"s3": seaweedfs, "mlflow": url, "root": root}
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            log.close()
 
 
 @pytest.fixture(scope="module")

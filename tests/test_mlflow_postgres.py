@@ -22,13 +22,11 @@ import pwd
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import mlflow_server
 
 
 def _pg_bin() -> Path | None:
@@ -104,51 +102,11 @@ def postgres():
 @pytest.fixture
 def mlflow_on_postgres(postgres, tmp_path):
     """``mlflow server`` with the PostgreSQL backend store and proxied file artifacts; yields its URL."""
-    port = _free_port()
-    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    env = dict(os.environ)
     env.pop("MLFLOW_TRACKING_URI", None)
-    log = open(tmp_path / "mlflow-server.log", "w")
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            postgres,
-            "--artifacts-destination",
-            (tmp_path / "artifacts").as_uri(),
-            "--workers",
-            "1",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail("mlflow server did not start:\n" + (tmp_path / "mlflow-server.log").read_text()[-3000:])
-            time.sleep(0.5)
+    artifacts = (tmp_path / "artifacts").as_uri()
+    with mlflow_server(postgres, artifacts, tmp_path / "mlflow-server.log", env, timeout_s=90) as url:
         yield url, postgres
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def _identity_model():
