@@ -191,7 +191,7 @@ def check_unrolled_folds(compiled_folds: str, folds: Iterable[Any]) -> None:
         )
 
 
-def data_fingerprint(data_uri: str, val_labels_uri: str = "") -> str:
+def data_fingerprint(data_uri: str, val_labels_uri: str = "", known: Mapping[str, str] | None = None) -> str:
     """One value that changes when the run's input data does: ``sha256:`` of the keys, sizes and ETags
     under the ``s3://`` URIs (``cosmos.data.storage.fingerprint``; one listing each, no content read).
 
@@ -199,12 +199,14 @@ def data_fingerprint(data_uri: str, val_labels_uri: str = "") -> str:
     ``data_fingerprint`` parameter, so it lands in KFP's cache key of ``ingest_validate``; the task
     computes it again with the Secret's credentials (:func:`check_data_fingerprint`). Local paths
     are not fingerprinted here: their mtimes differ between the submitting machine and the image.
+    ``known``: URI -> its ``storage.fingerprint`` where the caller has it already (one listing, not two).
     """
     import hashlib
 
     from cosmos.data.storage import fingerprint
 
-    parts = [fingerprint(uri) if _is_s3(uri) else (uri or "") for uri in (data_uri, val_labels_uri)]
+    known = known or {}
+    parts = [(known.get(uri) or fingerprint(uri)) if _is_s3(uri) else (uri or "") for uri in (data_uri, val_labels_uri)]
     return "sha256:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
@@ -260,7 +262,9 @@ def check_dataset_size(measured_gb: float | None, compiled_gb: float, *, cluster
         )
 
 
-def check_data_fingerprint(data_uri: str, val_labels_uri: str, given: str, *, cluster: bool) -> None:
+def check_data_fingerprint(
+    data_uri: str, val_labels_uri: str, given: str, *, cluster: bool, known: Mapping[str, str] | None = None
+) -> None:
     """Fail before ingesting when ``given`` (the ``data_fingerprint`` parameter) is set and is not the data's.
 
     Why: KFP serves ``ingest_validate`` from its cache when its inputs are unchanged, and a cache
@@ -271,6 +275,7 @@ def check_data_fingerprint(data_uri: str, val_labels_uri: str, given: str, *, cl
     cluster DAG then runs the ingest task whose caching is off (``pipelines/cosmos_pipeline.py``
     ``_add_ingest``), so stale data cannot be reused; on a cluster one line says so and names the value
     that would make it cacheable. Local runs (``cosmos run``) resume by their own key and say nothing.
+    ``known``: as in :func:`data_fingerprint`.
     """
     from cosmos.errors import CosmosError
 
@@ -281,10 +286,10 @@ def check_data_fingerprint(data_uri: str, val_labels_uri: str, given: str, *, cl
             log.info(
                 "data_fingerprint is empty: this ingest is not cached by KFP (it runs on every run); to make it "
                 "cacheable pass data_fingerprint=%s ('cosmos submit' computes and passes it)",
-                data_fingerprint(data_uri, val_labels_uri),
+                data_fingerprint(data_uri, val_labels_uri, known),
             )
         return
-    actual = data_fingerprint(data_uri, val_labels_uri)
+    actual = data_fingerprint(data_uri, val_labels_uri, known)
     if given != actual:
         raise CosmosError(
             f"pipeline parameter data_fingerprint={given} is not the data's ({actual}): the data under "

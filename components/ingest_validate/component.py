@@ -58,10 +58,11 @@ def ingest_validate(
 
         check_compiled_shape(cfg, compiled_rounds=compiled_rounds, folds=folds)  # before any listing or copy
         rt.check_unrolled_folds(compiled_folds, folds)
-        rt.check_data_fingerprint(data_uri, val_labels_uri, data_fingerprint, cluster=not work_root)
-        rt.check_dataset_size(rt.data_size_gb(data_uri), float(compiled_dataset_gb), cluster=not work_root)
         # names, sizes and mtimes (local) or keys, sizes and ETags (s3://): edited data is re-ingested
         uris = {"data_uri": fingerprint(data_uri), "val_labels_uri": fingerprint(val_labels_uri)}
+        known = {data_uri: uris["data_uri"], val_labels_uri: uris["val_labels_uri"]}  # listed once, checked here
+        rt.check_data_fingerprint(data_uri, val_labels_uri, data_fingerprint, cluster=not work_root, known=known)
+        rt.check_dataset_size(rt.data_size_gb(data_uri), float(compiled_dataset_gb), cluster=not work_root)
         return {**uris, "require_source": bool(require_source), "outputs": "data+validation"}
 
     def body(cfg, out):
